@@ -127,7 +127,7 @@ class ParamsDemux(wiring.Component):
         p = self.params
         outs = [getattr(self, f"out{i}") for i in range(n)]
         sel = Signal(n)  # one-hot: the engine the held word is for (0: nothing held)
-        word = Signal(len(p.payload.word))
+        word = Signal(len(p.payload.word), reset_less=True)
         taken = Signal()
         m.d.comb += taken.eq(Cat(*[sel[i] & o.ready for i, o in enumerate(outs)]).any())
         free = ~sel.any() | taken

@@ -62,7 +62,7 @@ class MacArray(wiring.Component):
         PI, PO, fb, wb = cfg.pi, cfg.po, cfg.feature_bits, cfg.weight_bits
         dw = cfg.depthwise
         # operands: the memories' outputs, registered before any logic
-        op = Signal(step_data_layout(cfg), name="operands")
+        op = Signal(step_data_layout(cfg), name="operands", reset_less=True)
         op_v = Signal()
         m.d.sync += [op.eq(self.steps.payload), op_v.eq(self.steps.valid)]
         xs = [(op.x[i * fb:(i + 1) * fb].as_signed() if cfg.signed_input else op.x[i * fb:(i + 1) * fb].as_unsigned())
@@ -76,17 +76,18 @@ class MacArray(wiring.Component):
         for o in range(PO):
             s, stages = adder_tree(m, prods[o], cfg.psum_bits, f"tree_{o}")
             sums.append(s)
-        ctl = Signal(data.StructLayout({"v": 1, "first": 1, "last": 1, "meta": meta_layout(cfg)}))
-        m.d.comb += [ctl.v.eq(op_v), ctl.first.eq(op.first), ctl.last.eq(op.last), ctl.meta.eq(op.meta)]
-        ctl_t = delay(m, ctl, MULTIPLY_LATENCY + stages, "mac_ctl")
+        ctl = Signal(data.StructLayout({"first": 1, "last": 1, "meta": meta_layout(cfg)}))
+        m.d.comb += [ctl.first.eq(op.first), ctl.last.eq(op.last), ctl.meta.eq(op.meta)]
+        ctl_t = delay(m, ctl, MULTIPLY_LATENCY + stages, "mac_ctl", reset_less=True)
+        ctl_v = delay(m, op_v, MULTIPLY_LATENCY + stages, "mac_v")
         # accumulate (first: start from zero); a beat leaves on its last step
-        acc = [Signal(signed(cfg.psum_bits), name=f"acc_{o}") for o in range(PO)]
-        with m.If(ctl_t.v & ~ctl_t.meta.eof):
+        acc = [Signal(signed(cfg.psum_bits), name=f"acc_{o}", reset_less=True) for o in range(PO)]  # first: 0
+        with m.If(ctl_v & ~ctl_t.meta.eof):
             for o in range(PO):
                 m.d.sync += acc[o].eq(Mux(ctl_t.first, 0, acc[o]) + sums[o])
         out_v = Signal()
-        out_meta = Signal(meta_layout(cfg))
-        m.d.sync += [out_v.eq(ctl_t.v & (ctl_t.last | ctl_t.meta.eof)), out_meta.eq(ctl_t.meta)]
+        out_meta = Signal(meta_layout(cfg), reset_less=True)
+        m.d.sync += [out_v.eq(ctl_v & (ctl_t.last | ctl_t.meta.eof)), out_meta.eq(ctl_t.meta)]
         m.d.comb += self.sums.valid.eq(out_v)
         m.d.comb += self.sums.payload.meta.eq(out_meta)
         m.d.comb += [self.sums.payload.acc[o].eq(acc[o]) for o in range(PO)]

@@ -33127,6 +33127,15 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o_
   wire o__ready;
   output o__valid;
   reg o__valid = 1'h0;
+  (* init = 154'h000000000000000000000000000000000000000 *)
+  wire [153:0] out;
+  wire [151:0] \out.data ;
+  wire [37:0] \out.data[0] ;
+  wire [37:0] \out.data[1] ;
+  wire [37:0] \out.data[2] ;
+  wire [37:0] \out.data[3] ;
+  wire \out.error ;
+  wire \out.last ;
   input rst;
   wire rst;
   reg [153:0] skid = 154'h000000000000000000000000000000000000000;
@@ -33161,9 +33170,6 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o_
       end else begin
         \$5  = i__payload;
       end
-    end
-    if (rst) begin
-      \$5  = 154'h000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -33202,10 +33208,8 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o_
     end else if (\$4 ) begin
       \$8  = i__payload;
     end
-    if (rst) begin
-      \$8  = 154'h000000000000000000000000000000000000000;
-    end
   end
+  assign out = o__payload;
   assign \o__payload.data  = o__payload[151:0];
   assign \o__payload.data[0]  = o__payload[37:0];
   assign \o__payload.data[1]  = o__payload[75:38];
@@ -33213,6 +33217,13 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o_
   assign \o__payload.data[3]  = o__payload[151:114];
   assign \o__payload.last  = o__payload[152];
   assign \o__payload.error  = o__payload[153];
+  assign \out.data  = o__payload[151:0];
+  assign \out.data[0]  = o__payload[37:0];
+  assign \out.data[1]  = o__payload[75:38];
+  assign \out.data[2]  = o__payload[113:76];
+  assign \out.data[3]  = o__payload[151:114];
+  assign \out.last  = o__payload[152];
+  assign \out.error  = o__payload[153];
   assign \skid.data  = skid[151:0];
   assign \skid.data[0]  = skid[37:0];
   assign \skid.data[1]  = skid[75:38];

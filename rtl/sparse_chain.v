@@ -314,15 +314,9 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   reg \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg [10:0] \$49 ;
+  reg [41:0] \$46 ;
+  reg [5:0] \$47 ;
   wire \$5 ;
-  reg [10:0] \$50 ;
-  reg \$51 ;
-  reg [41:0] \$52 ;
-  reg [5:0] \$53 ;
   wire \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
@@ -351,7 +345,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire [31:0] \bitmaps[6] ;
   wire [31:0] \bitmaps[7] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -390,6 +384,17 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 42'h00000000000 *)
+  wire [41:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [3:0] \out_reg.x ;
+  wire [3:0] \out_reg.y ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] p_data;
   (* init = 1'h0 *)
@@ -412,7 +417,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire \r_addr$67 ;
   wire [127:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [41:0] \r_data$98 ;
+  wire [41:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [7:0] rd_addr;
@@ -437,7 +442,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [3:0] row;
-  wire [3:0] \row$91 ;
+  wire [3:0] \row$93 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -523,7 +528,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire [3:0] \steps__payload.meta.oy ;
   wire [4:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [98:0] sums__payload;
   wire [98:0] \sums__payload$64 ;
   wire [87:0] \sums__payload$64.acc ;
@@ -591,12 +596,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   (* init = 5'h00 *)
   wire [4:0] \width_m1$26 ;
   always @(posedge clk)
-    height_m1 <= \$35 ;
-  always @(posedge clk)
-    width_m1 <= \$36 ;
-  always @(posedge clk)
-    c_in <= \$37 ;
-  always @(posedge clk)
     c_out <= \$38 ;
   always @(posedge clk)
     c_tap <= \$39 ;
@@ -611,23 +610,23 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   always @(posedge clk)
     steps__valid <= \$44 ;
   always @(posedge clk)
-    read_first_d1 <= \$45 ;
+    read_first_d1 <= steps__payload[13];
   always @(posedge clk)
-    read_first_d2 <= \$46 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$47 ;
+    read_last_d1 <= steps__payload[14];
   always @(posedge clk)
-    read_last_d2 <= \$48 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$49 ;
+    read_meta_d1 <= steps__payload[25:15];
   always @(posedge clk)
-    read_meta_d2 <= \$50 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$51 ;
+    sites_out__valid <= \$45 ;
   always @(posedge clk)
-    sites_out__payload <= \$52 ;
+    sites_out__payload <= \$46 ;
   always @(posedge clk)
-    inflight <= \$53 ;
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -651,7 +650,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(6'h12);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  * 2'h2;
   assign \$23  = \$22  + 3'h7;
   assign \$24  = ~ sites_out__valid;
@@ -670,6 +669,12 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     pcount <= \$33 ;
   always @(posedge clk)
     loaded <= \$34 ;
+  always @(posedge clk)
+    height_m1 <= \$35 ;
+  always @(posedge clk)
+    width_m1 <= \$36 ;
+  always @(posedge clk)
+    c_in <= \$37 ;
   \top.layer0.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -719,7 +724,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   );
   \top.layer0.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -746,16 +751,16 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   );
   \top.layer0.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$91 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.layer0.weights  weights (
     .clk(clk),
@@ -766,44 +771,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     .w_data(w_data),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[4:0];
-      end
-    end
-    if (rst) begin
-      \$35  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = params__payload[9:5];
-      end
-    end
-    if (rst) begin
-      \$36  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        \$37  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$38  = c_out;
@@ -850,9 +817,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
         \$40  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -862,9 +826,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
       end else if (\$9 ) begin
         \$41  = { c_tap, c_out };
       end
-    end
-    if (rst) begin
-      \$41  = 5'h00;
     end
   end
   always @* begin
@@ -879,7 +840,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = \steps__valid$93 ;
+    \$43  = \steps__valid$95 ;
     if (rst) begin
       \$43  = 1'h0;
     end
@@ -893,73 +854,28 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = steps__payload[13];
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$45  = 1'h0;
+    end
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = read_first_d1;
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = steps__payload[14];
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = read_last_d1;
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = steps__payload[25:15];
-    if (rst) begin
-      \$49  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = read_meta_d1;
-    if (rst) begin
-      \$50  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = sites_out__valid;
+    \$46  = sites_out__payload;
     if (\$26 ) begin
-      \$51  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$51  = 1'h0;
-    end
-    if (rst) begin
-      \$51  = 1'h0;
+      \$46  = \r_data$99 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = sites_out__payload;
-    if (\$26 ) begin
-      \$52  = \r_data$98 ;
-    end
+    \$47  = \$29 [5:0];
     if (rst) begin
-      \$52  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$53  = \$29 [5:0];
-    if (rst) begin
-      \$53  = 6'h00;
+      \$47  = 6'h00;
     end
   end
   always @* begin
@@ -1011,9 +927,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     if (\$5 ) begin
       \$32  = params__payload;
     end
-    if (rst) begin
-      \$32  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1043,6 +956,44 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     end
     if (rst) begin
       \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = height_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[4:0];
+      end
+    end
+    if (rst) begin
+      \$35  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = params__payload[9:5];
+      end
+    end
+    if (rst) begin
+      \$36  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        \$37  = \$12 [0];
+      end
+    end
+    if (rst) begin
+      \$37  = 1'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -1080,6 +1031,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -1207,11 +1159,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \tok.x  = tok[39:36];
   assign \tok.eof  = tok[40];
   assign \tok.error  = tok[41];
-  assign \read_meta_d1.oy  = read_meta_d1[3:0];
-  assign \read_meta_d1.ox  = read_meta_d1[7:4];
-  assign \read_meta_d1.go  = read_meta_d1[8];
-  assign \read_meta_d1.eof  = read_meta_d1[9];
-  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -1221,6 +1168,20 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[35:32];
+  assign \out_reg.x  = sites_out__payload[39:36];
+  assign \out_reg.eof  = sites_out__payload[40];
+  assign \out_reg.error  = sites_out__payload[41];
+  assign \read_meta_d1.oy  = read_meta_d1[3:0];
+  assign \read_meta_d1.ox  = read_meta_d1[7:4];
+  assign \read_meta_d1.go  = read_meta_d1[8];
+  assign \read_meta_d1.eof  = read_meta_d1[9];
+  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \steps__payload$57 [172:162] = read_meta_d2;
   assign \steps__payload$57 [161] = read_last_d2;
   assign \steps__payload$57 [160] = read_first_d2;
@@ -3509,18 +3470,12 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$334 ) begin
       \$905  = { \$481 , \$478 , \$475 , \$472 , \$469 , \$466 , \$463 , \$460 , \$457 , \$454 , \$451 , \$448 , \$445 , \$442 , \$439 , \$436  };
     end
-    if (rst) begin
-      \$905  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$906  = cwin_0;
     if (\$334 ) begin
       \$906  = win_0;
-    end
-    if (rst) begin
-      \$906  = 32'd0;
     end
   end
   always @* begin
@@ -3529,18 +3484,12 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$334 ) begin
       \$907  = win_1;
     end
-    if (rst) begin
-      \$907  = 32'd0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$908  = cwin_2;
     if (\$334 ) begin
       \$908  = win_2;
-    end
-    if (rst) begin
-      \$908  = 32'd0;
     end
   end
   always @* begin
@@ -3572,9 +3521,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$488 ) begin
       \$911  = \$503 ;
     end
-    if (rst) begin
-      \$911  = 32'd0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3582,18 +3528,12 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$488 ) begin
       \$912  = \$518 ;
     end
-    if (rst) begin
-      \$912  = 32'd0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$913  = win_2;
     if (\$488 ) begin
       \$913  = \$533 ;
-    end
-    if (rst) begin
-      \$913  = 32'd0;
     end
   end
   always @* begin
@@ -3635,9 +3575,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$916 [6] = \$572 ;
       \$916 [7] = \$577 ;
     end
-    if (rst) begin
-      \$916  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3652,9 +3589,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$917 [6] = \$598 ;
       \$917 [7] = \$601 ;
     end
-    if (rst) begin
-      \$917  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3668,9 +3602,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$918 [5] = \$619 ;
       \$918 [6] = \$622 ;
       \$918 [7] = \$625 ;
-    end
-    if (rst) begin
-      \$918  = 8'h00;
     end
   end
   always @* begin
@@ -3697,9 +3628,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$920  = \$637 [6:0];
       end
     end
-    if (rst) begin
-      \$920  = 7'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3710,9 +3638,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$921  = \$638 [6:0];
       end
     end
-    if (rst) begin
-      \$921  = 7'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3722,9 +3647,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       end else if (\$636 ) begin
         \$922  = \$639 [6:0];
       end
-    end
-    if (rst) begin
-      \$922  = 7'h00;
     end
   end
   always @* begin
@@ -4510,31 +4432,26 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   reg \$183 ;
   reg \$184 ;
   reg \$185 ;
-  reg [2:0] \$186 ;
-  reg [4:0] \$187 ;
-  reg [4:0] \$188 ;
-  reg [7:0] \$189 ;
+  reg \$186 ;
+  reg [31:0] \$187 ;
+  reg [5:0] \$188 ;
+  reg [31:0] \$189 ;
   wire \$19 ;
-  reg [31:0] \$190 ;
-  reg \$191 ;
-  reg [31:0] \$192 ;
-  reg [5:0] \$193 ;
-  reg [31:0] \$194 ;
-  reg [5:0] \$195 ;
-  reg [31:0] \$196 ;
-  reg [5:0] \$197 ;
-  reg [31:0] \$198 ;
-  reg [5:0] \$199 ;
+  reg [5:0] \$190 ;
+  reg [31:0] \$191 ;
+  reg [5:0] \$192 ;
+  reg [31:0] \$193 ;
+  reg [5:0] \$194 ;
+  reg [31:0] \$195 ;
+  reg [5:0] \$196 ;
+  reg [31:0] \$197 ;
+  reg [5:0] \$198 ;
+  reg [31:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  reg [31:0] \$200 ;
-  reg [5:0] \$201 ;
-  reg [31:0] \$202 ;
-  reg [5:0] \$203 ;
-  reg [31:0] \$204 ;
-  reg [5:0] \$205 ;
-  reg [31:0] \$206 ;
-  reg [5:0] \$207 ;
+  reg [5:0] \$200 ;
+  reg [31:0] \$201 ;
+  reg [5:0] \$202 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -5027,49 +4944,49 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   always @(posedge clk)
     w_set <= \$185 ;
   always @(posedge clk)
-    w_slot <= \$186 ;
+    w_slot <= got[34:32];
   always @(posedge clk)
-    w_x <= \$187 ;
+    w_x <= got[41:37];
   always @(posedge clk)
-    w_y <= \$188 ;
+    w_y <= got[36:32];
   always @(posedge clk)
-    w_addr <= \$189 ;
+    w_addr <= { got[34:32], got[41:37] };
   always @(posedge clk)
-    w_data <= \$190 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$191 ;
+    acc_eof <= \$186 ;
   always @(posedge clk)
-    bitmap_0 <= \$192 ;
+    bitmap_0 <= \$187 ;
   always @(posedge clk)
-    row_tag_0 <= \$193 ;
+    row_tag_0 <= \$188 ;
   always @(posedge clk)
-    bitmap_1 <= \$194 ;
+    bitmap_1 <= \$189 ;
   always @(posedge clk)
-    row_tag_1 <= \$195 ;
+    row_tag_1 <= \$190 ;
   always @(posedge clk)
-    bitmap_2 <= \$196 ;
+    bitmap_2 <= \$191 ;
   always @(posedge clk)
-    row_tag_2 <= \$197 ;
+    row_tag_2 <= \$192 ;
   always @(posedge clk)
-    bitmap_3 <= \$198 ;
+    bitmap_3 <= \$193 ;
   always @(posedge clk)
-    row_tag_3 <= \$199 ;
+    row_tag_3 <= \$194 ;
   always @(posedge clk)
-    bitmap_4 <= \$200 ;
+    bitmap_4 <= \$195 ;
   always @(posedge clk)
-    row_tag_4 <= \$201 ;
+    row_tag_4 <= \$196 ;
   always @(posedge clk)
-    bitmap_5 <= \$202 ;
+    bitmap_5 <= \$197 ;
   always @(posedge clk)
-    row_tag_5 <= \$203 ;
+    row_tag_5 <= \$198 ;
   always @(posedge clk)
-    bitmap_6 <= \$204 ;
+    bitmap_6 <= \$199 ;
   always @(posedge clk)
-    row_tag_6 <= \$205 ;
+    row_tag_6 <= \$200 ;
   always @(posedge clk)
-    bitmap_7 <= \$206 ;
+    bitmap_7 <= \$201 ;
   always @(posedge clk)
-    row_tag_7 <= \$207 ;
+    row_tag_7 <= \$202 ;
   \top.layer0.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -5121,9 +5038,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
         \$162  = sites_in__payload[36:32];
       end
     end
-    if (rst) begin
-      \$162  = 5'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -5134,9 +5048,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
       end else begin
         \$163  = sites_in__payload[41:37];
       end
-    end
-    if (rst) begin
-      \$163  = 5'h00;
     end
   end
   always @* begin
@@ -5158,9 +5069,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
     \$166  = entry_0;
     if (\$40 ) begin
       \$166  = entry;
-    end
-    if (rst) begin
-      \$166  = 48'h000000000000;
     end
   end
   always @* begin
@@ -5197,9 +5105,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
     \$170  = entry_1;
     if (\$65 ) begin
       \$170  = entry;
-    end
-    if (rst) begin
-      \$170  = 48'h000000000000;
     end
   end
   always @* begin
@@ -5386,244 +5291,209 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$186  = got[34:32];
+    \$186  = \$127 ;
     if (rst) begin
-      \$186  = 3'h0;
+      \$186  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$187  = got[41:37];
-    if (rst) begin
-      \$187  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$188  = got[36:32];
-    if (rst) begin
-      \$188  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$189  = { got[34:32], got[41:37] };
-    if (rst) begin
-      \$189  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$190  = got[31:0];
-    if (rst) begin
-      \$190  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$191  = \$127 ;
-    if (rst) begin
-      \$191  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$192  = bitmap_0;
+    \$187  = bitmap_0;
     if (\$129 ) begin
-      \$192  = \$131 ;
+      \$187  = \$131 ;
     end
     if (rst) begin
-      \$192  = 32'd0;
+      \$187  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$193  = row_tag_0;
+    \$188  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$75 ) begin
-        \$193  = { 1'h0, w_y };
+        \$188  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$193  = 6'h3f;
+      \$188  = 6'h3f;
     end
     if (rst) begin
-      \$193  = 6'h3f;
+      \$188  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$194  = bitmap_1;
+    \$189  = bitmap_1;
     if (\$133 ) begin
-      \$194  = \$135 ;
+      \$189  = \$135 ;
     end
     if (rst) begin
-      \$194  = 32'd0;
+      \$189  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$195  = row_tag_1;
+    \$190  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$75 ) begin
-        \$195  = { 1'h0, w_y };
+        \$190  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$195  = 6'h3f;
+      \$190  = 6'h3f;
     end
     if (rst) begin
-      \$195  = 6'h3f;
+      \$190  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$196  = bitmap_2;
+    \$191  = bitmap_2;
     if (\$137 ) begin
-      \$196  = \$139 ;
+      \$191  = \$139 ;
     end
     if (rst) begin
-      \$196  = 32'd0;
+      \$191  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$197  = row_tag_2;
+    \$192  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$75 ) begin
-        \$197  = { 1'h0, w_y };
+        \$192  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$197  = 6'h3f;
+      \$192  = 6'h3f;
     end
     if (rst) begin
-      \$197  = 6'h3f;
+      \$192  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$198  = bitmap_3;
+    \$193  = bitmap_3;
     if (\$141 ) begin
-      \$198  = \$143 ;
+      \$193  = \$143 ;
     end
     if (rst) begin
-      \$198  = 32'd0;
+      \$193  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$199  = row_tag_3;
+    \$194  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$75 ) begin
-        \$199  = { 1'h0, w_y };
+        \$194  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$199  = 6'h3f;
+      \$194  = 6'h3f;
     end
     if (rst) begin
-      \$199  = 6'h3f;
+      \$194  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$200  = bitmap_4;
+    \$195  = bitmap_4;
     if (\$145 ) begin
-      \$200  = \$147 ;
+      \$195  = \$147 ;
     end
     if (rst) begin
-      \$200  = 32'd0;
+      \$195  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$201  = row_tag_4;
+    \$196  = row_tag_4;
     if (\$145 ) begin
       if (\$signal$75 ) begin
-        \$201  = { 1'h0, w_y };
+        \$196  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$201  = 6'h3f;
+      \$196  = 6'h3f;
     end
     if (rst) begin
-      \$201  = 6'h3f;
+      \$196  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$202  = bitmap_5;
+    \$197  = bitmap_5;
     if (\$149 ) begin
-      \$202  = \$151 ;
+      \$197  = \$151 ;
     end
     if (rst) begin
-      \$202  = 32'd0;
+      \$197  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$203  = row_tag_5;
+    \$198  = row_tag_5;
     if (\$149 ) begin
       if (\$signal$75 ) begin
-        \$203  = { 1'h0, w_y };
+        \$198  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$203  = 6'h3f;
+      \$198  = 6'h3f;
     end
     if (rst) begin
-      \$203  = 6'h3f;
+      \$198  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$204  = bitmap_6;
+    \$199  = bitmap_6;
     if (\$153 ) begin
-      \$204  = \$155 ;
+      \$199  = \$155 ;
     end
     if (rst) begin
-      \$204  = 32'd0;
+      \$199  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$205  = row_tag_6;
+    \$200  = row_tag_6;
     if (\$153 ) begin
       if (\$signal$75 ) begin
-        \$205  = { 1'h0, w_y };
+        \$200  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$205  = 6'h3f;
+      \$200  = 6'h3f;
     end
     if (rst) begin
-      \$205  = 6'h3f;
+      \$200  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$206  = bitmap_7;
+    \$201  = bitmap_7;
     if (\$157 ) begin
-      \$206  = \$159 ;
+      \$201  = \$159 ;
     end
     if (rst) begin
-      \$206  = 32'd0;
+      \$201  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$207  = row_tag_7;
+    \$202  = row_tag_7;
     if (\$157 ) begin
       if (\$signal$75 ) begin
-        \$207  = { 1'h0, w_y };
+        \$202  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$207  = 6'h3f;
+      \$202  = 6'h3f;
     end
     if (rst) begin
-      \$207  = 6'h3f;
+      \$202  = 6'h3f;
     end
   end
   assign rd_addr = r_addr;
@@ -5751,8 +5621,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  reg [31:0] \$1 ;
   wire [7:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -5761,6 +5629,8 @@ module \top.layer0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   wire [7:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [7:0] rd__addr;
   wire [7:0] rd__addr;
   wire [31:0] rd__data;
@@ -6042,40 +5912,21 @@ module \top.layer0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [21:0] \$100 ;
-  reg [21:0] \$101 ;
-  reg [21:0] \$102 ;
-  reg [13:0] \$103 ;
-  reg [13:0] \$104 ;
-  reg [13:0] \$105 ;
-  reg [13:0] \$106 ;
-  reg [21:0] \$107 ;
-  reg [21:0] \$108 ;
-  reg [21:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [21:0] \$110 ;
-  reg \$111 ;
-  reg [10:0] \$112 ;
   wire [15:0] \$12 ;
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
@@ -6108,77 +5959,28 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \$39 ;
   wire [15:0] \$4 ;
   wire \$40 ;
-  reg [172:0] \$41 ;
+  reg \$41 ;
   reg \$42 ;
-  reg [7:0] \$43 ;
-  reg [7:0] \$44 ;
-  reg [16:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$47 ;
-  reg [16:0] \$48 ;
-  reg [7:0] \$49 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg [21:0] \$46 ;
+  reg [21:0] \$47 ;
+  reg [21:0] \$48 ;
+  reg [21:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [7:0] \$50 ;
-  reg [16:0] \$51 ;
-  reg [7:0] \$52 ;
-  reg [7:0] \$53 ;
-  reg [16:0] \$54 ;
-  reg [7:0] \$55 ;
-  reg [7:0] \$56 ;
-  reg [16:0] \$57 ;
-  reg [7:0] \$58 ;
-  reg [7:0] \$59 ;
+  reg \$50 ;
   wire [15:0] \$6 ;
-  reg [16:0] \$60 ;
-  reg [7:0] \$61 ;
-  reg [7:0] \$62 ;
-  reg [16:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [7:0] \$67 ;
-  reg [7:0] \$68 ;
-  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
-  reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [16:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [7:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [7:0] \$77 ;
-  reg [16:0] \$78 ;
-  reg [7:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [21:0] \$91 ;
-  reg [21:0] \$92 ;
-  reg [21:0] \$93 ;
-  reg [21:0] \$94 ;
-  reg [21:0] \$95 ;
-  reg [21:0] \$96 ;
-  reg [21:0] \$97 ;
-  reg [21:0] \$98 ;
-  reg [21:0] \$99 ;
   reg [21:0] acc_0 = 22'h000000;
   reg [21:0] acc_1 = 22'h000000;
   reg [21:0] acc_2 = 22'h000000;
   reg [21:0] acc_3 = 22'h000000;
   input clk;
   wire clk;
-  wire [13:0] ctl;
+  wire [12:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [10:0] \ctl.meta ;
@@ -6187,8 +5989,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \ctl.meta.go ;
   wire [3:0] \ctl.meta.ox ;
   wire [3:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [13:0] mac_ctl_d1 = 14'h0000;
+  reg [12:0] mac_ctl_d1 = 13'h0000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [10:0] \mac_ctl_d1.meta ;
@@ -6197,8 +5998,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d1.meta.go ;
   wire [3:0] \mac_ctl_d1.meta.ox ;
   wire [3:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [13:0] mac_ctl_d2 = 14'h0000;
+  reg [12:0] mac_ctl_d2 = 13'h0000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [10:0] \mac_ctl_d2.meta ;
@@ -6207,8 +6007,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d2.meta.go ;
   wire [3:0] \mac_ctl_d2.meta.ox ;
   wire [3:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [13:0] mac_ctl_d3 = 14'h0000;
+  reg [12:0] mac_ctl_d3 = 13'h0000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [10:0] \mac_ctl_d3.meta ;
@@ -6217,8 +6016,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d3.meta.go ;
   wire [3:0] \mac_ctl_d3.meta.ox ;
   wire [3:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [13:0] mac_ctl_d4 = 14'h0000;
+  reg [12:0] mac_ctl_d4 = 13'h0000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [10:0] \mac_ctl_d4.meta ;
@@ -6227,7 +6025,10 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d4.meta.go ;
   wire [3:0] \mac_ctl_d4.meta.ox ;
   wire [3:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
   reg op_v = 1'h0;
   reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -6347,6 +6148,142 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [21:0] tree_3_l2_0 = 22'h000000;
   (* init = 22'h000000 *)
   wire [21:0] tree_3_sum;
+  always @(posedge clk)
+    prod_0_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_0_2_b <= operands[55:48];
+  always @(posedge clk)
+    prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_0_3_b <= operands[63:56];
+  always @(posedge clk)
+    prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_1_2_b <= operands[87:80];
+  always @(posedge clk)
+    prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_1_3_b <= operands[95:88];
+  always @(posedge clk)
+    prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[103:96];
+  always @(posedge clk)
+    prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[111:104];
+  always @(posedge clk)
+    prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_2_2_b <= operands[119:112];
+  always @(posedge clk)
+    prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_2_3_b <= operands[127:120];
+  always @(posedge clk)
+    prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[135:128];
+  always @(posedge clk)
+    prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[143:136];
+  always @(posedge clk)
+    prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_3_2_b <= operands[151:144];
+  always @(posedge clk)
+    prod_3_2_p <= { \$15 [15], \$15  };
+  always @(posedge clk)
+    prod_3_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_3_3_b <= operands[159:152];
+  always @(posedge clk)
+    prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
+  always @(posedge clk)
+    tree_0_l1_1 <= { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
+  always @(posedge clk)
+    tree_0_l2_0 <= \$19 [21:0];
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
+  always @(posedge clk)
+    tree_1_l1_1 <= { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
+  always @(posedge clk)
+    tree_1_l2_0 <= \$22 [21:0];
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
+  always @(posedge clk)
+    tree_2_l1_1 <= { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
+  always @(posedge clk)
+    tree_2_l2_0 <= \$25 [21:0];
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
+  always @(posedge clk)
+    tree_3_l1_1 <= { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
+  always @(posedge clk)
+    tree_3_l2_0 <= \$28 [21:0];
+  always @(posedge clk)
+    mac_ctl_d1 <= ctl;
+  always @(posedge clk)
+    mac_ctl_d2 <= mac_ctl_d1;
+  always @(posedge clk)
+    mac_ctl_d3 <= mac_ctl_d2;
+  always @(posedge clk)
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge clk)
+    mac_v_d1 <= \$42 ;
+  always @(posedge clk)
+    mac_v_d2 <= \$43 ;
+  always @(posedge clk)
+    mac_v_d3 <= \$44 ;
+  always @(posedge clk)
+    mac_v_d4 <= \$45 ;
+  always @(posedge clk)
+    acc_0 <= \$46 ;
+  always @(posedge clk)
+    acc_1 <= \$47 ;
+  always @(posedge clk)
+    acc_2 <= \$48 ;
+  always @(posedge clk)
+    acc_3 <= \$49 ;
+  always @(posedge clk)
+    out_v <= \$50 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d4[12:2];
   assign \$1  = $signed({ 1'h0, prod_0_0_a }) * $signed(prod_0_0_b);
   assign \$2  = $signed({ 1'h0, prod_0_1_a }) * $signed(prod_0_1_b);
   assign \$3  = $signed({ 1'h0, prod_0_2_a }) * $signed(prod_0_2_b);
@@ -6375,676 +6312,102 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
   assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[12];
-  assign \$30  = mac_ctl_d4[0] & \$29 ;
-  assign \$31  = mac_ctl_d4[1] ? 22'h000000 : acc_0;
+  assign \$29  = ~ mac_ctl_d4[11];
+  assign \$30  = mac_v_d4 & \$29 ;
+  assign \$31  = mac_ctl_d4[0] ? 22'h000000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[1] ? 22'h000000 : acc_1;
+  assign \$33  = mac_ctl_d4[0] ? 22'h000000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[1] ? 22'h000000 : acc_2;
+  assign \$35  = mac_ctl_d4[0] ? 22'h000000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[1] ? 22'h000000 : acc_3;
+  assign \$37  = mac_ctl_d4[0] ? 22'h000000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[12];
-  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  assign \$39  = mac_ctl_d4[1] | mac_ctl_d4[11];
+  assign \$40  = mac_v_d4 & \$39 ;
   always @(posedge clk)
-    operands <= \$41 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$42 ;
+    op_v <= \$41 ;
   always @(posedge clk)
-    prod_0_0_a <= \$43 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$44 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$45 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$46 ;
+    prod_0_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_0_1_b <= \$47 ;
+    prod_0_1_b <= operands[47:40];
   always @(posedge clk)
-    prod_0_1_p <= \$48 ;
-  always @(posedge clk)
-    prod_0_2_a <= \$49 ;
-  always @(posedge clk)
-    prod_0_2_b <= \$50 ;
-  always @(posedge clk)
-    prod_0_2_p <= \$51 ;
-  always @(posedge clk)
-    prod_0_3_a <= \$52 ;
-  always @(posedge clk)
-    prod_0_3_b <= \$53 ;
-  always @(posedge clk)
-    prod_0_3_p <= \$54 ;
-  always @(posedge clk)
-    prod_1_0_a <= \$55 ;
-  always @(posedge clk)
-    prod_1_0_b <= \$56 ;
-  always @(posedge clk)
-    prod_1_0_p <= \$57 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$58 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$59 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$60 ;
-  always @(posedge clk)
-    prod_1_2_a <= \$61 ;
-  always @(posedge clk)
-    prod_1_2_b <= \$62 ;
-  always @(posedge clk)
-    prod_1_2_p <= \$63 ;
-  always @(posedge clk)
-    prod_1_3_a <= \$64 ;
-  always @(posedge clk)
-    prod_1_3_b <= \$65 ;
-  always @(posedge clk)
-    prod_1_3_p <= \$66 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$67 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$68 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$69 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$70 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$71 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$72 ;
-  always @(posedge clk)
-    prod_2_2_a <= \$73 ;
-  always @(posedge clk)
-    prod_2_2_b <= \$74 ;
-  always @(posedge clk)
-    prod_2_2_p <= \$75 ;
-  always @(posedge clk)
-    prod_2_3_a <= \$76 ;
-  always @(posedge clk)
-    prod_2_3_b <= \$77 ;
-  always @(posedge clk)
-    prod_2_3_p <= \$78 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$79 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$80 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$81 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$82 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$83 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$84 ;
-  always @(posedge clk)
-    prod_3_2_a <= \$85 ;
-  always @(posedge clk)
-    prod_3_2_b <= \$86 ;
-  always @(posedge clk)
-    prod_3_2_p <= \$87 ;
-  always @(posedge clk)
-    prod_3_3_a <= \$88 ;
-  always @(posedge clk)
-    prod_3_3_b <= \$89 ;
-  always @(posedge clk)
-    prod_3_3_p <= \$90 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$91 ;
-  always @(posedge clk)
-    tree_0_l1_1 <= \$92 ;
-  always @(posedge clk)
-    tree_0_l2_0 <= \$93 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$94 ;
-  always @(posedge clk)
-    tree_1_l1_1 <= \$95 ;
-  always @(posedge clk)
-    tree_1_l2_0 <= \$96 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$97 ;
-  always @(posedge clk)
-    tree_2_l1_1 <= \$98 ;
-  always @(posedge clk)
-    tree_2_l2_0 <= \$99 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$100 ;
-  always @(posedge clk)
-    tree_3_l1_1 <= \$101 ;
-  always @(posedge clk)
-    tree_3_l2_0 <= \$102 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$103 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$104 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$105 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$106 ;
-  always @(posedge clk)
-    acc_0 <= \$107 ;
-  always @(posedge clk)
-    acc_1 <= \$108 ;
-  always @(posedge clk)
-    acc_2 <= \$109 ;
-  always @(posedge clk)
-    acc_3 <= \$110 ;
-  always @(posedge clk)
-    out_v <= \$111 ;
-  always @(posedge clk)
-    out_meta <= \$112 ;
+    prod_0_1_p <= { \$2 [15], \$2  };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = steps__payload;
-    if (rst) begin
-      \$41  = 173'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = steps__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = op_v;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = mac_v_d1;
     if (rst) begin
-      \$43  = 8'h00;
+      \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = operands[39:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$44  = mac_v_d2;
     if (rst) begin
-      \$44  = 8'h00;
+      \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = { \$1 [15], \$1  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$45  = mac_v_d3;
     if (rst) begin
-      \$45  = 17'h00000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = operands[15:8];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = operands[47:40];
-    if (rst) begin
-      \$47  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$48  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = operands[23:16];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = operands[55:48];
-    if (rst) begin
-      \$50  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$51  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = operands[31:24];
-    if (rst) begin
-      \$52  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$53  = operands[63:56];
-    if (rst) begin
-      \$53  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$54  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$54  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = operands[7:0];
-    if (rst) begin
-      \$55  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = operands[71:64];
-    if (rst) begin
-      \$56  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$57  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$58  = operands[15:8];
-    if (rst) begin
-      \$58  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$59  = operands[79:72];
-    if (rst) begin
-      \$59  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$60  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$60  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$61  = operands[23:16];
-    if (rst) begin
-      \$61  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$62  = operands[87:80];
-    if (rst) begin
-      \$62  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$63  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$63  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$64  = operands[31:24];
-    if (rst) begin
-      \$64  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$65  = operands[95:88];
-    if (rst) begin
-      \$65  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$66  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$67  = operands[7:0];
-    if (rst) begin
-      \$67  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$68  = operands[103:96];
-    if (rst) begin
-      \$68  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$69  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$69  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$70  = operands[15:8];
-    if (rst) begin
-      \$70  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$71  = operands[111:104];
-    if (rst) begin
-      \$71  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$72  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$72  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$73  = operands[23:16];
-    if (rst) begin
-      \$73  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$74  = operands[119:112];
-    if (rst) begin
-      \$74  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$75  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$76  = operands[31:24];
-    if (rst) begin
-      \$76  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$77  = operands[127:120];
-    if (rst) begin
-      \$77  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$78  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$78  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$79  = operands[7:0];
-    if (rst) begin
-      \$79  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$80  = operands[135:128];
-    if (rst) begin
-      \$80  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$81  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$81  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$82  = operands[15:8];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$83  = operands[143:136];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$84  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$86  = operands[151:144];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$87  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$89  = operands[159:152];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$90  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
-    if (rst) begin
-      \$91  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
-    if (rst) begin
-      \$92  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$93  = \$19 [21:0];
-    if (rst) begin
-      \$93  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
-    if (rst) begin
-      \$94  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
-    if (rst) begin
-      \$95  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$96  = \$22 [21:0];
-    if (rst) begin
-      \$96  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
-    if (rst) begin
-      \$97  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
-    if (rst) begin
-      \$98  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$99  = \$25 [21:0];
-    if (rst) begin
-      \$99  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
-    if (rst) begin
-      \$100  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
-    if (rst) begin
-      \$101  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$102  = \$28 [21:0];
-    if (rst) begin
-      \$102  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$103  = ctl;
-    if (rst) begin
-      \$103  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$104  = mac_ctl_d1;
-    if (rst) begin
-      \$104  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$105  = mac_ctl_d2;
-    if (rst) begin
-      \$105  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$106  = mac_ctl_d3;
-    if (rst) begin
-      \$106  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$107  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$46  = acc_0;
     if (\$30 ) begin
-      \$107  = \$32 [21:0];
-    end
-    if (rst) begin
-      \$107  = 22'h000000;
+      \$46  = \$32 [21:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$108  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$47  = acc_1;
     if (\$30 ) begin
-      \$108  = \$34 [21:0];
-    end
-    if (rst) begin
-      \$108  = 22'h000000;
+      \$47  = \$34 [21:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$109  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$48  = acc_2;
     if (\$30 ) begin
-      \$109  = \$36 [21:0];
-    end
-    if (rst) begin
-      \$109  = 22'h000000;
+      \$48  = \$36 [21:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$110  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = acc_3;
     if (\$30 ) begin
-      \$110  = \$38 [21:0];
-    end
-    if (rst) begin
-      \$110  = 22'h000000;
+      \$49  = \$38 [21:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$111  = \$40 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = \$40 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$112  = mac_ctl_d4[13:3];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$41  = steps__valid;
     if (rst) begin
-      \$112  = 11'h000;
+      \$41  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -7072,51 +6435,46 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \steps__payload.meta.go  = steps__payload[170];
   assign \steps__payload.meta.eof  = steps__payload[171];
   assign \steps__payload.meta.error  = steps__payload[172];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[13:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[6:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[10:7];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[12];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[13];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[13:3];
-  assign \ctl.meta.oy  = ctl[6:3];
-  assign \ctl.meta.ox  = ctl[10:7];
-  assign \ctl.meta.go  = ctl[11];
-  assign \ctl.meta.eof  = ctl[12];
-  assign \ctl.meta.error  = ctl[13];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[13:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[6:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[10:7];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[12];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[13];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[13:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[6:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[10:7];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[11];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[12];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[13];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[13:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[6:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[10:7];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[11];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[12];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[13];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[9:6];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[12:2];
+  assign \ctl.meta.oy  = ctl[5:2];
+  assign \ctl.meta.ox  = ctl[9:6];
+  assign \ctl.meta.go  = ctl[10];
+  assign \ctl.meta.eof  = ctl[11];
+  assign \ctl.meta.error  = ctl[12];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[9:6];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[12:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[9:6];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[11];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[12];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[12:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[9:6];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
   assign \out_meta.oy  = out_meta[3:0];
   assign \out_meta.ox  = out_meta[7:4];
   assign \out_meta.go  = out_meta[8];
@@ -7138,15 +6496,14 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign sums__payload[43:22] = acc_1;
   assign sums__payload[21:0] = acc_0;
   assign sums__payload[98:88] = out_meta;
-  assign ctl[13:3] = operands[172:162];
-  assign ctl[2] = operands[161];
-  assign ctl[1] = operands[160];
-  assign ctl[0] = op_v;
+  assign ctl[12:2] = operands[172:162];
+  assign ctl[1] = operands[161];
+  assign ctl[0] = operands[160];
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -7257,7 +6614,7 @@ module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -7267,7 +6624,7 @@ module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -7277,7 +6634,7 @@ module \top.layer0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -7299,8 +6656,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -7309,6 +6664,8 @@ module \top.layer0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -7336,27 +6693,20 @@ module \top.layer0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [52:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [22:0] \$13 ;
@@ -7394,66 +6744,20 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [98:0] \$45 ;
-  reg [98:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [21:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [21:0] \$50 ;
-  reg [21:0] \$51 ;
-  reg [21:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [10:0] \$57 ;
-  reg \$58 ;
-  reg [16:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  wire [42:0] \$52 ;
+  reg \$53 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [4:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [21:0] \$64 ;
-  reg [37:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [4:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [21:0] \$71 ;
-  reg [37:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [4:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [21:0] \$78 ;
-  reg [37:0] \$79 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [4:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [21:0] \$85 ;
-  reg [37:0] \$86 ;
-  reg [10:0] \$87 ;
-  reg [10:0] \$88 ;
-  reg [10:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [22:0] \$93 ;
-  reg [22:0] \$94 ;
-  reg [22:0] \$95 ;
-  reg [22:0] \$96 ;
-  reg [10:0] \$97 ;
-  reg \$98 ;
-  reg [42:0] \$99 ;
   reg [98:0] beat_d1 = 99'h0000000000000000000000000;
   wire [87:0] \beat_d1.acc ;
   wire [21:0] \beat_d1.acc[0] ;
@@ -7627,6 +6931,120 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
+  always @(posedge clk)
+    beat_d1 <= sums__payload;
+  always @(posedge clk)
+    beat_d2 <= beat_d1;
+  always @(posedge clk)
+    beat_v_d1 <= \$45 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$46 ;
+  always @(posedge clk)
+    biased_0 <= \$13 [21:0];
+  always @(posedge clk)
+    biased_1 <= \$14 [21:0];
+  always @(posedge clk)
+    biased_2 <= \$15 [21:0];
+  always @(posedge clk)
+    biased_3 <= \$16 [21:0];
+  always @(posedge clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge clk)
+    rq_meta1_d1 <= beat_d2[98:88];
+  always @(posedge clk)
+    rq_v1_d1 <= \$47 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= biased_0[16:0];
+  always @(posedge clk)
+    scaled_0_pp00_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp00_p <= { 1'h0, \$17  };
+  always @(posedge clk)
+    scaled_0_pp10_a <= biased_0[21:17];
+  always @(posedge clk)
+    scaled_0_pp10_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp10_p <= { \$18 [20], \$18  };
+  always @(posedge clk)
+    scaled_0_sum <= \$19 [37:0];
+  always @(posedge clk)
+    scaled_1_pp00_a <= biased_1[16:0];
+  always @(posedge clk)
+    scaled_1_pp00_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp00_p <= { 1'h0, \$20  };
+  always @(posedge clk)
+    scaled_1_pp10_a <= biased_1[21:17];
+  always @(posedge clk)
+    scaled_1_pp10_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp10_p <= { \$21 [20], \$21  };
+  always @(posedge clk)
+    scaled_1_sum <= \$22 [37:0];
+  always @(posedge clk)
+    scaled_2_pp00_a <= biased_2[16:0];
+  always @(posedge clk)
+    scaled_2_pp00_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp00_p <= { 1'h0, \$23  };
+  always @(posedge clk)
+    scaled_2_pp10_a <= biased_2[21:17];
+  always @(posedge clk)
+    scaled_2_pp10_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp10_p <= { \$24 [20], \$24  };
+  always @(posedge clk)
+    scaled_2_sum <= \$25 [37:0];
+  always @(posedge clk)
+    scaled_3_pp00_a <= biased_3[16:0];
+  always @(posedge clk)
+    scaled_3_pp00_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp00_p <= { 1'h0, \$26  };
+  always @(posedge clk)
+    scaled_3_pp10_a <= biased_3[21:17];
+  always @(posedge clk)
+    scaled_3_pp10_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp10_p <= { \$27 [20], \$27  };
+  always @(posedge clk)
+    scaled_3_sum <= \$28 [37:0];
+  always @(posedge clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge clk)
+    rq_v2_d1 <= \$48 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$49 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$50 ;
+  always @(posedge clk)
+    rounded_0 <= \$30 [22:0];
+  always @(posedge clk)
+    rounded_1 <= \$32 [22:0];
+  always @(posedge clk)
+    rounded_2 <= \$34 [22:0];
+  always @(posedge clk)
+    rounded_3 <= \$36 [22:0];
+  always @(posedge clk)
+    rq_meta3_d1 <= rq_meta2_d3;
+  always @(posedge clk)
+    rq_v3_d1 <= \$51 ;
+  always @(posedge clk)
+    feats__payload <= \$52 ;
+  always @(posedge clk)
+    feats__valid <= \$53 ;
   assign \$5  = ~ rounded_0[22];
   assign \$6  = | rounded_0[21:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -7665,514 +7083,60 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
-  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
-  assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
-  always @(posedge clk)
-    beat_d1 <= \$45 ;
-  always @(posedge clk)
-    beat_d2 <= \$46 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$47 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$48 ;
-  always @(posedge clk)
-    biased_0 <= \$49 ;
-  always @(posedge clk)
-    biased_1 <= \$50 ;
-  always @(posedge clk)
-    biased_2 <= \$51 ;
-  always @(posedge clk)
-    biased_3 <= \$52 ;
-  always @(posedge clk)
-    scale_0 <= \$53 ;
-  always @(posedge clk)
-    scale_1 <= \$54 ;
-  always @(posedge clk)
-    scale_2 <= \$55 ;
-  always @(posedge clk)
-    scale_3 <= \$56 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
-  always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
-  always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
-  always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
-  always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
-  always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
-  always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
-  always @(posedge clk)
-    scaled_0_sum <= \$65 ;
-  always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
-  always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
-  always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
-  always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
-  always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
-  always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
-  always @(posedge clk)
-    scaled_1_sum <= \$72 ;
-  always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
-  always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
-  always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
-  always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
-  always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
-  always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
-  always @(posedge clk)
-    scaled_2_sum <= \$79 ;
-  always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
-  always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
-  always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
-  always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
-  always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
-  always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
-  always @(posedge clk)
-    scaled_3_sum <= \$86 ;
-  always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
-  always @(posedge clk)
-    rounded_0 <= \$93 ;
-  always @(posedge clk)
-    rounded_1 <= \$94 ;
-  always @(posedge clk)
-    rounded_2 <= \$95 ;
-  always @(posedge clk)
-    rounded_3 <= \$96 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
-  always @(posedge clk)
-    feats__payload <= \$99 ;
-  always @(posedge clk)
-    feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$45  = sums__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$45  = sums__valid;
     if (rst) begin
-      \$45  = 99'h0000000000000000000000000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$46  = beat_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$46  = beat_v_d1;
     if (rst) begin
-      \$46  = 99'h0000000000000000000000000;
+      \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$47  = sums__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$47  = beat_v_d2;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$48  = beat_v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$48  = rq_v1_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$49  = \$13 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$49  = rq_v2_d1;
     if (rst) begin
-      \$49  = 22'h000000;
+      \$49  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$50  = \$14 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$50  = rq_v2_d2;
     if (rst) begin
-      \$50  = 22'h000000;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$51  = \$15 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$51  = rq_v2_d3;
     if (rst) begin
-      \$51  = 22'h000000;
+      \$51  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$52  = \$16 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$53  = rq_v3_d1;
     if (rst) begin
-      \$52  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$53  = rq_data[79:64];
-    if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$57  = beat_d2[98:88];
-    if (rst) begin
-      \$57  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$59  = biased_0[16:0];
-    if (rst) begin
-      \$59  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$60  = scale_0;
-    if (rst) begin
-      \$60  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$61  = { 1'h0, \$17  };
-    if (rst) begin
-      \$61  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$62  = biased_0[21:17];
-    if (rst) begin
-      \$62  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$63  = scale_0;
-    if (rst) begin
-      \$63  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$64  = { \$18 [20], \$18  };
-    if (rst) begin
-      \$64  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$65  = \$19 [37:0];
-    if (rst) begin
-      \$65  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$66  = biased_1[16:0];
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$67  = scale_1;
-    if (rst) begin
-      \$67  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$68  = { 1'h0, \$20  };
-    if (rst) begin
-      \$68  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$69  = biased_1[21:17];
-    if (rst) begin
-      \$69  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$70  = scale_1;
-    if (rst) begin
-      \$70  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$71  = { \$21 [20], \$21  };
-    if (rst) begin
-      \$71  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$72  = \$22 [37:0];
-    if (rst) begin
-      \$72  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$76  = biased_2[21:17];
-    if (rst) begin
-      \$76  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$78  = { \$24 [20], \$24  };
-    if (rst) begin
-      \$78  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$79  = \$25 [37:0];
-    if (rst) begin
-      \$79  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$83  = biased_3[21:17];
-    if (rst) begin
-      \$83  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$85  = { \$27 [20], \$27  };
-    if (rst) begin
-      \$85  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$86  = \$28 [37:0];
-    if (rst) begin
-      \$86  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$93  = \$30 [22:0];
-    if (rst) begin
-      \$93  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$94  = \$32 [22:0];
-    if (rst) begin
-      \$94  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$95  = \$34 [22:0];
-    if (rst) begin
-      \$95  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$96  = \$36 [22:0];
-    if (rst) begin
-      \$96  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [42:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$53  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[96];
@@ -8270,6 +7234,11 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
+  assign \$52 [42:32] = rq_meta3_d1;
+  assign \$52 [31:24] = \$44 ;
+  assign \$52 [23:16] = \$42 ;
+  assign \$52 [15:8] = \$40 ;
+  assign \$52 [7:0] = \$38 ;
   assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
   assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
@@ -8282,7 +7251,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
   reg \$100 ;
@@ -8301,19 +7270,10 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$112 ;
   reg \$113 ;
   reg \$114 ;
-  reg [8:0] \$115 ;
+  wire [10:0] \$115 ;
   reg \$116 ;
-  reg \$117 ;
-  reg [10:0] \$118 ;
-  reg [2:0] \$119 ;
+  wire [25:0] \$117 ;
   wire \$12 ;
-  reg [2:0] \$120 ;
-  reg [2:0] \$121 ;
-  reg [4:0] \$122 ;
-  reg [4:0] \$123 ;
-  reg [4:0] \$124 ;
-  reg \$125 ;
-  reg [25:0] \$126 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -8413,10 +7373,10 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -8489,6 +7449,18 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg [2:0] slot_0 = 3'h0;
   reg [2:0] slot_1 = 3'h0;
   reg [2:0] slot_2 = 3'h0;
+  (* init = 26'h0000000 *)
+  wire [25:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [7:0] \step.lb_addr ;
+  wire [10:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [3:0] \step.meta.ox ;
+  wire [3:0] \step.meta.oy ;
+  wire [4:0] \step.w_addr ;
   output [25:0] steps__payload;
   reg [25:0] steps__payload = 26'h0000000;
   wire \steps__payload.first ;
@@ -8587,7 +7559,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \$71  = s_rem & \$70 ;
   assign \$72  = s_n - 1'h1;
   assign \$73  = s_n == 2'h2;
-  assign \$74  = \$signal$43  == 1'h1;
+  assign \$74  = \$signal$45  == 1'h1;
   assign \$75  = s_go + 1'h1;
   assign \$76  = go_last ? 2'h0 : \$75 ;
   assign \$77  = ! s_go;
@@ -8640,9 +7612,9 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     s_ox <= \$103 ;
   always @(posedge clk)
-    \$signal$42  <= \$104 ;
+    \$signal$44  <= \$104 ;
   always @(posedge clk)
-    \$signal$43  <= \$105 ;
+    \$signal$45  <= \$105 ;
   always @(posedge clk)
     slot_0 <= \$106 ;
   always @(posedge clk)
@@ -8656,37 +7628,37 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     col_2 <= \$111 ;
   always @(posedge clk)
-    \$signal$53  <= \$112 ;
+    \$signal$55  <= \$112 ;
   always @(posedge clk)
-    \$signal$54  <= \$113 ;
+    \$signal$56  <= \$113 ;
   always @(posedge clk)
     q_last <= \$114 ;
   always @(posedge clk)
-    q_oh <= \$115 ;
+    q_oh <= \$4 [8:0];
   always @(posedge clk)
-    \$like  <= \$116 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$117 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$118 ;
+    q_meta <= \$115 ;
   always @(posedge clk)
-    q_slot_0 <= \$119 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_slot_1 <= \$120 ;
+    q_slot_1 <= slot_1;
   always @(posedge clk)
-    q_slot_2 <= \$121 ;
+    q_slot_2 <= slot_2;
   always @(posedge clk)
-    q_col_0 <= \$122 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    q_col_1 <= \$123 ;
+    q_col_1 <= col_1;
   always @(posedge clk)
-    q_col_2 <= \$124 ;
+    q_col_2 <= col_2;
   always @(posedge clk)
-    steps__valid <= \$125 ;
+    steps__valid <= \$116 ;
   always @(posedge clk)
-    steps__payload <= \$126 ;
+    steps__payload <= \$117 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$82  = p_v;
     if (p_take) begin
       \$82  = 1'h0;
@@ -8699,17 +7671,14 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$83  = p_site;
     if (\$44 ) begin
       \$83  = sites__payload;
     end
-    if (rst) begin
-      \$83  = 19'h00000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$84  = p_cnt;
     if (\$44 ) begin
       \$84  = \$53 [3:0];
@@ -8719,67 +7688,49 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$85  = next_slot_0;
     if (\$44 ) begin
       \$85  = \$55 [2:0];
     end
-    if (rst) begin
-      \$85  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$86  = next_col_0;
     if (\$44 ) begin
       \$86  = \$57 [4:0];
     end
-    if (rst) begin
-      \$86  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$87  = next_slot_1;
     if (\$44 ) begin
       \$87  = \$59 [2:0];
     end
-    if (rst) begin
-      \$87  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$88  = next_col_1;
     if (\$44 ) begin
       \$88  = \$61 [4:0];
     end
-    if (rst) begin
-      \$88  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$89  = next_slot_2;
     if (\$44 ) begin
       \$89  = \$63 [2:0];
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$90  = next_col_2;
     if (\$44 ) begin
       \$90  = \$65 [4:0];
     end
-    if (rst) begin
-      \$90  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$91  = first_r;
     if (issue) begin
       \$91  = 1'h0;
@@ -8801,7 +7752,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$92  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8819,7 +7770,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$93  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8837,7 +7788,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$94  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8847,7 +7798,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$69 ) begin
           \$94  = \$71 ;
         end else begin
-          \$94  = \$signal$42 ;
+          \$94  = \$signal$44 ;
         end
       end
     end
@@ -8859,7 +7810,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$95  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8869,7 +7820,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$69 ) begin
           \$95  = \$72 [3:0];
         end else begin
-          \$95  = \$signal$43 ;
+          \$95  = \$signal$45 ;
         end
       end
     end
@@ -8881,7 +7832,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$96  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8903,7 +7854,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$97  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8924,7 +7875,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$98  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -8945,7 +7896,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$99  = sv;
     if (issue) begin
       if (\$79 ) begin
@@ -8960,7 +7911,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$100  = \$signal$10 ;
     if (p_take) begin
       \$100  = p_site[17];
@@ -8970,7 +7921,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$101  = s_err;
     if (p_take) begin
       \$101  = p_site[18];
@@ -8980,28 +7931,22 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$102  = \$signal$17 ;
     if (p_take) begin
       \$102  = p_site[3:0];
     end
-    if (rst) begin
-      \$102  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$103  = s_ox;
     if (p_take) begin
       \$103  = p_site[7:4];
     end
-    if (rst) begin
-      \$103  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$104  = \$signal$42 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$104  = \$signal$44 ;
     if (p_take) begin
       \$104  = p_site[16:8];
     end
@@ -9010,8 +7955,8 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$105  = \$signal$43 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$105  = \$signal$45 ;
     if (p_take) begin
       \$105  = p_cnt;
     end
@@ -9020,195 +7965,83 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$106  = slot_0;
     if (p_take) begin
       \$106  = next_slot_0;
     end
-    if (rst) begin
-      \$106  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$107  = slot_1;
     if (p_take) begin
       \$107  = next_slot_1;
     end
-    if (rst) begin
-      \$107  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$108  = slot_2;
     if (p_take) begin
       \$108  = next_slot_2;
     end
-    if (rst) begin
-      \$108  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$109  = col_0;
     if (p_take) begin
       \$109  = next_col_0;
     end
-    if (rst) begin
-      \$109  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$110  = col_1;
     if (p_take) begin
       \$110  = next_col_1;
     end
-    if (rst) begin
-      \$110  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$111  = col_2;
     if (p_take) begin
       \$111  = next_col_2;
     end
-    if (rst) begin
-      \$111  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$112  = issue;
     if (rst) begin
       \$112  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$113  = first_r;
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$114  = last;
     if (rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$115  = \$4 [8:0];
-    if (rst) begin
-      \$115  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$116  = s_go;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$116  = \$signal$55 ;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$117  = s_gi;
-    if (rst) begin
-      \$117  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$118 [3:0] = \$signal$17 ;
-    \$118 [7:4] = s_ox;
-    \$118 [8] = s_go;
-    \$118 [9] = \$signal$10 ;
-    \$118 [10] = \$81 ;
-    if (rst) begin
-      \$118  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$119  = slot_0;
-    if (rst) begin
-      \$119  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$120  = slot_1;
-    if (rst) begin
-      \$120  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$121  = slot_2;
-    if (rst) begin
-      \$121  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$122  = col_0;
-    if (rst) begin
-      \$122  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$123  = col_1;
-    if (rst) begin
-      \$123  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$124  = col_2;
-    if (rst) begin
-      \$124  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$125  = \$signal$53 ;
-    if (rst) begin
-      \$125  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$126 [13] = \$signal$54 ;
-    \$126 [14] = q_last;
-    \$126 [25:15] = q_meta;
-    \$126 [7:0] = { slot, col };
-    \$126 [12:8] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
-    if (rst) begin
-      \$126  = 26'h0000000;
-    end
-  end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[3:0];
   assign \p_site.ox  = p_site[7:4];
   assign \p_site.taps  = p_site[16:8];
   assign \p_site.eof  = p_site[17];
   assign \p_site.error  = p_site[18];
-  assign \sites__payload.oy  = sites__payload[3:0];
-  assign \sites__payload.ox  = sites__payload[7:4];
-  assign \sites__payload.taps  = sites__payload[16:8];
-  assign \sites__payload.eof  = sites__payload[17];
-  assign \sites__payload.error  = sites__payload[18];
-  assign \q_meta.oy  = q_meta[3:0];
-  assign \q_meta.ox  = q_meta[7:4];
-  assign \q_meta.go  = q_meta[8];
-  assign \q_meta.eof  = q_meta[9];
-  assign \q_meta.error  = q_meta[10];
   assign \steps__payload.lb_addr  = steps__payload[7:0];
   assign \steps__payload.w_addr  = steps__payload[12:8];
   assign \steps__payload.first  = steps__payload[13];
@@ -9219,13 +8052,41 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \steps__payload.meta.go  = steps__payload[23];
   assign \steps__payload.meta.eof  = steps__payload[24];
   assign \steps__payload.meta.error  = steps__payload[25];
+  assign \step.lb_addr  = steps__payload[7:0];
+  assign \step.w_addr  = steps__payload[12:8];
+  assign \step.first  = steps__payload[13];
+  assign \step.last  = steps__payload[14];
+  assign \step.meta  = steps__payload[25:15];
+  assign \step.meta.oy  = steps__payload[18:15];
+  assign \step.meta.ox  = steps__payload[22:19];
+  assign \step.meta.go  = steps__payload[23];
+  assign \step.meta.eof  = steps__payload[24];
+  assign \step.meta.error  = steps__payload[25];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \q_meta.oy  = q_meta[3:0];
+  assign \q_meta.ox  = q_meta[7:4];
+  assign \q_meta.go  = q_meta[8];
+  assign \q_meta.eof  = q_meta[9];
+  assign \q_meta.error  = q_meta[10];
+  assign \$117 [12:8] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
+  assign \$117 [7:0] = { slot, col };
+  assign \$117 [25:15] = q_meta;
+  assign \$117 [14] = q_last;
+  assign \$117 [13] = \$signal$56 ;
+  assign \$115 [10] = \$81 ;
+  assign \$115 [9] = \$signal$10 ;
+  assign \$115 [8] = s_go;
+  assign \$115 [7:4] = s_ox;
+  assign \$115 [3:0] = \$signal$17 ;
   assign \$68  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
-  reg [127:0] \$1 ;
   wire [4:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -9234,6 +8095,8 @@ module \top.layer0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [4:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [4:0] rd__addr;
   wire [4:0] rd__addr;
   wire [127:0] rd__data;
@@ -9291,24 +8154,18 @@ module \top.layer0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -9348,15 +8205,9 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [10:0] \$48 ;
-  reg [10:0] \$49 ;
+  reg [41:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [41:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [6:0] \$7 ;
   wire \$8 ;
@@ -9377,7 +8228,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire [15:0] \bitmaps[2] ;
   wire [15:0] \bitmaps[3] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -9416,6 +8267,17 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 42'h00000000000 *)
+  wire [41:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [3:0] \out_reg.x ;
+  wire [3:0] \out_reg.y ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] p_data;
   (* init = 1'h0 *)
@@ -9438,7 +8300,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \r_addr$67 ;
   wire [127:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [41:0] \r_data$98 ;
+  wire [41:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [6:0] rd_addr;
@@ -9463,7 +8325,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [3:0] row;
-  wire [3:0] \row$91 ;
+  wire [3:0] \row$93 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -9549,7 +8411,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire [3:0] \steps__payload.meta.oy ;
   wire [5:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [98:0] sums__payload;
   wire [98:0] \sums__payload$64 ;
   wire [87:0] \sums__payload$64.acc ;
@@ -9609,12 +8471,6 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
     c_tap <= \$38 ;
   always @(posedge clk)
     \w_addr$8  <= \$39 ;
@@ -9627,23 +8483,23 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   always @(posedge clk)
     steps__valid <= \$43 ;
   always @(posedge clk)
-    read_first_d1 <= \$44 ;
+    read_first_d1 <= steps__payload[13];
   always @(posedge clk)
-    read_first_d2 <= \$45 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$46 ;
+    read_last_d1 <= steps__payload[14];
   always @(posedge clk)
-    read_last_d2 <= \$47 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$48 ;
+    read_meta_d1 <= steps__payload[25:15];
   always @(posedge clk)
-    read_meta_d2 <= \$49 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$50 ;
+    sites_out__valid <= \$44 ;
   always @(posedge clk)
-    sites_out__payload <= \$51 ;
+    sites_out__payload <= \$45 ;
   always @(posedge clk)
-    inflight <= \$52 ;
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -9665,7 +8521,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(7'h24);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  + 2'h3;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -9685,6 +8541,12 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     loaded <= \$33 ;
   always @(posedge clk)
     height_m1 <= \$34 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
   \top.layer1.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -9734,7 +8596,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   );
   \top.layer1.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -9761,16 +8623,16 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   );
   \top.layer1.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$91 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.layer1.weights  weights (
     .clk(clk),
@@ -9782,49 +8644,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[7:4];
-      end
-    end
-    if (rst) begin
-      \$35  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 1'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$36  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9842,7 +8662,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -9853,12 +8673,9 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
         \$39  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9866,12 +8683,9 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
         \$40  = { c_tap, c_out, c_in };
       end
     end
-    if (rst) begin
-      \$40  = 6'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 6'h03;
@@ -9881,92 +8695,47 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$42  = \steps__valid$93 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$42  = \steps__valid$95 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$44  = steps__payload[13];
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$46  = steps__payload[14];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$48  = steps__payload[25:15];
-    if (rst) begin
-      \$48  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$50  = sites_out__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$99 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$98 ;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$46  = \$28 [5:0];
     if (rst) begin
-      \$51  = 42'h00000000000;
+      \$46  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     tok[39:0] = 40'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -9981,7 +8750,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -9994,7 +8763,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -10009,17 +8778,14 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$31  = w_data;
     if (\$5 ) begin
       \$31  = params__payload;
     end
-    if (rst) begin
-      \$31  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -10034,7 +8800,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -10049,7 +8815,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -10058,6 +8824,48 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     end
     if (rst) begin
       \$34  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[7:4];
+      end
+    end
+    if (rst) begin
+      \$35  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 1'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [0];
+      end
+    end
+    if (rst) begin
+      \$36  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [0];
+        end
+      end
+    end
+    if (rst) begin
+      \$37  = 1'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -10095,6 +8903,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -10206,11 +9015,6 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \tok.x  = tok[39:36];
   assign \tok.eof  = tok[40];
   assign \tok.error  = tok[41];
-  assign \read_meta_d1.oy  = read_meta_d1[3:0];
-  assign \read_meta_d1.ox  = read_meta_d1[7:4];
-  assign \read_meta_d1.go  = read_meta_d1[8];
-  assign \read_meta_d1.eof  = read_meta_d1[9];
-  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -10220,6 +9024,20 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[35:32];
+  assign \out_reg.x  = sites_out__payload[39:36];
+  assign \out_reg.eof  = sites_out__payload[40];
+  assign \out_reg.error  = sites_out__payload[41];
+  assign \read_meta_d1.oy  = read_meta_d1[3:0];
+  assign \read_meta_d1.ox  = read_meta_d1[7:4];
+  assign \read_meta_d1.go  = read_meta_d1[8];
+  assign \read_meta_d1.eof  = read_meta_d1[9];
+  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \steps__payload$57 [172:162] = read_meta_d2;
   assign \steps__payload$57 [161] = read_last_d2;
   assign \steps__payload$57 [160] = read_first_d2;
@@ -10233,7 +9051,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -11925,7 +10743,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     w_data = 19'h00000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -11938,7 +10756,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$679  = eof_seen;
     if (frame_reset) begin
       \$679  = 1'h0;
@@ -11948,14 +10766,14 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$680  = has_last;
     if (rst) begin
       \$680  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$681  = \$318 ;
     if (frame_reset) begin
       \$681  = 1'h0;
@@ -11965,7 +10783,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$682  = \$320 ;
     if (frame_reset) begin
       \$682  = 1'h0;
@@ -11975,21 +10793,21 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$683  = \$321 ;
     if (rst) begin
       \$683  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$684  = \$322 ;
     if (rst) begin
       \$684  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$685  = 1'h0;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12005,7 +10823,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$686  = \$signal$45 ;
     if (\$327 ) begin
       \$686  = 1'h0;
@@ -12018,7 +10836,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$687  = c_row;
     if (\$332 ) begin
       \$687  = w_row;
@@ -12028,7 +10846,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$688  = \$signal$48 ;
     if (\$332 ) begin
       \$688  = 1'h0;
@@ -12041,7 +10859,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$689  = nz;
     if (\$332 ) begin
       \$689  = \$333 ;
@@ -12054,7 +10872,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$690  = nz_zero;
     if (\$332 ) begin
       \$690  = \$335 ;
@@ -12067,37 +10885,28 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$691  = cwin_0;
     if (\$332 ) begin
       \$691  = win_0;
     end
-    if (rst) begin
-      \$691  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$692  = cwin_1;
     if (\$332 ) begin
       \$692  = win_1;
     end
-    if (rst) begin
-      \$692  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$693  = cwin_2;
     if (\$332 ) begin
       \$693  = win_2;
     end
-    if (rst) begin
-      \$693  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$694  = w_row;
     if (\$342 ) begin
       \$694  = s_row;
@@ -12107,7 +10916,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$695  = \$signal$57 ;
     if (\$342 ) begin
       \$695  = 1'h0;
@@ -12120,37 +10929,28 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$696  = win_0;
     if (\$342 ) begin
       \$696  = \$349 ;
     end
-    if (rst) begin
-      \$696  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$697  = win_1;
     if (\$342 ) begin
       \$697  = \$356 ;
     end
-    if (rst) begin
-      \$697  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$698  = win_2;
     if (\$342 ) begin
       \$698  = \$363 ;
     end
-    if (rst) begin
-      \$698  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$699  = s_row;
     if (\$367 ) begin
       \$699  = i_row;
@@ -12160,7 +10960,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$700  = \$signal$63 ;
     if (\$367 ) begin
       \$700  = 1'h0;
@@ -12176,7 +10976,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$701  = sel_0;
     if (\$367 ) begin
       \$701 [0] = \$372 ;
@@ -12184,12 +10984,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$701 [2] = \$382 ;
       \$701 [3] = \$387 ;
     end
-    if (rst) begin
-      \$701  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$702  = sel_1;
     if (\$367 ) begin
       \$702 [0] = \$390 ;
@@ -12197,12 +10994,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$702 [2] = \$396 ;
       \$702 [3] = \$399 ;
     end
-    if (rst) begin
-      \$702  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$703  = sel_2;
     if (\$367 ) begin
       \$703 [0] = \$402 ;
@@ -12210,12 +11004,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$703 [2] = \$408 ;
       \$703 [3] = \$411 ;
     end
-    if (rst) begin
-      \$703  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$704  = ends;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12230,7 +11021,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$705  = i_in_row_0;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12238,12 +11029,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$705  = \$423 [5:0];
       end
     end
-    if (rst) begin
-      \$705  = 6'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$706  = i_in_row_1;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12251,12 +11039,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$706  = \$424 [5:0];
       end
     end
-    if (rst) begin
-      \$706  = 6'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$707  = i_in_row_2;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12264,12 +11049,9 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$707  = \$425 [5:0];
       end
     end
-    if (rst) begin
-      \$707  = 6'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$708  = i_row;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12282,7 +11064,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$709  = i_top;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12295,7 +11077,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$710  = f_row;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12311,7 +11093,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$711  = cy;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12327,7 +11109,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$712  = need;
     if (\$416 ) begin
       if (\$420 ) begin
@@ -12343,7 +11125,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$713  = eof_pend;
     if (\$432 ) begin
       \$713  = 1'h0;
@@ -12356,7 +11138,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$714  = \$signal$11 ;
     if (\$434 ) begin
       \$714  = b_v;
@@ -12366,7 +11148,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$715  = \$signal ;
     if (\$434 ) begin
       \$715  = \$signal$74 ;
@@ -12376,7 +11158,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$716  = \$like ;
     if (\$434 ) begin
       \$716  = \$like$75 ;
@@ -12386,7 +11168,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$717  = \$signal$13 ;
     if (\$434 ) begin
       \$717  = b_oy;
@@ -12396,7 +11178,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$718  = c1_win_0;
     if (\$434 ) begin
       \$718  = b_win_0;
@@ -12406,7 +11188,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$719  = c1_win_1;
     if (\$434 ) begin
       \$719  = b_win_1;
@@ -12416,7 +11198,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$720  = c1_win_2;
     if (\$434 ) begin
       \$720  = b_win_2;
@@ -12426,7 +11208,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$721  = \$signal$74 ;
     if (\$434 ) begin
       \$721  = \$310 [15:0];
@@ -12439,7 +11221,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$722  = b_rest;
     if (\$434 ) begin
       \$722  = \$436 ;
@@ -12452,7 +11234,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$723  = \$signal$80 ;
     if (\$434 ) begin
       \$723  = \$516 ;
@@ -12465,7 +11247,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$724  = b_v;
     if (\$519 ) begin
       \$724  = \$signal$81 ;
@@ -12475,7 +11257,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$725  = \$like$75 ;
     if (\$519 ) begin
       \$725  = \$like$84 ;
@@ -12485,7 +11267,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$726  = b_oy;
     if (\$519 ) begin
       \$726  = \$signal$85 ;
@@ -12495,7 +11277,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$727  = b_win_0;
     if (\$519 ) begin
       \$727  = a3_win_0;
@@ -12505,7 +11287,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$728  = b_win_1;
     if (\$519 ) begin
       \$728  = a3_win_1;
@@ -12515,7 +11297,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$729  = b_win_2;
     if (\$519 ) begin
       \$729  = a3_win_2;
@@ -12525,7 +11307,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$730  = \$signal$81 ;
     if (\$527 ) begin
       \$730  = \$signal$90 ;
@@ -12535,7 +11317,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$731  = \$signal$82 ;
     if (\$527 ) begin
       \$731  = \$313 [15:0];
@@ -12545,7 +11327,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$732  = \$signal$83 ;
     if (\$527 ) begin
       \$732  = \$529 ;
@@ -12555,7 +11337,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$733  = \$like$84 ;
     if (\$527 ) begin
       \$733  = \$signal$91 ;
@@ -12565,7 +11347,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$734  = \$signal$85 ;
     if (\$527 ) begin
       \$734  = a2_oy;
@@ -12575,7 +11357,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$735  = a3_rest_zero;
     if (\$527 ) begin
       \$735  = \$609 ;
@@ -12585,7 +11367,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$736  = a3_win_0;
     if (\$527 ) begin
       \$736  = a2_win_0;
@@ -12595,7 +11377,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$737  = a3_win_1;
     if (\$527 ) begin
       \$737  = a2_win_1;
@@ -12605,7 +11387,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$738  = a3_win_2;
     if (\$527 ) begin
       \$738  = a2_win_2;
@@ -12615,7 +11397,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$739  = \$signal$90 ;
     if (\$614 ) begin
       \$739  = 1'h0;
@@ -12628,7 +11410,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$740  = a2_oy;
     if (\$622 ) begin
       \$740  = c_row;
@@ -12638,7 +11420,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$741  = \$signal$91 ;
     if (\$622 ) begin
       \$741  = 1'h0;
@@ -12648,7 +11430,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$742  = a2_bits;
     if (\$622 ) begin
       \$742  = \$623 ;
@@ -12658,7 +11440,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$743  = a2_win_0;
     if (\$622 ) begin
       \$743  = \$624 ;
@@ -12668,7 +11450,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$744  = a2_win_1;
     if (\$622 ) begin
       \$744  = \$625 ;
@@ -12678,7 +11460,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$745  = a2_win_2;
     if (\$622 ) begin
       \$745  = \$626 ;
@@ -12688,7 +11470,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$746  = a_v;
     if (\$633 ) begin
       \$746  = 1'h0;
@@ -12701,7 +11483,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$747  = a_oh;
     if (\$645 ) begin
       \$747  = \$316 [0];
@@ -12711,7 +11493,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$748  = eof_done;
     if (\$668 ) begin
       \$748  = 1'h1;
@@ -12724,7 +11506,7 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$749  = \$671 ;
     if (frame_reset) begin
       \$749  = 1'h0;
@@ -12734,14 +11516,14 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$750  = \$674 ;
     if (rst) begin
       \$750  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$751  = \$678 [3:0];
     if (frame_reset) begin
       \$751  = 4'h0;
@@ -12819,7 +11601,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -12901,7 +11683,7 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -12911,7 +11693,7 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -12921,7 +11703,7 @@ module \top.layer1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -12944,7 +11726,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -13024,21 +11806,16 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg [1:0] \$170 ;
-  reg [3:0] \$171 ;
-  reg [3:0] \$172 ;
-  reg [6:0] \$173 ;
-  reg [31:0] \$174 ;
-  reg \$175 ;
-  reg [15:0] \$176 ;
-  reg [4:0] \$177 ;
-  reg [15:0] \$178 ;
-  reg [4:0] \$179 ;
+  reg \$170 ;
+  reg [15:0] \$171 ;
+  reg [4:0] \$172 ;
+  reg [15:0] \$173 ;
+  reg [4:0] \$174 ;
+  reg [15:0] \$175 ;
+  reg [4:0] \$176 ;
+  reg [15:0] \$177 ;
+  reg [4:0] \$178 ;
   wire \$18 ;
-  reg [15:0] \$180 ;
-  reg [4:0] \$181 ;
-  reg [15:0] \$182 ;
-  reg [4:0] \$183 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -13499,33 +12276,33 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   always @(posedge clk)
     w_set <= \$169 ;
   always @(posedge clk)
-    w_slot <= \$170 ;
+    w_slot <= got[33:32];
   always @(posedge clk)
-    w_x <= \$171 ;
+    w_x <= got[39:36];
   always @(posedge clk)
-    w_y <= \$172 ;
+    w_y <= got[35:32];
   always @(posedge clk)
-    w_addr <= \$173 ;
+    w_addr <= { got[33:32], got[39:36], got[42] };
   always @(posedge clk)
-    w_data <= \$174 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$175 ;
+    acc_eof <= \$170 ;
   always @(posedge clk)
-    bitmap_0 <= \$176 ;
+    bitmap_0 <= \$171 ;
   always @(posedge clk)
-    row_tag_0 <= \$177 ;
+    row_tag_0 <= \$172 ;
   always @(posedge clk)
-    bitmap_1 <= \$178 ;
+    bitmap_1 <= \$173 ;
   always @(posedge clk)
-    row_tag_1 <= \$179 ;
+    row_tag_1 <= \$174 ;
   always @(posedge clk)
-    bitmap_2 <= \$180 ;
+    bitmap_2 <= \$175 ;
   always @(posedge clk)
-    row_tag_2 <= \$181 ;
+    row_tag_2 <= \$176 ;
   always @(posedge clk)
-    bitmap_3 <= \$182 ;
+    bitmap_3 <= \$177 ;
   always @(posedge clk)
-    row_tag_3 <= \$183 ;
+    row_tag_3 <= \$178 ;
   \top.layer1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -13536,7 +12313,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$144  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -13551,7 +12328,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$145  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -13568,7 +12345,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$146  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -13577,12 +12354,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
         \$146  = sites_in__payload[35:32];
       end
     end
-    if (rst) begin
-      \$146  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$147  = \$signal$21 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -13591,36 +12365,30 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
         \$147  = sites_in__payload[39:36];
       end
     end
-    if (rst) begin
-      \$147  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$148  = height_m1;
     if (rst) begin
       \$148  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$149  = width_m1;
     if (rst) begin
       \$149  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$150  = entry_0;
     if (\$40 ) begin
       \$150  = entry;
     end
-    if (rst) begin
-      \$150  = 46'h000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$151  = entry_0_valid;
     if (\$40 ) begin
       \$151  = 1'h1;
@@ -13635,31 +12403,28 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$152  = \$52 ;
     if (rst) begin
       \$152  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$154  = entry_1;
     if (\$65 ) begin
       \$154  = entry;
     end
-    if (rst) begin
-      \$154  = 46'h000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$155  = entry_1_valid;
     if (\$65 ) begin
       \$155  = 1'h1;
@@ -13674,21 +12439,21 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$156  = \$77 ;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$157  = \$85 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$158  = \$signal$60 ;
     if (\$88 ) begin
       \$158  = \$89 ;
@@ -13698,7 +12463,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$159  = rp;
     if (take) begin
       \$159  = \$90 ;
@@ -13708,7 +12473,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$160  = done_rows;
     if (\$114 ) begin
       \$160  = { 2'h0, got[35:32] };
@@ -13721,7 +12486,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$161  = busy;
     if (take) begin
       \$161  = 1'h1;
@@ -13734,7 +12499,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$162  = eof_seen;
     if (take) begin
       if (got[40]) begin
@@ -13749,7 +12514,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$163  = \$signal$40 ;
     if (take) begin
       if (got[40]) begin
@@ -13767,7 +12532,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$164  = error;
     if (take) begin
       if (got[40]) begin
@@ -13787,7 +12552,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$165  = has_last;
     if (take) begin
       if (got[40]) begin
@@ -13805,7 +12570,7 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$166  = last_y;
     if (take) begin
       if (got[40]) begin
@@ -13820,166 +12585,131 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$168  = \$126 ;
     if (rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$169  = got[44];
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$170  = got[33:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$170  = \$127 ;
     if (rst) begin
-      \$170  = 2'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$171  = got[39:36];
-    if (rst) begin
-      \$171  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$172  = got[35:32];
-    if (rst) begin
-      \$172  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$173  = { got[33:32], got[39:36], got[42] };
-    if (rst) begin
-      \$173  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$174  = got[31:0];
-    if (rst) begin
-      \$174  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$175  = \$127 ;
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$176  = bitmap_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$171  = bitmap_0;
     if (\$129 ) begin
-      \$176  = \$131 ;
+      \$171  = \$131 ;
     end
     if (rst) begin
-      \$176  = 16'h0000;
+      \$171  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$177  = row_tag_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$172  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$67 ) begin
-        \$177  = { 1'h0, w_y };
+        \$172  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$177  = 5'h1f;
+      \$172  = 5'h1f;
     end
     if (rst) begin
-      \$177  = 5'h1f;
+      \$172  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$178  = bitmap_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$173  = bitmap_1;
     if (\$133 ) begin
-      \$178  = \$135 ;
+      \$173  = \$135 ;
     end
     if (rst) begin
-      \$178  = 16'h0000;
+      \$173  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$179  = row_tag_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$174  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$67 ) begin
-        \$179  = { 1'h0, w_y };
+        \$174  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$179  = 5'h1f;
+      \$174  = 5'h1f;
     end
     if (rst) begin
-      \$179  = 5'h1f;
+      \$174  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$180  = bitmap_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$175  = bitmap_2;
     if (\$137 ) begin
-      \$180  = \$139 ;
+      \$175  = \$139 ;
     end
     if (rst) begin
-      \$180  = 16'h0000;
+      \$175  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$181  = row_tag_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$176  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$67 ) begin
-        \$181  = { 1'h0, w_y };
+        \$176  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$181  = 5'h1f;
+      \$176  = 5'h1f;
     end
     if (rst) begin
-      \$181  = 5'h1f;
+      \$176  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$182  = bitmap_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$177  = bitmap_3;
     if (\$141 ) begin
-      \$182  = \$143 ;
+      \$177  = \$143 ;
     end
     if (rst) begin
-      \$182  = 16'h0000;
+      \$177  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$183  = row_tag_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$178  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$67 ) begin
-        \$183  = { 1'h0, w_y };
+        \$178  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$183  = 5'h1f;
+      \$178  = 5'h1f;
     end
     if (rst) begin
-      \$183  = 5'h1f;
+      \$178  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -14094,8 +12824,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
-  reg [31:0] \$1 ;
   wire [6:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -14104,6 +12832,8 @@ module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   wire [6:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [6:0] rd__addr;
   wire [6:0] rd__addr;
   wire [31:0] rd__data;
@@ -14257,40 +12987,21 @@ module \top.layer1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [21:0] \$100 ;
-  reg [21:0] \$101 ;
-  reg [21:0] \$102 ;
-  reg [13:0] \$103 ;
-  reg [13:0] \$104 ;
-  reg [13:0] \$105 ;
-  reg [13:0] \$106 ;
-  reg [21:0] \$107 ;
-  reg [21:0] \$108 ;
-  reg [21:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [21:0] \$110 ;
-  reg \$111 ;
-  reg [10:0] \$112 ;
   wire [15:0] \$12 ;
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
@@ -14323,77 +13034,28 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \$39 ;
   wire [15:0] \$4 ;
   wire \$40 ;
-  reg [172:0] \$41 ;
+  reg \$41 ;
   reg \$42 ;
-  reg [7:0] \$43 ;
-  reg [7:0] \$44 ;
-  reg [16:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$47 ;
-  reg [16:0] \$48 ;
-  reg [7:0] \$49 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg [21:0] \$46 ;
+  reg [21:0] \$47 ;
+  reg [21:0] \$48 ;
+  reg [21:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [7:0] \$50 ;
-  reg [16:0] \$51 ;
-  reg [7:0] \$52 ;
-  reg [7:0] \$53 ;
-  reg [16:0] \$54 ;
-  reg [7:0] \$55 ;
-  reg [7:0] \$56 ;
-  reg [16:0] \$57 ;
-  reg [7:0] \$58 ;
-  reg [7:0] \$59 ;
+  reg \$50 ;
   wire [15:0] \$6 ;
-  reg [16:0] \$60 ;
-  reg [7:0] \$61 ;
-  reg [7:0] \$62 ;
-  reg [16:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [7:0] \$67 ;
-  reg [7:0] \$68 ;
-  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
-  reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [16:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [7:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [7:0] \$77 ;
-  reg [16:0] \$78 ;
-  reg [7:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [21:0] \$91 ;
-  reg [21:0] \$92 ;
-  reg [21:0] \$93 ;
-  reg [21:0] \$94 ;
-  reg [21:0] \$95 ;
-  reg [21:0] \$96 ;
-  reg [21:0] \$97 ;
-  reg [21:0] \$98 ;
-  reg [21:0] \$99 ;
   reg [21:0] acc_0 = 22'h000000;
   reg [21:0] acc_1 = 22'h000000;
   reg [21:0] acc_2 = 22'h000000;
   reg [21:0] acc_3 = 22'h000000;
   input clk;
   wire clk;
-  wire [13:0] ctl;
+  wire [12:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [10:0] \ctl.meta ;
@@ -14402,8 +13064,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \ctl.meta.go ;
   wire [3:0] \ctl.meta.ox ;
   wire [3:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [13:0] mac_ctl_d1 = 14'h0000;
+  reg [12:0] mac_ctl_d1 = 13'h0000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [10:0] \mac_ctl_d1.meta ;
@@ -14412,8 +13073,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d1.meta.go ;
   wire [3:0] \mac_ctl_d1.meta.ox ;
   wire [3:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [13:0] mac_ctl_d2 = 14'h0000;
+  reg [12:0] mac_ctl_d2 = 13'h0000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [10:0] \mac_ctl_d2.meta ;
@@ -14422,8 +13082,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d2.meta.go ;
   wire [3:0] \mac_ctl_d2.meta.ox ;
   wire [3:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [13:0] mac_ctl_d3 = 14'h0000;
+  reg [12:0] mac_ctl_d3 = 13'h0000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [10:0] \mac_ctl_d3.meta ;
@@ -14432,8 +13091,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d3.meta.go ;
   wire [3:0] \mac_ctl_d3.meta.ox ;
   wire [3:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [13:0] mac_ctl_d4 = 14'h0000;
+  reg [12:0] mac_ctl_d4 = 13'h0000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [10:0] \mac_ctl_d4.meta ;
@@ -14442,7 +13100,10 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d4.meta.go ;
   wire [3:0] \mac_ctl_d4.meta.ox ;
   wire [3:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
   reg op_v = 1'h0;
   reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -14562,6 +13223,142 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [21:0] tree_3_l2_0 = 22'h000000;
   (* init = 22'h000000 *)
   wire [21:0] tree_3_sum;
+  always @(posedge clk)
+    prod_0_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_0_2_b <= operands[55:48];
+  always @(posedge clk)
+    prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_0_3_b <= operands[63:56];
+  always @(posedge clk)
+    prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_1_2_b <= operands[87:80];
+  always @(posedge clk)
+    prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_1_3_b <= operands[95:88];
+  always @(posedge clk)
+    prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[103:96];
+  always @(posedge clk)
+    prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[111:104];
+  always @(posedge clk)
+    prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_2_2_b <= operands[119:112];
+  always @(posedge clk)
+    prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_2_3_b <= operands[127:120];
+  always @(posedge clk)
+    prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[135:128];
+  always @(posedge clk)
+    prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[143:136];
+  always @(posedge clk)
+    prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_3_2_b <= operands[151:144];
+  always @(posedge clk)
+    prod_3_2_p <= { \$15 [15], \$15  };
+  always @(posedge clk)
+    prod_3_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_3_3_b <= operands[159:152];
+  always @(posedge clk)
+    prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
+  always @(posedge clk)
+    tree_0_l1_1 <= { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
+  always @(posedge clk)
+    tree_0_l2_0 <= \$19 [21:0];
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
+  always @(posedge clk)
+    tree_1_l1_1 <= { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
+  always @(posedge clk)
+    tree_1_l2_0 <= \$22 [21:0];
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
+  always @(posedge clk)
+    tree_2_l1_1 <= { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
+  always @(posedge clk)
+    tree_2_l2_0 <= \$25 [21:0];
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
+  always @(posedge clk)
+    tree_3_l1_1 <= { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
+  always @(posedge clk)
+    tree_3_l2_0 <= \$28 [21:0];
+  always @(posedge clk)
+    mac_ctl_d1 <= ctl;
+  always @(posedge clk)
+    mac_ctl_d2 <= mac_ctl_d1;
+  always @(posedge clk)
+    mac_ctl_d3 <= mac_ctl_d2;
+  always @(posedge clk)
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge clk)
+    mac_v_d1 <= \$42 ;
+  always @(posedge clk)
+    mac_v_d2 <= \$43 ;
+  always @(posedge clk)
+    mac_v_d3 <= \$44 ;
+  always @(posedge clk)
+    mac_v_d4 <= \$45 ;
+  always @(posedge clk)
+    acc_0 <= \$46 ;
+  always @(posedge clk)
+    acc_1 <= \$47 ;
+  always @(posedge clk)
+    acc_2 <= \$48 ;
+  always @(posedge clk)
+    acc_3 <= \$49 ;
+  always @(posedge clk)
+    out_v <= \$50 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d4[12:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -14590,676 +13387,102 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
   assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[12];
-  assign \$30  = mac_ctl_d4[0] & \$29 ;
-  assign \$31  = mac_ctl_d4[1] ? 22'h000000 : acc_0;
+  assign \$29  = ~ mac_ctl_d4[11];
+  assign \$30  = mac_v_d4 & \$29 ;
+  assign \$31  = mac_ctl_d4[0] ? 22'h000000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[1] ? 22'h000000 : acc_1;
+  assign \$33  = mac_ctl_d4[0] ? 22'h000000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[1] ? 22'h000000 : acc_2;
+  assign \$35  = mac_ctl_d4[0] ? 22'h000000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[1] ? 22'h000000 : acc_3;
+  assign \$37  = mac_ctl_d4[0] ? 22'h000000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[12];
-  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  assign \$39  = mac_ctl_d4[1] | mac_ctl_d4[11];
+  assign \$40  = mac_v_d4 & \$39 ;
   always @(posedge clk)
-    operands <= \$41 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$42 ;
+    op_v <= \$41 ;
   always @(posedge clk)
-    prod_0_0_a <= \$43 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$44 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$45 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$46 ;
+    prod_0_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_0_1_b <= \$47 ;
+    prod_0_1_b <= operands[47:40];
   always @(posedge clk)
-    prod_0_1_p <= \$48 ;
-  always @(posedge clk)
-    prod_0_2_a <= \$49 ;
-  always @(posedge clk)
-    prod_0_2_b <= \$50 ;
-  always @(posedge clk)
-    prod_0_2_p <= \$51 ;
-  always @(posedge clk)
-    prod_0_3_a <= \$52 ;
-  always @(posedge clk)
-    prod_0_3_b <= \$53 ;
-  always @(posedge clk)
-    prod_0_3_p <= \$54 ;
-  always @(posedge clk)
-    prod_1_0_a <= \$55 ;
-  always @(posedge clk)
-    prod_1_0_b <= \$56 ;
-  always @(posedge clk)
-    prod_1_0_p <= \$57 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$58 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$59 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$60 ;
-  always @(posedge clk)
-    prod_1_2_a <= \$61 ;
-  always @(posedge clk)
-    prod_1_2_b <= \$62 ;
-  always @(posedge clk)
-    prod_1_2_p <= \$63 ;
-  always @(posedge clk)
-    prod_1_3_a <= \$64 ;
-  always @(posedge clk)
-    prod_1_3_b <= \$65 ;
-  always @(posedge clk)
-    prod_1_3_p <= \$66 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$67 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$68 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$69 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$70 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$71 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$72 ;
-  always @(posedge clk)
-    prod_2_2_a <= \$73 ;
-  always @(posedge clk)
-    prod_2_2_b <= \$74 ;
-  always @(posedge clk)
-    prod_2_2_p <= \$75 ;
-  always @(posedge clk)
-    prod_2_3_a <= \$76 ;
-  always @(posedge clk)
-    prod_2_3_b <= \$77 ;
-  always @(posedge clk)
-    prod_2_3_p <= \$78 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$79 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$80 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$81 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$82 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$83 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$84 ;
-  always @(posedge clk)
-    prod_3_2_a <= \$85 ;
-  always @(posedge clk)
-    prod_3_2_b <= \$86 ;
-  always @(posedge clk)
-    prod_3_2_p <= \$87 ;
-  always @(posedge clk)
-    prod_3_3_a <= \$88 ;
-  always @(posedge clk)
-    prod_3_3_b <= \$89 ;
-  always @(posedge clk)
-    prod_3_3_p <= \$90 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$91 ;
-  always @(posedge clk)
-    tree_0_l1_1 <= \$92 ;
-  always @(posedge clk)
-    tree_0_l2_0 <= \$93 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$94 ;
-  always @(posedge clk)
-    tree_1_l1_1 <= \$95 ;
-  always @(posedge clk)
-    tree_1_l2_0 <= \$96 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$97 ;
-  always @(posedge clk)
-    tree_2_l1_1 <= \$98 ;
-  always @(posedge clk)
-    tree_2_l2_0 <= \$99 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$100 ;
-  always @(posedge clk)
-    tree_3_l1_1 <= \$101 ;
-  always @(posedge clk)
-    tree_3_l2_0 <= \$102 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$103 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$104 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$105 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$106 ;
-  always @(posedge clk)
-    acc_0 <= \$107 ;
-  always @(posedge clk)
-    acc_1 <= \$108 ;
-  always @(posedge clk)
-    acc_2 <= \$109 ;
-  always @(posedge clk)
-    acc_3 <= \$110 ;
-  always @(posedge clk)
-    out_v <= \$111 ;
-  always @(posedge clk)
-    out_meta <= \$112 ;
+    prod_0_1_p <= { \$2 [15], \$2  };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$41  = steps__payload;
-    if (rst) begin
-      \$41  = 173'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$42  = steps__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$42  = op_v;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$43  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$43  = mac_v_d1;
     if (rst) begin
-      \$43  = 8'h00;
+      \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$44  = operands[39:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$44  = mac_v_d2;
     if (rst) begin
-      \$44  = 8'h00;
+      \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$45  = { \$1 [15], \$1  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$45  = mac_v_d3;
     if (rst) begin
-      \$45  = 17'h00000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$46  = operands[15:8];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$47  = operands[47:40];
-    if (rst) begin
-      \$47  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$48  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$48  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$49  = operands[23:16];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$50  = operands[55:48];
-    if (rst) begin
-      \$50  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$51  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$51  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$52  = operands[31:24];
-    if (rst) begin
-      \$52  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$53  = operands[63:56];
-    if (rst) begin
-      \$53  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$54  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$54  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$55  = operands[7:0];
-    if (rst) begin
-      \$55  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$56  = operands[71:64];
-    if (rst) begin
-      \$56  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$57  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$57  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$58  = operands[15:8];
-    if (rst) begin
-      \$58  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$59  = operands[79:72];
-    if (rst) begin
-      \$59  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$60  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$60  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$61  = operands[23:16];
-    if (rst) begin
-      \$61  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$62  = operands[87:80];
-    if (rst) begin
-      \$62  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$63  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$63  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$64  = operands[31:24];
-    if (rst) begin
-      \$64  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$65  = operands[95:88];
-    if (rst) begin
-      \$65  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$66  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$67  = operands[7:0];
-    if (rst) begin
-      \$67  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$68  = operands[103:96];
-    if (rst) begin
-      \$68  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$69  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$69  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$70  = operands[15:8];
-    if (rst) begin
-      \$70  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$71  = operands[111:104];
-    if (rst) begin
-      \$71  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$72  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$72  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$73  = operands[23:16];
-    if (rst) begin
-      \$73  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$74  = operands[119:112];
-    if (rst) begin
-      \$74  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$75  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$76  = operands[31:24];
-    if (rst) begin
-      \$76  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$77  = operands[127:120];
-    if (rst) begin
-      \$77  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$78  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$78  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$79  = operands[7:0];
-    if (rst) begin
-      \$79  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$80  = operands[135:128];
-    if (rst) begin
-      \$80  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$81  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$81  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$82  = operands[15:8];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$83  = operands[143:136];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$84  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$86  = operands[151:144];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$87  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$89  = operands[159:152];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$90  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
-    if (rst) begin
-      \$91  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
-    if (rst) begin
-      \$92  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$93  = \$19 [21:0];
-    if (rst) begin
-      \$93  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
-    if (rst) begin
-      \$94  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
-    if (rst) begin
-      \$95  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$96  = \$22 [21:0];
-    if (rst) begin
-      \$96  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
-    if (rst) begin
-      \$97  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
-    if (rst) begin
-      \$98  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$99  = \$25 [21:0];
-    if (rst) begin
-      \$99  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
-    if (rst) begin
-      \$100  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
-    if (rst) begin
-      \$101  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$102  = \$28 [21:0];
-    if (rst) begin
-      \$102  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$103  = ctl;
-    if (rst) begin
-      \$103  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$104  = mac_ctl_d1;
-    if (rst) begin
-      \$104  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$105  = mac_ctl_d2;
-    if (rst) begin
-      \$105  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$106  = mac_ctl_d3;
-    if (rst) begin
-      \$106  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$107  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$46  = acc_0;
     if (\$30 ) begin
-      \$107  = \$32 [21:0];
-    end
-    if (rst) begin
-      \$107  = 22'h000000;
+      \$46  = \$32 [21:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$108  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$47  = acc_1;
     if (\$30 ) begin
-      \$108  = \$34 [21:0];
-    end
-    if (rst) begin
-      \$108  = 22'h000000;
+      \$47  = \$34 [21:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$109  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$48  = acc_2;
     if (\$30 ) begin
-      \$109  = \$36 [21:0];
-    end
-    if (rst) begin
-      \$109  = 22'h000000;
+      \$48  = \$36 [21:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$110  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$49  = acc_3;
     if (\$30 ) begin
-      \$110  = \$38 [21:0];
-    end
-    if (rst) begin
-      \$110  = 22'h000000;
+      \$49  = \$38 [21:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$111  = \$40 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$50  = \$40 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$112  = mac_ctl_d4[13:3];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$41  = steps__valid;
     if (rst) begin
-      \$112  = 11'h000;
+      \$41  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -15287,51 +13510,46 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \steps__payload.meta.go  = steps__payload[170];
   assign \steps__payload.meta.eof  = steps__payload[171];
   assign \steps__payload.meta.error  = steps__payload[172];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[13:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[6:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[10:7];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[12];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[13];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[13:3];
-  assign \ctl.meta.oy  = ctl[6:3];
-  assign \ctl.meta.ox  = ctl[10:7];
-  assign \ctl.meta.go  = ctl[11];
-  assign \ctl.meta.eof  = ctl[12];
-  assign \ctl.meta.error  = ctl[13];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[13:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[6:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[10:7];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[12];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[13];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[13:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[6:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[10:7];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[11];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[12];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[13];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[13:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[6:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[10:7];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[11];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[12];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[13];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[9:6];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[12:2];
+  assign \ctl.meta.oy  = ctl[5:2];
+  assign \ctl.meta.ox  = ctl[9:6];
+  assign \ctl.meta.go  = ctl[10];
+  assign \ctl.meta.eof  = ctl[11];
+  assign \ctl.meta.error  = ctl[12];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[9:6];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[12:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[9:6];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[11];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[12];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[12:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[9:6];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
   assign \out_meta.oy  = out_meta[3:0];
   assign \out_meta.ox  = out_meta[7:4];
   assign \out_meta.go  = out_meta[8];
@@ -15353,15 +13571,14 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign sums__payload[43:22] = acc_1;
   assign sums__payload[21:0] = acc_0;
   assign sums__payload[98:88] = out_meta;
-  assign ctl[13:3] = operands[172:162];
-  assign ctl[2] = operands[161];
-  assign ctl[1] = operands[160];
-  assign ctl[0] = op_v;
+  assign ctl[12:2] = operands[172:162];
+  assign ctl[1] = operands[161];
+  assign ctl[0] = operands[160];
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -15472,7 +13689,7 @@ module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -15482,7 +13699,7 @@ module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -15492,7 +13709,7 @@ module \top.layer1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -15514,8 +13731,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -15524,6 +13739,8 @@ module \top.layer1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -15551,27 +13768,20 @@ module \top.layer1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [52:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [22:0] \$13 ;
@@ -15609,66 +13819,20 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [98:0] \$45 ;
-  reg [98:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [21:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [21:0] \$50 ;
-  reg [21:0] \$51 ;
-  reg [21:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [10:0] \$57 ;
-  reg \$58 ;
-  reg [16:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  wire [42:0] \$52 ;
+  reg \$53 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [4:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [21:0] \$64 ;
-  reg [37:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [4:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [21:0] \$71 ;
-  reg [37:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [4:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [21:0] \$78 ;
-  reg [37:0] \$79 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [4:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [21:0] \$85 ;
-  reg [37:0] \$86 ;
-  reg [10:0] \$87 ;
-  reg [10:0] \$88 ;
-  reg [10:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [22:0] \$93 ;
-  reg [22:0] \$94 ;
-  reg [22:0] \$95 ;
-  reg [22:0] \$96 ;
-  reg [10:0] \$97 ;
-  reg \$98 ;
-  reg [42:0] \$99 ;
   reg [98:0] beat_d1 = 99'h0000000000000000000000000;
   wire [87:0] \beat_d1.acc ;
   wire [21:0] \beat_d1.acc[0] ;
@@ -15842,6 +14006,120 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
+  always @(posedge clk)
+    beat_d1 <= sums__payload;
+  always @(posedge clk)
+    beat_d2 <= beat_d1;
+  always @(posedge clk)
+    beat_v_d1 <= \$45 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$46 ;
+  always @(posedge clk)
+    biased_0 <= \$13 [21:0];
+  always @(posedge clk)
+    biased_1 <= \$14 [21:0];
+  always @(posedge clk)
+    biased_2 <= \$15 [21:0];
+  always @(posedge clk)
+    biased_3 <= \$16 [21:0];
+  always @(posedge clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge clk)
+    rq_meta1_d1 <= beat_d2[98:88];
+  always @(posedge clk)
+    rq_v1_d1 <= \$47 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= biased_0[16:0];
+  always @(posedge clk)
+    scaled_0_pp00_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp00_p <= { 1'h0, \$17  };
+  always @(posedge clk)
+    scaled_0_pp10_a <= biased_0[21:17];
+  always @(posedge clk)
+    scaled_0_pp10_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp10_p <= { \$18 [20], \$18  };
+  always @(posedge clk)
+    scaled_0_sum <= \$19 [37:0];
+  always @(posedge clk)
+    scaled_1_pp00_a <= biased_1[16:0];
+  always @(posedge clk)
+    scaled_1_pp00_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp00_p <= { 1'h0, \$20  };
+  always @(posedge clk)
+    scaled_1_pp10_a <= biased_1[21:17];
+  always @(posedge clk)
+    scaled_1_pp10_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp10_p <= { \$21 [20], \$21  };
+  always @(posedge clk)
+    scaled_1_sum <= \$22 [37:0];
+  always @(posedge clk)
+    scaled_2_pp00_a <= biased_2[16:0];
+  always @(posedge clk)
+    scaled_2_pp00_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp00_p <= { 1'h0, \$23  };
+  always @(posedge clk)
+    scaled_2_pp10_a <= biased_2[21:17];
+  always @(posedge clk)
+    scaled_2_pp10_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp10_p <= { \$24 [20], \$24  };
+  always @(posedge clk)
+    scaled_2_sum <= \$25 [37:0];
+  always @(posedge clk)
+    scaled_3_pp00_a <= biased_3[16:0];
+  always @(posedge clk)
+    scaled_3_pp00_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp00_p <= { 1'h0, \$26  };
+  always @(posedge clk)
+    scaled_3_pp10_a <= biased_3[21:17];
+  always @(posedge clk)
+    scaled_3_pp10_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp10_p <= { \$27 [20], \$27  };
+  always @(posedge clk)
+    scaled_3_sum <= \$28 [37:0];
+  always @(posedge clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge clk)
+    rq_v2_d1 <= \$48 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$49 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$50 ;
+  always @(posedge clk)
+    rounded_0 <= \$30 [22:0];
+  always @(posedge clk)
+    rounded_1 <= \$32 [22:0];
+  always @(posedge clk)
+    rounded_2 <= \$34 [22:0];
+  always @(posedge clk)
+    rounded_3 <= \$36 [22:0];
+  always @(posedge clk)
+    rq_meta3_d1 <= rq_meta2_d3;
+  always @(posedge clk)
+    rq_v3_d1 <= \$51 ;
+  always @(posedge clk)
+    feats__payload <= \$52 ;
+  always @(posedge clk)
+    feats__valid <= \$53 ;
   assign \$5  = ~ rounded_0[22];
   assign \$6  = | rounded_0[21:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -15880,514 +14158,60 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
-  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
-  assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
-  always @(posedge clk)
-    beat_d1 <= \$45 ;
-  always @(posedge clk)
-    beat_d2 <= \$46 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$47 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$48 ;
-  always @(posedge clk)
-    biased_0 <= \$49 ;
-  always @(posedge clk)
-    biased_1 <= \$50 ;
-  always @(posedge clk)
-    biased_2 <= \$51 ;
-  always @(posedge clk)
-    biased_3 <= \$52 ;
-  always @(posedge clk)
-    scale_0 <= \$53 ;
-  always @(posedge clk)
-    scale_1 <= \$54 ;
-  always @(posedge clk)
-    scale_2 <= \$55 ;
-  always @(posedge clk)
-    scale_3 <= \$56 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
-  always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
-  always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
-  always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
-  always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
-  always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
-  always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
-  always @(posedge clk)
-    scaled_0_sum <= \$65 ;
-  always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
-  always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
-  always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
-  always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
-  always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
-  always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
-  always @(posedge clk)
-    scaled_1_sum <= \$72 ;
-  always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
-  always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
-  always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
-  always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
-  always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
-  always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
-  always @(posedge clk)
-    scaled_2_sum <= \$79 ;
-  always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
-  always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
-  always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
-  always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
-  always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
-  always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
-  always @(posedge clk)
-    scaled_3_sum <= \$86 ;
-  always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
-  always @(posedge clk)
-    rounded_0 <= \$93 ;
-  always @(posedge clk)
-    rounded_1 <= \$94 ;
-  always @(posedge clk)
-    rounded_2 <= \$95 ;
-  always @(posedge clk)
-    rounded_3 <= \$96 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
-  always @(posedge clk)
-    feats__payload <= \$99 ;
-  always @(posedge clk)
-    feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$45  = sums__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$45  = sums__valid;
     if (rst) begin
-      \$45  = 99'h0000000000000000000000000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$46  = beat_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$46  = beat_v_d1;
     if (rst) begin
-      \$46  = 99'h0000000000000000000000000;
+      \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$47  = sums__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$47  = beat_v_d2;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$48  = beat_v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$48  = rq_v1_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$49  = \$13 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$49  = rq_v2_d1;
     if (rst) begin
-      \$49  = 22'h000000;
+      \$49  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$50  = \$14 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$50  = rq_v2_d2;
     if (rst) begin
-      \$50  = 22'h000000;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$51  = \$15 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$51  = rq_v2_d3;
     if (rst) begin
-      \$51  = 22'h000000;
+      \$51  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$52  = \$16 [21:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$53  = rq_v3_d1;
     if (rst) begin
-      \$52  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$53  = rq_data[79:64];
-    if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$57  = beat_d2[98:88];
-    if (rst) begin
-      \$57  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$59  = biased_0[16:0];
-    if (rst) begin
-      \$59  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$60  = scale_0;
-    if (rst) begin
-      \$60  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$61  = { 1'h0, \$17  };
-    if (rst) begin
-      \$61  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$62  = biased_0[21:17];
-    if (rst) begin
-      \$62  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$63  = scale_0;
-    if (rst) begin
-      \$63  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$64  = { \$18 [20], \$18  };
-    if (rst) begin
-      \$64  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$65  = \$19 [37:0];
-    if (rst) begin
-      \$65  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$66  = biased_1[16:0];
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$67  = scale_1;
-    if (rst) begin
-      \$67  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$68  = { 1'h0, \$20  };
-    if (rst) begin
-      \$68  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$69  = biased_1[21:17];
-    if (rst) begin
-      \$69  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$70  = scale_1;
-    if (rst) begin
-      \$70  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$71  = { \$21 [20], \$21  };
-    if (rst) begin
-      \$71  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$72  = \$22 [37:0];
-    if (rst) begin
-      \$72  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$76  = biased_2[21:17];
-    if (rst) begin
-      \$76  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$78  = { \$24 [20], \$24  };
-    if (rst) begin
-      \$78  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$79  = \$25 [37:0];
-    if (rst) begin
-      \$79  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$83  = biased_3[21:17];
-    if (rst) begin
-      \$83  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$85  = { \$27 [20], \$27  };
-    if (rst) begin
-      \$85  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$86  = \$28 [37:0];
-    if (rst) begin
-      \$86  = 38'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$93  = \$30 [22:0];
-    if (rst) begin
-      \$93  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$94  = \$32 [22:0];
-    if (rst) begin
-      \$94  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$95  = \$34 [22:0];
-    if (rst) begin
-      \$95  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$96  = \$36 [22:0];
-    if (rst) begin
-      \$96  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [42:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$53  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[96];
@@ -16485,6 +14309,11 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
+  assign \$52 [42:32] = rq_meta3_d1;
+  assign \$52 [31:24] = \$44 ;
+  assign \$52 [23:16] = \$42 ;
+  assign \$52 [15:8] = \$40 ;
+  assign \$52 [7:0] = \$38 ;
   assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
   assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
@@ -16497,7 +14326,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -16509,20 +14338,11 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$106 ;
   reg \$107 ;
   reg \$108 ;
-  reg [8:0] \$109 ;
+  wire [10:0] \$109 ;
   wire \$11 ;
   reg \$110 ;
-  reg \$111 ;
-  reg [10:0] \$112 ;
-  reg [1:0] \$113 ;
-  reg [1:0] \$114 ;
-  reg [1:0] \$115 ;
-  reg [3:0] \$116 ;
-  reg [3:0] \$117 ;
-  reg [3:0] \$118 ;
-  reg \$119 ;
+  wire [25:0] \$111 ;
   wire \$12 ;
-  reg [25:0] \$120 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -16622,10 +14442,10 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -16698,6 +14518,18 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg [1:0] slot_0 = 2'h0;
   reg [1:0] slot_1 = 2'h0;
   reg [1:0] slot_2 = 2'h0;
+  (* init = 26'h0000000 *)
+  wire [25:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [6:0] \step.lb_addr ;
+  wire [10:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [3:0] \step.meta.ox ;
+  wire [3:0] \step.meta.oy ;
+  wire [5:0] \step.w_addr ;
   output [25:0] steps__payload;
   reg [25:0] steps__payload = 26'h0000000;
   wire \steps__payload.first ;
@@ -16791,7 +14623,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \$65  = s_rem & \$64 ;
   assign \$66  = s_n - 1'h1;
   assign \$67  = s_n == 2'h2;
-  assign \$68  = \$signal$43  == 1'h1;
+  assign \$68  = \$signal$45  == 1'h1;
   assign \$69  = s_go + 1'h1;
   assign \$70  = go_last ? 2'h0 : \$69 ;
   assign \$71  = ! s_go;
@@ -16844,9 +14676,9 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     s_ox <= \$97 ;
   always @(posedge clk)
-    \$signal$42  <= \$98 ;
+    \$signal$44  <= \$98 ;
   always @(posedge clk)
-    \$signal$43  <= \$99 ;
+    \$signal$45  <= \$99 ;
   always @(posedge clk)
     slot_0 <= \$100 ;
   always @(posedge clk)
@@ -16860,37 +14692,37 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     col_2 <= \$105 ;
   always @(posedge clk)
-    \$signal$53  <= \$106 ;
+    \$signal$55  <= \$106 ;
   always @(posedge clk)
-    \$signal$54  <= \$107 ;
+    \$signal$56  <= \$107 ;
   always @(posedge clk)
     q_last <= \$108 ;
   always @(posedge clk)
-    q_oh <= \$109 ;
+    q_oh <= \$4 [8:0];
   always @(posedge clk)
-    \$like  <= \$110 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$111 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$112 ;
+    q_meta <= \$109 ;
   always @(posedge clk)
-    q_slot_0 <= \$113 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_slot_1 <= \$114 ;
+    q_slot_1 <= slot_1;
   always @(posedge clk)
-    q_slot_2 <= \$115 ;
+    q_slot_2 <= slot_2;
   always @(posedge clk)
-    q_col_0 <= \$116 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    q_col_1 <= \$117 ;
+    q_col_1 <= col_1;
   always @(posedge clk)
-    q_col_2 <= \$118 ;
+    q_col_2 <= col_2;
   always @(posedge clk)
-    steps__valid <= \$119 ;
+    steps__valid <= \$110 ;
   always @(posedge clk)
-    steps__payload <= \$120 ;
+    steps__payload <= \$111 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$76  = p_v;
     if (p_take) begin
       \$76  = 1'h0;
@@ -16903,17 +14735,14 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$77  = p_site;
     if (\$44 ) begin
       \$77  = sites__payload;
     end
-    if (rst) begin
-      \$77  = 19'h00000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$78  = p_cnt;
     if (\$44 ) begin
       \$78  = \$53 [3:0];
@@ -16923,67 +14752,49 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$79  = next_slot_0;
     if (\$44 ) begin
       \$79  = \$54 [1:0];
     end
-    if (rst) begin
-      \$79  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [3:0];
     end
-    if (rst) begin
-      \$80  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$81  = next_slot_1;
     if (\$44 ) begin
       \$81  = \$56 [1:0];
     end
-    if (rst) begin
-      \$81  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [3:0];
     end
-    if (rst) begin
-      \$82  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$83  = next_slot_2;
     if (\$44 ) begin
       \$83  = \$58 [1:0];
     end
-    if (rst) begin
-      \$83  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [3:0];
     end
-    if (rst) begin
-      \$84  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$85  = first_r;
     if (issue) begin
       \$85  = 1'h0;
@@ -17005,7 +14816,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$86  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17023,7 +14834,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$87  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17041,7 +14852,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$88  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17051,7 +14862,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$63 ) begin
           \$88  = \$65 ;
         end else begin
-          \$88  = \$signal$42 ;
+          \$88  = \$signal$44 ;
         end
       end
     end
@@ -17063,7 +14874,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$89  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17073,7 +14884,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$63 ) begin
           \$89  = \$66 [3:0];
         end else begin
-          \$89  = \$signal$43 ;
+          \$89  = \$signal$45 ;
         end
       end
     end
@@ -17085,7 +14896,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$90  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17107,7 +14918,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$91  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17128,7 +14939,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$92  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -17149,7 +14960,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$93  = sv;
     if (issue) begin
       if (\$73 ) begin
@@ -17164,7 +14975,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$94  = \$signal$10 ;
     if (p_take) begin
       \$94  = p_site[17];
@@ -17174,7 +14985,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$95  = s_err;
     if (p_take) begin
       \$95  = p_site[18];
@@ -17184,28 +14995,22 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$96  = \$signal$17 ;
     if (p_take) begin
       \$96  = p_site[3:0];
     end
-    if (rst) begin
-      \$96  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$97  = s_ox;
     if (p_take) begin
       \$97  = p_site[7:4];
     end
-    if (rst) begin
-      \$97  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$98  = \$signal$42 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$98  = \$signal$44 ;
     if (p_take) begin
       \$98  = p_site[16:8];
     end
@@ -17214,8 +15019,8 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$99  = \$signal$43 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$99  = \$signal$45 ;
     if (p_take) begin
       \$99  = p_cnt;
     end
@@ -17224,195 +15029,83 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$100  = slot_0;
     if (p_take) begin
       \$100  = next_slot_0;
     end
-    if (rst) begin
-      \$100  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
     end
-    if (rst) begin
-      \$101  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$102  = slot_2;
     if (p_take) begin
       \$102  = next_slot_2;
     end
-    if (rst) begin
-      \$102  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
     end
-    if (rst) begin
-      \$103  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$104  = col_1;
     if (p_take) begin
       \$104  = next_col_1;
     end
-    if (rst) begin
-      \$104  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
     end
-    if (rst) begin
-      \$105  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$106  = issue;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$107  = first_r;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$108  = last;
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$109  = \$4 [8:0];
-    if (rst) begin
-      \$109  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$110  = s_go;
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$110  = \$signal$55 ;
     if (rst) begin
       \$110  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$111  = s_gi;
-    if (rst) begin
-      \$111  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$112 [3:0] = \$signal$17 ;
-    \$112 [7:4] = s_ox;
-    \$112 [8] = s_go;
-    \$112 [9] = \$signal$10 ;
-    \$112 [10] = \$75 ;
-    if (rst) begin
-      \$112  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$113  = slot_0;
-    if (rst) begin
-      \$113  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$114  = slot_1;
-    if (rst) begin
-      \$114  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$115  = slot_2;
-    if (rst) begin
-      \$115  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$116  = col_0;
-    if (rst) begin
-      \$116  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$117  = col_1;
-    if (rst) begin
-      \$117  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$118  = col_2;
-    if (rst) begin
-      \$118  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$119  = \$signal$53 ;
-    if (rst) begin
-      \$119  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$120 [13] = \$signal$54 ;
-    \$120 [14] = q_last;
-    \$120 [25:15] = q_meta;
-    \$120 [6:0] = { slot, col, q_gi };
-    \$120 [12:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
-    if (rst) begin
-      \$120  = 26'h0000000;
-    end
-  end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[3:0];
   assign \p_site.ox  = p_site[7:4];
   assign \p_site.taps  = p_site[16:8];
   assign \p_site.eof  = p_site[17];
   assign \p_site.error  = p_site[18];
-  assign \sites__payload.oy  = sites__payload[3:0];
-  assign \sites__payload.ox  = sites__payload[7:4];
-  assign \sites__payload.taps  = sites__payload[16:8];
-  assign \sites__payload.eof  = sites__payload[17];
-  assign \sites__payload.error  = sites__payload[18];
-  assign \q_meta.oy  = q_meta[3:0];
-  assign \q_meta.ox  = q_meta[7:4];
-  assign \q_meta.go  = q_meta[8];
-  assign \q_meta.eof  = q_meta[9];
-  assign \q_meta.error  = q_meta[10];
   assign \steps__payload.lb_addr  = steps__payload[6:0];
   assign \steps__payload.w_addr  = steps__payload[12:7];
   assign \steps__payload.first  = steps__payload[13];
@@ -17423,12 +15116,40 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \steps__payload.meta.go  = steps__payload[23];
   assign \steps__payload.meta.eof  = steps__payload[24];
   assign \steps__payload.meta.error  = steps__payload[25];
+  assign \step.lb_addr  = steps__payload[6:0];
+  assign \step.w_addr  = steps__payload[12:7];
+  assign \step.first  = steps__payload[13];
+  assign \step.last  = steps__payload[14];
+  assign \step.meta  = steps__payload[25:15];
+  assign \step.meta.oy  = steps__payload[18:15];
+  assign \step.meta.ox  = steps__payload[22:19];
+  assign \step.meta.go  = steps__payload[23];
+  assign \step.meta.eof  = steps__payload[24];
+  assign \step.meta.error  = steps__payload[25];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \q_meta.oy  = q_meta[3:0];
+  assign \q_meta.ox  = q_meta[7:4];
+  assign \q_meta.go  = q_meta[8];
+  assign \q_meta.eof  = q_meta[9];
+  assign \q_meta.error  = q_meta[10];
+  assign \$111 [12:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
+  assign \$111 [6:0] = { slot, col, q_gi };
+  assign \$111 [25:15] = q_meta;
+  assign \$111 [14] = q_last;
+  assign \$111 [13] = \$signal$56 ;
+  assign \$109 [10] = \$75 ;
+  assign \$109 [9] = \$signal$10 ;
+  assign \$109 [8] = s_go;
+  assign \$109 [7:4] = s_ox;
+  assign \$109 [3:0] = \$signal$17 ;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
-  reg [127:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -17437,6 +15158,8 @@ module \top.layer1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [5:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [5:0] rd__addr;
   wire [5:0] rd__addr;
   wire [127:0] rd__data;
@@ -17526,24 +15249,18 @@ module \top.layer1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, sites_in__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -17583,15 +15300,9 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [10:0] \$48 ;
-  reg [10:0] \$49 ;
+  reg [41:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [41:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [2:0] \$7 ;
   wire \$8 ;
@@ -17608,7 +15319,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire [15:0] \bitmaps[0] ;
   wire [15:0] \bitmaps[1] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -17647,6 +15358,17 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 42'h00000000000 *)
+  wire [41:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [3:0] \out_reg.x ;
+  wire [3:0] \out_reg.y ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] p_data;
   (* init = 1'h0 *)
@@ -17669,7 +15391,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \r_addr$67 ;
   wire [127:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [41:0] \r_data$98 ;
+  wire [41:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [5:0] rd_addr;
@@ -17694,7 +15416,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [3:0] row;
-  wire [3:0] \row$91 ;
+  wire [3:0] \row$93 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -17780,7 +15502,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire [3:0] \steps__payload.meta.oy ;
   wire \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [86:0] sums__payload;
   wire [86:0] \sums__payload$64 ;
   wire [75:0] \sums__payload$64.acc ;
@@ -17836,12 +15558,6 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
     c_tap <= \$38 ;
   always @(posedge clk)
     \w_addr$8  <= \$39 ;
@@ -17854,23 +15570,23 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   always @(posedge clk)
     steps__valid <= \$43 ;
   always @(posedge clk)
-    read_first_d1 <= \$44 ;
+    read_first_d1 <= steps__payload[7];
   always @(posedge clk)
-    read_first_d2 <= \$45 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$46 ;
+    read_last_d1 <= steps__payload[8];
   always @(posedge clk)
-    read_last_d2 <= \$47 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$48 ;
+    read_meta_d1 <= steps__payload[19:9];
   always @(posedge clk)
-    read_meta_d2 <= \$49 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$50 ;
+    sites_out__valid <= \$44 ;
   always @(posedge clk)
-    sites_out__payload <= \$51 ;
+    sites_out__payload <= \$45 ;
   always @(posedge clk)
-    inflight <= \$52 ;
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -17894,7 +15610,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(3'h2);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  + 2'h2;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -17914,6 +15630,12 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     loaded <= \$33 ;
   always @(posedge clk)
     height_m1 <= \$34 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
   \top.layer2.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -17963,7 +15685,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   );
   \top.layer2.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -17990,16 +15712,16 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   );
   \top.layer2.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$91 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.layer2.weights  weights (
     .clk(clk),
@@ -18011,49 +15733,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[7:4];
-      end
-    end
-    if (rst) begin
-      \$35  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 1'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$36  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18071,7 +15751,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -18082,12 +15762,9 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
         \$39  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18095,12 +15772,9 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
         \$40  = c_in;
       end
     end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 6'h02;
@@ -18110,92 +15784,47 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$42  = \steps__valid$93 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$42  = \steps__valid$95 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$44  = steps__payload[7];
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$46  = steps__payload[8];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$48  = steps__payload[19:9];
-    if (rst) begin
-      \$48  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$50  = sites_out__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$99 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$98 ;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$46  = \$28 [5:0];
     if (rst) begin
-      \$51  = 42'h00000000000;
+      \$46  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     tok[39:0] = 40'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -18210,7 +15839,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18223,7 +15852,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -18238,17 +15867,14 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$31  = w_data;
     if (\$5 ) begin
       \$31  = params__payload;
     end
-    if (rst) begin
-      \$31  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -18263,7 +15889,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -18278,7 +15904,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -18287,6 +15913,48 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     end
     if (rst) begin
       \$34  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[7:4];
+      end
+    end
+    if (rst) begin
+      \$35  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 1'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [0];
+      end
+    end
+    if (rst) begin
+      \$36  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [0];
+        end
+      end
+    end
+    if (rst) begin
+      \$37  = 1'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -18324,6 +15992,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -18427,11 +16096,6 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \tok.x  = tok[39:36];
   assign \tok.eof  = tok[40];
   assign \tok.error  = tok[41];
-  assign \read_meta_d1.oy  = read_meta_d1[3:0];
-  assign \read_meta_d1.ox  = read_meta_d1[7:4];
-  assign \read_meta_d1.go  = read_meta_d1[8];
-  assign \read_meta_d1.eof  = read_meta_d1[9];
-  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -18441,6 +16105,20 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[35:32];
+  assign \out_reg.x  = sites_out__payload[39:36];
+  assign \out_reg.eof  = sites_out__payload[40];
+  assign \out_reg.error  = sites_out__payload[41];
+  assign \read_meta_d1.oy  = read_meta_d1[3:0];
+  assign \read_meta_d1.ox  = read_meta_d1[7:4];
+  assign \read_meta_d1.go  = read_meta_d1[8];
+  assign \read_meta_d1.eof  = read_meta_d1[9];
+  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \steps__payload$57 [172:162] = read_meta_d2;
   assign \steps__payload$57 [161] = read_last_d2;
   assign \steps__payload$57 [160] = read_first_d2;
@@ -18452,7 +16130,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -19392,7 +17070,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     w_data = 11'h000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -19405,7 +17083,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$339  = eof_seen;
     if (frame_reset) begin
       \$339  = 1'h0;
@@ -19415,14 +17093,14 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$340  = has_last;
     if (rst) begin
       \$340  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$341  = \$39 ;
     if (frame_reset) begin
       \$341  = 1'h0;
@@ -19432,7 +17110,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$342  = \$41 ;
     if (frame_reset) begin
       \$342  = 1'h0;
@@ -19442,21 +17120,21 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$343  = \$42 ;
     if (rst) begin
       \$343  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$344  = \$43 ;
     if (rst) begin
       \$344  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$345  = 1'h0;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19472,7 +17150,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$346  = \$signal$42 ;
     if (\$48 ) begin
       \$346  = 1'h0;
@@ -19485,7 +17163,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$347  = c_row;
     if (\$53 ) begin
       \$347  = w_row;
@@ -19495,7 +17173,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$348  = \$signal$45 ;
     if (\$53 ) begin
       \$348  = 1'h0;
@@ -19508,7 +17186,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$349  = nz;
     if (\$53 ) begin
       \$349  = \$54 ;
@@ -19521,7 +17199,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$350  = nz_zero;
     if (\$53 ) begin
       \$350  = \$56 ;
@@ -19534,17 +17212,14 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$351  = \$signal$49 ;
     if (\$53 ) begin
       \$351  = win_0;
     end
-    if (rst) begin
-      \$351  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$352  = w_row;
     if (\$63 ) begin
       \$352  = s_row;
@@ -19554,7 +17229,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$353  = \$signal$50 ;
     if (\$63 ) begin
       \$353  = 1'h0;
@@ -19567,17 +17242,14 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$354  = win_0;
     if (\$63 ) begin
       \$354  = \$66 ;
     end
-    if (rst) begin
-      \$354  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$355  = s_row;
     if (\$70 ) begin
       \$355  = i_row;
@@ -19587,7 +17259,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$356  = \$signal$54 ;
     if (\$70 ) begin
       \$356  = 1'h0;
@@ -19603,18 +17275,15 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$357  = sel_0;
     if (\$70 ) begin
       \$357 [0] = \$73 ;
       \$357 [1] = \$76 ;
     end
-    if (rst) begin
-      \$357  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$358  = ends;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19629,7 +17298,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$359  = i_in_row_0;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19637,12 +17306,9 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$359  = \$88 [5:0];
       end
     end
-    if (rst) begin
-      \$359  = 6'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$360  = i_row;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19655,7 +17321,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$361  = i_top;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19668,7 +17334,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$362  = f_row;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19684,7 +17350,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$363  = cy;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19700,7 +17366,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$364  = need;
     if (\$81 ) begin
       if (\$85 ) begin
@@ -19716,7 +17382,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$365  = eof_pend;
     if (\$95 ) begin
       \$365  = 1'h0;
@@ -19729,7 +17395,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$366  = \$signal$11 ;
     if (\$97 ) begin
       \$366  = b_v;
@@ -19739,7 +17405,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$367  = \$signal ;
     if (\$97 ) begin
       \$367  = \$signal$63 ;
@@ -19749,7 +17415,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$368  = \$like ;
     if (\$97 ) begin
       \$368  = \$like$64 ;
@@ -19759,7 +17425,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$369  = \$signal$13 ;
     if (\$97 ) begin
       \$369  = b_oy;
@@ -19769,7 +17435,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$370  = c1_win_0;
     if (\$97 ) begin
       \$370  = b_win_0;
@@ -19779,7 +17445,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$371  = \$signal$63 ;
     if (\$97 ) begin
       \$371  = \$31 [15:0];
@@ -19792,7 +17458,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$372  = b_rest;
     if (\$97 ) begin
       \$372  = \$99 ;
@@ -19805,7 +17471,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$373  = \$signal$68 ;
     if (\$97 ) begin
       \$373  = \$179 ;
@@ -19818,7 +17484,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$374  = b_v;
     if (\$182 ) begin
       \$374  = \$signal$69 ;
@@ -19828,7 +17494,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$375  = \$like$64 ;
     if (\$182 ) begin
       \$375  = \$like$72 ;
@@ -19838,7 +17504,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$376  = b_oy;
     if (\$182 ) begin
       \$376  = \$signal$73 ;
@@ -19848,7 +17514,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$377  = b_win_0;
     if (\$182 ) begin
       \$377  = a3_win_0;
@@ -19858,7 +17524,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$378  = \$signal$69 ;
     if (\$190 ) begin
       \$378  = \$signal$76 ;
@@ -19868,7 +17534,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$379  = \$signal$70 ;
     if (\$190 ) begin
       \$379  = \$34 [15:0];
@@ -19878,7 +17544,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$380  = \$signal$71 ;
     if (\$190 ) begin
       \$380  = \$192 ;
@@ -19888,7 +17554,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$381  = \$like$72 ;
     if (\$190 ) begin
       \$381  = \$signal$77 ;
@@ -19898,7 +17564,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$382  = \$signal$73 ;
     if (\$190 ) begin
       \$382  = a2_oy;
@@ -19908,7 +17574,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$383  = a3_rest_zero;
     if (\$190 ) begin
       \$383  = \$272 ;
@@ -19918,7 +17584,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$384  = a3_win_0;
     if (\$190 ) begin
       \$384  = 1'h0;
@@ -19928,7 +17594,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$385  = \$signal$76 ;
     if (\$277 ) begin
       \$385  = 1'h0;
@@ -19941,7 +17607,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$386  = a2_oy;
     if (\$285 ) begin
       \$386  = c_row;
@@ -19951,7 +17617,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$387  = \$signal$77 ;
     if (\$285 ) begin
       \$387  = 1'h0;
@@ -19961,7 +17627,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$388  = a2_bits;
     if (\$285 ) begin
       \$388  = \$286 ;
@@ -19971,7 +17637,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$389  = a_v;
     if (\$293 ) begin
       \$389  = 1'h0;
@@ -19984,7 +17650,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$390  = a_oh;
     if (\$305 ) begin
       \$390  = \$37 [0];
@@ -19994,7 +17660,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$391  = eof_done;
     if (\$328 ) begin
       \$391  = 1'h1;
@@ -20007,7 +17673,7 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$392  = \$331 ;
     if (frame_reset) begin
       \$392  = 1'h0;
@@ -20017,14 +17683,14 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$393  = \$334 ;
     if (rst) begin
       \$393  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$394  = \$338 [3:0];
     if (frame_reset) begin
       \$394  = 4'h0;
@@ -20100,7 +17766,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -20182,7 +17848,7 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -20192,7 +17858,7 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -20202,7 +17868,7 @@ module \top.layer2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -20225,7 +17891,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -20297,16 +17963,11 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [3:0] \$163 ;
-  reg [3:0] \$164 ;
-  reg [5:0] \$165 ;
-  reg [31:0] \$166 ;
-  reg \$167 ;
-  reg [15:0] \$168 ;
-  reg [4:0] \$169 ;
+  reg [15:0] \$163 ;
+  reg [4:0] \$164 ;
+  reg [15:0] \$165 ;
+  reg [4:0] \$166 ;
   wire \$17 ;
-  reg [15:0] \$170 ;
-  reg [4:0] \$171 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -20751,25 +18412,25 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   always @(posedge clk)
     w_set <= \$161 ;
   always @(posedge clk)
-    w_slot <= \$162 ;
+    w_slot <= got[32];
   always @(posedge clk)
-    w_x <= \$163 ;
+    w_x <= got[39:36];
   always @(posedge clk)
-    w_y <= \$164 ;
+    w_y <= got[35:32];
   always @(posedge clk)
-    w_addr <= \$165 ;
+    w_addr <= { got[32], got[39:36], got[42] };
   always @(posedge clk)
-    w_data <= \$166 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$167 ;
+    acc_eof <= \$162 ;
   always @(posedge clk)
-    bitmap_0 <= \$168 ;
+    bitmap_0 <= \$163 ;
   always @(posedge clk)
-    row_tag_0 <= \$169 ;
+    row_tag_0 <= \$164 ;
   always @(posedge clk)
-    bitmap_1 <= \$170 ;
+    bitmap_1 <= \$165 ;
   always @(posedge clk)
-    row_tag_1 <= \$171 ;
+    row_tag_1 <= \$166 ;
   \top.layer2.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -20780,7 +18441,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$136  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -20795,7 +18456,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$137  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -20812,7 +18473,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$138  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -20821,12 +18482,9 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
         \$138  = sites_in__payload[35:32];
       end
     end
-    if (rst) begin
-      \$138  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$139  = \$signal$17 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -20835,36 +18493,30 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
         \$139  = sites_in__payload[39:36];
       end
     end
-    if (rst) begin
-      \$139  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$140  = height_m1;
     if (rst) begin
       \$140  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$141  = width_m1;
     if (rst) begin
       \$141  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
     end
-    if (rst) begin
-      \$142  = 46'h000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$143  = entry_0_valid;
     if (\$40 ) begin
       \$143  = 1'h1;
@@ -20879,31 +18531,28 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$144  = \$52 ;
     if (rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
     end
-    if (rst) begin
-      \$146  = 46'h000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$147  = entry_1_valid;
     if (\$65 ) begin
       \$147  = 1'h1;
@@ -20918,21 +18567,21 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$148  = \$77 ;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$149  = \$85 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$150  = \$signal$56 ;
     if (\$88 ) begin
       \$150  = \$89 ;
@@ -20942,7 +18591,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$151  = rp;
     if (take) begin
       \$151  = \$90 ;
@@ -20952,7 +18601,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$152  = done_rows;
     if (\$114 ) begin
       \$152  = { 2'h0, got[35:32] };
@@ -20965,7 +18614,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$153  = busy;
     if (take) begin
       \$153  = 1'h1;
@@ -20978,7 +18627,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$154  = eof_seen;
     if (take) begin
       if (got[40]) begin
@@ -20993,7 +18642,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$155  = \$signal$36 ;
     if (take) begin
       if (got[40]) begin
@@ -21011,7 +18660,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$156  = error;
     if (take) begin
       if (got[40]) begin
@@ -21031,7 +18680,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$157  = has_last;
     if (take) begin
       if (got[40]) begin
@@ -21049,7 +18698,7 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$158  = last_y;
     if (take) begin
       if (got[40]) begin
@@ -21064,116 +18713,81 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$160  = \$126 ;
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$161  = got[44];
     if (rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$162  = got[32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$162  = \$127 ;
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$163  = got[39:36];
-    if (rst) begin
-      \$163  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$164  = got[35:32];
-    if (rst) begin
-      \$164  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$165  = { got[32], got[39:36], got[42] };
-    if (rst) begin
-      \$165  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$166  = got[31:0];
-    if (rst) begin
-      \$166  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$167  = \$127 ;
-    if (rst) begin
-      \$167  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$168  = bitmap_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$163  = bitmap_0;
     if (\$129 ) begin
-      \$168  = \$131 ;
+      \$163  = \$131 ;
     end
     if (rst) begin
-      \$168  = 16'h0000;
+      \$163  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$169  = row_tag_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$164  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
-        \$169  = { 1'h0, w_y };
+        \$164  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$169  = 5'h1f;
+      \$164  = 5'h1f;
     end
     if (rst) begin
-      \$169  = 5'h1f;
+      \$164  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$170  = bitmap_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$165  = bitmap_1;
     if (\$133 ) begin
-      \$170  = \$135 ;
+      \$165  = \$135 ;
     end
     if (rst) begin
-      \$170  = 16'h0000;
+      \$165  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$171  = row_tag_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$166  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
-        \$171  = { 1'h0, w_y };
+        \$166  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$171  = 5'h1f;
+      \$166  = 5'h1f;
     end
     if (rst) begin
-      \$171  = 5'h1f;
+      \$166  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -21281,8 +18895,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
-  reg [31:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -21291,6 +18903,8 @@ module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [5:0] rd__addr;
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
@@ -21380,40 +18994,21 @@ module \top.layer2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr,
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [18:0] \$100 ;
-  reg [18:0] \$101 ;
-  reg [18:0] \$102 ;
-  reg [13:0] \$103 ;
-  reg [13:0] \$104 ;
-  reg [13:0] \$105 ;
-  reg [13:0] \$106 ;
-  reg [18:0] \$107 ;
-  reg [18:0] \$108 ;
-  reg [18:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [18:0] \$110 ;
-  reg \$111 ;
-  reg [10:0] \$112 ;
   wire [15:0] \$12 ;
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
@@ -21446,77 +19041,28 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \$39 ;
   wire [15:0] \$4 ;
   wire \$40 ;
-  reg [172:0] \$41 ;
+  reg \$41 ;
   reg \$42 ;
-  reg [7:0] \$43 ;
-  reg [7:0] \$44 ;
-  reg [16:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$47 ;
-  reg [16:0] \$48 ;
-  reg [7:0] \$49 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg [18:0] \$46 ;
+  reg [18:0] \$47 ;
+  reg [18:0] \$48 ;
+  reg [18:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [7:0] \$50 ;
-  reg [16:0] \$51 ;
-  reg [7:0] \$52 ;
-  reg [7:0] \$53 ;
-  reg [16:0] \$54 ;
-  reg [7:0] \$55 ;
-  reg [7:0] \$56 ;
-  reg [16:0] \$57 ;
-  reg [7:0] \$58 ;
-  reg [7:0] \$59 ;
+  reg \$50 ;
   wire [15:0] \$6 ;
-  reg [16:0] \$60 ;
-  reg [7:0] \$61 ;
-  reg [7:0] \$62 ;
-  reg [16:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [7:0] \$67 ;
-  reg [7:0] \$68 ;
-  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
-  reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [16:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [7:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [7:0] \$77 ;
-  reg [16:0] \$78 ;
-  reg [7:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [18:0] \$91 ;
-  reg [18:0] \$92 ;
-  reg [18:0] \$93 ;
-  reg [18:0] \$94 ;
-  reg [18:0] \$95 ;
-  reg [18:0] \$96 ;
-  reg [18:0] \$97 ;
-  reg [18:0] \$98 ;
-  reg [18:0] \$99 ;
   reg [18:0] acc_0 = 19'h00000;
   reg [18:0] acc_1 = 19'h00000;
   reg [18:0] acc_2 = 19'h00000;
   reg [18:0] acc_3 = 19'h00000;
   input clk;
   wire clk;
-  wire [13:0] ctl;
+  wire [12:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [10:0] \ctl.meta ;
@@ -21525,8 +19071,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \ctl.meta.go ;
   wire [3:0] \ctl.meta.ox ;
   wire [3:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [13:0] mac_ctl_d1 = 14'h0000;
+  reg [12:0] mac_ctl_d1 = 13'h0000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [10:0] \mac_ctl_d1.meta ;
@@ -21535,8 +19080,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d1.meta.go ;
   wire [3:0] \mac_ctl_d1.meta.ox ;
   wire [3:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [13:0] mac_ctl_d2 = 14'h0000;
+  reg [12:0] mac_ctl_d2 = 13'h0000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [10:0] \mac_ctl_d2.meta ;
@@ -21545,8 +19089,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d2.meta.go ;
   wire [3:0] \mac_ctl_d2.meta.ox ;
   wire [3:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [13:0] mac_ctl_d3 = 14'h0000;
+  reg [12:0] mac_ctl_d3 = 13'h0000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [10:0] \mac_ctl_d3.meta ;
@@ -21555,8 +19098,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d3.meta.go ;
   wire [3:0] \mac_ctl_d3.meta.ox ;
   wire [3:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [13:0] mac_ctl_d4 = 14'h0000;
+  reg [12:0] mac_ctl_d4 = 13'h0000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [10:0] \mac_ctl_d4.meta ;
@@ -21565,7 +19107,10 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d4.meta.go ;
   wire [3:0] \mac_ctl_d4.meta.ox ;
   wire [3:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
   reg op_v = 1'h0;
   reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -21685,6 +19230,142 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [18:0] tree_3_l2_0 = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] tree_3_sum;
+  always @(posedge clk)
+    prod_0_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_0_2_b <= operands[55:48];
+  always @(posedge clk)
+    prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_0_3_b <= operands[63:56];
+  always @(posedge clk)
+    prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_1_2_b <= operands[87:80];
+  always @(posedge clk)
+    prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_1_3_b <= operands[95:88];
+  always @(posedge clk)
+    prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[103:96];
+  always @(posedge clk)
+    prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[111:104];
+  always @(posedge clk)
+    prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_2_2_b <= operands[119:112];
+  always @(posedge clk)
+    prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_2_3_b <= operands[127:120];
+  always @(posedge clk)
+    prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[135:128];
+  always @(posedge clk)
+    prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[143:136];
+  always @(posedge clk)
+    prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_3_2_b <= operands[151:144];
+  always @(posedge clk)
+    prod_3_2_p <= { \$15 [15], \$15  };
+  always @(posedge clk)
+    prod_3_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_3_3_b <= operands[159:152];
+  always @(posedge clk)
+    prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$17 [17], \$17  };
+  always @(posedge clk)
+    tree_0_l1_1 <= { \$18 [17], \$18  };
+  always @(posedge clk)
+    tree_0_l2_0 <= \$19 [18:0];
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$20 [17], \$20  };
+  always @(posedge clk)
+    tree_1_l1_1 <= { \$21 [17], \$21  };
+  always @(posedge clk)
+    tree_1_l2_0 <= \$22 [18:0];
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$23 [17], \$23  };
+  always @(posedge clk)
+    tree_2_l1_1 <= { \$24 [17], \$24  };
+  always @(posedge clk)
+    tree_2_l2_0 <= \$25 [18:0];
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$26 [17], \$26  };
+  always @(posedge clk)
+    tree_3_l1_1 <= { \$27 [17], \$27  };
+  always @(posedge clk)
+    tree_3_l2_0 <= \$28 [18:0];
+  always @(posedge clk)
+    mac_ctl_d1 <= ctl;
+  always @(posedge clk)
+    mac_ctl_d2 <= mac_ctl_d1;
+  always @(posedge clk)
+    mac_ctl_d3 <= mac_ctl_d2;
+  always @(posedge clk)
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge clk)
+    mac_v_d1 <= \$42 ;
+  always @(posedge clk)
+    mac_v_d2 <= \$43 ;
+  always @(posedge clk)
+    mac_v_d3 <= \$44 ;
+  always @(posedge clk)
+    mac_v_d4 <= \$45 ;
+  always @(posedge clk)
+    acc_0 <= \$46 ;
+  always @(posedge clk)
+    acc_1 <= \$47 ;
+  always @(posedge clk)
+    acc_2 <= \$48 ;
+  always @(posedge clk)
+    acc_3 <= \$49 ;
+  always @(posedge clk)
+    out_v <= \$50 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d4[12:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -21713,676 +19394,102 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
   assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[12];
-  assign \$30  = mac_ctl_d4[0] & \$29 ;
-  assign \$31  = mac_ctl_d4[1] ? 19'h00000 : acc_0;
+  assign \$29  = ~ mac_ctl_d4[11];
+  assign \$30  = mac_v_d4 & \$29 ;
+  assign \$31  = mac_ctl_d4[0] ? 19'h00000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[1] ? 19'h00000 : acc_1;
+  assign \$33  = mac_ctl_d4[0] ? 19'h00000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[1] ? 19'h00000 : acc_2;
+  assign \$35  = mac_ctl_d4[0] ? 19'h00000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[1] ? 19'h00000 : acc_3;
+  assign \$37  = mac_ctl_d4[0] ? 19'h00000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[12];
-  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  assign \$39  = mac_ctl_d4[1] | mac_ctl_d4[11];
+  assign \$40  = mac_v_d4 & \$39 ;
   always @(posedge clk)
-    operands <= \$41 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$42 ;
+    op_v <= \$41 ;
   always @(posedge clk)
-    prod_0_0_a <= \$43 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$44 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$45 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$46 ;
+    prod_0_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_0_1_b <= \$47 ;
+    prod_0_1_b <= operands[47:40];
   always @(posedge clk)
-    prod_0_1_p <= \$48 ;
-  always @(posedge clk)
-    prod_0_2_a <= \$49 ;
-  always @(posedge clk)
-    prod_0_2_b <= \$50 ;
-  always @(posedge clk)
-    prod_0_2_p <= \$51 ;
-  always @(posedge clk)
-    prod_0_3_a <= \$52 ;
-  always @(posedge clk)
-    prod_0_3_b <= \$53 ;
-  always @(posedge clk)
-    prod_0_3_p <= \$54 ;
-  always @(posedge clk)
-    prod_1_0_a <= \$55 ;
-  always @(posedge clk)
-    prod_1_0_b <= \$56 ;
-  always @(posedge clk)
-    prod_1_0_p <= \$57 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$58 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$59 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$60 ;
-  always @(posedge clk)
-    prod_1_2_a <= \$61 ;
-  always @(posedge clk)
-    prod_1_2_b <= \$62 ;
-  always @(posedge clk)
-    prod_1_2_p <= \$63 ;
-  always @(posedge clk)
-    prod_1_3_a <= \$64 ;
-  always @(posedge clk)
-    prod_1_3_b <= \$65 ;
-  always @(posedge clk)
-    prod_1_3_p <= \$66 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$67 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$68 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$69 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$70 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$71 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$72 ;
-  always @(posedge clk)
-    prod_2_2_a <= \$73 ;
-  always @(posedge clk)
-    prod_2_2_b <= \$74 ;
-  always @(posedge clk)
-    prod_2_2_p <= \$75 ;
-  always @(posedge clk)
-    prod_2_3_a <= \$76 ;
-  always @(posedge clk)
-    prod_2_3_b <= \$77 ;
-  always @(posedge clk)
-    prod_2_3_p <= \$78 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$79 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$80 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$81 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$82 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$83 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$84 ;
-  always @(posedge clk)
-    prod_3_2_a <= \$85 ;
-  always @(posedge clk)
-    prod_3_2_b <= \$86 ;
-  always @(posedge clk)
-    prod_3_2_p <= \$87 ;
-  always @(posedge clk)
-    prod_3_3_a <= \$88 ;
-  always @(posedge clk)
-    prod_3_3_b <= \$89 ;
-  always @(posedge clk)
-    prod_3_3_p <= \$90 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$91 ;
-  always @(posedge clk)
-    tree_0_l1_1 <= \$92 ;
-  always @(posedge clk)
-    tree_0_l2_0 <= \$93 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$94 ;
-  always @(posedge clk)
-    tree_1_l1_1 <= \$95 ;
-  always @(posedge clk)
-    tree_1_l2_0 <= \$96 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$97 ;
-  always @(posedge clk)
-    tree_2_l1_1 <= \$98 ;
-  always @(posedge clk)
-    tree_2_l2_0 <= \$99 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$100 ;
-  always @(posedge clk)
-    tree_3_l1_1 <= \$101 ;
-  always @(posedge clk)
-    tree_3_l2_0 <= \$102 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$103 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$104 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$105 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$106 ;
-  always @(posedge clk)
-    acc_0 <= \$107 ;
-  always @(posedge clk)
-    acc_1 <= \$108 ;
-  always @(posedge clk)
-    acc_2 <= \$109 ;
-  always @(posedge clk)
-    acc_3 <= \$110 ;
-  always @(posedge clk)
-    out_v <= \$111 ;
-  always @(posedge clk)
-    out_meta <= \$112 ;
+    prod_0_1_p <= { \$2 [15], \$2  };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$41  = steps__payload;
-    if (rst) begin
-      \$41  = 173'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$42  = steps__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$42  = op_v;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$43  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$43  = mac_v_d1;
     if (rst) begin
-      \$43  = 8'h00;
+      \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$44  = operands[39:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$44  = mac_v_d2;
     if (rst) begin
-      \$44  = 8'h00;
+      \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$45  = { \$1 [15], \$1  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$45  = mac_v_d3;
     if (rst) begin
-      \$45  = 17'h00000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$46  = operands[15:8];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$47  = operands[47:40];
-    if (rst) begin
-      \$47  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$48  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$48  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$49  = operands[23:16];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$50  = operands[55:48];
-    if (rst) begin
-      \$50  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$51  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$51  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$52  = operands[31:24];
-    if (rst) begin
-      \$52  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$53  = operands[63:56];
-    if (rst) begin
-      \$53  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$54  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$54  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$55  = operands[7:0];
-    if (rst) begin
-      \$55  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$56  = operands[71:64];
-    if (rst) begin
-      \$56  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$57  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$57  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$58  = operands[15:8];
-    if (rst) begin
-      \$58  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$59  = operands[79:72];
-    if (rst) begin
-      \$59  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$60  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$60  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$61  = operands[23:16];
-    if (rst) begin
-      \$61  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$62  = operands[87:80];
-    if (rst) begin
-      \$62  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$63  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$63  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$64  = operands[31:24];
-    if (rst) begin
-      \$64  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$65  = operands[95:88];
-    if (rst) begin
-      \$65  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$66  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$67  = operands[7:0];
-    if (rst) begin
-      \$67  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$68  = operands[103:96];
-    if (rst) begin
-      \$68  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$69  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$69  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$70  = operands[15:8];
-    if (rst) begin
-      \$70  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$71  = operands[111:104];
-    if (rst) begin
-      \$71  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$72  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$72  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$73  = operands[23:16];
-    if (rst) begin
-      \$73  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$74  = operands[119:112];
-    if (rst) begin
-      \$74  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$75  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$76  = operands[31:24];
-    if (rst) begin
-      \$76  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$77  = operands[127:120];
-    if (rst) begin
-      \$77  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$78  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$78  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$79  = operands[7:0];
-    if (rst) begin
-      \$79  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$80  = operands[135:128];
-    if (rst) begin
-      \$80  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$81  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$81  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$82  = operands[15:8];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$83  = operands[143:136];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$84  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$86  = operands[151:144];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$87  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$89  = operands[159:152];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$90  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$91  = { \$17 [17], \$17  };
-    if (rst) begin
-      \$91  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$92  = { \$18 [17], \$18  };
-    if (rst) begin
-      \$92  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$93  = \$19 [18:0];
-    if (rst) begin
-      \$93  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$94  = { \$20 [17], \$20  };
-    if (rst) begin
-      \$94  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$95  = { \$21 [17], \$21  };
-    if (rst) begin
-      \$95  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$96  = \$22 [18:0];
-    if (rst) begin
-      \$96  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$97  = { \$23 [17], \$23  };
-    if (rst) begin
-      \$97  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$98  = { \$24 [17], \$24  };
-    if (rst) begin
-      \$98  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$99  = \$25 [18:0];
-    if (rst) begin
-      \$99  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$100  = { \$26 [17], \$26  };
-    if (rst) begin
-      \$100  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$101  = { \$27 [17], \$27  };
-    if (rst) begin
-      \$101  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$102  = \$28 [18:0];
-    if (rst) begin
-      \$102  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$103  = ctl;
-    if (rst) begin
-      \$103  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$104  = mac_ctl_d1;
-    if (rst) begin
-      \$104  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$105  = mac_ctl_d2;
-    if (rst) begin
-      \$105  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$106  = mac_ctl_d3;
-    if (rst) begin
-      \$106  = 14'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$107  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$46  = acc_0;
     if (\$30 ) begin
-      \$107  = \$32 [18:0];
-    end
-    if (rst) begin
-      \$107  = 19'h00000;
+      \$46  = \$32 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$108  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$47  = acc_1;
     if (\$30 ) begin
-      \$108  = \$34 [18:0];
-    end
-    if (rst) begin
-      \$108  = 19'h00000;
+      \$47  = \$34 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$109  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$48  = acc_2;
     if (\$30 ) begin
-      \$109  = \$36 [18:0];
-    end
-    if (rst) begin
-      \$109  = 19'h00000;
+      \$48  = \$36 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$110  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$49  = acc_3;
     if (\$30 ) begin
-      \$110  = \$38 [18:0];
-    end
-    if (rst) begin
-      \$110  = 19'h00000;
+      \$49  = \$38 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$111  = \$40 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$50  = \$40 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$112  = mac_ctl_d4[13:3];
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$41  = steps__valid;
     if (rst) begin
-      \$112  = 11'h000;
+      \$41  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -22410,51 +19517,46 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \steps__payload.meta.go  = steps__payload[170];
   assign \steps__payload.meta.eof  = steps__payload[171];
   assign \steps__payload.meta.error  = steps__payload[172];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[13:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[6:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[10:7];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[12];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[13];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[13:3];
-  assign \ctl.meta.oy  = ctl[6:3];
-  assign \ctl.meta.ox  = ctl[10:7];
-  assign \ctl.meta.go  = ctl[11];
-  assign \ctl.meta.eof  = ctl[12];
-  assign \ctl.meta.error  = ctl[13];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[13:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[6:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[10:7];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[12];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[13];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[13:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[6:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[10:7];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[11];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[12];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[13];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[13:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[6:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[10:7];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[11];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[12];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[13];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[9:6];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[12:2];
+  assign \ctl.meta.oy  = ctl[5:2];
+  assign \ctl.meta.ox  = ctl[9:6];
+  assign \ctl.meta.go  = ctl[10];
+  assign \ctl.meta.eof  = ctl[11];
+  assign \ctl.meta.error  = ctl[12];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[9:6];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[12:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[9:6];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[11];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[12];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[12:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[9:6];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
   assign \out_meta.oy  = out_meta[3:0];
   assign \out_meta.ox  = out_meta[7:4];
   assign \out_meta.go  = out_meta[8];
@@ -22476,15 +19578,14 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign sums__payload[37:19] = acc_1;
   assign sums__payload[18:0] = acc_0;
   assign sums__payload[86:76] = out_meta;
-  assign ctl[13:3] = operands[172:162];
-  assign ctl[2] = operands[161];
-  assign ctl[1] = operands[160];
-  assign ctl[0] = op_v;
+  assign ctl[12:2] = operands[172:162];
+  assign ctl[1] = operands[161];
+  assign ctl[0] = operands[160];
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -22595,7 +19696,7 @@ module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -22605,7 +19706,7 @@ module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -22615,7 +19716,7 @@ module \top.layer2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk)
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -22637,8 +19738,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -22647,6 +19746,8 @@ module \top.layer2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -22674,44 +19775,21 @@ module \top.layer2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
-  reg [15:0] \$100 ;
-  reg [18:0] \$101 ;
-  reg [34:0] \$102 ;
-  reg [10:0] \$103 ;
-  reg [10:0] \$104 ;
-  reg [10:0] \$105 ;
-  reg \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [19:0] \$109 ;
   wire \$11 ;
-  reg [19:0] \$110 ;
-  reg [19:0] \$111 ;
-  reg [19:0] \$112 ;
-  reg [10:0] \$113 ;
-  reg \$114 ;
-  reg [42:0] \$115 ;
-  reg \$116 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -22766,48 +19844,18 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [7:0] \$59 ;
   wire \$6 ;
   wire [7:0] \$60 ;
-  reg [86:0] \$61 ;
-  reg [86:0] \$62 ;
+  reg \$61 ;
+  reg \$62 ;
   reg \$63 ;
   reg \$64 ;
-  reg [18:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [18:0] \$67 ;
-  reg [18:0] \$68 ;
-  reg [15:0] \$69 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  wire [42:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [15:0] \$71 ;
-  reg [15:0] \$72 ;
-  reg [10:0] \$73 ;
-  reg \$74 ;
-  reg [16:0] \$75 ;
-  reg [15:0] \$76 ;
-  reg [33:0] \$77 ;
-  reg [1:0] \$78 ;
-  reg [15:0] \$79 ;
   wire \$8 ;
-  reg [18:0] \$80 ;
-  reg [34:0] \$81 ;
-  reg [16:0] \$82 ;
-  reg [15:0] \$83 ;
-  reg [33:0] \$84 ;
-  reg [1:0] \$85 ;
-  reg [15:0] \$86 ;
-  reg [18:0] \$87 ;
-  reg [34:0] \$88 ;
-  reg [16:0] \$89 ;
   wire \$9 ;
-  reg [15:0] \$90 ;
-  reg [33:0] \$91 ;
-  reg [1:0] \$92 ;
-  reg [15:0] \$93 ;
-  reg [18:0] \$94 ;
-  reg [34:0] \$95 ;
-  reg [16:0] \$96 ;
-  reg [15:0] \$97 ;
-  reg [33:0] \$98 ;
-  reg [1:0] \$99 ;
   reg [86:0] beat_d1 = 87'h0000000000000000000000;
   wire [75:0] \beat_d1.acc ;
   wire [18:0] \beat_d1.acc[0] ;
@@ -22985,32 +20033,6 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = ~ rounded_0[19];
-  assign \$6  = | rounded_0[18:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = & rounded_0[18:7];
-  assign \$8  = | rounded_0[6:0];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = ~ \$9 ;
-  assign clamp_0_under = rounded_0[19] & \$10 ;
-  assign \$11  = ~ rounded_1[19];
-  assign \$12  = | rounded_1[18:7];
-  assign clamp_1_over = \$11  & \$12 ;
-  assign \$13  = & rounded_1[18:7];
-  assign \$14  = | rounded_1[6:0];
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = ~ \$15 ;
-  assign clamp_1_under = rounded_1[19] & \$16 ;
-  assign \$17  = ~ rounded_2[19];
-  assign \$18  = | rounded_2[18:7];
-  assign clamp_2_over = \$17  & \$18 ;
-  assign \$19  = & rounded_2[18:7];
-  assign \$20  = | rounded_2[6:0];
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = ~ \$21 ;
-  assign clamp_2_under = rounded_2[19] & \$22 ;
-  assign \$23  = ~ rounded_3[19];
-  assign \$24  = | rounded_3[18:7];
   assign clamp_3_over = \$23  & \$24 ;
   assign \$25  = & rounded_3[18:7];
   assign \$26  = | rounded_3[6:0];
@@ -23046,511 +20068,197 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$59  = clamp_3_under ? 8'h81 : rounded_3[7:0];
   assign \$60  = clamp_3_over ? 8'h7f : \$59 ;
   always @(posedge clk)
-    beat_d1 <= \$61 ;
+    beat_d1 <= sums__payload;
   always @(posedge clk)
-    beat_d2 <= \$62 ;
+    beat_d2 <= beat_d1;
   always @(posedge clk)
-    beat_v_d1 <= \$63 ;
+    beat_v_d1 <= \$61 ;
   always @(posedge clk)
-    beat_v_d2 <= \$64 ;
+    beat_v_d2 <= \$62 ;
   always @(posedge clk)
-    biased_0 <= \$65 ;
+    biased_0 <= \$29 [18:0];
   always @(posedge clk)
-    biased_1 <= \$66 ;
+    biased_1 <= \$30 [18:0];
   always @(posedge clk)
-    biased_2 <= \$67 ;
+    biased_2 <= \$31 [18:0];
   always @(posedge clk)
-    biased_3 <= \$68 ;
+    biased_3 <= \$32 [18:0];
   always @(posedge clk)
-    scale_0 <= \$69 ;
+    scale_0 <= rq_data[79:64];
   always @(posedge clk)
-    scale_1 <= \$70 ;
+    scale_1 <= rq_data[95:80];
   always @(posedge clk)
-    scale_2 <= \$71 ;
+    scale_2 <= rq_data[111:96];
   always @(posedge clk)
-    scale_3 <= \$72 ;
+    scale_3 <= rq_data[127:112];
   always @(posedge clk)
-    rq_meta1_d1 <= \$73 ;
+    rq_meta1_d1 <= beat_d2[86:76];
   always @(posedge clk)
-    rq_v1_d1 <= \$74 ;
+    rq_v1_d1 <= \$63 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$75 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$76 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$77 ;
+    scaled_0_pp00_p <= { 1'h0, \$33  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$78 ;
+    scaled_0_pp10_a <= biased_0[18:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$79 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$80 ;
+    scaled_0_pp10_p <= { \$34 [17], \$34  };
   always @(posedge clk)
-    scaled_0_sum <= \$81 ;
+    scaled_0_sum <= \$35 [34:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$82 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$83 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$84 ;
+    scaled_1_pp00_p <= { 1'h0, \$36  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$85 ;
+    scaled_1_pp10_a <= biased_1[18:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$86 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$87 ;
+    scaled_1_pp10_p <= { \$37 [17], \$37  };
   always @(posedge clk)
-    scaled_1_sum <= \$88 ;
+    scaled_1_sum <= \$38 [34:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$89 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$90 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$91 ;
+    scaled_2_pp00_p <= { 1'h0, \$39  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$92 ;
+    scaled_2_pp10_a <= biased_2[18:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$93 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$94 ;
+    scaled_2_pp10_p <= { \$40 [17], \$40  };
   always @(posedge clk)
-    scaled_2_sum <= \$95 ;
+    scaled_2_sum <= \$41 [34:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$96 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$97 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$98 ;
+    scaled_3_pp00_p <= { 1'h0, \$42  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$99 ;
+    scaled_3_pp10_a <= biased_3[18:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$100 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$101 ;
+    scaled_3_pp10_p <= { \$43 [17], \$43  };
   always @(posedge clk)
-    scaled_3_sum <= \$102 ;
+    scaled_3_sum <= \$44 [34:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$103 ;
+    rq_meta2_d1 <= rq_meta1_d1;
   always @(posedge clk)
-    rq_meta2_d2 <= \$104 ;
+    rq_meta2_d2 <= rq_meta2_d1;
   always @(posedge clk)
-    rq_meta2_d3 <= \$105 ;
+    rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge clk)
-    rq_v2_d1 <= \$106 ;
+    rq_v2_d1 <= \$64 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$107 ;
+    rq_v2_d2 <= \$65 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$108 ;
+    rq_v2_d3 <= \$66 ;
   always @(posedge clk)
-    rounded_0 <= \$109 ;
+    rounded_0 <= \$46 [19:0];
   always @(posedge clk)
-    rounded_1 <= \$110 ;
+    rounded_1 <= \$48 [19:0];
   always @(posedge clk)
-    rounded_2 <= \$111 ;
+    rounded_2 <= \$50 [19:0];
   always @(posedge clk)
-    rounded_3 <= \$112 ;
+    rounded_3 <= \$52 [19:0];
   always @(posedge clk)
-    rq_meta3_d1 <= \$113 ;
+    rq_meta3_d1 <= rq_meta2_d3;
   always @(posedge clk)
-    rq_v3_d1 <= \$114 ;
+    rq_v3_d1 <= \$67 ;
   always @(posedge clk)
-    feats__payload <= \$115 ;
+    feats__payload <= \$68 ;
   always @(posedge clk)
-    feats__valid <= \$116 ;
+    feats__valid <= \$69 ;
+  assign \$5  = ~ rounded_0[19];
+  assign \$6  = | rounded_0[18:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = & rounded_0[18:7];
+  assign \$8  = | rounded_0[6:0];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = ~ \$9 ;
+  assign clamp_0_under = rounded_0[19] & \$10 ;
+  assign \$11  = ~ rounded_1[19];
+  assign \$12  = | rounded_1[18:7];
+  assign clamp_1_over = \$11  & \$12 ;
+  assign \$13  = & rounded_1[18:7];
+  assign \$14  = | rounded_1[6:0];
+  assign \$15  = \$13  & \$14 ;
+  assign \$16  = ~ \$15 ;
+  assign clamp_1_under = rounded_1[19] & \$16 ;
+  assign \$17  = ~ rounded_2[19];
+  assign \$18  = | rounded_2[18:7];
+  assign clamp_2_over = \$17  & \$18 ;
+  assign \$19  = & rounded_2[18:7];
+  assign \$20  = | rounded_2[6:0];
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = ~ \$21 ;
+  assign clamp_2_under = rounded_2[19] & \$22 ;
+  assign \$23  = ~ rounded_3[19];
+  assign \$24  = | rounded_3[18:7];
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$61  = sums__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$61  = sums__valid;
     if (rst) begin
-      \$61  = 87'h0000000000000000000000;
+      \$61  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$62  = beat_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$62  = beat_v_d1;
     if (rst) begin
-      \$62  = 87'h0000000000000000000000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$63  = sums__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$63  = beat_v_d2;
     if (rst) begin
       \$63  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$64  = beat_v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$64  = rq_v1_d1;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$65  = \$29 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$65  = rq_v2_d1;
     if (rst) begin
-      \$65  = 19'h00000;
+      \$65  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$66  = \$30 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$66  = rq_v2_d2;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$66  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$67  = \$31 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$67  = rq_v2_d3;
     if (rst) begin
-      \$67  = 19'h00000;
+      \$67  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$68  = \$32 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$69  = rq_v3_d1;
     if (rst) begin
-      \$68  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$69  = rq_data[79:64];
-    if (rst) begin
-      \$69  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$70  = rq_data[95:80];
-    if (rst) begin
-      \$70  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$71  = rq_data[111:96];
-    if (rst) begin
-      \$71  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$72  = rq_data[127:112];
-    if (rst) begin
-      \$72  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$73  = beat_d2[86:76];
-    if (rst) begin
-      \$73  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$74  = beat_v_d2;
-    if (rst) begin
-      \$74  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$75  = biased_0[16:0];
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$76  = scale_0;
-    if (rst) begin
-      \$76  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$77  = { 1'h0, \$33  };
-    if (rst) begin
-      \$77  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$78  = biased_0[18:17];
-    if (rst) begin
-      \$78  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$79  = scale_0;
-    if (rst) begin
-      \$79  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$80  = { \$34 [17], \$34  };
-    if (rst) begin
-      \$80  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$81  = \$35 [34:0];
-    if (rst) begin
-      \$81  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$82  = biased_1[16:0];
-    if (rst) begin
-      \$82  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$83  = scale_1;
-    if (rst) begin
-      \$83  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$84  = { 1'h0, \$36  };
-    if (rst) begin
-      \$84  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$85  = biased_1[18:17];
-    if (rst) begin
-      \$85  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$86  = scale_1;
-    if (rst) begin
-      \$86  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$87  = { \$37 [17], \$37  };
-    if (rst) begin
-      \$87  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$88  = \$38 [34:0];
-    if (rst) begin
-      \$88  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$89  = biased_2[16:0];
-    if (rst) begin
-      \$89  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$90  = scale_2;
-    if (rst) begin
-      \$90  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$91  = { 1'h0, \$39  };
-    if (rst) begin
-      \$91  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$92  = biased_2[18:17];
-    if (rst) begin
-      \$92  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$93  = scale_2;
-    if (rst) begin
-      \$93  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$94  = { \$40 [17], \$40  };
-    if (rst) begin
-      \$94  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$95  = \$41 [34:0];
-    if (rst) begin
-      \$95  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$96  = biased_3[16:0];
-    if (rst) begin
-      \$96  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$97  = scale_3;
-    if (rst) begin
-      \$97  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$98  = { 1'h0, \$42  };
-    if (rst) begin
-      \$98  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$99  = biased_3[18:17];
-    if (rst) begin
-      \$99  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$100  = scale_3;
-    if (rst) begin
-      \$100  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$101  = { \$43 [17], \$43  };
-    if (rst) begin
-      \$101  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$102  = \$44 [34:0];
-    if (rst) begin
-      \$102  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$103  = rq_meta1_d1;
-    if (rst) begin
-      \$103  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$104  = rq_meta2_d1;
-    if (rst) begin
-      \$104  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$105  = rq_meta2_d2;
-    if (rst) begin
-      \$105  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$106  = rq_v1_d1;
-    if (rst) begin
-      \$106  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$107  = rq_v2_d1;
-    if (rst) begin
-      \$107  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$108  = rq_v2_d2;
-    if (rst) begin
-      \$108  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$109  = \$46 [19:0];
-    if (rst) begin
-      \$109  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$110  = \$48 [19:0];
-    if (rst) begin
-      \$110  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$111  = \$50 [19:0];
-    if (rst) begin
-      \$111  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$112  = \$52 [19:0];
-    if (rst) begin
-      \$112  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$113  = rq_meta2_d3;
-    if (rst) begin
-      \$113  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$114  = rq_v2_d3;
-    if (rst) begin
-      \$114  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$115 [7:0] = \$54 ;
-    \$115 [15:8] = \$56 ;
-    \$115 [23:16] = \$58 ;
-    \$115 [31:24] = \$60 ;
-    \$115 [42:32] = rq_meta3_d1;
-    if (rst) begin
-      \$115  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$116  = rq_v3_d1;
-    if (rst) begin
-      \$116  = 1'h0;
+      \$69  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[84];
@@ -23648,6 +20356,11 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
+  assign \$68 [42:32] = rq_meta3_d1;
+  assign \$68 [31:24] = \$60 ;
+  assign \$68 [23:16] = \$58 ;
+  assign \$68 [15:8] = \$56 ;
+  assign \$68 [7:0] = \$54 ;
   assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
   assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
@@ -23660,7 +20373,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -23717,14 +20430,9 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$58 ;
   reg \$59 ;
   wire \$6 ;
-  reg \$60 ;
+  wire [10:0] \$60 ;
   reg \$61 ;
-  reg \$62 ;
-  reg [10:0] \$63 ;
-  reg \$64 ;
-  reg [3:0] \$65 ;
-  reg \$66 ;
-  reg [19:0] \$67 ;
+  wire [19:0] \$62 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -23732,10 +20440,10 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
-  reg \$signal$28  = 1'h0;
-  reg \$signal$29  = 1'h0;
-  reg \$signal$35  = 1'h0;
-  reg \$signal$36  = 1'h0;
+  reg \$signal$30  = 1'h0;
+  reg \$signal$31  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg \$signal$38  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -23794,6 +20502,18 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   input sites__valid;
   wire sites__valid;
   reg slot_0 = 1'h0;
+  (* init = 20'h00000 *)
+  wire [19:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [5:0] \step.lb_addr ;
+  wire [10:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [3:0] \step.meta.ox ;
+  wire [3:0] \step.meta.oy ;
+  wire \step.w_addr ;
   output [19:0] steps__payload;
   reg [19:0] steps__payload = 20'h00000;
   wire \steps__payload.first ;
@@ -23810,8 +20530,6 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg steps__valid = 1'h0;
   reg sv = 1'h0;
   wire tap_oh;
-  assign \$28  = s_go + 1'h1;
-  assign \$29  = go_last ? 2'h0 : \$28 ;
   assign \$31  = last & go_last;
   assign \$32  = \$31  | \$signal$10 ;
   assign \$34  = s_err & \$signal$10 ;
@@ -23852,35 +20570,35 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     s_ox <= \$52 ;
   always @(posedge clk)
-    \$signal$28  <= \$53 ;
+    \$signal$30  <= \$53 ;
   always @(posedge clk)
-    \$signal$29  <= \$54 ;
+    \$signal$31  <= \$54 ;
   always @(posedge clk)
     slot_0 <= \$55 ;
   always @(posedge clk)
     col_0 <= \$56 ;
   always @(posedge clk)
-    \$signal$35  <= \$57 ;
+    \$signal$37  <= \$57 ;
   always @(posedge clk)
-    \$signal$36  <= \$58 ;
+    \$signal$38  <= \$58 ;
   always @(posedge clk)
     q_last <= \$59 ;
   always @(posedge clk)
-    q_oh <= \$60 ;
+    q_oh <= \$4 [0];
   always @(posedge clk)
-    \$like  <= \$61 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$62 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$63 ;
+    q_meta <= \$60 ;
   always @(posedge clk)
-    q_slot_0 <= \$64 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_col_0 <= \$65 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    steps__valid <= \$66 ;
+    steps__valid <= \$61 ;
   always @(posedge clk)
-    steps__payload <= \$67 ;
+    steps__payload <= \$62 ;
   assign \$1  = ~ p_v;
   assign sites__ready = \$1  | p_take;
   assign \$2  = ~ s_rem;
@@ -23913,8 +20631,10 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \$23  = ~ \$4 [0];
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
+  assign \$28  = s_go + 1'h1;
+  assign \$29  = go_last ? 2'h0 : \$28 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$35  = p_v;
     if (p_take) begin
       \$35  = 1'h0;
@@ -23927,17 +20647,14 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$36  = p_site;
     if (\$15 ) begin
       \$36  = sites__payload;
     end
-    if (rst) begin
-      \$36  = 11'h000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$37  = p_cnt;
     if (\$15 ) begin
       \$37  = \$16 [0];
@@ -23947,27 +20664,21 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$38  = next_slot_0;
     if (\$15 ) begin
       \$38  = \$17 [0];
     end
-    if (rst) begin
-      \$38  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [3:0];
     end
-    if (rst) begin
-      \$39  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$40  = first_r;
     if (issue) begin
       \$40  = 1'h0;
@@ -23989,7 +20700,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$41  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24007,7 +20718,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$42  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24025,7 +20736,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$43  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24035,7 +20746,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$22 ) begin
           \$43  = \$24 ;
         end else begin
-          \$43  = \$signal$28 ;
+          \$43  = \$signal$30 ;
         end
       end
     end
@@ -24047,7 +20758,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$44  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24057,7 +20768,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$22 ) begin
           \$44  = \$25 [0];
         end else begin
-          \$44  = \$signal$29 ;
+          \$44  = \$signal$31 ;
         end
       end
     end
@@ -24069,7 +20780,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$45  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24091,7 +20802,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$46  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24112,7 +20823,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$47  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24133,7 +20844,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$48  = sv;
     if (issue) begin
       if (\$32 ) begin
@@ -24148,7 +20859,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$49  = \$signal$10 ;
     if (p_take) begin
       \$49  = p_site[9];
@@ -24158,7 +20869,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$50  = s_err;
     if (p_take) begin
       \$50  = p_site[10];
@@ -24168,28 +20879,22 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$51  = \$signal$17 ;
     if (p_take) begin
       \$51  = p_site[3:0];
     end
-    if (rst) begin
-      \$51  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$52  = s_ox;
     if (p_take) begin
       \$52  = p_site[7:4];
     end
-    if (rst) begin
-      \$52  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$53  = \$signal$28 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$53  = \$signal$30 ;
     if (p_take) begin
       \$53  = p_site[8];
     end
@@ -24198,8 +20903,8 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$54  = \$signal$29 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$54  = \$signal$31 ;
     if (p_take) begin
       \$54  = p_cnt;
     end
@@ -24208,126 +20913,54 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$55  = slot_0;
     if (p_take) begin
       \$55  = next_slot_0;
     end
-    if (rst) begin
-      \$55  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
     end
-    if (rst) begin
-      \$56  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$57  = issue;
     if (rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$58  = first_r;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$59  = last;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$60  = \$4 [0];
-    if (rst) begin
-      \$60  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$61  = s_go;
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$61  = \$signal$37 ;
     if (rst) begin
       \$61  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$62  = s_gi;
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$63 [3:0] = \$signal$17 ;
-    \$63 [7:4] = s_ox;
-    \$63 [8] = s_go;
-    \$63 [9] = \$signal$10 ;
-    \$63 [10] = \$34 ;
-    if (rst) begin
-      \$63  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$64  = slot_0;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$65  = col_0;
-    if (rst) begin
-      \$65  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$66  = \$signal$35 ;
-    if (rst) begin
-      \$66  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$67 [7] = \$signal$36 ;
-    \$67 [8] = q_last;
-    \$67 [19:9] = q_meta;
-    \$67 [5:0] = { q_slot_0, q_col_0, q_gi };
-    \$67 [6] = q_gi;
-    if (rst) begin
-      \$67  = 20'h00000;
-    end
-  end
   assign tap_oh = \$4 [0];
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[3:0];
   assign \p_site.ox  = p_site[7:4];
   assign \p_site.taps  = p_site[8];
   assign \p_site.eof  = p_site[9];
   assign \p_site.error  = p_site[10];
-  assign \sites__payload.oy  = sites__payload[3:0];
-  assign \sites__payload.ox  = sites__payload[7:4];
-  assign \sites__payload.taps  = sites__payload[8];
-  assign \sites__payload.eof  = sites__payload[9];
-  assign \sites__payload.error  = sites__payload[10];
-  assign \q_meta.oy  = q_meta[3:0];
-  assign \q_meta.ox  = q_meta[7:4];
-  assign \q_meta.go  = q_meta[8];
-  assign \q_meta.eof  = q_meta[9];
-  assign \q_meta.error  = q_meta[10];
   assign \steps__payload.lb_addr  = steps__payload[5:0];
   assign \steps__payload.w_addr  = steps__payload[6];
   assign \steps__payload.first  = steps__payload[7];
@@ -24338,16 +20971,44 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \steps__payload.meta.go  = steps__payload[17];
   assign \steps__payload.meta.eof  = steps__payload[18];
   assign \steps__payload.meta.error  = steps__payload[19];
+  assign \step.lb_addr  = steps__payload[5:0];
+  assign \step.w_addr  = steps__payload[6];
+  assign \step.first  = steps__payload[7];
+  assign \step.last  = steps__payload[8];
+  assign \step.meta  = steps__payload[19:9];
+  assign \step.meta.oy  = steps__payload[12:9];
+  assign \step.meta.ox  = steps__payload[16:13];
+  assign \step.meta.go  = steps__payload[17];
+  assign \step.meta.eof  = steps__payload[18];
+  assign \step.meta.error  = steps__payload[19];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[8];
+  assign \sites__payload.eof  = sites__payload[9];
+  assign \sites__payload.error  = sites__payload[10];
+  assign \q_meta.oy  = q_meta[3:0];
+  assign \q_meta.ox  = q_meta[7:4];
+  assign \q_meta.go  = q_meta[8];
+  assign \q_meta.eof  = q_meta[9];
+  assign \q_meta.error  = q_meta[10];
+  assign \$62 [6] = q_gi;
+  assign \$62 [5:0] = { q_slot_0, q_col_0, q_gi };
+  assign \$62 [19:9] = q_meta;
+  assign \$62 [8] = q_last;
+  assign \$62 [7] = \$signal$38 ;
+  assign \$60 [10] = \$34 ;
+  assign \$60 [9] = \$signal$10 ;
+  assign \$60 [8] = s_go;
+  assign \$60 [7:4] = s_ox;
+  assign \$60 [3:0] = \$signal$17 ;
   assign \$26  = 1'h0;
-  assign \$27  = \$signal$29 ;
+  assign \$27  = \$signal$31 ;
   assign \$30  = 1'h0;
   assign \$33  = p_cnt;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.layer2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -24356,6 +21017,8 @@ module \top.layer2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -24383,17 +21046,11 @@ module \top.layer2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule

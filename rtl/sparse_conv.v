@@ -44,15 +44,9 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [17:0] \$48 ;
-  reg [17:0] \$49 ;
+  reg [47:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [47:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [8:0] \$7 ;
   wire \$8 ;
@@ -73,7 +67,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [127:0] \bitmaps[2] ;
   wire [127:0] \bitmaps[3] ;
   wire busy;
-  wire \busy$90 ;
+  wire \busy$91 ;
   reg [1:0] c_in = 2'h0;
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
@@ -112,6 +106,17 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$27 ;
+  (* init = 48'h000000000000 *)
+  wire [47:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [6:0] \out_reg.x ;
+  wire [6:0] \out_reg.y ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] p_data;
   (* init = 2'h0 *)
@@ -134,7 +139,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [1:0] \r_addr$73 ;
   wire [127:0] r_data;
   wire [127:0] \r_data$76 ;
-  wire [47:0] \r_data$98 ;
+  wire [47:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [10:0] rd_addr;
@@ -159,7 +164,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [6:0] row;
-  wire [6:0] \row$92 ;
+  wire [6:0] \row$93 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -245,7 +250,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [6:0] \steps__payload.meta.oy ;
   wire [7:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$94 ;
+  wire \steps__valid$95 ;
   wire [109:0] sums__payload;
   wire [109:0] \sums__payload$70 ;
   wire [91:0] \sums__payload$70.acc ;
@@ -305,12 +310,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   (* init = 7'h00 *)
   wire [6:0] \width_m1$32 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
     c_tap <= \$38 ;
   always @(posedge clk)
     \w_addr$18  <= \$39 ;
@@ -323,23 +322,23 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   always @(posedge clk)
     steps__valid <= \$43 ;
   always @(posedge clk)
-    read_first_d1 <= \$44 ;
+    read_first_d1 <= steps__payload[19];
   always @(posedge clk)
-    read_first_d2 <= \$45 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$46 ;
+    read_last_d1 <= steps__payload[20];
   always @(posedge clk)
-    read_last_d2 <= \$47 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$48 ;
+    read_meta_d1 <= steps__payload[38:21];
   always @(posedge clk)
-    read_meta_d2 <= \$49 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$50 ;
+    sites_out__valid <= \$44 ;
   always @(posedge clk)
-    sites_out__payload <= \$51 ;
+    sites_out__payload <= \$45 ;
   always @(posedge clk)
-    inflight <= \$52 ;
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -365,7 +364,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(9'h090);
-  assign \$21  = \busy$90  ? \row$92  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  + 2'h3;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -385,6 +384,12 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
     loaded <= \$33 ;
   always @(posedge clk)
     height_m1 <= \$34 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
   \top.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -434,7 +439,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   );
   \top.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -461,16 +466,16 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   );
   \top.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$90 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$92 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$94 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.weights  weights (
     .clk(clk),
@@ -481,48 +486,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
     .w_data(w_data),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[13:7];
-      end
-    end
-    if (rst) begin
-      \$35  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 2'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [1:0];
-      end
-    end
-    if (rst) begin
-      \$36  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 2'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [1:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 2'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$38  = c_tap;
@@ -553,9 +516,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
         \$39  = \$20 [1:0];
       end
     end
-    if (rst) begin
-      \$39  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -565,9 +525,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
       end else if (\$9 ) begin
         \$40  = { c_tap, c_out, c_in };
       end
-    end
-    if (rst) begin
-      \$40  = 8'h00;
     end
   end
   always @* begin
@@ -582,7 +539,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = \steps__valid$94 ;
+    \$42  = \steps__valid$95 ;
     if (rst) begin
       \$42  = 1'h0;
     end
@@ -596,73 +553,28 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = steps__payload[19];
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = steps__payload[20];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = steps__payload[38:21];
-    if (rst) begin
-      \$48  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = sites_out__valid;
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$99 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$98 ;
-    end
+    \$46  = \$28 [5:0];
     if (rst) begin
-      \$51  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
+      \$46  = 6'h00;
     end
   end
   always @* begin
@@ -714,9 +626,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
     if (\$5 ) begin
       \$31  = params__payload;
     end
-    if (rst) begin
-      \$31  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -760,6 +669,48 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
       \$34  = 7'h00;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[13:7];
+      end
+    end
+    if (rst) begin
+      \$35  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 2'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [1:0];
+      end
+    end
+    if (rst) begin
+      \$36  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 2'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [1:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$37  = 2'h0;
+    end
+  end
   assign p_waddr = w_addr;
   assign p_data = w_data;
   assign \$signal  = w_en;
@@ -795,6 +746,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \r_data$76  = rq_data;
   assign feats__valid = \w_en$79 ;
   assign \w_data$81  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -915,6 +867,15 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \tok.x  = tok[45:39];
   assign \tok.eof  = tok[46];
   assign \tok.error  = tok[47];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[38:32];
+  assign \out_reg.x  = sites_out__payload[45:39];
+  assign \out_reg.eof  = sites_out__payload[46];
+  assign \out_reg.error  = sites_out__payload[47];
   assign \read_meta_d1.oy  = read_meta_d1[6:0];
   assign \read_meta_d1.ox  = read_meta_d1[13:7];
   assign \read_meta_d1.go  = read_meta_d1[15:14];
@@ -3005,9 +2966,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
     if (\$349 ) begin
       \$809  = win_0;
     end
-    if (rst) begin
-      \$809  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3015,18 +2973,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
     if (\$349 ) begin
       \$810  = win_1;
     end
-    if (rst) begin
-      \$810  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$811  = cwin_2;
     if (\$349 ) begin
       \$811  = win_2;
-    end
-    if (rst) begin
-      \$811  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
@@ -3058,9 +3010,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
     if (\$373 ) begin
       \$814  = \$380 ;
     end
-    if (rst) begin
-      \$814  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3068,18 +3017,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
     if (\$373 ) begin
       \$815  = \$387 ;
     end
-    if (rst) begin
-      \$815  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$816  = win_2;
     if (\$373 ) begin
       \$816  = \$394 ;
-    end
-    if (rst) begin
-      \$816  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
@@ -3117,9 +3060,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       \$819 [2] = \$413 ;
       \$819 [3] = \$418 ;
     end
-    if (rst) begin
-      \$819  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3130,9 +3070,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       \$820 [2] = \$427 ;
       \$820 [3] = \$430 ;
     end
-    if (rst) begin
-      \$820  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3142,9 +3079,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       \$821 [1] = \$436 ;
       \$821 [2] = \$439 ;
       \$821 [3] = \$442 ;
-    end
-    if (rst) begin
-      \$821  = 4'h0;
     end
   end
   always @* begin
@@ -3171,9 +3105,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
         \$823  = \$454 [8:0];
       end
     end
-    if (rst) begin
-      \$823  = 9'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3184,9 +3115,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
         \$824  = \$455 [8:0];
       end
     end
-    if (rst) begin
-      \$824  = 9'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3196,9 +3124,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       end else if (\$453 ) begin
         \$825  = \$456 [8:0];
       end
-    end
-    if (rst) begin
-      \$825  = 9'h000;
     end
   end
   always @* begin
@@ -3964,21 +3889,16 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   reg \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg [1:0] \$170 ;
-  reg [6:0] \$171 ;
-  reg [6:0] \$172 ;
-  reg [10:0] \$173 ;
-  reg [31:0] \$174 ;
-  reg \$175 ;
-  reg [127:0] \$176 ;
-  reg [7:0] \$177 ;
-  reg [127:0] \$178 ;
-  reg [7:0] \$179 ;
+  reg \$170 ;
+  reg [127:0] \$171 ;
+  reg [7:0] \$172 ;
+  reg [127:0] \$173 ;
+  reg [7:0] \$174 ;
+  reg [127:0] \$175 ;
+  reg [7:0] \$176 ;
+  reg [127:0] \$177 ;
+  reg [7:0] \$178 ;
   wire \$18 ;
-  reg [127:0] \$180 ;
-  reg [7:0] \$181 ;
-  reg [127:0] \$182 ;
-  reg [7:0] \$183 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -4442,33 +4362,33 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   always @(posedge clk)
     w_set <= \$169 ;
   always @(posedge clk)
-    w_slot <= \$170 ;
+    w_slot <= got[33:32];
   always @(posedge clk)
-    w_x <= \$171 ;
+    w_x <= got[45:39];
   always @(posedge clk)
-    w_y <= \$172 ;
+    w_y <= got[38:32];
   always @(posedge clk)
-    w_addr <= \$173 ;
+    w_addr <= { got[33:32], got[45:39], got[49:48] };
   always @(posedge clk)
-    w_data <= \$174 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$175 ;
+    acc_eof <= \$170 ;
   always @(posedge clk)
-    bitmap_0 <= \$176 ;
+    bitmap_0 <= \$171 ;
   always @(posedge clk)
-    row_tag_0 <= \$177 ;
+    row_tag_0 <= \$172 ;
   always @(posedge clk)
-    bitmap_1 <= \$178 ;
+    bitmap_1 <= \$173 ;
   always @(posedge clk)
-    row_tag_1 <= \$179 ;
+    row_tag_1 <= \$174 ;
   always @(posedge clk)
-    bitmap_2 <= \$180 ;
+    bitmap_2 <= \$175 ;
   always @(posedge clk)
-    row_tag_2 <= \$181 ;
+    row_tag_2 <= \$176 ;
   always @(posedge clk)
-    bitmap_3 <= \$182 ;
+    bitmap_3 <= \$177 ;
   always @(posedge clk)
-    row_tag_3 <= \$183 ;
+    row_tag_3 <= \$178 ;
   \top.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -4520,9 +4440,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
         \$146  = sites_in__payload[38:32];
       end
     end
-    if (rst) begin
-      \$146  = 7'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -4533,9 +4450,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
       end else begin
         \$147  = sites_in__payload[45:39];
       end
-    end
-    if (rst) begin
-      \$147  = 7'h00;
     end
   end
   always @* begin
@@ -4557,9 +4471,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
     \$150  = entry_0;
     if (\$40 ) begin
       \$150  = entry;
-    end
-    if (rst) begin
-      \$150  = 53'h00000000000000;
     end
   end
   always @* begin
@@ -4596,9 +4507,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
     \$154  = entry_1;
     if (\$65 ) begin
       \$154  = entry;
-    end
-    if (rst) begin
-      \$154  = 53'h00000000000000;
     end
   end
   always @* begin
@@ -4785,144 +4693,109 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = got[33:32];
+    \$170  = \$127 ;
     if (rst) begin
-      \$170  = 2'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = got[45:39];
-    if (rst) begin
-      \$171  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$172  = got[38:32];
-    if (rst) begin
-      \$172  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$173  = { got[33:32], got[45:39], got[49:48] };
-    if (rst) begin
-      \$173  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$174  = got[31:0];
-    if (rst) begin
-      \$174  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$175  = \$127 ;
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$176  = bitmap_0;
+    \$171  = bitmap_0;
     if (\$129 ) begin
-      \$176  = \$131 ;
+      \$171  = \$131 ;
     end
     if (rst) begin
-      \$176  = 128'h00000000000000000000000000000000;
+      \$171  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$177  = row_tag_0;
+    \$172  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$67 ) begin
-        \$177  = { 1'h0, w_y };
+        \$172  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$177  = 8'hff;
+      \$172  = 8'hff;
     end
     if (rst) begin
-      \$177  = 8'hff;
+      \$172  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$178  = bitmap_1;
+    \$173  = bitmap_1;
     if (\$133 ) begin
-      \$178  = \$135 ;
+      \$173  = \$135 ;
     end
     if (rst) begin
-      \$178  = 128'h00000000000000000000000000000000;
+      \$173  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$179  = row_tag_1;
+    \$174  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$67 ) begin
-        \$179  = { 1'h0, w_y };
+        \$174  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$179  = 8'hff;
+      \$174  = 8'hff;
     end
     if (rst) begin
-      \$179  = 8'hff;
+      \$174  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$180  = bitmap_2;
+    \$175  = bitmap_2;
     if (\$137 ) begin
-      \$180  = \$139 ;
+      \$175  = \$139 ;
     end
     if (rst) begin
-      \$180  = 128'h00000000000000000000000000000000;
+      \$175  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$181  = row_tag_2;
+    \$176  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$67 ) begin
-        \$181  = { 1'h0, w_y };
+        \$176  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$181  = 8'hff;
+      \$176  = 8'hff;
     end
     if (rst) begin
-      \$181  = 8'hff;
+      \$176  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$182  = bitmap_3;
+    \$177  = bitmap_3;
     if (\$141 ) begin
-      \$182  = \$143 ;
+      \$177  = \$143 ;
     end
     if (rst) begin
-      \$182  = 128'h00000000000000000000000000000000;
+      \$177  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$183  = row_tag_3;
+    \$178  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$67 ) begin
-        \$183  = { 1'h0, w_y };
+        \$178  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$183  = 8'hff;
+      \$178  = 8'hff;
     end
     if (rst) begin
-      \$183  = 8'hff;
+      \$178  = 8'hff;
     end
   end
   assign rd_addr = r_addr;
@@ -5034,8 +4907,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  reg [31:0] \$1 ;
   wire [10:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -5044,6 +4915,8 @@ module \top.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
   wire [10:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [10:0] rd__addr;
   wire [10:0] rd__addr;
   wire [31:0] rd__data;
@@ -7117,40 +6990,21 @@ module \top.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [22:0] \$100 ;
-  reg [22:0] \$101 ;
-  reg [22:0] \$102 ;
-  reg [20:0] \$103 ;
-  reg [20:0] \$104 ;
-  reg [20:0] \$105 ;
-  reg [20:0] \$106 ;
-  reg [22:0] \$107 ;
-  reg [22:0] \$108 ;
-  reg [22:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [22:0] \$110 ;
-  reg \$111 ;
-  reg [17:0] \$112 ;
   wire [15:0] \$12 ;
   wire [15:0] \$13 ;
   wire [15:0] \$14 ;
@@ -7183,77 +7037,28 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire \$39 ;
   wire [15:0] \$4 ;
   wire \$40 ;
-  reg [179:0] \$41 ;
+  reg \$41 ;
   reg \$42 ;
-  reg [7:0] \$43 ;
-  reg [7:0] \$44 ;
-  reg [16:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [7:0] \$47 ;
-  reg [16:0] \$48 ;
-  reg [7:0] \$49 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg [22:0] \$46 ;
+  reg [22:0] \$47 ;
+  reg [22:0] \$48 ;
+  reg [22:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [7:0] \$50 ;
-  reg [16:0] \$51 ;
-  reg [7:0] \$52 ;
-  reg [7:0] \$53 ;
-  reg [16:0] \$54 ;
-  reg [7:0] \$55 ;
-  reg [7:0] \$56 ;
-  reg [16:0] \$57 ;
-  reg [7:0] \$58 ;
-  reg [7:0] \$59 ;
+  reg \$50 ;
   wire [15:0] \$6 ;
-  reg [16:0] \$60 ;
-  reg [7:0] \$61 ;
-  reg [7:0] \$62 ;
-  reg [16:0] \$63 ;
-  reg [7:0] \$64 ;
-  reg [7:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [7:0] \$67 ;
-  reg [7:0] \$68 ;
-  reg [16:0] \$69 ;
   wire [15:0] \$7 ;
-  reg [7:0] \$70 ;
-  reg [7:0] \$71 ;
-  reg [16:0] \$72 ;
-  reg [7:0] \$73 ;
-  reg [7:0] \$74 ;
-  reg [16:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [7:0] \$77 ;
-  reg [16:0] \$78 ;
-  reg [7:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [22:0] \$91 ;
-  reg [22:0] \$92 ;
-  reg [22:0] \$93 ;
-  reg [22:0] \$94 ;
-  reg [22:0] \$95 ;
-  reg [22:0] \$96 ;
-  reg [22:0] \$97 ;
-  reg [22:0] \$98 ;
-  reg [22:0] \$99 ;
   reg [22:0] acc_0 = 23'h000000;
   reg [22:0] acc_1 = 23'h000000;
   reg [22:0] acc_2 = 23'h000000;
   reg [22:0] acc_3 = 23'h000000;
   input clk;
   wire clk;
-  wire [20:0] ctl;
+  wire [19:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [17:0] \ctl.meta ;
@@ -7262,8 +7067,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \ctl.meta.go ;
   wire [6:0] \ctl.meta.ox ;
   wire [6:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [20:0] mac_ctl_d1 = 21'h000000;
+  reg [19:0] mac_ctl_d1 = 20'h00000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [17:0] \mac_ctl_d1.meta ;
@@ -7272,8 +7076,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \mac_ctl_d1.meta.go ;
   wire [6:0] \mac_ctl_d1.meta.ox ;
   wire [6:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [20:0] mac_ctl_d2 = 21'h000000;
+  reg [19:0] mac_ctl_d2 = 20'h00000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [17:0] \mac_ctl_d2.meta ;
@@ -7282,8 +7085,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \mac_ctl_d2.meta.go ;
   wire [6:0] \mac_ctl_d2.meta.ox ;
   wire [6:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [20:0] mac_ctl_d3 = 21'h000000;
+  reg [19:0] mac_ctl_d3 = 20'h00000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [17:0] \mac_ctl_d3.meta ;
@@ -7292,8 +7094,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \mac_ctl_d3.meta.go ;
   wire [6:0] \mac_ctl_d3.meta.ox ;
   wire [6:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [20:0] mac_ctl_d4 = 21'h000000;
+  reg [19:0] mac_ctl_d4 = 20'h00000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [17:0] \mac_ctl_d4.meta ;
@@ -7302,7 +7103,10 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \mac_ctl_d4.meta.go ;
   wire [6:0] \mac_ctl_d4.meta.ox ;
   wire [6:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
   reg op_v = 1'h0;
   reg [179:0] operands = 180'h000000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -7422,6 +7226,142 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   reg [22:0] tree_3_l2_0 = 23'h000000;
   (* init = 23'h000000 *)
   wire [22:0] tree_3_sum;
+  always @(posedge clk)
+    prod_0_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_0_2_b <= operands[55:48];
+  always @(posedge clk)
+    prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_0_3_b <= operands[63:56];
+  always @(posedge clk)
+    prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_1_2_b <= operands[87:80];
+  always @(posedge clk)
+    prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_1_3_b <= operands[95:88];
+  always @(posedge clk)
+    prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[103:96];
+  always @(posedge clk)
+    prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[111:104];
+  always @(posedge clk)
+    prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_2_2_b <= operands[119:112];
+  always @(posedge clk)
+    prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_2_3_b <= operands[127:120];
+  always @(posedge clk)
+    prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[135:128];
+  always @(posedge clk)
+    prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[143:136];
+  always @(posedge clk)
+    prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_2_a <= operands[23:16];
+  always @(posedge clk)
+    prod_3_2_b <= operands[151:144];
+  always @(posedge clk)
+    prod_3_2_p <= { \$15 [15], \$15  };
+  always @(posedge clk)
+    prod_3_3_a <= operands[31:24];
+  always @(posedge clk)
+    prod_3_3_b <= operands[159:152];
+  always @(posedge clk)
+    prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
+  always @(posedge clk)
+    tree_0_l1_1 <= { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
+  always @(posedge clk)
+    tree_0_l2_0 <= \$19 [22:0];
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
+  always @(posedge clk)
+    tree_1_l1_1 <= { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
+  always @(posedge clk)
+    tree_1_l2_0 <= \$22 [22:0];
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
+  always @(posedge clk)
+    tree_2_l1_1 <= { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
+  always @(posedge clk)
+    tree_2_l2_0 <= \$25 [22:0];
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
+  always @(posedge clk)
+    tree_3_l1_1 <= { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
+  always @(posedge clk)
+    tree_3_l2_0 <= \$28 [22:0];
+  always @(posedge clk)
+    mac_ctl_d1 <= ctl;
+  always @(posedge clk)
+    mac_ctl_d2 <= mac_ctl_d1;
+  always @(posedge clk)
+    mac_ctl_d3 <= mac_ctl_d2;
+  always @(posedge clk)
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge clk)
+    mac_v_d1 <= \$42 ;
+  always @(posedge clk)
+    mac_v_d2 <= \$43 ;
+  always @(posedge clk)
+    mac_v_d3 <= \$44 ;
+  always @(posedge clk)
+    mac_v_d4 <= \$45 ;
+  always @(posedge clk)
+    acc_0 <= \$46 ;
+  always @(posedge clk)
+    acc_1 <= \$47 ;
+  always @(posedge clk)
+    acc_2 <= \$48 ;
+  always @(posedge clk)
+    acc_3 <= \$49 ;
+  always @(posedge clk)
+    out_v <= \$50 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d4[19:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -7450,676 +7390,102 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
   assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[19];
-  assign \$30  = mac_ctl_d4[0] & \$29 ;
-  assign \$31  = mac_ctl_d4[1] ? 23'h000000 : acc_0;
+  assign \$29  = ~ mac_ctl_d4[18];
+  assign \$30  = mac_v_d4 & \$29 ;
+  assign \$31  = mac_ctl_d4[0] ? 23'h000000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[1] ? 23'h000000 : acc_1;
+  assign \$33  = mac_ctl_d4[0] ? 23'h000000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[1] ? 23'h000000 : acc_2;
+  assign \$35  = mac_ctl_d4[0] ? 23'h000000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[1] ? 23'h000000 : acc_3;
+  assign \$37  = mac_ctl_d4[0] ? 23'h000000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[19];
-  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  assign \$39  = mac_ctl_d4[1] | mac_ctl_d4[18];
+  assign \$40  = mac_v_d4 & \$39 ;
   always @(posedge clk)
-    operands <= \$41 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$42 ;
+    op_v <= \$41 ;
   always @(posedge clk)
-    prod_0_0_a <= \$43 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$44 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$45 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$46 ;
+    prod_0_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_0_1_b <= \$47 ;
+    prod_0_1_b <= operands[47:40];
   always @(posedge clk)
-    prod_0_1_p <= \$48 ;
-  always @(posedge clk)
-    prod_0_2_a <= \$49 ;
-  always @(posedge clk)
-    prod_0_2_b <= \$50 ;
-  always @(posedge clk)
-    prod_0_2_p <= \$51 ;
-  always @(posedge clk)
-    prod_0_3_a <= \$52 ;
-  always @(posedge clk)
-    prod_0_3_b <= \$53 ;
-  always @(posedge clk)
-    prod_0_3_p <= \$54 ;
-  always @(posedge clk)
-    prod_1_0_a <= \$55 ;
-  always @(posedge clk)
-    prod_1_0_b <= \$56 ;
-  always @(posedge clk)
-    prod_1_0_p <= \$57 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$58 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$59 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$60 ;
-  always @(posedge clk)
-    prod_1_2_a <= \$61 ;
-  always @(posedge clk)
-    prod_1_2_b <= \$62 ;
-  always @(posedge clk)
-    prod_1_2_p <= \$63 ;
-  always @(posedge clk)
-    prod_1_3_a <= \$64 ;
-  always @(posedge clk)
-    prod_1_3_b <= \$65 ;
-  always @(posedge clk)
-    prod_1_3_p <= \$66 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$67 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$68 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$69 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$70 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$71 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$72 ;
-  always @(posedge clk)
-    prod_2_2_a <= \$73 ;
-  always @(posedge clk)
-    prod_2_2_b <= \$74 ;
-  always @(posedge clk)
-    prod_2_2_p <= \$75 ;
-  always @(posedge clk)
-    prod_2_3_a <= \$76 ;
-  always @(posedge clk)
-    prod_2_3_b <= \$77 ;
-  always @(posedge clk)
-    prod_2_3_p <= \$78 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$79 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$80 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$81 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$82 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$83 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$84 ;
-  always @(posedge clk)
-    prod_3_2_a <= \$85 ;
-  always @(posedge clk)
-    prod_3_2_b <= \$86 ;
-  always @(posedge clk)
-    prod_3_2_p <= \$87 ;
-  always @(posedge clk)
-    prod_3_3_a <= \$88 ;
-  always @(posedge clk)
-    prod_3_3_b <= \$89 ;
-  always @(posedge clk)
-    prod_3_3_p <= \$90 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$91 ;
-  always @(posedge clk)
-    tree_0_l1_1 <= \$92 ;
-  always @(posedge clk)
-    tree_0_l2_0 <= \$93 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$94 ;
-  always @(posedge clk)
-    tree_1_l1_1 <= \$95 ;
-  always @(posedge clk)
-    tree_1_l2_0 <= \$96 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$97 ;
-  always @(posedge clk)
-    tree_2_l1_1 <= \$98 ;
-  always @(posedge clk)
-    tree_2_l2_0 <= \$99 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$100 ;
-  always @(posedge clk)
-    tree_3_l1_1 <= \$101 ;
-  always @(posedge clk)
-    tree_3_l2_0 <= \$102 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$103 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$104 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$105 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$106 ;
-  always @(posedge clk)
-    acc_0 <= \$107 ;
-  always @(posedge clk)
-    acc_1 <= \$108 ;
-  always @(posedge clk)
-    acc_2 <= \$109 ;
-  always @(posedge clk)
-    acc_3 <= \$110 ;
-  always @(posedge clk)
-    out_v <= \$111 ;
-  always @(posedge clk)
-    out_meta <= \$112 ;
+    prod_0_1_p <= { \$2 [15], \$2  };
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$41  = steps__payload;
-    if (rst) begin
-      \$41  = 180'h000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$42  = steps__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$42  = op_v;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$43  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$43  = mac_v_d1;
     if (rst) begin
-      \$43  = 8'h00;
+      \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$44  = operands[39:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$44  = mac_v_d2;
     if (rst) begin
-      \$44  = 8'h00;
+      \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$45  = { \$1 [15], \$1  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$45  = mac_v_d3;
     if (rst) begin
-      \$45  = 17'h00000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$46  = operands[15:8];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$47  = operands[47:40];
-    if (rst) begin
-      \$47  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$48  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$48  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$49  = operands[23:16];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$50  = operands[55:48];
-    if (rst) begin
-      \$50  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$51  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$51  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$52  = operands[31:24];
-    if (rst) begin
-      \$52  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$53  = operands[63:56];
-    if (rst) begin
-      \$53  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$54  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$54  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$55  = operands[7:0];
-    if (rst) begin
-      \$55  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$56  = operands[71:64];
-    if (rst) begin
-      \$56  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$57  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$57  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$58  = operands[15:8];
-    if (rst) begin
-      \$58  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$59  = operands[79:72];
-    if (rst) begin
-      \$59  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$60  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$60  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$61  = operands[23:16];
-    if (rst) begin
-      \$61  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$62  = operands[87:80];
-    if (rst) begin
-      \$62  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$63  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$63  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$64  = operands[31:24];
-    if (rst) begin
-      \$64  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$65  = operands[95:88];
-    if (rst) begin
-      \$65  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$66  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$67  = operands[7:0];
-    if (rst) begin
-      \$67  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$68  = operands[103:96];
-    if (rst) begin
-      \$68  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$69  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$69  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$70  = operands[15:8];
-    if (rst) begin
-      \$70  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$71  = operands[111:104];
-    if (rst) begin
-      \$71  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$72  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$72  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$73  = operands[23:16];
-    if (rst) begin
-      \$73  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$74  = operands[119:112];
-    if (rst) begin
-      \$74  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$75  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$76  = operands[31:24];
-    if (rst) begin
-      \$76  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$77  = operands[127:120];
-    if (rst) begin
-      \$77  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$78  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$78  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$79  = operands[7:0];
-    if (rst) begin
-      \$79  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$80  = operands[135:128];
-    if (rst) begin
-      \$80  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$81  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$81  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$82  = operands[15:8];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$83  = operands[143:136];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$84  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$86  = operands[151:144];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$87  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$89  = operands[159:152];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$90  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$91  = { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
-    if (rst) begin
-      \$91  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$92  = { \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18 [17], \$18  };
-    if (rst) begin
-      \$92  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$93  = \$19 [22:0];
-    if (rst) begin
-      \$93  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$94  = { \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20 [17], \$20  };
-    if (rst) begin
-      \$94  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$95  = { \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21 [17], \$21  };
-    if (rst) begin
-      \$95  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$96  = \$22 [22:0];
-    if (rst) begin
-      \$96  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$97  = { \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23 [17], \$23  };
-    if (rst) begin
-      \$97  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$98  = { \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24 [17], \$24  };
-    if (rst) begin
-      \$98  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$99  = \$25 [22:0];
-    if (rst) begin
-      \$99  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$100  = { \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26 [17], \$26  };
-    if (rst) begin
-      \$100  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$101  = { \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27 [17], \$27  };
-    if (rst) begin
-      \$101  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$102  = \$28 [22:0];
-    if (rst) begin
-      \$102  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$103  = ctl;
-    if (rst) begin
-      \$103  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$104  = mac_ctl_d1;
-    if (rst) begin
-      \$104  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$105  = mac_ctl_d2;
-    if (rst) begin
-      \$105  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$106  = mac_ctl_d3;
-    if (rst) begin
-      \$106  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$107  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$46  = acc_0;
     if (\$30 ) begin
-      \$107  = \$32 [22:0];
-    end
-    if (rst) begin
-      \$107  = 23'h000000;
+      \$46  = \$32 [22:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$108  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$47  = acc_1;
     if (\$30 ) begin
-      \$108  = \$34 [22:0];
-    end
-    if (rst) begin
-      \$108  = 23'h000000;
+      \$47  = \$34 [22:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$109  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$48  = acc_2;
     if (\$30 ) begin
-      \$109  = \$36 [22:0];
-    end
-    if (rst) begin
-      \$109  = 23'h000000;
+      \$48  = \$36 [22:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$110  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = acc_3;
     if (\$30 ) begin
-      \$110  = \$38 [22:0];
-    end
-    if (rst) begin
-      \$110  = 23'h000000;
+      \$49  = \$38 [22:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$111  = \$40 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = \$40 ;
     if (rst) begin
-      \$111  = 1'h0;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$112  = mac_ctl_d4[20:3];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$41  = steps__valid;
     if (rst) begin
-      \$112  = 18'h00000;
+      \$41  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -8147,51 +7513,46 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   assign \steps__payload.meta.go  = steps__payload[177:176];
   assign \steps__payload.meta.eof  = steps__payload[178];
   assign \steps__payload.meta.error  = steps__payload[179];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[20:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[9:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[16:10];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[18:17];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[19];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[20];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[20:3];
-  assign \ctl.meta.oy  = ctl[9:3];
-  assign \ctl.meta.ox  = ctl[16:10];
-  assign \ctl.meta.go  = ctl[18:17];
-  assign \ctl.meta.eof  = ctl[19];
-  assign \ctl.meta.error  = ctl[20];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[20:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[9:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[16:10];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[18:17];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[19];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[20];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[20:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[9:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[16:10];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[18:17];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[19];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[20];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[20:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[9:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[16:10];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[18:17];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[19];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[20];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[19:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[8:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[15:9];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[17:16];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[18];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[19];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[19:2];
+  assign \ctl.meta.oy  = ctl[8:2];
+  assign \ctl.meta.ox  = ctl[15:9];
+  assign \ctl.meta.go  = ctl[17:16];
+  assign \ctl.meta.eof  = ctl[18];
+  assign \ctl.meta.error  = ctl[19];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[19:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[8:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[15:9];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[17:16];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[18];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[19];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[19:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[8:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[15:9];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[17:16];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[18];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[19];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[19:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[8:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[15:9];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[17:16];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[18];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[19];
   assign \out_meta.oy  = out_meta[6:0];
   assign \out_meta.ox  = out_meta[13:7];
   assign \out_meta.go  = out_meta[15:14];
@@ -8213,15 +7574,14 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   assign sums__payload[45:23] = acc_1;
   assign sums__payload[22:0] = acc_0;
   assign sums__payload[109:92] = out_meta;
-  assign ctl[20:3] = operands[179:162];
-  assign ctl[2] = operands[161];
-  assign ctl[1] = operands[160];
-  assign ctl[0] = op_v;
+  assign ctl[19:2] = operands[179:162];
+  assign ctl[1] = operands[161];
+  assign ctl[0] = operands[160];
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -8332,7 +7692,7 @@ module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -8342,7 +7702,7 @@ module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -8352,7 +7712,7 @@ module \top.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -8374,8 +7734,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
-  reg [127:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -8384,6 +7742,8 @@ module \top.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
@@ -8413,44 +7773,21 @@ module \top.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [53:0] \$1 ;
   wire \$10 ;
-  reg [15:0] \$100 ;
-  reg [22:0] \$101 ;
-  reg [38:0] \$102 ;
-  reg [17:0] \$103 ;
-  reg [17:0] \$104 ;
-  reg [17:0] \$105 ;
-  reg \$106 ;
-  reg \$107 ;
-  reg \$108 ;
-  reg [23:0] \$109 ;
   wire \$11 ;
-  reg [23:0] \$110 ;
-  reg [23:0] \$111 ;
-  reg [23:0] \$112 ;
-  reg [17:0] \$113 ;
-  reg \$114 ;
-  reg [49:0] \$115 ;
-  reg \$116 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -8505,48 +7842,18 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [7:0] \$59 ;
   wire \$6 ;
   wire [7:0] \$60 ;
-  reg [109:0] \$61 ;
-  reg [109:0] \$62 ;
+  reg \$61 ;
+  reg \$62 ;
   reg \$63 ;
   reg \$64 ;
-  reg [22:0] \$65 ;
-  reg [22:0] \$66 ;
-  reg [22:0] \$67 ;
-  reg [22:0] \$68 ;
-  reg [15:0] \$69 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  wire [49:0] \$68 ;
+  reg \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [15:0] \$71 ;
-  reg [15:0] \$72 ;
-  reg [17:0] \$73 ;
-  reg \$74 ;
-  reg [16:0] \$75 ;
-  reg [15:0] \$76 ;
-  reg [33:0] \$77 ;
-  reg [5:0] \$78 ;
-  reg [15:0] \$79 ;
   wire \$8 ;
-  reg [22:0] \$80 ;
-  reg [38:0] \$81 ;
-  reg [16:0] \$82 ;
-  reg [15:0] \$83 ;
-  reg [33:0] \$84 ;
-  reg [5:0] \$85 ;
-  reg [15:0] \$86 ;
-  reg [22:0] \$87 ;
-  reg [38:0] \$88 ;
-  reg [16:0] \$89 ;
   wire \$9 ;
-  reg [15:0] \$90 ;
-  reg [33:0] \$91 ;
-  reg [5:0] \$92 ;
-  reg [15:0] \$93 ;
-  reg [22:0] \$94 ;
-  reg [38:0] \$95 ;
-  reg [16:0] \$96 ;
-  reg [15:0] \$97 ;
-  reg [33:0] \$98 ;
-  reg [5:0] \$99 ;
   reg [109:0] beat_d1 = 110'h0000000000000000000000000000;
   wire [91:0] \beat_d1.acc ;
   wire [22:0] \beat_d1.acc[0] ;
@@ -8724,32 +8031,6 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [6:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$5  = ~ rounded_0[23];
-  assign \$6  = | rounded_0[22:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = & rounded_0[22:7];
-  assign \$8  = | rounded_0[6:0];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = ~ \$9 ;
-  assign clamp_0_under = rounded_0[23] & \$10 ;
-  assign \$11  = ~ rounded_1[23];
-  assign \$12  = | rounded_1[22:7];
-  assign clamp_1_over = \$11  & \$12 ;
-  assign \$13  = & rounded_1[22:7];
-  assign \$14  = | rounded_1[6:0];
-  assign \$15  = \$13  & \$14 ;
-  assign \$16  = ~ \$15 ;
-  assign clamp_1_under = rounded_1[23] & \$16 ;
-  assign \$17  = ~ rounded_2[23];
-  assign \$18  = | rounded_2[22:7];
-  assign clamp_2_over = \$17  & \$18 ;
-  assign \$19  = & rounded_2[22:7];
-  assign \$20  = | rounded_2[6:0];
-  assign \$21  = \$19  & \$20 ;
-  assign \$22  = ~ \$21 ;
-  assign clamp_2_under = rounded_2[23] & \$22 ;
-  assign \$23  = ~ rounded_3[23];
-  assign \$24  = | rounded_3[22:7];
   assign clamp_3_over = \$23  & \$24 ;
   assign \$25  = & rounded_3[22:7];
   assign \$26  = | rounded_3[6:0];
@@ -8785,511 +8066,197 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   assign \$59  = clamp_3_under ? 8'h81 : rounded_3[7:0];
   assign \$60  = clamp_3_over ? 8'h7f : \$59 ;
   always @(posedge clk)
-    beat_d1 <= \$61 ;
+    beat_d1 <= sums__payload;
   always @(posedge clk)
-    beat_d2 <= \$62 ;
+    beat_d2 <= beat_d1;
   always @(posedge clk)
-    beat_v_d1 <= \$63 ;
+    beat_v_d1 <= \$61 ;
   always @(posedge clk)
-    beat_v_d2 <= \$64 ;
+    beat_v_d2 <= \$62 ;
   always @(posedge clk)
-    biased_0 <= \$65 ;
+    biased_0 <= \$29 [22:0];
   always @(posedge clk)
-    biased_1 <= \$66 ;
+    biased_1 <= \$30 [22:0];
   always @(posedge clk)
-    biased_2 <= \$67 ;
+    biased_2 <= \$31 [22:0];
   always @(posedge clk)
-    biased_3 <= \$68 ;
+    biased_3 <= \$32 [22:0];
   always @(posedge clk)
-    scale_0 <= \$69 ;
+    scale_0 <= rq_data[79:64];
   always @(posedge clk)
-    scale_1 <= \$70 ;
+    scale_1 <= rq_data[95:80];
   always @(posedge clk)
-    scale_2 <= \$71 ;
+    scale_2 <= rq_data[111:96];
   always @(posedge clk)
-    scale_3 <= \$72 ;
+    scale_3 <= rq_data[127:112];
   always @(posedge clk)
-    rq_meta1_d1 <= \$73 ;
+    rq_meta1_d1 <= beat_d2[109:92];
   always @(posedge clk)
-    rq_v1_d1 <= \$74 ;
+    rq_v1_d1 <= \$63 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$75 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$76 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$77 ;
+    scaled_0_pp00_p <= { 1'h0, \$33  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$78 ;
+    scaled_0_pp10_a <= biased_0[22:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$79 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$80 ;
+    scaled_0_pp10_p <= { \$34 [21], \$34  };
   always @(posedge clk)
-    scaled_0_sum <= \$81 ;
+    scaled_0_sum <= \$35 [38:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$82 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$83 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$84 ;
+    scaled_1_pp00_p <= { 1'h0, \$36  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$85 ;
+    scaled_1_pp10_a <= biased_1[22:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$86 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$87 ;
+    scaled_1_pp10_p <= { \$37 [21], \$37  };
   always @(posedge clk)
-    scaled_1_sum <= \$88 ;
+    scaled_1_sum <= \$38 [38:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$89 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$90 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$91 ;
+    scaled_2_pp00_p <= { 1'h0, \$39  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$92 ;
+    scaled_2_pp10_a <= biased_2[22:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$93 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$94 ;
+    scaled_2_pp10_p <= { \$40 [21], \$40  };
   always @(posedge clk)
-    scaled_2_sum <= \$95 ;
+    scaled_2_sum <= \$41 [38:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$96 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$97 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$98 ;
+    scaled_3_pp00_p <= { 1'h0, \$42  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$99 ;
+    scaled_3_pp10_a <= biased_3[22:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$100 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$101 ;
+    scaled_3_pp10_p <= { \$43 [21], \$43  };
   always @(posedge clk)
-    scaled_3_sum <= \$102 ;
+    scaled_3_sum <= \$44 [38:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$103 ;
+    rq_meta2_d1 <= rq_meta1_d1;
   always @(posedge clk)
-    rq_meta2_d2 <= \$104 ;
+    rq_meta2_d2 <= rq_meta2_d1;
   always @(posedge clk)
-    rq_meta2_d3 <= \$105 ;
+    rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge clk)
-    rq_v2_d1 <= \$106 ;
+    rq_v2_d1 <= \$64 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$107 ;
+    rq_v2_d2 <= \$65 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$108 ;
+    rq_v2_d3 <= \$66 ;
   always @(posedge clk)
-    rounded_0 <= \$109 ;
+    rounded_0 <= \$46 [23:0];
   always @(posedge clk)
-    rounded_1 <= \$110 ;
+    rounded_1 <= \$48 [23:0];
   always @(posedge clk)
-    rounded_2 <= \$111 ;
+    rounded_2 <= \$50 [23:0];
   always @(posedge clk)
-    rounded_3 <= \$112 ;
+    rounded_3 <= \$52 [23:0];
   always @(posedge clk)
-    rq_meta3_d1 <= \$113 ;
+    rq_meta3_d1 <= rq_meta2_d3;
   always @(posedge clk)
-    rq_v3_d1 <= \$114 ;
+    rq_v3_d1 <= \$67 ;
   always @(posedge clk)
-    feats__payload <= \$115 ;
+    feats__payload <= \$68 ;
   always @(posedge clk)
-    feats__valid <= \$116 ;
+    feats__valid <= \$69 ;
+  assign \$5  = ~ rounded_0[23];
+  assign \$6  = | rounded_0[22:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = & rounded_0[22:7];
+  assign \$8  = | rounded_0[6:0];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = ~ \$9 ;
+  assign clamp_0_under = rounded_0[23] & \$10 ;
+  assign \$11  = ~ rounded_1[23];
+  assign \$12  = | rounded_1[22:7];
+  assign clamp_1_over = \$11  & \$12 ;
+  assign \$13  = & rounded_1[22:7];
+  assign \$14  = | rounded_1[6:0];
+  assign \$15  = \$13  & \$14 ;
+  assign \$16  = ~ \$15 ;
+  assign clamp_1_under = rounded_1[23] & \$16 ;
+  assign \$17  = ~ rounded_2[23];
+  assign \$18  = | rounded_2[22:7];
+  assign clamp_2_over = \$17  & \$18 ;
+  assign \$19  = & rounded_2[22:7];
+  assign \$20  = | rounded_2[6:0];
+  assign \$21  = \$19  & \$20 ;
+  assign \$22  = ~ \$21 ;
+  assign clamp_2_under = rounded_2[23] & \$22 ;
+  assign \$23  = ~ rounded_3[23];
+  assign \$24  = | rounded_3[22:7];
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$61  = sums__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$61  = sums__valid;
     if (rst) begin
-      \$61  = 110'h0000000000000000000000000000;
+      \$61  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$62  = beat_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$62  = beat_v_d1;
     if (rst) begin
-      \$62  = 110'h0000000000000000000000000000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$63  = sums__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$63  = beat_v_d2;
     if (rst) begin
       \$63  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$64  = beat_v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$64  = rq_v1_d1;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$65  = \$29 [22:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$65  = rq_v2_d1;
     if (rst) begin
-      \$65  = 23'h000000;
+      \$65  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$66  = \$30 [22:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$66  = rq_v2_d2;
     if (rst) begin
-      \$66  = 23'h000000;
+      \$66  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$67  = \$31 [22:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$67  = rq_v2_d3;
     if (rst) begin
-      \$67  = 23'h000000;
+      \$67  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$68  = \$32 [22:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$69  = rq_v3_d1;
     if (rst) begin
-      \$68  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$69  = rq_data[79:64];
-    if (rst) begin
-      \$69  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$70  = rq_data[95:80];
-    if (rst) begin
-      \$70  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$71  = rq_data[111:96];
-    if (rst) begin
-      \$71  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$72  = rq_data[127:112];
-    if (rst) begin
-      \$72  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$73  = beat_d2[109:92];
-    if (rst) begin
-      \$73  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$74  = beat_v_d2;
-    if (rst) begin
-      \$74  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$75  = biased_0[16:0];
-    if (rst) begin
-      \$75  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$76  = scale_0;
-    if (rst) begin
-      \$76  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$77  = { 1'h0, \$33  };
-    if (rst) begin
-      \$77  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$78  = biased_0[22:17];
-    if (rst) begin
-      \$78  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$79  = scale_0;
-    if (rst) begin
-      \$79  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$80  = { \$34 [21], \$34  };
-    if (rst) begin
-      \$80  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$81  = \$35 [38:0];
-    if (rst) begin
-      \$81  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$82  = biased_1[16:0];
-    if (rst) begin
-      \$82  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$83  = scale_1;
-    if (rst) begin
-      \$83  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$84  = { 1'h0, \$36  };
-    if (rst) begin
-      \$84  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$85  = biased_1[22:17];
-    if (rst) begin
-      \$85  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$86  = scale_1;
-    if (rst) begin
-      \$86  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$87  = { \$37 [21], \$37  };
-    if (rst) begin
-      \$87  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$88  = \$38 [38:0];
-    if (rst) begin
-      \$88  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$89  = biased_2[16:0];
-    if (rst) begin
-      \$89  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$90  = scale_2;
-    if (rst) begin
-      \$90  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$91  = { 1'h0, \$39  };
-    if (rst) begin
-      \$91  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$92  = biased_2[22:17];
-    if (rst) begin
-      \$92  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$93  = scale_2;
-    if (rst) begin
-      \$93  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$94  = { \$40 [21], \$40  };
-    if (rst) begin
-      \$94  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$95  = \$41 [38:0];
-    if (rst) begin
-      \$95  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$96  = biased_3[16:0];
-    if (rst) begin
-      \$96  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$97  = scale_3;
-    if (rst) begin
-      \$97  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$98  = { 1'h0, \$42  };
-    if (rst) begin
-      \$98  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$99  = biased_3[22:17];
-    if (rst) begin
-      \$99  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$100  = scale_3;
-    if (rst) begin
-      \$100  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$101  = { \$43 [21], \$43  };
-    if (rst) begin
-      \$101  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$102  = \$44 [38:0];
-    if (rst) begin
-      \$102  = 39'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$103  = rq_meta1_d1;
-    if (rst) begin
-      \$103  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$104  = rq_meta2_d1;
-    if (rst) begin
-      \$104  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$105  = rq_meta2_d2;
-    if (rst) begin
-      \$105  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$106  = rq_v1_d1;
-    if (rst) begin
-      \$106  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$107  = rq_v2_d1;
-    if (rst) begin
-      \$107  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$108  = rq_v2_d2;
-    if (rst) begin
-      \$108  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$109  = \$46 [23:0];
-    if (rst) begin
-      \$109  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$110  = \$48 [23:0];
-    if (rst) begin
-      \$110  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$111  = \$50 [23:0];
-    if (rst) begin
-      \$111  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$112  = \$52 [23:0];
-    if (rst) begin
-      \$112  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$113  = rq_meta2_d3;
-    if (rst) begin
-      \$113  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$114  = rq_v2_d3;
-    if (rst) begin
-      \$114  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$115 [7:0] = \$54 ;
-    \$115 [15:8] = \$56 ;
-    \$115 [23:16] = \$58 ;
-    \$115 [31:24] = \$60 ;
-    \$115 [49:32] = rq_meta3_d1;
-    if (rst) begin
-      \$115  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$116  = rq_v3_d1;
-    if (rst) begin
-      \$116  = 1'h0;
+      \$69  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[107:106];
@@ -9387,6 +8354,11 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   assign \rq_meta3_d1.go  = rq_meta3_d1[15:14];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[16];
   assign \rq_meta3_d1.error  = rq_meta3_d1[17];
+  assign \$68 [49:32] = rq_meta3_d1;
+  assign \$68 [31:24] = \$60 ;
+  assign \$68 [23:16] = \$58 ;
+  assign \$68 [15:8] = \$56 ;
+  assign \$68 [7:0] = \$54 ;
   assign \$1  = { scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p, 17'h00000 };
   assign \$2  = { scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p, 17'h00000 };
@@ -9399,7 +8371,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -9411,20 +8383,11 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   reg \$106 ;
   reg \$107 ;
   reg \$108 ;
-  reg [8:0] \$109 ;
+  wire [17:0] \$109 ;
   wire \$11 ;
-  reg [1:0] \$110 ;
-  reg [1:0] \$111 ;
-  reg [17:0] \$112 ;
-  reg [1:0] \$113 ;
-  reg [1:0] \$114 ;
-  reg [1:0] \$115 ;
-  reg [6:0] \$116 ;
-  reg [6:0] \$117 ;
-  reg [6:0] \$118 ;
-  reg \$119 ;
+  reg \$110 ;
+  wire [38:0] \$111 ;
   wire \$12 ;
-  reg [38:0] \$120 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -9524,10 +8487,10 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [6:0] \$signal$17  = 7'h00;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -9600,6 +8563,18 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   reg [1:0] slot_0 = 2'h0;
   reg [1:0] slot_1 = 2'h0;
   reg [1:0] slot_2 = 2'h0;
+  (* init = 39'h0000000000 *)
+  wire [38:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [10:0] \step.lb_addr ;
+  wire [17:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire [1:0] \step.meta.go ;
+  wire [6:0] \step.meta.ox ;
+  wire [6:0] \step.meta.oy ;
+  wire [7:0] \step.w_addr ;
   output [38:0] steps__payload;
   reg [38:0] steps__payload = 39'h0000000000;
   wire \steps__payload.first ;
@@ -9693,7 +8668,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   assign \$65  = s_rem & \$64 ;
   assign \$66  = s_n - 1'h1;
   assign \$67  = s_n == 2'h2;
-  assign \$68  = \$signal$43  == 1'h1;
+  assign \$68  = \$signal$45  == 1'h1;
   assign \$69  = s_go + 1'h1;
   assign \$70  = go_last ? 3'h0 : \$69 ;
   assign \$71  = s_go == 2'h2;
@@ -9746,9 +8721,9 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   always @(posedge clk)
     s_ox <= \$97 ;
   always @(posedge clk)
-    \$signal$42  <= \$98 ;
+    \$signal$44  <= \$98 ;
   always @(posedge clk)
-    \$signal$43  <= \$99 ;
+    \$signal$45  <= \$99 ;
   always @(posedge clk)
     slot_0 <= \$100 ;
   always @(posedge clk)
@@ -9762,37 +8737,37 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   always @(posedge clk)
     col_2 <= \$105 ;
   always @(posedge clk)
-    \$signal$53  <= \$106 ;
+    \$signal$55  <= \$106 ;
   always @(posedge clk)
-    \$signal$54  <= \$107 ;
+    \$signal$56  <= \$107 ;
   always @(posedge clk)
     q_last <= \$108 ;
   always @(posedge clk)
-    q_oh <= \$109 ;
+    q_oh <= \$4 [8:0];
   always @(posedge clk)
-    \$like  <= \$110 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$111 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$112 ;
+    q_meta <= \$109 ;
   always @(posedge clk)
-    q_slot_0 <= \$113 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_slot_1 <= \$114 ;
+    q_slot_1 <= slot_1;
   always @(posedge clk)
-    q_slot_2 <= \$115 ;
+    q_slot_2 <= slot_2;
   always @(posedge clk)
-    q_col_0 <= \$116 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    q_col_1 <= \$117 ;
+    q_col_1 <= col_1;
   always @(posedge clk)
-    q_col_2 <= \$118 ;
+    q_col_2 <= col_2;
   always @(posedge clk)
-    steps__valid <= \$119 ;
+    steps__valid <= \$110 ;
   always @(posedge clk)
-    steps__payload <= \$120 ;
+    steps__payload <= \$111 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$76  = p_v;
     if (p_take) begin
       \$76  = 1'h0;
@@ -9805,17 +8780,14 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$77  = p_site;
     if (\$44 ) begin
       \$77  = sites__payload;
     end
-    if (rst) begin
-      \$77  = 25'h0000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$78  = p_cnt;
     if (\$44 ) begin
       \$78  = \$53 [3:0];
@@ -9825,67 +8797,49 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$79  = next_slot_0;
     if (\$44 ) begin
       \$79  = \$54 [1:0];
     end
-    if (rst) begin
-      \$79  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [6:0];
     end
-    if (rst) begin
-      \$80  = 7'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$81  = next_slot_1;
     if (\$44 ) begin
       \$81  = \$56 [1:0];
     end
-    if (rst) begin
-      \$81  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [6:0];
     end
-    if (rst) begin
-      \$82  = 7'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$83  = next_slot_2;
     if (\$44 ) begin
       \$83  = \$58 [1:0];
     end
-    if (rst) begin
-      \$83  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [6:0];
     end
-    if (rst) begin
-      \$84  = 7'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$85  = first_r;
     if (issue) begin
       \$85  = 1'h0;
@@ -9907,7 +8861,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$86  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -9925,7 +8879,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$87  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -9943,7 +8897,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$88  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -9953,7 +8907,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
         if (\$63 ) begin
           \$88  = \$65 ;
         end else begin
-          \$88  = \$signal$42 ;
+          \$88  = \$signal$44 ;
         end
       end
     end
@@ -9965,7 +8919,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$89  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -9975,7 +8929,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
         if (\$63 ) begin
           \$89  = \$66 [3:0];
         end else begin
-          \$89  = \$signal$43 ;
+          \$89  = \$signal$45 ;
         end
       end
     end
@@ -9987,7 +8941,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$90  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -10009,7 +8963,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$91  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -10030,7 +8984,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$92  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -10051,7 +9005,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$93  = sv;
     if (issue) begin
       if (\$73 ) begin
@@ -10066,7 +9020,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$94  = \$signal$10 ;
     if (p_take) begin
       \$94  = p_site[23];
@@ -10076,7 +9030,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$95  = s_err;
     if (p_take) begin
       \$95  = p_site[24];
@@ -10086,28 +9040,22 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$96  = \$signal$17 ;
     if (p_take) begin
       \$96  = p_site[6:0];
     end
-    if (rst) begin
-      \$96  = 7'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$97  = s_ox;
     if (p_take) begin
       \$97  = p_site[13:7];
     end
-    if (rst) begin
-      \$97  = 7'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$98  = \$signal$42 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$98  = \$signal$44 ;
     if (p_take) begin
       \$98  = p_site[22:14];
     end
@@ -10116,8 +9064,8 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$99  = \$signal$43 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$99  = \$signal$45 ;
     if (p_take) begin
       \$99  = p_cnt;
     end
@@ -10126,195 +9074,83 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$100  = slot_0;
     if (p_take) begin
       \$100  = next_slot_0;
     end
-    if (rst) begin
-      \$100  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
     end
-    if (rst) begin
-      \$101  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$102  = slot_2;
     if (p_take) begin
       \$102  = next_slot_2;
     end
-    if (rst) begin
-      \$102  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
     end
-    if (rst) begin
-      \$103  = 7'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$104  = col_1;
     if (p_take) begin
       \$104  = next_col_1;
     end
-    if (rst) begin
-      \$104  = 7'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
     end
-    if (rst) begin
-      \$105  = 7'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$106  = issue;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$107  = first_r;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$108  = last;
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$109  = \$4 [8:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$110  = \$signal$55 ;
     if (rst) begin
-      \$109  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$110  = s_go;
-    if (rst) begin
-      \$110  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$111  = s_gi;
-    if (rst) begin
-      \$111  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$112 [6:0] = \$signal$17 ;
-    \$112 [13:7] = s_ox;
-    \$112 [15:14] = s_go;
-    \$112 [16] = \$signal$10 ;
-    \$112 [17] = \$75 ;
-    if (rst) begin
-      \$112  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$113  = slot_0;
-    if (rst) begin
-      \$113  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$114  = slot_1;
-    if (rst) begin
-      \$114  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$115  = slot_2;
-    if (rst) begin
-      \$115  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$116  = col_0;
-    if (rst) begin
-      \$116  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$117  = col_1;
-    if (rst) begin
-      \$117  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$118  = col_2;
-    if (rst) begin
-      \$118  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$119  = \$signal$53 ;
-    if (rst) begin
-      \$119  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$120 [19] = \$signal$54 ;
-    \$120 [20] = q_last;
-    \$120 [38:21] = q_meta;
-    \$120 [10:0] = { slot, col, q_gi };
-    \$120 [18:11] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
-    if (rst) begin
-      \$120  = 39'h0000000000;
+      \$110  = 1'h0;
     end
   end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[6:0];
   assign \p_site.ox  = p_site[13:7];
   assign \p_site.taps  = p_site[22:14];
   assign \p_site.eof  = p_site[23];
   assign \p_site.error  = p_site[24];
-  assign \sites__payload.oy  = sites__payload[6:0];
-  assign \sites__payload.ox  = sites__payload[13:7];
-  assign \sites__payload.taps  = sites__payload[22:14];
-  assign \sites__payload.eof  = sites__payload[23];
-  assign \sites__payload.error  = sites__payload[24];
-  assign \q_meta.oy  = q_meta[6:0];
-  assign \q_meta.ox  = q_meta[13:7];
-  assign \q_meta.go  = q_meta[15:14];
-  assign \q_meta.eof  = q_meta[16];
-  assign \q_meta.error  = q_meta[17];
   assign \steps__payload.lb_addr  = steps__payload[10:0];
   assign \steps__payload.w_addr  = steps__payload[18:11];
   assign \steps__payload.first  = steps__payload[19];
@@ -10325,12 +9161,40 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   assign \steps__payload.meta.go  = steps__payload[36:35];
   assign \steps__payload.meta.eof  = steps__payload[37];
   assign \steps__payload.meta.error  = steps__payload[38];
+  assign \step.lb_addr  = steps__payload[10:0];
+  assign \step.w_addr  = steps__payload[18:11];
+  assign \step.first  = steps__payload[19];
+  assign \step.last  = steps__payload[20];
+  assign \step.meta  = steps__payload[38:21];
+  assign \step.meta.oy  = steps__payload[27:21];
+  assign \step.meta.ox  = steps__payload[34:28];
+  assign \step.meta.go  = steps__payload[36:35];
+  assign \step.meta.eof  = steps__payload[37];
+  assign \step.meta.error  = steps__payload[38];
+  assign \sites__payload.oy  = sites__payload[6:0];
+  assign \sites__payload.ox  = sites__payload[13:7];
+  assign \sites__payload.taps  = sites__payload[22:14];
+  assign \sites__payload.eof  = sites__payload[23];
+  assign \sites__payload.error  = sites__payload[24];
+  assign \q_meta.oy  = q_meta[6:0];
+  assign \q_meta.ox  = q_meta[13:7];
+  assign \q_meta.go  = q_meta[15:14];
+  assign \q_meta.eof  = q_meta[16];
+  assign \q_meta.error  = q_meta[17];
+  assign \$111 [18:11] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
+  assign \$111 [10:0] = { slot, col, q_gi };
+  assign \$111 [38:21] = q_meta;
+  assign \$111 [20] = q_last;
+  assign \$111 [19] = \$signal$56 ;
+  assign \$109 [17] = \$75 ;
+  assign \$109 [16] = \$signal$10 ;
+  assign \$109 [15:14] = s_go;
+  assign \$109 [13:7] = s_ox;
+  assign \$109 [6:0] = \$signal$17 ;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
-  reg [127:0] \$1 ;
   wire [7:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -10339,6 +9203,8 @@ module \top.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [7:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [7:0] rd__addr;
   wire [7:0] rd__addr;
   wire [127:0] rd__data;
@@ -10620,17 +9486,11 @@ module \top.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule

@@ -642,15 +642,9 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [9:0] \$48 ;
-  reg [9:0] \$49 ;
+  reg [39:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [39:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [4:0] \$7 ;
   wire \$8 ;
@@ -679,7 +673,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   wire [7:0] \bitmaps[0] ;
   wire [7:0] \bitmaps[1] ;
   wire busy;
-  wire \busy$93 ;
+  wire \busy$95 ;
   reg c_in = 1'h0;
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
@@ -732,6 +726,17 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 40'h0000000000 *)
+  wire [39:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [2:0] \out_reg.x ;
+  wire [2:0] \out_reg.y ;
   (* init = 256'h0000000000000000000000000000000000000000000000000000000000000000 *)
   wire [255:0] p_data;
   (* init = 2'h0 *)
@@ -753,7 +758,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   wire [1:0] r_addr;
   wire [1:0] \r_addr$71 ;
   wire [255:0] r_data;
-  wire [39:0] \r_data$102 ;
+  wire [39:0] \r_data$103 ;
   wire [127:0] \r_data$74 ;
   wire r_en;
   wire r_rdy;
@@ -779,7 +784,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$95 ;
+  wire [2:0] \row$97 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -873,7 +878,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   wire [2:0] \steps__payload.meta.oy ;
   wire [1:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$97 ;
+  wire \steps__valid$99 ;
   wire [85:0] sums__payload;
   wire [85:0] \sums__payload$64 ;
   wire [75:0] \sums__payload$64.acc ;
@@ -928,12 +933,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
     c_tap <= \$38 ;
   always @(posedge clk)
     \w_addr$8  <= \$39 ;
@@ -946,23 +945,23 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   always @(posedge clk)
     steps__valid <= \$43 ;
   always @(posedge clk)
-    read_first_d1 <= \$44 ;
+    read_first_d1 <= steps__payload[6];
   always @(posedge clk)
-    read_first_d2 <= \$45 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$46 ;
+    read_last_d1 <= steps__payload[7];
   always @(posedge clk)
-    read_last_d2 <= \$47 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$48 ;
+    read_meta_d1 <= steps__payload[17:8];
   always @(posedge clk)
-    read_meta_d2 <= \$49 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$50 ;
+    sites_out__valid <= \$44 ;
   always @(posedge clk)
-    sites_out__payload <= \$51 ;
+    sites_out__payload <= \$45 ;
   always @(posedge clk)
-    inflight <= \$52 ;
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -988,7 +987,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(4'h4);
-  assign \$21  = \busy$93  ? \row$95  : row;
+  assign \$21  = \busy$95  ? \row$97  : row;
   assign \$22  = \$21  + 2'h2;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -1008,6 +1007,12 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     loaded <= \$33 ;
   always @(posedge clk)
     height_m1 <= \$34 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
   \top.block_0_0.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -1059,7 +1064,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   );
   \top.block_0_0.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$102 ),
+    .r_data(\r_data$103 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -1086,16 +1091,16 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   );
   \top.block_0_0.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$93 ),
+    .busy(\busy$95 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$95 ),
+    .row(\row$97 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$97 )
+    .steps__valid(\steps__valid$99 )
   );
   \top.block_0_0.weights  weights (
     .clk(clk),
@@ -1106,48 +1111,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .w_data(w_data),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[5:3];
-      end
-    end
-    if (rst) begin
-      \$35  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 1'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$36  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 2'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [1:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 2'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$38  = c_tap;
@@ -1178,9 +1141,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$39  = \$20 [1:0];
       end
     end
-    if (rst) begin
-      \$39  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1190,9 +1150,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
       end else if (\$9 ) begin
         \$40  = c_out;
       end
-    end
-    if (rst) begin
-      \$40  = 2'h0;
     end
   end
   always @* begin
@@ -1207,7 +1164,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = \steps__valid$97 ;
+    \$42  = \steps__valid$99 ;
     if (rst) begin
       \$42  = 1'h0;
     end
@@ -1221,73 +1178,28 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = steps__payload[6];
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = steps__payload[7];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = steps__payload[17:8];
-    if (rst) begin
-      \$48  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = sites_out__valid;
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$103 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$102 ;
-    end
+    \$46  = \$28 [5:0];
     if (rst) begin
-      \$51  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
+      \$46  = 6'h00;
     end
   end
   always @* begin
@@ -1339,9 +1251,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     if (\$5 ) begin
       \$31  = params__payload;
     end
-    if (rst) begin
-      \$31  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1385,6 +1294,48 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
       \$34  = 3'h0;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[5:3];
+      end
+    end
+    if (rst) begin
+      \$35  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 1'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [0];
+      end
+    end
+    if (rst) begin
+      \$36  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 2'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [1:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$37  = 2'h0;
+    end
+  end
   assign p_waddr = w_addr;
   assign p_data = w_data;
   assign \$signal  = w_en;
@@ -1422,6 +1373,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \r_data$74  = rq_data;
   assign feats__valid = \w_en$77 ;
   assign \w_data$79  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[63:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -1553,11 +1505,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \tok.x  = tok[37:35];
   assign \tok.eof  = tok[38];
   assign \tok.error  = tok[39];
-  assign \read_meta_d1.oy  = read_meta_d1[2:0];
-  assign \read_meta_d1.ox  = read_meta_d1[5:3];
-  assign \read_meta_d1.go  = read_meta_d1[7:6];
-  assign \read_meta_d1.eof  = read_meta_d1[8];
-  assign \read_meta_d1.error  = read_meta_d1[9];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -1567,6 +1514,20 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \sites_out__payload.x  = sites_out__payload[37:35];
   assign \sites_out__payload.eof  = sites_out__payload[38];
   assign \sites_out__payload.error  = sites_out__payload[39];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[34:32];
+  assign \out_reg.x  = sites_out__payload[37:35];
+  assign \out_reg.eof  = sites_out__payload[38];
+  assign \out_reg.error  = sites_out__payload[39];
+  assign \read_meta_d1.oy  = read_meta_d1[2:0];
+  assign \read_meta_d1.ox  = read_meta_d1[5:3];
+  assign \read_meta_d1.go  = read_meta_d1[7:6];
+  assign \read_meta_d1.eof  = read_meta_d1[8];
+  assign \read_meta_d1.error  = read_meta_d1[9];
   assign \steps__payload$57 [331:322] = read_meta_d2;
   assign \steps__payload$57 [321] = read_last_d2;
   assign \steps__payload$57 [320] = read_first_d2;
@@ -2449,9 +2410,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$236  = win_0;
     end
-    if (rst) begin
-      \$236  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2481,9 +2439,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     \$239  = win_0;
     if (\$44 ) begin
       \$239  = \$47 ;
-    end
-    if (rst) begin
-      \$239  = 8'h00;
     end
   end
   always @* begin
@@ -2519,9 +2474,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
       \$242 [0] = \$54 ;
       \$242 [1] = \$57 ;
     end
-    if (rst) begin
-      \$242  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2546,9 +2498,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
       end else if (\$68 ) begin
         \$244  = \$69 [4:0];
       end
-    end
-    if (rst) begin
-      \$244  = 5'h00;
     end
   end
   always @* begin
@@ -3191,16 +3140,11 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   reg \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [2:0] \$163 ;
-  reg [2:0] \$164 ;
-  reg [3:0] \$165 ;
-  reg [63:0] \$166 ;
-  reg \$167 ;
-  reg [7:0] \$168 ;
-  reg [3:0] \$169 ;
+  reg [7:0] \$163 ;
+  reg [3:0] \$164 ;
+  reg [7:0] \$165 ;
+  reg [3:0] \$166 ;
   wire \$17 ;
-  reg [7:0] \$170 ;
-  reg [3:0] \$171 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -3674,25 +3618,25 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   always @(posedge clk)
     w_set <= \$161 ;
   always @(posedge clk)
-    w_slot <= \$162 ;
+    w_slot <= got[64];
   always @(posedge clk)
-    w_x <= \$163 ;
+    w_x <= got[69:67];
   always @(posedge clk)
-    w_y <= \$164 ;
+    w_y <= got[66:64];
   always @(posedge clk)
-    w_addr <= \$165 ;
+    w_addr <= { got[64], got[69:67] };
   always @(posedge clk)
-    w_data <= \$166 ;
+    w_data <= got[63:0];
   always @(posedge clk)
-    acc_eof <= \$167 ;
+    acc_eof <= \$162 ;
   always @(posedge clk)
-    bitmap_0 <= \$168 ;
+    bitmap_0 <= \$163 ;
   always @(posedge clk)
-    row_tag_0 <= \$169 ;
+    row_tag_0 <= \$164 ;
   always @(posedge clk)
-    bitmap_1 <= \$170 ;
+    bitmap_1 <= \$165 ;
   always @(posedge clk)
-    row_tag_1 <= \$171 ;
+    row_tag_1 <= \$166 ;
   \top.block_0_0.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -3744,9 +3688,6 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$138  = sites_in__payload[66:64];
       end
     end
-    if (rst) begin
-      \$138  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -3757,9 +3698,6 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
       end else begin
         \$139  = sites_in__payload[69:67];
       end
-    end
-    if (rst) begin
-      \$139  = 3'h0;
     end
   end
   always @* begin
@@ -3781,9 +3719,6 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
-    end
-    if (rst) begin
-      \$142  = 76'h0000000000000000000;
     end
   end
   always @* begin
@@ -3820,9 +3755,6 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
-    end
-    if (rst) begin
-      \$146  = 76'h0000000000000000000;
     end
   end
   always @* begin
@@ -4009,94 +3941,59 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$162  = got[64];
+    \$162  = \$127 ;
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$163  = got[69:67];
-    if (rst) begin
-      \$163  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = got[66:64];
-    if (rst) begin
-      \$164  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = { got[64], got[69:67] };
-    if (rst) begin
-      \$165  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = got[63:0];
-    if (rst) begin
-      \$166  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$167  = \$127 ;
-    if (rst) begin
-      \$167  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$168  = bitmap_0;
+    \$163  = bitmap_0;
     if (\$129 ) begin
-      \$168  = \$131 ;
+      \$163  = \$131 ;
     end
     if (rst) begin
-      \$168  = 8'h00;
+      \$163  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$169  = row_tag_0;
+    \$164  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
-        \$169  = { 1'h0, w_y };
+        \$164  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$169  = 4'hf;
+      \$164  = 4'hf;
     end
     if (rst) begin
-      \$169  = 4'hf;
+      \$164  = 4'hf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = bitmap_1;
+    \$165  = bitmap_1;
     if (\$133 ) begin
-      \$170  = \$135 ;
+      \$165  = \$135 ;
     end
     if (rst) begin
-      \$170  = 8'h00;
+      \$165  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = row_tag_1;
+    \$166  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
-        \$171  = { 1'h0, w_y };
+        \$166  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$171  = 4'hf;
+      \$166  = 4'hf;
     end
     if (rst) begin
-      \$171  = 4'hf;
+      \$166  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -4225,8 +4122,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  reg [63:0] \$1 ;
   wire [3:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
   wire \$signature__en ;
@@ -4235,6 +4130,8 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [3:0] r_addr;
   output [63:0] r_data;
   reg [63:0] r_data = 64'h0000000000000000;
+  (* init = 64'h0000000000000000 *)
+  wire [63:0] r_reg;
   input [3:0] rd__addr;
   wire [3:0] rd__addr;
   wire [63:0] rd__data;
@@ -4276,147 +4173,31 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 64'h0000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [7:0] \$100 ;
-  reg [16:0] \$101 ;
-  reg [7:0] \$102 ;
-  reg [7:0] \$103 ;
-  reg [16:0] \$104 ;
-  reg [7:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg [16:0] \$107 ;
-  reg [7:0] \$108 ;
-  reg [7:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [16:0] \$110 ;
-  reg [7:0] \$111 ;
-  reg [7:0] \$112 ;
-  reg [16:0] \$113 ;
-  reg [7:0] \$114 ;
-  reg [7:0] \$115 ;
-  reg [16:0] \$116 ;
-  reg [7:0] \$117 ;
-  reg [7:0] \$118 ;
-  reg [16:0] \$119 ;
   wire [15:0] \$12 ;
-  reg [7:0] \$120 ;
-  reg [7:0] \$121 ;
-  reg [16:0] \$122 ;
-  reg [7:0] \$123 ;
-  reg [7:0] \$124 ;
-  reg [16:0] \$125 ;
-  reg [7:0] \$126 ;
-  reg [7:0] \$127 ;
-  reg [16:0] \$128 ;
-  reg [7:0] \$129 ;
   wire [15:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [16:0] \$131 ;
-  reg [7:0] \$132 ;
-  reg [7:0] \$133 ;
-  reg [16:0] \$134 ;
-  reg [7:0] \$135 ;
-  reg [7:0] \$136 ;
-  reg [16:0] \$137 ;
-  reg [7:0] \$138 ;
-  reg [7:0] \$139 ;
   wire [15:0] \$14 ;
-  reg [16:0] \$140 ;
-  reg [7:0] \$141 ;
-  reg [7:0] \$142 ;
-  reg [16:0] \$143 ;
-  reg [7:0] \$144 ;
-  reg [7:0] \$145 ;
-  reg [16:0] \$146 ;
-  reg [7:0] \$147 ;
-  reg [7:0] \$148 ;
-  reg [16:0] \$149 ;
   wire [15:0] \$15 ;
-  reg [7:0] \$150 ;
-  reg [7:0] \$151 ;
-  reg [16:0] \$152 ;
-  reg [7:0] \$153 ;
-  reg [7:0] \$154 ;
-  reg [16:0] \$155 ;
-  reg [7:0] \$156 ;
-  reg [7:0] \$157 ;
-  reg [16:0] \$158 ;
-  reg [7:0] \$159 ;
   wire [15:0] \$16 ;
-  reg [7:0] \$160 ;
-  reg [16:0] \$161 ;
-  reg [7:0] \$162 ;
-  reg [7:0] \$163 ;
-  reg [16:0] \$164 ;
-  reg [7:0] \$165 ;
-  reg [7:0] \$166 ;
-  reg [16:0] \$167 ;
-  reg [7:0] \$168 ;
-  reg [7:0] \$169 ;
   wire [15:0] \$17 ;
-  reg [16:0] \$170 ;
-  reg [18:0] \$171 ;
-  reg [18:0] \$172 ;
-  reg [18:0] \$173 ;
-  reg [18:0] \$174 ;
-  reg [18:0] \$175 ;
-  reg [18:0] \$176 ;
-  reg [18:0] \$177 ;
-  reg [18:0] \$178 ;
-  reg [18:0] \$179 ;
   wire [15:0] \$18 ;
-  reg [18:0] \$180 ;
-  reg [18:0] \$181 ;
-  reg [18:0] \$182 ;
-  reg [18:0] \$183 ;
-  reg [18:0] \$184 ;
-  reg [18:0] \$185 ;
-  reg [18:0] \$186 ;
-  reg [18:0] \$187 ;
-  reg [18:0] \$188 ;
-  reg [18:0] \$189 ;
   wire [15:0] \$19 ;
-  reg [18:0] \$190 ;
-  reg [18:0] \$191 ;
-  reg [18:0] \$192 ;
-  reg [18:0] \$193 ;
-  reg [18:0] \$194 ;
-  reg [18:0] \$195 ;
-  reg [18:0] \$196 ;
-  reg [18:0] \$197 ;
-  reg [18:0] \$198 ;
-  reg [12:0] \$199 ;
   wire [15:0] \$2 ;
   wire [15:0] \$20 ;
-  reg [12:0] \$200 ;
-  reg [12:0] \$201 ;
-  reg [12:0] \$202 ;
-  reg [12:0] \$203 ;
-  reg [18:0] \$204 ;
-  reg [18:0] \$205 ;
-  reg [18:0] \$206 ;
-  reg [18:0] \$207 ;
-  reg \$208 ;
-  reg [9:0] \$209 ;
   wire [15:0] \$21 ;
   wire [15:0] \$22 ;
   wire [15:0] \$23 ;
@@ -4474,42 +4255,26 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [19:0] \$70 ;
   wire \$71 ;
   wire \$72 ;
-  reg [331:0] \$73 ;
+  reg \$73 ;
   reg \$74 ;
-  reg [7:0] \$75 ;
-  reg [7:0] \$76 ;
-  reg [16:0] \$77 ;
-  reg [7:0] \$78 ;
-  reg [7:0] \$79 ;
+  reg \$75 ;
+  reg \$76 ;
+  reg \$77 ;
+  reg \$78 ;
+  reg [18:0] \$79 ;
   wire [15:0] \$8 ;
-  reg [16:0] \$80 ;
-  reg [7:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [16:0] \$83 ;
-  reg [7:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [16:0] \$86 ;
-  reg [7:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [16:0] \$89 ;
+  reg [18:0] \$80 ;
+  reg [18:0] \$81 ;
+  reg [18:0] \$82 ;
+  reg \$83 ;
   wire [15:0] \$9 ;
-  reg [7:0] \$90 ;
-  reg [7:0] \$91 ;
-  reg [16:0] \$92 ;
-  reg [7:0] \$93 ;
-  reg [7:0] \$94 ;
-  reg [16:0] \$95 ;
-  reg [7:0] \$96 ;
-  reg [7:0] \$97 ;
-  reg [16:0] \$98 ;
-  reg [7:0] \$99 ;
   reg [18:0] acc_0 = 19'h00000;
   reg [18:0] acc_1 = 19'h00000;
   reg [18:0] acc_2 = 19'h00000;
   reg [18:0] acc_3 = 19'h00000;
   input clk;
   wire clk;
-  wire [12:0] ctl;
+  wire [11:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [9:0] \ctl.meta ;
@@ -4518,8 +4283,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [12:0] mac_ctl_d1 = 13'h0000;
+  reg [11:0] mac_ctl_d1 = 12'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [9:0] \mac_ctl_d1.meta ;
@@ -4528,8 +4292,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d1.meta.go ;
   wire [2:0] \mac_ctl_d1.meta.ox ;
   wire [2:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [12:0] mac_ctl_d2 = 13'h0000;
+  reg [11:0] mac_ctl_d2 = 12'h000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [9:0] \mac_ctl_d2.meta ;
@@ -4538,8 +4301,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d2.meta.go ;
   wire [2:0] \mac_ctl_d2.meta.ox ;
   wire [2:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [12:0] mac_ctl_d3 = 13'h0000;
+  reg [11:0] mac_ctl_d3 = 12'h000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [9:0] \mac_ctl_d3.meta ;
@@ -4548,8 +4310,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d3.meta.go ;
   wire [2:0] \mac_ctl_d3.meta.ox ;
   wire [2:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [12:0] mac_ctl_d4 = 13'h0000;
+  reg [11:0] mac_ctl_d4 = 12'h000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [9:0] \mac_ctl_d4.meta ;
@@ -4558,8 +4319,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d4.meta.go ;
   wire [2:0] \mac_ctl_d4.meta.ox ;
   wire [2:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
-  reg [12:0] mac_ctl_d5 = 13'h0000;
+  reg [11:0] mac_ctl_d5 = 12'h000;
   wire \mac_ctl_d5.first ;
   wire \mac_ctl_d5.last ;
   wire [9:0] \mac_ctl_d5.meta ;
@@ -4568,7 +4328,11 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d5.meta.go ;
   wire [2:0] \mac_ctl_d5.meta.ox ;
   wire [2:0] \mac_ctl_d5.meta.oy ;
-  wire \mac_ctl_d5.v ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [331:0] operands = 332'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -4752,22 +4516,6 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [18:0] tree_3_l3_0 = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] tree_3_sum;
-  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
-  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
-  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
-  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
-  assign \$5  = $signed(prod_0_4_a) * $signed(prod_0_4_b);
-  assign \$6  = $signed(prod_0_5_a) * $signed(prod_0_5_b);
-  assign \$7  = $signed(prod_0_6_a) * $signed(prod_0_6_b);
-  assign \$8  = $signed(prod_0_7_a) * $signed(prod_0_7_b);
-  assign \$9  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
-  assign \$10  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
-  assign \$11  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
-  assign \$12  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
-  assign \$13  = $signed(prod_1_4_a) * $signed(prod_1_4_b);
-  assign \$14  = $signed(prod_1_5_a) * $signed(prod_1_5_b);
-  assign \$15  = $signed(prod_1_6_a) * $signed(prod_1_6_b);
-  assign \$16  = $signed(prod_1_7_a) * $signed(prod_1_7_b);
   assign \$17  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
   assign \$18  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
   assign \$19  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
@@ -4812,1261 +4560,393 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$58  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
   assign \$59  = $signed(tree_3_l1_2) + $signed(tree_3_l1_3);
   assign \$60  = $signed(tree_3_l2_0) + $signed(tree_3_l2_1);
-  assign \$61  = ~ mac_ctl_d5[11];
-  assign \$62  = mac_ctl_d5[0] & \$61 ;
-  assign \$63  = mac_ctl_d5[1] ? 19'h00000 : acc_0;
+  assign \$61  = ~ mac_ctl_d5[10];
+  assign \$62  = mac_v_d5 & \$61 ;
+  assign \$63  = mac_ctl_d5[0] ? 19'h00000 : acc_0;
   assign \$64  = $signed(\$63 ) + $signed(tree_0_l3_0);
-  assign \$65  = mac_ctl_d5[1] ? 19'h00000 : acc_1;
+  assign \$65  = mac_ctl_d5[0] ? 19'h00000 : acc_1;
   assign \$66  = $signed(\$65 ) + $signed(tree_1_l3_0);
-  assign \$67  = mac_ctl_d5[1] ? 19'h00000 : acc_2;
+  assign \$67  = mac_ctl_d5[0] ? 19'h00000 : acc_2;
   assign \$68  = $signed(\$67 ) + $signed(tree_2_l3_0);
-  assign \$69  = mac_ctl_d5[1] ? 19'h00000 : acc_3;
+  assign \$69  = mac_ctl_d5[0] ? 19'h00000 : acc_3;
   assign \$70  = $signed(\$69 ) + $signed(tree_3_l3_0);
-  assign \$71  = mac_ctl_d5[2] | mac_ctl_d5[11];
-  assign \$72  = mac_ctl_d5[0] & \$71 ;
+  assign \$71  = mac_ctl_d5[1] | mac_ctl_d5[10];
+  assign \$72  = mac_v_d5 & \$71 ;
   always @(posedge clk)
-    operands <= \$73 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$74 ;
+    op_v <= \$73 ;
   always @(posedge clk)
-    prod_0_0_a <= \$75 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$76 ;
+    prod_0_0_b <= operands[71:64];
   always @(posedge clk)
-    prod_0_0_p <= \$77 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$78 ;
+    prod_0_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_0_1_b <= \$79 ;
+    prod_0_1_b <= operands[79:72];
   always @(posedge clk)
-    prod_0_1_p <= \$80 ;
+    prod_0_1_p <= { \$2 [15], \$2  };
   always @(posedge clk)
-    prod_0_2_a <= \$81 ;
+    prod_0_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_0_2_b <= \$82 ;
+    prod_0_2_b <= operands[87:80];
   always @(posedge clk)
-    prod_0_2_p <= \$83 ;
+    prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
-    prod_0_3_a <= \$84 ;
+    prod_0_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_0_3_b <= \$85 ;
+    prod_0_3_b <= operands[95:88];
   always @(posedge clk)
-    prod_0_3_p <= \$86 ;
+    prod_0_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
-    prod_0_4_a <= \$87 ;
+    prod_0_4_a <= operands[39:32];
   always @(posedge clk)
-    prod_0_4_b <= \$88 ;
+    prod_0_4_b <= operands[103:96];
   always @(posedge clk)
-    prod_0_4_p <= \$89 ;
+    prod_0_4_p <= { \$5 [15], \$5  };
   always @(posedge clk)
-    prod_0_5_a <= \$90 ;
+    prod_0_5_a <= operands[47:40];
   always @(posedge clk)
-    prod_0_5_b <= \$91 ;
+    prod_0_5_b <= operands[111:104];
   always @(posedge clk)
-    prod_0_5_p <= \$92 ;
+    prod_0_5_p <= { \$6 [15], \$6  };
   always @(posedge clk)
-    prod_0_6_a <= \$93 ;
+    prod_0_6_a <= operands[55:48];
   always @(posedge clk)
-    prod_0_6_b <= \$94 ;
+    prod_0_6_b <= operands[119:112];
   always @(posedge clk)
-    prod_0_6_p <= \$95 ;
+    prod_0_6_p <= { \$7 [15], \$7  };
   always @(posedge clk)
-    prod_0_7_a <= \$96 ;
+    prod_0_7_a <= operands[63:56];
   always @(posedge clk)
-    prod_0_7_b <= \$97 ;
+    prod_0_7_b <= operands[127:120];
   always @(posedge clk)
-    prod_0_7_p <= \$98 ;
+    prod_0_7_p <= { \$8 [15], \$8  };
   always @(posedge clk)
-    prod_1_0_a <= \$99 ;
+    prod_1_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_1_0_b <= \$100 ;
+    prod_1_0_b <= operands[135:128];
   always @(posedge clk)
-    prod_1_0_p <= \$101 ;
+    prod_1_0_p <= { \$9 [15], \$9  };
   always @(posedge clk)
-    prod_1_1_a <= \$102 ;
+    prod_1_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_1_1_b <= \$103 ;
+    prod_1_1_b <= operands[143:136];
   always @(posedge clk)
-    prod_1_1_p <= \$104 ;
+    prod_1_1_p <= { \$10 [15], \$10  };
   always @(posedge clk)
-    prod_1_2_a <= \$105 ;
+    prod_1_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_1_2_b <= \$106 ;
+    prod_1_2_b <= operands[151:144];
   always @(posedge clk)
-    prod_1_2_p <= \$107 ;
+    prod_1_2_p <= { \$11 [15], \$11  };
   always @(posedge clk)
-    prod_1_3_a <= \$108 ;
+    prod_1_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_1_3_b <= \$109 ;
+    prod_1_3_b <= operands[159:152];
   always @(posedge clk)
-    prod_1_3_p <= \$110 ;
+    prod_1_3_p <= { \$12 [15], \$12  };
   always @(posedge clk)
-    prod_1_4_a <= \$111 ;
+    prod_1_4_a <= operands[39:32];
   always @(posedge clk)
-    prod_1_4_b <= \$112 ;
+    prod_1_4_b <= operands[167:160];
   always @(posedge clk)
-    prod_1_4_p <= \$113 ;
+    prod_1_4_p <= { \$13 [15], \$13  };
   always @(posedge clk)
-    prod_1_5_a <= \$114 ;
+    prod_1_5_a <= operands[47:40];
   always @(posedge clk)
-    prod_1_5_b <= \$115 ;
+    prod_1_5_b <= operands[175:168];
   always @(posedge clk)
-    prod_1_5_p <= \$116 ;
+    prod_1_5_p <= { \$14 [15], \$14  };
   always @(posedge clk)
-    prod_1_6_a <= \$117 ;
+    prod_1_6_a <= operands[55:48];
   always @(posedge clk)
-    prod_1_6_b <= \$118 ;
+    prod_1_6_b <= operands[183:176];
   always @(posedge clk)
-    prod_1_6_p <= \$119 ;
+    prod_1_6_p <= { \$15 [15], \$15  };
   always @(posedge clk)
-    prod_1_7_a <= \$120 ;
+    prod_1_7_a <= operands[63:56];
   always @(posedge clk)
-    prod_1_7_b <= \$121 ;
+    prod_1_7_b <= operands[191:184];
   always @(posedge clk)
-    prod_1_7_p <= \$122 ;
+    prod_1_7_p <= { \$16 [15], \$16  };
   always @(posedge clk)
-    prod_2_0_a <= \$123 ;
+    prod_2_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_2_0_b <= \$124 ;
+    prod_2_0_b <= operands[199:192];
   always @(posedge clk)
-    prod_2_0_p <= \$125 ;
+    prod_2_0_p <= { \$17 [15], \$17  };
   always @(posedge clk)
-    prod_2_1_a <= \$126 ;
+    prod_2_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_2_1_b <= \$127 ;
+    prod_2_1_b <= operands[207:200];
   always @(posedge clk)
-    prod_2_1_p <= \$128 ;
+    prod_2_1_p <= { \$18 [15], \$18  };
   always @(posedge clk)
-    prod_2_2_a <= \$129 ;
+    prod_2_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_2_2_b <= \$130 ;
+    prod_2_2_b <= operands[215:208];
   always @(posedge clk)
-    prod_2_2_p <= \$131 ;
+    prod_2_2_p <= { \$19 [15], \$19  };
   always @(posedge clk)
-    prod_2_3_a <= \$132 ;
+    prod_2_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_2_3_b <= \$133 ;
+    prod_2_3_b <= operands[223:216];
   always @(posedge clk)
-    prod_2_3_p <= \$134 ;
+    prod_2_3_p <= { \$20 [15], \$20  };
   always @(posedge clk)
-    prod_2_4_a <= \$135 ;
+    prod_2_4_a <= operands[39:32];
   always @(posedge clk)
-    prod_2_4_b <= \$136 ;
+    prod_2_4_b <= operands[231:224];
   always @(posedge clk)
-    prod_2_4_p <= \$137 ;
+    prod_2_4_p <= { \$21 [15], \$21  };
   always @(posedge clk)
-    prod_2_5_a <= \$138 ;
+    prod_2_5_a <= operands[47:40];
   always @(posedge clk)
-    prod_2_5_b <= \$139 ;
+    prod_2_5_b <= operands[239:232];
   always @(posedge clk)
-    prod_2_5_p <= \$140 ;
+    prod_2_5_p <= { \$22 [15], \$22  };
   always @(posedge clk)
-    prod_2_6_a <= \$141 ;
+    prod_2_6_a <= operands[55:48];
   always @(posedge clk)
-    prod_2_6_b <= \$142 ;
+    prod_2_6_b <= operands[247:240];
   always @(posedge clk)
-    prod_2_6_p <= \$143 ;
+    prod_2_6_p <= { \$23 [15], \$23  };
   always @(posedge clk)
-    prod_2_7_a <= \$144 ;
+    prod_2_7_a <= operands[63:56];
   always @(posedge clk)
-    prod_2_7_b <= \$145 ;
+    prod_2_7_b <= operands[255:248];
   always @(posedge clk)
-    prod_2_7_p <= \$146 ;
+    prod_2_7_p <= { \$24 [15], \$24  };
   always @(posedge clk)
-    prod_3_0_a <= \$147 ;
+    prod_3_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_3_0_b <= \$148 ;
+    prod_3_0_b <= operands[263:256];
   always @(posedge clk)
-    prod_3_0_p <= \$149 ;
+    prod_3_0_p <= { \$25 [15], \$25  };
   always @(posedge clk)
-    prod_3_1_a <= \$150 ;
+    prod_3_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_3_1_b <= \$151 ;
+    prod_3_1_b <= operands[271:264];
   always @(posedge clk)
-    prod_3_1_p <= \$152 ;
+    prod_3_1_p <= { \$26 [15], \$26  };
   always @(posedge clk)
-    prod_3_2_a <= \$153 ;
+    prod_3_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_3_2_b <= \$154 ;
+    prod_3_2_b <= operands[279:272];
   always @(posedge clk)
-    prod_3_2_p <= \$155 ;
+    prod_3_2_p <= { \$27 [15], \$27  };
   always @(posedge clk)
-    prod_3_3_a <= \$156 ;
+    prod_3_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_3_3_b <= \$157 ;
+    prod_3_3_b <= operands[287:280];
   always @(posedge clk)
-    prod_3_3_p <= \$158 ;
+    prod_3_3_p <= { \$28 [15], \$28  };
   always @(posedge clk)
-    prod_3_4_a <= \$159 ;
+    prod_3_4_a <= operands[39:32];
   always @(posedge clk)
-    prod_3_4_b <= \$160 ;
+    prod_3_4_b <= operands[295:288];
   always @(posedge clk)
-    prod_3_4_p <= \$161 ;
+    prod_3_4_p <= { \$29 [15], \$29  };
   always @(posedge clk)
-    prod_3_5_a <= \$162 ;
+    prod_3_5_a <= operands[47:40];
   always @(posedge clk)
-    prod_3_5_b <= \$163 ;
+    prod_3_5_b <= operands[303:296];
   always @(posedge clk)
-    prod_3_5_p <= \$164 ;
+    prod_3_5_p <= { \$30 [15], \$30  };
   always @(posedge clk)
-    prod_3_6_a <= \$165 ;
+    prod_3_6_a <= operands[55:48];
   always @(posedge clk)
-    prod_3_6_b <= \$166 ;
+    prod_3_6_b <= operands[311:304];
   always @(posedge clk)
-    prod_3_6_p <= \$167 ;
+    prod_3_6_p <= { \$31 [15], \$31  };
   always @(posedge clk)
-    prod_3_7_a <= \$168 ;
+    prod_3_7_a <= operands[63:56];
   always @(posedge clk)
-    prod_3_7_b <= \$169 ;
+    prod_3_7_b <= operands[319:312];
   always @(posedge clk)
-    prod_3_7_p <= \$170 ;
+    prod_3_7_p <= { \$32 [15], \$32  };
   always @(posedge clk)
-    tree_0_l1_0 <= \$171 ;
+    tree_0_l1_0 <= { \$33 [17], \$33  };
   always @(posedge clk)
-    tree_0_l1_1 <= \$172 ;
+    tree_0_l1_1 <= { \$34 [17], \$34  };
   always @(posedge clk)
-    tree_0_l1_2 <= \$173 ;
+    tree_0_l1_2 <= { \$35 [17], \$35  };
   always @(posedge clk)
-    tree_0_l1_3 <= \$174 ;
+    tree_0_l1_3 <= { \$36 [17], \$36  };
   always @(posedge clk)
-    tree_0_l2_0 <= \$175 ;
+    tree_0_l2_0 <= \$37 [18:0];
   always @(posedge clk)
-    tree_0_l2_1 <= \$176 ;
+    tree_0_l2_1 <= \$38 [18:0];
   always @(posedge clk)
-    tree_0_l3_0 <= \$177 ;
+    tree_0_l3_0 <= \$39 [18:0];
   always @(posedge clk)
-    tree_1_l1_0 <= \$178 ;
+    tree_1_l1_0 <= { \$40 [17], \$40  };
   always @(posedge clk)
-    tree_1_l1_1 <= \$179 ;
+    tree_1_l1_1 <= { \$41 [17], \$41  };
   always @(posedge clk)
-    tree_1_l1_2 <= \$180 ;
+    tree_1_l1_2 <= { \$42 [17], \$42  };
   always @(posedge clk)
-    tree_1_l1_3 <= \$181 ;
+    tree_1_l1_3 <= { \$43 [17], \$43  };
   always @(posedge clk)
-    tree_1_l2_0 <= \$182 ;
+    tree_1_l2_0 <= \$44 [18:0];
   always @(posedge clk)
-    tree_1_l2_1 <= \$183 ;
+    tree_1_l2_1 <= \$45 [18:0];
   always @(posedge clk)
-    tree_1_l3_0 <= \$184 ;
+    tree_1_l3_0 <= \$46 [18:0];
   always @(posedge clk)
-    tree_2_l1_0 <= \$185 ;
+    tree_2_l1_0 <= { \$47 [17], \$47  };
   always @(posedge clk)
-    tree_2_l1_1 <= \$186 ;
+    tree_2_l1_1 <= { \$48 [17], \$48  };
   always @(posedge clk)
-    tree_2_l1_2 <= \$187 ;
+    tree_2_l1_2 <= { \$49 [17], \$49  };
   always @(posedge clk)
-    tree_2_l1_3 <= \$188 ;
+    tree_2_l1_3 <= { \$50 [17], \$50  };
   always @(posedge clk)
-    tree_2_l2_0 <= \$189 ;
+    tree_2_l2_0 <= \$51 [18:0];
   always @(posedge clk)
-    tree_2_l2_1 <= \$190 ;
+    tree_2_l2_1 <= \$52 [18:0];
   always @(posedge clk)
-    tree_2_l3_0 <= \$191 ;
+    tree_2_l3_0 <= \$53 [18:0];
   always @(posedge clk)
-    tree_3_l1_0 <= \$192 ;
+    tree_3_l1_0 <= { \$54 [17], \$54  };
   always @(posedge clk)
-    tree_3_l1_1 <= \$193 ;
+    tree_3_l1_1 <= { \$55 [17], \$55  };
   always @(posedge clk)
-    tree_3_l1_2 <= \$194 ;
+    tree_3_l1_2 <= { \$56 [17], \$56  };
   always @(posedge clk)
-    tree_3_l1_3 <= \$195 ;
+    tree_3_l1_3 <= { \$57 [17], \$57  };
   always @(posedge clk)
-    tree_3_l2_0 <= \$196 ;
+    tree_3_l2_0 <= \$58 [18:0];
   always @(posedge clk)
-    tree_3_l2_1 <= \$197 ;
+    tree_3_l2_1 <= \$59 [18:0];
   always @(posedge clk)
-    tree_3_l3_0 <= \$198 ;
+    tree_3_l3_0 <= \$60 [18:0];
   always @(posedge clk)
-    mac_ctl_d1 <= \$199 ;
+    mac_ctl_d1 <= ctl;
   always @(posedge clk)
-    mac_ctl_d2 <= \$200 ;
+    mac_ctl_d2 <= mac_ctl_d1;
   always @(posedge clk)
-    mac_ctl_d3 <= \$201 ;
+    mac_ctl_d3 <= mac_ctl_d2;
   always @(posedge clk)
-    mac_ctl_d4 <= \$202 ;
+    mac_ctl_d4 <= mac_ctl_d3;
   always @(posedge clk)
-    mac_ctl_d5 <= \$203 ;
+    mac_ctl_d5 <= mac_ctl_d4;
   always @(posedge clk)
-    acc_0 <= \$204 ;
+    mac_v_d1 <= \$74 ;
   always @(posedge clk)
-    acc_1 <= \$205 ;
+    mac_v_d2 <= \$75 ;
   always @(posedge clk)
-    acc_2 <= \$206 ;
+    mac_v_d3 <= \$76 ;
   always @(posedge clk)
-    acc_3 <= \$207 ;
+    mac_v_d4 <= \$77 ;
   always @(posedge clk)
-    out_v <= \$208 ;
+    mac_v_d5 <= \$78 ;
   always @(posedge clk)
-    out_meta <= \$209 ;
+    acc_0 <= \$79 ;
+  always @(posedge clk)
+    acc_1 <= \$80 ;
+  always @(posedge clk)
+    acc_2 <= \$81 ;
+  always @(posedge clk)
+    acc_3 <= \$82 ;
+  always @(posedge clk)
+    out_v <= \$83 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d5[11:2];
+  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
+  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
+  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
+  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
+  assign \$5  = $signed(prod_0_4_a) * $signed(prod_0_4_b);
+  assign \$6  = $signed(prod_0_5_a) * $signed(prod_0_5_b);
+  assign \$7  = $signed(prod_0_6_a) * $signed(prod_0_6_b);
+  assign \$8  = $signed(prod_0_7_a) * $signed(prod_0_7_b);
+  assign \$9  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
+  assign \$10  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
+  assign \$11  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
+  assign \$12  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
+  assign \$13  = $signed(prod_1_4_a) * $signed(prod_1_4_b);
+  assign \$14  = $signed(prod_1_5_a) * $signed(prod_1_5_b);
+  assign \$15  = $signed(prod_1_6_a) * $signed(prod_1_6_b);
+  assign \$16  = $signed(prod_1_7_a) * $signed(prod_1_7_b);
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$73  = steps__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$73  = steps__valid;
     if (rst) begin
-      \$73  = 332'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$73  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$74  = steps__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$74  = op_v;
     if (rst) begin
       \$74  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$75  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$75  = mac_v_d1;
     if (rst) begin
-      \$75  = 8'h00;
+      \$75  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$76  = operands[71:64];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$76  = mac_v_d2;
     if (rst) begin
-      \$76  = 8'h00;
+      \$76  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$77  = { \$1 [15], \$1  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$77  = mac_v_d3;
     if (rst) begin
-      \$77  = 17'h00000;
+      \$77  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$78  = operands[15:8];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$78  = mac_v_d4;
     if (rst) begin
-      \$78  = 8'h00;
+      \$78  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$79  = operands[79:72];
-    if (rst) begin
-      \$79  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$80  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$81  = operands[23:16];
-    if (rst) begin
-      \$81  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$82  = operands[87:80];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$83  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$83  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$84  = operands[31:24];
-    if (rst) begin
-      \$84  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$85  = operands[95:88];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$86  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$86  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$87  = operands[39:32];
-    if (rst) begin
-      \$87  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$88  = operands[103:96];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$89  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$89  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$90  = operands[47:40];
-    if (rst) begin
-      \$90  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$91  = operands[111:104];
-    if (rst) begin
-      \$91  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$92  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$92  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$93  = operands[55:48];
-    if (rst) begin
-      \$93  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$94  = operands[119:112];
-    if (rst) begin
-      \$94  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$95  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$95  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$96  = operands[63:56];
-    if (rst) begin
-      \$96  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$97  = operands[127:120];
-    if (rst) begin
-      \$97  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$98  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$98  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$99  = operands[7:0];
-    if (rst) begin
-      \$99  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$100  = operands[135:128];
-    if (rst) begin
-      \$100  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$101  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$101  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$102  = operands[15:8];
-    if (rst) begin
-      \$102  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$103  = operands[143:136];
-    if (rst) begin
-      \$103  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$104  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$104  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$105  = operands[23:16];
-    if (rst) begin
-      \$105  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$106  = operands[151:144];
-    if (rst) begin
-      \$106  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$107  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$107  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$108  = operands[31:24];
-    if (rst) begin
-      \$108  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$109  = operands[159:152];
-    if (rst) begin
-      \$109  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$110  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$110  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$111  = operands[39:32];
-    if (rst) begin
-      \$111  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$112  = operands[167:160];
-    if (rst) begin
-      \$112  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$113  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$113  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$114  = operands[47:40];
-    if (rst) begin
-      \$114  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$115  = operands[175:168];
-    if (rst) begin
-      \$115  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$116  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$116  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$117  = operands[55:48];
-    if (rst) begin
-      \$117  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$118  = operands[183:176];
-    if (rst) begin
-      \$118  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$119  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$119  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$120  = operands[63:56];
-    if (rst) begin
-      \$120  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$121  = operands[191:184];
-    if (rst) begin
-      \$121  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$122  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$122  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$123  = operands[7:0];
-    if (rst) begin
-      \$123  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$124  = operands[199:192];
-    if (rst) begin
-      \$124  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$125  = { \$17 [15], \$17  };
-    if (rst) begin
-      \$125  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$126  = operands[15:8];
-    if (rst) begin
-      \$126  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$127  = operands[207:200];
-    if (rst) begin
-      \$127  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$128  = { \$18 [15], \$18  };
-    if (rst) begin
-      \$128  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$129  = operands[23:16];
-    if (rst) begin
-      \$129  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$130  = operands[215:208];
-    if (rst) begin
-      \$130  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$131  = { \$19 [15], \$19  };
-    if (rst) begin
-      \$131  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$132  = operands[31:24];
-    if (rst) begin
-      \$132  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$133  = operands[223:216];
-    if (rst) begin
-      \$133  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$134  = { \$20 [15], \$20  };
-    if (rst) begin
-      \$134  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$135  = operands[39:32];
-    if (rst) begin
-      \$135  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$136  = operands[231:224];
-    if (rst) begin
-      \$136  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$137  = { \$21 [15], \$21  };
-    if (rst) begin
-      \$137  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$138  = operands[47:40];
-    if (rst) begin
-      \$138  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$139  = operands[239:232];
-    if (rst) begin
-      \$139  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$140  = { \$22 [15], \$22  };
-    if (rst) begin
-      \$140  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$141  = operands[55:48];
-    if (rst) begin
-      \$141  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$142  = operands[247:240];
-    if (rst) begin
-      \$142  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$143  = { \$23 [15], \$23  };
-    if (rst) begin
-      \$143  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$144  = operands[63:56];
-    if (rst) begin
-      \$144  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$145  = operands[255:248];
-    if (rst) begin
-      \$145  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$146  = { \$24 [15], \$24  };
-    if (rst) begin
-      \$146  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$147  = operands[7:0];
-    if (rst) begin
-      \$147  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$148  = operands[263:256];
-    if (rst) begin
-      \$148  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$149  = { \$25 [15], \$25  };
-    if (rst) begin
-      \$149  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$150  = operands[15:8];
-    if (rst) begin
-      \$150  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$151  = operands[271:264];
-    if (rst) begin
-      \$151  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$152  = { \$26 [15], \$26  };
-    if (rst) begin
-      \$152  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$153  = operands[23:16];
-    if (rst) begin
-      \$153  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$154  = operands[279:272];
-    if (rst) begin
-      \$154  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$155  = { \$27 [15], \$27  };
-    if (rst) begin
-      \$155  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$156  = operands[31:24];
-    if (rst) begin
-      \$156  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$157  = operands[287:280];
-    if (rst) begin
-      \$157  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$158  = { \$28 [15], \$28  };
-    if (rst) begin
-      \$158  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$159  = operands[39:32];
-    if (rst) begin
-      \$159  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$160  = operands[295:288];
-    if (rst) begin
-      \$160  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$161  = { \$29 [15], \$29  };
-    if (rst) begin
-      \$161  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$162  = operands[47:40];
-    if (rst) begin
-      \$162  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$163  = operands[303:296];
-    if (rst) begin
-      \$163  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$164  = { \$30 [15], \$30  };
-    if (rst) begin
-      \$164  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$165  = operands[55:48];
-    if (rst) begin
-      \$165  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$166  = operands[311:304];
-    if (rst) begin
-      \$166  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$167  = { \$31 [15], \$31  };
-    if (rst) begin
-      \$167  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$168  = operands[63:56];
-    if (rst) begin
-      \$168  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$169  = operands[319:312];
-    if (rst) begin
-      \$169  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$170  = { \$32 [15], \$32  };
-    if (rst) begin
-      \$170  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$171  = { \$33 [17], \$33  };
-    if (rst) begin
-      \$171  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$172  = { \$34 [17], \$34  };
-    if (rst) begin
-      \$172  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$173  = { \$35 [17], \$35  };
-    if (rst) begin
-      \$173  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$174  = { \$36 [17], \$36  };
-    if (rst) begin
-      \$174  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$175  = \$37 [18:0];
-    if (rst) begin
-      \$175  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$176  = \$38 [18:0];
-    if (rst) begin
-      \$176  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$177  = \$39 [18:0];
-    if (rst) begin
-      \$177  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$178  = { \$40 [17], \$40  };
-    if (rst) begin
-      \$178  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$179  = { \$41 [17], \$41  };
-    if (rst) begin
-      \$179  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$180  = { \$42 [17], \$42  };
-    if (rst) begin
-      \$180  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$181  = { \$43 [17], \$43  };
-    if (rst) begin
-      \$181  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$182  = \$44 [18:0];
-    if (rst) begin
-      \$182  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$183  = \$45 [18:0];
-    if (rst) begin
-      \$183  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$184  = \$46 [18:0];
-    if (rst) begin
-      \$184  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$185  = { \$47 [17], \$47  };
-    if (rst) begin
-      \$185  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$186  = { \$48 [17], \$48  };
-    if (rst) begin
-      \$186  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$187  = { \$49 [17], \$49  };
-    if (rst) begin
-      \$187  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$188  = { \$50 [17], \$50  };
-    if (rst) begin
-      \$188  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$189  = \$51 [18:0];
-    if (rst) begin
-      \$189  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$190  = \$52 [18:0];
-    if (rst) begin
-      \$190  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$191  = \$53 [18:0];
-    if (rst) begin
-      \$191  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$192  = { \$54 [17], \$54  };
-    if (rst) begin
-      \$192  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$193  = { \$55 [17], \$55  };
-    if (rst) begin
-      \$193  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$194  = { \$56 [17], \$56  };
-    if (rst) begin
-      \$194  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$195  = { \$57 [17], \$57  };
-    if (rst) begin
-      \$195  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$196  = \$58 [18:0];
-    if (rst) begin
-      \$196  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$197  = \$59 [18:0];
-    if (rst) begin
-      \$197  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$198  = \$60 [18:0];
-    if (rst) begin
-      \$198  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$199  = ctl;
-    if (rst) begin
-      \$199  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$200  = mac_ctl_d1;
-    if (rst) begin
-      \$200  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$201  = mac_ctl_d2;
-    if (rst) begin
-      \$201  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$202  = mac_ctl_d3;
-    if (rst) begin
-      \$202  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$203  = mac_ctl_d4;
-    if (rst) begin
-      \$203  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$204  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$79  = acc_0;
     if (\$62 ) begin
-      \$204  = \$64 [18:0];
-    end
-    if (rst) begin
-      \$204  = 19'h00000;
+      \$79  = \$64 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$205  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$80  = acc_1;
     if (\$62 ) begin
-      \$205  = \$66 [18:0];
-    end
-    if (rst) begin
-      \$205  = 19'h00000;
+      \$80  = \$66 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$206  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$81  = acc_2;
     if (\$62 ) begin
-      \$206  = \$68 [18:0];
-    end
-    if (rst) begin
-      \$206  = 19'h00000;
+      \$81  = \$68 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$207  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$82  = acc_3;
     if (\$62 ) begin
-      \$207  = \$70 [18:0];
-    end
-    if (rst) begin
-      \$207  = 19'h00000;
+      \$82  = \$70 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$208  = \$72 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$83  = \$72 ;
     if (rst) begin
-      \$208  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$209  = mac_ctl_d5[12:3];
-    if (rst) begin
-      \$209  = 10'h000;
+      \$83  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l3_0;
@@ -6094,60 +4974,54 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \steps__payload.meta.go  = steps__payload[329:328];
   assign \steps__payload.meta.eof  = steps__payload[330];
   assign \steps__payload.meta.error  = steps__payload[331];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[8:6];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10:9];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[12:3];
-  assign \ctl.meta.oy  = ctl[5:3];
-  assign \ctl.meta.ox  = ctl[8:6];
-  assign \ctl.meta.go  = ctl[10:9];
-  assign \ctl.meta.eof  = ctl[11];
-  assign \ctl.meta.error  = ctl[12];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[8:6];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10:9];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[12:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[8:6];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[10:9];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[11];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[12];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[12:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[8:6];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10:9];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
-  assign \mac_ctl_d5.v  = mac_ctl_d5[0];
-  assign \mac_ctl_d5.first  = mac_ctl_d5[1];
-  assign \mac_ctl_d5.last  = mac_ctl_d5[2];
-  assign \mac_ctl_d5.meta  = mac_ctl_d5[12:3];
-  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[5:3];
-  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[8:6];
-  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[10:9];
-  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[11];
-  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[12];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[11:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[4:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[7:5];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[9:8];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[11];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[11:2];
+  assign \ctl.meta.oy  = ctl[4:2];
+  assign \ctl.meta.ox  = ctl[7:5];
+  assign \ctl.meta.go  = ctl[9:8];
+  assign \ctl.meta.eof  = ctl[10];
+  assign \ctl.meta.error  = ctl[11];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[11:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[4:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[7:5];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[9:8];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[11];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[11:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[4:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[7:5];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[9:8];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[11];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[11:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[4:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[7:5];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[9:8];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[10];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[11];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[11:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[4:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[7:5];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[9:8];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[10];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[11];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[7:6];
@@ -6169,15 +5043,14 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign sums__payload[37:19] = acc_1;
   assign sums__payload[18:0] = acc_0;
   assign sums__payload[85:76] = out_meta;
-  assign ctl[12:3] = operands[331:322];
-  assign ctl[2] = operands[321];
-  assign ctl[1] = operands[320];
-  assign ctl[0] = op_v;
+  assign ctl[11:2] = operands[331:322];
+  assign ctl[1] = operands[321];
+  assign ctl[0] = operands[320];
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -6288,7 +5161,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -6298,7 +5171,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -6308,7 +5181,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -6330,8 +5203,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
-  reg [127:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -6340,6 +5211,8 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
@@ -6369,27 +5242,20 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [19:0] \$13 ;
@@ -6427,66 +5293,20 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [85:0] \$45 ;
-  reg [85:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [18:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [18:0] \$50 ;
-  reg [18:0] \$51 ;
-  reg [18:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [9:0] \$57 ;
-  reg \$58 ;
-  reg [16:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  wire [41:0] \$52 ;
+  reg \$53 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [1:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [18:0] \$64 ;
-  reg [34:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [1:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [18:0] \$71 ;
-  reg [34:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [1:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [18:0] \$78 ;
-  reg [34:0] \$79 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [1:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [18:0] \$85 ;
-  reg [34:0] \$86 ;
-  reg [9:0] \$87 ;
-  reg [9:0] \$88 ;
-  reg [9:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [19:0] \$93 ;
-  reg [19:0] \$94 ;
-  reg [19:0] \$95 ;
-  reg [19:0] \$96 ;
-  reg [9:0] \$97 ;
-  reg \$98 ;
-  reg [41:0] \$99 ;
   reg [85:0] beat_d1 = 86'h0000000000000000000000;
   wire [75:0] \beat_d1.acc ;
   wire [18:0] \beat_d1.acc[0] ;
@@ -6660,6 +5480,120 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
+  always @(posedge clk)
+    beat_d1 <= sums__payload;
+  always @(posedge clk)
+    beat_d2 <= beat_d1;
+  always @(posedge clk)
+    beat_v_d1 <= \$45 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$46 ;
+  always @(posedge clk)
+    biased_0 <= \$13 [18:0];
+  always @(posedge clk)
+    biased_1 <= \$14 [18:0];
+  always @(posedge clk)
+    biased_2 <= \$15 [18:0];
+  always @(posedge clk)
+    biased_3 <= \$16 [18:0];
+  always @(posedge clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge clk)
+    rq_meta1_d1 <= beat_d2[85:76];
+  always @(posedge clk)
+    rq_v1_d1 <= \$47 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= biased_0[16:0];
+  always @(posedge clk)
+    scaled_0_pp00_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp00_p <= { 1'h0, \$17  };
+  always @(posedge clk)
+    scaled_0_pp10_a <= biased_0[18:17];
+  always @(posedge clk)
+    scaled_0_pp10_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp10_p <= { \$18 [17], \$18  };
+  always @(posedge clk)
+    scaled_0_sum <= \$19 [34:0];
+  always @(posedge clk)
+    scaled_1_pp00_a <= biased_1[16:0];
+  always @(posedge clk)
+    scaled_1_pp00_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp00_p <= { 1'h0, \$20  };
+  always @(posedge clk)
+    scaled_1_pp10_a <= biased_1[18:17];
+  always @(posedge clk)
+    scaled_1_pp10_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp10_p <= { \$21 [17], \$21  };
+  always @(posedge clk)
+    scaled_1_sum <= \$22 [34:0];
+  always @(posedge clk)
+    scaled_2_pp00_a <= biased_2[16:0];
+  always @(posedge clk)
+    scaled_2_pp00_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp00_p <= { 1'h0, \$23  };
+  always @(posedge clk)
+    scaled_2_pp10_a <= biased_2[18:17];
+  always @(posedge clk)
+    scaled_2_pp10_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp10_p <= { \$24 [17], \$24  };
+  always @(posedge clk)
+    scaled_2_sum <= \$25 [34:0];
+  always @(posedge clk)
+    scaled_3_pp00_a <= biased_3[16:0];
+  always @(posedge clk)
+    scaled_3_pp00_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp00_p <= { 1'h0, \$26  };
+  always @(posedge clk)
+    scaled_3_pp10_a <= biased_3[18:17];
+  always @(posedge clk)
+    scaled_3_pp10_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp10_p <= { \$27 [17], \$27  };
+  always @(posedge clk)
+    scaled_3_sum <= \$28 [34:0];
+  always @(posedge clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge clk)
+    rq_v2_d1 <= \$48 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$49 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$50 ;
+  always @(posedge clk)
+    rounded_0 <= \$30 [19:0];
+  always @(posedge clk)
+    rounded_1 <= \$32 [19:0];
+  always @(posedge clk)
+    rounded_2 <= \$34 [19:0];
+  always @(posedge clk)
+    rounded_3 <= \$36 [19:0];
+  always @(posedge clk)
+    rq_meta3_d1 <= rq_meta2_d3;
+  always @(posedge clk)
+    rq_v3_d1 <= \$51 ;
+  always @(posedge clk)
+    feats__payload <= \$52 ;
+  always @(posedge clk)
+    feats__valid <= \$53 ;
   assign \$5  = ~ rounded_0[19];
   assign \$6  = | rounded_0[18:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -6698,514 +5632,60 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
-  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
-  assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
-  always @(posedge clk)
-    beat_d1 <= \$45 ;
-  always @(posedge clk)
-    beat_d2 <= \$46 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$47 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$48 ;
-  always @(posedge clk)
-    biased_0 <= \$49 ;
-  always @(posedge clk)
-    biased_1 <= \$50 ;
-  always @(posedge clk)
-    biased_2 <= \$51 ;
-  always @(posedge clk)
-    biased_3 <= \$52 ;
-  always @(posedge clk)
-    scale_0 <= \$53 ;
-  always @(posedge clk)
-    scale_1 <= \$54 ;
-  always @(posedge clk)
-    scale_2 <= \$55 ;
-  always @(posedge clk)
-    scale_3 <= \$56 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
-  always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
-  always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
-  always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
-  always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
-  always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
-  always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
-  always @(posedge clk)
-    scaled_0_sum <= \$65 ;
-  always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
-  always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
-  always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
-  always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
-  always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
-  always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
-  always @(posedge clk)
-    scaled_1_sum <= \$72 ;
-  always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
-  always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
-  always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
-  always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
-  always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
-  always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
-  always @(posedge clk)
-    scaled_2_sum <= \$79 ;
-  always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
-  always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
-  always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
-  always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
-  always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
-  always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
-  always @(posedge clk)
-    scaled_3_sum <= \$86 ;
-  always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
-  always @(posedge clk)
-    rounded_0 <= \$93 ;
-  always @(posedge clk)
-    rounded_1 <= \$94 ;
-  always @(posedge clk)
-    rounded_2 <= \$95 ;
-  always @(posedge clk)
-    rounded_3 <= \$96 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
-  always @(posedge clk)
-    feats__payload <= \$99 ;
-  always @(posedge clk)
-    feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$45  = sums__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$45  = sums__valid;
     if (rst) begin
-      \$45  = 86'h0000000000000000000000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$46  = beat_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$46  = beat_v_d1;
     if (rst) begin
-      \$46  = 86'h0000000000000000000000;
+      \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$47  = sums__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$47  = beat_v_d2;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$48  = beat_v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$48  = rq_v1_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$49  = \$13 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$49  = rq_v2_d1;
     if (rst) begin
-      \$49  = 19'h00000;
+      \$49  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$50  = \$14 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$50  = rq_v2_d2;
     if (rst) begin
-      \$50  = 19'h00000;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$51  = \$15 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$51  = rq_v2_d3;
     if (rst) begin
-      \$51  = 19'h00000;
+      \$51  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$52  = \$16 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$53  = rq_v3_d1;
     if (rst) begin
-      \$52  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$53  = rq_data[79:64];
-    if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$57  = beat_d2[85:76];
-    if (rst) begin
-      \$57  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$59  = biased_0[16:0];
-    if (rst) begin
-      \$59  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$60  = scale_0;
-    if (rst) begin
-      \$60  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$61  = { 1'h0, \$17  };
-    if (rst) begin
-      \$61  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$62  = biased_0[18:17];
-    if (rst) begin
-      \$62  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$63  = scale_0;
-    if (rst) begin
-      \$63  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$64  = { \$18 [17], \$18  };
-    if (rst) begin
-      \$64  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$65  = \$19 [34:0];
-    if (rst) begin
-      \$65  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$66  = biased_1[16:0];
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$67  = scale_1;
-    if (rst) begin
-      \$67  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$68  = { 1'h0, \$20  };
-    if (rst) begin
-      \$68  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$69  = biased_1[18:17];
-    if (rst) begin
-      \$69  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$70  = scale_1;
-    if (rst) begin
-      \$70  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$71  = { \$21 [17], \$21  };
-    if (rst) begin
-      \$71  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$72  = \$22 [34:0];
-    if (rst) begin
-      \$72  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$76  = biased_2[18:17];
-    if (rst) begin
-      \$76  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$78  = { \$24 [17], \$24  };
-    if (rst) begin
-      \$78  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$79  = \$25 [34:0];
-    if (rst) begin
-      \$79  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$83  = biased_3[18:17];
-    if (rst) begin
-      \$83  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$85  = { \$27 [17], \$27  };
-    if (rst) begin
-      \$85  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$86  = \$28 [34:0];
-    if (rst) begin
-      \$86  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$93  = \$30 [19:0];
-    if (rst) begin
-      \$93  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$94  = \$32 [19:0];
-    if (rst) begin
-      \$94  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$95  = \$34 [19:0];
-    if (rst) begin
-      \$95  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$96  = \$36 [19:0];
-    if (rst) begin
-      \$96  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [41:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$53  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[83:82];
@@ -7303,6 +5783,11 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \rq_meta3_d1.go  = rq_meta3_d1[7:6];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[8];
   assign \rq_meta3_d1.error  = rq_meta3_d1[9];
+  assign \$52 [41:32] = rq_meta3_d1;
+  assign \$52 [31:24] = \$44 ;
+  assign \$52 [23:16] = \$42 ;
+  assign \$52 [15:8] = \$40 ;
+  assign \$52 [7:0] = \$38 ;
   assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
   assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
@@ -7315,7 +5800,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -7372,14 +5857,9 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$58 ;
   reg \$59 ;
   wire \$6 ;
-  reg \$60 ;
-  reg [1:0] \$61 ;
-  reg \$62 ;
-  reg [9:0] \$63 ;
-  reg \$64 ;
-  reg [2:0] \$65 ;
-  reg \$66 ;
-  reg [17:0] \$67 ;
+  wire [9:0] \$60 ;
+  reg \$61 ;
+  wire [17:0] \$62 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -7387,10 +5867,10 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [2:0] \$signal$17  = 3'h0;
-  reg \$signal$28  = 1'h0;
-  reg \$signal$29  = 1'h0;
-  reg \$signal$35  = 1'h0;
-  reg \$signal$36  = 1'h0;
+  reg \$signal$30  = 1'h0;
+  reg \$signal$31  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg \$signal$38  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -7449,6 +5929,18 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   input sites__valid;
   wire sites__valid;
   reg slot_0 = 1'h0;
+  (* init = 18'h00000 *)
+  wire [17:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [3:0] \step.lb_addr ;
+  wire [9:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire [1:0] \step.meta.go ;
+  wire [2:0] \step.meta.ox ;
+  wire [2:0] \step.meta.oy ;
+  wire [1:0] \step.w_addr ;
   output [17:0] steps__payload;
   reg [17:0] steps__payload = 18'h00000;
   wire \steps__payload.first ;
@@ -7465,9 +5957,6 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg steps__valid = 1'h0;
   reg sv = 1'h0;
   wire tap_oh;
-  assign \$28  = s_go + 1'h1;
-  assign \$29  = go_last ? 3'h0 : \$28 ;
-  assign \$30  = s_go == 2'h2;
   assign \$31  = last & go_last;
   assign \$32  = \$31  | \$signal$10 ;
   assign \$34  = s_err & \$signal$10 ;
@@ -7508,35 +5997,35 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   always @(posedge clk)
     s_ox <= \$52 ;
   always @(posedge clk)
-    \$signal$28  <= \$53 ;
+    \$signal$30  <= \$53 ;
   always @(posedge clk)
-    \$signal$29  <= \$54 ;
+    \$signal$31  <= \$54 ;
   always @(posedge clk)
     slot_0 <= \$55 ;
   always @(posedge clk)
     col_0 <= \$56 ;
   always @(posedge clk)
-    \$signal$35  <= \$57 ;
+    \$signal$37  <= \$57 ;
   always @(posedge clk)
-    \$signal$36  <= \$58 ;
+    \$signal$38  <= \$58 ;
   always @(posedge clk)
     q_last <= \$59 ;
   always @(posedge clk)
-    q_oh <= \$60 ;
+    q_oh <= \$4 [0];
   always @(posedge clk)
-    \$like  <= \$61 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$62 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$63 ;
+    q_meta <= \$60 ;
   always @(posedge clk)
-    q_slot_0 <= \$64 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_col_0 <= \$65 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    steps__valid <= \$66 ;
+    steps__valid <= \$61 ;
   always @(posedge clk)
-    steps__payload <= \$67 ;
+    steps__payload <= \$62 ;
   assign \$1  = ~ p_v;
   assign sites__ready = \$1  | p_take;
   assign \$2  = ~ s_rem;
@@ -7568,8 +6057,11 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$23  = ~ \$4 [0];
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
+  assign \$28  = s_go + 1'h1;
+  assign \$29  = go_last ? 3'h0 : \$28 ;
+  assign \$30  = s_go == 2'h2;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$35  = p_v;
     if (p_take) begin
       \$35  = 1'h0;
@@ -7582,17 +6074,14 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$36  = p_site;
     if (\$15 ) begin
       \$36  = sites__payload;
     end
-    if (rst) begin
-      \$36  = 9'h000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$37  = p_cnt;
     if (\$15 ) begin
       \$37  = \$16 [0];
@@ -7602,27 +6091,21 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$38  = next_slot_0;
     if (\$15 ) begin
       \$38  = \$17 [0];
     end
-    if (rst) begin
-      \$38  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [2:0];
     end
-    if (rst) begin
-      \$39  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$40  = first_r;
     if (issue) begin
       \$40  = 1'h0;
@@ -7644,7 +6127,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$41  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7662,7 +6145,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$42  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7680,7 +6163,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$43  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7690,7 +6173,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$22 ) begin
           \$43  = \$24 ;
         end else begin
-          \$43  = \$signal$28 ;
+          \$43  = \$signal$30 ;
         end
       end
     end
@@ -7702,7 +6185,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$44  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7712,7 +6195,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$22 ) begin
           \$44  = \$25 [0];
         end else begin
-          \$44  = \$signal$29 ;
+          \$44  = \$signal$31 ;
         end
       end
     end
@@ -7724,7 +6207,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$45  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7746,7 +6229,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$46  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7767,7 +6250,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$47  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -7788,7 +6271,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$48  = sv;
     if (issue) begin
       if (\$32 ) begin
@@ -7803,7 +6286,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$49  = \$signal$10 ;
     if (p_take) begin
       \$49  = p_site[7];
@@ -7813,7 +6296,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$50  = s_err;
     if (p_take) begin
       \$50  = p_site[8];
@@ -7823,28 +6306,22 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$51  = \$signal$17 ;
     if (p_take) begin
       \$51  = p_site[2:0];
     end
-    if (rst) begin
-      \$51  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$52  = s_ox;
     if (p_take) begin
       \$52  = p_site[5:3];
     end
-    if (rst) begin
-      \$52  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$53  = \$signal$28 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$53  = \$signal$30 ;
     if (p_take) begin
       \$53  = p_site[6];
     end
@@ -7853,8 +6330,8 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$54  = \$signal$29 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$54  = \$signal$31 ;
     if (p_take) begin
       \$54  = p_cnt;
     end
@@ -7863,126 +6340,54 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$55  = slot_0;
     if (p_take) begin
       \$55  = next_slot_0;
     end
-    if (rst) begin
-      \$55  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
     end
-    if (rst) begin
-      \$56  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$57  = issue;
     if (rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$58  = first_r;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$59  = last;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$60  = \$4 [0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$61  = \$signal$37 ;
     if (rst) begin
-      \$60  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$61  = s_go;
-    if (rst) begin
-      \$61  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$62  = s_gi;
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$63 [2:0] = \$signal$17 ;
-    \$63 [5:3] = s_ox;
-    \$63 [7:6] = s_go;
-    \$63 [8] = \$signal$10 ;
-    \$63 [9] = \$34 ;
-    if (rst) begin
-      \$63  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$64  = slot_0;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$65  = col_0;
-    if (rst) begin
-      \$65  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$66  = \$signal$35 ;
-    if (rst) begin
-      \$66  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$67 [6] = \$signal$36 ;
-    \$67 [7] = q_last;
-    \$67 [17:8] = q_meta;
-    \$67 [3:0] = { q_slot_0, q_col_0 };
-    \$67 [5:4] = \$like ;
-    if (rst) begin
-      \$67  = 18'h00000;
+      \$61  = 1'h0;
     end
   end
   assign tap_oh = \$4 [0];
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[2:0];
   assign \p_site.ox  = p_site[5:3];
   assign \p_site.taps  = p_site[6];
   assign \p_site.eof  = p_site[7];
   assign \p_site.error  = p_site[8];
-  assign \sites__payload.oy  = sites__payload[2:0];
-  assign \sites__payload.ox  = sites__payload[5:3];
-  assign \sites__payload.taps  = sites__payload[6];
-  assign \sites__payload.eof  = sites__payload[7];
-  assign \sites__payload.error  = sites__payload[8];
-  assign \q_meta.oy  = q_meta[2:0];
-  assign \q_meta.ox  = q_meta[5:3];
-  assign \q_meta.go  = q_meta[7:6];
-  assign \q_meta.eof  = q_meta[8];
-  assign \q_meta.error  = q_meta[9];
   assign \steps__payload.lb_addr  = steps__payload[3:0];
   assign \steps__payload.w_addr  = steps__payload[5:4];
   assign \steps__payload.first  = steps__payload[6];
@@ -7993,16 +6398,44 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \steps__payload.meta.go  = steps__payload[15:14];
   assign \steps__payload.meta.eof  = steps__payload[16];
   assign \steps__payload.meta.error  = steps__payload[17];
+  assign \step.lb_addr  = steps__payload[3:0];
+  assign \step.w_addr  = steps__payload[5:4];
+  assign \step.first  = steps__payload[6];
+  assign \step.last  = steps__payload[7];
+  assign \step.meta  = steps__payload[17:8];
+  assign \step.meta.oy  = steps__payload[10:8];
+  assign \step.meta.ox  = steps__payload[13:11];
+  assign \step.meta.go  = steps__payload[15:14];
+  assign \step.meta.eof  = steps__payload[16];
+  assign \step.meta.error  = steps__payload[17];
+  assign \sites__payload.oy  = sites__payload[2:0];
+  assign \sites__payload.ox  = sites__payload[5:3];
+  assign \sites__payload.taps  = sites__payload[6];
+  assign \sites__payload.eof  = sites__payload[7];
+  assign \sites__payload.error  = sites__payload[8];
+  assign \q_meta.oy  = q_meta[2:0];
+  assign \q_meta.ox  = q_meta[5:3];
+  assign \q_meta.go  = q_meta[7:6];
+  assign \q_meta.eof  = q_meta[8];
+  assign \q_meta.error  = q_meta[9];
+  assign \$62 [5:4] = \$like ;
+  assign \$62 [3:0] = { q_slot_0, q_col_0 };
+  assign \$62 [17:8] = q_meta;
+  assign \$62 [7] = q_last;
+  assign \$62 [6] = \$signal$38 ;
+  assign \$60 [9] = \$34 ;
+  assign \$60 [8] = \$signal$10 ;
+  assign \$60 [7:6] = s_go;
+  assign \$60 [5:3] = s_ox;
+  assign \$60 [2:0] = \$signal$17 ;
   assign \$21  = 1'h0;
   assign \$26  = 1'h0;
-  assign \$27  = \$signal$29 ;
+  assign \$27  = \$signal$31 ;
   assign \$33  = p_cnt;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
-  reg [255:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
   wire \$signature__en ;
@@ -8011,6 +6444,8 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] r_addr;
   output [255:0] r_data;
   reg [255:0] r_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  (* init = 256'h0000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [255:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [255:0] rd__data;
@@ -8040,24 +6475,18 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -8097,15 +6526,9 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [9:0] \$48 ;
-  reg [9:0] \$49 ;
+  reg [39:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [39:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [6:0] \$7 ;
   wire \$8 ;
@@ -8126,7 +6549,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   wire [7:0] \bitmaps[2] ;
   wire [7:0] \bitmaps[3] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg [1:0] c_in = 2'h0;
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
@@ -8165,6 +6588,17 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 40'h0000000000 *)
+  wire [39:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [2:0] \out_reg.x ;
+  wire [2:0] \out_reg.y ;
   reg [127:0] p_data = 128'h00000000000000000000000000000000;
   (* init = 2'h0 *)
   wire [1:0] p_raddr;
@@ -8186,7 +6620,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   wire [1:0] \r_addr$67 ;
   wire [31:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [39:0] \r_data$98 ;
+  wire [39:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [6:0] rd_addr;
@@ -8211,7 +6645,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$91 ;
+  wire [2:0] \row$93 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -8297,7 +6731,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   wire [2:0] \steps__payload.meta.oy ;
   wire [5:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [85:0] sums__payload;
   wire [85:0] \sums__payload$64 ;
   wire [75:0] \sums__payload$64.acc ;
@@ -8357,12 +6791,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
     c_tap <= \$38 ;
   always @(posedge clk)
     \w_addr$8  <= \$39 ;
@@ -8375,23 +6803,23 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   always @(posedge clk)
     steps__valid <= \$43 ;
   always @(posedge clk)
-    read_first_d1 <= \$44 ;
+    read_first_d1 <= steps__payload[13];
   always @(posedge clk)
-    read_first_d2 <= \$45 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$46 ;
+    read_last_d1 <= steps__payload[14];
   always @(posedge clk)
-    read_last_d2 <= \$47 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$48 ;
+    read_meta_d1 <= steps__payload[24:15];
   always @(posedge clk)
-    read_meta_d2 <= \$49 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$50 ;
+    sites_out__valid <= \$44 ;
   always @(posedge clk)
-    sites_out__payload <= \$51 ;
+    sites_out__payload <= \$45 ;
   always @(posedge clk)
-    inflight <= \$52 ;
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -8417,7 +6845,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(7'h24);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  + 2'h3;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -8437,6 +6865,12 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     loaded <= \$33 ;
   always @(posedge clk)
     height_m1 <= \$34 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
   \top.block_0_1.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -8486,7 +6920,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   );
   \top.block_0_1.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -8513,16 +6947,16 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   );
   \top.block_0_1.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$91 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.block_0_1.weights  weights (
     .clk(clk),
@@ -8534,49 +6968,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[5:3];
-      end
-    end
-    if (rst) begin
-      \$35  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 2'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [1:0];
-      end
-    end
-    if (rst) begin
-      \$36  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 2'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [1:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8594,7 +6986,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8605,12 +6997,9 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$39  = \$20 [1:0];
       end
     end
-    if (rst) begin
-      \$39  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8618,12 +7007,9 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$40  = { c_tap, c_in };
       end
     end
-    if (rst) begin
-      \$40  = 6'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 5'h03;
@@ -8633,92 +7019,47 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$42  = \steps__valid$93 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$42  = \steps__valid$95 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$44  = steps__payload[13];
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$46  = steps__payload[14];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$48  = steps__payload[24:15];
-    if (rst) begin
-      \$48  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$50  = sites_out__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$99 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$98 ;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$46  = \$28 [5:0];
     if (rst) begin
-      \$51  = 40'h0000000000;
+      \$46  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     tok[37:0] = 38'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -8733,7 +7074,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8746,7 +7087,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8761,17 +7102,14 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$31  = p_data;
     if (\$5 ) begin
       \$31  = params__payload;
     end
-    if (rst) begin
-      \$31  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -8786,7 +7124,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -8801,7 +7139,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -8810,6 +7148,48 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end
     if (rst) begin
       \$34  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[5:3];
+      end
+    end
+    if (rst) begin
+      \$35  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 2'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [1:0];
+      end
+    end
+    if (rst) begin
+      \$36  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 2'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [1:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$37  = 2'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -8847,6 +7227,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -8958,11 +7339,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \tok.x  = tok[37:35];
   assign \tok.eof  = tok[38];
   assign \tok.error  = tok[39];
-  assign \read_meta_d1.oy  = read_meta_d1[2:0];
-  assign \read_meta_d1.ox  = read_meta_d1[5:3];
-  assign \read_meta_d1.go  = read_meta_d1[7:6];
-  assign \read_meta_d1.eof  = read_meta_d1[8];
-  assign \read_meta_d1.error  = read_meta_d1[9];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -8972,6 +7348,20 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \sites_out__payload.x  = sites_out__payload[37:35];
   assign \sites_out__payload.eof  = sites_out__payload[38];
   assign \sites_out__payload.error  = sites_out__payload[39];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[34:32];
+  assign \out_reg.x  = sites_out__payload[37:35];
+  assign \out_reg.eof  = sites_out__payload[38];
+  assign \out_reg.error  = sites_out__payload[39];
+  assign \read_meta_d1.oy  = read_meta_d1[2:0];
+  assign \read_meta_d1.ox  = read_meta_d1[5:3];
+  assign \read_meta_d1.go  = read_meta_d1[7:6];
+  assign \read_meta_d1.eof  = read_meta_d1[8];
+  assign \read_meta_d1.error  = read_meta_d1[9];
   assign \steps__payload$57 [75:66] = read_meta_d2;
   assign \steps__payload$57 [65] = read_last_d2;
   assign \steps__payload$57 [64] = read_first_d2;
@@ -8981,7 +7371,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -10171,7 +8561,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$463  = b_rest;
     if (\$271 ) begin
       \$463  = \$273 ;
@@ -10184,7 +8574,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$464  = \$signal$80 ;
     if (\$271 ) begin
       \$464  = \$305 ;
@@ -10197,7 +8587,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$465  = b_v;
     if (\$308 ) begin
       \$465  = \$signal$81 ;
@@ -10207,7 +8597,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$466  = \$like$75 ;
     if (\$308 ) begin
       \$466  = \$like$84 ;
@@ -10217,7 +8607,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$467  = b_oy;
     if (\$308 ) begin
       \$467  = \$signal$85 ;
@@ -10227,7 +8617,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$468  = b_win_0;
     if (\$308 ) begin
       \$468  = a3_win_0;
@@ -10237,7 +8627,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$469  = b_win_1;
     if (\$308 ) begin
       \$469  = a3_win_1;
@@ -10247,7 +8637,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$470  = b_win_2;
     if (\$308 ) begin
       \$470  = a3_win_2;
@@ -10257,7 +8647,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$471  = \$signal$81 ;
     if (\$316 ) begin
       \$471  = \$signal$90 ;
@@ -10267,7 +8657,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$472  = \$signal$82 ;
     if (\$316 ) begin
       \$472  = \$150 [7:0];
@@ -10277,7 +8667,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$473  = \$signal$83 ;
     if (\$316 ) begin
       \$473  = \$318 ;
@@ -10287,7 +8677,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$474  = \$like$84 ;
     if (\$316 ) begin
       \$474  = \$signal$91 ;
@@ -10297,7 +8687,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$475  = \$signal$85 ;
     if (\$316 ) begin
       \$475  = a2_oy;
@@ -10307,7 +8697,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$476  = a3_rest_zero;
     if (\$316 ) begin
       \$476  = \$350 ;
@@ -10317,7 +8707,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$477  = a3_win_0;
     if (\$316 ) begin
       \$477  = a2_win_0;
@@ -10327,7 +8717,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$478  = a3_win_1;
     if (\$316 ) begin
       \$478  = a2_win_1;
@@ -10337,7 +8727,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$479  = a3_win_2;
     if (\$316 ) begin
       \$479  = a2_win_2;
@@ -10347,7 +8737,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$480  = \$signal$90 ;
     if (\$355 ) begin
       \$480  = 1'h0;
@@ -10360,7 +8750,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$481  = a2_oy;
     if (\$363 ) begin
       \$481  = c_row;
@@ -10370,7 +8760,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$482  = \$signal$91 ;
     if (\$363 ) begin
       \$482  = 1'h0;
@@ -10380,7 +8770,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$483  = a2_bits;
     if (\$363 ) begin
       \$483  = \$364 ;
@@ -10390,7 +8780,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$484  = a2_win_0;
     if (\$363 ) begin
       \$484  = \$365 ;
@@ -10400,7 +8790,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$485  = a2_win_1;
     if (\$363 ) begin
       \$485  = \$366 ;
@@ -10410,7 +8800,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$486  = a2_win_2;
     if (\$363 ) begin
       \$486  = \$367 ;
@@ -10420,7 +8810,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$487  = a_v;
     if (\$374 ) begin
       \$487  = 1'h0;
@@ -10433,7 +8823,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$488  = a_oh;
     if (\$386 ) begin
       \$488  = \$153 [0];
@@ -10443,7 +8833,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$489  = eof_done;
     if (\$409 ) begin
       \$489  = 1'h1;
@@ -10456,7 +8846,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$490  = \$412 ;
     if (frame_reset) begin
       \$490  = 1'h0;
@@ -10466,14 +8856,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$491  = \$415 ;
     if (rst) begin
       \$491  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$492  = \$419 [2:0];
     if (frame_reset) begin
       \$492  = 3'h0;
@@ -10483,7 +8873,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -10496,7 +8886,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$420  = eof_seen;
     if (frame_reset) begin
       \$420  = 1'h0;
@@ -10506,14 +8896,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$421  = has_last;
     if (rst) begin
       \$421  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$422  = \$155 ;
     if (frame_reset) begin
       \$422  = 1'h0;
@@ -10523,7 +8913,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$423  = \$157 ;
     if (frame_reset) begin
       \$423  = 1'h0;
@@ -10533,21 +8923,21 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$424  = \$158 ;
     if (rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$425  = \$159 ;
     if (rst) begin
       \$425  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$426  = 1'h0;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10563,7 +8953,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$427  = \$signal$45 ;
     if (\$164 ) begin
       \$427  = 1'h0;
@@ -10576,7 +8966,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$428  = c_row;
     if (\$169 ) begin
       \$428  = w_row;
@@ -10586,7 +8976,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$429  = \$signal$48 ;
     if (\$169 ) begin
       \$429  = 1'h0;
@@ -10599,7 +8989,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$430  = nz;
     if (\$169 ) begin
       \$430  = \$170 ;
@@ -10612,7 +9002,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$431  = nz_zero;
     if (\$169 ) begin
       \$431  = \$172 ;
@@ -10625,37 +9015,28 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$432  = cwin_0;
     if (\$169 ) begin
       \$432  = win_0;
     end
-    if (rst) begin
-      \$432  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$433  = cwin_1;
     if (\$169 ) begin
       \$433  = win_1;
     end
-    if (rst) begin
-      \$433  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$434  = cwin_2;
     if (\$169 ) begin
       \$434  = win_2;
     end
-    if (rst) begin
-      \$434  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$435  = w_row;
     if (\$179 ) begin
       \$435  = s_row;
@@ -10665,7 +9046,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$436  = \$signal$57 ;
     if (\$179 ) begin
       \$436  = 1'h0;
@@ -10678,37 +9059,28 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$437  = win_0;
     if (\$179 ) begin
       \$437  = \$186 ;
     end
-    if (rst) begin
-      \$437  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$438  = win_1;
     if (\$179 ) begin
       \$438  = \$193 ;
     end
-    if (rst) begin
-      \$438  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$439  = win_2;
     if (\$179 ) begin
       \$439  = \$200 ;
     end
-    if (rst) begin
-      \$439  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$440  = s_row;
     if (\$204 ) begin
       \$440  = i_row;
@@ -10718,7 +9090,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$441  = \$signal$63 ;
     if (\$204 ) begin
       \$441  = 1'h0;
@@ -10734,7 +9106,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$442  = sel_0;
     if (\$204 ) begin
       \$442 [0] = \$209 ;
@@ -10742,12 +9114,9 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
       \$442 [2] = \$219 ;
       \$442 [3] = \$224 ;
     end
-    if (rst) begin
-      \$442  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$443  = sel_1;
     if (\$204 ) begin
       \$443 [0] = \$227 ;
@@ -10755,12 +9124,9 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
       \$443 [2] = \$233 ;
       \$443 [3] = \$236 ;
     end
-    if (rst) begin
-      \$443  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$444  = sel_2;
     if (\$204 ) begin
       \$444 [0] = \$239 ;
@@ -10768,12 +9134,9 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
       \$444 [2] = \$245 ;
       \$444 [3] = \$248 ;
     end
-    if (rst) begin
-      \$444  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$445  = ends;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10788,7 +9151,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$446  = i_in_row_0;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10796,12 +9159,9 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$446  = \$260 [4:0];
       end
     end
-    if (rst) begin
-      \$446  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$447  = i_in_row_1;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10809,12 +9169,9 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$447  = \$261 [4:0];
       end
     end
-    if (rst) begin
-      \$447  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$448  = i_in_row_2;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10822,12 +9179,9 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$448  = \$262 [4:0];
       end
     end
-    if (rst) begin
-      \$448  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$449  = i_row;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10840,7 +9194,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$450  = i_top;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10853,7 +9207,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$451  = f_row;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10869,7 +9223,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$452  = cy;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10885,7 +9239,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$453  = need;
     if (\$253 ) begin
       if (\$257 ) begin
@@ -10901,7 +9255,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$454  = eof_pend;
     if (\$269 ) begin
       \$454  = 1'h0;
@@ -10914,7 +9268,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$455  = \$signal$11 ;
     if (\$271 ) begin
       \$455  = b_v;
@@ -10924,7 +9278,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$456  = \$signal ;
     if (\$271 ) begin
       \$456  = \$signal$74 ;
@@ -10934,7 +9288,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$457  = \$like ;
     if (\$271 ) begin
       \$457  = \$like$75 ;
@@ -10944,7 +9298,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$458  = \$signal$13 ;
     if (\$271 ) begin
       \$458  = b_oy;
@@ -10954,7 +9308,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$459  = c1_win_0;
     if (\$271 ) begin
       \$459  = b_win_0;
@@ -10964,7 +9318,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$460  = c1_win_1;
     if (\$271 ) begin
       \$460  = b_win_1;
@@ -10974,7 +9328,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$461  = c1_win_2;
     if (\$271 ) begin
       \$461  = b_win_2;
@@ -10984,7 +9338,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$462  = \$signal$74 ;
     if (\$271 ) begin
       \$462  = \$147 [7:0];
@@ -11049,7 +9403,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -11131,7 +9485,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -11141,7 +9495,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -11151,7 +9505,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -11174,7 +9528,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -11254,21 +9608,16 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg [1:0] \$170 ;
-  reg [2:0] \$171 ;
-  reg [2:0] \$172 ;
-  reg [6:0] \$173 ;
-  reg [31:0] \$174 ;
-  reg \$175 ;
-  reg [7:0] \$176 ;
-  reg [3:0] \$177 ;
-  reg [7:0] \$178 ;
-  reg [3:0] \$179 ;
+  reg \$170 ;
+  reg [7:0] \$171 ;
+  reg [3:0] \$172 ;
+  reg [7:0] \$173 ;
+  reg [3:0] \$174 ;
+  reg [7:0] \$175 ;
+  reg [3:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg [3:0] \$178 ;
   wire \$18 ;
-  reg [7:0] \$180 ;
-  reg [3:0] \$181 ;
-  reg [7:0] \$182 ;
-  reg [3:0] \$183 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -11732,33 +10081,33 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   always @(posedge clk)
     w_set <= \$169 ;
   always @(posedge clk)
-    w_slot <= \$170 ;
+    w_slot <= got[33:32];
   always @(posedge clk)
-    w_x <= \$171 ;
+    w_x <= got[37:35];
   always @(posedge clk)
-    w_y <= \$172 ;
+    w_y <= got[34:32];
   always @(posedge clk)
-    w_addr <= \$173 ;
+    w_addr <= { got[33:32], got[37:35], got[41:40] };
   always @(posedge clk)
-    w_data <= \$174 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$175 ;
+    acc_eof <= \$170 ;
   always @(posedge clk)
-    bitmap_0 <= \$176 ;
+    bitmap_0 <= \$171 ;
   always @(posedge clk)
-    row_tag_0 <= \$177 ;
+    row_tag_0 <= \$172 ;
   always @(posedge clk)
-    bitmap_1 <= \$178 ;
+    bitmap_1 <= \$173 ;
   always @(posedge clk)
-    row_tag_1 <= \$179 ;
+    row_tag_1 <= \$174 ;
   always @(posedge clk)
-    bitmap_2 <= \$180 ;
+    bitmap_2 <= \$175 ;
   always @(posedge clk)
-    row_tag_2 <= \$181 ;
+    row_tag_2 <= \$176 ;
   always @(posedge clk)
-    bitmap_3 <= \$182 ;
+    bitmap_3 <= \$177 ;
   always @(posedge clk)
-    row_tag_3 <= \$183 ;
+    row_tag_3 <= \$178 ;
   \top.block_0_1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -11769,7 +10118,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$144  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11784,7 +10133,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$145  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11801,7 +10150,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$146  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11810,12 +10159,9 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$146  = sites_in__payload[34:32];
       end
     end
-    if (rst) begin
-      \$146  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$147  = \$signal$21 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -11824,36 +10170,30 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$147  = sites_in__payload[37:35];
       end
     end
-    if (rst) begin
-      \$147  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$148  = height_m1;
     if (rst) begin
       \$148  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$149  = width_m1;
     if (rst) begin
       \$149  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$150  = entry_0;
     if (\$40 ) begin
       \$150  = entry;
     end
-    if (rst) begin
-      \$150  = 45'h000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$151  = entry_0_valid;
     if (\$40 ) begin
       \$151  = 1'h1;
@@ -11868,31 +10208,28 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$152  = \$52 ;
     if (rst) begin
       \$152  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$154  = entry_1;
     if (\$65 ) begin
       \$154  = entry;
     end
-    if (rst) begin
-      \$154  = 45'h000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$155  = entry_1_valid;
     if (\$65 ) begin
       \$155  = 1'h1;
@@ -11907,21 +10244,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$156  = \$77 ;
     if (rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$157  = \$85 ;
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$158  = \$signal$60 ;
     if (\$88 ) begin
       \$158  = \$89 ;
@@ -11931,7 +10268,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$159  = rp;
     if (take) begin
       \$159  = \$90 ;
@@ -11941,7 +10278,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$160  = done_rows;
     if (\$114 ) begin
       \$160  = { 2'h0, got[34:32] };
@@ -11954,7 +10291,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$161  = busy;
     if (take) begin
       \$161  = 1'h1;
@@ -11967,7 +10304,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$162  = eof_seen;
     if (take) begin
       if (got[38]) begin
@@ -11982,7 +10319,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$163  = \$signal$40 ;
     if (take) begin
       if (got[38]) begin
@@ -12000,7 +10337,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$164  = error;
     if (take) begin
       if (got[38]) begin
@@ -12020,7 +10357,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$165  = has_last;
     if (take) begin
       if (got[38]) begin
@@ -12038,7 +10375,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$166  = last_y;
     if (take) begin
       if (got[38]) begin
@@ -12053,166 +10390,131 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$168  = \$126 ;
     if (rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$169  = got[43];
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$170  = got[33:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$170  = \$127 ;
     if (rst) begin
-      \$170  = 2'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$171  = got[37:35];
-    if (rst) begin
-      \$171  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$172  = got[34:32];
-    if (rst) begin
-      \$172  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$173  = { got[33:32], got[37:35], got[41:40] };
-    if (rst) begin
-      \$173  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$174  = got[31:0];
-    if (rst) begin
-      \$174  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$175  = \$127 ;
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$176  = bitmap_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$171  = bitmap_0;
     if (\$129 ) begin
-      \$176  = \$131 ;
+      \$171  = \$131 ;
     end
     if (rst) begin
-      \$176  = 8'h00;
+      \$171  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$177  = row_tag_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$172  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$67 ) begin
-        \$177  = { 1'h0, w_y };
+        \$172  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$177  = 4'hf;
+      \$172  = 4'hf;
     end
     if (rst) begin
-      \$177  = 4'hf;
+      \$172  = 4'hf;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$178  = bitmap_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$173  = bitmap_1;
     if (\$133 ) begin
-      \$178  = \$135 ;
+      \$173  = \$135 ;
     end
     if (rst) begin
-      \$178  = 8'h00;
+      \$173  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$179  = row_tag_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$174  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$67 ) begin
-        \$179  = { 1'h0, w_y };
+        \$174  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$179  = 4'hf;
+      \$174  = 4'hf;
     end
     if (rst) begin
-      \$179  = 4'hf;
+      \$174  = 4'hf;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$180  = bitmap_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$175  = bitmap_2;
     if (\$137 ) begin
-      \$180  = \$139 ;
+      \$175  = \$139 ;
     end
     if (rst) begin
-      \$180  = 8'h00;
+      \$175  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$181  = row_tag_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$176  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$67 ) begin
-        \$181  = { 1'h0, w_y };
+        \$176  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$181  = 4'hf;
+      \$176  = 4'hf;
     end
     if (rst) begin
-      \$181  = 4'hf;
+      \$176  = 4'hf;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$182  = bitmap_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$177  = bitmap_3;
     if (\$141 ) begin
-      \$182  = \$143 ;
+      \$177  = \$143 ;
     end
     if (rst) begin
-      \$182  = 8'h00;
+      \$177  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$183  = row_tag_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$178  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$67 ) begin
-        \$183  = { 1'h0, w_y };
+        \$178  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$183  = 4'hf;
+      \$178  = 4'hf;
     end
     if (rst) begin
-      \$183  = 4'hf;
+      \$178  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -12324,8 +10626,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
-  reg [31:0] \$1 ;
   wire [6:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -12334,6 +10634,8 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [6:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [6:0] rd__addr;
   wire [6:0] rd__addr;
   wire [31:0] rd__data;
@@ -12487,24 +10789,18 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$10 ;
   wire [18:0] \$11 ;
@@ -12513,30 +10809,16 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [19:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  reg [75:0] \$17 ;
+  reg \$17 ;
   reg \$18 ;
-  reg [7:0] \$19 ;
+  reg \$19 ;
   wire [15:0] \$2 ;
-  reg [7:0] \$20 ;
-  reg [16:0] \$21 ;
-  reg [7:0] \$22 ;
-  reg [7:0] \$23 ;
-  reg [16:0] \$24 ;
-  reg [7:0] \$25 ;
-  reg [7:0] \$26 ;
-  reg [16:0] \$27 ;
-  reg [7:0] \$28 ;
-  reg [7:0] \$29 ;
+  reg [18:0] \$20 ;
+  reg [18:0] \$21 ;
+  reg [18:0] \$22 ;
+  reg [18:0] \$23 ;
+  reg \$24 ;
   wire [15:0] \$3 ;
-  reg [16:0] \$30 ;
-  reg [12:0] \$31 ;
-  reg [12:0] \$32 ;
-  reg [18:0] \$33 ;
-  reg [18:0] \$34 ;
-  reg [18:0] \$35 ;
-  reg [18:0] \$36 ;
-  reg \$37 ;
-  reg [9:0] \$38 ;
   wire [15:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -12549,7 +10831,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [18:0] acc_3 = 19'h00000;
   input clk;
   wire clk;
-  wire [12:0] ctl;
+  wire [11:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [9:0] \ctl.meta ;
@@ -12558,8 +10840,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [12:0] mac_ctl_d1 = 13'h0000;
+  reg [11:0] mac_ctl_d1 = 12'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [9:0] \mac_ctl_d1.meta ;
@@ -12568,8 +10849,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d1.meta.go ;
   wire [2:0] \mac_ctl_d1.meta.ox ;
   wire [2:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [12:0] mac_ctl_d2 = 13'h0000;
+  reg [11:0] mac_ctl_d2 = 12'h000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [9:0] \mac_ctl_d2.meta ;
@@ -12578,7 +10858,8 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d2.meta.go ;
   wire [2:0] \mac_ctl_d2.meta.ox ;
   wire [2:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
   reg op_v = 1'h0;
   reg [75:0] operands = 76'h0000000000000000000;
   wire \operands.first ;
@@ -12650,226 +10931,120 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$2  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
   assign \$3  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
   assign \$4  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
-  assign \$5  = ~ mac_ctl_d2[11];
-  assign \$6  = mac_ctl_d2[0] & \$5 ;
-  assign \$7  = mac_ctl_d2[1] ? 19'h00000 : acc_0;
+  assign \$5  = ~ mac_ctl_d2[10];
+  assign \$6  = mac_v_d2 & \$5 ;
+  assign \$7  = mac_ctl_d2[0] ? 19'h00000 : acc_0;
   assign \$8  = $signed(\$7 ) + $signed(prod_0_0_p);
-  assign \$9  = mac_ctl_d2[1] ? 19'h00000 : acc_1;
+  assign \$9  = mac_ctl_d2[0] ? 19'h00000 : acc_1;
   assign \$10  = $signed(\$9 ) + $signed(prod_1_1_p);
-  assign \$11  = mac_ctl_d2[1] ? 19'h00000 : acc_2;
+  assign \$11  = mac_ctl_d2[0] ? 19'h00000 : acc_2;
   assign \$12  = $signed(\$11 ) + $signed(prod_2_2_p);
-  assign \$13  = mac_ctl_d2[1] ? 19'h00000 : acc_3;
+  assign \$13  = mac_ctl_d2[0] ? 19'h00000 : acc_3;
   assign \$14  = $signed(\$13 ) + $signed(prod_3_3_p);
-  assign \$15  = mac_ctl_d2[2] | mac_ctl_d2[11];
-  assign \$16  = mac_ctl_d2[0] & \$15 ;
+  assign \$15  = mac_ctl_d2[1] | mac_ctl_d2[10];
+  assign \$16  = mac_v_d2 & \$15 ;
   always @(posedge clk)
-    operands <= \$17 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$18 ;
+    op_v <= \$17 ;
   always @(posedge clk)
-    prod_0_0_a <= \$19 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$20 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$21 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_1_1_a <= \$22 ;
+    prod_1_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_1_1_b <= \$23 ;
+    prod_1_1_b <= operands[47:40];
   always @(posedge clk)
-    prod_1_1_p <= \$24 ;
+    prod_1_1_p <= { \$2 [15], \$2  };
   always @(posedge clk)
-    prod_2_2_a <= \$25 ;
+    prod_2_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_2_2_b <= \$26 ;
+    prod_2_2_b <= operands[55:48];
   always @(posedge clk)
-    prod_2_2_p <= \$27 ;
+    prod_2_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
-    prod_3_3_a <= \$28 ;
+    prod_3_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_3_3_b <= \$29 ;
+    prod_3_3_b <= operands[63:56];
   always @(posedge clk)
-    prod_3_3_p <= \$30 ;
+    prod_3_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
-    mac_ctl_d1 <= \$31 ;
+    mac_ctl_d1 <= ctl;
   always @(posedge clk)
-    mac_ctl_d2 <= \$32 ;
+    mac_ctl_d2 <= mac_ctl_d1;
   always @(posedge clk)
-    acc_0 <= \$33 ;
+    mac_v_d1 <= \$18 ;
   always @(posedge clk)
-    acc_1 <= \$34 ;
+    mac_v_d2 <= \$19 ;
   always @(posedge clk)
-    acc_2 <= \$35 ;
+    acc_0 <= \$20 ;
   always @(posedge clk)
-    acc_3 <= \$36 ;
+    acc_1 <= \$21 ;
   always @(posedge clk)
-    out_v <= \$37 ;
+    acc_2 <= \$22 ;
   always @(posedge clk)
-    out_meta <= \$38 ;
+    acc_3 <= \$23 ;
+  always @(posedge clk)
+    out_v <= \$24 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d2[11:2];
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$17  = steps__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$17  = steps__valid;
     if (rst) begin
-      \$17  = 76'h0000000000000000000;
+      \$17  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$18  = steps__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$18  = op_v;
     if (rst) begin
       \$18  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$19  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$19  = mac_v_d1;
     if (rst) begin
-      \$19  = 8'h00;
+      \$19  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$20  = operands[39:32];
-    if (rst) begin
-      \$20  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$21  = { \$1 [15], \$1  };
-    if (rst) begin
-      \$21  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$22  = operands[15:8];
-    if (rst) begin
-      \$22  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$23  = operands[47:40];
-    if (rst) begin
-      \$23  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$24  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$24  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$25  = operands[23:16];
-    if (rst) begin
-      \$25  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$26  = operands[55:48];
-    if (rst) begin
-      \$26  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$27  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$27  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$28  = operands[31:24];
-    if (rst) begin
-      \$28  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$29  = operands[63:56];
-    if (rst) begin
-      \$29  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$30  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$30  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$31  = ctl;
-    if (rst) begin
-      \$31  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$32  = mac_ctl_d1;
-    if (rst) begin
-      \$32  = 13'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$33  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$20  = acc_0;
     if (\$6 ) begin
-      \$33  = \$8 [18:0];
-    end
-    if (rst) begin
-      \$33  = 19'h00000;
+      \$20  = \$8 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$34  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$21  = acc_1;
     if (\$6 ) begin
-      \$34  = \$10 [18:0];
-    end
-    if (rst) begin
-      \$34  = 19'h00000;
+      \$21  = \$10 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$35  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$22  = acc_2;
     if (\$6 ) begin
-      \$35  = \$12 [18:0];
-    end
-    if (rst) begin
-      \$35  = 19'h00000;
+      \$22  = \$12 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$36  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$23  = acc_3;
     if (\$6 ) begin
-      \$36  = \$14 [18:0];
-    end
-    if (rst) begin
-      \$36  = 19'h00000;
+      \$23  = \$14 [18:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$37  = \$16 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$24  = \$16 ;
     if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$38  = mac_ctl_d2[12:3];
-    if (rst) begin
-      \$38  = 10'h000;
+      \$24  = 1'h0;
     end
   end
   assign tree_0_sum = { prod_0_0_p[16], prod_0_0_p[16], prod_0_0_p };
@@ -12897,33 +11072,30 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \steps__payload.meta.go  = steps__payload[73:72];
   assign \steps__payload.meta.eof  = steps__payload[74];
   assign \steps__payload.meta.error  = steps__payload[75];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[8:6];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10:9];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[12:3];
-  assign \ctl.meta.oy  = ctl[5:3];
-  assign \ctl.meta.ox  = ctl[8:6];
-  assign \ctl.meta.go  = ctl[10:9];
-  assign \ctl.meta.eof  = ctl[11];
-  assign \ctl.meta.error  = ctl[12];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[8:6];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10:9];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[11:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[4:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[7:5];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[9:8];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[11];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[11:2];
+  assign \ctl.meta.oy  = ctl[4:2];
+  assign \ctl.meta.ox  = ctl[7:5];
+  assign \ctl.meta.go  = ctl[9:8];
+  assign \ctl.meta.eof  = ctl[10];
+  assign \ctl.meta.error  = ctl[11];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[11:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[4:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[7:5];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[9:8];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[11];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[7:6];
@@ -12945,15 +11117,14 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign sums__payload[37:19] = acc_1;
   assign sums__payload[18:0] = acc_0;
   assign sums__payload[85:76] = out_meta;
-  assign ctl[12:3] = operands[75:66];
-  assign ctl[2] = operands[65];
-  assign ctl[1] = operands[64];
-  assign ctl[0] = op_v;
+  assign ctl[11:2] = operands[75:66];
+  assign ctl[1] = operands[65];
+  assign ctl[0] = operands[64];
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -13064,7 +11235,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -13074,7 +11245,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -13084,7 +11255,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -13106,8 +11277,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
-  reg [127:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -13116,6 +11285,8 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
@@ -13145,27 +11316,20 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [19:0] \$13 ;
@@ -13203,66 +11367,20 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [85:0] \$45 ;
-  reg [85:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [18:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [18:0] \$50 ;
-  reg [18:0] \$51 ;
-  reg [18:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [9:0] \$57 ;
-  reg \$58 ;
-  reg [16:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  wire [41:0] \$52 ;
+  reg \$53 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [1:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [18:0] \$64 ;
-  reg [34:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [1:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [18:0] \$71 ;
-  reg [34:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [1:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [18:0] \$78 ;
-  reg [34:0] \$79 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [1:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [18:0] \$85 ;
-  reg [34:0] \$86 ;
-  reg [9:0] \$87 ;
-  reg [9:0] \$88 ;
-  reg [9:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [19:0] \$93 ;
-  reg [19:0] \$94 ;
-  reg [19:0] \$95 ;
-  reg [19:0] \$96 ;
-  reg [9:0] \$97 ;
-  reg \$98 ;
-  reg [41:0] \$99 ;
   reg [85:0] beat_d1 = 86'h0000000000000000000000;
   wire [75:0] \beat_d1.acc ;
   wire [18:0] \beat_d1.acc[0] ;
@@ -13436,6 +11554,120 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
+  always @(posedge clk)
+    beat_d1 <= sums__payload;
+  always @(posedge clk)
+    beat_d2 <= beat_d1;
+  always @(posedge clk)
+    beat_v_d1 <= \$45 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$46 ;
+  always @(posedge clk)
+    biased_0 <= \$13 [18:0];
+  always @(posedge clk)
+    biased_1 <= \$14 [18:0];
+  always @(posedge clk)
+    biased_2 <= \$15 [18:0];
+  always @(posedge clk)
+    biased_3 <= \$16 [18:0];
+  always @(posedge clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge clk)
+    rq_meta1_d1 <= beat_d2[85:76];
+  always @(posedge clk)
+    rq_v1_d1 <= \$47 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= biased_0[16:0];
+  always @(posedge clk)
+    scaled_0_pp00_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp00_p <= { 1'h0, \$17  };
+  always @(posedge clk)
+    scaled_0_pp10_a <= biased_0[18:17];
+  always @(posedge clk)
+    scaled_0_pp10_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp10_p <= { \$18 [17], \$18  };
+  always @(posedge clk)
+    scaled_0_sum <= \$19 [34:0];
+  always @(posedge clk)
+    scaled_1_pp00_a <= biased_1[16:0];
+  always @(posedge clk)
+    scaled_1_pp00_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp00_p <= { 1'h0, \$20  };
+  always @(posedge clk)
+    scaled_1_pp10_a <= biased_1[18:17];
+  always @(posedge clk)
+    scaled_1_pp10_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp10_p <= { \$21 [17], \$21  };
+  always @(posedge clk)
+    scaled_1_sum <= \$22 [34:0];
+  always @(posedge clk)
+    scaled_2_pp00_a <= biased_2[16:0];
+  always @(posedge clk)
+    scaled_2_pp00_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp00_p <= { 1'h0, \$23  };
+  always @(posedge clk)
+    scaled_2_pp10_a <= biased_2[18:17];
+  always @(posedge clk)
+    scaled_2_pp10_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp10_p <= { \$24 [17], \$24  };
+  always @(posedge clk)
+    scaled_2_sum <= \$25 [34:0];
+  always @(posedge clk)
+    scaled_3_pp00_a <= biased_3[16:0];
+  always @(posedge clk)
+    scaled_3_pp00_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp00_p <= { 1'h0, \$26  };
+  always @(posedge clk)
+    scaled_3_pp10_a <= biased_3[18:17];
+  always @(posedge clk)
+    scaled_3_pp10_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp10_p <= { \$27 [17], \$27  };
+  always @(posedge clk)
+    scaled_3_sum <= \$28 [34:0];
+  always @(posedge clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge clk)
+    rq_v2_d1 <= \$48 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$49 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$50 ;
+  always @(posedge clk)
+    rounded_0 <= \$30 [19:0];
+  always @(posedge clk)
+    rounded_1 <= \$32 [19:0];
+  always @(posedge clk)
+    rounded_2 <= \$34 [19:0];
+  always @(posedge clk)
+    rounded_3 <= \$36 [19:0];
+  always @(posedge clk)
+    rq_meta3_d1 <= rq_meta2_d3;
+  always @(posedge clk)
+    rq_v3_d1 <= \$51 ;
+  always @(posedge clk)
+    feats__payload <= \$52 ;
+  always @(posedge clk)
+    feats__valid <= \$53 ;
   assign \$5  = ~ rounded_0[19];
   assign \$6  = | rounded_0[18:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -13474,514 +11706,60 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
-  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
-  assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
-  always @(posedge clk)
-    beat_d1 <= \$45 ;
-  always @(posedge clk)
-    beat_d2 <= \$46 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$47 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$48 ;
-  always @(posedge clk)
-    biased_0 <= \$49 ;
-  always @(posedge clk)
-    biased_1 <= \$50 ;
-  always @(posedge clk)
-    biased_2 <= \$51 ;
-  always @(posedge clk)
-    biased_3 <= \$52 ;
-  always @(posedge clk)
-    scale_0 <= \$53 ;
-  always @(posedge clk)
-    scale_1 <= \$54 ;
-  always @(posedge clk)
-    scale_2 <= \$55 ;
-  always @(posedge clk)
-    scale_3 <= \$56 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
-  always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
-  always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
-  always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
-  always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
-  always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
-  always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
-  always @(posedge clk)
-    scaled_0_sum <= \$65 ;
-  always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
-  always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
-  always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
-  always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
-  always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
-  always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
-  always @(posedge clk)
-    scaled_1_sum <= \$72 ;
-  always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
-  always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
-  always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
-  always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
-  always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
-  always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
-  always @(posedge clk)
-    scaled_2_sum <= \$79 ;
-  always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
-  always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
-  always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
-  always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
-  always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
-  always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
-  always @(posedge clk)
-    scaled_3_sum <= \$86 ;
-  always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
-  always @(posedge clk)
-    rounded_0 <= \$93 ;
-  always @(posedge clk)
-    rounded_1 <= \$94 ;
-  always @(posedge clk)
-    rounded_2 <= \$95 ;
-  always @(posedge clk)
-    rounded_3 <= \$96 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
-  always @(posedge clk)
-    feats__payload <= \$99 ;
-  always @(posedge clk)
-    feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$45  = sums__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$45  = sums__valid;
     if (rst) begin
-      \$45  = 86'h0000000000000000000000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$46  = beat_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$46  = beat_v_d1;
     if (rst) begin
-      \$46  = 86'h0000000000000000000000;
+      \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$47  = sums__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$47  = beat_v_d2;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$48  = beat_v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$48  = rq_v1_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$49  = \$13 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$49  = rq_v2_d1;
     if (rst) begin
-      \$49  = 19'h00000;
+      \$49  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$50  = \$14 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$50  = rq_v2_d2;
     if (rst) begin
-      \$50  = 19'h00000;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$51  = \$15 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$51  = rq_v2_d3;
     if (rst) begin
-      \$51  = 19'h00000;
+      \$51  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$52  = \$16 [18:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$53  = rq_v3_d1;
     if (rst) begin
-      \$52  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$53  = rq_data[79:64];
-    if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$57  = beat_d2[85:76];
-    if (rst) begin
-      \$57  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$59  = biased_0[16:0];
-    if (rst) begin
-      \$59  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$60  = scale_0;
-    if (rst) begin
-      \$60  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$61  = { 1'h0, \$17  };
-    if (rst) begin
-      \$61  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$62  = biased_0[18:17];
-    if (rst) begin
-      \$62  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$63  = scale_0;
-    if (rst) begin
-      \$63  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$64  = { \$18 [17], \$18  };
-    if (rst) begin
-      \$64  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$65  = \$19 [34:0];
-    if (rst) begin
-      \$65  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$66  = biased_1[16:0];
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$67  = scale_1;
-    if (rst) begin
-      \$67  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$68  = { 1'h0, \$20  };
-    if (rst) begin
-      \$68  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$69  = biased_1[18:17];
-    if (rst) begin
-      \$69  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$70  = scale_1;
-    if (rst) begin
-      \$70  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$71  = { \$21 [17], \$21  };
-    if (rst) begin
-      \$71  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$72  = \$22 [34:0];
-    if (rst) begin
-      \$72  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$76  = biased_2[18:17];
-    if (rst) begin
-      \$76  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$78  = { \$24 [17], \$24  };
-    if (rst) begin
-      \$78  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$79  = \$25 [34:0];
-    if (rst) begin
-      \$79  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$83  = biased_3[18:17];
-    if (rst) begin
-      \$83  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$85  = { \$27 [17], \$27  };
-    if (rst) begin
-      \$85  = 19'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$86  = \$28 [34:0];
-    if (rst) begin
-      \$86  = 35'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$93  = \$30 [19:0];
-    if (rst) begin
-      \$93  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$94  = \$32 [19:0];
-    if (rst) begin
-      \$94  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$95  = \$34 [19:0];
-    if (rst) begin
-      \$95  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$96  = \$36 [19:0];
-    if (rst) begin
-      \$96  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [41:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$53  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[83:82];
@@ -14079,6 +11857,11 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \rq_meta3_d1.go  = rq_meta3_d1[7:6];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[8];
   assign \rq_meta3_d1.error  = rq_meta3_d1[9];
+  assign \$52 [41:32] = rq_meta3_d1;
+  assign \$52 [31:24] = \$44 ;
+  assign \$52 [23:16] = \$42 ;
+  assign \$52 [15:8] = \$40 ;
+  assign \$52 [7:0] = \$38 ;
   assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
   assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
@@ -14091,7 +11874,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [1:0] \$100 ;
@@ -14103,20 +11886,11 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$106 ;
   reg \$107 ;
   reg \$108 ;
-  reg [8:0] \$109 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
-  reg [1:0] \$110 ;
-  reg \$111 ;
-  reg [9:0] \$112 ;
-  reg [1:0] \$113 ;
-  reg [1:0] \$114 ;
-  reg [1:0] \$115 ;
-  reg [2:0] \$116 ;
-  reg [2:0] \$117 ;
-  reg [2:0] \$118 ;
-  reg \$119 ;
+  reg \$110 ;
+  wire [24:0] \$111 ;
   wire \$12 ;
-  reg [24:0] \$120 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -14216,10 +11990,10 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [2:0] \$signal$17  = 3'h0;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -14292,6 +12066,18 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg [1:0] slot_0 = 2'h0;
   reg [1:0] slot_1 = 2'h0;
   reg [1:0] slot_2 = 2'h0;
+  (* init = 25'h0000000 *)
+  wire [24:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [6:0] \step.lb_addr ;
+  wire [9:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire [1:0] \step.meta.go ;
+  wire [2:0] \step.meta.ox ;
+  wire [2:0] \step.meta.oy ;
+  wire [5:0] \step.w_addr ;
   output [24:0] steps__payload;
   reg [24:0] steps__payload = 25'h0000000;
   wire \steps__payload.first ;
@@ -14384,7 +12170,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$65  = s_rem & \$64 ;
   assign \$66  = s_n - 1'h1;
   assign \$67  = s_n == 2'h2;
-  assign \$68  = \$signal$43  == 1'h1;
+  assign \$68  = \$signal$45  == 1'h1;
   assign \$69  = s_go + 1'h1;
   assign \$70  = go_last ? 3'h0 : \$69 ;
   assign \$71  = s_go == 2'h2;
@@ -14437,9 +12223,9 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   always @(posedge clk)
     s_ox <= \$97 ;
   always @(posedge clk)
-    \$signal$42  <= \$98 ;
+    \$signal$44  <= \$98 ;
   always @(posedge clk)
-    \$signal$43  <= \$99 ;
+    \$signal$45  <= \$99 ;
   always @(posedge clk)
     slot_0 <= \$100 ;
   always @(posedge clk)
@@ -14453,37 +12239,37 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   always @(posedge clk)
     col_2 <= \$105 ;
   always @(posedge clk)
-    \$signal$53  <= \$106 ;
+    \$signal$55  <= \$106 ;
   always @(posedge clk)
-    \$signal$54  <= \$107 ;
+    \$signal$56  <= \$107 ;
   always @(posedge clk)
     q_last <= \$108 ;
   always @(posedge clk)
-    q_oh <= \$109 ;
+    q_oh <= \$4 [8:0];
   always @(posedge clk)
-    \$like  <= \$110 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$111 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$112 ;
+    q_meta <= \$109 ;
   always @(posedge clk)
-    q_slot_0 <= \$113 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_slot_1 <= \$114 ;
+    q_slot_1 <= slot_1;
   always @(posedge clk)
-    q_slot_2 <= \$115 ;
+    q_slot_2 <= slot_2;
   always @(posedge clk)
-    q_col_0 <= \$116 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    q_col_1 <= \$117 ;
+    q_col_1 <= col_1;
   always @(posedge clk)
-    q_col_2 <= \$118 ;
+    q_col_2 <= col_2;
   always @(posedge clk)
-    steps__valid <= \$119 ;
+    steps__valid <= \$110 ;
   always @(posedge clk)
-    steps__payload <= \$120 ;
+    steps__payload <= \$111 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$76  = p_v;
     if (p_take) begin
       \$76  = 1'h0;
@@ -14496,17 +12282,14 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$77  = p_site;
     if (\$44 ) begin
       \$77  = sites__payload;
     end
-    if (rst) begin
-      \$77  = 17'h00000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$78  = p_cnt;
     if (\$44 ) begin
       \$78  = \$53 [3:0];
@@ -14516,67 +12299,49 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$79  = next_slot_0;
     if (\$44 ) begin
       \$79  = \$54 [1:0];
     end
-    if (rst) begin
-      \$79  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [2:0];
     end
-    if (rst) begin
-      \$80  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$81  = next_slot_1;
     if (\$44 ) begin
       \$81  = \$56 [1:0];
     end
-    if (rst) begin
-      \$81  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [2:0];
     end
-    if (rst) begin
-      \$82  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$83  = next_slot_2;
     if (\$44 ) begin
       \$83  = \$58 [1:0];
     end
-    if (rst) begin
-      \$83  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [2:0];
     end
-    if (rst) begin
-      \$84  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$85  = first_r;
     if (issue) begin
       \$85  = 1'h0;
@@ -14598,7 +12363,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$86  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14616,7 +12381,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$87  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14634,7 +12399,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$88  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14644,7 +12409,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$63 ) begin
           \$88  = \$65 ;
         end else begin
-          \$88  = \$signal$42 ;
+          \$88  = \$signal$44 ;
         end
       end
     end
@@ -14656,7 +12421,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$89  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14666,7 +12431,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$63 ) begin
           \$89  = \$66 [3:0];
         end else begin
-          \$89  = \$signal$43 ;
+          \$89  = \$signal$45 ;
         end
       end
     end
@@ -14678,7 +12443,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$90  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14700,7 +12465,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$91  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14721,7 +12486,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$92  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -14742,7 +12507,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$93  = sv;
     if (issue) begin
       if (\$73 ) begin
@@ -14757,7 +12522,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$94  = \$signal$10 ;
     if (p_take) begin
       \$94  = p_site[15];
@@ -14767,7 +12532,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$95  = s_err;
     if (p_take) begin
       \$95  = p_site[16];
@@ -14777,28 +12542,22 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$96  = \$signal$17 ;
     if (p_take) begin
       \$96  = p_site[2:0];
     end
-    if (rst) begin
-      \$96  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$97  = s_ox;
     if (p_take) begin
       \$97  = p_site[5:3];
     end
-    if (rst) begin
-      \$97  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$98  = \$signal$42 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$98  = \$signal$44 ;
     if (p_take) begin
       \$98  = p_site[14:6];
     end
@@ -14807,8 +12566,8 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$99  = \$signal$43 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$99  = \$signal$45 ;
     if (p_take) begin
       \$99  = p_cnt;
     end
@@ -14817,195 +12576,83 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$100  = slot_0;
     if (p_take) begin
       \$100  = next_slot_0;
     end
-    if (rst) begin
-      \$100  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
     end
-    if (rst) begin
-      \$101  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$102  = slot_2;
     if (p_take) begin
       \$102  = next_slot_2;
     end
-    if (rst) begin
-      \$102  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$104  = col_1;
     if (p_take) begin
       \$104  = next_col_1;
     end
-    if (rst) begin
-      \$104  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
     end
-    if (rst) begin
-      \$105  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$106  = issue;
     if (rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$107  = first_r;
     if (rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$108  = last;
     if (rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$109  = \$4 [8:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    \$110  = \$signal$55 ;
     if (rst) begin
-      \$109  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$110  = s_go;
-    if (rst) begin
-      \$110  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$111  = s_gi;
-    if (rst) begin
-      \$111  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$112 [2:0] = \$signal$17 ;
-    \$112 [5:3] = s_ox;
-    \$112 [7:6] = s_go;
-    \$112 [8] = \$signal$10 ;
-    \$112 [9] = \$75 ;
-    if (rst) begin
-      \$112  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$113  = slot_0;
-    if (rst) begin
-      \$113  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$114  = slot_1;
-    if (rst) begin
-      \$114  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$115  = slot_2;
-    if (rst) begin
-      \$115  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$116  = col_0;
-    if (rst) begin
-      \$116  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$117  = col_1;
-    if (rst) begin
-      \$117  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$118  = col_2;
-    if (rst) begin
-      \$118  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$119  = \$signal$53 ;
-    if (rst) begin
-      \$119  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$120 [13] = \$signal$54 ;
-    \$120 [14] = q_last;
-    \$120 [24:15] = q_meta;
-    \$120 [6:0] = { slot, col, \$like  };
-    \$120 [12:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
-    if (rst) begin
-      \$120  = 25'h0000000;
+      \$110  = 1'h0;
     end
   end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[2:0];
   assign \p_site.ox  = p_site[5:3];
   assign \p_site.taps  = p_site[14:6];
   assign \p_site.eof  = p_site[15];
   assign \p_site.error  = p_site[16];
-  assign \sites__payload.oy  = sites__payload[2:0];
-  assign \sites__payload.ox  = sites__payload[5:3];
-  assign \sites__payload.taps  = sites__payload[14:6];
-  assign \sites__payload.eof  = sites__payload[15];
-  assign \sites__payload.error  = sites__payload[16];
-  assign \q_meta.oy  = q_meta[2:0];
-  assign \q_meta.ox  = q_meta[5:3];
-  assign \q_meta.go  = q_meta[7:6];
-  assign \q_meta.eof  = q_meta[8];
-  assign \q_meta.error  = q_meta[9];
   assign \steps__payload.lb_addr  = steps__payload[6:0];
   assign \steps__payload.w_addr  = steps__payload[12:7];
   assign \steps__payload.first  = steps__payload[13];
@@ -15016,13 +12663,41 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \steps__payload.meta.go  = steps__payload[22:21];
   assign \steps__payload.meta.eof  = steps__payload[23];
   assign \steps__payload.meta.error  = steps__payload[24];
+  assign \step.lb_addr  = steps__payload[6:0];
+  assign \step.w_addr  = steps__payload[12:7];
+  assign \step.first  = steps__payload[13];
+  assign \step.last  = steps__payload[14];
+  assign \step.meta  = steps__payload[24:15];
+  assign \step.meta.oy  = steps__payload[17:15];
+  assign \step.meta.ox  = steps__payload[20:18];
+  assign \step.meta.go  = steps__payload[22:21];
+  assign \step.meta.eof  = steps__payload[23];
+  assign \step.meta.error  = steps__payload[24];
+  assign \sites__payload.oy  = sites__payload[2:0];
+  assign \sites__payload.ox  = sites__payload[5:3];
+  assign \sites__payload.taps  = sites__payload[14:6];
+  assign \sites__payload.eof  = sites__payload[15];
+  assign \sites__payload.error  = sites__payload[16];
+  assign \q_meta.oy  = q_meta[2:0];
+  assign \q_meta.ox  = q_meta[5:3];
+  assign \q_meta.go  = q_meta[7:6];
+  assign \q_meta.eof  = q_meta[8];
+  assign \q_meta.error  = q_meta[9];
+  assign \$111 [12:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
+  assign \$111 [6:0] = { slot, col, \$like  };
+  assign \$111 [24:15] = q_meta;
+  assign \$111 [14] = q_last;
+  assign \$111 [13] = \$signal$56 ;
+  assign \$109 [9] = \$75 ;
+  assign \$109 [8] = \$signal$10 ;
+  assign \$109 [7:6] = s_go;
+  assign \$109 [5:3] = s_ox;
+  assign \$109 [2:0] = \$signal$17 ;
   assign \$62  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
-  reg [31:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -15031,6 +12706,8 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [5:0] rd__addr;
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
@@ -15120,24 +12797,18 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__payload, identity__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [2:0] \$11 ;
@@ -15177,15 +12848,9 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [8:0] \$48 ;
-  reg [8:0] \$49 ;
+  reg [71:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [71:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [3:0] \$7 ;
   wire \$8 ;
@@ -15202,7 +12867,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   wire [7:0] \bitmaps[0] ;
   wire [7:0] \bitmaps[1] ;
   wire busy;
-  wire \busy$95 ;
+  wire \busy$97 ;
   reg [1:0] c_in = 2'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -15274,6 +12939,21 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 72'h000000000000000000 *)
+  wire [71:0] out_reg;
+  wire [63:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire [7:0] \out_reg.data[4] ;
+  wire [7:0] \out_reg.data[5] ;
+  wire [7:0] \out_reg.data[6] ;
+  wire [7:0] \out_reg.data[7] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [2:0] \out_reg.x ;
+  wire [2:0] \out_reg.y ;
   reg [271:0] p_data = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
   (* init = 1'h0 *)
   wire p_raddr;
@@ -15294,7 +12974,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   wire [1:0] r_addr;
   wire \r_addr$73 ;
   wire [255:0] r_data;
-  wire [71:0] \r_data$104 ;
+  wire [71:0] \r_data$105 ;
   wire [271:0] \r_data$76 ;
   wire r_en;
   wire r_rdy;
@@ -15320,7 +13000,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$97 ;
+  wire [2:0] \row$99 ;
   wire rq_addr;
   wire [271:0] rq_data;
   input rst;
@@ -15410,7 +13090,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   wire [2:0] \steps__payload.meta.oy ;
   wire [1:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$99 ;
+  wire \steps__valid$101 ;
   wire [168:0] sums__payload;
   wire [168:0] \sums__payload$64 ;
   wire [159:0] \sums__payload$64.acc ;
@@ -15478,12 +13158,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
     c_tap <= \$38 ;
   always @(posedge clk)
     \w_addr$8  <= \$39 ;
@@ -15496,23 +13170,23 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   always @(posedge clk)
     steps__valid <= \$43 ;
   always @(posedge clk)
-    read_first_d1 <= \$44 ;
+    read_first_d1 <= steps__payload[8];
   always @(posedge clk)
-    read_first_d2 <= \$45 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$46 ;
+    read_last_d1 <= steps__payload[9];
   always @(posedge clk)
-    read_last_d2 <= \$47 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$48 ;
+    read_meta_d1 <= steps__payload[18:10];
   always @(posedge clk)
-    read_meta_d2 <= \$49 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$50 ;
+    sites_out__valid <= \$44 ;
   always @(posedge clk)
-    sites_out__payload <= \$51 ;
+    sites_out__payload <= \$45 ;
   always @(posedge clk)
-    inflight <= \$52 ;
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -15538,7 +13212,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(4'h4);
-  assign \$21  = \busy$95  ? \row$97  : row;
+  assign \$21  = \busy$97  ? \row$99  : row;
   assign \$22  = \$21  + 2'h2;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -15558,6 +13232,12 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     loaded <= \$33 ;
   always @(posedge clk)
     height_m1 <= \$34 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
   \top.block_0_2.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -15607,7 +13287,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   );
   \top.block_0_2.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$104 ),
+    .r_data(\r_data$105 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -15637,16 +13317,16 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   );
   \top.block_0_2.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$95 ),
+    .busy(\busy$97 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$97 ),
+    .row(\row$99 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$99 )
+    .steps__valid(\steps__valid$101 )
   );
   \top.block_0_2.weights  weights (
     .clk(clk),
@@ -15658,49 +13338,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[5:3];
-      end
-    end
-    if (rst) begin
-      \$35  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 2'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [1:0];
-      end
-    end
-    if (rst) begin
-      \$36  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$38  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15718,7 +13356,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$39  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15729,12 +13367,9 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$39  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$40  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15742,12 +13377,9 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$40  = c_in;
       end
     end
-    if (rst) begin
-      \$40  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$41  = { 1'h0, \$22  };
     if (frame_reset) begin
       \$41  = 5'h02;
@@ -15757,92 +13389,47 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$42  = \steps__valid$99 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$42  = \steps__valid$101 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$43  = read_v_d1;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$44  = steps__payload[8];
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$46  = steps__payload[9];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$48  = steps__payload[18:10];
-    if (rst) begin
-      \$48  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$50  = sites_out__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$105 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$104 ;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$46  = \$28 [5:0];
     if (rst) begin
-      \$51  = 72'h000000000000000000;
+      \$46  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     tok[69:0] = 70'h000000000000000000;
     if (\$2 ) begin
       tok[63:0] = feats__payload[63:0];
@@ -15857,7 +13444,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$29  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15870,7 +13457,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15885,17 +13472,14 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$31  = p_data;
     if (\$5 ) begin
       \$31  = params__payload;
     end
-    if (rst) begin
-      \$31  = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$32  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -15910,7 +13494,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$33  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -15925,7 +13509,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$34  = height_m1;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -15934,6 +13518,48 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end
     if (rst) begin
       \$34  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[5:3];
+      end
+    end
+    if (rst) begin
+      \$35  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 2'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [1:0];
+      end
+    end
+    if (rst) begin
+      \$36  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [0];
+        end
+      end
+    end
+    if (rst) begin
+      \$37  = 1'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -15974,6 +13600,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \r_data$76  = rq_data;
   assign feats__valid = \w_en$79 ;
   assign \w_data$81  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -16113,11 +13740,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \tok.x  = tok[69:67];
   assign \tok.eof  = tok[70];
   assign \tok.error  = tok[71];
-  assign \read_meta_d1.oy  = read_meta_d1[2:0];
-  assign \read_meta_d1.ox  = read_meta_d1[5:3];
-  assign \read_meta_d1.go  = read_meta_d1[6];
-  assign \read_meta_d1.eof  = read_meta_d1[7];
-  assign \read_meta_d1.error  = read_meta_d1[8];
   assign \sites_out__payload.data  = sites_out__payload[63:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -16131,6 +13753,24 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \sites_out__payload.x  = sites_out__payload[69:67];
   assign \sites_out__payload.eof  = sites_out__payload[70];
   assign \sites_out__payload.error  = sites_out__payload[71];
+  assign \out_reg.data  = sites_out__payload[63:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.data[4]  = sites_out__payload[39:32];
+  assign \out_reg.data[5]  = sites_out__payload[47:40];
+  assign \out_reg.data[6]  = sites_out__payload[55:48];
+  assign \out_reg.data[7]  = sites_out__payload[63:56];
+  assign \out_reg.y  = sites_out__payload[66:64];
+  assign \out_reg.x  = sites_out__payload[69:67];
+  assign \out_reg.eof  = sites_out__payload[70];
+  assign \out_reg.error  = sites_out__payload[71];
+  assign \read_meta_d1.oy  = read_meta_d1[2:0];
+  assign \read_meta_d1.ox  = read_meta_d1[5:3];
+  assign \read_meta_d1.go  = read_meta_d1[6];
+  assign \read_meta_d1.eof  = read_meta_d1[7];
+  assign \read_meta_d1.error  = read_meta_d1[8];
   assign \steps__payload$57 [298:290] = read_meta_d2;
   assign \steps__payload$57 [289] = read_last_d2;
   assign \steps__payload$57 [288] = read_first_d2;
@@ -16140,7 +13780,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
   wire \$100 ;
@@ -16866,7 +14506,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     w_data = 9'h000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -16879,7 +14519,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$224  = eof_seen;
     if (frame_reset) begin
       \$224  = 1'h0;
@@ -16889,14 +14529,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$225  = has_last;
     if (rst) begin
       \$225  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$226  = \$20 ;
     if (frame_reset) begin
       \$226  = 1'h0;
@@ -16906,7 +14546,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$227  = \$22 ;
     if (frame_reset) begin
       \$227  = 1'h0;
@@ -16916,21 +14556,21 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$228  = \$23 ;
     if (rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$229  = \$24 ;
     if (rst) begin
       \$229  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$230  = 1'h0;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -16946,7 +14586,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$231  = \$signal$42 ;
     if (\$29 ) begin
       \$231  = 1'h0;
@@ -16959,7 +14599,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$232  = c_row;
     if (\$34 ) begin
       \$232  = w_row;
@@ -16969,7 +14609,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$233  = \$signal$45 ;
     if (\$34 ) begin
       \$233  = 1'h0;
@@ -16982,7 +14622,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$234  = nz;
     if (\$34 ) begin
       \$234  = \$35 ;
@@ -16995,7 +14635,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$235  = nz_zero;
     if (\$34 ) begin
       \$235  = \$37 ;
@@ -17008,17 +14648,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$236  = \$signal$49 ;
     if (\$34 ) begin
       \$236  = win_0;
     end
-    if (rst) begin
-      \$236  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$237  = w_row;
     if (\$44 ) begin
       \$237  = s_row;
@@ -17028,7 +14665,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$238  = \$signal$50 ;
     if (\$44 ) begin
       \$238  = 1'h0;
@@ -17041,17 +14678,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$239  = win_0;
     if (\$44 ) begin
       \$239  = \$47 ;
     end
-    if (rst) begin
-      \$239  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$240  = s_row;
     if (\$51 ) begin
       \$240  = i_row;
@@ -17061,7 +14695,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$241  = \$signal$54 ;
     if (\$51 ) begin
       \$241  = 1'h0;
@@ -17077,18 +14711,15 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$242  = sel_0;
     if (\$51 ) begin
       \$242 [0] = \$54 ;
       \$242 [1] = \$57 ;
     end
-    if (rst) begin
-      \$242  = 2'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$243  = ends;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17103,7 +14734,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$244  = i_in_row_0;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17111,12 +14742,9 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$244  = \$69 [4:0];
       end
     end
-    if (rst) begin
-      \$244  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$245  = i_row;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17129,7 +14757,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$246  = i_top;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17142,7 +14770,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$247  = f_row;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17158,7 +14786,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$248  = cy;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17174,7 +14802,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$249  = need;
     if (\$62 ) begin
       if (\$66 ) begin
@@ -17190,7 +14818,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$250  = eof_pend;
     if (\$76 ) begin
       \$250  = 1'h0;
@@ -17203,7 +14831,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$251  = \$signal$11 ;
     if (\$78 ) begin
       \$251  = b_v;
@@ -17213,7 +14841,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$252  = \$signal ;
     if (\$78 ) begin
       \$252  = \$signal$63 ;
@@ -17223,7 +14851,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$253  = \$like ;
     if (\$78 ) begin
       \$253  = \$like$64 ;
@@ -17233,7 +14861,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$254  = \$signal$13 ;
     if (\$78 ) begin
       \$254  = b_oy;
@@ -17243,7 +14871,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$255  = c1_win_0;
     if (\$78 ) begin
       \$255  = b_win_0;
@@ -17253,7 +14881,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$256  = \$signal$63 ;
     if (\$78 ) begin
       \$256  = \$12 [7:0];
@@ -17266,7 +14894,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$257  = b_rest;
     if (\$78 ) begin
       \$257  = \$80 ;
@@ -17279,7 +14907,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$258  = \$signal$68 ;
     if (\$78 ) begin
       \$258  = \$112 ;
@@ -17292,7 +14920,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$259  = b_v;
     if (\$115 ) begin
       \$259  = \$signal$69 ;
@@ -17302,7 +14930,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$260  = \$like$64 ;
     if (\$115 ) begin
       \$260  = \$like$72 ;
@@ -17312,7 +14940,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$261  = b_oy;
     if (\$115 ) begin
       \$261  = \$signal$73 ;
@@ -17322,7 +14950,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$262  = b_win_0;
     if (\$115 ) begin
       \$262  = a3_win_0;
@@ -17332,7 +14960,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$263  = \$signal$69 ;
     if (\$123 ) begin
       \$263  = \$signal$76 ;
@@ -17342,7 +14970,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$264  = \$signal$70 ;
     if (\$123 ) begin
       \$264  = \$15 [7:0];
@@ -17352,7 +14980,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$265  = \$signal$71 ;
     if (\$123 ) begin
       \$265  = \$125 ;
@@ -17362,7 +14990,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$266  = \$like$72 ;
     if (\$123 ) begin
       \$266  = \$signal$77 ;
@@ -17372,7 +15000,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$267  = \$signal$73 ;
     if (\$123 ) begin
       \$267  = a2_oy;
@@ -17382,7 +15010,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$268  = a3_rest_zero;
     if (\$123 ) begin
       \$268  = \$157 ;
@@ -17392,7 +15020,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$269  = a3_win_0;
     if (\$123 ) begin
       \$269  = 1'h0;
@@ -17402,7 +15030,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$270  = \$signal$76 ;
     if (\$162 ) begin
       \$270  = 1'h0;
@@ -17415,7 +15043,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$271  = a2_oy;
     if (\$170 ) begin
       \$271  = c_row;
@@ -17425,7 +15053,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$272  = \$signal$77 ;
     if (\$170 ) begin
       \$272  = 1'h0;
@@ -17435,7 +15063,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$273  = a2_bits;
     if (\$170 ) begin
       \$273  = \$171 ;
@@ -17445,7 +15073,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$274  = a_v;
     if (\$178 ) begin
       \$274  = 1'h0;
@@ -17458,7 +15086,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$275  = a_oh;
     if (\$190 ) begin
       \$275  = \$18 [0];
@@ -17468,7 +15096,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$276  = eof_done;
     if (\$213 ) begin
       \$276  = 1'h1;
@@ -17481,7 +15109,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$277  = \$216 ;
     if (frame_reset) begin
       \$277  = 1'h0;
@@ -17491,14 +15119,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$278  = \$219 ;
     if (rst) begin
       \$278  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$279  = \$223 [2:0];
     if (frame_reset) begin
       \$279  = 3'h0;
@@ -17558,7 +15186,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -17640,7 +15268,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -17650,7 +15278,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -17660,7 +15288,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -17683,7 +15311,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -17755,16 +15383,11 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [2:0] \$163 ;
-  reg [2:0] \$164 ;
-  reg [5:0] \$165 ;
-  reg [31:0] \$166 ;
-  reg \$167 ;
-  reg [7:0] \$168 ;
-  reg [3:0] \$169 ;
+  reg [7:0] \$163 ;
+  reg [3:0] \$164 ;
+  reg [7:0] \$165 ;
+  reg [3:0] \$166 ;
   wire \$17 ;
-  reg [7:0] \$170 ;
-  reg [3:0] \$171 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -18212,25 +15835,25 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   always @(posedge clk)
     w_set <= \$161 ;
   always @(posedge clk)
-    w_slot <= \$162 ;
+    w_slot <= got[32];
   always @(posedge clk)
-    w_x <= \$163 ;
+    w_x <= got[37:35];
   always @(posedge clk)
-    w_y <= \$164 ;
+    w_y <= got[34:32];
   always @(posedge clk)
-    w_addr <= \$165 ;
+    w_addr <= { got[32], got[37:35], got[41:40] };
   always @(posedge clk)
-    w_data <= \$166 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$167 ;
+    acc_eof <= \$162 ;
   always @(posedge clk)
-    bitmap_0 <= \$168 ;
+    bitmap_0 <= \$163 ;
   always @(posedge clk)
-    row_tag_0 <= \$169 ;
+    row_tag_0 <= \$164 ;
   always @(posedge clk)
-    bitmap_1 <= \$170 ;
+    bitmap_1 <= \$165 ;
   always @(posedge clk)
-    row_tag_1 <= \$171 ;
+    row_tag_1 <= \$166 ;
   \top.block_0_2.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -18241,7 +15864,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$136  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18256,7 +15879,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$137  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18273,7 +15896,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$138  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18282,12 +15905,9 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$138  = sites_in__payload[34:32];
       end
     end
-    if (rst) begin
-      \$138  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$139  = \$signal$17 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -18296,36 +15916,30 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$139  = sites_in__payload[37:35];
       end
     end
-    if (rst) begin
-      \$139  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$140  = height_m1;
     if (rst) begin
       \$140  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$141  = width_m1;
     if (rst) begin
       \$141  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
     end
-    if (rst) begin
-      \$142  = 45'h000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$143  = entry_0_valid;
     if (\$40 ) begin
       \$143  = 1'h1;
@@ -18340,31 +15954,28 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$144  = \$52 ;
     if (rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
     end
-    if (rst) begin
-      \$146  = 45'h000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$147  = entry_1_valid;
     if (\$65 ) begin
       \$147  = 1'h1;
@@ -18379,21 +15990,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$148  = \$77 ;
     if (rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$149  = \$85 ;
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$150  = \$signal$56 ;
     if (\$88 ) begin
       \$150  = \$89 ;
@@ -18403,7 +16014,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$151  = rp;
     if (take) begin
       \$151  = \$90 ;
@@ -18413,7 +16024,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$152  = done_rows;
     if (\$114 ) begin
       \$152  = { 2'h0, got[34:32] };
@@ -18426,7 +16037,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$153  = busy;
     if (take) begin
       \$153  = 1'h1;
@@ -18439,7 +16050,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$154  = eof_seen;
     if (take) begin
       if (got[38]) begin
@@ -18454,7 +16065,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$155  = \$signal$36 ;
     if (take) begin
       if (got[38]) begin
@@ -18472,7 +16083,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$156  = error;
     if (take) begin
       if (got[38]) begin
@@ -18492,7 +16103,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$157  = has_last;
     if (take) begin
       if (got[38]) begin
@@ -18510,7 +16121,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$158  = last_y;
     if (take) begin
       if (got[38]) begin
@@ -18525,116 +16136,81 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$160  = \$126 ;
     if (rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$161  = got[43];
     if (rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$162  = got[32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$162  = \$127 ;
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$163  = got[37:35];
-    if (rst) begin
-      \$163  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$164  = got[34:32];
-    if (rst) begin
-      \$164  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$165  = { got[32], got[37:35], got[41:40] };
-    if (rst) begin
-      \$165  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$166  = got[31:0];
-    if (rst) begin
-      \$166  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$167  = \$127 ;
-    if (rst) begin
-      \$167  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$168  = bitmap_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$163  = bitmap_0;
     if (\$129 ) begin
-      \$168  = \$131 ;
+      \$163  = \$131 ;
     end
     if (rst) begin
-      \$168  = 8'h00;
+      \$163  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$169  = row_tag_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$164  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
-        \$169  = { 1'h0, w_y };
+        \$164  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$169  = 4'hf;
+      \$164  = 4'hf;
     end
     if (rst) begin
-      \$169  = 4'hf;
+      \$164  = 4'hf;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$170  = bitmap_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$165  = bitmap_1;
     if (\$133 ) begin
-      \$170  = \$135 ;
+      \$165  = \$135 ;
     end
     if (rst) begin
-      \$170  = 8'h00;
+      \$165  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$171  = row_tag_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$166  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
-        \$171  = { 1'h0, w_y };
+        \$166  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$171  = 4'hf;
+      \$166  = 4'hf;
     end
     if (rst) begin
-      \$171  = 4'hf;
+      \$166  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -18739,8 +16315,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
-  reg [31:0] \$1 ;
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
@@ -18749,6 +16323,8 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
+  (* init = 32'd0 *)
+  wire [31:0] r_reg;
   input [5:0] rd__addr;
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
@@ -18838,151 +16414,32 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 32'd0;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
-  reg [7:0] \$100 ;
-  reg [7:0] \$101 ;
-  reg [16:0] \$102 ;
-  reg [7:0] \$103 ;
-  reg [7:0] \$104 ;
-  reg [16:0] \$105 ;
-  reg [7:0] \$106 ;
-  reg [7:0] \$107 ;
-  reg [16:0] \$108 ;
-  reg [7:0] \$109 ;
   wire [15:0] \$11 ;
-  reg [7:0] \$110 ;
-  reg [16:0] \$111 ;
-  reg [7:0] \$112 ;
-  reg [7:0] \$113 ;
-  reg [16:0] \$114 ;
-  reg [7:0] \$115 ;
-  reg [7:0] \$116 ;
-  reg [16:0] \$117 ;
-  reg [7:0] \$118 ;
-  reg [7:0] \$119 ;
   wire [15:0] \$12 ;
-  reg [16:0] \$120 ;
-  reg [7:0] \$121 ;
-  reg [7:0] \$122 ;
-  reg [16:0] \$123 ;
-  reg [7:0] \$124 ;
-  reg [7:0] \$125 ;
-  reg [16:0] \$126 ;
-  reg [7:0] \$127 ;
-  reg [7:0] \$128 ;
-  reg [16:0] \$129 ;
   wire [15:0] \$13 ;
-  reg [7:0] \$130 ;
-  reg [7:0] \$131 ;
-  reg [16:0] \$132 ;
-  reg [7:0] \$133 ;
-  reg [7:0] \$134 ;
-  reg [16:0] \$135 ;
-  reg [7:0] \$136 ;
-  reg [7:0] \$137 ;
-  reg [16:0] \$138 ;
-  reg [7:0] \$139 ;
   wire [15:0] \$14 ;
-  reg [7:0] \$140 ;
-  reg [16:0] \$141 ;
-  reg [7:0] \$142 ;
-  reg [7:0] \$143 ;
-  reg [16:0] \$144 ;
-  reg [7:0] \$145 ;
-  reg [7:0] \$146 ;
-  reg [16:0] \$147 ;
-  reg [7:0] \$148 ;
-  reg [7:0] \$149 ;
   wire [15:0] \$15 ;
-  reg [16:0] \$150 ;
-  reg [7:0] \$151 ;
-  reg [7:0] \$152 ;
-  reg [16:0] \$153 ;
-  reg [7:0] \$154 ;
-  reg [7:0] \$155 ;
-  reg [16:0] \$156 ;
-  reg [7:0] \$157 ;
-  reg [7:0] \$158 ;
-  reg [16:0] \$159 ;
   wire [15:0] \$16 ;
-  reg [7:0] \$160 ;
-  reg [7:0] \$161 ;
-  reg [16:0] \$162 ;
-  reg [7:0] \$163 ;
-  reg [7:0] \$164 ;
-  reg [16:0] \$165 ;
-  reg [7:0] \$166 ;
-  reg [7:0] \$167 ;
-  reg [16:0] \$168 ;
-  reg [7:0] \$169 ;
   wire [15:0] \$17 ;
-  reg [7:0] \$170 ;
-  reg [16:0] \$171 ;
-  reg [7:0] \$172 ;
-  reg [7:0] \$173 ;
-  reg [16:0] \$174 ;
-  reg [19:0] \$175 ;
-  reg [19:0] \$176 ;
-  reg [19:0] \$177 ;
-  reg [19:0] \$178 ;
-  reg [19:0] \$179 ;
   wire [15:0] \$18 ;
-  reg [19:0] \$180 ;
-  reg [19:0] \$181 ;
-  reg [19:0] \$182 ;
-  reg [19:0] \$183 ;
-  reg [19:0] \$184 ;
-  reg [19:0] \$185 ;
-  reg [19:0] \$186 ;
-  reg [19:0] \$187 ;
-  reg [19:0] \$188 ;
-  reg [19:0] \$189 ;
   wire [15:0] \$19 ;
-  reg [19:0] \$190 ;
-  reg [19:0] \$191 ;
-  reg [19:0] \$192 ;
-  reg [19:0] \$193 ;
-  reg [19:0] \$194 ;
-  reg [19:0] \$195 ;
-  reg [19:0] \$196 ;
-  reg [19:0] \$197 ;
-  reg [19:0] \$198 ;
-  reg [11:0] \$199 ;
   wire [15:0] \$2 ;
   wire [15:0] \$20 ;
-  reg [11:0] \$200 ;
-  reg [11:0] \$201 ;
-  reg [11:0] \$202 ;
-  reg [19:0] \$203 ;
-  reg [19:0] \$204 ;
-  reg [19:0] \$205 ;
-  reg [19:0] \$206 ;
-  reg [19:0] \$207 ;
-  reg [19:0] \$208 ;
-  reg [19:0] \$209 ;
   wire [15:0] \$21 ;
-  reg [19:0] \$210 ;
-  reg \$211 ;
-  reg [8:0] \$212 ;
   wire [15:0] \$22 ;
   wire [15:0] \$23 ;
   wire [15:0] \$24 ;
@@ -19043,31 +16500,22 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [20:0] \$74 ;
   wire \$75 ;
   wire \$76 ;
-  reg [298:0] \$77 ;
+  reg \$77 ;
   reg \$78 ;
-  reg [7:0] \$79 ;
+  reg \$79 ;
   wire [15:0] \$8 ;
-  reg [7:0] \$80 ;
-  reg [16:0] \$81 ;
-  reg [7:0] \$82 ;
-  reg [7:0] \$83 ;
-  reg [16:0] \$84 ;
-  reg [7:0] \$85 ;
-  reg [7:0] \$86 ;
-  reg [16:0] \$87 ;
-  reg [7:0] \$88 ;
-  reg [7:0] \$89 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg [19:0] \$82 ;
+  reg [19:0] \$83 ;
+  reg [19:0] \$84 ;
+  reg [19:0] \$85 ;
+  reg [19:0] \$86 ;
+  reg [19:0] \$87 ;
+  reg [19:0] \$88 ;
+  reg [19:0] \$89 ;
   wire [15:0] \$9 ;
-  reg [16:0] \$90 ;
-  reg [7:0] \$91 ;
-  reg [7:0] \$92 ;
-  reg [16:0] \$93 ;
-  reg [7:0] \$94 ;
-  reg [7:0] \$95 ;
-  reg [16:0] \$96 ;
-  reg [7:0] \$97 ;
-  reg [7:0] \$98 ;
-  reg [16:0] \$99 ;
+  reg \$90 ;
   reg [19:0] acc_0 = 20'h00000;
   reg [19:0] acc_1 = 20'h00000;
   reg [19:0] acc_2 = 20'h00000;
@@ -19078,7 +16526,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [19:0] acc_7 = 20'h00000;
   input clk;
   wire clk;
-  wire [11:0] ctl;
+  wire [10:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [8:0] \ctl.meta ;
@@ -19087,8 +16535,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [11:0] mac_ctl_d1 = 12'h000;
+  reg [10:0] mac_ctl_d1 = 11'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [8:0] \mac_ctl_d1.meta ;
@@ -19097,8 +16544,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \mac_ctl_d1.meta.go ;
   wire [2:0] \mac_ctl_d1.meta.ox ;
   wire [2:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [11:0] mac_ctl_d2 = 12'h000;
+  reg [10:0] mac_ctl_d2 = 11'h000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [8:0] \mac_ctl_d2.meta ;
@@ -19107,8 +16553,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \mac_ctl_d2.meta.go ;
   wire [2:0] \mac_ctl_d2.meta.ox ;
   wire [2:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [11:0] mac_ctl_d3 = 12'h000;
+  reg [10:0] mac_ctl_d3 = 11'h000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [8:0] \mac_ctl_d3.meta ;
@@ -19117,8 +16562,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \mac_ctl_d3.meta.go ;
   wire [2:0] \mac_ctl_d3.meta.ox ;
   wire [2:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [11:0] mac_ctl_d4 = 12'h000;
+  reg [10:0] mac_ctl_d4 = 11'h000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [8:0] \mac_ctl_d4.meta ;
@@ -19127,7 +16571,10 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \mac_ctl_d4.meta.go ;
   wire [2:0] \mac_ctl_d4.meta.ox ;
   wire [2:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
   reg op_v = 1'h0;
   reg [298:0] operands = 299'h000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -19319,15 +16766,6 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [19:0] tree_7_l2_0 = 20'h00000;
   (* init = 20'h00000 *)
   wire [19:0] tree_7_sum;
-  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
-  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
-  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
-  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
-  assign \$5  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
-  assign \$6  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
-  assign \$7  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
-  assign \$8  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
-  assign \$9  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
   assign \$10  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
   assign \$11  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
   assign \$12  = $signed(prod_2_3_a) * $signed(prod_2_3_b);
@@ -19375,1272 +16813,411 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$54  = $signed(prod_7_0_p) + $signed(prod_7_1_p);
   assign \$55  = $signed(prod_7_2_p) + $signed(prod_7_3_p);
   assign \$56  = $signed(tree_7_l1_0) + $signed(tree_7_l1_1);
-  assign \$57  = ~ mac_ctl_d4[10];
-  assign \$58  = mac_ctl_d4[0] & \$57 ;
-  assign \$59  = mac_ctl_d4[1] ? 20'h00000 : acc_0;
+  assign \$57  = ~ mac_ctl_d4[9];
+  assign \$58  = mac_v_d4 & \$57 ;
+  assign \$59  = mac_ctl_d4[0] ? 20'h00000 : acc_0;
   assign \$60  = $signed(\$59 ) + $signed(tree_0_l2_0);
-  assign \$61  = mac_ctl_d4[1] ? 20'h00000 : acc_1;
+  assign \$61  = mac_ctl_d4[0] ? 20'h00000 : acc_1;
   assign \$62  = $signed(\$61 ) + $signed(tree_1_l2_0);
-  assign \$63  = mac_ctl_d4[1] ? 20'h00000 : acc_2;
+  assign \$63  = mac_ctl_d4[0] ? 20'h00000 : acc_2;
   assign \$64  = $signed(\$63 ) + $signed(tree_2_l2_0);
-  assign \$65  = mac_ctl_d4[1] ? 20'h00000 : acc_3;
+  assign \$65  = mac_ctl_d4[0] ? 20'h00000 : acc_3;
   assign \$66  = $signed(\$65 ) + $signed(tree_3_l2_0);
-  assign \$67  = mac_ctl_d4[1] ? 20'h00000 : acc_4;
+  assign \$67  = mac_ctl_d4[0] ? 20'h00000 : acc_4;
   assign \$68  = $signed(\$67 ) + $signed(tree_4_l2_0);
-  assign \$69  = mac_ctl_d4[1] ? 20'h00000 : acc_5;
+  assign \$69  = mac_ctl_d4[0] ? 20'h00000 : acc_5;
   assign \$70  = $signed(\$69 ) + $signed(tree_5_l2_0);
-  assign \$71  = mac_ctl_d4[1] ? 20'h00000 : acc_6;
+  assign \$71  = mac_ctl_d4[0] ? 20'h00000 : acc_6;
   assign \$72  = $signed(\$71 ) + $signed(tree_6_l2_0);
-  assign \$73  = mac_ctl_d4[1] ? 20'h00000 : acc_7;
+  assign \$73  = mac_ctl_d4[0] ? 20'h00000 : acc_7;
   assign \$74  = $signed(\$73 ) + $signed(tree_7_l2_0);
-  assign \$75  = mac_ctl_d4[2] | mac_ctl_d4[10];
-  assign \$76  = mac_ctl_d4[0] & \$75 ;
+  assign \$75  = mac_ctl_d4[1] | mac_ctl_d4[9];
+  assign \$76  = mac_v_d4 & \$75 ;
   always @(posedge clk)
-    operands <= \$77 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$78 ;
+    op_v <= \$77 ;
   always @(posedge clk)
-    prod_0_0_a <= \$79 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$80 ;
+    prod_0_0_b <= operands[39:32];
   always @(posedge clk)
-    prod_0_0_p <= \$81 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$82 ;
+    prod_0_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_0_1_b <= \$83 ;
+    prod_0_1_b <= operands[47:40];
   always @(posedge clk)
-    prod_0_1_p <= \$84 ;
+    prod_0_1_p <= { \$2 [15], \$2  };
   always @(posedge clk)
-    prod_0_2_a <= \$85 ;
+    prod_0_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_0_2_b <= \$86 ;
+    prod_0_2_b <= operands[55:48];
   always @(posedge clk)
-    prod_0_2_p <= \$87 ;
+    prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
-    prod_0_3_a <= \$88 ;
+    prod_0_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_0_3_b <= \$89 ;
+    prod_0_3_b <= operands[63:56];
   always @(posedge clk)
-    prod_0_3_p <= \$90 ;
+    prod_0_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
-    prod_1_0_a <= \$91 ;
+    prod_1_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_1_0_b <= \$92 ;
+    prod_1_0_b <= operands[71:64];
   always @(posedge clk)
-    prod_1_0_p <= \$93 ;
+    prod_1_0_p <= { \$5 [15], \$5  };
   always @(posedge clk)
-    prod_1_1_a <= \$94 ;
+    prod_1_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_1_1_b <= \$95 ;
+    prod_1_1_b <= operands[79:72];
   always @(posedge clk)
-    prod_1_1_p <= \$96 ;
+    prod_1_1_p <= { \$6 [15], \$6  };
   always @(posedge clk)
-    prod_1_2_a <= \$97 ;
+    prod_1_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_1_2_b <= \$98 ;
+    prod_1_2_b <= operands[87:80];
   always @(posedge clk)
-    prod_1_2_p <= \$99 ;
+    prod_1_2_p <= { \$7 [15], \$7  };
   always @(posedge clk)
-    prod_1_3_a <= \$100 ;
+    prod_1_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_1_3_b <= \$101 ;
+    prod_1_3_b <= operands[95:88];
   always @(posedge clk)
-    prod_1_3_p <= \$102 ;
+    prod_1_3_p <= { \$8 [15], \$8  };
   always @(posedge clk)
-    prod_2_0_a <= \$103 ;
+    prod_2_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_2_0_b <= \$104 ;
+    prod_2_0_b <= operands[103:96];
   always @(posedge clk)
-    prod_2_0_p <= \$105 ;
+    prod_2_0_p <= { \$9 [15], \$9  };
   always @(posedge clk)
-    prod_2_1_a <= \$106 ;
+    prod_2_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_2_1_b <= \$107 ;
+    prod_2_1_b <= operands[111:104];
   always @(posedge clk)
-    prod_2_1_p <= \$108 ;
+    prod_2_1_p <= { \$10 [15], \$10  };
   always @(posedge clk)
-    prod_2_2_a <= \$109 ;
+    prod_2_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_2_2_b <= \$110 ;
+    prod_2_2_b <= operands[119:112];
   always @(posedge clk)
-    prod_2_2_p <= \$111 ;
+    prod_2_2_p <= { \$11 [15], \$11  };
   always @(posedge clk)
-    prod_2_3_a <= \$112 ;
+    prod_2_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_2_3_b <= \$113 ;
+    prod_2_3_b <= operands[127:120];
   always @(posedge clk)
-    prod_2_3_p <= \$114 ;
+    prod_2_3_p <= { \$12 [15], \$12  };
   always @(posedge clk)
-    prod_3_0_a <= \$115 ;
+    prod_3_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_3_0_b <= \$116 ;
+    prod_3_0_b <= operands[135:128];
   always @(posedge clk)
-    prod_3_0_p <= \$117 ;
+    prod_3_0_p <= { \$13 [15], \$13  };
   always @(posedge clk)
-    prod_3_1_a <= \$118 ;
+    prod_3_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_3_1_b <= \$119 ;
+    prod_3_1_b <= operands[143:136];
   always @(posedge clk)
-    prod_3_1_p <= \$120 ;
+    prod_3_1_p <= { \$14 [15], \$14  };
   always @(posedge clk)
-    prod_3_2_a <= \$121 ;
+    prod_3_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_3_2_b <= \$122 ;
+    prod_3_2_b <= operands[151:144];
   always @(posedge clk)
-    prod_3_2_p <= \$123 ;
+    prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
-    prod_3_3_a <= \$124 ;
+    prod_3_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_3_3_b <= \$125 ;
+    prod_3_3_b <= operands[159:152];
   always @(posedge clk)
-    prod_3_3_p <= \$126 ;
+    prod_3_3_p <= { \$16 [15], \$16  };
   always @(posedge clk)
-    prod_4_0_a <= \$127 ;
+    prod_4_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_4_0_b <= \$128 ;
+    prod_4_0_b <= operands[167:160];
   always @(posedge clk)
-    prod_4_0_p <= \$129 ;
+    prod_4_0_p <= { \$17 [15], \$17  };
   always @(posedge clk)
-    prod_4_1_a <= \$130 ;
+    prod_4_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_4_1_b <= \$131 ;
+    prod_4_1_b <= operands[175:168];
   always @(posedge clk)
-    prod_4_1_p <= \$132 ;
+    prod_4_1_p <= { \$18 [15], \$18  };
   always @(posedge clk)
-    prod_4_2_a <= \$133 ;
+    prod_4_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_4_2_b <= \$134 ;
+    prod_4_2_b <= operands[183:176];
   always @(posedge clk)
-    prod_4_2_p <= \$135 ;
+    prod_4_2_p <= { \$19 [15], \$19  };
   always @(posedge clk)
-    prod_4_3_a <= \$136 ;
+    prod_4_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_4_3_b <= \$137 ;
+    prod_4_3_b <= operands[191:184];
   always @(posedge clk)
-    prod_4_3_p <= \$138 ;
+    prod_4_3_p <= { \$20 [15], \$20  };
   always @(posedge clk)
-    prod_5_0_a <= \$139 ;
+    prod_5_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_5_0_b <= \$140 ;
+    prod_5_0_b <= operands[199:192];
   always @(posedge clk)
-    prod_5_0_p <= \$141 ;
+    prod_5_0_p <= { \$21 [15], \$21  };
   always @(posedge clk)
-    prod_5_1_a <= \$142 ;
+    prod_5_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_5_1_b <= \$143 ;
+    prod_5_1_b <= operands[207:200];
   always @(posedge clk)
-    prod_5_1_p <= \$144 ;
+    prod_5_1_p <= { \$22 [15], \$22  };
   always @(posedge clk)
-    prod_5_2_a <= \$145 ;
+    prod_5_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_5_2_b <= \$146 ;
+    prod_5_2_b <= operands[215:208];
   always @(posedge clk)
-    prod_5_2_p <= \$147 ;
+    prod_5_2_p <= { \$23 [15], \$23  };
   always @(posedge clk)
-    prod_5_3_a <= \$148 ;
+    prod_5_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_5_3_b <= \$149 ;
+    prod_5_3_b <= operands[223:216];
   always @(posedge clk)
-    prod_5_3_p <= \$150 ;
+    prod_5_3_p <= { \$24 [15], \$24  };
   always @(posedge clk)
-    prod_6_0_a <= \$151 ;
+    prod_6_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_6_0_b <= \$152 ;
+    prod_6_0_b <= operands[231:224];
   always @(posedge clk)
-    prod_6_0_p <= \$153 ;
+    prod_6_0_p <= { \$25 [15], \$25  };
   always @(posedge clk)
-    prod_6_1_a <= \$154 ;
+    prod_6_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_6_1_b <= \$155 ;
+    prod_6_1_b <= operands[239:232];
   always @(posedge clk)
-    prod_6_1_p <= \$156 ;
+    prod_6_1_p <= { \$26 [15], \$26  };
   always @(posedge clk)
-    prod_6_2_a <= \$157 ;
+    prod_6_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_6_2_b <= \$158 ;
+    prod_6_2_b <= operands[247:240];
   always @(posedge clk)
-    prod_6_2_p <= \$159 ;
+    prod_6_2_p <= { \$27 [15], \$27  };
   always @(posedge clk)
-    prod_6_3_a <= \$160 ;
+    prod_6_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_6_3_b <= \$161 ;
+    prod_6_3_b <= operands[255:248];
   always @(posedge clk)
-    prod_6_3_p <= \$162 ;
+    prod_6_3_p <= { \$28 [15], \$28  };
   always @(posedge clk)
-    prod_7_0_a <= \$163 ;
+    prod_7_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_7_0_b <= \$164 ;
+    prod_7_0_b <= operands[263:256];
   always @(posedge clk)
-    prod_7_0_p <= \$165 ;
+    prod_7_0_p <= { \$29 [15], \$29  };
   always @(posedge clk)
-    prod_7_1_a <= \$166 ;
+    prod_7_1_a <= operands[15:8];
   always @(posedge clk)
-    prod_7_1_b <= \$167 ;
+    prod_7_1_b <= operands[271:264];
   always @(posedge clk)
-    prod_7_1_p <= \$168 ;
+    prod_7_1_p <= { \$30 [15], \$30  };
   always @(posedge clk)
-    prod_7_2_a <= \$169 ;
+    prod_7_2_a <= operands[23:16];
   always @(posedge clk)
-    prod_7_2_b <= \$170 ;
+    prod_7_2_b <= operands[279:272];
   always @(posedge clk)
-    prod_7_2_p <= \$171 ;
+    prod_7_2_p <= { \$31 [15], \$31  };
   always @(posedge clk)
-    prod_7_3_a <= \$172 ;
+    prod_7_3_a <= operands[31:24];
   always @(posedge clk)
-    prod_7_3_b <= \$173 ;
+    prod_7_3_b <= operands[287:280];
   always @(posedge clk)
-    prod_7_3_p <= \$174 ;
+    prod_7_3_p <= { \$32 [15], \$32  };
   always @(posedge clk)
-    tree_0_l1_0 <= \$175 ;
+    tree_0_l1_0 <= { \$33 [17], \$33 [17], \$33  };
   always @(posedge clk)
-    tree_0_l1_1 <= \$176 ;
+    tree_0_l1_1 <= { \$34 [17], \$34 [17], \$34  };
   always @(posedge clk)
-    tree_0_l2_0 <= \$177 ;
+    tree_0_l2_0 <= \$35 [19:0];
   always @(posedge clk)
-    tree_1_l1_0 <= \$178 ;
+    tree_1_l1_0 <= { \$36 [17], \$36 [17], \$36  };
   always @(posedge clk)
-    tree_1_l1_1 <= \$179 ;
+    tree_1_l1_1 <= { \$37 [17], \$37 [17], \$37  };
   always @(posedge clk)
-    tree_1_l2_0 <= \$180 ;
+    tree_1_l2_0 <= \$38 [19:0];
   always @(posedge clk)
-    tree_2_l1_0 <= \$181 ;
+    tree_2_l1_0 <= { \$39 [17], \$39 [17], \$39  };
   always @(posedge clk)
-    tree_2_l1_1 <= \$182 ;
+    tree_2_l1_1 <= { \$40 [17], \$40 [17], \$40  };
   always @(posedge clk)
-    tree_2_l2_0 <= \$183 ;
+    tree_2_l2_0 <= \$41 [19:0];
   always @(posedge clk)
-    tree_3_l1_0 <= \$184 ;
+    tree_3_l1_0 <= { \$42 [17], \$42 [17], \$42  };
   always @(posedge clk)
-    tree_3_l1_1 <= \$185 ;
+    tree_3_l1_1 <= { \$43 [17], \$43 [17], \$43  };
   always @(posedge clk)
-    tree_3_l2_0 <= \$186 ;
+    tree_3_l2_0 <= \$44 [19:0];
   always @(posedge clk)
-    tree_4_l1_0 <= \$187 ;
+    tree_4_l1_0 <= { \$45 [17], \$45 [17], \$45  };
   always @(posedge clk)
-    tree_4_l1_1 <= \$188 ;
+    tree_4_l1_1 <= { \$46 [17], \$46 [17], \$46  };
   always @(posedge clk)
-    tree_4_l2_0 <= \$189 ;
+    tree_4_l2_0 <= \$47 [19:0];
   always @(posedge clk)
-    tree_5_l1_0 <= \$190 ;
+    tree_5_l1_0 <= { \$48 [17], \$48 [17], \$48  };
   always @(posedge clk)
-    tree_5_l1_1 <= \$191 ;
+    tree_5_l1_1 <= { \$49 [17], \$49 [17], \$49  };
   always @(posedge clk)
-    tree_5_l2_0 <= \$192 ;
+    tree_5_l2_0 <= \$50 [19:0];
   always @(posedge clk)
-    tree_6_l1_0 <= \$193 ;
+    tree_6_l1_0 <= { \$51 [17], \$51 [17], \$51  };
   always @(posedge clk)
-    tree_6_l1_1 <= \$194 ;
+    tree_6_l1_1 <= { \$52 [17], \$52 [17], \$52  };
   always @(posedge clk)
-    tree_6_l2_0 <= \$195 ;
+    tree_6_l2_0 <= \$53 [19:0];
   always @(posedge clk)
-    tree_7_l1_0 <= \$196 ;
+    tree_7_l1_0 <= { \$54 [17], \$54 [17], \$54  };
   always @(posedge clk)
-    tree_7_l1_1 <= \$197 ;
+    tree_7_l1_1 <= { \$55 [17], \$55 [17], \$55  };
   always @(posedge clk)
-    tree_7_l2_0 <= \$198 ;
+    tree_7_l2_0 <= \$56 [19:0];
   always @(posedge clk)
-    mac_ctl_d1 <= \$199 ;
+    mac_ctl_d1 <= ctl;
   always @(posedge clk)
-    mac_ctl_d2 <= \$200 ;
+    mac_ctl_d2 <= mac_ctl_d1;
   always @(posedge clk)
-    mac_ctl_d3 <= \$201 ;
+    mac_ctl_d3 <= mac_ctl_d2;
   always @(posedge clk)
-    mac_ctl_d4 <= \$202 ;
+    mac_ctl_d4 <= mac_ctl_d3;
   always @(posedge clk)
-    acc_0 <= \$203 ;
+    mac_v_d1 <= \$78 ;
   always @(posedge clk)
-    acc_1 <= \$204 ;
+    mac_v_d2 <= \$79 ;
   always @(posedge clk)
-    acc_2 <= \$205 ;
+    mac_v_d3 <= \$80 ;
   always @(posedge clk)
-    acc_3 <= \$206 ;
+    mac_v_d4 <= \$81 ;
   always @(posedge clk)
-    acc_4 <= \$207 ;
+    acc_0 <= \$82 ;
   always @(posedge clk)
-    acc_5 <= \$208 ;
+    acc_1 <= \$83 ;
   always @(posedge clk)
-    acc_6 <= \$209 ;
+    acc_2 <= \$84 ;
   always @(posedge clk)
-    acc_7 <= \$210 ;
+    acc_3 <= \$85 ;
   always @(posedge clk)
-    out_v <= \$211 ;
+    acc_4 <= \$86 ;
   always @(posedge clk)
-    out_meta <= \$212 ;
+    acc_5 <= \$87 ;
+  always @(posedge clk)
+    acc_6 <= \$88 ;
+  always @(posedge clk)
+    acc_7 <= \$89 ;
+  always @(posedge clk)
+    out_v <= \$90 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d4[10:2];
+  assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
+  assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
+  assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
+  assign \$4  = $signed(prod_0_3_a) * $signed(prod_0_3_b);
+  assign \$5  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
+  assign \$6  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
+  assign \$7  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
+  assign \$8  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
+  assign \$9  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$77  = steps__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$77  = steps__valid;
     if (rst) begin
-      \$77  = 299'h000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$77  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$78  = steps__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$78  = op_v;
     if (rst) begin
       \$78  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$79  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$79  = mac_v_d1;
     if (rst) begin
-      \$79  = 8'h00;
+      \$79  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$80  = operands[39:32];
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$80  = mac_v_d2;
     if (rst) begin
-      \$80  = 8'h00;
+      \$80  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$81  = { \$1 [15], \$1  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$81  = mac_v_d3;
     if (rst) begin
-      \$81  = 17'h00000;
+      \$81  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$82  = operands[15:8];
-    if (rst) begin
-      \$82  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$83  = operands[47:40];
-    if (rst) begin
-      \$83  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$84  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$84  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$85  = operands[23:16];
-    if (rst) begin
-      \$85  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$86  = operands[55:48];
-    if (rst) begin
-      \$86  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$87  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$87  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$88  = operands[31:24];
-    if (rst) begin
-      \$88  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$89  = operands[63:56];
-    if (rst) begin
-      \$89  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$90  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$90  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$91  = operands[7:0];
-    if (rst) begin
-      \$91  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$92  = operands[71:64];
-    if (rst) begin
-      \$92  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$93  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$93  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$94  = operands[15:8];
-    if (rst) begin
-      \$94  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$95  = operands[79:72];
-    if (rst) begin
-      \$95  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$96  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$96  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$97  = operands[23:16];
-    if (rst) begin
-      \$97  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$98  = operands[87:80];
-    if (rst) begin
-      \$98  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$99  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$99  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$100  = operands[31:24];
-    if (rst) begin
-      \$100  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$101  = operands[95:88];
-    if (rst) begin
-      \$101  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$102  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$102  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$103  = operands[7:0];
-    if (rst) begin
-      \$103  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$104  = operands[103:96];
-    if (rst) begin
-      \$104  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$105  = { \$9 [15], \$9  };
-    if (rst) begin
-      \$105  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$106  = operands[15:8];
-    if (rst) begin
-      \$106  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$107  = operands[111:104];
-    if (rst) begin
-      \$107  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$108  = { \$10 [15], \$10  };
-    if (rst) begin
-      \$108  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$109  = operands[23:16];
-    if (rst) begin
-      \$109  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$110  = operands[119:112];
-    if (rst) begin
-      \$110  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$111  = { \$11 [15], \$11  };
-    if (rst) begin
-      \$111  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$112  = operands[31:24];
-    if (rst) begin
-      \$112  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$113  = operands[127:120];
-    if (rst) begin
-      \$113  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$114  = { \$12 [15], \$12  };
-    if (rst) begin
-      \$114  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$115  = operands[7:0];
-    if (rst) begin
-      \$115  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$116  = operands[135:128];
-    if (rst) begin
-      \$116  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$117  = { \$13 [15], \$13  };
-    if (rst) begin
-      \$117  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$118  = operands[15:8];
-    if (rst) begin
-      \$118  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$119  = operands[143:136];
-    if (rst) begin
-      \$119  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$120  = { \$14 [15], \$14  };
-    if (rst) begin
-      \$120  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$121  = operands[23:16];
-    if (rst) begin
-      \$121  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$122  = operands[151:144];
-    if (rst) begin
-      \$122  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$123  = { \$15 [15], \$15  };
-    if (rst) begin
-      \$123  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$124  = operands[31:24];
-    if (rst) begin
-      \$124  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$125  = operands[159:152];
-    if (rst) begin
-      \$125  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$126  = { \$16 [15], \$16  };
-    if (rst) begin
-      \$126  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$127  = operands[7:0];
-    if (rst) begin
-      \$127  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$128  = operands[167:160];
-    if (rst) begin
-      \$128  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$129  = { \$17 [15], \$17  };
-    if (rst) begin
-      \$129  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$130  = operands[15:8];
-    if (rst) begin
-      \$130  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$131  = operands[175:168];
-    if (rst) begin
-      \$131  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$132  = { \$18 [15], \$18  };
-    if (rst) begin
-      \$132  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$133  = operands[23:16];
-    if (rst) begin
-      \$133  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$134  = operands[183:176];
-    if (rst) begin
-      \$134  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$135  = { \$19 [15], \$19  };
-    if (rst) begin
-      \$135  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$136  = operands[31:24];
-    if (rst) begin
-      \$136  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$137  = operands[191:184];
-    if (rst) begin
-      \$137  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$138  = { \$20 [15], \$20  };
-    if (rst) begin
-      \$138  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$139  = operands[7:0];
-    if (rst) begin
-      \$139  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$140  = operands[199:192];
-    if (rst) begin
-      \$140  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$141  = { \$21 [15], \$21  };
-    if (rst) begin
-      \$141  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$142  = operands[15:8];
-    if (rst) begin
-      \$142  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$143  = operands[207:200];
-    if (rst) begin
-      \$143  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$144  = { \$22 [15], \$22  };
-    if (rst) begin
-      \$144  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$145  = operands[23:16];
-    if (rst) begin
-      \$145  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$146  = operands[215:208];
-    if (rst) begin
-      \$146  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$147  = { \$23 [15], \$23  };
-    if (rst) begin
-      \$147  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$148  = operands[31:24];
-    if (rst) begin
-      \$148  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$149  = operands[223:216];
-    if (rst) begin
-      \$149  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$150  = { \$24 [15], \$24  };
-    if (rst) begin
-      \$150  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$151  = operands[7:0];
-    if (rst) begin
-      \$151  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$152  = operands[231:224];
-    if (rst) begin
-      \$152  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$153  = { \$25 [15], \$25  };
-    if (rst) begin
-      \$153  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$154  = operands[15:8];
-    if (rst) begin
-      \$154  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$155  = operands[239:232];
-    if (rst) begin
-      \$155  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$156  = { \$26 [15], \$26  };
-    if (rst) begin
-      \$156  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$157  = operands[23:16];
-    if (rst) begin
-      \$157  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$158  = operands[247:240];
-    if (rst) begin
-      \$158  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$159  = { \$27 [15], \$27  };
-    if (rst) begin
-      \$159  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$160  = operands[31:24];
-    if (rst) begin
-      \$160  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$161  = operands[255:248];
-    if (rst) begin
-      \$161  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$162  = { \$28 [15], \$28  };
-    if (rst) begin
-      \$162  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$163  = operands[7:0];
-    if (rst) begin
-      \$163  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$164  = operands[263:256];
-    if (rst) begin
-      \$164  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$165  = { \$29 [15], \$29  };
-    if (rst) begin
-      \$165  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$166  = operands[15:8];
-    if (rst) begin
-      \$166  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$167  = operands[271:264];
-    if (rst) begin
-      \$167  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$168  = { \$30 [15], \$30  };
-    if (rst) begin
-      \$168  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$169  = operands[23:16];
-    if (rst) begin
-      \$169  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$170  = operands[279:272];
-    if (rst) begin
-      \$170  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$171  = { \$31 [15], \$31  };
-    if (rst) begin
-      \$171  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$172  = operands[31:24];
-    if (rst) begin
-      \$172  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$173  = operands[287:280];
-    if (rst) begin
-      \$173  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$174  = { \$32 [15], \$32  };
-    if (rst) begin
-      \$174  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$175  = { \$33 [17], \$33 [17], \$33  };
-    if (rst) begin
-      \$175  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$176  = { \$34 [17], \$34 [17], \$34  };
-    if (rst) begin
-      \$176  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$177  = \$35 [19:0];
-    if (rst) begin
-      \$177  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$178  = { \$36 [17], \$36 [17], \$36  };
-    if (rst) begin
-      \$178  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$179  = { \$37 [17], \$37 [17], \$37  };
-    if (rst) begin
-      \$179  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$180  = \$38 [19:0];
-    if (rst) begin
-      \$180  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$181  = { \$39 [17], \$39 [17], \$39  };
-    if (rst) begin
-      \$181  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$182  = { \$40 [17], \$40 [17], \$40  };
-    if (rst) begin
-      \$182  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$183  = \$41 [19:0];
-    if (rst) begin
-      \$183  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$184  = { \$42 [17], \$42 [17], \$42  };
-    if (rst) begin
-      \$184  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$185  = { \$43 [17], \$43 [17], \$43  };
-    if (rst) begin
-      \$185  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$186  = \$44 [19:0];
-    if (rst) begin
-      \$186  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$187  = { \$45 [17], \$45 [17], \$45  };
-    if (rst) begin
-      \$187  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$188  = { \$46 [17], \$46 [17], \$46  };
-    if (rst) begin
-      \$188  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$189  = \$47 [19:0];
-    if (rst) begin
-      \$189  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$190  = { \$48 [17], \$48 [17], \$48  };
-    if (rst) begin
-      \$190  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$191  = { \$49 [17], \$49 [17], \$49  };
-    if (rst) begin
-      \$191  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$192  = \$50 [19:0];
-    if (rst) begin
-      \$192  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$193  = { \$51 [17], \$51 [17], \$51  };
-    if (rst) begin
-      \$193  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$194  = { \$52 [17], \$52 [17], \$52  };
-    if (rst) begin
-      \$194  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$195  = \$53 [19:0];
-    if (rst) begin
-      \$195  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$196  = { \$54 [17], \$54 [17], \$54  };
-    if (rst) begin
-      \$196  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$197  = { \$55 [17], \$55 [17], \$55  };
-    if (rst) begin
-      \$197  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$198  = \$56 [19:0];
-    if (rst) begin
-      \$198  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$199  = ctl;
-    if (rst) begin
-      \$199  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$200  = mac_ctl_d1;
-    if (rst) begin
-      \$200  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$201  = mac_ctl_d2;
-    if (rst) begin
-      \$201  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$202  = mac_ctl_d3;
-    if (rst) begin
-      \$202  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$203  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$82  = acc_0;
     if (\$58 ) begin
-      \$203  = \$60 [19:0];
-    end
-    if (rst) begin
-      \$203  = 20'h00000;
+      \$82  = \$60 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$204  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$83  = acc_1;
     if (\$58 ) begin
-      \$204  = \$62 [19:0];
-    end
-    if (rst) begin
-      \$204  = 20'h00000;
+      \$83  = \$62 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$205  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$84  = acc_2;
     if (\$58 ) begin
-      \$205  = \$64 [19:0];
-    end
-    if (rst) begin
-      \$205  = 20'h00000;
+      \$84  = \$64 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$206  = acc_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$85  = acc_3;
     if (\$58 ) begin
-      \$206  = \$66 [19:0];
-    end
-    if (rst) begin
-      \$206  = 20'h00000;
+      \$85  = \$66 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$207  = acc_4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$86  = acc_4;
     if (\$58 ) begin
-      \$207  = \$68 [19:0];
-    end
-    if (rst) begin
-      \$207  = 20'h00000;
+      \$86  = \$68 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$208  = acc_5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$87  = acc_5;
     if (\$58 ) begin
-      \$208  = \$70 [19:0];
-    end
-    if (rst) begin
-      \$208  = 20'h00000;
+      \$87  = \$70 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$209  = acc_6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$88  = acc_6;
     if (\$58 ) begin
-      \$209  = \$72 [19:0];
-    end
-    if (rst) begin
-      \$209  = 20'h00000;
+      \$88  = \$72 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$210  = acc_7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$89  = acc_7;
     if (\$58 ) begin
-      \$210  = \$74 [19:0];
-    end
-    if (rst) begin
-      \$210  = 20'h00000;
+      \$89  = \$74 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$211  = \$76 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$90  = \$76 ;
     if (rst) begin
-      \$211  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$212  = mac_ctl_d4[11:3];
-    if (rst) begin
-      \$212  = 9'h000;
+      \$90  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -20672,51 +17249,46 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \steps__payload.meta.go  = steps__payload[296];
   assign \steps__payload.meta.eof  = steps__payload[297];
   assign \steps__payload.meta.error  = steps__payload[298];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[11:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[8:6];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[9];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[10];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[11];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[11:3];
-  assign \ctl.meta.oy  = ctl[5:3];
-  assign \ctl.meta.ox  = ctl[8:6];
-  assign \ctl.meta.go  = ctl[9];
-  assign \ctl.meta.eof  = ctl[10];
-  assign \ctl.meta.error  = ctl[11];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[11:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[8:6];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[9];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[10];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[11];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[11:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[8:6];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[9];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[10];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[11];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[11:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[8:6];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[9];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[10];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[11];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[10:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[4:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[7:5];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[8];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[9];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[10];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[10:2];
+  assign \ctl.meta.oy  = ctl[4:2];
+  assign \ctl.meta.ox  = ctl[7:5];
+  assign \ctl.meta.go  = ctl[8];
+  assign \ctl.meta.eof  = ctl[9];
+  assign \ctl.meta.error  = ctl[10];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[10:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[4:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[7:5];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[8];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[9];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[10];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[10:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[4:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[7:5];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[8];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[9];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[10];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[10:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[4:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[7:5];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[8];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[9];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[10];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[6];
@@ -20746,15 +17318,14 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign sums__payload[39:20] = acc_1;
   assign sums__payload[19:0] = acc_0;
   assign sums__payload[168:160] = out_meta;
-  assign ctl[11:3] = operands[298:290];
-  assign ctl[2] = operands[289];
-  assign ctl[1] = operands[288];
-  assign ctl[0] = op_v;
+  assign ctl[10:2] = operands[298:290];
+  assign ctl[1] = operands[289];
+  assign ctl[0] = operands[288];
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -20865,7 +17436,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -20875,7 +17446,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -20885,7 +17456,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -20907,8 +17478,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
-  reg [271:0] \$1 ;
   wire \$signature__addr ;
   wire [271:0] \$signature__data ;
   wire \$signature__en ;
@@ -20917,6 +17486,8 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire r_addr;
   output [271:0] r_data;
   reg [271:0] r_data = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
+  (* init = 272'h00000000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [271:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [271:0] rd__data;
@@ -20944,24 +17515,18 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__payload, identity__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
   wire [35:0] \$100 ;
@@ -21089,195 +17654,35 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   wire [7:0] \$210 ;
   wire [7:0] \$211 ;
   wire [7:0] \$212 ;
-  reg [168:0] \$213 ;
-  reg [168:0] \$214 ;
+  reg \$213 ;
+  reg \$214 ;
   reg \$215 ;
   reg \$216 ;
-  reg [19:0] \$217 ;
-  reg [19:0] \$218 ;
-  reg [19:0] \$219 ;
+  reg \$217 ;
+  reg \$218 ;
+  reg \$219 ;
   wire \$22 ;
-  reg [19:0] \$220 ;
-  reg [19:0] \$221 ;
-  reg [19:0] \$222 ;
-  reg [19:0] \$223 ;
-  reg [19:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [15:0] \$227 ;
-  reg [15:0] \$228 ;
-  reg [15:0] \$229 ;
+  reg \$220 ;
+  reg \$221 ;
+  wire [72:0] \$222 ;
+  reg \$223 ;
   wire \$23 ;
-  reg [15:0] \$230 ;
-  reg [15:0] \$231 ;
-  reg [15:0] \$232 ;
-  reg [8:0] \$233 ;
-  reg \$234 ;
-  reg [16:0] \$235 ;
-  reg [15:0] \$236 ;
-  reg [33:0] \$237 ;
-  reg [2:0] \$238 ;
-  reg [15:0] \$239 ;
   wire \$24 ;
-  reg [19:0] \$240 ;
-  reg [35:0] \$241 ;
-  reg [16:0] \$242 ;
-  reg [15:0] \$243 ;
-  reg [33:0] \$244 ;
-  reg [2:0] \$245 ;
-  reg [15:0] \$246 ;
-  reg [19:0] \$247 ;
-  reg [35:0] \$248 ;
-  reg [16:0] \$249 ;
   wire \$25 ;
-  reg [15:0] \$250 ;
-  reg [33:0] \$251 ;
-  reg [2:0] \$252 ;
-  reg [15:0] \$253 ;
-  reg [19:0] \$254 ;
-  reg [35:0] \$255 ;
-  reg [16:0] \$256 ;
-  reg [15:0] \$257 ;
-  reg [33:0] \$258 ;
-  reg [2:0] \$259 ;
   wire \$26 ;
-  reg [15:0] \$260 ;
-  reg [19:0] \$261 ;
-  reg [35:0] \$262 ;
-  reg [16:0] \$263 ;
-  reg [15:0] \$264 ;
-  reg [33:0] \$265 ;
-  reg [2:0] \$266 ;
-  reg [15:0] \$267 ;
-  reg [19:0] \$268 ;
-  reg [35:0] \$269 ;
   wire \$27 ;
-  reg [16:0] \$270 ;
-  reg [15:0] \$271 ;
-  reg [33:0] \$272 ;
-  reg [2:0] \$273 ;
-  reg [15:0] \$274 ;
-  reg [19:0] \$275 ;
-  reg [35:0] \$276 ;
-  reg [16:0] \$277 ;
-  reg [15:0] \$278 ;
-  reg [33:0] \$279 ;
   wire \$28 ;
-  reg [2:0] \$280 ;
-  reg [15:0] \$281 ;
-  reg [19:0] \$282 ;
-  reg [35:0] \$283 ;
-  reg [16:0] \$284 ;
-  reg [15:0] \$285 ;
-  reg [33:0] \$286 ;
-  reg [2:0] \$287 ;
-  reg [15:0] \$288 ;
-  reg [19:0] \$289 ;
   wire \$29 ;
-  reg [35:0] \$290 ;
-  reg [8:0] \$291 ;
-  reg [8:0] \$292 ;
-  reg [8:0] \$293 ;
-  reg \$294 ;
-  reg \$295 ;
-  reg \$296 ;
-  reg [20:0] \$297 ;
-  reg [20:0] \$298 ;
-  reg [20:0] \$299 ;
   wire [50:0] \$3 ;
   wire \$30 ;
-  reg [20:0] \$300 ;
-  reg [20:0] \$301 ;
-  reg [20:0] \$302 ;
-  reg [20:0] \$303 ;
-  reg [20:0] \$304 ;
-  reg [8:0] \$305 ;
-  reg \$306 ;
-  reg \$307 ;
-  reg [7:0] \$308 ;
-  reg [7:0] \$309 ;
   wire \$31 ;
-  reg [7:0] \$310 ;
-  reg [7:0] \$311 ;
-  reg [7:0] \$312 ;
-  reg [7:0] \$313 ;
-  reg [7:0] \$314 ;
-  reg [7:0] \$315 ;
-  reg [7:0] \$316 ;
-  reg [7:0] \$317 ;
-  reg [7:0] \$318 ;
-  reg [7:0] \$319 ;
   wire \$32 ;
-  reg [7:0] \$320 ;
-  reg [7:0] \$321 ;
-  reg [7:0] \$322 ;
-  reg [7:0] \$323 ;
-  reg [7:0] \$324 ;
-  reg [15:0] \$325 ;
-  reg [24:0] \$326 ;
-  reg [7:0] \$327 ;
-  reg [15:0] \$328 ;
-  reg [24:0] \$329 ;
   wire \$33 ;
-  reg [7:0] \$330 ;
-  reg [15:0] \$331 ;
-  reg [24:0] \$332 ;
-  reg [7:0] \$333 ;
-  reg [15:0] \$334 ;
-  reg [24:0] \$335 ;
-  reg [7:0] \$336 ;
-  reg [15:0] \$337 ;
-  reg [24:0] \$338 ;
-  reg [7:0] \$339 ;
   wire \$34 ;
-  reg [15:0] \$340 ;
-  reg [24:0] \$341 ;
-  reg [7:0] \$342 ;
-  reg [15:0] \$343 ;
-  reg [24:0] \$344 ;
-  reg [7:0] \$345 ;
-  reg [15:0] \$346 ;
-  reg [24:0] \$347 ;
-  reg [9:0] \$348 ;
-  reg [9:0] \$349 ;
   wire \$35 ;
-  reg [9:0] \$350 ;
-  reg [9:0] \$351 ;
-  reg [9:0] \$352 ;
-  reg [9:0] \$353 ;
-  reg [9:0] \$354 ;
-  reg [9:0] \$355 ;
-  reg [9:0] \$356 ;
-  reg [9:0] \$357 ;
-  reg [9:0] \$358 ;
-  reg [9:0] \$359 ;
   wire \$36 ;
-  reg [9:0] \$360 ;
-  reg [9:0] \$361 ;
-  reg [9:0] \$362 ;
-  reg [9:0] \$363 ;
-  reg [9:0] \$364 ;
-  reg [9:0] \$365 ;
-  reg [9:0] \$366 ;
-  reg [9:0] \$367 ;
-  reg [9:0] \$368 ;
-  reg [9:0] \$369 ;
   wire \$37 ;
-  reg [9:0] \$370 ;
-  reg [9:0] \$371 ;
-  reg [21:0] \$372 ;
-  reg [21:0] \$373 ;
-  reg [21:0] \$374 ;
-  reg [21:0] \$375 ;
-  reg [21:0] \$376 ;
-  reg [21:0] \$377 ;
-  reg [21:0] \$378 ;
-  reg [21:0] \$379 ;
   wire \$38 ;
-  reg [8:0] \$380 ;
-  reg \$381 ;
-  reg [72:0] \$382 ;
-  reg \$383 ;
   wire \$39 ;
   wire [50:0] \$4 ;
   wire \$40 ;
@@ -21908,1555 +18313,420 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \$211  = clamp_7_under ? 8'h81 : with_identity_7[7:0];
   assign \$212  = clamp_7_over ? 8'h7f : \$211 ;
   always @(posedge clk)
-    beat_d1 <= \$213 ;
+    beat_d1 <= sums__payload;
   always @(posedge clk)
-    beat_d2 <= \$214 ;
+    beat_d2 <= beat_d1;
   always @(posedge clk)
-    beat_v_d1 <= \$215 ;
+    beat_v_d1 <= \$213 ;
   always @(posedge clk)
-    beat_v_d2 <= \$216 ;
+    beat_v_d2 <= \$214 ;
   always @(posedge clk)
-    biased_0 <= \$217 ;
+    biased_0 <= \$64 [19:0];
   always @(posedge clk)
-    biased_1 <= \$218 ;
+    biased_1 <= \$65 [19:0];
   always @(posedge clk)
-    biased_2 <= \$219 ;
+    biased_2 <= \$66 [19:0];
   always @(posedge clk)
-    biased_3 <= \$220 ;
+    biased_3 <= \$67 [19:0];
   always @(posedge clk)
-    biased_4 <= \$221 ;
+    biased_4 <= \$68 [19:0];
   always @(posedge clk)
-    biased_5 <= \$222 ;
+    biased_5 <= \$69 [19:0];
   always @(posedge clk)
-    biased_6 <= \$223 ;
+    biased_6 <= \$70 [19:0];
   always @(posedge clk)
-    biased_7 <= \$224 ;
+    biased_7 <= \$71 [19:0];
   always @(posedge clk)
-    scale_0 <= \$225 ;
+    scale_0 <= rq_data[143:128];
   always @(posedge clk)
-    scale_1 <= \$226 ;
+    scale_1 <= rq_data[159:144];
   always @(posedge clk)
-    scale_2 <= \$227 ;
+    scale_2 <= rq_data[175:160];
   always @(posedge clk)
-    scale_3 <= \$228 ;
+    scale_3 <= rq_data[191:176];
   always @(posedge clk)
-    scale_4 <= \$229 ;
+    scale_4 <= rq_data[207:192];
   always @(posedge clk)
-    scale_5 <= \$230 ;
+    scale_5 <= rq_data[223:208];
   always @(posedge clk)
-    scale_6 <= \$231 ;
+    scale_6 <= rq_data[239:224];
   always @(posedge clk)
-    scale_7 <= \$232 ;
+    scale_7 <= rq_data[255:240];
   always @(posedge clk)
-    rq_meta1_d1 <= \$233 ;
+    rq_meta1_d1 <= beat_d2[168:160];
   always @(posedge clk)
-    rq_v1_d1 <= \$234 ;
+    rq_v1_d1 <= \$215 ;
   always @(posedge clk)
-    scaled_0_pp00_a <= \$235 ;
+    scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
-    scaled_0_pp00_b <= \$236 ;
+    scaled_0_pp00_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp00_p <= \$237 ;
+    scaled_0_pp00_p <= { 1'h0, \$72  };
   always @(posedge clk)
-    scaled_0_pp10_a <= \$238 ;
+    scaled_0_pp10_a <= biased_0[19:17];
   always @(posedge clk)
-    scaled_0_pp10_b <= \$239 ;
+    scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
-    scaled_0_pp10_p <= \$240 ;
+    scaled_0_pp10_p <= { \$73 [18], \$73  };
   always @(posedge clk)
-    scaled_0_sum <= \$241 ;
+    scaled_0_sum <= \$74 [35:0];
   always @(posedge clk)
-    scaled_1_pp00_a <= \$242 ;
+    scaled_1_pp00_a <= biased_1[16:0];
   always @(posedge clk)
-    scaled_1_pp00_b <= \$243 ;
+    scaled_1_pp00_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp00_p <= \$244 ;
+    scaled_1_pp00_p <= { 1'h0, \$75  };
   always @(posedge clk)
-    scaled_1_pp10_a <= \$245 ;
+    scaled_1_pp10_a <= biased_1[19:17];
   always @(posedge clk)
-    scaled_1_pp10_b <= \$246 ;
+    scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
-    scaled_1_pp10_p <= \$247 ;
+    scaled_1_pp10_p <= { \$76 [18], \$76  };
   always @(posedge clk)
-    scaled_1_sum <= \$248 ;
+    scaled_1_sum <= \$77 [35:0];
   always @(posedge clk)
-    scaled_2_pp00_a <= \$249 ;
+    scaled_2_pp00_a <= biased_2[16:0];
   always @(posedge clk)
-    scaled_2_pp00_b <= \$250 ;
+    scaled_2_pp00_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp00_p <= \$251 ;
+    scaled_2_pp00_p <= { 1'h0, \$78  };
   always @(posedge clk)
-    scaled_2_pp10_a <= \$252 ;
+    scaled_2_pp10_a <= biased_2[19:17];
   always @(posedge clk)
-    scaled_2_pp10_b <= \$253 ;
+    scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
-    scaled_2_pp10_p <= \$254 ;
+    scaled_2_pp10_p <= { \$79 [18], \$79  };
   always @(posedge clk)
-    scaled_2_sum <= \$255 ;
+    scaled_2_sum <= \$80 [35:0];
   always @(posedge clk)
-    scaled_3_pp00_a <= \$256 ;
+    scaled_3_pp00_a <= biased_3[16:0];
   always @(posedge clk)
-    scaled_3_pp00_b <= \$257 ;
+    scaled_3_pp00_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp00_p <= \$258 ;
+    scaled_3_pp00_p <= { 1'h0, \$81  };
   always @(posedge clk)
-    scaled_3_pp10_a <= \$259 ;
+    scaled_3_pp10_a <= biased_3[19:17];
   always @(posedge clk)
-    scaled_3_pp10_b <= \$260 ;
+    scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
-    scaled_3_pp10_p <= \$261 ;
+    scaled_3_pp10_p <= { \$82 [18], \$82  };
   always @(posedge clk)
-    scaled_3_sum <= \$262 ;
+    scaled_3_sum <= \$83 [35:0];
   always @(posedge clk)
-    scaled_4_pp00_a <= \$263 ;
+    scaled_4_pp00_a <= biased_4[16:0];
   always @(posedge clk)
-    scaled_4_pp00_b <= \$264 ;
+    scaled_4_pp00_b <= scale_4;
   always @(posedge clk)
-    scaled_4_pp00_p <= \$265 ;
+    scaled_4_pp00_p <= { 1'h0, \$84  };
   always @(posedge clk)
-    scaled_4_pp10_a <= \$266 ;
+    scaled_4_pp10_a <= biased_4[19:17];
   always @(posedge clk)
-    scaled_4_pp10_b <= \$267 ;
+    scaled_4_pp10_b <= scale_4;
   always @(posedge clk)
-    scaled_4_pp10_p <= \$268 ;
+    scaled_4_pp10_p <= { \$85 [18], \$85  };
   always @(posedge clk)
-    scaled_4_sum <= \$269 ;
+    scaled_4_sum <= \$86 [35:0];
   always @(posedge clk)
-    scaled_5_pp00_a <= \$270 ;
+    scaled_5_pp00_a <= biased_5[16:0];
   always @(posedge clk)
-    scaled_5_pp00_b <= \$271 ;
+    scaled_5_pp00_b <= scale_5;
   always @(posedge clk)
-    scaled_5_pp00_p <= \$272 ;
+    scaled_5_pp00_p <= { 1'h0, \$87  };
   always @(posedge clk)
-    scaled_5_pp10_a <= \$273 ;
+    scaled_5_pp10_a <= biased_5[19:17];
   always @(posedge clk)
-    scaled_5_pp10_b <= \$274 ;
+    scaled_5_pp10_b <= scale_5;
   always @(posedge clk)
-    scaled_5_pp10_p <= \$275 ;
+    scaled_5_pp10_p <= { \$88 [18], \$88  };
   always @(posedge clk)
-    scaled_5_sum <= \$276 ;
+    scaled_5_sum <= \$89 [35:0];
   always @(posedge clk)
-    scaled_6_pp00_a <= \$277 ;
+    scaled_6_pp00_a <= biased_6[16:0];
   always @(posedge clk)
-    scaled_6_pp00_b <= \$278 ;
+    scaled_6_pp00_b <= scale_6;
   always @(posedge clk)
-    scaled_6_pp00_p <= \$279 ;
+    scaled_6_pp00_p <= { 1'h0, \$90  };
   always @(posedge clk)
-    scaled_6_pp10_a <= \$280 ;
+    scaled_6_pp10_a <= biased_6[19:17];
   always @(posedge clk)
-    scaled_6_pp10_b <= \$281 ;
+    scaled_6_pp10_b <= scale_6;
   always @(posedge clk)
-    scaled_6_pp10_p <= \$282 ;
+    scaled_6_pp10_p <= { \$91 [18], \$91  };
   always @(posedge clk)
-    scaled_6_sum <= \$283 ;
+    scaled_6_sum <= \$92 [35:0];
   always @(posedge clk)
-    scaled_7_pp00_a <= \$284 ;
+    scaled_7_pp00_a <= biased_7[16:0];
   always @(posedge clk)
-    scaled_7_pp00_b <= \$285 ;
+    scaled_7_pp00_b <= scale_7;
   always @(posedge clk)
-    scaled_7_pp00_p <= \$286 ;
+    scaled_7_pp00_p <= { 1'h0, \$93  };
   always @(posedge clk)
-    scaled_7_pp10_a <= \$287 ;
+    scaled_7_pp10_a <= biased_7[19:17];
   always @(posedge clk)
-    scaled_7_pp10_b <= \$288 ;
+    scaled_7_pp10_b <= scale_7;
   always @(posedge clk)
-    scaled_7_pp10_p <= \$289 ;
+    scaled_7_pp10_p <= { \$94 [18], \$94  };
   always @(posedge clk)
-    scaled_7_sum <= \$290 ;
+    scaled_7_sum <= \$95 [35:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$291 ;
+    rq_meta2_d1 <= rq_meta1_d1;
   always @(posedge clk)
-    rq_meta2_d2 <= \$292 ;
+    rq_meta2_d2 <= rq_meta2_d1;
   always @(posedge clk)
-    rq_meta2_d3 <= \$293 ;
+    rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge clk)
-    rq_v2_d1 <= \$294 ;
+    rq_v2_d1 <= \$216 ;
   always @(posedge clk)
-    rq_v2_d2 <= \$295 ;
+    rq_v2_d2 <= \$217 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$296 ;
+    rq_v2_d3 <= \$218 ;
   always @(posedge clk)
-    rounded_0 <= \$297 ;
+    rounded_0 <= \$97 [20:0];
   always @(posedge clk)
-    rounded_1 <= \$298 ;
+    rounded_1 <= \$99 [20:0];
   always @(posedge clk)
-    rounded_2 <= \$299 ;
+    rounded_2 <= \$101 [20:0];
   always @(posedge clk)
-    rounded_3 <= \$300 ;
+    rounded_3 <= \$103 [20:0];
   always @(posedge clk)
-    rounded_4 <= \$301 ;
+    rounded_4 <= \$105 [20:0];
   always @(posedge clk)
-    rounded_5 <= \$302 ;
+    rounded_5 <= \$107 [20:0];
   always @(posedge clk)
-    rounded_6 <= \$303 ;
+    rounded_6 <= \$109 [20:0];
   always @(posedge clk)
-    rounded_7 <= \$304 ;
+    rounded_7 <= \$111 [20:0];
   always @(posedge clk)
-    rq_meta3_d1 <= \$305 ;
+    rq_meta3_d1 <= rq_meta2_d3;
   always @(posedge clk)
-    rq_v3_d1 <= \$306 ;
+    rq_v3_d1 <= \$219 ;
   always @(posedge clk)
-    draining <= \$307 ;
+    draining <= \$220 ;
   always @(posedge clk)
-    x_id_0 <= \$308 ;
+    x_id_0 <= \$122 ;
   always @(posedge clk)
-    x_id_1 <= \$309 ;
+    x_id_1 <= \$128 ;
   always @(posedge clk)
-    x_id_2 <= \$310 ;
+    x_id_2 <= \$134 ;
   always @(posedge clk)
-    x_id_3 <= \$311 ;
+    x_id_3 <= \$140 ;
   always @(posedge clk)
-    x_id_4 <= \$312 ;
+    x_id_4 <= \$146 ;
   always @(posedge clk)
-    x_id_5 <= \$313 ;
+    x_id_5 <= \$152 ;
   always @(posedge clk)
-    x_id_6 <= \$314 ;
+    x_id_6 <= \$158 ;
   always @(posedge clk)
-    x_id_7 <= \$315 ;
+    x_id_7 <= \$164 ;
   always @(posedge clk)
-    x_id_0_d1 <= \$316 ;
+    x_id_0_d1 <= x_id_0;
   always @(posedge clk)
-    x_id_1_d1 <= \$317 ;
+    x_id_1_d1 <= x_id_1;
   always @(posedge clk)
-    x_id_2_d1 <= \$318 ;
+    x_id_2_d1 <= x_id_2;
   always @(posedge clk)
-    x_id_3_d1 <= \$319 ;
+    x_id_3_d1 <= x_id_3;
   always @(posedge clk)
-    x_id_4_d1 <= \$320 ;
+    x_id_4_d1 <= x_id_4;
   always @(posedge clk)
-    x_id_5_d1 <= \$321 ;
+    x_id_5_d1 <= x_id_5;
   always @(posedge clk)
-    x_id_6_d1 <= \$322 ;
+    x_id_6_d1 <= x_id_6;
   always @(posedge clk)
-    x_id_7_d1 <= \$323 ;
+    x_id_7_d1 <= x_id_7;
   always @(posedge clk)
-    id_scaled_0_a <= \$324 ;
+    id_scaled_0_a <= x_id_0_d1;
   always @(posedge clk)
-    id_scaled_0_b <= \$325 ;
+    id_scaled_0_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_0_p <= \$326 ;
+    id_scaled_0_p <= { \$165 [23], \$165  };
   always @(posedge clk)
-    id_scaled_1_a <= \$327 ;
+    id_scaled_1_a <= x_id_1_d1;
   always @(posedge clk)
-    id_scaled_1_b <= \$328 ;
+    id_scaled_1_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_1_p <= \$329 ;
+    id_scaled_1_p <= { \$166 [23], \$166  };
   always @(posedge clk)
-    id_scaled_2_a <= \$330 ;
+    id_scaled_2_a <= x_id_2_d1;
   always @(posedge clk)
-    id_scaled_2_b <= \$331 ;
+    id_scaled_2_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_2_p <= \$332 ;
+    id_scaled_2_p <= { \$167 [23], \$167  };
   always @(posedge clk)
-    id_scaled_3_a <= \$333 ;
+    id_scaled_3_a <= x_id_3_d1;
   always @(posedge clk)
-    id_scaled_3_b <= \$334 ;
+    id_scaled_3_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_3_p <= \$335 ;
+    id_scaled_3_p <= { \$168 [23], \$168  };
   always @(posedge clk)
-    id_scaled_4_a <= \$336 ;
+    id_scaled_4_a <= x_id_4_d1;
   always @(posedge clk)
-    id_scaled_4_b <= \$337 ;
+    id_scaled_4_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_4_p <= \$338 ;
+    id_scaled_4_p <= { \$169 [23], \$169  };
   always @(posedge clk)
-    id_scaled_5_a <= \$339 ;
+    id_scaled_5_a <= x_id_5_d1;
   always @(posedge clk)
-    id_scaled_5_b <= \$340 ;
+    id_scaled_5_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_5_p <= \$341 ;
+    id_scaled_5_p <= { \$170 [23], \$170  };
   always @(posedge clk)
-    id_scaled_6_a <= \$342 ;
+    id_scaled_6_a <= x_id_6_d1;
   always @(posedge clk)
-    id_scaled_6_b <= \$343 ;
+    id_scaled_6_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_6_p <= \$344 ;
+    id_scaled_6_p <= { \$171 [23], \$171  };
   always @(posedge clk)
-    id_scaled_7_a <= \$345 ;
+    id_scaled_7_a <= x_id_7_d1;
   always @(posedge clk)
-    id_scaled_7_b <= \$346 ;
+    id_scaled_7_b <= rq_data[271:256];
   always @(posedge clk)
-    id_scaled_7_p <= \$347 ;
+    id_scaled_7_p <= { \$172 [23], \$172  };
   always @(posedge clk)
-    id_rounded_0 <= \$348 ;
+    id_rounded_0 <= \$174 [9:0];
   always @(posedge clk)
-    id_rounded_1 <= \$349 ;
+    id_rounded_1 <= \$176 [9:0];
   always @(posedge clk)
-    id_rounded_2 <= \$350 ;
+    id_rounded_2 <= \$178 [9:0];
   always @(posedge clk)
-    id_rounded_3 <= \$351 ;
+    id_rounded_3 <= \$180 [9:0];
   always @(posedge clk)
-    id_rounded_4 <= \$352 ;
+    id_rounded_4 <= \$182 [9:0];
   always @(posedge clk)
-    id_rounded_5 <= \$353 ;
+    id_rounded_5 <= \$184 [9:0];
   always @(posedge clk)
-    id_rounded_6 <= \$354 ;
+    id_rounded_6 <= \$186 [9:0];
   always @(posedge clk)
-    id_rounded_7 <= \$355 ;
+    id_rounded_7 <= \$188 [9:0];
   always @(posedge clk)
-    id_rounded_0_d1 <= \$356 ;
+    id_rounded_0_d1 <= id_rounded_0;
   always @(posedge clk)
-    id_rounded_0_d2 <= \$357 ;
+    id_rounded_0_d2 <= id_rounded_0_d1;
   always @(posedge clk)
-    id_rounded_1_d1 <= \$358 ;
+    id_rounded_1_d1 <= id_rounded_1;
   always @(posedge clk)
-    id_rounded_1_d2 <= \$359 ;
+    id_rounded_1_d2 <= id_rounded_1_d1;
   always @(posedge clk)
-    id_rounded_2_d1 <= \$360 ;
+    id_rounded_2_d1 <= id_rounded_2;
   always @(posedge clk)
-    id_rounded_2_d2 <= \$361 ;
+    id_rounded_2_d2 <= id_rounded_2_d1;
   always @(posedge clk)
-    id_rounded_3_d1 <= \$362 ;
+    id_rounded_3_d1 <= id_rounded_3;
   always @(posedge clk)
-    id_rounded_3_d2 <= \$363 ;
+    id_rounded_3_d2 <= id_rounded_3_d1;
   always @(posedge clk)
-    id_rounded_4_d1 <= \$364 ;
+    id_rounded_4_d1 <= id_rounded_4;
   always @(posedge clk)
-    id_rounded_4_d2 <= \$365 ;
+    id_rounded_4_d2 <= id_rounded_4_d1;
   always @(posedge clk)
-    id_rounded_5_d1 <= \$366 ;
+    id_rounded_5_d1 <= id_rounded_5;
   always @(posedge clk)
-    id_rounded_5_d2 <= \$367 ;
+    id_rounded_5_d2 <= id_rounded_5_d1;
   always @(posedge clk)
-    id_rounded_6_d1 <= \$368 ;
+    id_rounded_6_d1 <= id_rounded_6;
   always @(posedge clk)
-    id_rounded_6_d2 <= \$369 ;
+    id_rounded_6_d2 <= id_rounded_6_d1;
   always @(posedge clk)
-    id_rounded_7_d1 <= \$370 ;
+    id_rounded_7_d1 <= id_rounded_7;
   always @(posedge clk)
-    id_rounded_7_d2 <= \$371 ;
+    id_rounded_7_d2 <= id_rounded_7_d1;
   always @(posedge clk)
-    with_identity_0 <= \$372 ;
+    with_identity_0 <= \$189 ;
   always @(posedge clk)
-    with_identity_1 <= \$373 ;
+    with_identity_1 <= \$190 ;
   always @(posedge clk)
-    with_identity_2 <= \$374 ;
+    with_identity_2 <= \$191 ;
   always @(posedge clk)
-    with_identity_3 <= \$375 ;
+    with_identity_3 <= \$192 ;
   always @(posedge clk)
-    with_identity_4 <= \$376 ;
+    with_identity_4 <= \$193 ;
   always @(posedge clk)
-    with_identity_5 <= \$377 ;
+    with_identity_5 <= \$194 ;
   always @(posedge clk)
-    with_identity_6 <= \$378 ;
+    with_identity_6 <= \$195 ;
   always @(posedge clk)
-    with_identity_7 <= \$379 ;
+    with_identity_7 <= \$196 ;
   always @(posedge clk)
-    rq_meta4_d1 <= \$380 ;
+    rq_meta4_d1 <= rq_meta3_d1;
   always @(posedge clk)
-    rq_v4_d1 <= \$381 ;
+    rq_v4_d1 <= \$221 ;
   always @(posedge clk)
-    feats__payload <= \$382 ;
+    feats__payload <= \$222 ;
   always @(posedge clk)
-    feats__valid <= \$383 ;
+    feats__valid <= \$223 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$213  = sums__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$213  = sums__valid;
     if (rst) begin
-      \$213  = 169'h0000000000000000000000000000000000000000000;
+      \$213  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$214  = beat_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$214  = beat_v_d1;
     if (rst) begin
-      \$214  = 169'h0000000000000000000000000000000000000000000;
+      \$214  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$215  = sums__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$215  = beat_v_d2;
     if (rst) begin
       \$215  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$216  = beat_v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$216  = rq_v1_d1;
     if (rst) begin
       \$216  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$217  = \$64 [19:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$217  = rq_v2_d1;
     if (rst) begin
-      \$217  = 20'h00000;
+      \$217  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$218  = \$65 [19:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$218  = rq_v2_d2;
     if (rst) begin
-      \$218  = 20'h00000;
+      \$218  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$219  = \$66 [19:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$219  = rq_v2_d3;
     if (rst) begin
-      \$219  = 20'h00000;
+      \$219  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$220  = \$67 [19:0];
-    if (rst) begin
-      \$220  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$221  = \$68 [19:0];
-    if (rst) begin
-      \$221  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$222  = \$69 [19:0];
-    if (rst) begin
-      \$222  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$223  = \$70 [19:0];
-    if (rst) begin
-      \$223  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$224  = \$71 [19:0];
-    if (rst) begin
-      \$224  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$225  = rq_data[143:128];
-    if (rst) begin
-      \$225  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$226  = rq_data[159:144];
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$227  = rq_data[175:160];
-    if (rst) begin
-      \$227  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$228  = rq_data[191:176];
-    if (rst) begin
-      \$228  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$229  = rq_data[207:192];
-    if (rst) begin
-      \$229  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$230  = rq_data[223:208];
-    if (rst) begin
-      \$230  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$231  = rq_data[239:224];
-    if (rst) begin
-      \$231  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$232  = rq_data[255:240];
-    if (rst) begin
-      \$232  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$233  = beat_d2[168:160];
-    if (rst) begin
-      \$233  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$234  = beat_v_d2;
-    if (rst) begin
-      \$234  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$235  = biased_0[16:0];
-    if (rst) begin
-      \$235  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$236  = scale_0;
-    if (rst) begin
-      \$236  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$237  = { 1'h0, \$72  };
-    if (rst) begin
-      \$237  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$238  = biased_0[19:17];
-    if (rst) begin
-      \$238  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$239  = scale_0;
-    if (rst) begin
-      \$239  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$240  = { \$73 [18], \$73  };
-    if (rst) begin
-      \$240  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$241  = \$74 [35:0];
-    if (rst) begin
-      \$241  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$242  = biased_1[16:0];
-    if (rst) begin
-      \$242  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$243  = scale_1;
-    if (rst) begin
-      \$243  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$244  = { 1'h0, \$75  };
-    if (rst) begin
-      \$244  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$245  = biased_1[19:17];
-    if (rst) begin
-      \$245  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$246  = scale_1;
-    if (rst) begin
-      \$246  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$247  = { \$76 [18], \$76  };
-    if (rst) begin
-      \$247  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$248  = \$77 [35:0];
-    if (rst) begin
-      \$248  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$249  = biased_2[16:0];
-    if (rst) begin
-      \$249  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$250  = scale_2;
-    if (rst) begin
-      \$250  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$251  = { 1'h0, \$78  };
-    if (rst) begin
-      \$251  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$252  = biased_2[19:17];
-    if (rst) begin
-      \$252  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$253  = scale_2;
-    if (rst) begin
-      \$253  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$254  = { \$79 [18], \$79  };
-    if (rst) begin
-      \$254  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$255  = \$80 [35:0];
-    if (rst) begin
-      \$255  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$256  = biased_3[16:0];
-    if (rst) begin
-      \$256  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$257  = scale_3;
-    if (rst) begin
-      \$257  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$258  = { 1'h0, \$81  };
-    if (rst) begin
-      \$258  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$259  = biased_3[19:17];
-    if (rst) begin
-      \$259  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$260  = scale_3;
-    if (rst) begin
-      \$260  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$261  = { \$82 [18], \$82  };
-    if (rst) begin
-      \$261  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$262  = \$83 [35:0];
-    if (rst) begin
-      \$262  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$263  = biased_4[16:0];
-    if (rst) begin
-      \$263  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$264  = scale_4;
-    if (rst) begin
-      \$264  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$265  = { 1'h0, \$84  };
-    if (rst) begin
-      \$265  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$266  = biased_4[19:17];
-    if (rst) begin
-      \$266  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$267  = scale_4;
-    if (rst) begin
-      \$267  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$268  = { \$85 [18], \$85  };
-    if (rst) begin
-      \$268  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$269  = \$86 [35:0];
-    if (rst) begin
-      \$269  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$270  = biased_5[16:0];
-    if (rst) begin
-      \$270  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$271  = scale_5;
-    if (rst) begin
-      \$271  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$272  = { 1'h0, \$87  };
-    if (rst) begin
-      \$272  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$273  = biased_5[19:17];
-    if (rst) begin
-      \$273  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$274  = scale_5;
-    if (rst) begin
-      \$274  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$275  = { \$88 [18], \$88  };
-    if (rst) begin
-      \$275  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$276  = \$89 [35:0];
-    if (rst) begin
-      \$276  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$277  = biased_6[16:0];
-    if (rst) begin
-      \$277  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$278  = scale_6;
-    if (rst) begin
-      \$278  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$279  = { 1'h0, \$90  };
-    if (rst) begin
-      \$279  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$280  = biased_6[19:17];
-    if (rst) begin
-      \$280  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$281  = scale_6;
-    if (rst) begin
-      \$281  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$282  = { \$91 [18], \$91  };
-    if (rst) begin
-      \$282  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$283  = \$92 [35:0];
-    if (rst) begin
-      \$283  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$284  = biased_7[16:0];
-    if (rst) begin
-      \$284  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$285  = scale_7;
-    if (rst) begin
-      \$285  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$286  = { 1'h0, \$93  };
-    if (rst) begin
-      \$286  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$287  = biased_7[19:17];
-    if (rst) begin
-      \$287  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$288  = scale_7;
-    if (rst) begin
-      \$288  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$289  = { \$94 [18], \$94  };
-    if (rst) begin
-      \$289  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$290  = \$95 [35:0];
-    if (rst) begin
-      \$290  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$291  = rq_meta1_d1;
-    if (rst) begin
-      \$291  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$292  = rq_meta2_d1;
-    if (rst) begin
-      \$292  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$293  = rq_meta2_d2;
-    if (rst) begin
-      \$293  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$294  = rq_v1_d1;
-    if (rst) begin
-      \$294  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$295  = rq_v2_d1;
-    if (rst) begin
-      \$295  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$296  = rq_v2_d2;
-    if (rst) begin
-      \$296  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$297  = \$97 [20:0];
-    if (rst) begin
-      \$297  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$298  = \$99 [20:0];
-    if (rst) begin
-      \$298  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$299  = \$101 [20:0];
-    if (rst) begin
-      \$299  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$300  = \$103 [20:0];
-    if (rst) begin
-      \$300  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$301  = \$105 [20:0];
-    if (rst) begin
-      \$301  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$302  = \$107 [20:0];
-    if (rst) begin
-      \$302  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$303  = \$109 [20:0];
-    if (rst) begin
-      \$303  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$304  = \$111 [20:0];
-    if (rst) begin
-      \$304  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$305  = rq_meta2_d3;
-    if (rst) begin
-      \$305  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$306  = rq_v2_d3;
-    if (rst) begin
-      \$306  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$307  = draining;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$220  = draining;
     if (\$116 ) begin
-      \$307  = 1'h1;
+      \$220  = 1'h1;
     end else if (draining) begin
-      \$307  = 1'h0;
+      \$220  = 1'h0;
     end
     if (rst) begin
-      \$307  = 1'h0;
+      \$220  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$308  = \$122 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$221  = rq_v3_d1;
     if (rst) begin
-      \$308  = 8'h00;
+      \$221  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$309  = \$128 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$223  = rq_v4_d1;
     if (rst) begin
-      \$309  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$310  = \$134 ;
-    if (rst) begin
-      \$310  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$311  = \$140 ;
-    if (rst) begin
-      \$311  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$312  = \$146 ;
-    if (rst) begin
-      \$312  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$313  = \$152 ;
-    if (rst) begin
-      \$313  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$314  = \$158 ;
-    if (rst) begin
-      \$314  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$315  = \$164 ;
-    if (rst) begin
-      \$315  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$316  = x_id_0;
-    if (rst) begin
-      \$316  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$317  = x_id_1;
-    if (rst) begin
-      \$317  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$318  = x_id_2;
-    if (rst) begin
-      \$318  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$319  = x_id_3;
-    if (rst) begin
-      \$319  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$320  = x_id_4;
-    if (rst) begin
-      \$320  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$321  = x_id_5;
-    if (rst) begin
-      \$321  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$322  = x_id_6;
-    if (rst) begin
-      \$322  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$323  = x_id_7;
-    if (rst) begin
-      \$323  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$324  = x_id_0_d1;
-    if (rst) begin
-      \$324  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$325  = rq_data[271:256];
-    if (rst) begin
-      \$325  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$326  = { \$165 [23], \$165  };
-    if (rst) begin
-      \$326  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$327  = x_id_1_d1;
-    if (rst) begin
-      \$327  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$328  = rq_data[271:256];
-    if (rst) begin
-      \$328  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$329  = { \$166 [23], \$166  };
-    if (rst) begin
-      \$329  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$330  = x_id_2_d1;
-    if (rst) begin
-      \$330  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$331  = rq_data[271:256];
-    if (rst) begin
-      \$331  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$332  = { \$167 [23], \$167  };
-    if (rst) begin
-      \$332  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$333  = x_id_3_d1;
-    if (rst) begin
-      \$333  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$334  = rq_data[271:256];
-    if (rst) begin
-      \$334  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$335  = { \$168 [23], \$168  };
-    if (rst) begin
-      \$335  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$336  = x_id_4_d1;
-    if (rst) begin
-      \$336  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$337  = rq_data[271:256];
-    if (rst) begin
-      \$337  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$338  = { \$169 [23], \$169  };
-    if (rst) begin
-      \$338  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$339  = x_id_5_d1;
-    if (rst) begin
-      \$339  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$340  = rq_data[271:256];
-    if (rst) begin
-      \$340  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$341  = { \$170 [23], \$170  };
-    if (rst) begin
-      \$341  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$342  = x_id_6_d1;
-    if (rst) begin
-      \$342  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$343  = rq_data[271:256];
-    if (rst) begin
-      \$343  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$344  = { \$171 [23], \$171  };
-    if (rst) begin
-      \$344  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$345  = x_id_7_d1;
-    if (rst) begin
-      \$345  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$346  = rq_data[271:256];
-    if (rst) begin
-      \$346  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$347  = { \$172 [23], \$172  };
-    if (rst) begin
-      \$347  = 25'h0000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$348  = \$174 [9:0];
-    if (rst) begin
-      \$348  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$349  = \$176 [9:0];
-    if (rst) begin
-      \$349  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$350  = \$178 [9:0];
-    if (rst) begin
-      \$350  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$351  = \$180 [9:0];
-    if (rst) begin
-      \$351  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$352  = \$182 [9:0];
-    if (rst) begin
-      \$352  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$353  = \$184 [9:0];
-    if (rst) begin
-      \$353  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$354  = \$186 [9:0];
-    if (rst) begin
-      \$354  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$355  = \$188 [9:0];
-    if (rst) begin
-      \$355  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$356  = id_rounded_0;
-    if (rst) begin
-      \$356  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$357  = id_rounded_0_d1;
-    if (rst) begin
-      \$357  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$358  = id_rounded_1;
-    if (rst) begin
-      \$358  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$359  = id_rounded_1_d1;
-    if (rst) begin
-      \$359  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$360  = id_rounded_2;
-    if (rst) begin
-      \$360  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$361  = id_rounded_2_d1;
-    if (rst) begin
-      \$361  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$362  = id_rounded_3;
-    if (rst) begin
-      \$362  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$363  = id_rounded_3_d1;
-    if (rst) begin
-      \$363  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$364  = id_rounded_4;
-    if (rst) begin
-      \$364  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$365  = id_rounded_4_d1;
-    if (rst) begin
-      \$365  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$366  = id_rounded_5;
-    if (rst) begin
-      \$366  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$367  = id_rounded_5_d1;
-    if (rst) begin
-      \$367  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$368  = id_rounded_6;
-    if (rst) begin
-      \$368  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$369  = id_rounded_6_d1;
-    if (rst) begin
-      \$369  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$370  = id_rounded_7;
-    if (rst) begin
-      \$370  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$371  = id_rounded_7_d1;
-    if (rst) begin
-      \$371  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$372  = \$189 ;
-    if (rst) begin
-      \$372  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$373  = \$190 ;
-    if (rst) begin
-      \$373  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$374  = \$191 ;
-    if (rst) begin
-      \$374  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$375  = \$192 ;
-    if (rst) begin
-      \$375  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$376  = \$193 ;
-    if (rst) begin
-      \$376  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$377  = \$194 ;
-    if (rst) begin
-      \$377  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$378  = \$195 ;
-    if (rst) begin
-      \$378  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$379  = \$196 ;
-    if (rst) begin
-      \$379  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$380  = rq_meta3_d1;
-    if (rst) begin
-      \$380  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$381  = rq_v3_d1;
-    if (rst) begin
-      \$381  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$382 [7:0] = \$198 ;
-    \$382 [15:8] = \$200 ;
-    \$382 [23:16] = \$202 ;
-    \$382 [31:24] = \$204 ;
-    \$382 [39:32] = \$206 ;
-    \$382 [47:40] = \$208 ;
-    \$382 [55:48] = \$210 ;
-    \$382 [63:56] = \$212 ;
-    \$382 [72:64] = rq_meta4_d1;
-    if (rst) begin
-      \$382  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$383  = rq_v4_d1;
-    if (rst) begin
-      \$383  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[166];
@@ -23601,6 +18871,15 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \rq_meta4_d1.go  = rq_meta4_d1[6];
   assign \rq_meta4_d1.eof  = rq_meta4_d1[7];
   assign \rq_meta4_d1.error  = rq_meta4_d1[8];
+  assign \$222 [72:64] = rq_meta4_d1;
+  assign \$222 [63:56] = \$212 ;
+  assign \$222 [55:48] = \$210 ;
+  assign \$222 [47:40] = \$208 ;
+  assign \$222 [39:32] = \$206 ;
+  assign \$222 [31:24] = \$204 ;
+  assign \$222 [23:16] = \$202 ;
+  assign \$222 [15:8] = \$200 ;
+  assign \$222 [7:0] = \$198 ;
   assign \$1  = { scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p, 17'h00000 };
   assign \$2  = { scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p, 17'h00000 };
@@ -23629,7 +18908,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -23686,14 +18965,9 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$58 ;
   reg \$59 ;
   wire \$6 ;
-  reg \$60 ;
+  wire [8:0] \$60 ;
   reg \$61 ;
-  reg [1:0] \$62 ;
-  reg [8:0] \$63 ;
-  reg \$64 ;
-  reg [2:0] \$65 ;
-  reg \$66 ;
-  reg [18:0] \$67 ;
+  wire [18:0] \$62 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -23701,10 +18975,10 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [2:0] \$signal$17  = 3'h0;
-  reg \$signal$28  = 1'h0;
-  reg \$signal$29  = 1'h0;
-  reg \$signal$35  = 1'h0;
-  reg \$signal$36  = 1'h0;
+  reg \$signal$30  = 1'h0;
+  reg \$signal$31  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg \$signal$38  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -23763,6 +19037,18 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   input sites__valid;
   wire sites__valid;
   reg slot_0 = 1'h0;
+  (* init = 19'h00000 *)
+  wire [18:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [5:0] \step.lb_addr ;
+  wire [8:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [2:0] \step.meta.ox ;
+  wire [2:0] \step.meta.oy ;
+  wire [1:0] \step.w_addr ;
   output [18:0] steps__payload;
   reg [18:0] steps__payload = 19'h00000;
   wire \steps__payload.first ;
@@ -23779,8 +19065,6 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg steps__valid = 1'h0;
   reg sv = 1'h0;
   wire tap_oh;
-  assign \$28  = s_go + 1'h1;
-  assign \$29  = go_last ? 2'h0 : \$28 ;
   assign \$31  = last & go_last;
   assign \$32  = \$31  | \$signal$10 ;
   assign \$34  = s_err & \$signal$10 ;
@@ -23821,35 +19105,35 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   always @(posedge clk)
     s_ox <= \$52 ;
   always @(posedge clk)
-    \$signal$28  <= \$53 ;
+    \$signal$30  <= \$53 ;
   always @(posedge clk)
-    \$signal$29  <= \$54 ;
+    \$signal$31  <= \$54 ;
   always @(posedge clk)
     slot_0 <= \$55 ;
   always @(posedge clk)
     col_0 <= \$56 ;
   always @(posedge clk)
-    \$signal$35  <= \$57 ;
+    \$signal$37  <= \$57 ;
   always @(posedge clk)
-    \$signal$36  <= \$58 ;
+    \$signal$38  <= \$58 ;
   always @(posedge clk)
     q_last <= \$59 ;
   always @(posedge clk)
-    q_oh <= \$60 ;
+    q_oh <= \$4 [0];
   always @(posedge clk)
-    \$like  <= \$61 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$62 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$63 ;
+    q_meta <= \$60 ;
   always @(posedge clk)
-    q_slot_0 <= \$64 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_col_0 <= \$65 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    steps__valid <= \$66 ;
+    steps__valid <= \$61 ;
   always @(posedge clk)
-    steps__payload <= \$67 ;
+    steps__payload <= \$62 ;
   assign \$1  = ~ p_v;
   assign sites__ready = \$1  | p_take;
   assign \$2  = ~ s_rem;
@@ -23882,8 +19166,10 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$23  = ~ \$4 [0];
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
+  assign \$28  = s_go + 1'h1;
+  assign \$29  = go_last ? 2'h0 : \$28 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$35  = p_v;
     if (p_take) begin
       \$35  = 1'h0;
@@ -23896,17 +19182,14 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$36  = p_site;
     if (\$15 ) begin
       \$36  = sites__payload;
     end
-    if (rst) begin
-      \$36  = 9'h000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$37  = p_cnt;
     if (\$15 ) begin
       \$37  = \$16 [0];
@@ -23916,27 +19199,21 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$38  = next_slot_0;
     if (\$15 ) begin
       \$38  = \$17 [0];
     end
-    if (rst) begin
-      \$38  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [2:0];
     end
-    if (rst) begin
-      \$39  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$40  = first_r;
     if (issue) begin
       \$40  = 1'h0;
@@ -23958,7 +19235,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$41  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23976,7 +19253,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$42  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -23994,7 +19271,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$43  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24004,7 +19281,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$22 ) begin
           \$43  = \$24 ;
         end else begin
-          \$43  = \$signal$28 ;
+          \$43  = \$signal$30 ;
         end
       end
     end
@@ -24016,7 +19293,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$44  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24026,7 +19303,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$22 ) begin
           \$44  = \$25 [0];
         end else begin
-          \$44  = \$signal$29 ;
+          \$44  = \$signal$31 ;
         end
       end
     end
@@ -24038,7 +19315,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$45  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24060,7 +19337,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$46  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24081,7 +19358,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$47  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -24102,7 +19379,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$48  = sv;
     if (issue) begin
       if (\$32 ) begin
@@ -24117,7 +19394,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$49  = \$signal$10 ;
     if (p_take) begin
       \$49  = p_site[7];
@@ -24127,7 +19404,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$50  = s_err;
     if (p_take) begin
       \$50  = p_site[8];
@@ -24137,28 +19414,22 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$51  = \$signal$17 ;
     if (p_take) begin
       \$51  = p_site[2:0];
     end
-    if (rst) begin
-      \$51  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$52  = s_ox;
     if (p_take) begin
       \$52  = p_site[5:3];
     end
-    if (rst) begin
-      \$52  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$53  = \$signal$28 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$53  = \$signal$30 ;
     if (p_take) begin
       \$53  = p_site[6];
     end
@@ -24167,8 +19438,8 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$54  = \$signal$29 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$54  = \$signal$31 ;
     if (p_take) begin
       \$54  = p_cnt;
     end
@@ -24177,126 +19448,54 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$55  = slot_0;
     if (p_take) begin
       \$55  = next_slot_0;
     end
-    if (rst) begin
-      \$55  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
     end
-    if (rst) begin
-      \$56  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$57  = issue;
     if (rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$58  = first_r;
     if (rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$59  = last;
     if (rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$60  = \$4 [0];
-    if (rst) begin
-      \$60  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$61  = s_go;
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    \$61  = \$signal$37 ;
     if (rst) begin
       \$61  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$62  = s_gi;
-    if (rst) begin
-      \$62  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$63 [2:0] = \$signal$17 ;
-    \$63 [5:3] = s_ox;
-    \$63 [6] = s_go;
-    \$63 [7] = \$signal$10 ;
-    \$63 [8] = \$34 ;
-    if (rst) begin
-      \$63  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$64  = slot_0;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$65  = col_0;
-    if (rst) begin
-      \$65  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$66  = \$signal$35 ;
-    if (rst) begin
-      \$66  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$67 [8] = \$signal$36 ;
-    \$67 [9] = q_last;
-    \$67 [18:10] = q_meta;
-    \$67 [5:0] = { q_slot_0, q_col_0, q_gi };
-    \$67 [7:6] = q_gi;
-    if (rst) begin
-      \$67  = 19'h00000;
-    end
-  end
   assign tap_oh = \$4 [0];
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[2:0];
   assign \p_site.ox  = p_site[5:3];
   assign \p_site.taps  = p_site[6];
   assign \p_site.eof  = p_site[7];
   assign \p_site.error  = p_site[8];
-  assign \sites__payload.oy  = sites__payload[2:0];
-  assign \sites__payload.ox  = sites__payload[5:3];
-  assign \sites__payload.taps  = sites__payload[6];
-  assign \sites__payload.eof  = sites__payload[7];
-  assign \sites__payload.error  = sites__payload[8];
-  assign \q_meta.oy  = q_meta[2:0];
-  assign \q_meta.ox  = q_meta[5:3];
-  assign \q_meta.go  = q_meta[6];
-  assign \q_meta.eof  = q_meta[7];
-  assign \q_meta.error  = q_meta[8];
   assign \steps__payload.lb_addr  = steps__payload[5:0];
   assign \steps__payload.w_addr  = steps__payload[7:6];
   assign \steps__payload.first  = steps__payload[8];
@@ -24307,16 +19506,44 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \steps__payload.meta.go  = steps__payload[16];
   assign \steps__payload.meta.eof  = steps__payload[17];
   assign \steps__payload.meta.error  = steps__payload[18];
+  assign \step.lb_addr  = steps__payload[5:0];
+  assign \step.w_addr  = steps__payload[7:6];
+  assign \step.first  = steps__payload[8];
+  assign \step.last  = steps__payload[9];
+  assign \step.meta  = steps__payload[18:10];
+  assign \step.meta.oy  = steps__payload[12:10];
+  assign \step.meta.ox  = steps__payload[15:13];
+  assign \step.meta.go  = steps__payload[16];
+  assign \step.meta.eof  = steps__payload[17];
+  assign \step.meta.error  = steps__payload[18];
+  assign \sites__payload.oy  = sites__payload[2:0];
+  assign \sites__payload.ox  = sites__payload[5:3];
+  assign \sites__payload.taps  = sites__payload[6];
+  assign \sites__payload.eof  = sites__payload[7];
+  assign \sites__payload.error  = sites__payload[8];
+  assign \q_meta.oy  = q_meta[2:0];
+  assign \q_meta.ox  = q_meta[5:3];
+  assign \q_meta.go  = q_meta[6];
+  assign \q_meta.eof  = q_meta[7];
+  assign \q_meta.error  = q_meta[8];
+  assign \$62 [7:6] = q_gi;
+  assign \$62 [5:0] = { q_slot_0, q_col_0, q_gi };
+  assign \$62 [18:10] = q_meta;
+  assign \$62 [9] = q_last;
+  assign \$62 [8] = \$signal$38 ;
+  assign \$60 [8] = \$34 ;
+  assign \$60 [7] = \$signal$10 ;
+  assign \$60 [6] = s_go;
+  assign \$60 [5:3] = s_ox;
+  assign \$60 [2:0] = \$signal$17 ;
   assign \$26  = 1'h0;
-  assign \$27  = \$signal$29 ;
+  assign \$27  = \$signal$31 ;
   assign \$30  = 1'h0;
   assign \$33  = p_cnt;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
-  reg [255:0] \$1 ;
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
   wire \$signature__en ;
@@ -24325,6 +19552,8 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] r_addr;
   output [255:0] r_data;
   reg [255:0] r_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
+  (* init = 256'h0000000000000000000000000000000000000000000000000000000000000000 *)
+  wire [255:0] r_reg;
   input [1:0] rd__addr;
   wire [1:0] rd__addr;
   wire [255:0] rd__data;
@@ -24354,24 +19583,18 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_out__valid, sites_out__payload, params__payload, params__valid, sites_in__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$11 ;
@@ -24412,15 +19635,9 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   reg \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg [8:0] \$49 ;
+  reg [39:0] \$46 ;
+  reg [5:0] \$47 ;
   wire \$5 ;
-  reg [8:0] \$50 ;
-  reg \$51 ;
-  reg [39:0] \$52 ;
-  reg [5:0] \$53 ;
   wire \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
@@ -24449,7 +19666,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   wire [15:0] \bitmaps[6] ;
   wire [15:0] \bitmaps[7] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -24488,6 +19705,17 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 40'h0000000000 *)
+  wire [39:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [2:0] \out_reg.x ;
+  wire [2:0] \out_reg.y ;
   reg [127:0] p_data = 128'h00000000000000000000000000000000;
   (* init = 1'h0 *)
   wire p_raddr;
@@ -24509,7 +19737,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   wire \r_addr$67 ;
   wire [63:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [39:0] \r_data$98 ;
+  wire [39:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [6:0] rd_addr;
@@ -24534,7 +19762,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$91 ;
+  wire [2:0] \row$93 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -24616,7 +19844,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   wire [2:0] \steps__payload.meta.oy ;
   wire [4:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [88:0] sums__payload;
   wire [88:0] \sums__payload$64 ;
   wire [79:0] \sums__payload$64.acc ;
@@ -24684,12 +19912,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
   always @(posedge clk)
-    height_m1 <= \$35 ;
-  always @(posedge clk)
-    width_m1 <= \$36 ;
-  always @(posedge clk)
-    c_in <= \$37 ;
-  always @(posedge clk)
     c_out <= \$38 ;
   always @(posedge clk)
     c_tap <= \$39 ;
@@ -24704,23 +19926,23 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   always @(posedge clk)
     steps__valid <= \$44 ;
   always @(posedge clk)
-    read_first_d1 <= \$45 ;
+    read_first_d1 <= steps__payload[12];
   always @(posedge clk)
-    read_first_d2 <= \$46 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$47 ;
+    read_last_d1 <= steps__payload[13];
   always @(posedge clk)
-    read_last_d2 <= \$48 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$49 ;
+    read_meta_d1 <= steps__payload[22:14];
   always @(posedge clk)
-    read_meta_d2 <= \$50 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$51 ;
+    sites_out__valid <= \$45 ;
   always @(posedge clk)
-    sites_out__payload <= \$52 ;
+    sites_out__payload <= \$46 ;
   always @(posedge clk)
-    inflight <= \$53 ;
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -24744,7 +19966,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(6'h12);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  * 2'h2;
   assign \$23  = \$22  + 3'h7;
   assign \$24  = ~ sites_out__valid;
@@ -24763,6 +19985,12 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     pcount <= \$33 ;
   always @(posedge clk)
     loaded <= \$34 ;
+  always @(posedge clk)
+    height_m1 <= \$35 ;
+  always @(posedge clk)
+    width_m1 <= \$36 ;
+  always @(posedge clk)
+    c_in <= \$37 ;
   \top.conv1.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -24812,7 +20040,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   );
   \top.conv1.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -24839,16 +20067,16 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   );
   \top.conv1.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$91 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.conv1.weights  weights (
     .clk(clk),
@@ -24860,45 +20088,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$35  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[3:0];
-      end
-    end
-    if (rst) begin
-      \$35  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$36  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = params__payload[7:4];
-      end
-    end
-    if (rst) begin
-      \$36  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$37  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        \$37  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$38  = c_out;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24914,7 +20104,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$39  = c_tap;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24932,7 +20122,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$40  = \w_addr$8 ;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -24943,12 +20133,9 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$40  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$41  = w_addr;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -24956,12 +20143,9 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$41  = { c_tap, c_out };
       end
     end
-    if (rst) begin
-      \$41  = 5'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$42  = \$23 ;
     if (frame_reset) begin
       \$42  = 6'h07;
@@ -24971,92 +20155,47 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$43  = \steps__valid$93 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$43  = \steps__valid$95 ;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$44  = read_v_d1;
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$45  = steps__payload[12];
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$45  = 1'h0;
+    end
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$46  = read_first_d1;
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$47  = steps__payload[13];
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$48  = read_last_d1;
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$49  = steps__payload[22:14];
-    if (rst) begin
-      \$49  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$50  = read_meta_d1;
-    if (rst) begin
-      \$50  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$51  = sites_out__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$46  = sites_out__payload;
     if (\$26 ) begin
-      \$51  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$51  = 1'h0;
-    end
-    if (rst) begin
-      \$51  = 1'h0;
+      \$46  = \r_data$99 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$52  = sites_out__payload;
-    if (\$26 ) begin
-      \$52  = \r_data$98 ;
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$47  = \$29 [5:0];
     if (rst) begin
-      \$52  = 40'h0000000000;
+      \$47  = 6'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
-    \$53  = \$29 [5:0];
-    if (rst) begin
-      \$53  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     tok[37:0] = 38'h0000000000;
     if (\$2 ) begin
       tok[31:0] = feats__payload[31:0];
@@ -25071,7 +20210,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$30  = 1'h0;
     if (\$5 ) begin
       if (\$8 ) begin
@@ -25084,7 +20223,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$31  = 1'h0;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -25099,17 +20238,14 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$32  = p_data;
     if (\$5 ) begin
       \$32  = params__payload;
     end
-    if (rst) begin
-      \$32  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$33  = pcount;
     if (\$5 ) begin
       (* full_case = 32'd1 *)
@@ -25124,7 +20260,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$34  = loaded;
     if (\$5 ) begin
       if (\$6 ) begin
@@ -25136,6 +20272,44 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end
     if (rst) begin
       \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$35  = height_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[3:0];
+      end
+    end
+    if (rst) begin
+      \$35  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$36  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = params__payload[7:4];
+      end
+    end
+    if (rst) begin
+      \$36  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$37  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        \$37  = \$12 [0];
+      end
+    end
+    if (rst) begin
+      \$37  = 1'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -25173,6 +20347,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[15:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -25296,11 +20471,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \tok.x  = tok[37:35];
   assign \tok.eof  = tok[38];
   assign \tok.error  = tok[39];
-  assign \read_meta_d1.oy  = read_meta_d1[2:0];
-  assign \read_meta_d1.ox  = read_meta_d1[5:3];
-  assign \read_meta_d1.go  = read_meta_d1[6];
-  assign \read_meta_d1.eof  = read_meta_d1[7];
-  assign \read_meta_d1.error  = read_meta_d1[8];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -25310,6 +20480,20 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \sites_out__payload.x  = sites_out__payload[37:35];
   assign \sites_out__payload.eof  = sites_out__payload[38];
   assign \sites_out__payload.error  = sites_out__payload[39];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[34:32];
+  assign \out_reg.x  = sites_out__payload[37:35];
+  assign \out_reg.eof  = sites_out__payload[38];
+  assign \out_reg.error  = sites_out__payload[39];
+  assign \read_meta_d1.oy  = read_meta_d1[2:0];
+  assign \read_meta_d1.ox  = read_meta_d1[5:3];
+  assign \read_meta_d1.go  = read_meta_d1[6];
+  assign \read_meta_d1.eof  = read_meta_d1[7];
+  assign \read_meta_d1.error  = read_meta_d1[8];
   assign \steps__payload$57 [90:82] = read_meta_d2;
   assign \steps__payload$57 [81] = read_last_d2;
   assign \steps__payload$57 [80] = read_first_d2;
@@ -25321,7 +20505,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -26805,7 +21989,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     .w_rdy(w_rdy)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     w_data = 17'h00000;
     (* full_case = 32'd1 *)
     if (\$signal$11 ) begin
@@ -26818,7 +22002,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$562  = eof_seen;
     if (frame_reset) begin
       \$562  = 1'h0;
@@ -26828,14 +22012,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$563  = has_last;
     if (rst) begin
       \$563  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$564  = \$155 ;
     if (frame_reset) begin
       \$564  = 1'h0;
@@ -26845,7 +22029,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$565  = \$157 ;
     if (frame_reset) begin
       \$565  = 1'h0;
@@ -26855,21 +22039,21 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$566  = \$159 ;
     if (rst) begin
       \$566  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$567  = \$161 ;
     if (rst) begin
       \$567  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$568  = 1'h0;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -26885,7 +22069,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$569  = \$signal$45 ;
     if (\$166 ) begin
       \$569  = 1'h0;
@@ -26898,7 +22082,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$570  = c_row;
     if (\$171 ) begin
       \$570  = w_row;
@@ -26908,7 +22092,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$571  = \$signal$48 ;
     if (\$171 ) begin
       \$571  = 1'h0;
@@ -26921,7 +22105,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$572  = nz;
     if (\$171 ) begin
       \$572  = \$196 ;
@@ -26934,7 +22118,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$573  = nz_zero;
     if (\$171 ) begin
       \$573  = \$222 ;
@@ -26947,47 +22131,35 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$574  = \$signal$53 ;
     if (\$171 ) begin
       \$574  = { \$246 , \$243 , \$240 , \$237 , \$234 , \$231 , \$228 , \$225  };
     end
-    if (rst) begin
-      \$574  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$575  = cwin_0;
     if (\$171 ) begin
       \$575  = win_0;
     end
-    if (rst) begin
-      \$575  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$576  = cwin_1;
     if (\$171 ) begin
       \$576  = win_1;
     end
-    if (rst) begin
-      \$576  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$577  = cwin_2;
     if (\$171 ) begin
       \$577  = win_2;
     end
-    if (rst) begin
-      \$577  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$578  = w_row;
     if (\$253 ) begin
       \$578  = s_row;
@@ -26997,7 +22169,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$579  = \$signal$58 ;
     if (\$253 ) begin
       \$579  = 1'h0;
@@ -27010,37 +22182,28 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$580  = win_0;
     if (\$253 ) begin
       \$580  = \$268 ;
     end
-    if (rst) begin
-      \$580  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$581  = win_1;
     if (\$253 ) begin
       \$581  = \$283 ;
     end
-    if (rst) begin
-      \$581  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$582  = win_2;
     if (\$253 ) begin
       \$582  = \$298 ;
     end
-    if (rst) begin
-      \$582  = 16'h0000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$583  = s_row;
     if (\$302 ) begin
       \$583  = i_row;
@@ -27050,7 +22213,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$584  = \$signal$64 ;
     if (\$302 ) begin
       \$584  = 1'h0;
@@ -27066,7 +22229,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$585  = sel_0;
     if (\$302 ) begin
       \$585 [0] = \$307 ;
@@ -27078,12 +22241,9 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
       \$585 [6] = \$337 ;
       \$585 [7] = \$342 ;
     end
-    if (rst) begin
-      \$585  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$586  = sel_1;
     if (\$302 ) begin
       \$586 [0] = \$345 ;
@@ -27095,12 +22255,9 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
       \$586 [6] = \$363 ;
       \$586 [7] = \$366 ;
     end
-    if (rst) begin
-      \$586  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$587  = sel_2;
     if (\$302 ) begin
       \$587 [0] = \$369 ;
@@ -27112,12 +22269,9 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
       \$587 [6] = \$387 ;
       \$587 [7] = \$390 ;
     end
-    if (rst) begin
-      \$587  = 8'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$588  = ends;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27132,7 +22286,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$589  = i_in_row_0;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27140,12 +22294,9 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$589  = \$402 [5:0];
       end
     end
-    if (rst) begin
-      \$589  = 6'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$590  = i_in_row_1;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27153,12 +22304,9 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$590  = \$403 [5:0];
       end
     end
-    if (rst) begin
-      \$590  = 6'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$591  = i_in_row_2;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27166,12 +22314,9 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$591  = \$404 [5:0];
       end
     end
-    if (rst) begin
-      \$591  = 6'h00;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$592  = i_row;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27184,7 +22329,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$593  = i_top;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27197,7 +22342,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$594  = f_row;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27213,7 +22358,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$595  = cy;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27229,7 +22374,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$596  = need;
     if (\$395 ) begin
       if (\$399 ) begin
@@ -27245,7 +22390,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$597  = eof_pend;
     if (\$411 ) begin
       \$597  = 1'h0;
@@ -27258,7 +22403,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$598  = \$signal$11 ;
     if (\$413 ) begin
       \$598  = b_v;
@@ -27268,7 +22413,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$599  = \$signal ;
     if (\$413 ) begin
       \$599  = \$signal$75 ;
@@ -27278,7 +22423,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$600  = \$like ;
     if (\$413 ) begin
       \$600  = \$like$76 ;
@@ -27288,7 +22433,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$601  = \$signal$13 ;
     if (\$413 ) begin
       \$601  = b_oy;
@@ -27298,7 +22443,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$602  = c1_win_0;
     if (\$413 ) begin
       \$602  = b_win_0;
@@ -27308,7 +22453,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$603  = c1_win_1;
     if (\$413 ) begin
       \$603  = b_win_1;
@@ -27318,7 +22463,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$604  = c1_win_2;
     if (\$413 ) begin
       \$604  = b_win_2;
@@ -27328,7 +22473,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$605  = \$signal$75 ;
     if (\$413 ) begin
       \$605  = \$147 [7:0];
@@ -27341,7 +22486,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$606  = b_rest;
     if (\$413 ) begin
       \$606  = \$415 ;
@@ -27354,7 +22499,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$607  = \$signal$81 ;
     if (\$413 ) begin
       \$607  = \$447 ;
@@ -27367,7 +22512,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$608  = b_v;
     if (\$450 ) begin
       \$608  = \$signal$82 ;
@@ -27377,7 +22522,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$609  = \$like$76 ;
     if (\$450 ) begin
       \$609  = \$like$85 ;
@@ -27387,7 +22532,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$610  = b_oy;
     if (\$450 ) begin
       \$610  = \$signal$86 ;
@@ -27397,7 +22542,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$611  = b_win_0;
     if (\$450 ) begin
       \$611  = a3_win_0;
@@ -27407,7 +22552,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$612  = b_win_1;
     if (\$450 ) begin
       \$612  = a3_win_1;
@@ -27417,7 +22562,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$613  = b_win_2;
     if (\$450 ) begin
       \$613  = a3_win_2;
@@ -27427,7 +22572,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$614  = \$signal$82 ;
     if (\$458 ) begin
       \$614  = \$signal$91 ;
@@ -27437,7 +22582,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$615  = \$signal$83 ;
     if (\$458 ) begin
       \$615  = \$150 [7:0];
@@ -27447,7 +22592,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$616  = \$signal$84 ;
     if (\$458 ) begin
       \$616  = \$460 ;
@@ -27457,7 +22602,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$617  = \$like$85 ;
     if (\$458 ) begin
       \$617  = \$signal$92 ;
@@ -27467,7 +22612,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$618  = \$signal$86 ;
     if (\$458 ) begin
       \$618  = a2_oy;
@@ -27477,7 +22622,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$619  = a3_rest_zero;
     if (\$458 ) begin
       \$619  = \$492 ;
@@ -27487,7 +22632,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$620  = a3_win_0;
     if (\$458 ) begin
       \$620  = a2_win_0;
@@ -27497,7 +22642,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$621  = a3_win_1;
     if (\$458 ) begin
       \$621  = a2_win_1;
@@ -27507,7 +22652,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$622  = a3_win_2;
     if (\$458 ) begin
       \$622  = a2_win_2;
@@ -27517,7 +22662,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$623  = \$signal$91 ;
     if (\$497 ) begin
       \$623  = 1'h0;
@@ -27530,7 +22675,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$624  = a2_oy;
     if (\$505 ) begin
       \$624  = c_row;
@@ -27540,7 +22685,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$625  = \$signal$92 ;
     if (\$505 ) begin
       \$625  = 1'h0;
@@ -27550,7 +22695,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$626  = a2_bits;
     if (\$505 ) begin
       \$626  = \$506 ;
@@ -27560,7 +22705,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$627  = a2_win_0;
     if (\$505 ) begin
       \$627  = \$507 ;
@@ -27570,7 +22715,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$628  = a2_win_1;
     if (\$505 ) begin
       \$628  = \$508 ;
@@ -27580,7 +22725,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$629  = a2_win_2;
     if (\$505 ) begin
       \$629  = \$509 ;
@@ -27590,7 +22735,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$630  = a_v;
     if (\$516 ) begin
       \$630  = 1'h0;
@@ -27603,7 +22748,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$631  = a_oh;
     if (\$528 ) begin
       \$631  = \$153 [0];
@@ -27613,7 +22758,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$632  = eof_done;
     if (\$551 ) begin
       \$632  = 1'h1;
@@ -27626,7 +22771,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$633  = \$554 ;
     if (frame_reset) begin
       \$633  = 1'h0;
@@ -27636,14 +22781,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$634  = \$557 ;
     if (rst) begin
       \$634  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$635  = \$561 [2:0];
     if (frame_reset) begin
       \$635  = 3'h0;
@@ -27715,7 +22860,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -27797,7 +22942,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [0];
@@ -27807,7 +22952,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [0];
@@ -27817,7 +22962,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [1:0];
@@ -27840,7 +22985,7 @@ endmodule
 (* generator = "Amaranth" *)
 module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -27937,31 +23082,26 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   reg \$183 ;
   reg \$184 ;
   reg \$185 ;
-  reg [2:0] \$186 ;
-  reg [3:0] \$187 ;
-  reg [3:0] \$188 ;
-  reg [6:0] \$189 ;
+  reg \$186 ;
+  reg [15:0] \$187 ;
+  reg [4:0] \$188 ;
+  reg [15:0] \$189 ;
   wire \$19 ;
-  reg [15:0] \$190 ;
-  reg \$191 ;
-  reg [15:0] \$192 ;
-  reg [4:0] \$193 ;
-  reg [15:0] \$194 ;
-  reg [4:0] \$195 ;
-  reg [15:0] \$196 ;
-  reg [4:0] \$197 ;
-  reg [15:0] \$198 ;
-  reg [4:0] \$199 ;
+  reg [4:0] \$190 ;
+  reg [15:0] \$191 ;
+  reg [4:0] \$192 ;
+  reg [15:0] \$193 ;
+  reg [4:0] \$194 ;
+  reg [15:0] \$195 ;
+  reg [4:0] \$196 ;
+  reg [15:0] \$197 ;
+  reg [4:0] \$198 ;
+  reg [15:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  reg [15:0] \$200 ;
-  reg [4:0] \$201 ;
-  reg [15:0] \$202 ;
-  reg [4:0] \$203 ;
-  reg [15:0] \$204 ;
-  reg [4:0] \$205 ;
-  reg [15:0] \$206 ;
-  reg [4:0] \$207 ;
+  reg [4:0] \$200 ;
+  reg [15:0] \$201 ;
+  reg [4:0] \$202 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -28442,49 +23582,49 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   always @(posedge clk)
     w_set <= \$185 ;
   always @(posedge clk)
-    w_slot <= \$186 ;
+    w_slot <= got[18:16];
   always @(posedge clk)
-    w_x <= \$187 ;
+    w_x <= got[23:20];
   always @(posedge clk)
-    w_y <= \$188 ;
+    w_y <= got[19:16];
   always @(posedge clk)
-    w_addr <= \$189 ;
+    w_addr <= { got[18:16], got[23:20] };
   always @(posedge clk)
-    w_data <= \$190 ;
+    w_data <= got[15:0];
   always @(posedge clk)
-    acc_eof <= \$191 ;
+    acc_eof <= \$186 ;
   always @(posedge clk)
-    bitmap_0 <= \$192 ;
+    bitmap_0 <= \$187 ;
   always @(posedge clk)
-    row_tag_0 <= \$193 ;
+    row_tag_0 <= \$188 ;
   always @(posedge clk)
-    bitmap_1 <= \$194 ;
+    bitmap_1 <= \$189 ;
   always @(posedge clk)
-    row_tag_1 <= \$195 ;
+    row_tag_1 <= \$190 ;
   always @(posedge clk)
-    bitmap_2 <= \$196 ;
+    bitmap_2 <= \$191 ;
   always @(posedge clk)
-    row_tag_2 <= \$197 ;
+    row_tag_2 <= \$192 ;
   always @(posedge clk)
-    bitmap_3 <= \$198 ;
+    bitmap_3 <= \$193 ;
   always @(posedge clk)
-    row_tag_3 <= \$199 ;
+    row_tag_3 <= \$194 ;
   always @(posedge clk)
-    bitmap_4 <= \$200 ;
+    bitmap_4 <= \$195 ;
   always @(posedge clk)
-    row_tag_4 <= \$201 ;
+    row_tag_4 <= \$196 ;
   always @(posedge clk)
-    bitmap_5 <= \$202 ;
+    bitmap_5 <= \$197 ;
   always @(posedge clk)
-    row_tag_5 <= \$203 ;
+    row_tag_5 <= \$198 ;
   always @(posedge clk)
-    bitmap_6 <= \$204 ;
+    bitmap_6 <= \$199 ;
   always @(posedge clk)
-    row_tag_6 <= \$205 ;
+    row_tag_6 <= \$200 ;
   always @(posedge clk)
-    bitmap_7 <= \$206 ;
+    bitmap_7 <= \$201 ;
   always @(posedge clk)
-    row_tag_7 <= \$207 ;
+    row_tag_7 <= \$202 ;
   \top.conv1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -28495,7 +23635,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$160  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28510,7 +23650,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$161  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28527,7 +23667,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$162  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28536,12 +23676,9 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$162  = sites_in__payload[19:16];
       end
     end
-    if (rst) begin
-      \$162  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$163  = \$signal$29 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
@@ -28550,36 +23687,30 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$163  = sites_in__payload[23:20];
       end
     end
-    if (rst) begin
-      \$163  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$164  = height_m1;
     if (rst) begin
       \$164  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$165  = width_m1;
     if (rst) begin
       \$165  = 4'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$166  = entry_0;
     if (\$40 ) begin
       \$166  = entry;
     end
-    if (rst) begin
-      \$166  = 30'h00000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$167  = entry_0_valid;
     if (\$40 ) begin
       \$167  = 1'h1;
@@ -28594,31 +23725,28 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$168  = \$52 ;
     if (rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$169  = \$60 ;
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$170  = entry_1;
     if (\$65 ) begin
       \$170  = entry;
     end
-    if (rst) begin
-      \$170  = 30'h00000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$171  = entry_1_valid;
     if (\$65 ) begin
       \$171  = 1'h1;
@@ -28633,21 +23761,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$172  = \$77 ;
     if (rst) begin
       \$172  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$173  = \$85 ;
     if (rst) begin
       \$173  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$174  = \$signal$68 ;
     if (\$88 ) begin
       \$174  = \$89 ;
@@ -28657,7 +23785,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$175  = rp;
     if (take) begin
       \$175  = \$90 ;
@@ -28667,7 +23795,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$176  = done_rows;
     if (\$114 ) begin
       \$176  = { 2'h0, got[19:16] };
@@ -28680,7 +23808,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$177  = busy;
     if (take) begin
       \$177  = 1'h1;
@@ -28693,7 +23821,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$178  = eof_seen;
     if (take) begin
       if (got[24]) begin
@@ -28708,7 +23836,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$179  = \$signal$48 ;
     if (take) begin
       if (got[24]) begin
@@ -28726,7 +23854,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$180  = error;
     if (take) begin
       if (got[24]) begin
@@ -28746,7 +23874,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$181  = has_last;
     if (take) begin
       if (got[24]) begin
@@ -28764,7 +23892,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$182  = last_y;
     if (take) begin
       if (got[24]) begin
@@ -28779,266 +23907,231 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$183  = \$122 ;
     if (rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$184  = \$126 ;
     if (rst) begin
       \$184  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$185  = got[28];
     if (rst) begin
       \$185  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$186  = got[18:16];
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$186  = \$127 ;
     if (rst) begin
-      \$186  = 3'h0;
+      \$186  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$187  = got[23:20];
-    if (rst) begin
-      \$187  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$188  = got[19:16];
-    if (rst) begin
-      \$188  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$189  = { got[18:16], got[23:20] };
-    if (rst) begin
-      \$189  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$190  = got[15:0];
-    if (rst) begin
-      \$190  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$191  = \$127 ;
-    if (rst) begin
-      \$191  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$192  = bitmap_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$187  = bitmap_0;
     if (\$129 ) begin
-      \$192  = \$131 ;
+      \$187  = \$131 ;
     end
     if (rst) begin
-      \$192  = 16'h0000;
+      \$187  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$193  = row_tag_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$188  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$75 ) begin
-        \$193  = { 1'h0, w_y };
+        \$188  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$193  = 5'h1f;
+      \$188  = 5'h1f;
     end
     if (rst) begin
-      \$193  = 5'h1f;
+      \$188  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$194  = bitmap_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$189  = bitmap_1;
     if (\$133 ) begin
-      \$194  = \$135 ;
+      \$189  = \$135 ;
     end
     if (rst) begin
-      \$194  = 16'h0000;
+      \$189  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$195  = row_tag_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$190  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$75 ) begin
-        \$195  = { 1'h0, w_y };
+        \$190  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$195  = 5'h1f;
+      \$190  = 5'h1f;
     end
     if (rst) begin
-      \$195  = 5'h1f;
+      \$190  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$196  = bitmap_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$191  = bitmap_2;
     if (\$137 ) begin
-      \$196  = \$139 ;
+      \$191  = \$139 ;
     end
     if (rst) begin
-      \$196  = 16'h0000;
+      \$191  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$197  = row_tag_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$192  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$75 ) begin
-        \$197  = { 1'h0, w_y };
+        \$192  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$197  = 5'h1f;
+      \$192  = 5'h1f;
     end
     if (rst) begin
-      \$197  = 5'h1f;
+      \$192  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$198  = bitmap_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$193  = bitmap_3;
     if (\$141 ) begin
-      \$198  = \$143 ;
+      \$193  = \$143 ;
     end
     if (rst) begin
-      \$198  = 16'h0000;
+      \$193  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$199  = row_tag_3;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$194  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$75 ) begin
-        \$199  = { 1'h0, w_y };
+        \$194  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$199  = 5'h1f;
+      \$194  = 5'h1f;
     end
     if (rst) begin
-      \$199  = 5'h1f;
+      \$194  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$200  = bitmap_4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$195  = bitmap_4;
     if (\$145 ) begin
-      \$200  = \$147 ;
+      \$195  = \$147 ;
     end
     if (rst) begin
-      \$200  = 16'h0000;
+      \$195  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$201  = row_tag_4;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$196  = row_tag_4;
     if (\$145 ) begin
       if (\$signal$75 ) begin
-        \$201  = { 1'h0, w_y };
+        \$196  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$201  = 5'h1f;
+      \$196  = 5'h1f;
     end
     if (rst) begin
-      \$201  = 5'h1f;
+      \$196  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$202  = bitmap_5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$197  = bitmap_5;
     if (\$149 ) begin
-      \$202  = \$151 ;
+      \$197  = \$151 ;
     end
     if (rst) begin
-      \$202  = 16'h0000;
+      \$197  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$203  = row_tag_5;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$198  = row_tag_5;
     if (\$149 ) begin
       if (\$signal$75 ) begin
-        \$203  = { 1'h0, w_y };
+        \$198  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$203  = 5'h1f;
+      \$198  = 5'h1f;
     end
     if (rst) begin
-      \$203  = 5'h1f;
+      \$198  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$204  = bitmap_6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$199  = bitmap_6;
     if (\$153 ) begin
-      \$204  = \$155 ;
+      \$199  = \$155 ;
     end
     if (rst) begin
-      \$204  = 16'h0000;
+      \$199  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$205  = row_tag_6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$200  = row_tag_6;
     if (\$153 ) begin
       if (\$signal$75 ) begin
-        \$205  = { 1'h0, w_y };
+        \$200  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$205  = 5'h1f;
+      \$200  = 5'h1f;
     end
     if (rst) begin
-      \$205  = 5'h1f;
+      \$200  = 5'h1f;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$206  = bitmap_7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$201  = bitmap_7;
     if (\$157 ) begin
-      \$206  = \$159 ;
+      \$201  = \$159 ;
     end
     if (rst) begin
-      \$206  = 16'h0000;
+      \$201  = 16'h0000;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
-    \$207  = row_tag_7;
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$202  = row_tag_7;
     if (\$157 ) begin
       if (\$signal$75 ) begin
-        \$207  = { 1'h0, w_y };
+        \$202  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$207  = 5'h1f;
+      \$202  = 5'h1f;
     end
     if (rst) begin
-      \$207  = 5'h1f;
+      \$202  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -29154,8 +24247,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
-  reg [15:0] \$1 ;
   wire [6:0] \$signature__addr ;
   wire [15:0] \$signature__data ;
   wire \$signature__en ;
@@ -29164,6 +24255,8 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
   wire [6:0] r_addr;
   output [15:0] r_data;
   reg [15:0] r_data = 16'h0000;
+  (* init = 16'h0000 *)
+  wire [15:0] r_reg;
   input [6:0] rd__addr;
   wire [6:0] rd__addr;
   wire [15:0] rd__data;
@@ -29317,24 +24410,18 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 16'h0000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [15:0] \$1 ;
   wire [17:0] \$10 ;
   wire [17:0] \$11 ;
@@ -29352,49 +24439,19 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire [20:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
-  reg [90:0] \$25 ;
+  reg \$25 ;
   reg \$26 ;
-  reg [7:0] \$27 ;
-  reg [7:0] \$28 ;
-  reg [16:0] \$29 ;
+  reg \$27 ;
+  reg \$28 ;
+  reg [19:0] \$29 ;
   wire [15:0] \$3 ;
-  reg [7:0] \$30 ;
-  reg [7:0] \$31 ;
-  reg [16:0] \$32 ;
-  reg [7:0] \$33 ;
-  reg [7:0] \$34 ;
-  reg [16:0] \$35 ;
-  reg [7:0] \$36 ;
-  reg [7:0] \$37 ;
-  reg [16:0] \$38 ;
-  reg [7:0] \$39 ;
+  reg [19:0] \$30 ;
+  reg [19:0] \$31 ;
+  reg [19:0] \$32 ;
+  reg \$33 ;
   wire [15:0] \$4 ;
-  reg [7:0] \$40 ;
-  reg [16:0] \$41 ;
-  reg [7:0] \$42 ;
-  reg [7:0] \$43 ;
-  reg [16:0] \$44 ;
-  reg [7:0] \$45 ;
-  reg [7:0] \$46 ;
-  reg [16:0] \$47 ;
-  reg [7:0] \$48 ;
-  reg [7:0] \$49 ;
   wire [15:0] \$5 ;
-  reg [16:0] \$50 ;
-  reg [19:0] \$51 ;
-  reg [19:0] \$52 ;
-  reg [19:0] \$53 ;
-  reg [19:0] \$54 ;
-  reg [11:0] \$55 ;
-  reg [11:0] \$56 ;
-  reg [11:0] \$57 ;
-  reg [19:0] \$58 ;
-  reg [19:0] \$59 ;
   wire [15:0] \$6 ;
-  reg [19:0] \$60 ;
-  reg [19:0] \$61 ;
-  reg \$62 ;
-  reg [8:0] \$63 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
   wire [17:0] \$9 ;
@@ -29404,7 +24461,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   reg [19:0] acc_3 = 20'h00000;
   input clk;
   wire clk;
-  wire [11:0] ctl;
+  wire [10:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [8:0] \ctl.meta ;
@@ -29413,8 +24470,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [11:0] mac_ctl_d1 = 12'h000;
+  reg [10:0] mac_ctl_d1 = 11'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [8:0] \mac_ctl_d1.meta ;
@@ -29423,8 +24479,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \mac_ctl_d1.meta.go ;
   wire [2:0] \mac_ctl_d1.meta.ox ;
   wire [2:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [11:0] mac_ctl_d2 = 12'h000;
+  reg [10:0] mac_ctl_d2 = 11'h000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [8:0] \mac_ctl_d2.meta ;
@@ -29433,8 +24488,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \mac_ctl_d2.meta.go ;
   wire [2:0] \mac_ctl_d2.meta.ox ;
   wire [2:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [11:0] mac_ctl_d3 = 12'h000;
+  reg [10:0] mac_ctl_d3 = 11'h000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [8:0] \mac_ctl_d3.meta ;
@@ -29443,7 +24497,9 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \mac_ctl_d3.meta.go ;
   wire [2:0] \mac_ctl_d3.meta.ox ;
   wire [2:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
   reg op_v = 1'h0;
   reg [90:0] operands = 91'h00000000000000000000000;
   wire \operands.first ;
@@ -29532,71 +24588,15 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   (* init = 20'h00000 *)
   wire [19:0] tree_3_sum;
   always @(posedge clk)
-    prod_0_1_b <= \$31 ;
+    acc_1 <= \$30 ;
   always @(posedge clk)
-    prod_0_1_p <= \$32 ;
+    acc_2 <= \$31 ;
   always @(posedge clk)
-    prod_1_0_a <= \$33 ;
+    acc_3 <= \$32 ;
   always @(posedge clk)
-    prod_1_0_b <= \$34 ;
+    out_v <= \$33 ;
   always @(posedge clk)
-    prod_1_0_p <= \$35 ;
-  always @(posedge clk)
-    prod_1_1_a <= \$36 ;
-  always @(posedge clk)
-    prod_1_1_b <= \$37 ;
-  always @(posedge clk)
-    prod_1_1_p <= \$38 ;
-  always @(posedge clk)
-    prod_2_0_a <= \$39 ;
-  always @(posedge clk)
-    prod_2_0_b <= \$40 ;
-  always @(posedge clk)
-    prod_2_0_p <= \$41 ;
-  always @(posedge clk)
-    prod_2_1_a <= \$42 ;
-  always @(posedge clk)
-    prod_2_1_b <= \$43 ;
-  always @(posedge clk)
-    prod_2_1_p <= \$44 ;
-  always @(posedge clk)
-    prod_3_0_a <= \$45 ;
-  always @(posedge clk)
-    prod_3_0_b <= \$46 ;
-  always @(posedge clk)
-    prod_3_0_p <= \$47 ;
-  always @(posedge clk)
-    prod_3_1_a <= \$48 ;
-  always @(posedge clk)
-    prod_3_1_b <= \$49 ;
-  always @(posedge clk)
-    prod_3_1_p <= \$50 ;
-  always @(posedge clk)
-    tree_0_l1_0 <= \$51 ;
-  always @(posedge clk)
-    tree_1_l1_0 <= \$52 ;
-  always @(posedge clk)
-    tree_2_l1_0 <= \$53 ;
-  always @(posedge clk)
-    tree_3_l1_0 <= \$54 ;
-  always @(posedge clk)
-    mac_ctl_d1 <= \$55 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$56 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$57 ;
-  always @(posedge clk)
-    acc_0 <= \$58 ;
-  always @(posedge clk)
-    acc_1 <= \$59 ;
-  always @(posedge clk)
-    acc_2 <= \$60 ;
-  always @(posedge clk)
-    acc_3 <= \$61 ;
-  always @(posedge clk)
-    out_v <= \$62 ;
-  always @(posedge clk)
-    out_meta <= \$63 ;
+    out_meta <= mac_ctl_d3[10:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
@@ -29609,313 +24609,153 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   assign \$10  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
   assign \$11  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
   assign \$12  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$13  = ~ mac_ctl_d3[10];
-  assign \$14  = mac_ctl_d3[0] & \$13 ;
-  assign \$15  = mac_ctl_d3[1] ? 20'h00000 : acc_0;
+  assign \$13  = ~ mac_ctl_d3[9];
+  assign \$14  = mac_v_d3 & \$13 ;
+  assign \$15  = mac_ctl_d3[0] ? 20'h00000 : acc_0;
   assign \$16  = $signed(\$15 ) + $signed(tree_0_l1_0);
-  assign \$17  = mac_ctl_d3[1] ? 20'h00000 : acc_1;
+  assign \$17  = mac_ctl_d3[0] ? 20'h00000 : acc_1;
   assign \$18  = $signed(\$17 ) + $signed(tree_1_l1_0);
-  assign \$19  = mac_ctl_d3[1] ? 20'h00000 : acc_2;
+  assign \$19  = mac_ctl_d3[0] ? 20'h00000 : acc_2;
   assign \$20  = $signed(\$19 ) + $signed(tree_2_l1_0);
-  assign \$21  = mac_ctl_d3[1] ? 20'h00000 : acc_3;
+  assign \$21  = mac_ctl_d3[0] ? 20'h00000 : acc_3;
   assign \$22  = $signed(\$21 ) + $signed(tree_3_l1_0);
-  assign \$23  = mac_ctl_d3[2] | mac_ctl_d3[10];
-  assign \$24  = mac_ctl_d3[0] & \$23 ;
+  assign \$23  = mac_ctl_d3[1] | mac_ctl_d3[9];
+  assign \$24  = mac_v_d3 & \$23 ;
   always @(posedge clk)
-    operands <= \$25 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$26 ;
+    op_v <= \$25 ;
   always @(posedge clk)
-    prod_0_0_a <= \$27 ;
+    prod_0_0_a <= operands[7:0];
   always @(posedge clk)
-    prod_0_0_b <= \$28 ;
+    prod_0_0_b <= operands[23:16];
   always @(posedge clk)
-    prod_0_0_p <= \$29 ;
+    prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
-    prod_0_1_a <= \$30 ;
+    prod_0_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_0_1_b <= operands[31:24];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_1_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_1_0_b <= operands[39:32];
+  always @(posedge clk)
+    prod_1_0_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_1_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_1_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_1_1_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_2_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_2_0_b <= operands[55:48];
+  always @(posedge clk)
+    prod_2_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_2_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_2_1_b <= operands[63:56];
+  always @(posedge clk)
+    prod_2_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_3_0_a <= operands[7:0];
+  always @(posedge clk)
+    prod_3_0_b <= operands[71:64];
+  always @(posedge clk)
+    prod_3_0_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_3_1_a <= operands[15:8];
+  always @(posedge clk)
+    prod_3_1_b <= operands[79:72];
+  always @(posedge clk)
+    prod_3_1_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    tree_0_l1_0 <= { \$9 [17], \$9 [17], \$9  };
+  always @(posedge clk)
+    tree_1_l1_0 <= { \$10 [17], \$10 [17], \$10  };
+  always @(posedge clk)
+    tree_2_l1_0 <= { \$11 [17], \$11 [17], \$11  };
+  always @(posedge clk)
+    tree_3_l1_0 <= { \$12 [17], \$12 [17], \$12  };
+  always @(posedge clk)
+    mac_ctl_d1 <= ctl;
+  always @(posedge clk)
+    mac_ctl_d2 <= mac_ctl_d1;
+  always @(posedge clk)
+    mac_ctl_d3 <= mac_ctl_d2;
+  always @(posedge clk)
+    mac_v_d1 <= \$26 ;
+  always @(posedge clk)
+    mac_v_d2 <= \$27 ;
+  always @(posedge clk)
+    mac_v_d3 <= \$28 ;
+  always @(posedge clk)
+    acc_0 <= \$29 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$31  = operands[31:24];
-    if (rst) begin
-      \$31  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$32  = { \$2 [15], \$2  };
-    if (rst) begin
-      \$32  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$33  = operands[7:0];
-    if (rst) begin
-      \$33  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$34  = operands[39:32];
-    if (rst) begin
-      \$34  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$35  = { \$3 [15], \$3  };
-    if (rst) begin
-      \$35  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$36  = operands[15:8];
-    if (rst) begin
-      \$36  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$37  = operands[47:40];
-    if (rst) begin
-      \$37  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$38  = { \$4 [15], \$4  };
-    if (rst) begin
-      \$38  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$39  = operands[7:0];
-    if (rst) begin
-      \$39  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$40  = operands[55:48];
-    if (rst) begin
-      \$40  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$41  = { \$5 [15], \$5  };
-    if (rst) begin
-      \$41  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$42  = operands[15:8];
-    if (rst) begin
-      \$42  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$43  = operands[63:56];
-    if (rst) begin
-      \$43  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$44  = { \$6 [15], \$6  };
-    if (rst) begin
-      \$44  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$45  = operands[7:0];
-    if (rst) begin
-      \$45  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$46  = operands[71:64];
-    if (rst) begin
-      \$46  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$47  = { \$7 [15], \$7  };
-    if (rst) begin
-      \$47  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$48  = operands[15:8];
-    if (rst) begin
-      \$48  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$49  = operands[79:72];
-    if (rst) begin
-      \$49  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$50  = { \$8 [15], \$8  };
-    if (rst) begin
-      \$50  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$51  = { \$9 [17], \$9 [17], \$9  };
-    if (rst) begin
-      \$51  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$52  = { \$10 [17], \$10 [17], \$10  };
-    if (rst) begin
-      \$52  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$53  = { \$11 [17], \$11 [17], \$11  };
-    if (rst) begin
-      \$53  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$54  = { \$12 [17], \$12 [17], \$12  };
-    if (rst) begin
-      \$54  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$55  = ctl;
-    if (rst) begin
-      \$55  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$56  = mac_ctl_d1;
-    if (rst) begin
-      \$56  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$57  = mac_ctl_d2;
-    if (rst) begin
-      \$57  = 12'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$58  = acc_0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$30  = acc_1;
     if (\$14 ) begin
-      \$58  = \$16 [19:0];
-    end
-    if (rst) begin
-      \$58  = 20'h00000;
+      \$30  = \$18 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$59  = acc_1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$31  = acc_2;
     if (\$14 ) begin
-      \$59  = \$18 [19:0];
-    end
-    if (rst) begin
-      \$59  = 20'h00000;
+      \$31  = \$20 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$60  = acc_2;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$32  = acc_3;
     if (\$14 ) begin
-      \$60  = \$20 [19:0];
-    end
-    if (rst) begin
-      \$60  = 20'h00000;
+      \$32  = \$22 [19:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$61  = acc_3;
-    if (\$14 ) begin
-      \$61  = \$22 [19:0];
-    end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$33  = \$24 ;
     if (rst) begin
-      \$61  = 20'h00000;
+      \$33  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$62  = \$24 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$25  = steps__valid;
     if (rst) begin
-      \$62  = 1'h0;
+      \$25  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$63  = mac_ctl_d3[11:3];
-    if (rst) begin
-      \$63  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$25  = steps__payload;
-    if (rst) begin
-      \$25  = 91'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$26  = steps__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$26  = op_v;
     if (rst) begin
       \$26  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$27  = operands[7:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$27  = mac_v_d1;
     if (rst) begin
-      \$27  = 8'h00;
+      \$27  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$28  = operands[23:16];
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$28  = mac_v_d2;
     if (rst) begin
-      \$28  = 8'h00;
+      \$28  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$29  = { \$1 [15], \$1  };
-    if (rst) begin
-      \$29  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
-    \$30  = operands[15:8];
-    if (rst) begin
-      \$30  = 8'h00;
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$29  = acc_0;
+    if (\$14 ) begin
+      \$29  = \$16 [19:0];
     end
   end
   assign tree_0_sum = tree_0_l1_0;
@@ -29943,42 +24783,38 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   assign \steps__payload.meta.go  = steps__payload[88];
   assign \steps__payload.meta.eof  = steps__payload[89];
   assign \steps__payload.meta.error  = steps__payload[90];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[11:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[8:6];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[9];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[10];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[11];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[11:3];
-  assign \ctl.meta.oy  = ctl[5:3];
-  assign \ctl.meta.ox  = ctl[8:6];
-  assign \ctl.meta.go  = ctl[9];
-  assign \ctl.meta.eof  = ctl[10];
-  assign \ctl.meta.error  = ctl[11];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[11:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[8:6];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[9];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[10];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[11];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[11:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[8:6];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[9];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[10];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[11];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[10:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[4:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[7:5];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[8];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[9];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[10];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[10:2];
+  assign \ctl.meta.oy  = ctl[4:2];
+  assign \ctl.meta.ox  = ctl[7:5];
+  assign \ctl.meta.go  = ctl[8];
+  assign \ctl.meta.eof  = ctl[9];
+  assign \ctl.meta.error  = ctl[10];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[10:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[4:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[7:5];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[8];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[9];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[10];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[10:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[4:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[7:5];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[8];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[9];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[10];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[6];
@@ -30000,15 +24836,14 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   assign sums__payload[39:20] = acc_1;
   assign sums__payload[19:0] = acc_0;
   assign sums__payload[88:80] = out_meta;
-  assign ctl[11:3] = operands[90:82];
-  assign ctl[2] = operands[81];
-  assign ctl[1] = operands[80];
-  assign ctl[0] = op_v;
+  assign ctl[10:2] = operands[90:82];
+  assign ctl[1] = operands[81];
+  assign ctl[0] = operands[80];
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -30119,7 +24954,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   always @(posedge clk)
     level <= \$17 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$15  = w_port__addr;
     if (\$1 ) begin
       \$15  = \$2 [4:0];
@@ -30129,7 +24964,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$16  = r_port__addr;
     if (\$3 ) begin
       \$16  = \$4 [4:0];
@@ -30139,7 +24974,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$17  = level;
     if (\$8 ) begin
       \$17  = \$9 [5:0];
@@ -30161,8 +24996,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
-  reg [127:0] \$1 ;
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
@@ -30171,6 +25004,8 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
+  (* init = 128'h00000000000000000000000000000000 *)
+  wire [127:0] r_reg;
   input rd__addr;
   wire rd__addr;
   wire [127:0] rd__data;
@@ -30198,27 +25033,20 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 128'h00000000000000000000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
-  reg \$100 ;
   wire \$11 ;
   wire \$12 ;
   wire [20:0] \$13 ;
@@ -30256,66 +25084,20 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [88:0] \$45 ;
-  reg [88:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [19:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [19:0] \$50 ;
-  reg [19:0] \$51 ;
-  reg [19:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [8:0] \$57 ;
-  reg \$58 ;
-  reg [16:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  wire [40:0] \$52 ;
+  reg \$53 ;
   wire \$6 ;
-  reg [15:0] \$60 ;
-  reg [33:0] \$61 ;
-  reg [2:0] \$62 ;
-  reg [15:0] \$63 ;
-  reg [19:0] \$64 ;
-  reg [35:0] \$65 ;
-  reg [16:0] \$66 ;
-  reg [15:0] \$67 ;
-  reg [33:0] \$68 ;
-  reg [2:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [19:0] \$71 ;
-  reg [35:0] \$72 ;
-  reg [16:0] \$73 ;
-  reg [15:0] \$74 ;
-  reg [33:0] \$75 ;
-  reg [2:0] \$76 ;
-  reg [15:0] \$77 ;
-  reg [19:0] \$78 ;
-  reg [35:0] \$79 ;
   wire \$8 ;
-  reg [16:0] \$80 ;
-  reg [15:0] \$81 ;
-  reg [33:0] \$82 ;
-  reg [2:0] \$83 ;
-  reg [15:0] \$84 ;
-  reg [19:0] \$85 ;
-  reg [35:0] \$86 ;
-  reg [8:0] \$87 ;
-  reg [8:0] \$88 ;
-  reg [8:0] \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg \$91 ;
-  reg \$92 ;
-  reg [20:0] \$93 ;
-  reg [20:0] \$94 ;
-  reg [20:0] \$95 ;
-  reg [20:0] \$96 ;
-  reg [8:0] \$97 ;
-  reg \$98 ;
-  reg [40:0] \$99 ;
   reg [88:0] beat_d1 = 89'h00000000000000000000000;
   wire [79:0] \beat_d1.acc ;
   wire [19:0] \beat_d1.acc[0] ;
@@ -30489,6 +25271,120 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
+  assign \$44  = rounded_3[20] ? 8'h00 : \$43 ;
+  always @(posedge clk)
+    beat_d1 <= sums__payload;
+  always @(posedge clk)
+    beat_d2 <= beat_d1;
+  always @(posedge clk)
+    beat_v_d1 <= \$45 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$46 ;
+  always @(posedge clk)
+    biased_0 <= \$13 [19:0];
+  always @(posedge clk)
+    biased_1 <= \$14 [19:0];
+  always @(posedge clk)
+    biased_2 <= \$15 [19:0];
+  always @(posedge clk)
+    biased_3 <= \$16 [19:0];
+  always @(posedge clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge clk)
+    rq_meta1_d1 <= beat_d2[88:80];
+  always @(posedge clk)
+    rq_v1_d1 <= \$47 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= biased_0[16:0];
+  always @(posedge clk)
+    scaled_0_pp00_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp00_p <= { 1'h0, \$17  };
+  always @(posedge clk)
+    scaled_0_pp10_a <= biased_0[19:17];
+  always @(posedge clk)
+    scaled_0_pp10_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp10_p <= { \$18 [18], \$18  };
+  always @(posedge clk)
+    scaled_0_sum <= \$19 [35:0];
+  always @(posedge clk)
+    scaled_1_pp00_a <= biased_1[16:0];
+  always @(posedge clk)
+    scaled_1_pp00_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp00_p <= { 1'h0, \$20  };
+  always @(posedge clk)
+    scaled_1_pp10_a <= biased_1[19:17];
+  always @(posedge clk)
+    scaled_1_pp10_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp10_p <= { \$21 [18], \$21  };
+  always @(posedge clk)
+    scaled_1_sum <= \$22 [35:0];
+  always @(posedge clk)
+    scaled_2_pp00_a <= biased_2[16:0];
+  always @(posedge clk)
+    scaled_2_pp00_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp00_p <= { 1'h0, \$23  };
+  always @(posedge clk)
+    scaled_2_pp10_a <= biased_2[19:17];
+  always @(posedge clk)
+    scaled_2_pp10_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp10_p <= { \$24 [18], \$24  };
+  always @(posedge clk)
+    scaled_2_sum <= \$25 [35:0];
+  always @(posedge clk)
+    scaled_3_pp00_a <= biased_3[16:0];
+  always @(posedge clk)
+    scaled_3_pp00_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp00_p <= { 1'h0, \$26  };
+  always @(posedge clk)
+    scaled_3_pp10_a <= biased_3[19:17];
+  always @(posedge clk)
+    scaled_3_pp10_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp10_p <= { \$27 [18], \$27  };
+  always @(posedge clk)
+    scaled_3_sum <= \$28 [35:0];
+  always @(posedge clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge clk)
+    rq_v2_d1 <= \$48 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$49 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$50 ;
+  always @(posedge clk)
+    rounded_0 <= \$30 [20:0];
+  always @(posedge clk)
+    rounded_1 <= \$32 [20:0];
+  always @(posedge clk)
+    rounded_2 <= \$34 [20:0];
+  always @(posedge clk)
+    rounded_3 <= \$36 [20:0];
+  always @(posedge clk)
+    rq_meta3_d1 <= rq_meta2_d3;
+  always @(posedge clk)
+    rq_v3_d1 <= \$51 ;
+  always @(posedge clk)
+    feats__payload <= \$52 ;
+  always @(posedge clk)
+    feats__valid <= \$53 ;
   assign \$5  = ~ rounded_0[20];
   assign \$6  = | rounded_0[19:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -30527,514 +25423,60 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   assign \$40  = rounded_1[20] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[20] ? 8'h00 : \$41 ;
-  assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
-  assign \$44  = rounded_3[20] ? 8'h00 : \$43 ;
-  always @(posedge clk)
-    beat_d1 <= \$45 ;
-  always @(posedge clk)
-    beat_d2 <= \$46 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$47 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$48 ;
-  always @(posedge clk)
-    biased_0 <= \$49 ;
-  always @(posedge clk)
-    biased_1 <= \$50 ;
-  always @(posedge clk)
-    biased_2 <= \$51 ;
-  always @(posedge clk)
-    biased_3 <= \$52 ;
-  always @(posedge clk)
-    scale_0 <= \$53 ;
-  always @(posedge clk)
-    scale_1 <= \$54 ;
-  always @(posedge clk)
-    scale_2 <= \$55 ;
-  always @(posedge clk)
-    scale_3 <= \$56 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
-  always @(posedge clk)
-    scaled_0_pp00_a <= \$59 ;
-  always @(posedge clk)
-    scaled_0_pp00_b <= \$60 ;
-  always @(posedge clk)
-    scaled_0_pp00_p <= \$61 ;
-  always @(posedge clk)
-    scaled_0_pp10_a <= \$62 ;
-  always @(posedge clk)
-    scaled_0_pp10_b <= \$63 ;
-  always @(posedge clk)
-    scaled_0_pp10_p <= \$64 ;
-  always @(posedge clk)
-    scaled_0_sum <= \$65 ;
-  always @(posedge clk)
-    scaled_1_pp00_a <= \$66 ;
-  always @(posedge clk)
-    scaled_1_pp00_b <= \$67 ;
-  always @(posedge clk)
-    scaled_1_pp00_p <= \$68 ;
-  always @(posedge clk)
-    scaled_1_pp10_a <= \$69 ;
-  always @(posedge clk)
-    scaled_1_pp10_b <= \$70 ;
-  always @(posedge clk)
-    scaled_1_pp10_p <= \$71 ;
-  always @(posedge clk)
-    scaled_1_sum <= \$72 ;
-  always @(posedge clk)
-    scaled_2_pp00_a <= \$73 ;
-  always @(posedge clk)
-    scaled_2_pp00_b <= \$74 ;
-  always @(posedge clk)
-    scaled_2_pp00_p <= \$75 ;
-  always @(posedge clk)
-    scaled_2_pp10_a <= \$76 ;
-  always @(posedge clk)
-    scaled_2_pp10_b <= \$77 ;
-  always @(posedge clk)
-    scaled_2_pp10_p <= \$78 ;
-  always @(posedge clk)
-    scaled_2_sum <= \$79 ;
-  always @(posedge clk)
-    scaled_3_pp00_a <= \$80 ;
-  always @(posedge clk)
-    scaled_3_pp00_b <= \$81 ;
-  always @(posedge clk)
-    scaled_3_pp00_p <= \$82 ;
-  always @(posedge clk)
-    scaled_3_pp10_a <= \$83 ;
-  always @(posedge clk)
-    scaled_3_pp10_b <= \$84 ;
-  always @(posedge clk)
-    scaled_3_pp10_p <= \$85 ;
-  always @(posedge clk)
-    scaled_3_sum <= \$86 ;
-  always @(posedge clk)
-    rq_meta2_d1 <= \$87 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$88 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$89 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$90 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$91 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$92 ;
-  always @(posedge clk)
-    rounded_0 <= \$93 ;
-  always @(posedge clk)
-    rounded_1 <= \$94 ;
-  always @(posedge clk)
-    rounded_2 <= \$95 ;
-  always @(posedge clk)
-    rounded_3 <= \$96 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$97 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$98 ;
-  always @(posedge clk)
-    feats__payload <= \$99 ;
-  always @(posedge clk)
-    feats__valid <= \$100 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$45  = sums__payload;
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$45  = sums__valid;
     if (rst) begin
-      \$45  = 89'h00000000000000000000000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$46  = beat_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$46  = beat_v_d1;
     if (rst) begin
-      \$46  = 89'h00000000000000000000000;
+      \$46  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$47  = sums__valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$47  = beat_v_d2;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$48  = beat_v_d1;
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$48  = rq_v1_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$49  = \$13 [19:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$49  = rq_v2_d1;
     if (rst) begin
-      \$49  = 20'h00000;
+      \$49  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$50  = \$14 [19:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$50  = rq_v2_d2;
     if (rst) begin
-      \$50  = 20'h00000;
+      \$50  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$51  = \$15 [19:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$51  = rq_v2_d3;
     if (rst) begin
-      \$51  = 20'h00000;
+      \$51  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$52  = \$16 [19:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$53  = rq_v3_d1;
     if (rst) begin
-      \$52  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$53  = rq_data[79:64];
-    if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$57  = beat_d2[88:80];
-    if (rst) begin
-      \$57  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$59  = biased_0[16:0];
-    if (rst) begin
-      \$59  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$60  = scale_0;
-    if (rst) begin
-      \$60  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$61  = { 1'h0, \$17  };
-    if (rst) begin
-      \$61  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$62  = biased_0[19:17];
-    if (rst) begin
-      \$62  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$63  = scale_0;
-    if (rst) begin
-      \$63  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$64  = { \$18 [18], \$18  };
-    if (rst) begin
-      \$64  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$65  = \$19 [35:0];
-    if (rst) begin
-      \$65  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$66  = biased_1[16:0];
-    if (rst) begin
-      \$66  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$67  = scale_1;
-    if (rst) begin
-      \$67  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$68  = { 1'h0, \$20  };
-    if (rst) begin
-      \$68  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$69  = biased_1[19:17];
-    if (rst) begin
-      \$69  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$70  = scale_1;
-    if (rst) begin
-      \$70  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$71  = { \$21 [18], \$21  };
-    if (rst) begin
-      \$71  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$72  = \$22 [35:0];
-    if (rst) begin
-      \$72  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$73  = biased_2[16:0];
-    if (rst) begin
-      \$73  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$74  = scale_2;
-    if (rst) begin
-      \$74  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$75  = { 1'h0, \$23  };
-    if (rst) begin
-      \$75  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$76  = biased_2[19:17];
-    if (rst) begin
-      \$76  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$77  = scale_2;
-    if (rst) begin
-      \$77  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$78  = { \$24 [18], \$24  };
-    if (rst) begin
-      \$78  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$79  = \$25 [35:0];
-    if (rst) begin
-      \$79  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$80  = biased_3[16:0];
-    if (rst) begin
-      \$80  = 17'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$81  = scale_3;
-    if (rst) begin
-      \$81  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$82  = { 1'h0, \$26  };
-    if (rst) begin
-      \$82  = 34'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$83  = biased_3[19:17];
-    if (rst) begin
-      \$83  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$84  = scale_3;
-    if (rst) begin
-      \$84  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$85  = { \$27 [18], \$27  };
-    if (rst) begin
-      \$85  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$86  = \$28 [35:0];
-    if (rst) begin
-      \$86  = 36'h000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$87  = rq_meta1_d1;
-    if (rst) begin
-      \$87  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$88  = rq_meta2_d1;
-    if (rst) begin
-      \$88  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$89  = rq_meta2_d2;
-    if (rst) begin
-      \$89  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$90  = rq_v1_d1;
-    if (rst) begin
-      \$90  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$91  = rq_v2_d1;
-    if (rst) begin
-      \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$92  = rq_v2_d2;
-    if (rst) begin
-      \$92  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$93  = \$30 [20:0];
-    if (rst) begin
-      \$93  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$94  = \$32 [20:0];
-    if (rst) begin
-      \$94  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$95  = \$34 [20:0];
-    if (rst) begin
-      \$95  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$96  = \$36 [20:0];
-    if (rst) begin
-      \$96  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$97  = rq_meta2_d3;
-    if (rst) begin
-      \$97  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$98  = rq_v2_d3;
-    if (rst) begin
-      \$98  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$99 [7:0] = \$38 ;
-    \$99 [15:8] = \$40 ;
-    \$99 [23:16] = \$42 ;
-    \$99 [31:24] = \$44 ;
-    \$99 [40:32] = rq_meta3_d1;
-    if (rst) begin
-      \$99  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
-    \$100  = rq_v3_d1;
-    if (rst) begin
-      \$100  = 1'h0;
+      \$53  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[86];
@@ -31132,6 +25574,11 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   assign \rq_meta3_d1.go  = rq_meta3_d1[6];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[7];
   assign \rq_meta3_d1.error  = rq_meta3_d1[8];
+  assign \$52 [40:32] = rq_meta3_d1;
+  assign \$52 [31:24] = \$44 ;
+  assign \$52 [23:16] = \$42 ;
+  assign \$52 [15:8] = \$40 ;
+  assign \$52 [7:0] = \$38 ;
   assign \$1  = { scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p, 17'h00000 };
   assign \$2  = { scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p, 17'h00000 };
   assign \$3  = { scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p, 17'h00000 };
@@ -31144,7 +25591,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
   reg \$100 ;
@@ -31163,19 +25610,10 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   reg \$112 ;
   reg \$113 ;
   reg \$114 ;
-  reg [8:0] \$115 ;
+  wire [8:0] \$115 ;
   reg \$116 ;
-  reg \$117 ;
-  reg [8:0] \$118 ;
-  reg [2:0] \$119 ;
+  wire [22:0] \$117 ;
   wire \$12 ;
-  reg [2:0] \$120 ;
-  reg [2:0] \$121 ;
-  reg [3:0] \$122 ;
-  reg [3:0] \$123 ;
-  reg [3:0] \$124 ;
-  reg \$125 ;
-  reg [22:0] \$126 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -31275,10 +25713,10 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [2:0] \$signal$17  = 3'h0;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -31351,6 +25789,18 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   reg [2:0] slot_0 = 3'h0;
   reg [2:0] slot_1 = 3'h0;
   reg [2:0] slot_2 = 3'h0;
+  (* init = 23'h000000 *)
+  wire [22:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [6:0] \step.lb_addr ;
+  wire [8:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [2:0] \step.meta.ox ;
+  wire [2:0] \step.meta.oy ;
+  wire [4:0] \step.w_addr ;
   output [22:0] steps__payload;
   reg [22:0] steps__payload = 23'h000000;
   wire \steps__payload.first ;
@@ -31449,7 +25899,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   assign \$71  = s_rem & \$70 ;
   assign \$72  = s_n - 1'h1;
   assign \$73  = s_n == 2'h2;
-  assign \$74  = \$signal$43  == 1'h1;
+  assign \$74  = \$signal$45  == 1'h1;
   assign \$75  = s_go + 1'h1;
   assign \$76  = go_last ? 2'h0 : \$75 ;
   assign \$77  = ! s_go;
@@ -31502,9 +25952,9 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   always @(posedge clk)
     s_ox <= \$103 ;
   always @(posedge clk)
-    \$signal$42  <= \$104 ;
+    \$signal$44  <= \$104 ;
   always @(posedge clk)
-    \$signal$43  <= \$105 ;
+    \$signal$45  <= \$105 ;
   always @(posedge clk)
     slot_0 <= \$106 ;
   always @(posedge clk)
@@ -31518,37 +25968,37 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   always @(posedge clk)
     col_2 <= \$111 ;
   always @(posedge clk)
-    \$signal$53  <= \$112 ;
+    \$signal$55  <= \$112 ;
   always @(posedge clk)
-    \$signal$54  <= \$113 ;
+    \$signal$56  <= \$113 ;
   always @(posedge clk)
     q_last <= \$114 ;
   always @(posedge clk)
-    q_oh <= \$115 ;
+    q_oh <= \$4 [8:0];
   always @(posedge clk)
-    \$like  <= \$116 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$117 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$118 ;
+    q_meta <= \$115 ;
   always @(posedge clk)
-    q_slot_0 <= \$119 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_slot_1 <= \$120 ;
+    q_slot_1 <= slot_1;
   always @(posedge clk)
-    q_slot_2 <= \$121 ;
+    q_slot_2 <= slot_2;
   always @(posedge clk)
-    q_col_0 <= \$122 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    q_col_1 <= \$123 ;
+    q_col_1 <= col_1;
   always @(posedge clk)
-    q_col_2 <= \$124 ;
+    q_col_2 <= col_2;
   always @(posedge clk)
-    steps__valid <= \$125 ;
+    steps__valid <= \$116 ;
   always @(posedge clk)
-    steps__payload <= \$126 ;
+    steps__payload <= \$117 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$82  = p_v;
     if (p_take) begin
       \$82  = 1'h0;
@@ -31561,17 +26011,14 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$83  = p_site;
     if (\$44 ) begin
       \$83  = sites__payload;
     end
-    if (rst) begin
-      \$83  = 17'h00000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$84  = p_cnt;
     if (\$44 ) begin
       \$84  = \$53 [3:0];
@@ -31581,67 +26028,49 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$85  = next_slot_0;
     if (\$44 ) begin
       \$85  = \$55 [2:0];
     end
-    if (rst) begin
-      \$85  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$86  = next_col_0;
     if (\$44 ) begin
       \$86  = \$57 [3:0];
     end
-    if (rst) begin
-      \$86  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$87  = next_slot_1;
     if (\$44 ) begin
       \$87  = \$59 [2:0];
     end
-    if (rst) begin
-      \$87  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$88  = next_col_1;
     if (\$44 ) begin
       \$88  = \$61 [3:0];
     end
-    if (rst) begin
-      \$88  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$89  = next_slot_2;
     if (\$44 ) begin
       \$89  = \$63 [2:0];
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$90  = next_col_2;
     if (\$44 ) begin
       \$90  = \$65 [3:0];
     end
-    if (rst) begin
-      \$90  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$91  = first_r;
     if (issue) begin
       \$91  = 1'h0;
@@ -31663,7 +26092,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$92  = s_gi;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31681,7 +26110,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$93  = \$signal ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31699,7 +26128,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$94  = s_rem;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31709,7 +26138,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
         if (\$69 ) begin
           \$94  = \$71 ;
         end else begin
-          \$94  = \$signal$42 ;
+          \$94  = \$signal$44 ;
         end
       end
     end
@@ -31721,7 +26150,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$95  = s_n;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31731,7 +26160,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
         if (\$69 ) begin
           \$95  = \$72 [3:0];
         end else begin
-          \$95  = \$signal$43 ;
+          \$95  = \$signal$45 ;
         end
       end
     end
@@ -31743,7 +26172,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$96  = \$signal$7 ;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31765,7 +26194,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$97  = s_go;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31786,7 +26215,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$98  = go_last;
     if (issue) begin
       (* full_case = 32'd1 *)
@@ -31807,7 +26236,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$99  = sv;
     if (issue) begin
       if (\$79 ) begin
@@ -31822,7 +26251,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$100  = \$signal$10 ;
     if (p_take) begin
       \$100  = p_site[15];
@@ -31832,7 +26261,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$101  = s_err;
     if (p_take) begin
       \$101  = p_site[16];
@@ -31842,28 +26271,22 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$102  = \$signal$17 ;
     if (p_take) begin
       \$102  = p_site[2:0];
     end
-    if (rst) begin
-      \$102  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$103  = s_ox;
     if (p_take) begin
       \$103  = p_site[5:3];
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$104  = \$signal$42 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$104  = \$signal$44 ;
     if (p_take) begin
       \$104  = p_site[14:6];
     end
@@ -31872,8 +26295,8 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$105  = \$signal$43 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$105  = \$signal$45 ;
     if (p_take) begin
       \$105  = p_cnt;
     end
@@ -31882,195 +26305,83 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$106  = slot_0;
     if (p_take) begin
       \$106  = next_slot_0;
     end
-    if (rst) begin
-      \$106  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$107  = slot_1;
     if (p_take) begin
       \$107  = next_slot_1;
     end
-    if (rst) begin
-      \$107  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$108  = slot_2;
     if (p_take) begin
       \$108  = next_slot_2;
     end
-    if (rst) begin
-      \$108  = 3'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$109  = col_0;
     if (p_take) begin
       \$109  = next_col_0;
     end
-    if (rst) begin
-      \$109  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$110  = col_1;
     if (p_take) begin
       \$110  = next_col_1;
     end
-    if (rst) begin
-      \$110  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$111  = col_2;
     if (p_take) begin
       \$111  = next_col_2;
     end
-    if (rst) begin
-      \$111  = 4'h0;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$112  = issue;
     if (rst) begin
       \$112  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$113  = first_r;
     if (rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$114  = last;
     if (rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$115  = \$4 [8:0];
-    if (rst) begin
-      \$115  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$116  = s_go;
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    \$116  = \$signal$55 ;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$117  = s_gi;
-    if (rst) begin
-      \$117  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$118 [2:0] = \$signal$17 ;
-    \$118 [5:3] = s_ox;
-    \$118 [6] = s_go;
-    \$118 [7] = \$signal$10 ;
-    \$118 [8] = \$81 ;
-    if (rst) begin
-      \$118  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$119  = slot_0;
-    if (rst) begin
-      \$119  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$120  = slot_1;
-    if (rst) begin
-      \$120  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$121  = slot_2;
-    if (rst) begin
-      \$121  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$122  = col_0;
-    if (rst) begin
-      \$122  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$123  = col_1;
-    if (rst) begin
-      \$123  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$124  = col_2;
-    if (rst) begin
-      \$124  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$125  = \$signal$53 ;
-    if (rst) begin
-      \$125  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
-    \$126 [12] = \$signal$54 ;
-    \$126 [13] = q_last;
-    \$126 [22:14] = q_meta;
-    \$126 [6:0] = { slot, col };
-    \$126 [11:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
-    if (rst) begin
-      \$126  = 23'h000000;
-    end
-  end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[2:0];
   assign \p_site.ox  = p_site[5:3];
   assign \p_site.taps  = p_site[14:6];
   assign \p_site.eof  = p_site[15];
   assign \p_site.error  = p_site[16];
-  assign \sites__payload.oy  = sites__payload[2:0];
-  assign \sites__payload.ox  = sites__payload[5:3];
-  assign \sites__payload.taps  = sites__payload[14:6];
-  assign \sites__payload.eof  = sites__payload[15];
-  assign \sites__payload.error  = sites__payload[16];
-  assign \q_meta.oy  = q_meta[2:0];
-  assign \q_meta.ox  = q_meta[5:3];
-  assign \q_meta.go  = q_meta[6];
-  assign \q_meta.eof  = q_meta[7];
-  assign \q_meta.error  = q_meta[8];
   assign \steps__payload.lb_addr  = steps__payload[6:0];
   assign \steps__payload.w_addr  = steps__payload[11:7];
   assign \steps__payload.first  = steps__payload[12];
@@ -32081,13 +26392,41 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   assign \steps__payload.meta.go  = steps__payload[20];
   assign \steps__payload.meta.eof  = steps__payload[21];
   assign \steps__payload.meta.error  = steps__payload[22];
+  assign \step.lb_addr  = steps__payload[6:0];
+  assign \step.w_addr  = steps__payload[11:7];
+  assign \step.first  = steps__payload[12];
+  assign \step.last  = steps__payload[13];
+  assign \step.meta  = steps__payload[22:14];
+  assign \step.meta.oy  = steps__payload[16:14];
+  assign \step.meta.ox  = steps__payload[19:17];
+  assign \step.meta.go  = steps__payload[20];
+  assign \step.meta.eof  = steps__payload[21];
+  assign \step.meta.error  = steps__payload[22];
+  assign \sites__payload.oy  = sites__payload[2:0];
+  assign \sites__payload.ox  = sites__payload[5:3];
+  assign \sites__payload.taps  = sites__payload[14:6];
+  assign \sites__payload.eof  = sites__payload[15];
+  assign \sites__payload.error  = sites__payload[16];
+  assign \q_meta.oy  = q_meta[2:0];
+  assign \q_meta.ox  = q_meta[5:3];
+  assign \q_meta.go  = q_meta[6];
+  assign \q_meta.eof  = q_meta[7];
+  assign \q_meta.error  = q_meta[8];
+  assign \$117 [11:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
+  assign \$117 [6:0] = { slot, col };
+  assign \$117 [22:14] = q_meta;
+  assign \$117 [13] = q_last;
+  assign \$117 [12] = \$signal$56 ;
+  assign \$115 [8] = \$81 ;
+  assign \$115 [7] = \$signal$10 ;
+  assign \$115 [6] = s_go;
+  assign \$115 [5:3] = s_ox;
+  assign \$115 [2:0] = \$signal$17 ;
   assign \$68  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
-  reg [63:0] \$1 ;
   wire [4:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
   wire \$signature__en ;
@@ -32096,6 +26435,8 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [4:0] r_addr;
   output [63:0] r_data;
   reg [63:0] r_data = 64'h0000000000000000;
+  (* init = 64'h0000000000000000 *)
+  wire [63:0] r_reg;
   input [4:0] rd__addr;
   wire [4:0] rd__addr;
   wire [63:0] rd__data;
@@ -32153,24 +26494,18 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 64'h0000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -32232,7 +26567,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
   always @(posedge clk)
     part <= \$9 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$7  = sites_out__valid;
     if (sites_out__ready) begin
       \$7  = 1'h0;
@@ -32252,7 +26587,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$8  = sites_out__payload;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32292,7 +26627,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     \$9  = part;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -32340,7 +26675,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -32513,21 +26848,21 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     .w_en(w_en)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$41  = \$25 [2:0];
     if (rst) begin
       \$41  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$42  = \$31 ;
     if (rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$43  = r_addr;
     if (issue) begin
       \$43  = \$32 [7:0];
@@ -32537,14 +26872,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$44  = { arrive[0], issue };
     if (rst) begin
       \$44  = 2'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$45  = q0;
     if (arrive[1]) begin
       casez (q_w)
@@ -32552,12 +26887,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
             \$45  = r_data;
       endcase
     end
-    if (rst) begin
-      \$45  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$46  = q1;
     if (arrive[1]) begin
       casez (q_w)
@@ -32567,12 +26899,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
             \$46  = r_data;
       endcase
     end
-    if (rst) begin
-      \$46  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$47  = q2;
     if (arrive[1]) begin
       casez (q_w)
@@ -32584,12 +26913,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
             \$47  = r_data;
       endcase
     end
-    if (rst) begin
-      \$47  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$48  = q3;
     if (arrive[1]) begin
       (* full_case = 32'd1 *)
@@ -32604,12 +26930,9 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
             \$48  = r_data;
       endcase
     end
-    if (rst) begin
-      \$48  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$49  = q_w;
     if (arrive[1]) begin
       \$49  = \$33 [1:0];
@@ -32619,7 +26942,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$50  = q_h;
     if (\$34 ) begin
       \$50  = \$35 [1:0];
@@ -32629,21 +26952,21 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$51  = \$4 [2:0];
     if (rst) begin
       \$51  = 3'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$52  = \$36 ;
     if (rst) begin
       \$52  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     (* full_case = 32'd1 *)
     casez (q_h)
       2'h0:
@@ -32657,14 +26980,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$37  = \$8 [7:0];
     if (rst) begin
       \$37  = 8'h00;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$38  = full;
     if (\$12 ) begin
       \$38  = \$17 ;
@@ -32676,7 +26999,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$39  = w_addr;
     if (\$18 ) begin
       \$39  = \$19 [7:0];
@@ -32686,7 +27009,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$40  = \$22 [7:0];
     if (rst) begin
       \$40  = 8'h00;
@@ -32700,8 +27023,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
-  reg [64:0] \$1 ;
   wire [7:0] \$signature__addr ;
   wire [64:0] \$signature__data ;
   wire \$signature__en ;
@@ -32710,6 +27031,8 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [7:0] r_addr;
   output [64:0] r_data;
   reg [64:0] r_data = 65'h00000000000000000;
+  (* init = 65'h00000000000000000 *)
+  wire [64:0] r_reg;
   input [7:0] rd__addr;
   wire [7:0] rd__addr;
   wire [64:0] rd__data;
@@ -32991,24 +27314,18 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   end
   assign rd__data = _0_;
   always @(posedge clk)
-    r_data <= \$1 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
-    \$1  = rd__data;
-    if (rst) begin
-      \$1  = 65'h00000000000000000;
-    end
-  end
+    r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
   assign \$signature__en  = w_en;
   assign r_addr = rd__addr;
   assign rd__en = 1'h1;
+  assign r_reg = r_data;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o__valid, i__valid, clk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -33031,6 +27348,8 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
   wire o__ready;
   output o__valid;
   reg o__valid = 1'h0;
+  (* init = 65'h00000000000000000 *)
+  wire [64:0] out;
   input rst;
   wire rst;
   reg [64:0] skid = 65'h00000000000000000;
@@ -33049,7 +27368,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
     skid <= \$8 ;
   assign i__ready = ~ skid_valid;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$5  = o__payload;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33059,12 +27378,9 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
         \$5  = i__payload;
       end
     end
-    if (rst) begin
-      \$5  = 65'h00000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$6  = o__valid;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33079,7 +27395,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$7  = skid_valid;
     if (\$2 ) begin
       if (skid_valid) begin
@@ -33093,21 +27409,19 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$8  = skid;
     if (\$2 ) begin
     end else if (\$4 ) begin
       \$8  = i__payload;
     end
-    if (rst) begin
-      \$8  = 65'h00000000000000000;
-    end
   end
+  assign out = o__payload;
 endmodule
 
 (* generator = "Amaranth" *)
 module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, word, sel, params__payload);
-  reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -33179,17 +27493,14 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   always @(posedge clk)
     sel <= \$16 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$15  = word;
     if (\$10 ) begin
       \$15  = params__payload[271:0];
     end
-    if (rst) begin
-      \$15  = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
-    end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$16  = sel;
     if (\$10 ) begin
       \$16  = { \$14 , \$13 , \$12 , \$11  };
@@ -33214,7 +27525,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload, pooled__payload, emitting, pooled__ready);
-  reg \$auto$verilog_backend.cc:2355:dump_module$50  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire [14:0] \$10 ;
   wire [14:0] \$11 ;
@@ -33339,7 +27650,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   always @(posedge clk)
     sum_7 <= \$28 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$18  = emitting;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -33356,7 +27667,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$19  = left;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -33371,7 +27682,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$20  = error;
     if (\$2 ) begin
       if (sites_in__payload[70]) begin
@@ -33383,7 +27694,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$21  = sum_0;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33402,7 +27713,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$22  = sum_1;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33421,7 +27732,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$23  = sum_2;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33440,7 +27751,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$24  = sum_3;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33459,7 +27770,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$25  = sum_4;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33478,7 +27789,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$26  = sum_5;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33497,7 +27808,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$27  = sum_6;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
@@ -33516,7 +27827,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$50 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     \$28  = sum_7;
     if (\$2 ) begin
       (* full_case = 32'd1 *)
