@@ -4,14 +4,34 @@
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk, rst, params__ready, sites_in__ready, pooled__payload, pooled__valid, params__payload);
-  wire [3:0] \$1 ;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
   input clk;
   wire clk;
+  wire e0_clk;
+  (* init = 1'h1 *)
+  wire e0_rst;
+  reg e0_rst_q = 1'h1;
+  wire e1_clk;
+  (* init = 1'h1 *)
+  wire e1_rst;
+  reg e1_rst_q = 1'h1;
+  wire e2_clk;
+  (* init = 1'h1 *)
+  wire e2_rst;
+  reg e2_rst_q = 1'h1;
+  wire e3_clk;
+  (* init = 1'h1 *)
+  wire e3_rst;
+  reg e3_rst_q = 1'h1;
   wire [64:0] i__payload;
-  wire [64:0] \i__payload$69 ;
+  wire [64:0] \i__payload$84 ;
   wire i__ready;
   wire i__valid;
-  wire \i__valid$73 ;
+  wire \i__valid$88 ;
   wire [64:0] identity__payload;
   wire [63:0] \identity__payload.data ;
   wire [7:0] \identity__payload.data[0] ;
@@ -38,11 +58,11 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \identity_out__payload.eof ;
   wire identity_out__valid;
   wire [64:0] o__payload;
-  wire [64:0] \o__payload$78 ;
+  wire [64:0] \o__payload$93 ;
   wire o__ready;
-  wire \o__ready$79 ;
+  wire \o__ready$94 ;
   wire o__valid;
-  wire \o__valid$76 ;
+  wire \o__valid$91 ;
   wire [127:0] out0__payload;
   wire out0__ready;
   wire out0__valid;
@@ -57,43 +77,47 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire out3__valid;
   input [273:0] params__payload;
   wire [273:0] params__payload;
-  wire [273:0] \params__payload$11 ;
-  wire [1:0] \params__payload$11.layer ;
-  wire [271:0] \params__payload$11.word ;
-  wire [127:0] \params__payload$14 ;
-  wire [255:0] \params__payload$20 ;
-  wire [127:0] \params__payload$26 ;
-  wire [271:0] \params__payload$32 ;
+  wire [273:0] \params__payload$27 ;
+  wire [1:0] \params__payload$27.layer ;
+  wire [271:0] \params__payload$27.word ;
+  wire [127:0] \params__payload$29 ;
+  wire [255:0] \params__payload$35 ;
+  wire [127:0] \params__payload$41 ;
+  wire [271:0] \params__payload$47 ;
   wire [1:0] \params__payload.layer ;
   wire [271:0] \params__payload.word ;
   output params__ready;
   wire params__ready;
-  wire \params__ready$12 ;
-  wire \params__ready$17 ;
-  wire \params__ready$23 ;
-  wire \params__ready$29 ;
-  wire \params__ready$35 ;
+  wire \params__ready$28 ;
+  wire \params__ready$32 ;
+  wire \params__ready$38 ;
+  wire \params__ready$44 ;
+  wire \params__ready$50 ;
   input params__valid;
   wire params__valid;
-  wire \params__valid$13 ;
-  wire \params__valid$18 ;
-  wire \params__valid$24 ;
-  wire \params__valid$30 ;
-  wire \params__valid$36 ;
+  wire \params__valid$26 ;
+  wire \params__valid$33 ;
+  wire \params__valid$39 ;
+  wire \params__valid$45 ;
+  wire \params__valid$51 ;
+  wire params_clk;
+  (* init = 1'h1 *)
+  wire params_rst;
+  reg params_rst_q = 1'h1;
   output [113:0] pooled__payload;
   wire [113:0] pooled__payload;
-  wire [113:0] \pooled__payload$87 ;
-  wire [111:0] \pooled__payload$87.data ;
-  wire [13:0] \pooled__payload$87.data[0] ;
-  wire [13:0] \pooled__payload$87.data[1] ;
-  wire [13:0] \pooled__payload$87.data[2] ;
-  wire [13:0] \pooled__payload$87.data[3] ;
-  wire [13:0] \pooled__payload$87.data[4] ;
-  wire [13:0] \pooled__payload$87.data[5] ;
-  wire [13:0] \pooled__payload$87.data[6] ;
-  wire [13:0] \pooled__payload$87.data[7] ;
-  wire \pooled__payload$87.error ;
-  wire \pooled__payload$87.last ;
+  wire [113:0] \pooled__payload$102 ;
+  wire [111:0] \pooled__payload$102.data ;
+  wire [13:0] \pooled__payload$102.data[0] ;
+  wire [13:0] \pooled__payload$102.data[1] ;
+  wire [13:0] \pooled__payload$102.data[2] ;
+  wire [13:0] \pooled__payload$102.data[3] ;
+  wire [13:0] \pooled__payload$102.data[4] ;
+  wire [13:0] \pooled__payload$102.data[5] ;
+  wire [13:0] \pooled__payload$102.data[6] ;
+  wire [13:0] \pooled__payload$102.data[7] ;
+  wire \pooled__payload$102.error ;
+  wire \pooled__payload$102.last ;
   wire [111:0] \pooled__payload.data ;
   wire [13:0] \pooled__payload.data[0] ;
   wire [13:0] \pooled__payload.data[1] ;
@@ -107,80 +131,80 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \pooled__payload.last ;
   input pooled__ready;
   wire pooled__ready;
-  wire \pooled__ready$88 ;
+  wire \pooled__ready$103 ;
   output pooled__valid;
   wire pooled__valid;
-  wire \pooled__valid$89 ;
+  wire \pooled__valid$104 ;
   input rst;
   wire rst;
   input [25:0] sites_in__payload;
   wire [25:0] sites_in__payload;
-  wire [25:0] \sites_in__payload$38 ;
-  wire [15:0] \sites_in__payload$38.data ;
-  wire [7:0] \sites_in__payload$38.data[0] ;
-  wire [7:0] \sites_in__payload$38.data[1] ;
-  wire \sites_in__payload$38.eof ;
-  wire \sites_in__payload$38.error ;
-  wire [3:0] \sites_in__payload$38.x ;
-  wire [3:0] \sites_in__payload$38.y ;
-  wire [39:0] \sites_in__payload$41 ;
-  wire [31:0] \sites_in__payload$41.data ;
-  wire [7:0] \sites_in__payload$41.data[0] ;
-  wire [7:0] \sites_in__payload$41.data[1] ;
-  wire [7:0] \sites_in__payload$41.data[2] ;
-  wire [7:0] \sites_in__payload$41.data[3] ;
-  wire \sites_in__payload$41.eof ;
-  wire \sites_in__payload$41.error ;
-  wire [2:0] \sites_in__payload$41.x ;
-  wire [2:0] \sites_in__payload$41.y ;
-  wire [71:0] \sites_in__payload$47 ;
-  wire [63:0] \sites_in__payload$47.data ;
-  wire [7:0] \sites_in__payload$47.data[0] ;
-  wire [7:0] \sites_in__payload$47.data[1] ;
-  wire [7:0] \sites_in__payload$47.data[2] ;
-  wire [7:0] \sites_in__payload$47.data[3] ;
-  wire [7:0] \sites_in__payload$47.data[4] ;
-  wire [7:0] \sites_in__payload$47.data[5] ;
-  wire [7:0] \sites_in__payload$47.data[6] ;
-  wire [7:0] \sites_in__payload$47.data[7] ;
-  wire \sites_in__payload$47.eof ;
-  wire \sites_in__payload$47.error ;
-  wire [2:0] \sites_in__payload$47.x ;
-  wire [2:0] \sites_in__payload$47.y ;
-  wire [39:0] \sites_in__payload$53 ;
-  wire [31:0] \sites_in__payload$53.data ;
-  wire [7:0] \sites_in__payload$53.data[0] ;
-  wire [7:0] \sites_in__payload$53.data[1] ;
-  wire [7:0] \sites_in__payload$53.data[2] ;
-  wire [7:0] \sites_in__payload$53.data[3] ;
-  wire \sites_in__payload$53.eof ;
-  wire \sites_in__payload$53.error ;
-  wire [2:0] \sites_in__payload$53.x ;
-  wire [2:0] \sites_in__payload$53.y ;
-  wire [39:0] \sites_in__payload$59 ;
-  wire [31:0] \sites_in__payload$59.data ;
-  wire [7:0] \sites_in__payload$59.data[0] ;
-  wire [7:0] \sites_in__payload$59.data[1] ;
-  wire [7:0] \sites_in__payload$59.data[2] ;
-  wire [7:0] \sites_in__payload$59.data[3] ;
-  wire \sites_in__payload$59.eof ;
-  wire \sites_in__payload$59.error ;
-  wire [2:0] \sites_in__payload$59.x ;
-  wire [2:0] \sites_in__payload$59.y ;
-  wire [71:0] \sites_in__payload$81 ;
-  wire [63:0] \sites_in__payload$81.data ;
-  wire [7:0] \sites_in__payload$81.data[0] ;
-  wire [7:0] \sites_in__payload$81.data[1] ;
-  wire [7:0] \sites_in__payload$81.data[2] ;
-  wire [7:0] \sites_in__payload$81.data[3] ;
-  wire [7:0] \sites_in__payload$81.data[4] ;
-  wire [7:0] \sites_in__payload$81.data[5] ;
-  wire [7:0] \sites_in__payload$81.data[6] ;
-  wire [7:0] \sites_in__payload$81.data[7] ;
-  wire \sites_in__payload$81.eof ;
-  wire \sites_in__payload$81.error ;
-  wire [2:0] \sites_in__payload$81.x ;
-  wire [2:0] \sites_in__payload$81.y ;
+  wire [25:0] \sites_in__payload$54 ;
+  wire [15:0] \sites_in__payload$54.data ;
+  wire [7:0] \sites_in__payload$54.data[0] ;
+  wire [7:0] \sites_in__payload$54.data[1] ;
+  wire \sites_in__payload$54.eof ;
+  wire \sites_in__payload$54.error ;
+  wire [3:0] \sites_in__payload$54.x ;
+  wire [3:0] \sites_in__payload$54.y ;
+  wire [39:0] \sites_in__payload$56 ;
+  wire [31:0] \sites_in__payload$56.data ;
+  wire [7:0] \sites_in__payload$56.data[0] ;
+  wire [7:0] \sites_in__payload$56.data[1] ;
+  wire [7:0] \sites_in__payload$56.data[2] ;
+  wire [7:0] \sites_in__payload$56.data[3] ;
+  wire \sites_in__payload$56.eof ;
+  wire \sites_in__payload$56.error ;
+  wire [2:0] \sites_in__payload$56.x ;
+  wire [2:0] \sites_in__payload$56.y ;
+  wire [71:0] \sites_in__payload$62 ;
+  wire [63:0] \sites_in__payload$62.data ;
+  wire [7:0] \sites_in__payload$62.data[0] ;
+  wire [7:0] \sites_in__payload$62.data[1] ;
+  wire [7:0] \sites_in__payload$62.data[2] ;
+  wire [7:0] \sites_in__payload$62.data[3] ;
+  wire [7:0] \sites_in__payload$62.data[4] ;
+  wire [7:0] \sites_in__payload$62.data[5] ;
+  wire [7:0] \sites_in__payload$62.data[6] ;
+  wire [7:0] \sites_in__payload$62.data[7] ;
+  wire \sites_in__payload$62.eof ;
+  wire \sites_in__payload$62.error ;
+  wire [2:0] \sites_in__payload$62.x ;
+  wire [2:0] \sites_in__payload$62.y ;
+  wire [39:0] \sites_in__payload$68 ;
+  wire [31:0] \sites_in__payload$68.data ;
+  wire [7:0] \sites_in__payload$68.data[0] ;
+  wire [7:0] \sites_in__payload$68.data[1] ;
+  wire [7:0] \sites_in__payload$68.data[2] ;
+  wire [7:0] \sites_in__payload$68.data[3] ;
+  wire \sites_in__payload$68.eof ;
+  wire \sites_in__payload$68.error ;
+  wire [2:0] \sites_in__payload$68.x ;
+  wire [2:0] \sites_in__payload$68.y ;
+  wire [39:0] \sites_in__payload$74 ;
+  wire [31:0] \sites_in__payload$74.data ;
+  wire [7:0] \sites_in__payload$74.data[0] ;
+  wire [7:0] \sites_in__payload$74.data[1] ;
+  wire [7:0] \sites_in__payload$74.data[2] ;
+  wire [7:0] \sites_in__payload$74.data[3] ;
+  wire \sites_in__payload$74.eof ;
+  wire \sites_in__payload$74.error ;
+  wire [2:0] \sites_in__payload$74.x ;
+  wire [2:0] \sites_in__payload$74.y ;
+  wire [71:0] \sites_in__payload$96 ;
+  wire [63:0] \sites_in__payload$96.data ;
+  wire [7:0] \sites_in__payload$96.data[0] ;
+  wire [7:0] \sites_in__payload$96.data[1] ;
+  wire [7:0] \sites_in__payload$96.data[2] ;
+  wire [7:0] \sites_in__payload$96.data[3] ;
+  wire [7:0] \sites_in__payload$96.data[4] ;
+  wire [7:0] \sites_in__payload$96.data[5] ;
+  wire [7:0] \sites_in__payload$96.data[6] ;
+  wire [7:0] \sites_in__payload$96.data[7] ;
+  wire \sites_in__payload$96.eof ;
+  wire \sites_in__payload$96.error ;
+  wire [2:0] \sites_in__payload$96.x ;
+  wire [2:0] \sites_in__payload$96.y ;
   wire [15:0] \sites_in__payload.data ;
   wire [7:0] \sites_in__payload.data[0] ;
   wire [7:0] \sites_in__payload.data[1] ;
@@ -190,69 +214,69 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire [3:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
-  wire \sites_in__ready$39 ;
-  wire \sites_in__ready$44 ;
-  wire \sites_in__ready$50 ;
-  wire \sites_in__ready$56 ;
-  wire \sites_in__ready$62 ;
-  wire \sites_in__ready$84 ;
+  wire \sites_in__ready$55 ;
+  wire \sites_in__ready$59 ;
+  wire \sites_in__ready$65 ;
+  wire \sites_in__ready$71 ;
+  wire \sites_in__ready$77 ;
+  wire \sites_in__ready$99 ;
   input sites_in__valid;
   wire sites_in__valid;
-  wire \sites_in__valid$40 ;
-  wire \sites_in__valid$45 ;
-  wire \sites_in__valid$51 ;
-  wire \sites_in__valid$57 ;
-  wire \sites_in__valid$63 ;
-  wire \sites_in__valid$85 ;
+  wire \sites_in__valid$100 ;
+  wire \sites_in__valid$53 ;
+  wire \sites_in__valid$60 ;
+  wire \sites_in__valid$66 ;
+  wire \sites_in__valid$72 ;
+  wire \sites_in__valid$78 ;
   wire [39:0] sites_out__payload;
-  wire [71:0] \sites_out__payload$48 ;
-  wire [63:0] \sites_out__payload$48.data ;
-  wire [7:0] \sites_out__payload$48.data[0] ;
-  wire [7:0] \sites_out__payload$48.data[1] ;
-  wire [7:0] \sites_out__payload$48.data[2] ;
-  wire [7:0] \sites_out__payload$48.data[3] ;
-  wire [7:0] \sites_out__payload$48.data[4] ;
-  wire [7:0] \sites_out__payload$48.data[5] ;
-  wire [7:0] \sites_out__payload$48.data[6] ;
-  wire [7:0] \sites_out__payload$48.data[7] ;
-  wire \sites_out__payload$48.eof ;
-  wire \sites_out__payload$48.error ;
-  wire [2:0] \sites_out__payload$48.x ;
-  wire [2:0] \sites_out__payload$48.y ;
-  wire [39:0] \sites_out__payload$54 ;
-  wire [31:0] \sites_out__payload$54.data ;
-  wire [7:0] \sites_out__payload$54.data[0] ;
-  wire [7:0] \sites_out__payload$54.data[1] ;
-  wire [7:0] \sites_out__payload$54.data[2] ;
-  wire [7:0] \sites_out__payload$54.data[3] ;
-  wire \sites_out__payload$54.eof ;
-  wire \sites_out__payload$54.error ;
-  wire [2:0] \sites_out__payload$54.x ;
-  wire [2:0] \sites_out__payload$54.y ;
-  wire [39:0] \sites_out__payload$60 ;
-  wire [31:0] \sites_out__payload$60.data ;
-  wire [7:0] \sites_out__payload$60.data[0] ;
-  wire [7:0] \sites_out__payload$60.data[1] ;
-  wire [7:0] \sites_out__payload$60.data[2] ;
-  wire [7:0] \sites_out__payload$60.data[3] ;
-  wire \sites_out__payload$60.eof ;
-  wire \sites_out__payload$60.error ;
-  wire [2:0] \sites_out__payload$60.x ;
-  wire [2:0] \sites_out__payload$60.y ;
-  wire [71:0] \sites_out__payload$82 ;
-  wire [63:0] \sites_out__payload$82.data ;
-  wire [7:0] \sites_out__payload$82.data[0] ;
-  wire [7:0] \sites_out__payload$82.data[1] ;
-  wire [7:0] \sites_out__payload$82.data[2] ;
-  wire [7:0] \sites_out__payload$82.data[3] ;
-  wire [7:0] \sites_out__payload$82.data[4] ;
-  wire [7:0] \sites_out__payload$82.data[5] ;
-  wire [7:0] \sites_out__payload$82.data[6] ;
-  wire [7:0] \sites_out__payload$82.data[7] ;
-  wire \sites_out__payload$82.eof ;
-  wire \sites_out__payload$82.error ;
-  wire [2:0] \sites_out__payload$82.x ;
-  wire [2:0] \sites_out__payload$82.y ;
+  wire [71:0] \sites_out__payload$63 ;
+  wire [63:0] \sites_out__payload$63.data ;
+  wire [7:0] \sites_out__payload$63.data[0] ;
+  wire [7:0] \sites_out__payload$63.data[1] ;
+  wire [7:0] \sites_out__payload$63.data[2] ;
+  wire [7:0] \sites_out__payload$63.data[3] ;
+  wire [7:0] \sites_out__payload$63.data[4] ;
+  wire [7:0] \sites_out__payload$63.data[5] ;
+  wire [7:0] \sites_out__payload$63.data[6] ;
+  wire [7:0] \sites_out__payload$63.data[7] ;
+  wire \sites_out__payload$63.eof ;
+  wire \sites_out__payload$63.error ;
+  wire [2:0] \sites_out__payload$63.x ;
+  wire [2:0] \sites_out__payload$63.y ;
+  wire [39:0] \sites_out__payload$69 ;
+  wire [31:0] \sites_out__payload$69.data ;
+  wire [7:0] \sites_out__payload$69.data[0] ;
+  wire [7:0] \sites_out__payload$69.data[1] ;
+  wire [7:0] \sites_out__payload$69.data[2] ;
+  wire [7:0] \sites_out__payload$69.data[3] ;
+  wire \sites_out__payload$69.eof ;
+  wire \sites_out__payload$69.error ;
+  wire [2:0] \sites_out__payload$69.x ;
+  wire [2:0] \sites_out__payload$69.y ;
+  wire [39:0] \sites_out__payload$75 ;
+  wire [31:0] \sites_out__payload$75.data ;
+  wire [7:0] \sites_out__payload$75.data[0] ;
+  wire [7:0] \sites_out__payload$75.data[1] ;
+  wire [7:0] \sites_out__payload$75.data[2] ;
+  wire [7:0] \sites_out__payload$75.data[3] ;
+  wire \sites_out__payload$75.eof ;
+  wire \sites_out__payload$75.error ;
+  wire [2:0] \sites_out__payload$75.x ;
+  wire [2:0] \sites_out__payload$75.y ;
+  wire [71:0] \sites_out__payload$97 ;
+  wire [63:0] \sites_out__payload$97.data ;
+  wire [7:0] \sites_out__payload$97.data[0] ;
+  wire [7:0] \sites_out__payload$97.data[1] ;
+  wire [7:0] \sites_out__payload$97.data[2] ;
+  wire [7:0] \sites_out__payload$97.data[3] ;
+  wire [7:0] \sites_out__payload$97.data[4] ;
+  wire [7:0] \sites_out__payload$97.data[5] ;
+  wire [7:0] \sites_out__payload$97.data[6] ;
+  wire [7:0] \sites_out__payload$97.data[7] ;
+  wire \sites_out__payload$97.eof ;
+  wire \sites_out__payload$97.error ;
+  wire [2:0] \sites_out__payload$97.x ;
+  wire [2:0] \sites_out__payload$97.y ;
   wire [31:0] \sites_out__payload.data ;
   wire [7:0] \sites_out__payload.data[0] ;
   wire [7:0] \sites_out__payload.data[1] ;
@@ -263,175 +287,199 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire [2:0] \sites_out__payload.x ;
   wire [2:0] \sites_out__payload.y ;
   wire sites_out__ready;
-  wire \sites_out__ready$49 ;
-  wire \sites_out__ready$55 ;
-  wire \sites_out__ready$61 ;
-  wire \sites_out__ready$83 ;
+  wire \sites_out__ready$64 ;
+  wire \sites_out__ready$70 ;
+  wire \sites_out__ready$76 ;
+  wire \sites_out__ready$98 ;
   wire sites_out__valid;
-  wire \sites_out__valid$52 ;
-  wire \sites_out__valid$58 ;
-  wire \sites_out__valid$64 ;
-  wire \sites_out__valid$86 ;
+  wire \sites_out__valid$101 ;
+  wire \sites_out__valid$67 ;
+  wire \sites_out__valid$73 ;
+  wire \sites_out__valid$79 ;
+  assign \$3  = ~ e0_rst_q;
+  assign \sites_in__valid$53  = sites_in__valid & \$3 ;
+  assign \$4  = ~ e0_rst_q;
+  assign sites_in__ready = \sites_in__ready$55  & \$4 ;
+  always @(posedge clk)
+    e0_rst_q <= rst;
+  always @(posedge clk)
+    e1_rst_q <= rst;
+  always @(posedge clk)
+    e2_rst_q <= rst;
+  always @(posedge clk)
+    e3_rst_q <= rst;
+  always @(posedge clk)
+    params_rst_q <= rst;
+  assign \$1  = ~ params_rst_q;
+  assign \params__valid$26  = params__valid & \$1 ;
+  assign \$2  = ~ params_rst_q;
+  assign params__ready = \params__ready$28  & \$2 ;
   \top.block_0_0  block_0_0 (
-    .clk(clk),
+    .e1_clk(clk),
+    .e1_rst(e1_rst_q),
     .identity_out__payload(i__payload),
     .identity_out__valid(i__valid),
-    .params__payload(\params__payload$32 [255:0]),
+    .params__payload(\params__payload$47 [255:0]),
     .params__ready(out1__ready),
-    .params__valid(\$1 [1]),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$47 ),
-    .sites_in__ready(\sites_out__ready$49 ),
-    .sites_in__valid(\sites_in__valid$51 ),
-    .sites_out__payload(\sites_in__payload$53 ),
-    .sites_out__ready(\sites_out__ready$55 ),
-    .sites_out__valid(\sites_in__valid$57 )
+    .params__valid(\$5 [1]),
+    .sites_in__payload(\sites_in__payload$62 ),
+    .sites_in__ready(\sites_out__ready$64 ),
+    .sites_in__valid(\sites_in__valid$66 ),
+    .sites_out__payload(\sites_in__payload$68 ),
+    .sites_out__ready(\sites_out__ready$70 ),
+    .sites_out__valid(\sites_in__valid$72 )
   );
   \top.block_0_1  block_0_1 (
-    .clk(clk),
-    .params__payload(\params__payload$32 [127:0]),
+    .e2_clk(clk),
+    .e2_rst(e2_rst_q),
+    .params__payload(\params__payload$47 [127:0]),
     .params__ready(out2__ready),
-    .params__valid(\$1 [2]),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$53 ),
-    .sites_in__ready(\sites_out__ready$55 ),
-    .sites_in__valid(\sites_in__valid$57 ),
-    .sites_out__payload(\sites_in__payload$59 ),
-    .sites_out__ready(\sites_out__ready$61 ),
-    .sites_out__valid(\sites_in__valid$63 )
+    .params__valid(\$5 [2]),
+    .sites_in__payload(\sites_in__payload$68 ),
+    .sites_in__ready(\sites_out__ready$70 ),
+    .sites_in__valid(\sites_in__valid$72 ),
+    .sites_out__payload(\sites_in__payload$74 ),
+    .sites_out__ready(\sites_out__ready$76 ),
+    .sites_out__valid(\sites_in__valid$78 )
   );
   \top.block_0_2  block_0_2 (
-    .clk(clk),
+    .e3_clk(clk),
+    .e3_rst(e3_rst_q),
     .identity__payload(identity__payload),
-    .identity__ready(\o__ready$79 ),
+    .identity__ready(\o__ready$94 ),
     .identity__valid(identity__valid),
-    .params__payload(\params__payload$32 ),
+    .params__payload(\params__payload$47 ),
     .params__ready(out3__ready),
-    .params__valid(\$1 [3]),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$59 ),
-    .sites_in__ready(\sites_out__ready$61 ),
-    .sites_in__valid(\sites_in__valid$63 ),
-    .sites_out__payload(\sites_in__payload$81 ),
-    .sites_out__ready(\sites_out__ready$83 ),
-    .sites_out__valid(\sites_in__valid$85 )
+    .params__valid(\$5 [3]),
+    .sites_in__payload(\sites_in__payload$74 ),
+    .sites_in__ready(\sites_out__ready$76 ),
+    .sites_in__valid(\sites_in__valid$78 ),
+    .sites_out__payload(\sites_in__payload$96 ),
+    .sites_out__ready(\sites_out__ready$98 ),
+    .sites_out__valid(\sites_in__valid$100 )
   );
   \top.conv1  conv1 (
-    .clk(clk),
-    .params__payload(\params__payload$32 [127:0]),
+    .e0_clk(clk),
+    .e0_rst(e0_rst_q),
+    .params__payload(\params__payload$47 [127:0]),
     .params__ready(out0__ready),
-    .params__valid(\$1 [0]),
-    .rst(rst),
+    .params__valid(\$5 [0]),
     .sites_in__payload(sites_in__payload),
-    .sites_in__ready(sites_in__ready),
-    .sites_in__valid(sites_in__valid),
-    .sites_out__payload(\sites_in__payload$41 ),
+    .sites_in__ready(\sites_in__ready$55 ),
+    .sites_in__valid(\sites_in__valid$53 ),
+    .sites_out__payload(\sites_in__payload$56 ),
     .sites_out__ready(sites_out__ready),
-    .sites_out__valid(\sites_in__valid$45 )
+    .sites_out__valid(\sites_in__valid$60 )
   );
   \top.gearbox1  gearbox1 (
-    .clk(clk),
+    .e1_clk(clk),
+    .e1_rst(e1_rst_q),
     .free(sites_out__ready),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$41 ),
-    .sites_in__valid(\sites_in__valid$45 ),
-    .sites_out__payload(\sites_in__payload$47 ),
-    .sites_out__ready(\sites_out__ready$49 ),
-    .sites_out__valid(\sites_in__valid$51 )
+    .sites_in__payload(\sites_in__payload$56 ),
+    .sites_in__valid(\sites_in__valid$60 ),
+    .sites_out__payload(\sites_in__payload$62 ),
+    .sites_out__ready(\sites_out__ready$64 ),
+    .sites_out__valid(\sites_in__valid$66 )
   );
   \top.identity1  identity1 (
-    .clk(clk),
+    .e3_clk(clk),
+    .e3_rst(e3_rst_q),
     .i__valid(i__valid),
-    .o__payload(\i__payload$69 ),
+    .o__payload(\i__payload$84 ),
     .o__ready(o__ready),
-    .o__valid(\i__valid$73 ),
-    .rst(rst),
+    .o__valid(\i__valid$88 ),
     .w_data(i__payload)
   );
   \top.identity1_slice  identity1_slice (
-    .clk(clk),
-    .i__payload(\i__payload$69 ),
+    .e3_clk(clk),
+    .e3_rst(e3_rst_q),
+    .i__payload(\i__payload$84 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$73 ),
+    .i__valid(\i__valid$88 ),
     .o__payload(identity__payload),
-    .o__ready(\o__ready$79 ),
-    .o__valid(identity__valid),
-    .rst(rst)
+    .o__ready(\o__ready$94 ),
+    .o__valid(identity__valid)
   );
   \top.params_demux  params_demux (
-    .clk(clk),
     .out0__ready(out0__ready),
     .out1__ready(out1__ready),
     .out2__ready(out2__ready),
     .out3__ready(out3__ready),
     .params__payload(params__payload),
-    .params__ready(params__ready),
-    .params__valid(params__valid),
-    .rst(rst),
-    .sel(\$1 ),
-    .word(\params__payload$32 )
+    .params__ready(\params__ready$28 ),
+    .params__valid(\params__valid$26 ),
+    .params_clk(clk),
+    .params_rst(params_rst_q),
+    .sel(\$5 ),
+    .word(\params__payload$47 )
   );
   \top.pool  pool (
-    .clk(clk),
+    .e3_clk(clk),
+    .e3_rst(e3_rst_q),
     .emitting(pooled__valid),
     .pooled__payload(pooled__payload),
     .pooled__ready(pooled__ready),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$81 ),
-    .sites_in__ready(\sites_out__ready$83 ),
-    .sites_in__valid(\sites_in__valid$85 )
+    .sites_in__payload(\sites_in__payload$96 ),
+    .sites_in__ready(\sites_out__ready$98 ),
+    .sites_in__valid(\sites_in__valid$100 )
   );
-  assign \params__payload$11  = params__payload;
-  assign \params__ready$12  = params__ready;
-  assign \params__valid$13  = params__valid;
-  assign \params__payload$14  = \params__payload$32 [127:0];
-  assign out0__payload = \params__payload$32 [127:0];
-  assign \params__ready$17  = out0__ready;
-  assign \params__valid$18  = \$1 [0];
-  assign out0__valid = \$1 [0];
-  assign \params__payload$20  = \params__payload$32 [255:0];
-  assign out1__payload = \params__payload$32 [255:0];
-  assign \params__ready$23  = out1__ready;
-  assign \params__valid$24  = \$1 [1];
-  assign out1__valid = \$1 [1];
-  assign \params__payload$26  = \params__payload$32 [127:0];
-  assign out2__payload = \params__payload$32 [127:0];
-  assign \params__ready$29  = out2__ready;
-  assign \params__valid$30  = \$1 [2];
-  assign out2__valid = \$1 [2];
-  assign out3__payload = \params__payload$32 ;
-  assign \params__ready$35  = out3__ready;
-  assign \params__valid$36  = \$1 [3];
-  assign out3__valid = \$1 [3];
-  assign \sites_in__payload$38  = sites_in__payload;
-  assign \sites_in__ready$39  = sites_in__ready;
-  assign \sites_in__valid$40  = sites_in__valid;
-  assign sites_out__payload = \sites_in__payload$41 ;
-  assign \sites_in__ready$44  = sites_out__ready;
-  assign sites_out__valid = \sites_in__valid$45 ;
-  assign \sites_out__payload$48  = \sites_in__payload$47 ;
-  assign \sites_in__ready$50  = \sites_out__ready$49 ;
-  assign \sites_out__valid$52  = \sites_in__valid$51 ;
-  assign \sites_out__payload$54  = \sites_in__payload$53 ;
-  assign \sites_in__ready$56  = \sites_out__ready$55 ;
-  assign \sites_out__valid$58  = \sites_in__valid$57 ;
-  assign \sites_out__payload$60  = \sites_in__payload$59 ;
-  assign \sites_in__ready$62  = \sites_out__ready$61 ;
-  assign \sites_out__valid$64  = \sites_in__valid$63 ;
+  assign e0_clk = clk;
+  assign e0_rst = e0_rst_q;
+  assign e1_clk = clk;
+  assign e1_rst = e1_rst_q;
+  assign e2_clk = clk;
+  assign e2_rst = e2_rst_q;
+  assign e3_clk = clk;
+  assign e3_rst = e3_rst_q;
+  assign params_clk = clk;
+  assign params_rst = params_rst_q;
+  assign \params__payload$27  = params__payload;
+  assign \params__payload$29  = \params__payload$47 [127:0];
+  assign out0__payload = \params__payload$47 [127:0];
+  assign \params__ready$32  = out0__ready;
+  assign \params__valid$33  = \$5 [0];
+  assign out0__valid = \$5 [0];
+  assign \params__payload$35  = \params__payload$47 [255:0];
+  assign out1__payload = \params__payload$47 [255:0];
+  assign \params__ready$38  = out1__ready;
+  assign \params__valid$39  = \$5 [1];
+  assign out1__valid = \$5 [1];
+  assign \params__payload$41  = \params__payload$47 [127:0];
+  assign out2__payload = \params__payload$47 [127:0];
+  assign \params__ready$44  = out2__ready;
+  assign \params__valid$45  = \$5 [2];
+  assign out2__valid = \$5 [2];
+  assign out3__payload = \params__payload$47 ;
+  assign \params__ready$50  = out3__ready;
+  assign \params__valid$51  = \$5 [3];
+  assign out3__valid = \$5 [3];
+  assign \sites_in__payload$54  = sites_in__payload;
+  assign sites_out__payload = \sites_in__payload$56 ;
+  assign \sites_in__ready$59  = sites_out__ready;
+  assign sites_out__valid = \sites_in__valid$60 ;
+  assign \sites_out__payload$63  = \sites_in__payload$62 ;
+  assign \sites_in__ready$65  = \sites_out__ready$64 ;
+  assign \sites_out__valid$67  = \sites_in__valid$66 ;
+  assign \sites_out__payload$69  = \sites_in__payload$68 ;
+  assign \sites_in__ready$71  = \sites_out__ready$70 ;
+  assign \sites_out__valid$73  = \sites_in__valid$72 ;
+  assign \sites_out__payload$75  = \sites_in__payload$74 ;
+  assign \sites_in__ready$77  = \sites_out__ready$76 ;
+  assign \sites_out__valid$79  = \sites_in__valid$78 ;
   assign identity_out__valid = i__valid;
   assign identity_out__payload = i__payload;
-  assign o__payload = \i__payload$69 ;
+  assign o__payload = \i__payload$84 ;
   assign i__ready = o__ready;
-  assign o__valid = \i__valid$73 ;
-  assign \o__valid$76  = identity__valid;
-  assign \o__payload$78  = identity__payload;
-  assign identity__ready = \o__ready$79 ;
-  assign \sites_out__payload$82  = \sites_in__payload$81 ;
-  assign \sites_in__ready$84  = \sites_out__ready$83 ;
-  assign \sites_out__valid$86  = \sites_in__valid$85 ;
-  assign \pooled__payload$87  = pooled__payload;
-  assign \pooled__ready$88  = pooled__ready;
-  assign \pooled__valid$89  = pooled__valid;
+  assign o__valid = \i__valid$88 ;
+  assign \o__valid$91  = identity__valid;
+  assign \o__payload$93  = identity__payload;
+  assign identity__ready = \o__ready$94 ;
+  assign \sites_out__payload$97  = \sites_in__payload$96 ;
+  assign \sites_in__ready$99  = \sites_out__ready$98 ;
+  assign \sites_out__valid$101  = \sites_in__valid$100 ;
+  assign \pooled__payload$102  = pooled__payload;
+  assign \pooled__ready$103  = pooled__ready;
+  assign \pooled__valid$104  = pooled__valid;
   assign \params__payload.word  = params__payload[271:0];
   assign \params__payload.layer  = params__payload[273:272];
   assign \sites_in__payload.data  = sites_in__payload[15:0];
@@ -452,95 +500,95 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \pooled__payload.data[7]  = pooled__payload[111:98];
   assign \pooled__payload.last  = pooled__payload[112];
   assign \pooled__payload.error  = pooled__payload[113];
-  assign \params__payload$11.word  = params__payload[271:0];
-  assign \params__payload$11.layer  = params__payload[273:272];
-  assign \sites_in__payload$38.data  = sites_in__payload[15:0];
-  assign \sites_in__payload$38.data[0]  = sites_in__payload[7:0];
-  assign \sites_in__payload$38.data[1]  = sites_in__payload[15:8];
-  assign \sites_in__payload$38.y  = sites_in__payload[19:16];
-  assign \sites_in__payload$38.x  = sites_in__payload[23:20];
-  assign \sites_in__payload$38.eof  = sites_in__payload[24];
-  assign \sites_in__payload$38.error  = sites_in__payload[25];
-  assign \sites_in__payload$41.data  = \sites_in__payload$41 [31:0];
-  assign \sites_in__payload$41.data[0]  = \sites_in__payload$41 [7:0];
-  assign \sites_in__payload$41.data[1]  = \sites_in__payload$41 [15:8];
-  assign \sites_in__payload$41.data[2]  = \sites_in__payload$41 [23:16];
-  assign \sites_in__payload$41.data[3]  = \sites_in__payload$41 [31:24];
-  assign \sites_in__payload$41.y  = \sites_in__payload$41 [34:32];
-  assign \sites_in__payload$41.x  = \sites_in__payload$41 [37:35];
-  assign \sites_in__payload$41.eof  = \sites_in__payload$41 [38];
-  assign \sites_in__payload$41.error  = \sites_in__payload$41 [39];
-  assign \sites_out__payload.data  = \sites_in__payload$41 [31:0];
-  assign \sites_out__payload.data[0]  = \sites_in__payload$41 [7:0];
-  assign \sites_out__payload.data[1]  = \sites_in__payload$41 [15:8];
-  assign \sites_out__payload.data[2]  = \sites_in__payload$41 [23:16];
-  assign \sites_out__payload.data[3]  = \sites_in__payload$41 [31:24];
-  assign \sites_out__payload.y  = \sites_in__payload$41 [34:32];
-  assign \sites_out__payload.x  = \sites_in__payload$41 [37:35];
-  assign \sites_out__payload.eof  = \sites_in__payload$41 [38];
-  assign \sites_out__payload.error  = \sites_in__payload$41 [39];
-  assign \sites_in__payload$47.data  = \sites_in__payload$47 [63:0];
-  assign \sites_in__payload$47.data[0]  = \sites_in__payload$47 [7:0];
-  assign \sites_in__payload$47.data[1]  = \sites_in__payload$47 [15:8];
-  assign \sites_in__payload$47.data[2]  = \sites_in__payload$47 [23:16];
-  assign \sites_in__payload$47.data[3]  = \sites_in__payload$47 [31:24];
-  assign \sites_in__payload$47.data[4]  = \sites_in__payload$47 [39:32];
-  assign \sites_in__payload$47.data[5]  = \sites_in__payload$47 [47:40];
-  assign \sites_in__payload$47.data[6]  = \sites_in__payload$47 [55:48];
-  assign \sites_in__payload$47.data[7]  = \sites_in__payload$47 [63:56];
-  assign \sites_in__payload$47.y  = \sites_in__payload$47 [66:64];
-  assign \sites_in__payload$47.x  = \sites_in__payload$47 [69:67];
-  assign \sites_in__payload$47.eof  = \sites_in__payload$47 [70];
-  assign \sites_in__payload$47.error  = \sites_in__payload$47 [71];
-  assign \sites_out__payload$48.data  = \sites_in__payload$47 [63:0];
-  assign \sites_out__payload$48.data[0]  = \sites_in__payload$47 [7:0];
-  assign \sites_out__payload$48.data[1]  = \sites_in__payload$47 [15:8];
-  assign \sites_out__payload$48.data[2]  = \sites_in__payload$47 [23:16];
-  assign \sites_out__payload$48.data[3]  = \sites_in__payload$47 [31:24];
-  assign \sites_out__payload$48.data[4]  = \sites_in__payload$47 [39:32];
-  assign \sites_out__payload$48.data[5]  = \sites_in__payload$47 [47:40];
-  assign \sites_out__payload$48.data[6]  = \sites_in__payload$47 [55:48];
-  assign \sites_out__payload$48.data[7]  = \sites_in__payload$47 [63:56];
-  assign \sites_out__payload$48.y  = \sites_in__payload$47 [66:64];
-  assign \sites_out__payload$48.x  = \sites_in__payload$47 [69:67];
-  assign \sites_out__payload$48.eof  = \sites_in__payload$47 [70];
-  assign \sites_out__payload$48.error  = \sites_in__payload$47 [71];
-  assign \sites_in__payload$53.data  = \sites_in__payload$53 [31:0];
-  assign \sites_in__payload$53.data[0]  = \sites_in__payload$53 [7:0];
-  assign \sites_in__payload$53.data[1]  = \sites_in__payload$53 [15:8];
-  assign \sites_in__payload$53.data[2]  = \sites_in__payload$53 [23:16];
-  assign \sites_in__payload$53.data[3]  = \sites_in__payload$53 [31:24];
-  assign \sites_in__payload$53.y  = \sites_in__payload$53 [34:32];
-  assign \sites_in__payload$53.x  = \sites_in__payload$53 [37:35];
-  assign \sites_in__payload$53.eof  = \sites_in__payload$53 [38];
-  assign \sites_in__payload$53.error  = \sites_in__payload$53 [39];
-  assign \sites_out__payload$54.data  = \sites_in__payload$53 [31:0];
-  assign \sites_out__payload$54.data[0]  = \sites_in__payload$53 [7:0];
-  assign \sites_out__payload$54.data[1]  = \sites_in__payload$53 [15:8];
-  assign \sites_out__payload$54.data[2]  = \sites_in__payload$53 [23:16];
-  assign \sites_out__payload$54.data[3]  = \sites_in__payload$53 [31:24];
-  assign \sites_out__payload$54.y  = \sites_in__payload$53 [34:32];
-  assign \sites_out__payload$54.x  = \sites_in__payload$53 [37:35];
-  assign \sites_out__payload$54.eof  = \sites_in__payload$53 [38];
-  assign \sites_out__payload$54.error  = \sites_in__payload$53 [39];
-  assign \sites_in__payload$59.data  = \sites_in__payload$59 [31:0];
-  assign \sites_in__payload$59.data[0]  = \sites_in__payload$59 [7:0];
-  assign \sites_in__payload$59.data[1]  = \sites_in__payload$59 [15:8];
-  assign \sites_in__payload$59.data[2]  = \sites_in__payload$59 [23:16];
-  assign \sites_in__payload$59.data[3]  = \sites_in__payload$59 [31:24];
-  assign \sites_in__payload$59.y  = \sites_in__payload$59 [34:32];
-  assign \sites_in__payload$59.x  = \sites_in__payload$59 [37:35];
-  assign \sites_in__payload$59.eof  = \sites_in__payload$59 [38];
-  assign \sites_in__payload$59.error  = \sites_in__payload$59 [39];
-  assign \sites_out__payload$60.data  = \sites_in__payload$59 [31:0];
-  assign \sites_out__payload$60.data[0]  = \sites_in__payload$59 [7:0];
-  assign \sites_out__payload$60.data[1]  = \sites_in__payload$59 [15:8];
-  assign \sites_out__payload$60.data[2]  = \sites_in__payload$59 [23:16];
-  assign \sites_out__payload$60.data[3]  = \sites_in__payload$59 [31:24];
-  assign \sites_out__payload$60.y  = \sites_in__payload$59 [34:32];
-  assign \sites_out__payload$60.x  = \sites_in__payload$59 [37:35];
-  assign \sites_out__payload$60.eof  = \sites_in__payload$59 [38];
-  assign \sites_out__payload$60.error  = \sites_in__payload$59 [39];
+  assign \params__payload$27.word  = params__payload[271:0];
+  assign \params__payload$27.layer  = params__payload[273:272];
+  assign \sites_in__payload$54.data  = sites_in__payload[15:0];
+  assign \sites_in__payload$54.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload$54.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload$54.y  = sites_in__payload[19:16];
+  assign \sites_in__payload$54.x  = sites_in__payload[23:20];
+  assign \sites_in__payload$54.eof  = sites_in__payload[24];
+  assign \sites_in__payload$54.error  = sites_in__payload[25];
+  assign \sites_in__payload$56.data  = \sites_in__payload$56 [31:0];
+  assign \sites_in__payload$56.data[0]  = \sites_in__payload$56 [7:0];
+  assign \sites_in__payload$56.data[1]  = \sites_in__payload$56 [15:8];
+  assign \sites_in__payload$56.data[2]  = \sites_in__payload$56 [23:16];
+  assign \sites_in__payload$56.data[3]  = \sites_in__payload$56 [31:24];
+  assign \sites_in__payload$56.y  = \sites_in__payload$56 [34:32];
+  assign \sites_in__payload$56.x  = \sites_in__payload$56 [37:35];
+  assign \sites_in__payload$56.eof  = \sites_in__payload$56 [38];
+  assign \sites_in__payload$56.error  = \sites_in__payload$56 [39];
+  assign \sites_out__payload.data  = \sites_in__payload$56 [31:0];
+  assign \sites_out__payload.data[0]  = \sites_in__payload$56 [7:0];
+  assign \sites_out__payload.data[1]  = \sites_in__payload$56 [15:8];
+  assign \sites_out__payload.data[2]  = \sites_in__payload$56 [23:16];
+  assign \sites_out__payload.data[3]  = \sites_in__payload$56 [31:24];
+  assign \sites_out__payload.y  = \sites_in__payload$56 [34:32];
+  assign \sites_out__payload.x  = \sites_in__payload$56 [37:35];
+  assign \sites_out__payload.eof  = \sites_in__payload$56 [38];
+  assign \sites_out__payload.error  = \sites_in__payload$56 [39];
+  assign \sites_in__payload$62.data  = \sites_in__payload$62 [63:0];
+  assign \sites_in__payload$62.data[0]  = \sites_in__payload$62 [7:0];
+  assign \sites_in__payload$62.data[1]  = \sites_in__payload$62 [15:8];
+  assign \sites_in__payload$62.data[2]  = \sites_in__payload$62 [23:16];
+  assign \sites_in__payload$62.data[3]  = \sites_in__payload$62 [31:24];
+  assign \sites_in__payload$62.data[4]  = \sites_in__payload$62 [39:32];
+  assign \sites_in__payload$62.data[5]  = \sites_in__payload$62 [47:40];
+  assign \sites_in__payload$62.data[6]  = \sites_in__payload$62 [55:48];
+  assign \sites_in__payload$62.data[7]  = \sites_in__payload$62 [63:56];
+  assign \sites_in__payload$62.y  = \sites_in__payload$62 [66:64];
+  assign \sites_in__payload$62.x  = \sites_in__payload$62 [69:67];
+  assign \sites_in__payload$62.eof  = \sites_in__payload$62 [70];
+  assign \sites_in__payload$62.error  = \sites_in__payload$62 [71];
+  assign \sites_out__payload$63.data  = \sites_in__payload$62 [63:0];
+  assign \sites_out__payload$63.data[0]  = \sites_in__payload$62 [7:0];
+  assign \sites_out__payload$63.data[1]  = \sites_in__payload$62 [15:8];
+  assign \sites_out__payload$63.data[2]  = \sites_in__payload$62 [23:16];
+  assign \sites_out__payload$63.data[3]  = \sites_in__payload$62 [31:24];
+  assign \sites_out__payload$63.data[4]  = \sites_in__payload$62 [39:32];
+  assign \sites_out__payload$63.data[5]  = \sites_in__payload$62 [47:40];
+  assign \sites_out__payload$63.data[6]  = \sites_in__payload$62 [55:48];
+  assign \sites_out__payload$63.data[7]  = \sites_in__payload$62 [63:56];
+  assign \sites_out__payload$63.y  = \sites_in__payload$62 [66:64];
+  assign \sites_out__payload$63.x  = \sites_in__payload$62 [69:67];
+  assign \sites_out__payload$63.eof  = \sites_in__payload$62 [70];
+  assign \sites_out__payload$63.error  = \sites_in__payload$62 [71];
+  assign \sites_in__payload$68.data  = \sites_in__payload$68 [31:0];
+  assign \sites_in__payload$68.data[0]  = \sites_in__payload$68 [7:0];
+  assign \sites_in__payload$68.data[1]  = \sites_in__payload$68 [15:8];
+  assign \sites_in__payload$68.data[2]  = \sites_in__payload$68 [23:16];
+  assign \sites_in__payload$68.data[3]  = \sites_in__payload$68 [31:24];
+  assign \sites_in__payload$68.y  = \sites_in__payload$68 [34:32];
+  assign \sites_in__payload$68.x  = \sites_in__payload$68 [37:35];
+  assign \sites_in__payload$68.eof  = \sites_in__payload$68 [38];
+  assign \sites_in__payload$68.error  = \sites_in__payload$68 [39];
+  assign \sites_out__payload$69.data  = \sites_in__payload$68 [31:0];
+  assign \sites_out__payload$69.data[0]  = \sites_in__payload$68 [7:0];
+  assign \sites_out__payload$69.data[1]  = \sites_in__payload$68 [15:8];
+  assign \sites_out__payload$69.data[2]  = \sites_in__payload$68 [23:16];
+  assign \sites_out__payload$69.data[3]  = \sites_in__payload$68 [31:24];
+  assign \sites_out__payload$69.y  = \sites_in__payload$68 [34:32];
+  assign \sites_out__payload$69.x  = \sites_in__payload$68 [37:35];
+  assign \sites_out__payload$69.eof  = \sites_in__payload$68 [38];
+  assign \sites_out__payload$69.error  = \sites_in__payload$68 [39];
+  assign \sites_in__payload$74.data  = \sites_in__payload$74 [31:0];
+  assign \sites_in__payload$74.data[0]  = \sites_in__payload$74 [7:0];
+  assign \sites_in__payload$74.data[1]  = \sites_in__payload$74 [15:8];
+  assign \sites_in__payload$74.data[2]  = \sites_in__payload$74 [23:16];
+  assign \sites_in__payload$74.data[3]  = \sites_in__payload$74 [31:24];
+  assign \sites_in__payload$74.y  = \sites_in__payload$74 [34:32];
+  assign \sites_in__payload$74.x  = \sites_in__payload$74 [37:35];
+  assign \sites_in__payload$74.eof  = \sites_in__payload$74 [38];
+  assign \sites_in__payload$74.error  = \sites_in__payload$74 [39];
+  assign \sites_out__payload$75.data  = \sites_in__payload$74 [31:0];
+  assign \sites_out__payload$75.data[0]  = \sites_in__payload$74 [7:0];
+  assign \sites_out__payload$75.data[1]  = \sites_in__payload$74 [15:8];
+  assign \sites_out__payload$75.data[2]  = \sites_in__payload$74 [23:16];
+  assign \sites_out__payload$75.data[3]  = \sites_in__payload$74 [31:24];
+  assign \sites_out__payload$75.y  = \sites_in__payload$74 [34:32];
+  assign \sites_out__payload$75.x  = \sites_in__payload$74 [37:35];
+  assign \sites_out__payload$75.eof  = \sites_in__payload$74 [38];
+  assign \sites_out__payload$75.error  = \sites_in__payload$74 [39];
   assign \identity_out__payload.data  = i__payload[63:0];
   assign \identity_out__payload.data[0]  = i__payload[7:0];
   assign \identity_out__payload.data[1]  = i__payload[15:8];
@@ -561,47 +609,47 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \identity__payload.data[6]  = identity__payload[55:48];
   assign \identity__payload.data[7]  = identity__payload[63:56];
   assign \identity__payload.eof  = identity__payload[64];
-  assign \sites_in__payload$81.data  = \sites_in__payload$81 [63:0];
-  assign \sites_in__payload$81.data[0]  = \sites_in__payload$81 [7:0];
-  assign \sites_in__payload$81.data[1]  = \sites_in__payload$81 [15:8];
-  assign \sites_in__payload$81.data[2]  = \sites_in__payload$81 [23:16];
-  assign \sites_in__payload$81.data[3]  = \sites_in__payload$81 [31:24];
-  assign \sites_in__payload$81.data[4]  = \sites_in__payload$81 [39:32];
-  assign \sites_in__payload$81.data[5]  = \sites_in__payload$81 [47:40];
-  assign \sites_in__payload$81.data[6]  = \sites_in__payload$81 [55:48];
-  assign \sites_in__payload$81.data[7]  = \sites_in__payload$81 [63:56];
-  assign \sites_in__payload$81.y  = \sites_in__payload$81 [66:64];
-  assign \sites_in__payload$81.x  = \sites_in__payload$81 [69:67];
-  assign \sites_in__payload$81.eof  = \sites_in__payload$81 [70];
-  assign \sites_in__payload$81.error  = \sites_in__payload$81 [71];
-  assign \sites_out__payload$82.data  = \sites_in__payload$81 [63:0];
-  assign \sites_out__payload$82.data[0]  = \sites_in__payload$81 [7:0];
-  assign \sites_out__payload$82.data[1]  = \sites_in__payload$81 [15:8];
-  assign \sites_out__payload$82.data[2]  = \sites_in__payload$81 [23:16];
-  assign \sites_out__payload$82.data[3]  = \sites_in__payload$81 [31:24];
-  assign \sites_out__payload$82.data[4]  = \sites_in__payload$81 [39:32];
-  assign \sites_out__payload$82.data[5]  = \sites_in__payload$81 [47:40];
-  assign \sites_out__payload$82.data[6]  = \sites_in__payload$81 [55:48];
-  assign \sites_out__payload$82.data[7]  = \sites_in__payload$81 [63:56];
-  assign \sites_out__payload$82.y  = \sites_in__payload$81 [66:64];
-  assign \sites_out__payload$82.x  = \sites_in__payload$81 [69:67];
-  assign \sites_out__payload$82.eof  = \sites_in__payload$81 [70];
-  assign \sites_out__payload$82.error  = \sites_in__payload$81 [71];
-  assign \pooled__payload$87.data  = pooled__payload[111:0];
-  assign \pooled__payload$87.data[0]  = pooled__payload[13:0];
-  assign \pooled__payload$87.data[1]  = pooled__payload[27:14];
-  assign \pooled__payload$87.data[2]  = pooled__payload[41:28];
-  assign \pooled__payload$87.data[3]  = pooled__payload[55:42];
-  assign \pooled__payload$87.data[4]  = pooled__payload[69:56];
-  assign \pooled__payload$87.data[5]  = pooled__payload[83:70];
-  assign \pooled__payload$87.data[6]  = pooled__payload[97:84];
-  assign \pooled__payload$87.data[7]  = pooled__payload[111:98];
-  assign \pooled__payload$87.last  = pooled__payload[112];
-  assign \pooled__payload$87.error  = pooled__payload[113];
+  assign \sites_in__payload$96.data  = \sites_in__payload$96 [63:0];
+  assign \sites_in__payload$96.data[0]  = \sites_in__payload$96 [7:0];
+  assign \sites_in__payload$96.data[1]  = \sites_in__payload$96 [15:8];
+  assign \sites_in__payload$96.data[2]  = \sites_in__payload$96 [23:16];
+  assign \sites_in__payload$96.data[3]  = \sites_in__payload$96 [31:24];
+  assign \sites_in__payload$96.data[4]  = \sites_in__payload$96 [39:32];
+  assign \sites_in__payload$96.data[5]  = \sites_in__payload$96 [47:40];
+  assign \sites_in__payload$96.data[6]  = \sites_in__payload$96 [55:48];
+  assign \sites_in__payload$96.data[7]  = \sites_in__payload$96 [63:56];
+  assign \sites_in__payload$96.y  = \sites_in__payload$96 [66:64];
+  assign \sites_in__payload$96.x  = \sites_in__payload$96 [69:67];
+  assign \sites_in__payload$96.eof  = \sites_in__payload$96 [70];
+  assign \sites_in__payload$96.error  = \sites_in__payload$96 [71];
+  assign \sites_out__payload$97.data  = \sites_in__payload$96 [63:0];
+  assign \sites_out__payload$97.data[0]  = \sites_in__payload$96 [7:0];
+  assign \sites_out__payload$97.data[1]  = \sites_in__payload$96 [15:8];
+  assign \sites_out__payload$97.data[2]  = \sites_in__payload$96 [23:16];
+  assign \sites_out__payload$97.data[3]  = \sites_in__payload$96 [31:24];
+  assign \sites_out__payload$97.data[4]  = \sites_in__payload$96 [39:32];
+  assign \sites_out__payload$97.data[5]  = \sites_in__payload$96 [47:40];
+  assign \sites_out__payload$97.data[6]  = \sites_in__payload$96 [55:48];
+  assign \sites_out__payload$97.data[7]  = \sites_in__payload$96 [63:56];
+  assign \sites_out__payload$97.y  = \sites_in__payload$96 [66:64];
+  assign \sites_out__payload$97.x  = \sites_in__payload$96 [69:67];
+  assign \sites_out__payload$97.eof  = \sites_in__payload$96 [70];
+  assign \sites_out__payload$97.error  = \sites_in__payload$96 [71];
+  assign \pooled__payload$102.data  = pooled__payload[111:0];
+  assign \pooled__payload$102.data[0]  = pooled__payload[13:0];
+  assign \pooled__payload$102.data[1]  = pooled__payload[27:14];
+  assign \pooled__payload$102.data[2]  = pooled__payload[41:28];
+  assign \pooled__payload$102.data[3]  = pooled__payload[55:42];
+  assign \pooled__payload$102.data[4]  = pooled__payload[69:56];
+  assign \pooled__payload$102.data[5]  = pooled__payload[83:70];
+  assign \pooled__payload$102.data[6]  = pooled__payload[97:84];
+  assign \pooled__payload$102.data[7]  = pooled__payload[111:98];
+  assign \pooled__payload$102.last  = pooled__payload[112];
+  assign \pooled__payload$102.error  = pooled__payload[113];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid, sites_out__ready, sites_out__valid, sites_out__payload, identity_out__payload, params__payload, params__valid, sites_in__valid, sites_in__payload, clk);
+module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, sites_out__ready, e1_rst, sites_out__valid, sites_out__payload, identity_out__payload, params__payload, params__valid, sites_in__valid, sites_in__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -678,10 +726,12 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [4:0] done_rows;
   wire [4:0] \done_rows$36 ;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire eof_seen;
   wire \eof_seen$38 ;
   wire error;
@@ -787,8 +837,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   wire [2:0] \row$97 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
-  input rst;
-  wire rst;
   wire [8:0] sites__payload;
   wire [8:0] \sites__payload$47 ;
   wire \sites__payload$47.eof ;
@@ -932,35 +980,35 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   reg [2:0] width_m1 = 3'h0;
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c_tap <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \w_addr$8  <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_addr <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     permit_row <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     read_v_d1 <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     steps__valid <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     read_first_d1 <= steps__payload[6];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     read_first_d2 <= read_first_d1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     read_last_d1 <= steps__payload[7];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     read_last_d2 <= read_last_d1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     read_meta_d1 <= steps__payload[17:8];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     read_meta_d2 <= read_meta_d1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sites_out__valid <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sites_out__payload <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
@@ -995,28 +1043,29 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \$26  = inflight + beat;
   assign \$27  = sites_out__valid & sites_out__ready;
   assign \$28  = \$26  - \$27 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_en <= \$29 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \w_en$11  <= \$30 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_data <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     pcount <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     loaded <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     height_m1 <= \$34 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     width_m1 <= \$35 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c_in <= \$36 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c_out <= \$37 ;
   \top.block_0_0.finder  finder (
     .bitmaps(bitmaps),
-    .clk(clk),
     .done_rows(done_rows),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -1024,7 +1073,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .last_y(last_y),
     .r_en(sites__ready),
     .row(row),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__valid(sites__valid),
     .tags(tags)
@@ -1034,8 +1082,9 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .accepted__valid(identity_out__valid),
     .bitmaps(bitmaps),
     .busy(busy),
-    .clk(clk),
     .done_rows(done_rows),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -1047,7 +1096,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .permit_row(permit_row),
     .r_addr(steps__payload[3:0]),
     .rd_data(rd_data),
-    .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
     .sites_in__valid(sites_in__valid),
@@ -1055,37 +1103,37 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .width_m1(width_m1)
   );
   \top.block_0_0.mac_array  mac_array (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .out_v(sums__valid),
-    .rst(rst),
     .steps__payload(\steps__payload$57 ),
     .steps__valid(steps__valid),
     .sums__payload(sums__payload)
   );
   \top.block_0_0.out_queue  out_queue (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .r_data(\r_data$103 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
-    .rst(rst),
     .w_en(\w_en$77 ),
     .w_port__data(tok)
   );
   \top.block_0_0.requant  requant (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .r_data(rq_data),
     .rd__addr(sums__payload[83:82]),
-    .rst(rst),
     .w_addr(\w_addr$8 ),
     .w_data(w_data[127:0]),
     .w_en(\w_en$11 )
   );
   \top.block_0_0.requantiser  requantiser (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .feats__payload(feats__payload),
     .feats__valid(\w_en$77 ),
     .rq_data(rq_data),
-    .rst(rst),
     .sums__payload(sums__payload),
     .sums__valid(sums__valid)
   );
@@ -1093,9 +1141,9 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .beat(beat),
     .busy(\busy$95 ),
     .can_emit(can_emit),
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .row(\row$97 ),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
@@ -1103,10 +1151,10 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .steps__valid(\steps__valid$99 )
   );
   \top.block_0_0.weights  weights (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .r_data(r_data),
     .rd__addr(steps__payload[5:4]),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -1125,7 +1173,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$38  = 4'h0;
     end
   end
@@ -1158,21 +1206,21 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     if (frame_reset) begin
       \$41  = 5'h02;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$41  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$42  = \steps__valid$99 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$43  = read_v_d1;
-    if (rst) begin
+    if (e1_rst) begin
       \$43  = 1'h0;
     end
   end
@@ -1184,7 +1232,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     end else if (sites_out__ready) begin
       \$44  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$44  = 1'h0;
     end
   end
@@ -1198,7 +1246,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$46  = \$28 [5:0];
-    if (rst) begin
+    if (e1_rst) begin
       \$46  = 6'h00;
     end
   end
@@ -1226,7 +1274,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$29  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$29  = 1'h0;
     end
   end
@@ -1241,7 +1289,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$30  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$30  = 1'h0;
     end
   end
@@ -1263,7 +1311,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$32  = \$7 [3:0];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$32  = 4'h0;
     end
   end
@@ -1278,7 +1326,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$33  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$33  = 1'h0;
     end
   end
@@ -1290,7 +1338,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$34  = params__payload[2:0];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$34  = 3'h0;
     end
   end
@@ -1302,7 +1350,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$35  = params__payload[5:3];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$35  = 3'h0;
     end
   end
@@ -1316,7 +1364,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$36  = \$12 [0];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$36  = 1'h0;
     end
   end
@@ -1332,7 +1380,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$37  = 2'h0;
     end
   end
@@ -1536,7 +1584,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+module \top.block_0_0.finder (frame_reset, row, sites__valid, sites__payload, r_en, e1_rst, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -1862,11 +1910,13 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg c1_win_0 = 1'h0;
   reg [2:0] c_row = 3'h0;
   wire chunk_oh;
-  input clk;
-  wire clk;
   reg [4:0] cy = 5'h00;
   input [4:0] done_rows;
   wire [4:0] done_rows;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   reg ends = 1'h0;
   reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
@@ -1909,8 +1959,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   output [2:0] row;
   wire [2:0] row;
   reg [2:0] rows_row = 3'h0;
-  input rst;
-  wire rst;
   reg [2:0] s_row = 3'h0;
   reg [1:0] sel_0 = 2'h0;
   wire [2:0] site_x;
@@ -2140,124 +2188,124 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$221  = \$signal$50  ? { 1'h0, s_row } : \$220 ;
   assign \$222  = \$signal$45  ? { 1'h0, w_row } : \$221 ;
   assign \$223  = \$signal$42  ? { 1'h0, c_row } : \$222 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$29  <= \$224 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     has_last_r <= \$225 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$33  <= \$226 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$36  <= \$227 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$37  <= \$228 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$40  <= \$229 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     issued <= \$230 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$42  <= \$231 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c_row <= \$232 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$45  <= \$233 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     nz <= \$234 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     nz_zero <= \$235 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$49  <= \$236 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_row <= \$237 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$50  <= \$238 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     win_0 <= \$239 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_row <= \$240 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$54  <= \$241 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sel_0 <= \$242 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     ends <= \$243 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     i_in_row_0 <= \$244 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     i_row <= \$245 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     i_top <= \$246 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     f_row <= \$247 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     cy <= \$248 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     need <= \$249 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     eof_pend <= \$250 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$11  <= \$251 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal  <= \$252 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$like  <= \$253 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$13  <= \$254 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c1_win_0 <= \$255 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$63  <= \$256 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     b_rest <= \$257 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$68  <= \$258 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     b_v <= \$259 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$like$64  <= \$260 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     b_oy <= \$261 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     b_win_0 <= \$262 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$69  <= \$263 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$70  <= \$264 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$71  <= \$265 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$like$72  <= \$266 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$73  <= \$267 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a3_rest_zero <= \$268 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a3_win_0 <= \$269 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$76  <= \$270 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a2_oy <= \$271 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$77  <= \$272 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a2_bits <= \$273 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a_v <= \$274 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a_oh <= \$275 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     eof_done <= \$276 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$24  <= \$277 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$26  <= \$278 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rows_row <= \$279 ;
   \top.block_0_0.finder.queue  queue (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .r_data(sites__payload),
     .r_en(r_en),
     .r_rdy(sites__valid),
-    .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data),
     .w_rdy(w_rdy)
@@ -2281,14 +2329,14 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$224  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$225  = has_last;
-    if (rst) begin
+    if (e1_rst) begin
       \$225  = 1'h0;
     end
   end
@@ -2298,7 +2346,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$226  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$226  = 1'h0;
     end
   end
@@ -2308,21 +2356,21 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$227  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$228  = \$23 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$229  = \$24 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$229  = 1'h0;
     end
   end
@@ -2338,7 +2386,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$230  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$230  = 1'h0;
     end
   end
@@ -2351,7 +2399,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$231  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$231  = 1'h0;
     end
   end
@@ -2361,7 +2409,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$232  = w_row;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$232  = 3'h0;
     end
   end
@@ -2374,7 +2422,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$233  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$233  = 1'h0;
     end
   end
@@ -2387,7 +2435,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$234  = \$192 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$234  = 1'h0;
     end
   end
@@ -2400,7 +2448,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$235  = \$193 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$235  = 1'h1;
     end
   end
@@ -2417,7 +2465,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$237  = s_row;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$237  = 3'h0;
     end
   end
@@ -2430,7 +2478,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$238  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$238  = 1'h0;
     end
   end
@@ -2447,7 +2495,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$240  = i_row;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$240  = 3'h0;
     end
   end
@@ -2463,7 +2511,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$241  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$241  = 1'h0;
     end
   end
@@ -2486,7 +2534,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$243  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$243  = 1'h0;
     end
   end
@@ -2509,7 +2557,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$245  = f_row[2:0];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$245  = 3'h0;
     end
   end
@@ -2522,7 +2570,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$246  = \$70 ;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$246  = 1'h0;
     end
   end
@@ -2538,7 +2586,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$247  = 4'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$247  = 4'h0;
     end
   end
@@ -2554,7 +2602,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$248  = 5'h00;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$248  = 5'h00;
     end
   end
@@ -2570,7 +2618,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$249  = 5'h01;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$249  = 5'h01;
     end
   end
@@ -2583,7 +2631,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$213 ) begin
       \$250  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$250  = 1'h0;
     end
   end
@@ -2593,7 +2641,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$251  = b_v;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$251  = 1'h0;
     end
   end
@@ -2603,7 +2651,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$252  = \$signal$63 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$252  = 8'h00;
     end
   end
@@ -2613,7 +2661,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$253  = \$like$64 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$253  = 1'h0;
     end
   end
@@ -2623,7 +2671,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$254  = b_oy;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$254  = 3'h0;
     end
   end
@@ -2633,7 +2681,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$255  = b_win_0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$255  = 1'h0;
     end
   end
@@ -2646,7 +2694,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$256  = \$signal$70 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$256  = 8'h00;
     end
   end
@@ -2659,7 +2707,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$257  = \$116 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$257  = 8'h00;
     end
   end
@@ -2672,7 +2720,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$258  = \$118 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$258  = 1'h1;
     end
   end
@@ -2682,7 +2730,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$259  = \$signal$69 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$259  = 1'h0;
     end
   end
@@ -2692,7 +2740,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$260  = \$like$72 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$260  = 1'h0;
     end
   end
@@ -2702,7 +2750,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$261  = \$signal$73 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$261  = 3'h0;
     end
   end
@@ -2712,7 +2760,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$262  = a3_win_0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$262  = 1'h0;
     end
   end
@@ -2722,7 +2770,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$263  = \$signal$76 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$263  = 1'h0;
     end
   end
@@ -2732,7 +2780,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$264  = \$15 [7:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$264  = 8'h00;
     end
   end
@@ -2742,7 +2790,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$265  = \$125 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$265  = 8'h00;
     end
   end
@@ -2752,7 +2800,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$266  = \$signal$77 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$266  = 1'h0;
     end
   end
@@ -2762,7 +2810,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$267  = a2_oy;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$267  = 3'h0;
     end
   end
@@ -2772,7 +2820,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$268  = \$157 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$268  = 1'h1;
     end
   end
@@ -2782,7 +2830,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$269  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$269  = 1'h0;
     end
   end
@@ -2795,7 +2843,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$270  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$270  = 1'h0;
     end
   end
@@ -2805,7 +2853,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$271  = c_row;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$271  = 3'h0;
     end
   end
@@ -2815,7 +2863,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$272  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$272  = 1'h0;
     end
   end
@@ -2825,7 +2873,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$273  = \$171 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$273  = 8'h00;
     end
   end
@@ -2838,7 +2886,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$274  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$274  = 1'h0;
     end
   end
@@ -2848,7 +2896,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$275  = \$18 [0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$275  = 1'h0;
     end
   end
@@ -2861,7 +2909,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$276  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$276  = 1'h0;
     end
   end
@@ -2871,14 +2919,14 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$277  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$278  = \$219 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$278  = 3'h0;
     end
   end
@@ -2888,7 +2936,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$279  = 3'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$279  = 3'h0;
     end
   end
@@ -2942,7 +2990,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+module \top.block_0_0.finder.queue (w_en, w_rdy, r_rdy, r_data, r_en, e1_rst, w_port__data, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2961,10 +3009,12 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire \$7 ;
   wire \$8 ;
   wire [2:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 1'h0 *)
   wire consume;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   reg [1:0] level = 2'h0;
   (* init = 1'h0 *)
   wire produce;
@@ -2978,8 +3028,6 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire [8:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [8:0] w_data;
   input w_en;
   wire w_en;
@@ -2996,7 +3044,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     storage[0] = 9'h000;
     storage[1] = 9'h000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -3018,11 +3066,11 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -3030,7 +3078,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$1 ) begin
       \$15  = \$2 [0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$15  = 1'h0;
     end
   end
@@ -3040,7 +3088,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$3 ) begin
       \$16  = \$4 [0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$16  = 1'h0;
     end
   end
@@ -3053,7 +3101,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$13 ) begin
       \$17  = \$14 [1:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$17  = 2'h0;
     end
   end
@@ -3066,8 +3114,8 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, accepted__valid, loaded, height_m1, width_m1, permit_row, tags, bitmaps, accepted__payload, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__valid
-, sites_in__payload, clk);
+module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted__valid, e1_rst, loaded, height_m1, width_m1, permit_row, tags, bitmaps, accepted__payload, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__valid
+, sites_in__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -3270,10 +3318,12 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   output busy;
   reg busy = 1'h0;
   reg c_gi = 1'h0;
-  input clk;
-  wire clk;
   output [4:0] done_rows;
   reg [4:0] done_rows = 5'h00;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire [75:0] entry;
   wire \entry.bad ;
   wire \entry.first ;
@@ -3386,8 +3436,6 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   reg [3:0] row_tag_0 = 4'hf;
   reg [3:0] row_tag_1 = 4'hf;
   reg rp = 1'h0;
-  input rst;
-  wire rst;
   reg [2:0] shape_h_m1 = 3'h0;
   reg [2:0] shape_w_m1 = 3'h0;
   input [71:0] sites_in__payload;
@@ -3565,83 +3613,83 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   assign \$133  = w_en & \$132 ;
   assign \$134  = \$signal$63  ? 8'h00 : bitmap_1;
   assign \$135  = \$134  | \$28 [7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c_gi <= \$136 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prev_any <= \$137 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal  <= \$138 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$17  <= \$139 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     shape_h_m1 <= \$140 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     shape_w_m1 <= \$141 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_0 <= \$142 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_0_valid <= \$143 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_0_outside <= \$144 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_0_permit <= \$145 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_1 <= \$146 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_1_valid <= \$147 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_1_outside <= \$148 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_1_permit <= \$149 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$56  <= \$150 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rp <= \$151 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     done_rows <= \$152 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     busy <= \$153 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     eof_seen <= \$154 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$36  <= \$155 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     error <= \$156 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     has_last <= \$157 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     last_y <= \$158 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_en <= \$159 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$63  <= \$160 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_set <= \$161 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_slot <= got[64];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_x <= got[69:67];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_y <= got[66:64];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_addr <= { got[64], got[69:67] };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_data <= got[63:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     acc_eof <= \$162 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     bitmap_0 <= \$163 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     row_tag_0 <= \$164 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     bitmap_1 <= \$165 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     row_tag_1 <= \$166 ;
   \top.block_0_0.line_buffer.mem  mem (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .r_data(rd_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -3657,7 +3705,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$136  = \$34 [0];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$136  = 1'h0;
     end
   end
@@ -3674,7 +3722,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$137  = 1'h0;
     end
   end
@@ -3703,14 +3751,14 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$140  = height_m1;
-    if (rst) begin
+    if (e1_rst) begin
       \$140  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$141  = width_m1;
-    if (rst) begin
+    if (e1_rst) begin
       \$141  = 3'h0;
     end
   end
@@ -3732,21 +3780,21 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$143  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$144  = \$52 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$145  = \$60 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$145  = 1'h0;
     end
   end
@@ -3768,21 +3816,21 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$147  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$148  = \$77 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$149  = \$85 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$149  = 1'h0;
     end
   end
@@ -3792,7 +3840,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (\$88 ) begin
       \$150  = \$89 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$150  = 1'h0;
     end
   end
@@ -3802,7 +3850,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (take) begin
       \$151  = \$90 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$151  = 1'h0;
     end
   end
@@ -3815,7 +3863,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$152  = 5'h00;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$152  = 5'h00;
     end
   end
@@ -3828,7 +3876,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$153  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$153  = 1'h0;
     end
   end
@@ -3843,7 +3891,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$154  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$154  = 1'h0;
     end
   end
@@ -3861,7 +3909,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$155  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$155  = 1'h0;
     end
   end
@@ -3881,7 +3929,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$156  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$156  = 1'h0;
     end
   end
@@ -3899,7 +3947,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$157  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$157  = 1'h0;
     end
   end
@@ -3914,35 +3962,35 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$158  = got[66:64];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$158  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$159  = \$122 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$160  = \$126 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$161  = got[74];
-    if (rst) begin
+    if (e1_rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$162  = \$127 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$162  = 1'h0;
     end
   end
@@ -3952,7 +4000,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (\$129 ) begin
       \$163  = \$131 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$163  = 8'h00;
     end
   end
@@ -3967,7 +4015,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$164  = 4'hf;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$164  = 4'hf;
     end
   end
@@ -3977,7 +4025,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (\$133 ) begin
       \$165  = \$135 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$165  = 8'h00;
     end
   end
@@ -3992,7 +4040,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$166  = 4'hf;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$166  = 4'hf;
     end
   end
@@ -4121,12 +4169,14 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+module \top.block_0_0.line_buffer.mem (e1_rst, w_en, w_addr, w_data, r_data, rd__addr, e1_clk);
   wire [3:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire [3:0] r_addr;
   output [63:0] r_data;
   reg [63:0] r_data = 64'h0000000000000000;
@@ -4136,8 +4186,6 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [3:0] rd__addr;
   wire [63:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [3:0] w_addr;
   wire [3:0] w_addr;
   input [63:0] w_data;
@@ -4163,16 +4211,16 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
     mem[14] = 64'h0000000000000000;
     mem[15] = 64'h0000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [63:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -4183,7 +4231,7 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, sums__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
@@ -4272,8 +4320,6 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [18:0] acc_1 = 19'h00000;
   reg [18:0] acc_2 = 19'h00000;
   reg [18:0] acc_3 = 19'h00000;
-  input clk;
-  wire clk;
   wire [11:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
@@ -4283,6 +4329,10 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   reg [11:0] mac_ctl_d1 = 12'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
@@ -4449,8 +4499,6 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [7:0] prod_3_7_a = 8'h00;
   reg [7:0] prod_3_7_b = 8'h00;
   reg [16:0] prod_3_7_p = 17'h00000;
-  input rst;
-  wire rst;
   input [331:0] steps__payload;
   wire [331:0] steps__payload;
   wire \steps__payload.first ;
@@ -4572,289 +4620,289 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$70  = $signed(\$69 ) + $signed(tree_3_l3_0);
   assign \$71  = mac_ctl_d5[1] | mac_ctl_d5[10];
   assign \$72  = mac_v_d5 & \$71 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     operands <= steps__payload;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     op_v <= \$73 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_0_b <= operands[71:64];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_1_b <= operands[79:72];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_1_p <= { \$2 [15], \$2  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_2_b <= operands[87:80];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_2_p <= { \$3 [15], \$3  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_3_b <= operands[95:88];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_3_p <= { \$4 [15], \$4  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_4_a <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_4_b <= operands[103:96];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_4_p <= { \$5 [15], \$5  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_5_a <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_5_b <= operands[111:104];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_5_p <= { \$6 [15], \$6  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_6_a <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_6_b <= operands[119:112];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_6_p <= { \$7 [15], \$7  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_7_a <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_7_b <= operands[127:120];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_7_p <= { \$8 [15], \$8  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_0_b <= operands[135:128];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_0_p <= { \$9 [15], \$9  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_1_b <= operands[143:136];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_1_p <= { \$10 [15], \$10  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_2_b <= operands[151:144];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_2_p <= { \$11 [15], \$11  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_3_b <= operands[159:152];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_3_p <= { \$12 [15], \$12  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_4_a <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_4_b <= operands[167:160];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_4_p <= { \$13 [15], \$13  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_5_a <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_5_b <= operands[175:168];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_5_p <= { \$14 [15], \$14  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_6_a <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_6_b <= operands[183:176];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_6_p <= { \$15 [15], \$15  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_7_a <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_7_b <= operands[191:184];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_7_p <= { \$16 [15], \$16  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_0_b <= operands[199:192];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_0_p <= { \$17 [15], \$17  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_1_b <= operands[207:200];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_1_p <= { \$18 [15], \$18  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_2_b <= operands[215:208];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_2_p <= { \$19 [15], \$19  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_3_b <= operands[223:216];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_3_p <= { \$20 [15], \$20  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_4_a <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_4_b <= operands[231:224];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_4_p <= { \$21 [15], \$21  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_5_a <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_5_b <= operands[239:232];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_5_p <= { \$22 [15], \$22  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_6_a <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_6_b <= operands[247:240];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_6_p <= { \$23 [15], \$23  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_7_a <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_7_b <= operands[255:248];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_7_p <= { \$24 [15], \$24  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_0_b <= operands[263:256];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_0_p <= { \$25 [15], \$25  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_1_b <= operands[271:264];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_1_p <= { \$26 [15], \$26  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_2_b <= operands[279:272];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_2_p <= { \$27 [15], \$27  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_3_b <= operands[287:280];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_3_p <= { \$28 [15], \$28  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_4_a <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_4_b <= operands[295:288];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_4_p <= { \$29 [15], \$29  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_5_a <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_5_b <= operands[303:296];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_5_p <= { \$30 [15], \$30  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_6_a <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_6_b <= operands[311:304];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_6_p <= { \$31 [15], \$31  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_7_a <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_7_b <= operands[319:312];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_7_p <= { \$32 [15], \$32  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l1_0 <= { \$33 [17], \$33  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l1_1 <= { \$34 [17], \$34  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l1_2 <= { \$35 [17], \$35  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l1_3 <= { \$36 [17], \$36  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l2_0 <= \$37 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l2_1 <= \$38 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l3_0 <= \$39 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l1_0 <= { \$40 [17], \$40  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l1_1 <= { \$41 [17], \$41  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l1_2 <= { \$42 [17], \$42  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l1_3 <= { \$43 [17], \$43  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l2_0 <= \$44 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l2_1 <= \$45 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l3_0 <= \$46 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l1_0 <= { \$47 [17], \$47  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l1_1 <= { \$48 [17], \$48  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l1_2 <= { \$49 [17], \$49  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l1_3 <= { \$50 [17], \$50  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l2_0 <= \$51 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l2_1 <= \$52 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l3_0 <= \$53 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l1_0 <= { \$54 [17], \$54  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l1_1 <= { \$55 [17], \$55  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l1_2 <= { \$56 [17], \$56  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l1_3 <= { \$57 [17], \$57  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l2_0 <= \$58 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l2_1 <= \$59 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l3_0 <= \$60 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_ctl_d1 <= ctl;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_ctl_d2 <= mac_ctl_d1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_ctl_d3 <= mac_ctl_d2;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_ctl_d4 <= mac_ctl_d3;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_ctl_d5 <= mac_ctl_d4;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_v_d1 <= \$74 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_v_d2 <= \$75 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_v_d3 <= \$76 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_v_d4 <= \$77 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     mac_v_d5 <= \$78 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     acc_0 <= \$79 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     acc_1 <= \$80 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     acc_2 <= \$81 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     acc_3 <= \$82 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     out_v <= \$83 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     out_meta <= mac_ctl_d5[11:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
@@ -4875,42 +4923,42 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$73  = steps__valid;
-    if (rst) begin
+    if (e1_rst) begin
       \$73  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$74  = op_v;
-    if (rst) begin
+    if (e1_rst) begin
       \$74  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$75  = mac_v_d1;
-    if (rst) begin
+    if (e1_rst) begin
       \$75  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$76  = mac_v_d2;
-    if (rst) begin
+    if (e1_rst) begin
       \$76  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$77  = mac_v_d3;
-    if (rst) begin
+    if (e1_rst) begin
       \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$78  = mac_v_d4;
-    if (rst) begin
+    if (e1_rst) begin
       \$78  = 1'h0;
     end
   end
@@ -4945,7 +4993,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$83  = \$72 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$83  = 1'h0;
     end
   end
@@ -5049,7 +5097,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+module \top.block_0_0.out_queue (r_en, r_rdy, r_data, e1_rst, w_port__data, w_en, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5068,10 +5116,12 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire \$7 ;
   wire \$8 ;
   wire [6:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 5'h00 *)
   wire [4:0] consume;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   reg [5:0] level = 6'h00;
   (* init = 5'h00 *)
   wire [4:0] produce;
@@ -5085,8 +5135,6 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire [39:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [39:0] w_data;
   input w_en;
   wire w_en;
@@ -5132,7 +5180,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     storage[30] = 40'h0000000000;
     storage[31] = 40'h0000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -5154,11 +5202,11 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
@@ -5166,7 +5214,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$1 ) begin
       \$15  = \$2 [4:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$15  = 5'h00;
     end
   end
@@ -5176,7 +5224,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$3 ) begin
       \$16  = \$4 [4:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$16  = 5'h00;
     end
   end
@@ -5189,7 +5237,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$13 ) begin
       \$17  = \$14 [5:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$17  = 6'h00;
     end
   end
@@ -5202,12 +5250,14 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_0.requant (e1_rst, w_en, w_data, w_addr, rd__addr, r_data, e1_clk);
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
@@ -5217,8 +5267,6 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [1:0] w_addr;
   wire [1:0] w_addr;
   input [127:0] w_data;
@@ -5232,16 +5280,16 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[2] = 128'h00000000000000000000000000000000;
     mem[3] = 128'h00000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [127:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -5252,7 +5300,7 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
@@ -5341,8 +5389,10 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire clamp_1_over;
   wire clamp_2_over;
   wire clamp_3_over;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   output [41:0] feats__payload;
   reg [41:0] feats__payload = 42'h00000000000;
   wire [31:0] \feats__payload.data ;
@@ -5415,8 +5465,6 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
   reg rq_v3_d1 = 1'h0;
-  input rst;
-  wire rst;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
   reg [15:0] scale_2 = 16'h0000;
@@ -5482,117 +5530,117 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire sums__valid;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     beat_d1 <= sums__payload;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     beat_d2 <= beat_d1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     beat_v_d1 <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     beat_v_d2 <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     biased_0 <= \$13 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     biased_1 <= \$14 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     biased_2 <= \$15 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     biased_3 <= \$16 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scale_0 <= rq_data[79:64];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scale_1 <= rq_data[95:80];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scale_2 <= rq_data[111:96];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scale_3 <= rq_data[127:112];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_meta1_d1 <= beat_d2[85:76];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_v1_d1 <= \$47 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp10_a <= biased_0[18:17];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp10_p <= { \$18 [17], \$18  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_sum <= \$19 [34:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp10_a <= biased_1[18:17];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp10_p <= { \$21 [17], \$21  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_sum <= \$22 [34:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp10_a <= biased_2[18:17];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp10_p <= { \$24 [17], \$24  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_sum <= \$25 [34:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp10_a <= biased_3[18:17];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp10_p <= { \$27 [17], \$27  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_sum <= \$28 [34:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_meta2_d1 <= rq_meta1_d1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_meta2_d2 <= rq_meta2_d1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_meta2_d3 <= rq_meta2_d2;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_v2_d1 <= \$48 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_v2_d2 <= \$49 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_v2_d3 <= \$50 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rounded_0 <= \$30 [19:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rounded_1 <= \$32 [19:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rounded_2 <= \$34 [19:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rounded_3 <= \$36 [19:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_meta3_d1 <= rq_meta2_d3;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rq_v3_d1 <= \$51 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     feats__payload <= \$52 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     feats__valid <= \$53 ;
   assign \$5  = ~ rounded_0[19];
   assign \$6  = | rounded_0[18:7];
@@ -5635,56 +5683,56 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$45  = sums__valid;
-    if (rst) begin
+    if (e1_rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$46  = beat_v_d1;
-    if (rst) begin
+    if (e1_rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$47  = beat_v_d2;
-    if (rst) begin
+    if (e1_rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$48  = rq_v1_d1;
-    if (rst) begin
+    if (e1_rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$49  = rq_v2_d1;
-    if (rst) begin
+    if (e1_rst) begin
       \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$50  = rq_v2_d2;
-    if (rst) begin
+    if (e1_rst) begin
       \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$51  = rq_v2_d3;
-    if (rst) begin
+    if (e1_rst) begin
       \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$53  = rq_v3_d1;
-    if (rst) begin
+    if (e1_rst) begin
       \$53  = 1'h0;
     end
   end
@@ -5799,7 +5847,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+module \top.block_0_0.sequencer (can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, e1_rst, steps__valid, steps__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5878,9 +5926,11 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   wire busy;
   input can_emit;
   wire can_emit;
-  input clk;
-  wire clk;
   reg [2:0] col_0 = 3'h0;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   reg first_r = 1'h0;
   reg go_last = 1'h0;
   wire issue;
@@ -5909,8 +5959,6 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg q_slot_0 = 1'h0;
   output [2:0] row;
   wire [2:0] row;
-  input rst;
-  wire rst;
   reg s_err = 1'h0;
   reg s_gi = 1'h0;
   reg [1:0] s_go = 2'h0;
@@ -5960,71 +6008,71 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$31  = last & go_last;
   assign \$32  = \$31  | \$signal$10 ;
   assign \$34  = s_err & \$signal$10 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     p_v <= \$35 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     p_site <= \$36 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     p_cnt <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     next_slot_0 <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     next_col_0 <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     first_r <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_gi <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal  <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_rem <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_n <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$7  <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_go <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     go_last <= \$47 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sv <= \$48 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$10  <= \$49 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_err <= \$50 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$17  <= \$51 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_ox <= \$52 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$30  <= \$53 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$31  <= \$54 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     slot_0 <= \$55 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     col_0 <= \$56 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$37  <= \$57 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$38  <= \$58 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     q_last <= \$59 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     q_oh <= \$4 [0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$like  <= s_go;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     q_gi <= s_gi;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     q_meta <= \$60 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     q_slot_0 <= slot_0;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     q_col_0 <= col_0;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     steps__valid <= \$61 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     steps__payload <= \$62 ;
   assign \$1  = ~ p_v;
   assign sites__ready = \$1  | p_take;
@@ -6069,7 +6117,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$35  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$35  = 1'h0;
     end
   end
@@ -6086,7 +6134,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$37  = \$16 [0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$37  = 1'h0;
     end
   end
@@ -6122,7 +6170,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$40  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$40  = 1'h0;
     end
   end
@@ -6140,7 +6188,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$41  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$41  = 1'h0;
     end
   end
@@ -6158,7 +6206,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$42  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$42  = 1'h0;
     end
   end
@@ -6180,7 +6228,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$43  = p_site[6];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$43  = 1'h0;
     end
   end
@@ -6202,7 +6250,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$44  = p_cnt;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$44  = 1'h0;
     end
   end
@@ -6224,7 +6272,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$45  = \$33 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$45  = 1'h0;
     end
   end
@@ -6245,7 +6293,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$46  = 2'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$46  = 2'h0;
     end
   end
@@ -6266,7 +6314,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$47  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$47  = 1'h0;
     end
   end
@@ -6281,7 +6329,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$48  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$48  = 1'h0;
     end
   end
@@ -6291,7 +6339,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$49  = p_site[7];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$49  = 1'h0;
     end
   end
@@ -6301,7 +6349,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$50  = p_site[8];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$50  = 1'h0;
     end
   end
@@ -6325,7 +6373,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$53  = p_site[6];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$53  = 1'h0;
     end
   end
@@ -6335,7 +6383,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$54  = p_cnt;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$54  = 1'h0;
     end
   end
@@ -6356,28 +6404,28 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$57  = issue;
-    if (rst) begin
+    if (e1_rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$58  = first_r;
-    if (rst) begin
+    if (e1_rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$59  = last;
-    if (rst) begin
+    if (e1_rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$61  = \$signal$37 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$61  = 1'h0;
     end
   end
@@ -6435,12 +6483,14 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_0.weights (e1_rst, w_en, w_data, w_addr, rd__addr, r_data, e1_clk);
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire [1:0] r_addr;
   output [255:0] r_data;
   reg [255:0] r_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -6450,8 +6500,6 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] rd__addr;
   wire [255:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [1:0] w_addr;
   wire [1:0] w_addr;
   input [255:0] w_data;
@@ -6465,16 +6513,16 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     mem[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [255:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -6485,7 +6533,7 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, clk);
+module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6554,10 +6602,12 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [4:0] done_rows;
   wire [4:0] \done_rows$36 ;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire eof_seen;
   wire \eof_seen$38 ;
   wire error;
@@ -6648,8 +6698,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   wire [2:0] \row$93 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
-  input rst;
-  wire rst;
   wire [16:0] sites__payload;
   wire [16:0] \sites__payload$47 ;
   wire \sites__payload$47.eof ;
@@ -6790,35 +6838,35 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   reg [2:0] width_m1 = 3'h0;
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c_tap <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \w_addr$8  <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_addr <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     permit_row <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     read_v_d1 <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     steps__valid <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     read_first_d1 <= steps__payload[13];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     read_first_d2 <= read_first_d1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     read_last_d1 <= steps__payload[14];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     read_last_d2 <= read_last_d1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     read_meta_d1 <= steps__payload[24:15];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     read_meta_d2 <= read_meta_d1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sites_out__valid <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sites_out__payload <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
@@ -6853,28 +6901,29 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \$26  = inflight + beat;
   assign \$27  = sites_out__valid & sites_out__ready;
   assign \$28  = \$26  - \$27 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_en <= \$29 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \w_en$11  <= \$30 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     p_data <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     pcount <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     loaded <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     height_m1 <= \$34 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     width_m1 <= \$35 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c_in <= \$36 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c_out <= \$37 ;
   \top.block_0_1.finder  finder (
     .bitmaps(bitmaps),
-    .clk(clk),
     .done_rows(done_rows),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -6882,7 +6931,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .last_y(last_y),
     .r_en(sites__ready),
     .row(row),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__valid(sites__valid),
     .tags(tags)
@@ -6890,8 +6938,9 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   \top.block_0_1.line_buffer  line_buffer (
     .bitmaps(bitmaps),
     .busy(busy),
-    .clk(clk),
     .done_rows(done_rows),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -6903,7 +6952,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .permit_row(permit_row),
     .r_addr(steps__payload[6:0]),
     .rd_data(rd_data),
-    .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
     .sites_in__valid(sites_in__valid),
@@ -6911,37 +6959,37 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .width_m1(width_m1)
   );
   \top.block_0_1.mac_array  mac_array (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .out_v(sums__valid),
-    .rst(rst),
     .steps__payload(\steps__payload$57 ),
     .steps__valid(steps__valid),
     .sums__payload(sums__payload)
   );
   \top.block_0_1.out_queue  out_queue (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
-    .rst(rst),
     .w_en(\w_en$73 ),
     .w_port__data(tok)
   );
   \top.block_0_1.requant  requant (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .r_data(rq_data),
     .rd__addr(sums__payload[83:82]),
-    .rst(rst),
     .w_addr(\w_addr$8 ),
     .w_data(p_data),
     .w_en(\w_en$11 )
   );
   \top.block_0_1.requantiser  requantiser (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .feats__payload(feats__payload),
     .feats__valid(\w_en$73 ),
     .rq_data(rq_data),
-    .rst(rst),
     .sums__payload(sums__payload),
     .sums__valid(sums__valid)
   );
@@ -6949,9 +6997,9 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .beat(beat),
     .busy(\busy$91 ),
     .can_emit(can_emit),
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .row(\row$93 ),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
@@ -6959,10 +7007,10 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .steps__valid(\steps__valid$95 )
   );
   \top.block_0_1.weights  weights (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .r_data(r_data),
     .rd__addr(steps__payload[12:7]),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(p_data[31:0]),
     .w_en(w_en)
@@ -6981,7 +7029,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         end
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$38  = 4'h0;
     end
   end
@@ -7014,21 +7062,21 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     if (frame_reset) begin
       \$41  = 5'h03;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$41  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$42  = \steps__valid$95 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$43  = read_v_d1;
-    if (rst) begin
+    if (e2_rst) begin
       \$43  = 1'h0;
     end
   end
@@ -7040,7 +7088,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     end else if (sites_out__ready) begin
       \$44  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$44  = 1'h0;
     end
   end
@@ -7054,7 +7102,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$46  = \$28 [5:0];
-    if (rst) begin
+    if (e2_rst) begin
       \$46  = 6'h00;
     end
   end
@@ -7082,7 +7130,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$29  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$29  = 1'h0;
     end
   end
@@ -7097,7 +7145,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$30  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$30  = 1'h0;
     end
   end
@@ -7119,7 +7167,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$32  = \$7 [5:0];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$32  = 6'h00;
     end
   end
@@ -7134,7 +7182,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$33  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$33  = 1'h0;
     end
   end
@@ -7146,7 +7194,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$34  = params__payload[2:0];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$34  = 3'h0;
     end
   end
@@ -7158,7 +7206,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$35  = params__payload[5:3];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$35  = 3'h0;
     end
   end
@@ -7172,7 +7220,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$36  = \$12 [1:0];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$36  = 2'h0;
     end
   end
@@ -7188,7 +7236,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         end
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$37  = 2'h0;
     end
   end
@@ -7370,7 +7418,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+module \top.block_0_1.finder (frame_reset, row, sites__valid, sites__payload, r_en, e2_rst, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -7918,14 +7966,16 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg [9:0] c1_win_2 = 10'h000;
   reg [2:0] c_row = 3'h0;
   wire chunk_oh;
-  input clk;
-  wire clk;
   reg [7:0] cwin_0 = 8'h00;
   reg [7:0] cwin_1 = 8'h00;
   reg [7:0] cwin_2 = 8'h00;
   reg [4:0] cy = 5'h00;
   input [4:0] done_rows;
   wire [4:0] done_rows;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   reg ends = 1'h0;
   reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
@@ -7970,8 +8020,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   output [2:0] row;
   wire [2:0] row;
   reg [2:0] rows_row = 3'h0;
-  input rst;
-  wire rst;
   reg [2:0] s_row = 3'h0;
   reg [3:0] sel_0 = 4'h0;
   reg [3:0] sel_1 = 4'h0;
@@ -8000,67 +8048,67 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg [7:0] win_0 = 8'h00;
   reg [7:0] win_1 = 8'h00;
   reg [7:0] win_2 = 8'h00;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$74  <= \$462 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_rest <= \$463 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$80  <= \$464 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_v <= \$465 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$like$75  <= \$466 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_oy <= \$467 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_win_0 <= \$468 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_win_1 <= \$469 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_win_2 <= \$470 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$81  <= \$471 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$82  <= \$472 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$83  <= \$473 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$like$84  <= \$474 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$85  <= \$475 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a3_rest_zero <= \$476 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a3_win_0 <= \$477 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a3_win_1 <= \$478 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a3_win_2 <= \$479 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$90  <= \$480 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_oy <= \$481 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$91  <= \$482 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_bits <= \$483 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_win_0 <= \$484 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_win_1 <= \$485 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_win_2 <= \$486 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a_v <= \$487 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a_oh <= \$488 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     eof_done <= \$489 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$27  <= \$490 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$29  <= \$491 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rows_row <= \$492 ;
   assign \$1  = \$signal [1] | \$signal [3];
   assign \$2  = \$1  | \$signal [5];
@@ -8466,96 +8514,96 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$417  = \$signal$57  ? { 1'h0, s_row } : \$416 ;
   assign \$418  = \$signal$48  ? { 1'h0, w_row } : \$417 ;
   assign \$419  = \$signal$45  ? { 1'h0, c_row } : \$418 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$32  <= \$420 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     has_last_r <= \$421 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$36  <= \$422 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$39  <= \$423 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$40  <= \$424 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$43  <= \$425 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     issued <= \$426 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$45  <= \$427 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c_row <= \$428 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$48  <= \$429 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     nz <= \$430 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     nz_zero <= \$431 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     cwin_0 <= \$432 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     cwin_1 <= \$433 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     cwin_2 <= \$434 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_row <= \$435 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$57  <= \$436 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     win_0 <= \$437 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     win_1 <= \$438 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     win_2 <= \$439 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_row <= \$440 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$63  <= \$441 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sel_0 <= \$442 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sel_1 <= \$443 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sel_2 <= \$444 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     ends <= \$445 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_in_row_0 <= \$446 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_in_row_1 <= \$447 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_in_row_2 <= \$448 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_row <= \$449 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_top <= \$450 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     f_row <= \$451 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     cy <= \$452 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     need <= \$453 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     eof_pend <= \$454 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$11  <= \$455 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal  <= \$456 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$like  <= \$457 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$13  <= \$458 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c1_win_0 <= \$459 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c1_win_1 <= \$460 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c1_win_2 <= \$461 ;
   \top.block_0_1.finder.queue  queue (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .r_data(sites__payload),
     .r_en(r_en),
     .r_rdy(sites__valid),
-    .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data),
     .w_rdy(w_rdy)
@@ -8569,7 +8617,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$463  = \$309 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$463  = 8'h00;
     end
   end
@@ -8582,7 +8630,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$464  = \$311 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$464  = 1'h1;
     end
   end
@@ -8592,7 +8640,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$465  = \$signal$81 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$465  = 1'h0;
     end
   end
@@ -8602,7 +8650,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$466  = \$like$84 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$466  = 1'h0;
     end
   end
@@ -8612,7 +8660,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$467  = \$signal$85 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$467  = 3'h0;
     end
   end
@@ -8622,7 +8670,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$468  = a3_win_0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$468  = 10'h000;
     end
   end
@@ -8632,7 +8680,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$469  = a3_win_1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$469  = 10'h000;
     end
   end
@@ -8642,7 +8690,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$470  = a3_win_2;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$470  = 10'h000;
     end
   end
@@ -8652,7 +8700,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$471  = \$signal$90 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$471  = 1'h0;
     end
   end
@@ -8662,7 +8710,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$472  = \$150 [7:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$472  = 8'h00;
     end
   end
@@ -8672,7 +8720,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$473  = \$318 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$473  = 8'h00;
     end
   end
@@ -8682,7 +8730,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$474  = \$signal$91 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$474  = 1'h0;
     end
   end
@@ -8692,7 +8740,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$475  = a2_oy;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$475  = 3'h0;
     end
   end
@@ -8702,7 +8750,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$476  = \$350 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$476  = 1'h1;
     end
   end
@@ -8712,7 +8760,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$477  = a2_win_0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$477  = 10'h000;
     end
   end
@@ -8722,7 +8770,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$478  = a2_win_1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$478  = 10'h000;
     end
   end
@@ -8732,7 +8780,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$479  = a2_win_2;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$479  = 10'h000;
     end
   end
@@ -8745,7 +8793,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$480  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$480  = 1'h0;
     end
   end
@@ -8755,7 +8803,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$481  = c_row;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$481  = 3'h0;
     end
   end
@@ -8765,7 +8813,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$482  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$482  = 1'h0;
     end
   end
@@ -8775,7 +8823,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$483  = \$364 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$483  = 8'h00;
     end
   end
@@ -8785,7 +8833,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$484  = \$365 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$484  = 10'h000;
     end
   end
@@ -8795,7 +8843,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$485  = \$366 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$485  = 10'h000;
     end
   end
@@ -8805,7 +8853,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$486  = \$367 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$486  = 10'h000;
     end
   end
@@ -8818,7 +8866,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$386 ) begin
       \$487  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$487  = 1'h0;
     end
   end
@@ -8828,7 +8876,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$386 ) begin
       \$488  = \$153 [0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$488  = 1'h0;
     end
   end
@@ -8841,7 +8889,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$489  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$489  = 1'h0;
     end
   end
@@ -8851,14 +8899,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$490  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$491  = \$415 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$491  = 3'h0;
     end
   end
@@ -8868,7 +8916,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$492  = 3'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$492  = 3'h0;
     end
   end
@@ -8891,14 +8939,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$420  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$421  = has_last;
-    if (rst) begin
+    if (e2_rst) begin
       \$421  = 1'h0;
     end
   end
@@ -8908,7 +8956,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$422  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$422  = 1'h0;
     end
   end
@@ -8918,21 +8966,21 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$423  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$424  = \$158 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$425  = \$159 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$425  = 1'h0;
     end
   end
@@ -8948,7 +8996,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$426  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$426  = 1'h0;
     end
   end
@@ -8961,7 +9009,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$169 ) begin
       \$427  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$427  = 1'h0;
     end
   end
@@ -8971,7 +9019,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$169 ) begin
       \$428  = w_row;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$428  = 3'h0;
     end
   end
@@ -8984,7 +9032,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$179 ) begin
       \$429  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$429  = 1'h0;
     end
   end
@@ -8997,7 +9045,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$386 ) begin
       \$430  = \$388 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$430  = 1'h0;
     end
   end
@@ -9010,7 +9058,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$386 ) begin
       \$431  = \$389 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$431  = 1'h1;
     end
   end
@@ -9041,7 +9089,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$179 ) begin
       \$435  = s_row;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$435  = 3'h0;
     end
   end
@@ -9054,7 +9102,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$204 ) begin
       \$436  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$436  = 1'h0;
     end
   end
@@ -9085,7 +9133,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$204 ) begin
       \$440  = i_row;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$440  = 3'h0;
     end
   end
@@ -9101,7 +9149,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$441  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$441  = 1'h0;
     end
   end
@@ -9146,7 +9194,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$445  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$445  = 1'h0;
     end
   end
@@ -9189,7 +9237,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$449  = f_row[2:0];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$449  = 3'h0;
     end
   end
@@ -9202,7 +9250,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$450  = \$263 ;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$450  = 1'h0;
     end
   end
@@ -9218,7 +9266,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$451  = 4'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$451  = 4'h0;
     end
   end
@@ -9234,7 +9282,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$452  = 5'h00;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$452  = 5'h00;
     end
   end
@@ -9250,7 +9298,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$453  = 5'h02;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$453  = 5'h02;
     end
   end
@@ -9263,7 +9311,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$409 ) begin
       \$454  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$454  = 1'h0;
     end
   end
@@ -9273,7 +9321,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$455  = b_v;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$455  = 1'h0;
     end
   end
@@ -9283,7 +9331,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$456  = \$signal$74 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$456  = 8'h00;
     end
   end
@@ -9293,7 +9341,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$457  = \$like$75 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$457  = 1'h0;
     end
   end
@@ -9303,7 +9351,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$458  = b_oy;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$458  = 3'h0;
     end
   end
@@ -9313,7 +9361,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$459  = b_win_0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$459  = 10'h000;
     end
   end
@@ -9323,7 +9371,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$460  = b_win_1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$460  = 10'h000;
     end
   end
@@ -9333,7 +9381,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$461  = b_win_2;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$461  = 10'h000;
     end
   end
@@ -9346,7 +9394,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$462  = \$signal$82 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$462  = 8'h00;
     end
   end
@@ -9402,7 +9450,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+module \top.block_0_1.finder.queue (w_en, w_rdy, r_rdy, r_data, r_en, e2_rst, w_port__data, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9421,10 +9469,12 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire \$7 ;
   wire \$8 ;
   wire [2:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 1'h0 *)
   wire consume;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   reg [1:0] level = 2'h0;
   (* init = 1'h0 *)
   wire produce;
@@ -9438,8 +9488,6 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire [16:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [16:0] w_data;
   input w_en;
   wire w_en;
@@ -9456,7 +9504,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     storage[0] = 17'h00000;
     storage[1] = 17'h00000;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -9478,11 +9526,11 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
@@ -9490,7 +9538,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$1 ) begin
       \$15  = \$2 [0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$15  = 1'h0;
     end
   end
@@ -9500,7 +9548,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$3 ) begin
       \$16  = \$4 [0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$16  = 1'h0;
     end
   end
@@ -9513,7 +9561,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$13 ) begin
       \$17  = \$14 [1:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$17  = 2'h0;
     end
   end
@@ -9526,7 +9574,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
+module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, e2_clk
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
@@ -9740,10 +9788,12 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   output busy;
   reg busy = 1'h0;
   reg [1:0] c_gi = 2'h0;
-  input clk;
-  wire clk;
   output [4:0] done_rows;
   reg [4:0] done_rows = 5'h00;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire [44:0] entry;
   wire \entry.bad ;
   wire \entry.first ;
@@ -9842,8 +9892,6 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg [3:0] row_tag_2 = 4'hf;
   reg [3:0] row_tag_3 = 4'hf;
   reg rp = 1'h0;
-  input rst;
-  wire rst;
   reg [2:0] shape_h_m1 = 3'h0;
   reg [2:0] shape_w_m1 = 3'h0;
   input [39:0] sites_in__payload;
@@ -10028,91 +10076,91 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$141  = w_en & \$140 ;
   assign \$142  = \$signal$67  ? 8'h00 : bitmap_3;
   assign \$143  = \$142  | \$28 [7:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c_gi <= \$144 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prev_any <= \$145 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal  <= \$146 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$21  <= \$147 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     shape_h_m1 <= \$148 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     shape_w_m1 <= \$149 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_0 <= \$150 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_0_valid <= \$151 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_0_outside <= \$152 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_0_permit <= \$153 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_1 <= \$154 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_1_valid <= \$155 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_1_outside <= \$156 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_1_permit <= \$157 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$60  <= \$158 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rp <= \$159 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     done_rows <= \$160 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     busy <= \$161 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     eof_seen <= \$162 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$40  <= \$163 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     error <= \$164 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     has_last <= \$165 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     last_y <= \$166 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_en <= \$167 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$67  <= \$168 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_set <= \$169 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_slot <= got[33:32];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_x <= got[37:35];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_y <= got[34:32];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_addr <= { got[33:32], got[37:35], got[41:40] };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_data <= got[31:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     acc_eof <= \$170 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     bitmap_0 <= \$171 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     row_tag_0 <= \$172 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     bitmap_1 <= \$173 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     row_tag_1 <= \$174 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     bitmap_2 <= \$175 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     row_tag_2 <= \$176 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     bitmap_3 <= \$177 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     row_tag_3 <= \$178 ;
   \top.block_0_1.line_buffer.mem  mem (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .r_data(rd_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -10128,7 +10176,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$144  = \$34 [1:0];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$144  = 2'h0;
     end
   end
@@ -10145,7 +10193,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         end
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$145  = 1'h0;
     end
   end
@@ -10174,14 +10222,14 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$148  = height_m1;
-    if (rst) begin
+    if (e2_rst) begin
       \$148  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$149  = width_m1;
-    if (rst) begin
+    if (e2_rst) begin
       \$149  = 3'h0;
     end
   end
@@ -10203,21 +10251,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$151  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$152  = \$52 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$153  = \$60 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$153  = 1'h0;
     end
   end
@@ -10239,21 +10287,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$155  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$156  = \$77 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$157  = \$85 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$157  = 1'h0;
     end
   end
@@ -10263,7 +10311,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$88 ) begin
       \$158  = \$89 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$158  = 1'h0;
     end
   end
@@ -10273,7 +10321,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (take) begin
       \$159  = \$90 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$159  = 1'h0;
     end
   end
@@ -10286,7 +10334,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$160  = 5'h00;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$160  = 5'h00;
     end
   end
@@ -10299,7 +10347,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$161  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$161  = 1'h0;
     end
   end
@@ -10314,7 +10362,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$162  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$162  = 1'h0;
     end
   end
@@ -10332,7 +10380,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$163  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$163  = 1'h0;
     end
   end
@@ -10352,7 +10400,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$164  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$164  = 1'h0;
     end
   end
@@ -10370,7 +10418,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$165  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$165  = 1'h0;
     end
   end
@@ -10385,35 +10433,35 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$166  = got[34:32];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$166  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$167  = \$122 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$168  = \$126 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$169  = got[43];
-    if (rst) begin
+    if (e2_rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$170  = \$127 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$170  = 1'h0;
     end
   end
@@ -10423,7 +10471,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$129 ) begin
       \$171  = \$131 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$171  = 8'h00;
     end
   end
@@ -10438,7 +10486,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$172  = 4'hf;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$172  = 4'hf;
     end
   end
@@ -10448,7 +10496,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$133 ) begin
       \$173  = \$135 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$173  = 8'h00;
     end
   end
@@ -10463,7 +10511,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$174  = 4'hf;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$174  = 4'hf;
     end
   end
@@ -10473,7 +10521,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$137 ) begin
       \$175  = \$139 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$175  = 8'h00;
     end
   end
@@ -10488,7 +10536,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$176  = 4'hf;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$176  = 4'hf;
     end
   end
@@ -10498,7 +10546,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$141 ) begin
       \$177  = \$143 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$177  = 8'h00;
     end
   end
@@ -10513,7 +10561,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$178  = 4'hf;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$178  = 4'hf;
     end
   end
@@ -10625,12 +10673,14 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+module \top.block_0_1.line_buffer.mem (e2_rst, w_en, w_addr, w_data, r_data, rd__addr, e2_clk);
   wire [6:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire [6:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
@@ -10640,8 +10690,6 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [6:0] rd__addr;
   wire [31:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [6:0] w_addr;
   wire [6:0] w_addr;
   input [31:0] w_data;
@@ -10779,16 +10827,16 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
     mem[126] = 32'd0;
     mem[127] = 32'd0;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [31:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -10799,7 +10847,7 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, sums__payload, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$10 ;
@@ -10829,8 +10877,6 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [18:0] acc_1 = 19'h00000;
   reg [18:0] acc_2 = 19'h00000;
   reg [18:0] acc_3 = 19'h00000;
-  input clk;
-  wire clk;
   wire [11:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
@@ -10840,6 +10886,10 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   reg [11:0] mac_ctl_d1 = 12'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
@@ -10892,8 +10942,6 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
-  input rst;
-  wire rst;
   input [75:0] steps__payload;
   wire [75:0] steps__payload;
   wire \steps__payload.first ;
@@ -10943,72 +10991,72 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$14  = $signed(\$13 ) + $signed(prod_3_3_p);
   assign \$15  = mac_ctl_d2[1] | mac_ctl_d2[10];
   assign \$16  = mac_v_d2 & \$15 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     operands <= steps__payload;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     op_v <= \$17 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_0_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_0_0_b <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_1_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_1_1_b <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_1_1_p <= { \$2 [15], \$2  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_2_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_2_2_b <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_2_2_p <= { \$3 [15], \$3  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_3_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_3_3_b <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_3_3_p <= { \$4 [15], \$4  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     mac_ctl_d1 <= ctl;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     mac_ctl_d2 <= mac_ctl_d1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     mac_v_d1 <= \$18 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     mac_v_d2 <= \$19 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     acc_0 <= \$20 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     acc_1 <= \$21 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     acc_2 <= \$22 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     acc_3 <= \$23 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     out_v <= \$24 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     out_meta <= mac_ctl_d2[11:2];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$17  = steps__valid;
-    if (rst) begin
+    if (e2_rst) begin
       \$17  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$18  = op_v;
-    if (rst) begin
+    if (e2_rst) begin
       \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$19  = mac_v_d1;
-    if (rst) begin
+    if (e2_rst) begin
       \$19  = 1'h0;
     end
   end
@@ -11043,7 +11091,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$24  = \$16 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$24  = 1'h0;
     end
   end
@@ -11123,7 +11171,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+module \top.block_0_1.out_queue (r_en, r_rdy, r_data, e2_rst, w_port__data, w_en, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11142,10 +11190,12 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire \$7 ;
   wire \$8 ;
   wire [6:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 5'h00 *)
   wire [4:0] consume;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   reg [5:0] level = 6'h00;
   (* init = 5'h00 *)
   wire [4:0] produce;
@@ -11159,8 +11209,6 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire [39:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [39:0] w_data;
   input w_en;
   wire w_en;
@@ -11206,7 +11254,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     storage[30] = 40'h0000000000;
     storage[31] = 40'h0000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -11228,11 +11276,11 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
@@ -11240,7 +11288,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$1 ) begin
       \$15  = \$2 [4:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$15  = 5'h00;
     end
   end
@@ -11250,7 +11298,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$3 ) begin
       \$16  = \$4 [4:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$16  = 5'h00;
     end
   end
@@ -11263,7 +11311,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$13 ) begin
       \$17  = \$14 [5:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$17  = 6'h00;
     end
   end
@@ -11276,12 +11324,14 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_1.requant (e2_rst, w_en, w_data, w_addr, rd__addr, r_data, e2_clk);
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
@@ -11291,8 +11341,6 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [1:0] w_addr;
   wire [1:0] w_addr;
   input [127:0] w_data;
@@ -11306,16 +11354,16 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[2] = 128'h00000000000000000000000000000000;
     mem[3] = 128'h00000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [127:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -11326,7 +11374,7 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
@@ -11415,8 +11463,10 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire clamp_1_over;
   wire clamp_2_over;
   wire clamp_3_over;
-  input clk;
-  wire clk;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   output [41:0] feats__payload;
   reg [41:0] feats__payload = 42'h00000000000;
   wire [31:0] \feats__payload.data ;
@@ -11489,8 +11539,6 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
   reg rq_v3_d1 = 1'h0;
-  input rst;
-  wire rst;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
   reg [15:0] scale_2 = 16'h0000;
@@ -11556,117 +11604,117 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire sums__valid;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     beat_d1 <= sums__payload;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     beat_d2 <= beat_d1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     beat_v_d1 <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     beat_v_d2 <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     biased_0 <= \$13 [18:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     biased_1 <= \$14 [18:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     biased_2 <= \$15 [18:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     biased_3 <= \$16 [18:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scale_0 <= rq_data[79:64];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scale_1 <= rq_data[95:80];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scale_2 <= rq_data[111:96];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scale_3 <= rq_data[127:112];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_meta1_d1 <= beat_d2[85:76];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_v1_d1 <= \$47 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp10_a <= biased_0[18:17];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp10_p <= { \$18 [17], \$18  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_sum <= \$19 [34:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp10_a <= biased_1[18:17];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp10_p <= { \$21 [17], \$21  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_sum <= \$22 [34:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp10_a <= biased_2[18:17];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp10_p <= { \$24 [17], \$24  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_sum <= \$25 [34:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp10_a <= biased_3[18:17];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp10_p <= { \$27 [17], \$27  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_sum <= \$28 [34:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_meta2_d1 <= rq_meta1_d1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_meta2_d2 <= rq_meta2_d1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_meta2_d3 <= rq_meta2_d2;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_v2_d1 <= \$48 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_v2_d2 <= \$49 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_v2_d3 <= \$50 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rounded_0 <= \$30 [19:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rounded_1 <= \$32 [19:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rounded_2 <= \$34 [19:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rounded_3 <= \$36 [19:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_meta3_d1 <= rq_meta2_d3;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rq_v3_d1 <= \$51 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     feats__payload <= \$52 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     feats__valid <= \$53 ;
   assign \$5  = ~ rounded_0[19];
   assign \$6  = | rounded_0[18:7];
@@ -11709,56 +11757,56 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$45  = sums__valid;
-    if (rst) begin
+    if (e2_rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$46  = beat_v_d1;
-    if (rst) begin
+    if (e2_rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$47  = beat_v_d2;
-    if (rst) begin
+    if (e2_rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$48  = rq_v1_d1;
-    if (rst) begin
+    if (e2_rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$49  = rq_v2_d1;
-    if (rst) begin
+    if (e2_rst) begin
       \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$50  = rq_v2_d2;
-    if (rst) begin
+    if (e2_rst) begin
       \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$51  = rq_v2_d3;
-    if (rst) begin
+    if (e2_rst) begin
       \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$53  = rq_v3_d1;
-    if (rst) begin
+    if (e2_rst) begin
       \$53  = 1'h0;
     end
   end
@@ -11873,7 +11921,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+module \top.block_0_1.sequencer (can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, e2_rst, steps__valid, steps__payload, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12001,12 +12049,14 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   wire busy;
   input can_emit;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [2:0] col;
   reg [2:0] col_0 = 3'h0;
   reg [2:0] col_1 = 3'h0;
   reg [2:0] col_2 = 3'h0;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   reg first_r = 1'h0;
   reg go_last = 1'h0;
   wire issue;
@@ -12043,8 +12093,6 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg [1:0] q_slot_2 = 2'h0;
   output [2:0] row;
   wire [2:0] row;
-  input rst;
-  wire rst;
   reg s_err = 1'h0;
   reg s_gi = 1'h0;
   reg [1:0] s_go = 2'h0;
@@ -12178,95 +12226,95 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$73  = \$72  | \$signal$10 ;
   assign \$74  = p_cnt == 1'h1;
   assign \$75  = s_err & \$signal$10 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     p_v <= \$76 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     p_site <= \$77 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     p_cnt <= \$78 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_slot_0 <= \$79 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_col_0 <= \$80 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_slot_1 <= \$81 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_col_1 <= \$82 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_slot_2 <= \$83 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_col_2 <= \$84 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     first_r <= \$85 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_gi <= \$86 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal  <= \$87 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_rem <= \$88 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_n <= \$89 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$7  <= \$90 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_go <= \$91 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     go_last <= \$92 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sv <= \$93 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$10  <= \$94 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_err <= \$95 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$17  <= \$96 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_ox <= \$97 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$44  <= \$98 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$45  <= \$99 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     slot_0 <= \$100 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     slot_1 <= \$101 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     slot_2 <= \$102 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     col_0 <= \$103 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     col_1 <= \$104 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     col_2 <= \$105 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$55  <= \$106 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$56  <= \$107 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_last <= \$108 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_oh <= \$4 [8:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$like  <= s_go;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_gi <= s_gi;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_meta <= \$109 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_slot_0 <= slot_0;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_slot_1 <= slot_1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_slot_2 <= slot_2;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_col_0 <= col_0;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_col_1 <= col_1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     q_col_2 <= col_2;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     steps__valid <= \$110 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     steps__payload <= \$111 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
@@ -12277,7 +12325,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$44 ) begin
       \$76  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$76  = 1'h0;
     end
   end
@@ -12294,7 +12342,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$44 ) begin
       \$78  = \$53 [3:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$78  = 4'h0;
     end
   end
@@ -12358,7 +12406,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$85  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$85  = 1'h0;
     end
   end
@@ -12376,7 +12424,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$86  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$86  = 1'h0;
     end
   end
@@ -12394,7 +12442,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$87  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$87  = 1'h0;
     end
   end
@@ -12416,7 +12464,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$88  = p_site[14:6];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$88  = 9'h000;
     end
   end
@@ -12438,7 +12486,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$89  = p_cnt;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$89  = 4'h0;
     end
   end
@@ -12460,7 +12508,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$90  = \$74 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$90  = 1'h0;
     end
   end
@@ -12481,7 +12529,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$91  = 2'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$91  = 2'h0;
     end
   end
@@ -12502,7 +12550,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$92  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$92  = 1'h0;
     end
   end
@@ -12517,7 +12565,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$93  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$93  = 1'h0;
     end
   end
@@ -12527,7 +12575,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$94  = p_site[15];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$94  = 1'h0;
     end
   end
@@ -12537,7 +12585,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$95  = p_site[16];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$95  = 1'h0;
     end
   end
@@ -12561,7 +12609,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$98  = p_site[14:6];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$98  = 9'h000;
     end
   end
@@ -12571,7 +12619,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$99  = p_cnt;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$99  = 4'h0;
     end
   end
@@ -12620,28 +12668,28 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$106  = issue;
-    if (rst) begin
+    if (e2_rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$107  = first_r;
-    if (rst) begin
+    if (e2_rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$108  = last;
-    if (rst) begin
+    if (e2_rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$110  = \$signal$55 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$110  = 1'h0;
     end
   end
@@ -12697,12 +12745,14 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_1.weights (e2_rst, w_en, w_data, w_addr, rd__addr, r_data, e2_clk);
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
@@ -12712,8 +12762,6 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [5:0] w_addr;
   wire [5:0] w_addr;
   input [31:0] w_data;
@@ -12787,16 +12835,16 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[62] = 32'd0;
     mem[63] = 32'd0;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [31:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -12807,7 +12855,7 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__payload, identity__valid, clk);
+module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_out__ready, e3_rst, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__payload, identity__valid, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12872,10 +12920,12 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [4:0] done_rows;
   wire [4:0] \done_rows$36 ;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire eof_seen;
   wire \eof_seen$38 ;
   wire error;
@@ -13003,8 +13053,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   wire [2:0] \row$99 ;
   wire rq_addr;
   wire [271:0] rq_data;
-  input rst;
-  wire rst;
   wire [8:0] sites__payload;
   wire [8:0] \sites__payload$47 ;
   wire \sites__payload$47.eof ;
@@ -13157,35 +13205,35 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   reg [2:0] width_m1 = 3'h0;
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c_tap <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \w_addr$8  <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_addr <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     permit_row <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     read_v_d1 <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     steps__valid <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     read_first_d1 <= steps__payload[8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     read_first_d2 <= read_first_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     read_last_d1 <= steps__payload[9];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     read_last_d2 <= read_last_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     read_meta_d1 <= steps__payload[18:10];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     read_meta_d2 <= read_meta_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sites_out__valid <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sites_out__payload <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
@@ -13220,28 +13268,29 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \$26  = inflight + beat;
   assign \$27  = sites_out__valid & sites_out__ready;
   assign \$28  = \$26  - \$27 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_en <= \$29 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \w_en$11  <= \$30 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     p_data <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     pcount <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     loaded <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     height_m1 <= \$34 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     width_m1 <= \$35 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c_in <= \$36 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c_out <= \$37 ;
   \top.block_0_2.finder  finder (
     .bitmaps(bitmaps),
-    .clk(clk),
     .done_rows(done_rows),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -13249,7 +13298,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .last_y(last_y),
     .r_en(sites__ready),
     .row(row),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__valid(sites__valid),
     .tags(tags)
@@ -13257,8 +13305,9 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   \top.block_0_2.line_buffer  line_buffer (
     .bitmaps(bitmaps),
     .busy(busy),
-    .clk(clk),
     .done_rows(done_rows),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -13270,7 +13319,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .permit_row(permit_row),
     .r_addr(steps__payload[5:0]),
     .rd_data(rd_data),
-    .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
     .sites_in__valid(sites_in__valid),
@@ -13278,40 +13326,40 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .width_m1(width_m1)
   );
   \top.block_0_2.mac_array  mac_array (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .out_v(sums__valid),
-    .rst(rst),
     .steps__payload(\steps__payload$57 ),
     .steps__valid(steps__valid),
     .sums__payload(sums__payload)
   );
   \top.block_0_2.out_queue  out_queue (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(\r_data$105 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
-    .rst(rst),
     .w_en(\w_en$79 ),
     .w_port__data(tok)
   );
   \top.block_0_2.requant  requant (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(rq_data),
     .rd__addr(sums__payload[166]),
-    .rst(rst),
     .w_addr(\w_addr$8 ),
     .w_data(p_data),
     .w_en(\w_en$11 )
   );
   \top.block_0_2.requantiser  requantiser (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .feats__payload(feats__payload),
     .feats__valid(\w_en$79 ),
     .identity__payload(identity__payload),
     .identity__ready(identity__ready),
     .identity__valid(identity__valid),
     .rq_data(rq_data),
-    .rst(rst),
     .sums__payload(sums__payload),
     .sums__valid(sums__valid)
   );
@@ -13319,9 +13367,9 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .beat(beat),
     .busy(\busy$97 ),
     .can_emit(can_emit),
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .row(\row$99 ),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
@@ -13329,10 +13377,10 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .steps__valid(\steps__valid$101 )
   );
   \top.block_0_2.weights  weights (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(r_data),
     .rd__addr(steps__payload[7:6]),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(p_data[255:0]),
     .w_en(w_en)
@@ -13351,7 +13399,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         end
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$38  = 4'h0;
     end
   end
@@ -13384,21 +13432,21 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     if (frame_reset) begin
       \$41  = 5'h02;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$41  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$42  = \steps__valid$101 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$43  = read_v_d1;
-    if (rst) begin
+    if (e3_rst) begin
       \$43  = 1'h0;
     end
   end
@@ -13410,7 +13458,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     end else if (sites_out__ready) begin
       \$44  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$44  = 1'h0;
     end
   end
@@ -13424,7 +13472,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$46  = \$28 [5:0];
-    if (rst) begin
+    if (e3_rst) begin
       \$46  = 6'h00;
     end
   end
@@ -13452,7 +13500,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$29  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$29  = 1'h0;
     end
   end
@@ -13467,7 +13515,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$30  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$30  = 1'h0;
     end
   end
@@ -13489,7 +13537,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$32  = \$7 [2:0];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$32  = 3'h0;
     end
   end
@@ -13504,7 +13552,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$33  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$33  = 1'h0;
     end
   end
@@ -13516,7 +13564,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$34  = params__payload[2:0];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$34  = 3'h0;
     end
   end
@@ -13528,7 +13576,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$35  = params__payload[5:3];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$35  = 3'h0;
     end
   end
@@ -13542,7 +13590,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$36  = \$12 [1:0];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$36  = 2'h0;
     end
   end
@@ -13558,7 +13606,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         end
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$37  = 1'h0;
     end
   end
@@ -13779,7 +13827,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+module \top.block_0_2.finder (frame_reset, row, sites__valid, sites__payload, r_en, e3_rst, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -14105,11 +14153,13 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg c1_win_0 = 1'h0;
   reg [2:0] c_row = 3'h0;
   wire chunk_oh;
-  input clk;
-  wire clk;
   reg [4:0] cy = 5'h00;
   input [4:0] done_rows;
   wire [4:0] done_rows;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg ends = 1'h0;
   reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
@@ -14152,8 +14202,6 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   output [2:0] row;
   wire [2:0] row;
   reg [2:0] rows_row = 3'h0;
-  input rst;
-  wire rst;
   reg [2:0] s_row = 3'h0;
   reg [1:0] sel_0 = 2'h0;
   wire [2:0] site_x;
@@ -14383,124 +14431,124 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$221  = \$signal$50  ? { 1'h0, s_row } : \$220 ;
   assign \$222  = \$signal$45  ? { 1'h0, w_row } : \$221 ;
   assign \$223  = \$signal$42  ? { 1'h0, c_row } : \$222 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$29  <= \$224 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     has_last_r <= \$225 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$33  <= \$226 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$36  <= \$227 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$37  <= \$228 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$40  <= \$229 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     issued <= \$230 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$42  <= \$231 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c_row <= \$232 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$45  <= \$233 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     nz <= \$234 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     nz_zero <= \$235 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$49  <= \$236 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_row <= \$237 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$50  <= \$238 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     win_0 <= \$239 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_row <= \$240 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$54  <= \$241 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sel_0 <= \$242 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     ends <= \$243 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     i_in_row_0 <= \$244 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     i_row <= \$245 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     i_top <= \$246 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     f_row <= \$247 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     cy <= \$248 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     need <= \$249 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     eof_pend <= \$250 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$11  <= \$251 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal  <= \$252 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$like  <= \$253 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$13  <= \$254 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c1_win_0 <= \$255 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$63  <= \$256 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     b_rest <= \$257 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$68  <= \$258 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     b_v <= \$259 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$like$64  <= \$260 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     b_oy <= \$261 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     b_win_0 <= \$262 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$69  <= \$263 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$70  <= \$264 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$71  <= \$265 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$like$72  <= \$266 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$73  <= \$267 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a3_rest_zero <= \$268 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a3_win_0 <= \$269 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$76  <= \$270 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a2_oy <= \$271 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$77  <= \$272 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a2_bits <= \$273 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a_v <= \$274 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a_oh <= \$275 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     eof_done <= \$276 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$24  <= \$277 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$26  <= \$278 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rows_row <= \$279 ;
   \top.block_0_2.finder.queue  queue (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(sites__payload),
     .r_en(r_en),
     .r_rdy(sites__valid),
-    .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data),
     .w_rdy(w_rdy)
@@ -14524,14 +14572,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$224  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$225  = has_last;
-    if (rst) begin
+    if (e3_rst) begin
       \$225  = 1'h0;
     end
   end
@@ -14541,7 +14589,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$226  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$226  = 1'h0;
     end
   end
@@ -14551,21 +14599,21 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$227  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$228  = \$23 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$229  = \$24 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$229  = 1'h0;
     end
   end
@@ -14581,7 +14629,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$230  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$230  = 1'h0;
     end
   end
@@ -14594,7 +14642,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$231  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$231  = 1'h0;
     end
   end
@@ -14604,7 +14652,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$232  = w_row;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$232  = 3'h0;
     end
   end
@@ -14617,7 +14665,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$233  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$233  = 1'h0;
     end
   end
@@ -14630,7 +14678,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$234  = \$192 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$234  = 1'h0;
     end
   end
@@ -14643,7 +14691,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$235  = \$193 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$235  = 1'h1;
     end
   end
@@ -14660,7 +14708,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$237  = s_row;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$237  = 3'h0;
     end
   end
@@ -14673,7 +14721,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$238  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$238  = 1'h0;
     end
   end
@@ -14690,7 +14738,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$240  = i_row;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$240  = 3'h0;
     end
   end
@@ -14706,7 +14754,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$241  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$241  = 1'h0;
     end
   end
@@ -14729,7 +14777,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$243  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$243  = 1'h0;
     end
   end
@@ -14752,7 +14800,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$245  = f_row[2:0];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$245  = 3'h0;
     end
   end
@@ -14765,7 +14813,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$246  = \$70 ;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$246  = 1'h0;
     end
   end
@@ -14781,7 +14829,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$247  = 4'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$247  = 4'h0;
     end
   end
@@ -14797,7 +14845,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$248  = 5'h00;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$248  = 5'h00;
     end
   end
@@ -14813,7 +14861,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$249  = 5'h01;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$249  = 5'h01;
     end
   end
@@ -14826,7 +14874,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$213 ) begin
       \$250  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$250  = 1'h0;
     end
   end
@@ -14836,7 +14884,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$251  = b_v;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$251  = 1'h0;
     end
   end
@@ -14846,7 +14894,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$252  = \$signal$63 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$252  = 8'h00;
     end
   end
@@ -14856,7 +14904,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$253  = \$like$64 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$253  = 1'h0;
     end
   end
@@ -14866,7 +14914,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$254  = b_oy;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$254  = 3'h0;
     end
   end
@@ -14876,7 +14924,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$255  = b_win_0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$255  = 1'h0;
     end
   end
@@ -14889,7 +14937,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$256  = \$signal$70 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$256  = 8'h00;
     end
   end
@@ -14902,7 +14950,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$257  = \$116 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$257  = 8'h00;
     end
   end
@@ -14915,7 +14963,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$258  = \$118 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$258  = 1'h1;
     end
   end
@@ -14925,7 +14973,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$259  = \$signal$69 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$259  = 1'h0;
     end
   end
@@ -14935,7 +14983,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$260  = \$like$72 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$260  = 1'h0;
     end
   end
@@ -14945,7 +14993,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$261  = \$signal$73 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$261  = 3'h0;
     end
   end
@@ -14955,7 +15003,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$262  = a3_win_0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$262  = 1'h0;
     end
   end
@@ -14965,7 +15013,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$263  = \$signal$76 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$263  = 1'h0;
     end
   end
@@ -14975,7 +15023,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$264  = \$15 [7:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$264  = 8'h00;
     end
   end
@@ -14985,7 +15033,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$265  = \$125 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$265  = 8'h00;
     end
   end
@@ -14995,7 +15043,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$266  = \$signal$77 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$266  = 1'h0;
     end
   end
@@ -15005,7 +15053,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$267  = a2_oy;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$267  = 3'h0;
     end
   end
@@ -15015,7 +15063,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$268  = \$157 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$268  = 1'h1;
     end
   end
@@ -15025,7 +15073,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$269  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$269  = 1'h0;
     end
   end
@@ -15038,7 +15086,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$270  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$270  = 1'h0;
     end
   end
@@ -15048,7 +15096,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$271  = c_row;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$271  = 3'h0;
     end
   end
@@ -15058,7 +15106,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$272  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$272  = 1'h0;
     end
   end
@@ -15068,7 +15116,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$273  = \$171 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$273  = 8'h00;
     end
   end
@@ -15081,7 +15129,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$274  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$274  = 1'h0;
     end
   end
@@ -15091,7 +15139,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$275  = \$18 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$275  = 1'h0;
     end
   end
@@ -15104,7 +15152,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$276  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$276  = 1'h0;
     end
   end
@@ -15114,14 +15162,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$277  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$278  = \$219 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$278  = 3'h0;
     end
   end
@@ -15131,7 +15179,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$279  = 3'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$279  = 3'h0;
     end
   end
@@ -15185,7 +15233,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+module \top.block_0_2.finder.queue (w_en, w_rdy, r_rdy, r_data, r_en, e3_rst, w_port__data, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -15204,10 +15252,12 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire \$7 ;
   wire \$8 ;
   wire [2:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 1'h0 *)
   wire consume;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg [1:0] level = 2'h0;
   (* init = 1'h0 *)
   wire produce;
@@ -15221,8 +15271,6 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire [8:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [8:0] w_data;
   input w_en;
   wire w_en;
@@ -15239,7 +15287,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     storage[0] = 9'h000;
     storage[1] = 9'h000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -15261,11 +15309,11 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -15273,7 +15321,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$1 ) begin
       \$15  = \$2 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$15  = 1'h0;
     end
   end
@@ -15283,7 +15331,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$3 ) begin
       \$16  = \$4 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$16  = 1'h0;
     end
   end
@@ -15296,7 +15344,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$13 ) begin
       \$17  = \$14 [1:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$17  = 2'h0;
     end
   end
@@ -15309,7 +15357,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
+module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, e3_clk
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -15507,10 +15555,12 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   output busy;
   reg busy = 1'h0;
   reg [1:0] c_gi = 2'h0;
-  input clk;
-  wire clk;
   output [4:0] done_rows;
   reg [4:0] done_rows = 5'h00;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire [44:0] entry;
   wire \entry.bad ;
   wire \entry.first ;
@@ -15607,8 +15657,6 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg [3:0] row_tag_0 = 4'hf;
   reg [3:0] row_tag_1 = 4'hf;
   reg rp = 1'h0;
-  input rst;
-  wire rst;
   reg [2:0] shape_h_m1 = 3'h0;
   reg [2:0] shape_w_m1 = 3'h0;
   input [39:0] sites_in__payload;
@@ -15782,83 +15830,83 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$133  = w_en & \$132 ;
   assign \$134  = \$signal$63  ? 8'h00 : bitmap_1;
   assign \$135  = \$134  | \$28 [7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c_gi <= \$136 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prev_any <= \$137 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal  <= \$138 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$17  <= \$139 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     shape_h_m1 <= \$140 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     shape_w_m1 <= \$141 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_0 <= \$142 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_0_valid <= \$143 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_0_outside <= \$144 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_0_permit <= \$145 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_1 <= \$146 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_1_valid <= \$147 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_1_outside <= \$148 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_1_permit <= \$149 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$56  <= \$150 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rp <= \$151 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     done_rows <= \$152 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     busy <= \$153 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     eof_seen <= \$154 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$36  <= \$155 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     error <= \$156 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     has_last <= \$157 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     last_y <= \$158 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_en <= \$159 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$63  <= \$160 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_set <= \$161 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_slot <= got[32];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_x <= got[37:35];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_y <= got[34:32];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_addr <= { got[32], got[37:35], got[41:40] };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_data <= got[31:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_eof <= \$162 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     bitmap_0 <= \$163 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     row_tag_0 <= \$164 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     bitmap_1 <= \$165 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     row_tag_1 <= \$166 ;
   \top.block_0_2.line_buffer.mem  mem (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(rd_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -15874,7 +15922,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$136  = \$34 [1:0];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$136  = 2'h0;
     end
   end
@@ -15891,7 +15939,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         end
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$137  = 1'h0;
     end
   end
@@ -15920,14 +15968,14 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$140  = height_m1;
-    if (rst) begin
+    if (e3_rst) begin
       \$140  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$141  = width_m1;
-    if (rst) begin
+    if (e3_rst) begin
       \$141  = 3'h0;
     end
   end
@@ -15949,21 +15997,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$143  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$144  = \$52 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$145  = \$60 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$145  = 1'h0;
     end
   end
@@ -15985,21 +16033,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$147  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$148  = \$77 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$149  = \$85 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$149  = 1'h0;
     end
   end
@@ -16009,7 +16057,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$88 ) begin
       \$150  = \$89 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$150  = 1'h0;
     end
   end
@@ -16019,7 +16067,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (take) begin
       \$151  = \$90 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$151  = 1'h0;
     end
   end
@@ -16032,7 +16080,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$152  = 5'h00;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$152  = 5'h00;
     end
   end
@@ -16045,7 +16093,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$153  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$153  = 1'h0;
     end
   end
@@ -16060,7 +16108,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$154  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$154  = 1'h0;
     end
   end
@@ -16078,7 +16126,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$155  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$155  = 1'h0;
     end
   end
@@ -16098,7 +16146,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$156  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$156  = 1'h0;
     end
   end
@@ -16116,7 +16164,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$157  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$157  = 1'h0;
     end
   end
@@ -16131,35 +16179,35 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$158  = got[34:32];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$158  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$159  = \$122 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$160  = \$126 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$161  = got[43];
-    if (rst) begin
+    if (e3_rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$162  = \$127 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$162  = 1'h0;
     end
   end
@@ -16169,7 +16217,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$129 ) begin
       \$163  = \$131 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$163  = 8'h00;
     end
   end
@@ -16184,7 +16232,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$164  = 4'hf;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$164  = 4'hf;
     end
   end
@@ -16194,7 +16242,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$133 ) begin
       \$165  = \$135 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$165  = 8'h00;
     end
   end
@@ -16209,7 +16257,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$166  = 4'hf;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$166  = 4'hf;
     end
   end
@@ -16314,12 +16362,14 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+module \top.block_0_2.line_buffer.mem (e3_rst, w_en, w_addr, w_data, r_data, rd__addr, e3_clk);
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
@@ -16329,8 +16379,6 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [5:0] w_addr;
   wire [5:0] w_addr;
   input [31:0] w_data;
@@ -16404,16 +16452,16 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
     mem[62] = 32'd0;
     mem[63] = 32'd0;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [31:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -16424,7 +16472,7 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, sums__payload, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
@@ -16524,8 +16572,6 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [19:0] acc_5 = 20'h00000;
   reg [19:0] acc_6 = 20'h00000;
   reg [19:0] acc_7 = 20'h00000;
-  input clk;
-  wire clk;
   wire [10:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
@@ -16535,6 +16581,10 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg [10:0] mac_ctl_d1 = 11'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
@@ -16691,8 +16741,6 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [7:0] prod_7_3_a = 8'h00;
   reg [7:0] prod_7_3_b = 8'h00;
   reg [16:0] prod_7_3_p = 17'h00000;
-  input rst;
-  wire rst;
   input [298:0] steps__payload;
   wire [298:0] steps__payload;
   wire \steps__payload.first ;
@@ -16833,285 +16881,285 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$74  = $signed(\$73 ) + $signed(tree_7_l2_0);
   assign \$75  = mac_ctl_d4[1] | mac_ctl_d4[9];
   assign \$76  = mac_v_d4 & \$75 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     operands <= steps__payload;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     op_v <= \$77 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_0_b <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_1_b <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_1_p <= { \$2 [15], \$2  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_2_b <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_2_p <= { \$3 [15], \$3  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_3_b <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_3_p <= { \$4 [15], \$4  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_0_b <= operands[71:64];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_0_p <= { \$5 [15], \$5  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_1_b <= operands[79:72];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_1_p <= { \$6 [15], \$6  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_2_b <= operands[87:80];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_2_p <= { \$7 [15], \$7  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_3_b <= operands[95:88];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_3_p <= { \$8 [15], \$8  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_0_b <= operands[103:96];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_0_p <= { \$9 [15], \$9  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_1_b <= operands[111:104];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_1_p <= { \$10 [15], \$10  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_2_b <= operands[119:112];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_2_p <= { \$11 [15], \$11  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_3_b <= operands[127:120];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_3_p <= { \$12 [15], \$12  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_0_b <= operands[135:128];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_0_p <= { \$13 [15], \$13  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_1_b <= operands[143:136];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_1_p <= { \$14 [15], \$14  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_2_b <= operands[151:144];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_2_p <= { \$15 [15], \$15  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_3_b <= operands[159:152];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_3_p <= { \$16 [15], \$16  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_0_b <= operands[167:160];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_0_p <= { \$17 [15], \$17  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_1_b <= operands[175:168];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_1_p <= { \$18 [15], \$18  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_2_b <= operands[183:176];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_2_p <= { \$19 [15], \$19  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_3_b <= operands[191:184];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_3_p <= { \$20 [15], \$20  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_0_b <= operands[199:192];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_0_p <= { \$21 [15], \$21  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_1_b <= operands[207:200];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_1_p <= { \$22 [15], \$22  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_2_b <= operands[215:208];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_2_p <= { \$23 [15], \$23  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_3_b <= operands[223:216];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_3_p <= { \$24 [15], \$24  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_0_b <= operands[231:224];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_0_p <= { \$25 [15], \$25  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_1_b <= operands[239:232];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_1_p <= { \$26 [15], \$26  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_2_b <= operands[247:240];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_2_p <= { \$27 [15], \$27  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_3_b <= operands[255:248];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_3_p <= { \$28 [15], \$28  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_0_b <= operands[263:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_0_p <= { \$29 [15], \$29  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_1_b <= operands[271:264];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_1_p <= { \$30 [15], \$30  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_2_b <= operands[279:272];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_2_p <= { \$31 [15], \$31  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_3_b <= operands[287:280];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_3_p <= { \$32 [15], \$32  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_0_l1_0 <= { \$33 [17], \$33 [17], \$33  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_0_l1_1 <= { \$34 [17], \$34 [17], \$34  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_0_l2_0 <= \$35 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_1_l1_0 <= { \$36 [17], \$36 [17], \$36  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_1_l1_1 <= { \$37 [17], \$37 [17], \$37  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_1_l2_0 <= \$38 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_2_l1_0 <= { \$39 [17], \$39 [17], \$39  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_2_l1_1 <= { \$40 [17], \$40 [17], \$40  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_2_l2_0 <= \$41 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_3_l1_0 <= { \$42 [17], \$42 [17], \$42  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_3_l1_1 <= { \$43 [17], \$43 [17], \$43  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_3_l2_0 <= \$44 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_4_l1_0 <= { \$45 [17], \$45 [17], \$45  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_4_l1_1 <= { \$46 [17], \$46 [17], \$46  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_4_l2_0 <= \$47 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_5_l1_0 <= { \$48 [17], \$48 [17], \$48  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_5_l1_1 <= { \$49 [17], \$49 [17], \$49  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_5_l2_0 <= \$50 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_6_l1_0 <= { \$51 [17], \$51 [17], \$51  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_6_l1_1 <= { \$52 [17], \$52 [17], \$52  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_6_l2_0 <= \$53 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_7_l1_0 <= { \$54 [17], \$54 [17], \$54  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_7_l1_1 <= { \$55 [17], \$55 [17], \$55  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_7_l2_0 <= \$56 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     mac_ctl_d1 <= ctl;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     mac_ctl_d2 <= mac_ctl_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     mac_ctl_d3 <= mac_ctl_d2;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     mac_ctl_d4 <= mac_ctl_d3;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     mac_v_d1 <= \$78 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     mac_v_d2 <= \$79 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     mac_v_d3 <= \$80 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     mac_v_d4 <= \$81 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_0 <= \$82 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_1 <= \$83 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_2 <= \$84 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_3 <= \$85 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_4 <= \$86 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_5 <= \$87 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_6 <= \$88 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_7 <= \$89 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     out_v <= \$90 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     out_meta <= mac_ctl_d4[10:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
@@ -17125,35 +17173,35 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$77  = steps__valid;
-    if (rst) begin
+    if (e3_rst) begin
       \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$78  = op_v;
-    if (rst) begin
+    if (e3_rst) begin
       \$78  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$79  = mac_v_d1;
-    if (rst) begin
+    if (e3_rst) begin
       \$79  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$80  = mac_v_d2;
-    if (rst) begin
+    if (e3_rst) begin
       \$80  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$81  = mac_v_d3;
-    if (rst) begin
+    if (e3_rst) begin
       \$81  = 1'h0;
     end
   end
@@ -17216,7 +17264,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$90  = \$76 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$90  = 1'h0;
     end
   end
@@ -17324,7 +17372,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+module \top.block_0_2.out_queue (r_en, r_rdy, r_data, e3_rst, w_port__data, w_en, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17343,10 +17391,12 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire \$7 ;
   wire \$8 ;
   wire [6:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 5'h00 *)
   wire [4:0] consume;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg [5:0] level = 6'h00;
   (* init = 5'h00 *)
   wire [4:0] produce;
@@ -17360,8 +17410,6 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire [71:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [71:0] w_data;
   input w_en;
   wire w_en;
@@ -17407,7 +17455,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     storage[30] = 72'h000000000000000000;
     storage[31] = 72'h000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -17429,11 +17477,11 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
@@ -17441,7 +17489,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$1 ) begin
       \$15  = \$2 [4:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$15  = 5'h00;
     end
   end
@@ -17451,7 +17499,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$3 ) begin
       \$16  = \$4 [4:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$16  = 5'h00;
     end
   end
@@ -17464,7 +17512,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$13 ) begin
       \$17  = \$14 [5:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$17  = 6'h00;
     end
   end
@@ -17477,12 +17525,14 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_2.requant (e3_rst, w_en, w_data, w_addr, rd__addr, r_data, e3_clk);
   wire \$signature__addr ;
   wire [271:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire r_addr;
   output [271:0] r_data;
   reg [271:0] r_data = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
@@ -17492,8 +17542,6 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire rd__addr;
   wire [271:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input w_addr;
   wire w_addr;
   input [271:0] w_data;
@@ -17505,16 +17553,16 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[0] = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
     mem[1] = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [271:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -17525,7 +17573,7 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__payload, identity__valid, clk);
+module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__payload, identity__valid, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
@@ -17808,9 +17856,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   wire clamp_6_under;
   wire clamp_7_over;
   wire clamp_7_under;
-  input clk;
-  wire clk;
   reg draining = 1'h0;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   output [72:0] feats__payload;
   reg [72:0] feats__payload = 73'h0000000000000000000;
   wire [63:0] \feats__payload.data ;
@@ -17966,8 +18016,6 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg rq_v2_d3 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   reg rq_v4_d1 = 1'h0;
-  input rst;
-  wire rst;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
   reg [15:0] scale_2 = 16'h0000;
@@ -18312,394 +18360,394 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \$210  = clamp_6_over ? 8'h7f : \$209 ;
   assign \$211  = clamp_7_under ? 8'h81 : with_identity_7[7:0];
   assign \$212  = clamp_7_over ? 8'h7f : \$211 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     beat_d1 <= sums__payload;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     beat_d2 <= beat_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     beat_v_d1 <= \$213 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     beat_v_d2 <= \$214 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     biased_0 <= \$64 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     biased_1 <= \$65 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     biased_2 <= \$66 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     biased_3 <= \$67 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     biased_4 <= \$68 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     biased_5 <= \$69 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     biased_6 <= \$70 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     biased_7 <= \$71 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scale_0 <= rq_data[143:128];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scale_1 <= rq_data[159:144];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scale_2 <= rq_data[175:160];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scale_3 <= rq_data[191:176];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scale_4 <= rq_data[207:192];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scale_5 <= rq_data[223:208];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scale_6 <= rq_data[239:224];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scale_7 <= rq_data[255:240];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_meta1_d1 <= beat_d2[168:160];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_v1_d1 <= \$215 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp00_p <= { 1'h0, \$72  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp10_a <= biased_0[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp10_p <= { \$73 [18], \$73  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_sum <= \$74 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp00_p <= { 1'h0, \$75  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp10_a <= biased_1[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp10_p <= { \$76 [18], \$76  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_sum <= \$77 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp00_p <= { 1'h0, \$78  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp10_a <= biased_2[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp10_p <= { \$79 [18], \$79  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_sum <= \$80 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp00_p <= { 1'h0, \$81  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp10_a <= biased_3[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp10_p <= { \$82 [18], \$82  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_sum <= \$83 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp00_a <= biased_4[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp00_b <= scale_4;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp00_p <= { 1'h0, \$84  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp10_a <= biased_4[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp10_b <= scale_4;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp10_p <= { \$85 [18], \$85  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_sum <= \$86 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp00_a <= biased_5[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp00_b <= scale_5;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp00_p <= { 1'h0, \$87  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp10_a <= biased_5[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp10_b <= scale_5;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp10_p <= { \$88 [18], \$88  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_sum <= \$89 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp00_a <= biased_6[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp00_b <= scale_6;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp00_p <= { 1'h0, \$90  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp10_a <= biased_6[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp10_b <= scale_6;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp10_p <= { \$91 [18], \$91  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_sum <= \$92 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp00_a <= biased_7[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp00_b <= scale_7;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp00_p <= { 1'h0, \$93  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp10_a <= biased_7[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp10_b <= scale_7;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp10_p <= { \$94 [18], \$94  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_sum <= \$95 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_meta2_d1 <= rq_meta1_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_meta2_d2 <= rq_meta2_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_meta2_d3 <= rq_meta2_d2;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_v2_d1 <= \$216 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_v2_d2 <= \$217 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_v2_d3 <= \$218 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rounded_0 <= \$97 [20:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rounded_1 <= \$99 [20:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rounded_2 <= \$101 [20:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rounded_3 <= \$103 [20:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rounded_4 <= \$105 [20:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rounded_5 <= \$107 [20:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rounded_6 <= \$109 [20:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rounded_7 <= \$111 [20:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_meta3_d1 <= rq_meta2_d3;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_v3_d1 <= \$219 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     draining <= \$220 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_0 <= \$122 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_1 <= \$128 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_2 <= \$134 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_3 <= \$140 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_4 <= \$146 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_5 <= \$152 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_6 <= \$158 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_7 <= \$164 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_0_d1 <= x_id_0;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_1_d1 <= x_id_1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_2_d1 <= x_id_2;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_3_d1 <= x_id_3;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_4_d1 <= x_id_4;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_5_d1 <= x_id_5;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_6_d1 <= x_id_6;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     x_id_7_d1 <= x_id_7;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_0_a <= x_id_0_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_0_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_0_p <= { \$165 [23], \$165  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_1_a <= x_id_1_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_1_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_1_p <= { \$166 [23], \$166  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_2_a <= x_id_2_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_2_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_2_p <= { \$167 [23], \$167  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_3_a <= x_id_3_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_3_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_3_p <= { \$168 [23], \$168  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_4_a <= x_id_4_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_4_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_4_p <= { \$169 [23], \$169  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_5_a <= x_id_5_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_5_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_5_p <= { \$170 [23], \$170  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_6_a <= x_id_6_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_6_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_6_p <= { \$171 [23], \$171  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_7_a <= x_id_7_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_7_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_7_p <= { \$172 [23], \$172  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_0 <= \$174 [9:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_1 <= \$176 [9:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_2 <= \$178 [9:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_3 <= \$180 [9:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_4 <= \$182 [9:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_5 <= \$184 [9:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_6 <= \$186 [9:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_7 <= \$188 [9:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_0_d1 <= id_rounded_0;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_0_d2 <= id_rounded_0_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_1_d1 <= id_rounded_1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_1_d2 <= id_rounded_1_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_2_d1 <= id_rounded_2;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_2_d2 <= id_rounded_2_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_3_d1 <= id_rounded_3;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_3_d2 <= id_rounded_3_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_4_d1 <= id_rounded_4;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_4_d2 <= id_rounded_4_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_5_d1 <= id_rounded_5;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_5_d2 <= id_rounded_5_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_6_d1 <= id_rounded_6;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_6_d2 <= id_rounded_6_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_7_d1 <= id_rounded_7;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_rounded_7_d2 <= id_rounded_7_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     with_identity_0 <= \$189 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     with_identity_1 <= \$190 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     with_identity_2 <= \$191 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     with_identity_3 <= \$192 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     with_identity_4 <= \$193 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     with_identity_5 <= \$194 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     with_identity_6 <= \$195 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     with_identity_7 <= \$196 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_meta4_d1 <= rq_meta3_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rq_v4_d1 <= \$221 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     feats__payload <= \$222 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     feats__valid <= \$223 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$213  = sums__valid;
-    if (rst) begin
+    if (e3_rst) begin
       \$213  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$214  = beat_v_d1;
-    if (rst) begin
+    if (e3_rst) begin
       \$214  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$215  = beat_v_d2;
-    if (rst) begin
+    if (e3_rst) begin
       \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$216  = rq_v1_d1;
-    if (rst) begin
+    if (e3_rst) begin
       \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$217  = rq_v2_d1;
-    if (rst) begin
+    if (e3_rst) begin
       \$217  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$218  = rq_v2_d2;
-    if (rst) begin
+    if (e3_rst) begin
       \$218  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$219  = rq_v2_d3;
-    if (rst) begin
+    if (e3_rst) begin
       \$219  = 1'h0;
     end
   end
@@ -18711,21 +18759,21 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
     end else if (draining) begin
       \$220  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$221  = rq_v3_d1;
-    if (rst) begin
+    if (e3_rst) begin
       \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$223  = rq_v4_d1;
-    if (rst) begin
+    if (e3_rst) begin
       \$223  = 1'h0;
     end
   end
@@ -18907,7 +18955,7 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+module \top.block_0_2.sequencer (can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, e3_rst, steps__valid, steps__payload, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18986,9 +19034,11 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   wire busy;
   input can_emit;
   wire can_emit;
-  input clk;
-  wire clk;
   reg [2:0] col_0 = 3'h0;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg first_r = 1'h0;
   reg go_last = 1'h0;
   wire issue;
@@ -19017,8 +19067,6 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg q_slot_0 = 1'h0;
   output [2:0] row;
   wire [2:0] row;
-  input rst;
-  wire rst;
   reg s_err = 1'h0;
   reg [1:0] s_gi = 2'h0;
   reg s_go = 1'h0;
@@ -19068,71 +19116,71 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$31  = last & go_last;
   assign \$32  = \$31  | \$signal$10 ;
   assign \$34  = s_err & \$signal$10 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     p_v <= \$35 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     p_site <= \$36 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     p_cnt <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     next_slot_0 <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     next_col_0 <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     first_r <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_gi <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal  <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_rem <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_n <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$7  <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_go <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     go_last <= \$47 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sv <= \$48 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$10  <= \$49 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_err <= \$50 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$17  <= \$51 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_ox <= \$52 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$30  <= \$53 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$31  <= \$54 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     slot_0 <= \$55 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     col_0 <= \$56 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$37  <= \$57 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$38  <= \$58 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_last <= \$59 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_oh <= \$4 [0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$like  <= s_go;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_gi <= s_gi;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_meta <= \$60 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_slot_0 <= slot_0;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_col_0 <= col_0;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     steps__valid <= \$61 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     steps__payload <= \$62 ;
   assign \$1  = ~ p_v;
   assign sites__ready = \$1  | p_take;
@@ -19177,7 +19225,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$35  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$35  = 1'h0;
     end
   end
@@ -19194,7 +19242,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$37  = \$16 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$37  = 1'h0;
     end
   end
@@ -19230,7 +19278,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$40  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$40  = 1'h0;
     end
   end
@@ -19248,7 +19296,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$41  = 2'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$41  = 2'h0;
     end
   end
@@ -19266,7 +19314,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$42  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$42  = 1'h0;
     end
   end
@@ -19288,7 +19336,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$43  = p_site[6];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$43  = 1'h0;
     end
   end
@@ -19310,7 +19358,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$44  = p_cnt;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$44  = 1'h0;
     end
   end
@@ -19332,7 +19380,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$45  = \$33 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$45  = 1'h0;
     end
   end
@@ -19353,7 +19401,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$46  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$46  = 1'h0;
     end
   end
@@ -19374,7 +19422,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$47  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$47  = 1'h0;
     end
   end
@@ -19389,7 +19437,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$48  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$48  = 1'h0;
     end
   end
@@ -19399,7 +19447,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$49  = p_site[7];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$49  = 1'h0;
     end
   end
@@ -19409,7 +19457,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$50  = p_site[8];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$50  = 1'h0;
     end
   end
@@ -19433,7 +19481,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$53  = p_site[6];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$53  = 1'h0;
     end
   end
@@ -19443,7 +19491,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$54  = p_cnt;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$54  = 1'h0;
     end
   end
@@ -19464,28 +19512,28 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$57  = issue;
-    if (rst) begin
+    if (e3_rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$58  = first_r;
-    if (rst) begin
+    if (e3_rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$59  = last;
-    if (rst) begin
+    if (e3_rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$61  = \$signal$37 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$61  = 1'h0;
     end
   end
@@ -19543,12 +19591,14 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_2.weights (e3_rst, w_en, w_data, w_addr, rd__addr, r_data, e3_clk);
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire [1:0] r_addr;
   output [255:0] r_data;
   reg [255:0] r_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -19558,8 +19608,6 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] rd__addr;
   wire [255:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [1:0] w_addr;
   wire [1:0] w_addr;
   input [255:0] w_data;
@@ -19573,16 +19621,16 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     mem[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [255:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -19593,7 +19641,7 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_out__valid, sites_out__payload, params__payload, params__valid, sites_in__payload);
+module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, sites_out__ready, e0_rst, sites_out__valid, sites_out__payload, params__payload, params__valid, sites_in__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -19671,10 +19719,12 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [5:0] done_rows;
   wire [5:0] \done_rows$36 ;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire eof_seen;
   wire \eof_seen$38 ;
   wire error;
@@ -19765,8 +19815,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   wire [2:0] \row$93 ;
   wire rq_addr;
   wire [127:0] rq_data;
-  input rst;
-  wire rst;
   wire [16:0] sites__payload;
   wire [16:0] \sites__payload$47 ;
   wire \sites__payload$47.eof ;
@@ -19911,37 +19959,37 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   reg [3:0] width_m1 = 4'h0;
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c_out <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c_tap <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \w_addr$8  <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_addr <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     permit_row <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     read_v_d1 <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     steps__valid <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     read_first_d1 <= steps__payload[12];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     read_first_d2 <= read_first_d1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     read_last_d1 <= steps__payload[13];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     read_last_d2 <= read_last_d1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     read_meta_d1 <= steps__payload[22:14];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     read_meta_d2 <= read_meta_d1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sites_out__valid <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sites_out__payload <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
@@ -19975,26 +20023,27 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \$27  = inflight + beat;
   assign \$28  = sites_out__valid & sites_out__ready;
   assign \$29  = \$27  - \$28 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_en <= \$30 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \w_en$11  <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     p_data <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     pcount <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     loaded <= \$34 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     height_m1 <= \$35 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     width_m1 <= \$36 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c_in <= \$37 ;
   \top.conv1.finder  finder (
     .bitmaps(bitmaps),
-    .clk(clk),
     .done_rows(done_rows),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -20002,7 +20051,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .last_y(last_y),
     .r_en(sites__ready),
     .row(row),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__valid(sites__valid),
     .tags(tags)
@@ -20010,8 +20058,9 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   \top.conv1.line_buffer  line_buffer (
     .bitmaps(bitmaps),
     .busy(busy),
-    .clk(clk),
     .done_rows(done_rows),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -20023,7 +20072,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .permit_row(permit_row),
     .r_addr(steps__payload[6:0]),
     .rd_data(rd_data),
-    .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
     .sites_in__valid(sites_in__valid),
@@ -20031,37 +20079,37 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .width_m1(width_m1)
   );
   \top.conv1.mac_array  mac_array (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .out_v(sums__valid),
-    .rst(rst),
     .steps__payload(\steps__payload$57 ),
     .steps__valid(steps__valid),
     .sums__payload(sums__payload)
   );
   \top.conv1.out_queue  out_queue (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
-    .rst(rst),
     .w_en(\w_en$73 ),
     .w_port__data(tok)
   );
   \top.conv1.requant  requant (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .r_data(rq_data),
     .rd__addr(sums__payload[86]),
-    .rst(rst),
     .w_addr(\w_addr$8 ),
     .w_data(p_data),
     .w_en(\w_en$11 )
   );
   \top.conv1.requantiser  requantiser (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .feats__payload(feats__payload),
     .feats__valid(\w_en$73 ),
     .rq_data(rq_data),
-    .rst(rst),
     .sums__payload(sums__payload),
     .sums__valid(sums__valid)
   );
@@ -20069,9 +20117,9 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .beat(beat),
     .busy(\busy$91 ),
     .can_emit(can_emit),
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .row(\row$93 ),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
@@ -20079,10 +20127,10 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .steps__valid(\steps__valid$95 )
   );
   \top.conv1.weights  weights (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .r_data(r_data),
     .rd__addr(steps__payload[11:7]),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(p_data[63:0]),
     .w_en(w_en)
@@ -20099,7 +20147,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         end
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$38  = 1'h0;
     end
   end
@@ -20117,7 +20165,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         end
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$39  = 4'h0;
     end
   end
@@ -20150,21 +20198,21 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     if (frame_reset) begin
       \$42  = 6'h07;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$42  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$43  = \steps__valid$95 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$44  = read_v_d1;
-    if (rst) begin
+    if (e0_rst) begin
       \$44  = 1'h0;
     end
   end
@@ -20176,7 +20224,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     end else if (sites_out__ready) begin
       \$45  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$45  = 1'h0;
     end
   end
@@ -20190,7 +20238,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$47  = \$29 [5:0];
-    if (rst) begin
+    if (e0_rst) begin
       \$47  = 6'h00;
     end
   end
@@ -20218,7 +20266,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$30  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$30  = 1'h0;
     end
   end
@@ -20233,7 +20281,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$31  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$31  = 1'h0;
     end
   end
@@ -20255,7 +20303,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$33  = \$7 [4:0];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$33  = 5'h00;
     end
   end
@@ -20270,7 +20318,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$34  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$34  = 1'h0;
     end
   end
@@ -20282,7 +20330,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$35  = params__payload[3:0];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$35  = 4'h0;
     end
   end
@@ -20294,7 +20342,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$36  = params__payload[7:4];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$36  = 4'h0;
     end
   end
@@ -20308,7 +20356,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$37  = \$12 [0];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$37  = 1'h0;
     end
   end
@@ -20504,7 +20552,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+module \top.conv1.finder (frame_reset, row, sites__valid, sites__payload, r_en, e0_rst, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21200,14 +21248,16 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   reg [16:0] c1_win_2 = 17'h00000;
   reg [2:0] c_row = 3'h0;
   wire chunk_oh;
-  input clk;
-  wire clk;
   reg [15:0] cwin_0 = 16'h0000;
   reg [15:0] cwin_1 = 16'h0000;
   reg [15:0] cwin_2 = 16'h0000;
   reg [5:0] cy = 6'h00;
   input [5:0] done_rows;
   wire [5:0] done_rows;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   reg ends = 1'h0;
   reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
@@ -21252,8 +21302,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   output [2:0] row;
   wire [2:0] row;
   reg [2:0] rows_row = 3'h0;
-  input rst;
-  wire rst;
   reg [2:0] s_row = 3'h0;
   reg [7:0] sel_0 = 8'h00;
   reg [7:0] sel_1 = 8'h00;
@@ -21468,153 +21516,153 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   assign \$559  = \$signal$58  ? { 1'h0, s_row } : \$558 ;
   assign \$560  = \$signal$48  ? { 1'h0, w_row } : \$559 ;
   assign \$561  = \$signal$45  ? { 1'h0, c_row } : \$560 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$32  <= \$562 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     has_last_r <= \$563 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$36  <= \$564 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$39  <= \$565 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$40  <= \$566 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$43  <= \$567 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     issued <= \$568 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$45  <= \$569 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c_row <= \$570 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$48  <= \$571 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     nz <= \$572 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     nz_zero <= \$573 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$53  <= \$574 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     cwin_0 <= \$575 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     cwin_1 <= \$576 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     cwin_2 <= \$577 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_row <= \$578 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$58  <= \$579 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     win_0 <= \$580 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     win_1 <= \$581 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     win_2 <= \$582 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_row <= \$583 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$64  <= \$584 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sel_0 <= \$585 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sel_1 <= \$586 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sel_2 <= \$587 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     ends <= \$588 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_in_row_0 <= \$589 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_in_row_1 <= \$590 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_in_row_2 <= \$591 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_row <= \$592 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_top <= \$593 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     f_row <= \$594 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     cy <= \$595 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     need <= \$596 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     eof_pend <= \$597 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$11  <= \$598 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal  <= \$599 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$like  <= \$600 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$13  <= \$601 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c1_win_0 <= \$602 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c1_win_1 <= \$603 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c1_win_2 <= \$604 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$75  <= \$605 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_rest <= \$606 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$81  <= \$607 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_v <= \$608 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$like$76  <= \$609 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_oy <= \$610 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_win_0 <= \$611 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_win_1 <= \$612 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_win_2 <= \$613 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$82  <= \$614 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$83  <= \$615 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$84  <= \$616 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$like$85  <= \$617 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$86  <= \$618 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a3_rest_zero <= \$619 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a3_win_0 <= \$620 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a3_win_1 <= \$621 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a3_win_2 <= \$622 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$91  <= \$623 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_oy <= \$624 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$92  <= \$625 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_bits <= \$626 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_win_0 <= \$627 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_win_1 <= \$628 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_win_2 <= \$629 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a_v <= \$630 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a_oh <= \$631 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     eof_done <= \$632 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$27  <= \$633 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$29  <= \$634 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rows_row <= \$635 ;
   assign \$1  = \$signal [1] | \$signal [3];
   assign \$2  = \$1  | \$signal [5];
@@ -21979,11 +22027,11 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   assign \$361  = i_in_row_1[2:0] == 3'h6;
   assign \$362  = tags[34:30] == i_in_row_1;
   \top.conv1.finder.queue  queue (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .r_data(sites__payload),
     .r_en(r_en),
     .r_rdy(sites__valid),
-    .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data),
     .w_rdy(w_rdy)
@@ -22007,14 +22055,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$562  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$562  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$563  = has_last;
-    if (rst) begin
+    if (e0_rst) begin
       \$563  = 1'h0;
     end
   end
@@ -22024,7 +22072,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$564  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$564  = 1'h0;
     end
   end
@@ -22034,21 +22082,21 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$565  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$565  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$566  = \$159 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$566  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$567  = \$161 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$567  = 1'h0;
     end
   end
@@ -22064,7 +22112,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$568  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$568  = 1'h0;
     end
   end
@@ -22077,7 +22125,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$171 ) begin
       \$569  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$569  = 1'h0;
     end
   end
@@ -22087,7 +22135,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$171 ) begin
       \$570  = w_row;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$570  = 3'h0;
     end
   end
@@ -22100,7 +22148,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$253 ) begin
       \$571  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$571  = 1'h0;
     end
   end
@@ -22113,7 +22161,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$528 ) begin
       \$572  = \$530 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$572  = 1'h0;
     end
   end
@@ -22126,7 +22174,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$528 ) begin
       \$573  = \$531 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$573  = 1'h1;
     end
   end
@@ -22164,7 +22212,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$253 ) begin
       \$578  = s_row;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$578  = 3'h0;
     end
   end
@@ -22177,7 +22225,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$302 ) begin
       \$579  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$579  = 1'h0;
     end
   end
@@ -22208,7 +22256,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$302 ) begin
       \$583  = i_row;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$583  = 3'h0;
     end
   end
@@ -22224,7 +22272,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$584  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$584  = 1'h0;
     end
   end
@@ -22281,7 +22329,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$588  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$588  = 1'h0;
     end
   end
@@ -22324,7 +22372,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$592  = f_row[2:0];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$592  = 3'h0;
     end
   end
@@ -22337,7 +22385,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$593  = \$405 ;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$593  = 1'h0;
     end
   end
@@ -22353,7 +22401,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$594  = 4'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$594  = 4'h0;
     end
   end
@@ -22369,7 +22417,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$595  = 6'h00;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$595  = 6'h00;
     end
   end
@@ -22385,7 +22433,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$596  = 6'h02;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$596  = 6'h02;
     end
   end
@@ -22398,7 +22446,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$551 ) begin
       \$597  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$597  = 1'h0;
     end
   end
@@ -22408,7 +22456,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$598  = b_v;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$598  = 1'h0;
     end
   end
@@ -22418,7 +22466,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$599  = \$signal$75 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$599  = 8'h00;
     end
   end
@@ -22428,7 +22476,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$600  = \$like$76 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$600  = 1'h0;
     end
   end
@@ -22438,7 +22486,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$601  = b_oy;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$601  = 3'h0;
     end
   end
@@ -22448,7 +22496,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$602  = b_win_0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$602  = 17'h00000;
     end
   end
@@ -22458,7 +22506,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$603  = b_win_1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$603  = 17'h00000;
     end
   end
@@ -22468,7 +22516,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$604  = b_win_2;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$604  = 17'h00000;
     end
   end
@@ -22481,7 +22529,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$605  = \$signal$83 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$605  = 8'h00;
     end
   end
@@ -22494,7 +22542,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$606  = \$451 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$606  = 8'h00;
     end
   end
@@ -22507,7 +22555,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$607  = \$453 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$607  = 1'h1;
     end
   end
@@ -22517,7 +22565,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$608  = \$signal$82 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$608  = 1'h0;
     end
   end
@@ -22527,7 +22575,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$609  = \$like$85 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$609  = 1'h0;
     end
   end
@@ -22537,7 +22585,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$610  = \$signal$86 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$610  = 3'h0;
     end
   end
@@ -22547,7 +22595,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$611  = a3_win_0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$611  = 17'h00000;
     end
   end
@@ -22557,7 +22605,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$612  = a3_win_1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$612  = 17'h00000;
     end
   end
@@ -22567,7 +22615,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$613  = a3_win_2;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$613  = 17'h00000;
     end
   end
@@ -22577,7 +22625,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$614  = \$signal$91 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$614  = 1'h0;
     end
   end
@@ -22587,7 +22635,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$615  = \$150 [7:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$615  = 8'h00;
     end
   end
@@ -22597,7 +22645,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$616  = \$460 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$616  = 8'h00;
     end
   end
@@ -22607,7 +22655,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$617  = \$signal$92 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$617  = 1'h0;
     end
   end
@@ -22617,7 +22665,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$618  = a2_oy;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$618  = 3'h0;
     end
   end
@@ -22627,7 +22675,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$619  = \$492 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$619  = 1'h1;
     end
   end
@@ -22637,7 +22685,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$620  = a2_win_0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$620  = 17'h00000;
     end
   end
@@ -22647,7 +22695,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$621  = a2_win_1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$621  = 17'h00000;
     end
   end
@@ -22657,7 +22705,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$622  = a2_win_2;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$622  = 17'h00000;
     end
   end
@@ -22670,7 +22718,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$623  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$623  = 1'h0;
     end
   end
@@ -22680,7 +22728,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$624  = c_row;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$624  = 3'h0;
     end
   end
@@ -22690,7 +22738,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$625  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$625  = 1'h0;
     end
   end
@@ -22700,7 +22748,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$626  = \$506 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$626  = 8'h00;
     end
   end
@@ -22710,7 +22758,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$627  = \$507 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$627  = 17'h00000;
     end
   end
@@ -22720,7 +22768,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$628  = \$508 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$628  = 17'h00000;
     end
   end
@@ -22730,7 +22778,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$629  = \$509 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$629  = 17'h00000;
     end
   end
@@ -22743,7 +22791,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$528 ) begin
       \$630  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$630  = 1'h0;
     end
   end
@@ -22753,7 +22801,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$528 ) begin
       \$631  = \$153 [0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$631  = 1'h0;
     end
   end
@@ -22766,7 +22814,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$632  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$632  = 1'h0;
     end
   end
@@ -22776,14 +22824,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$633  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$633  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$634  = \$557 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$634  = 3'h0;
     end
   end
@@ -22793,7 +22841,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$635  = 3'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$635  = 3'h0;
     end
   end
@@ -22859,7 +22907,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+module \top.conv1.finder.queue (w_en, w_rdy, r_rdy, r_data, r_en, e0_rst, w_port__data, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22878,10 +22926,12 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
   wire \$7 ;
   wire \$8 ;
   wire [2:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 1'h0 *)
   wire consume;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   reg [1:0] level = 2'h0;
   (* init = 1'h0 *)
   wire produce;
@@ -22895,8 +22945,6 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
   wire [16:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [16:0] w_data;
   input w_en;
   wire w_en;
@@ -22913,7 +22961,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     storage[0] = 17'h00000;
     storage[1] = 17'h00000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -22935,11 +22983,11 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
@@ -22947,7 +22995,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     if (\$1 ) begin
       \$15  = \$2 [0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$15  = 1'h0;
     end
   end
@@ -22957,7 +23005,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     if (\$3 ) begin
       \$16  = \$4 [0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$16  = 1'h0;
     end
   end
@@ -22970,7 +23018,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     if (\$13 ) begin
       \$17  = \$14 [1:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$17  = 2'h0;
     end
   end
@@ -22983,7 +23031,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
+module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites_in__ready, e0_rst, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
@@ -23227,10 +23275,12 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   output busy;
   reg busy = 1'h0;
   reg c_gi = 1'h0;
-  input clk;
-  wire clk;
   output [5:0] done_rows;
   reg [5:0] done_rows = 6'h00;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire [29:0] entry;
   wire \entry.bad ;
   wire \entry.first ;
@@ -23325,8 +23375,6 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   reg [4:0] row_tag_6 = 5'h1f;
   reg [4:0] row_tag_7 = 5'h1f;
   reg rp = 1'h0;
-  input rst;
-  wire rst;
   reg [3:0] shape_h_m1 = 4'h0;
   reg [3:0] shape_w_m1 = 4'h0;
   input [25:0] sites_in__payload;
@@ -23529,107 +23577,107 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   assign \$157  = w_en & \$156 ;
   assign \$158  = \$signal$75  ? 16'h0000 : bitmap_7;
   assign \$159  = \$158  | \$28 [15:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c_gi <= \$160 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prev_any <= \$161 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal  <= \$162 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$29  <= \$163 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     shape_h_m1 <= \$164 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     shape_w_m1 <= \$165 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_0 <= \$166 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_0_valid <= \$167 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_0_outside <= \$168 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_0_permit <= \$169 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_1 <= \$170 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_1_valid <= \$171 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_1_outside <= \$172 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_1_permit <= \$173 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$68  <= \$174 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rp <= \$175 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     done_rows <= \$176 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     busy <= \$177 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     eof_seen <= \$178 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$48  <= \$179 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     error <= \$180 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     has_last <= \$181 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     last_y <= \$182 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_en <= \$183 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$75  <= \$184 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_set <= \$185 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_slot <= got[18:16];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_x <= got[23:20];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_y <= got[19:16];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_addr <= { got[18:16], got[23:20] };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_data <= got[15:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     acc_eof <= \$186 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     bitmap_0 <= \$187 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     row_tag_0 <= \$188 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     bitmap_1 <= \$189 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     row_tag_1 <= \$190 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     bitmap_2 <= \$191 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     row_tag_2 <= \$192 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     bitmap_3 <= \$193 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     row_tag_3 <= \$194 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     bitmap_4 <= \$195 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     row_tag_4 <= \$196 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     bitmap_5 <= \$197 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     row_tag_5 <= \$198 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     bitmap_6 <= \$199 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     row_tag_6 <= \$200 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     bitmap_7 <= \$201 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     row_tag_7 <= \$202 ;
   \top.conv1.line_buffer.mem  mem (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .r_data(rd_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -23645,7 +23693,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$160  = \$34 [0];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$160  = 1'h0;
     end
   end
@@ -23662,7 +23710,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         end
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$161  = 1'h0;
     end
   end
@@ -23691,14 +23739,14 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$164  = height_m1;
-    if (rst) begin
+    if (e0_rst) begin
       \$164  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$165  = width_m1;
-    if (rst) begin
+    if (e0_rst) begin
       \$165  = 4'h0;
     end
   end
@@ -23720,21 +23768,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$167  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$168  = \$52 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$169  = \$60 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$169  = 1'h0;
     end
   end
@@ -23756,21 +23804,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$171  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$172  = \$77 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$173  = \$85 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$173  = 1'h0;
     end
   end
@@ -23780,7 +23828,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$88 ) begin
       \$174  = \$89 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$174  = 1'h0;
     end
   end
@@ -23790,7 +23838,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (take) begin
       \$175  = \$90 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$175  = 1'h0;
     end
   end
@@ -23803,7 +23851,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$176  = 6'h00;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$176  = 6'h00;
     end
   end
@@ -23816,7 +23864,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$177  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$177  = 1'h0;
     end
   end
@@ -23831,7 +23879,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$178  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$178  = 1'h0;
     end
   end
@@ -23849,7 +23897,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$179  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$179  = 1'h0;
     end
   end
@@ -23869,7 +23917,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$180  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$180  = 1'h0;
     end
   end
@@ -23887,7 +23935,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$181  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$181  = 1'h0;
     end
   end
@@ -23902,35 +23950,35 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$182  = got[19:16];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$182  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$183  = \$122 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$184  = \$126 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$184  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$185  = got[28];
-    if (rst) begin
+    if (e0_rst) begin
       \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$186  = \$127 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$186  = 1'h0;
     end
   end
@@ -23940,7 +23988,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$129 ) begin
       \$187  = \$131 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$187  = 16'h0000;
     end
   end
@@ -23955,7 +24003,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$188  = 5'h1f;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$188  = 5'h1f;
     end
   end
@@ -23965,7 +24013,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$133 ) begin
       \$189  = \$135 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$189  = 16'h0000;
     end
   end
@@ -23980,7 +24028,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$190  = 5'h1f;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$190  = 5'h1f;
     end
   end
@@ -23990,7 +24038,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$137 ) begin
       \$191  = \$139 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$191  = 16'h0000;
     end
   end
@@ -24005,7 +24053,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$192  = 5'h1f;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$192  = 5'h1f;
     end
   end
@@ -24015,7 +24063,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$141 ) begin
       \$193  = \$143 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$193  = 16'h0000;
     end
   end
@@ -24030,7 +24078,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$194  = 5'h1f;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$194  = 5'h1f;
     end
   end
@@ -24040,7 +24088,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$145 ) begin
       \$195  = \$147 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$195  = 16'h0000;
     end
   end
@@ -24055,7 +24103,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$196  = 5'h1f;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$196  = 5'h1f;
     end
   end
@@ -24065,7 +24113,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$149 ) begin
       \$197  = \$151 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$197  = 16'h0000;
     end
   end
@@ -24080,7 +24128,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$198  = 5'h1f;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$198  = 5'h1f;
     end
   end
@@ -24090,7 +24138,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$153 ) begin
       \$199  = \$155 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$199  = 16'h0000;
     end
   end
@@ -24105,7 +24153,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$200  = 5'h1f;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$200  = 5'h1f;
     end
   end
@@ -24115,7 +24163,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$157 ) begin
       \$201  = \$159 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$201  = 16'h0000;
     end
   end
@@ -24130,7 +24178,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$202  = 5'h1f;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$202  = 5'h1f;
     end
   end
@@ -24246,12 +24294,14 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+module \top.conv1.line_buffer.mem (e0_rst, w_en, w_addr, w_data, r_data, rd__addr, e0_clk);
   wire [6:0] \$signature__addr ;
   wire [15:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire [6:0] r_addr;
   output [15:0] r_data;
   reg [15:0] r_data = 16'h0000;
@@ -24261,8 +24311,6 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
   wire [6:0] rd__addr;
   wire [15:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [6:0] w_addr;
   wire [6:0] w_addr;
   input [15:0] w_data;
@@ -24400,16 +24448,16 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
     mem[126] = 16'h0000;
     mem[127] = 16'h0000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [15:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -24420,7 +24468,7 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__payload, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [15:0] \$1 ;
   wire [17:0] \$10 ;
@@ -24459,8 +24507,6 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   reg [19:0] acc_1 = 20'h00000;
   reg [19:0] acc_2 = 20'h00000;
   reg [19:0] acc_3 = 20'h00000;
-  input clk;
-  wire clk;
   wire [10:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
@@ -24470,6 +24516,10 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   reg [10:0] mac_ctl_d1 = 11'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
@@ -24544,8 +24594,6 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
-  input rst;
-  wire rst;
   input [90:0] steps__payload;
   wire [90:0] steps__payload;
   wire \steps__payload.first ;
@@ -24587,15 +24635,15 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   reg [19:0] tree_3_l1_0 = 20'h00000;
   (* init = 20'h00000 *)
   wire [19:0] tree_3_sum;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     acc_1 <= \$30 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     acc_2 <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     acc_3 <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     out_v <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     out_meta <= mac_ctl_d3[10:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
@@ -24621,79 +24669,79 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   assign \$22  = $signed(\$21 ) + $signed(tree_3_l1_0);
   assign \$23  = mac_ctl_d3[1] | mac_ctl_d3[9];
   assign \$24  = mac_v_d3 & \$23 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     operands <= steps__payload;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     op_v <= \$25 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_0_b <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_1_b <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_1_p <= { \$2 [15], \$2  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_0_b <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_0_p <= { \$3 [15], \$3  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_1_b <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_1_p <= { \$4 [15], \$4  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_0_b <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_0_p <= { \$5 [15], \$5  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_1_b <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_1_p <= { \$6 [15], \$6  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_0_b <= operands[71:64];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_0_p <= { \$7 [15], \$7  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_1_b <= operands[79:72];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_1_p <= { \$8 [15], \$8  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     tree_0_l1_0 <= { \$9 [17], \$9 [17], \$9  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     tree_1_l1_0 <= { \$10 [17], \$10 [17], \$10  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     tree_2_l1_0 <= { \$11 [17], \$11 [17], \$11  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     tree_3_l1_0 <= { \$12 [17], \$12 [17], \$12  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     mac_ctl_d1 <= ctl;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     mac_ctl_d2 <= mac_ctl_d1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     mac_ctl_d3 <= mac_ctl_d2;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     mac_v_d1 <= \$26 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     mac_v_d2 <= \$27 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     mac_v_d3 <= \$28 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     acc_0 <= \$29 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
@@ -24719,35 +24767,35 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$33  = \$24 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$33  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$25  = steps__valid;
-    if (rst) begin
+    if (e0_rst) begin
       \$25  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$26  = op_v;
-    if (rst) begin
+    if (e0_rst) begin
       \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$27  = mac_v_d1;
-    if (rst) begin
+    if (e0_rst) begin
       \$27  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$28  = mac_v_d2;
-    if (rst) begin
+    if (e0_rst) begin
       \$28  = 1'h0;
     end
   end
@@ -24842,7 +24890,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+module \top.conv1.out_queue (r_en, r_rdy, r_data, e0_rst, w_port__data, w_en, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -24861,10 +24909,12 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   wire \$7 ;
   wire \$8 ;
   wire [6:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 5'h00 *)
   wire [4:0] consume;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   reg [5:0] level = 6'h00;
   (* init = 5'h00 *)
   wire [4:0] produce;
@@ -24878,8 +24928,6 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   wire [39:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [39:0] w_data;
   input w_en;
   wire w_en;
@@ -24925,7 +24973,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     storage[30] = 40'h0000000000;
     storage[31] = 40'h0000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -24947,11 +24995,11 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
@@ -24959,7 +25007,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     if (\$1 ) begin
       \$15  = \$2 [4:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$15  = 5'h00;
     end
   end
@@ -24969,7 +25017,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     if (\$3 ) begin
       \$16  = \$4 [4:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$16  = 5'h00;
     end
   end
@@ -24982,7 +25030,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     if (\$13 ) begin
       \$17  = \$14 [5:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$17  = 6'h00;
     end
   end
@@ -24995,12 +25043,14 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.conv1.requant (e0_rst, w_en, w_data, w_addr, rd__addr, r_data, e0_clk);
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
@@ -25010,8 +25060,6 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire rd__addr;
   wire [127:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input w_addr;
   wire w_addr;
   input [127:0] w_data;
@@ -25023,16 +25071,16 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
     mem[0] = 128'h00000000000000000000000000000000;
     mem[1] = 128'h00000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [127:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -25043,7 +25091,7 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
@@ -25132,8 +25180,10 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire clamp_1_over;
   wire clamp_2_over;
   wire clamp_3_over;
-  input clk;
-  wire clk;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   output [40:0] feats__payload;
   reg [40:0] feats__payload = 41'h00000000000;
   wire [31:0] \feats__payload.data ;
@@ -25206,8 +25256,6 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
   reg rq_v3_d1 = 1'h0;
-  input rst;
-  wire rst;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
   reg [15:0] scale_2 = 16'h0000;
@@ -25273,117 +25321,117 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire sums__valid;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[20] ? 8'h00 : \$43 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     beat_d1 <= sums__payload;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     beat_d2 <= beat_d1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     beat_v_d1 <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     beat_v_d2 <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     biased_0 <= \$13 [19:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     biased_1 <= \$14 [19:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     biased_2 <= \$15 [19:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     biased_3 <= \$16 [19:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scale_0 <= rq_data[79:64];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scale_1 <= rq_data[95:80];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scale_2 <= rq_data[111:96];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scale_3 <= rq_data[127:112];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_meta1_d1 <= beat_d2[88:80];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_v1_d1 <= \$47 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp10_a <= biased_0[19:17];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp10_p <= { \$18 [18], \$18  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_sum <= \$19 [35:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp10_a <= biased_1[19:17];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp10_p <= { \$21 [18], \$21  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_sum <= \$22 [35:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp10_a <= biased_2[19:17];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp10_p <= { \$24 [18], \$24  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_sum <= \$25 [35:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp10_a <= biased_3[19:17];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp10_p <= { \$27 [18], \$27  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_sum <= \$28 [35:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_meta2_d1 <= rq_meta1_d1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_meta2_d2 <= rq_meta2_d1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_meta2_d3 <= rq_meta2_d2;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_v2_d1 <= \$48 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_v2_d2 <= \$49 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_v2_d3 <= \$50 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rounded_0 <= \$30 [20:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rounded_1 <= \$32 [20:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rounded_2 <= \$34 [20:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rounded_3 <= \$36 [20:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_meta3_d1 <= rq_meta2_d3;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rq_v3_d1 <= \$51 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     feats__payload <= \$52 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     feats__valid <= \$53 ;
   assign \$5  = ~ rounded_0[20];
   assign \$6  = | rounded_0[19:7];
@@ -25426,56 +25474,56 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$45  = sums__valid;
-    if (rst) begin
+    if (e0_rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$46  = beat_v_d1;
-    if (rst) begin
+    if (e0_rst) begin
       \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$47  = beat_v_d2;
-    if (rst) begin
+    if (e0_rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$48  = rq_v1_d1;
-    if (rst) begin
+    if (e0_rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$49  = rq_v2_d1;
-    if (rst) begin
+    if (e0_rst) begin
       \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$50  = rq_v2_d2;
-    if (rst) begin
+    if (e0_rst) begin
       \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$51  = rq_v2_d3;
-    if (rst) begin
+    if (e0_rst) begin
       \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$53  = rq_v3_d1;
-    if (rst) begin
+    if (e0_rst) begin
       \$53  = 1'h0;
     end
   end
@@ -25590,7 +25638,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+module \top.conv1.sequencer (can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, e0_rst, steps__valid, steps__payload, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -25724,12 +25772,14 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   wire busy;
   input can_emit;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [3:0] col;
   reg [3:0] col_0 = 4'h0;
   reg [3:0] col_1 = 4'h0;
   reg [3:0] col_2 = 4'h0;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   reg first_r = 1'h0;
   reg go_last = 1'h0;
   wire issue;
@@ -25766,8 +25816,6 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   reg [2:0] q_slot_2 = 3'h0;
   output [2:0] row;
   wire [2:0] row;
-  input rst;
-  wire rst;
   reg s_err = 1'h0;
   reg s_gi = 1'h0;
   reg s_go = 1'h0;
@@ -25907,95 +25955,95 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   assign \$79  = \$78  | \$signal$10 ;
   assign \$80  = p_cnt == 1'h1;
   assign \$81  = s_err & \$signal$10 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     p_v <= \$82 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     p_site <= \$83 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     p_cnt <= \$84 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_slot_0 <= \$85 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_col_0 <= \$86 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_slot_1 <= \$87 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_col_1 <= \$88 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_slot_2 <= \$89 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_col_2 <= \$90 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     first_r <= \$91 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_gi <= \$92 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal  <= \$93 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_rem <= \$94 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_n <= \$95 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$7  <= \$96 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_go <= \$97 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     go_last <= \$98 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sv <= \$99 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$10  <= \$100 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_err <= \$101 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$17  <= \$102 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_ox <= \$103 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$44  <= \$104 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$45  <= \$105 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     slot_0 <= \$106 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     slot_1 <= \$107 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     slot_2 <= \$108 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     col_0 <= \$109 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     col_1 <= \$110 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     col_2 <= \$111 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$55  <= \$112 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$56  <= \$113 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_last <= \$114 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_oh <= \$4 [8:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$like  <= s_go;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_gi <= s_gi;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_meta <= \$115 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_slot_0 <= slot_0;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_slot_1 <= slot_1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_slot_2 <= slot_2;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_col_0 <= col_0;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_col_1 <= col_1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     q_col_2 <= col_2;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     steps__valid <= \$116 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     steps__payload <= \$117 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
@@ -26006,7 +26054,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (\$44 ) begin
       \$82  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$82  = 1'h0;
     end
   end
@@ -26023,7 +26071,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (\$44 ) begin
       \$84  = \$53 [3:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$84  = 4'h0;
     end
   end
@@ -26087,7 +26135,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$91  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$91  = 1'h0;
     end
   end
@@ -26105,7 +26153,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$92  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$92  = 1'h0;
     end
   end
@@ -26123,7 +26171,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$93  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$93  = 1'h0;
     end
   end
@@ -26145,7 +26193,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$94  = p_site[14:6];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$94  = 9'h000;
     end
   end
@@ -26167,7 +26215,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$95  = p_cnt;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$95  = 4'h0;
     end
   end
@@ -26189,7 +26237,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$96  = \$80 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$96  = 1'h0;
     end
   end
@@ -26210,7 +26258,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$97  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$97  = 1'h0;
     end
   end
@@ -26231,7 +26279,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$98  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$98  = 1'h0;
     end
   end
@@ -26246,7 +26294,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$99  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$99  = 1'h0;
     end
   end
@@ -26256,7 +26304,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$100  = p_site[15];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$100  = 1'h0;
     end
   end
@@ -26266,7 +26314,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$101  = p_site[16];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$101  = 1'h0;
     end
   end
@@ -26290,7 +26338,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$104  = p_site[14:6];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$104  = 9'h000;
     end
   end
@@ -26300,7 +26348,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$105  = p_cnt;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$105  = 4'h0;
     end
   end
@@ -26349,28 +26397,28 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$112  = issue;
-    if (rst) begin
+    if (e0_rst) begin
       \$112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$113  = first_r;
-    if (rst) begin
+    if (e0_rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$114  = last;
-    if (rst) begin
+    if (e0_rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$116  = \$signal$55 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$116  = 1'h0;
     end
   end
@@ -26426,12 +26474,14 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.conv1.weights (e0_rst, w_en, w_data, w_addr, rd__addr, r_data, e0_clk);
   wire [4:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire [4:0] r_addr;
   output [63:0] r_data;
   reg [63:0] r_data = 64'h0000000000000000;
@@ -26441,8 +26491,6 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [4:0] rd__addr;
   wire [63:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [4:0] w_addr;
   wire [4:0] w_addr;
   input [63:0] w_data;
@@ -26484,16 +26532,16 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
     mem[30] = 64'h0000000000000000;
     mem[31] = 64'h0000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [63:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -26504,7 +26552,7 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, clk);
+module \top.gearbox1 (sites_out__ready, free, e1_rst, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$2 ;
@@ -26515,13 +26563,13 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
   reg \$7 ;
   reg [71:0] \$8 ;
   reg \$9 ;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   output free;
   wire free;
   reg part = 1'h0;
-  input rst;
-  wire rst;
   input [39:0] sites_in__payload;
   wire [39:0] sites_in__payload;
   wire [31:0] \sites_in__payload.data ;
@@ -26560,11 +26608,11 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
   assign \$2  = sites_in__valid & free;
   assign \$4  = sites_in__payload[39] | \$3 ;
   assign \$6  = part + 1'h1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sites_out__valid <= \$7 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sites_out__payload <= \$8 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     part <= \$9 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
@@ -26582,7 +26630,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$7  = 1'h0;
     end
   end
@@ -26622,7 +26670,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$8  = 72'h000000000000000000;
     end
   end
@@ -26642,7 +26690,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$9  = 1'h0;
     end
   end
@@ -26674,7 +26722,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, clk);
+module \top.identity1 (i__valid, o__ready, o__payload, e3_rst, w_data, o__valid, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26729,8 +26777,10 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   wire [9:0] \$8 ;
   wire \$9 ;
   reg [1:0] arrive = 2'h0;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg full = 1'h0;
   reg has_unread = 1'h0;
   reg [7:0] held = 8'h00;
@@ -26758,8 +26808,6 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   wire [64:0] r_data;
   (* init = 8'h00 *)
   wire [7:0] r_ptr;
-  input rst;
-  wire rst;
   reg [7:0] unread = 8'h00;
   reg [7:0] w_addr = 8'h00;
   input [64:0] w_data;
@@ -26767,31 +26815,31 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   wire w_en;
   (* init = 8'h00 *)
   wire [7:0] w_ptr;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     unread <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     pending <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     has_unread <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_addr <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     arrive <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q0 <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q1 <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q2 <= \$47 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q3 <= \$48 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_w <= \$49 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_h <= \$50 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_n <= \$51 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     o__valid <= \$52 ;
   assign i__ready = ~ full;
   assign w_en = i__valid & i__ready;
@@ -26832,17 +26880,17 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   assign \$34  = o__valid & o__ready;
   assign \$35  = q_h + 1'h1;
   assign \$36  = | \$4 [2:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     held <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     full <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_addr <= \$39 ;
   \top.identity1.ram  ram (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(r_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -26850,14 +26898,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$41  = \$25 [2:0];
-    if (rst) begin
+    if (e3_rst) begin
       \$41  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$42  = \$31 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$42  = 1'h0;
     end
   end
@@ -26867,14 +26915,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (issue) begin
       \$43  = \$32 [7:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$43  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$44  = { arrive[0], issue };
-    if (rst) begin
+    if (e3_rst) begin
       \$44  = 2'h0;
     end
   end
@@ -26937,7 +26985,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (arrive[1]) begin
       \$49  = \$33 [1:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$49  = 2'h0;
     end
   end
@@ -26947,21 +26995,21 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (\$34 ) begin
       \$50  = \$35 [1:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$50  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$51  = \$4 [2:0];
-    if (rst) begin
+    if (e3_rst) begin
       \$51  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$52  = \$36 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$52  = 1'h0;
     end
   end
@@ -26982,7 +27030,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$37  = \$8 [7:0];
-    if (rst) begin
+    if (e3_rst) begin
       \$37  = 8'h00;
     end
   end
@@ -26994,7 +27042,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end else if (\$16 ) begin
       \$38  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$38  = 1'h0;
     end
   end
@@ -27004,14 +27052,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (\$18 ) begin
       \$39  = \$19 [7:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$39  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$40  = \$22 [7:0];
-    if (rst) begin
+    if (e3_rst) begin
       \$40  = 8'h00;
     end
   end
@@ -27022,12 +27070,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.identity1.ram (w_en, e3_rst, w_data, w_addr, rd__addr, r_data, e3_clk);
   wire [7:0] \$signature__addr ;
   wire [64:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire [7:0] r_addr;
   output [64:0] r_data;
   reg [64:0] r_data = 65'h00000000000000000;
@@ -27037,8 +27087,6 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [7:0] rd__addr;
   wire [64:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [7:0] w_addr;
   wire [7:0] w_addr;
   input [64:0] w_data;
@@ -27304,16 +27352,16 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
     mem[254] = 65'h00000000000000000;
     mem[255] = 65'h00000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [64:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -27324,7 +27372,7 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o__valid, i__valid, clk);
+module \top.identity1_slice (o__ready, i__ready, i__payload, e3_rst, o__payload, o__valid, i__valid, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$2 ;
@@ -27334,8 +27382,10 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
   reg \$6 ;
   reg \$7 ;
   reg [64:0] \$8 ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   input [64:0] i__payload;
   wire [64:0] i__payload;
   output i__ready;
@@ -27350,21 +27400,19 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
   reg o__valid = 1'h0;
   (* init = 65'h00000000000000000 *)
   wire [64:0] out;
-  input rst;
-  wire rst;
   reg [64:0] skid = 65'h00000000000000000;
   reg skid_valid = 1'h0;
   assign \$1  = ~ o__valid;
   assign \$2  = \$1  | o__ready;
   assign \$3  = ~ skid_valid;
   assign \$4  = i__valid & \$3 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     o__payload <= \$5 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     o__valid <= \$6 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     skid_valid <= \$7 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     skid <= \$8 ;
   assign i__ready = ~ skid_valid;
   always @* begin
@@ -27390,7 +27438,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
         \$6  = i__valid;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$6  = 1'h0;
     end
   end
@@ -27404,7 +27452,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
     end else if (\$4 ) begin
       \$7  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$7  = 1'h0;
     end
   end
@@ -27420,7 +27468,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, word, sel, params__payload);
+module \top.params_demux (params_clk, params__valid, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, params_rst, word, sel, params__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27438,8 +27486,6 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  input clk;
-  wire clk;
   wire [127:0] out0__payload;
   input out0__ready;
   wire out0__ready;
@@ -27465,8 +27511,10 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   wire params__ready;
   input params__valid;
   wire params__valid;
-  input rst;
-  wire rst;
+  input params_clk;
+  wire params_clk;
+  input params_rst;
+  wire params_rst;
   output [3:0] sel;
   reg [3:0] sel = 4'h0;
   wire taken;
@@ -27488,9 +27536,9 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   assign \$12  = params__payload[273:272] == 1'h1;
   assign \$13  = params__payload[273:272] == 2'h2;
   assign \$14  = params__payload[273:272] == 2'h3;
-  always @(posedge clk)
+  always @(posedge params_clk)
     word <= \$15 ;
-  always @(posedge clk)
+  always @(posedge params_clk)
     sel <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
@@ -27507,7 +27555,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
     end else if (taken) begin
       \$16  = 4'h0;
     end
-    if (rst) begin
+    if (params_rst) begin
       \$16  = 4'h0;
     end
   end
@@ -27524,7 +27572,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload, pooled__payload, emitting, pooled__ready);
+module \top.pool (e3_clk, sites_in__ready, e3_rst, sites_in__valid, sites_in__payload, pooled__payload, emitting, pooled__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire [14:0] \$10 ;
@@ -27554,8 +27602,10 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   wire [14:0] \$7 ;
   wire [14:0] \$8 ;
   wire [14:0] \$9 ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   output emitting;
   reg emitting = 1'h0;
   reg error = 1'h0;
@@ -27586,8 +27636,6 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   wire pooled__ready;
   (* init = 1'h0 *)
   wire pooled__valid;
-  input rst;
-  wire rst;
   input [71:0] sites_in__payload;
   wire [71:0] sites_in__payload;
   wire [63:0] \sites_in__payload.data ;
@@ -27627,27 +27675,27 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   assign \$13  = $signed(sum_7) + $signed(sites_in__payload[63:56]);
   assign \$15  = emitting & pooled__ready;
   assign \$16  = left - 1'h1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     emitting <= \$18 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     left <= \$19 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     error <= \$20 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_0 <= \$21 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_1 <= \$22 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_2 <= \$23 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_3 <= \$24 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_4 <= \$25 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_5 <= \$26 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_6 <= \$27 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_7 <= \$28 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
@@ -27662,7 +27710,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
         \$18  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$18  = 1'h0;
     end
   end
@@ -27677,7 +27725,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$19  = \$16 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$19  = 1'h0;
     end
   end
@@ -27689,7 +27737,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
         \$20  = \$4 ;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$20  = 1'h0;
     end
   end
@@ -27708,7 +27756,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$21  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$21  = 14'h0000;
     end
   end
@@ -27727,7 +27775,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$22  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$22  = 14'h0000;
     end
   end
@@ -27746,7 +27794,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$23  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$23  = 14'h0000;
     end
   end
@@ -27765,7 +27813,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$24  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$24  = 14'h0000;
     end
   end
@@ -27784,7 +27832,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$25  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$25  = 14'h0000;
     end
   end
@@ -27803,7 +27851,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$26  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$26  = 14'h0000;
     end
   end
@@ -27822,7 +27870,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$27  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$27  = 14'h0000;
     end
   end
@@ -27841,7 +27889,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$28  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$28  = 14'h0000;
     end
   end
