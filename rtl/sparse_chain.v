@@ -5964,12 +5964,13 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg [21:0] \$46 ;
+  reg \$46 ;
   reg [21:0] \$47 ;
   reg [21:0] \$48 ;
   reg [21:0] \$49 ;
   wire [15:0] \$5 ;
-  reg \$50 ;
+  reg [21:0] \$50 ;
+  reg \$51 ;
   wire [15:0] \$6 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
@@ -6025,10 +6026,20 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d4.meta.go ;
   wire [3:0] \mac_ctl_d4.meta.ox ;
   wire [3:0] \mac_ctl_d4.meta.oy ;
+  reg [12:0] mac_ctl_d5 = 13'h0000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [10:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire \mac_ctl_d5.meta.go ;
+  wire [3:0] \mac_ctl_d5.meta.ox ;
+  wire [3:0] \mac_ctl_d5.meta.oy ;
   reg mac_v_d1 = 1'h0;
   reg mac_v_d2 = 1'h0;
   reg mac_v_d3 = 1'h0;
   reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -6052,51 +6063,67 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input rst;
   wire rst;
   input [172:0] steps__payload;
@@ -6149,11 +6176,19 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   (* init = 22'h000000 *)
   wire [21:0] tree_3_sum;
   always @(posedge clk)
+    prod_0_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
+  always @(posedge clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge clk)
     prod_0_2_b <= operands[55:48];
   always @(posedge clk)
     prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
   always @(posedge clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge clk)
@@ -6161,11 +6196,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_0_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
+  always @(posedge clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge clk)
     prod_1_0_b <= operands[71:64];
   always @(posedge clk)
     prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
   always @(posedge clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge clk)
@@ -6173,11 +6212,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_1_p <= { \$6 [15], \$6  };
   always @(posedge clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
+  always @(posedge clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge clk)
     prod_1_2_b <= operands[87:80];
   always @(posedge clk)
     prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
   always @(posedge clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge clk)
@@ -6185,11 +6228,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_3_p <= { \$8 [15], \$8  };
   always @(posedge clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
+  always @(posedge clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge clk)
     prod_2_0_b <= operands[103:96];
   always @(posedge clk)
     prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
   always @(posedge clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge clk)
@@ -6197,11 +6244,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_1_p <= { \$10 [15], \$10  };
   always @(posedge clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
+  always @(posedge clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge clk)
     prod_2_2_b <= operands[119:112];
   always @(posedge clk)
     prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
   always @(posedge clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge clk)
@@ -6209,11 +6260,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_3_p <= { \$12 [15], \$12  };
   always @(posedge clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
+  always @(posedge clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge clk)
     prod_3_0_b <= operands[135:128];
   always @(posedge clk)
     prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
   always @(posedge clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge clk)
@@ -6221,17 +6276,23 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_3_1_p <= { \$14 [15], \$14  };
   always @(posedge clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
+  always @(posedge clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge clk)
     prod_3_2_b <= operands[151:144];
   always @(posedge clk)
     prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge clk)
     prod_3_3_b <= operands[159:152];
   always @(posedge clk)
     prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge clk)
     tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
   always @(posedge clk)
@@ -6265,6 +6326,8 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     mac_ctl_d4 <= mac_ctl_d3;
   always @(posedge clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge clk)
     mac_v_d1 <= \$42 ;
   always @(posedge clk)
     mac_v_d2 <= \$43 ;
@@ -6273,17 +6336,19 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     mac_v_d4 <= \$45 ;
   always @(posedge clk)
-    acc_0 <= \$46 ;
+    mac_v_d5 <= \$46 ;
   always @(posedge clk)
-    acc_1 <= \$47 ;
+    acc_0 <= \$47 ;
   always @(posedge clk)
-    acc_2 <= \$48 ;
+    acc_1 <= \$48 ;
   always @(posedge clk)
-    acc_3 <= \$49 ;
+    acc_2 <= \$49 ;
   always @(posedge clk)
-    out_v <= \$50 ;
+    acc_3 <= \$50 ;
   always @(posedge clk)
-    out_meta <= mac_ctl_d4[12:2];
+    out_v <= \$51 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d5[12:2];
   assign \$1  = $signed({ 1'h0, prod_0_0_a }) * $signed(prod_0_0_b);
   assign \$2  = $signed({ 1'h0, prod_0_1_a }) * $signed(prod_0_1_b);
   assign \$3  = $signed({ 1'h0, prod_0_2_a }) * $signed(prod_0_2_b);
@@ -6300,30 +6365,30 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \$14  = $signed({ 1'h0, prod_3_1_a }) * $signed(prod_3_1_b);
   assign \$15  = $signed({ 1'h0, prod_3_2_a }) * $signed(prod_3_2_b);
   assign \$16  = $signed({ 1'h0, prod_3_3_a }) * $signed(prod_3_3_b);
-  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$17  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$18  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$20  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$21  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$23  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$24  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$26  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$27  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[11];
-  assign \$30  = mac_v_d4 & \$29 ;
-  assign \$31  = mac_ctl_d4[0] ? 22'h000000 : acc_0;
+  assign \$29  = ~ mac_ctl_d5[11];
+  assign \$30  = mac_v_d5 & \$29 ;
+  assign \$31  = mac_ctl_d5[0] ? 22'h000000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[0] ? 22'h000000 : acc_1;
+  assign \$33  = mac_ctl_d5[0] ? 22'h000000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[0] ? 22'h000000 : acc_2;
+  assign \$35  = mac_ctl_d5[0] ? 22'h000000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[0] ? 22'h000000 : acc_3;
+  assign \$37  = mac_ctl_d5[0] ? 22'h000000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[1] | mac_ctl_d4[11];
-  assign \$40  = mac_v_d4 & \$39 ;
+  assign \$39  = mac_ctl_d5[1] | mac_ctl_d5[11];
+  assign \$40  = mac_v_d5 & \$39 ;
   always @(posedge clk)
     operands <= steps__payload;
   always @(posedge clk)
@@ -6335,11 +6400,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
-    prod_0_1_b <= operands[47:40];
-  always @(posedge clk)
-    prod_0_1_p <= { \$2 [15], \$2  };
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$42  = op_v;
@@ -6370,37 +6433,44 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = acc_0;
-    if (\$30 ) begin
-      \$46  = \$32 [21:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = acc_1;
-    if (\$30 ) begin
-      \$47  = \$34 [21:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = acc_2;
-    if (\$30 ) begin
-      \$48  = \$36 [21:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = acc_3;
-    if (\$30 ) begin
-      \$49  = \$38 [21:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = \$40 ;
+    \$46  = mac_v_d4;
     if (rst) begin
-      \$50  = 1'h0;
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$47  = acc_0;
+    if (\$30 ) begin
+      \$47  = \$32 [21:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$48  = acc_1;
+    if (\$30 ) begin
+      \$48  = \$34 [21:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = acc_2;
+    if (\$30 ) begin
+      \$49  = \$36 [21:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = acc_3;
+    if (\$30 ) begin
+      \$50  = \$38 [21:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$51  = \$40 ;
+    if (rst) begin
+      \$51  = 1'h0;
     end
   end
   always @* begin
@@ -6475,6 +6545,14 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10];
   assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
   assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[12:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[5:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[9:6];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[10];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[11];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[12];
   assign \out_meta.oy  = out_meta[3:0];
   assign \out_meta.ox  = out_meta[7:4];
   assign \out_meta.go  = out_meta[8];
@@ -6752,8 +6830,9 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \$5 ;
   reg \$50 ;
   reg \$51 ;
-  wire [42:0] \$52 ;
-  reg \$53 ;
+  reg \$52 ;
+  wire [42:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
@@ -6855,6 +6934,12 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \rq_meta2_d3.go ;
   wire [3:0] \rq_meta2_d3.ox ;
   wire [3:0] \rq_meta2_d3.oy ;
+  reg [10:0] rq_meta2_d4 = 11'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [3:0] \rq_meta2_d4.ox ;
+  wire [3:0] \rq_meta2_d4.oy ;
   reg [10:0] rq_meta3_d1 = 11'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -6865,6 +6950,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   input rst;
   wire rst;
@@ -6877,9 +6963,11 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_0_pp10_a = 5'h00;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [21:0] scaled_0_pp10_p = 22'h000000;
+  reg [21:0] scaled_0_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_0_sum = 38'h0000000000;
   wire [37:0] scaled_0_t0;
   wire [37:0] scaled_0_t1;
@@ -6888,9 +6976,11 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_1_pp10_a = 5'h00;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [21:0] scaled_1_pp10_p = 22'h000000;
+  reg [21:0] scaled_1_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_1_sum = 38'h0000000000;
   wire [37:0] scaled_1_t0;
   wire [37:0] scaled_1_t1;
@@ -6899,9 +6989,11 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_2_pp10_a = 5'h00;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [21:0] scaled_2_pp10_p = 22'h000000;
+  reg [21:0] scaled_2_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_2_sum = 38'h0000000000;
   wire [37:0] scaled_2_t0;
   wire [37:0] scaled_2_t1;
@@ -6910,9 +7002,11 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_3_pp10_a = 5'h00;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [21:0] scaled_3_pp10_p = 22'h000000;
+  reg [21:0] scaled_3_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_3_sum = 38'h0000000000;
   wire [37:0] scaled_3_t0;
   wire [37:0] scaled_3_t1;
@@ -6931,6 +7025,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
   always @(posedge clk)
@@ -6968,11 +7063,15 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge clk)
     scaled_0_pp10_a <= biased_0[21:17];
   always @(posedge clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
     scaled_0_pp10_p <= { \$18 [20], \$18  };
+  always @(posedge clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge clk)
     scaled_0_sum <= \$19 [37:0];
   always @(posedge clk)
@@ -6982,11 +7081,15 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge clk)
     scaled_1_pp10_a <= biased_1[21:17];
   always @(posedge clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
     scaled_1_pp10_p <= { \$21 [20], \$21  };
+  always @(posedge clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge clk)
     scaled_1_sum <= \$22 [37:0];
   always @(posedge clk)
@@ -6996,11 +7099,15 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge clk)
     scaled_2_pp10_a <= biased_2[21:17];
   always @(posedge clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
     scaled_2_pp10_p <= { \$24 [20], \$24  };
+  always @(posedge clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge clk)
     scaled_2_sum <= \$25 [37:0];
   always @(posedge clk)
@@ -7010,11 +7117,15 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge clk)
     scaled_3_pp10_a <= biased_3[21:17];
   always @(posedge clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
     scaled_3_pp10_p <= { \$27 [20], \$27  };
+  always @(posedge clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
   always @(posedge clk)
     scaled_3_sum <= \$28 [37:0];
   always @(posedge clk)
@@ -7024,11 +7135,15 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge clk)
     rq_v2_d1 <= \$48 ;
   always @(posedge clk)
     rq_v2_d2 <= \$49 ;
   always @(posedge clk)
     rq_v2_d3 <= \$50 ;
+  always @(posedge clk)
+    rq_v2_d4 <= \$51 ;
   always @(posedge clk)
     rounded_0 <= \$30 [22:0];
   always @(posedge clk)
@@ -7038,13 +7153,13 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     rounded_3 <= \$36 [22:0];
   always @(posedge clk)
-    rq_meta3_d1 <= rq_meta2_d3;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge clk)
-    rq_v3_d1 <= \$51 ;
+    rq_v3_d1 <= \$52 ;
   always @(posedge clk)
-    feats__payload <= \$52 ;
+    feats__payload <= \$53 ;
   always @(posedge clk)
-    feats__valid <= \$53 ;
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[22];
   assign \$6  = | rounded_0[21:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -7063,16 +7178,16 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [37:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [37:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [37:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
   assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [37:0]);
   assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
   assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
   assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
@@ -7082,7 +7197,6 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
   assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
-  assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$45  = sums__valid;
@@ -7134,22 +7248,29 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$53  = rq_v3_d1;
+    \$52  = rq_v2_d4;
     if (rst) begin
-      \$53  = 1'h0;
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$54  = rq_v3_d1;
+    if (rst) begin
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[96];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [37:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [37:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [37:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [37:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -7229,20 +7350,25 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta2_d3.go  = rq_meta2_d3[8];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[9];
   assign \rq_meta2_d3.error  = rq_meta2_d3[10];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[3:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[7:4];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[9];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[10];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[3:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[7:4];
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
-  assign \$52 [42:32] = rq_meta3_d1;
-  assign \$52 [31:24] = \$44 ;
-  assign \$52 [23:16] = \$42 ;
-  assign \$52 [15:8] = \$40 ;
-  assign \$52 [7:0] = \$38 ;
-  assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [42:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
   assign \$31  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
   assign \$33  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
@@ -13039,12 +13165,13 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg [21:0] \$46 ;
+  reg \$46 ;
   reg [21:0] \$47 ;
   reg [21:0] \$48 ;
   reg [21:0] \$49 ;
   wire [15:0] \$5 ;
-  reg \$50 ;
+  reg [21:0] \$50 ;
+  reg \$51 ;
   wire [15:0] \$6 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
@@ -13100,10 +13227,20 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d4.meta.go ;
   wire [3:0] \mac_ctl_d4.meta.ox ;
   wire [3:0] \mac_ctl_d4.meta.oy ;
+  reg [12:0] mac_ctl_d5 = 13'h0000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [10:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire \mac_ctl_d5.meta.go ;
+  wire [3:0] \mac_ctl_d5.meta.ox ;
+  wire [3:0] \mac_ctl_d5.meta.oy ;
   reg mac_v_d1 = 1'h0;
   reg mac_v_d2 = 1'h0;
   reg mac_v_d3 = 1'h0;
   reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -13127,51 +13264,67 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input rst;
   wire rst;
   input [172:0] steps__payload;
@@ -13224,11 +13377,19 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   (* init = 22'h000000 *)
   wire [21:0] tree_3_sum;
   always @(posedge clk)
+    prod_0_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
+  always @(posedge clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge clk)
     prod_0_2_b <= operands[55:48];
   always @(posedge clk)
     prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
   always @(posedge clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge clk)
@@ -13236,11 +13397,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_0_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
+  always @(posedge clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge clk)
     prod_1_0_b <= operands[71:64];
   always @(posedge clk)
     prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
   always @(posedge clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge clk)
@@ -13248,11 +13413,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_1_p <= { \$6 [15], \$6  };
   always @(posedge clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
+  always @(posedge clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge clk)
     prod_1_2_b <= operands[87:80];
   always @(posedge clk)
     prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
   always @(posedge clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge clk)
@@ -13260,11 +13429,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_3_p <= { \$8 [15], \$8  };
   always @(posedge clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
+  always @(posedge clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge clk)
     prod_2_0_b <= operands[103:96];
   always @(posedge clk)
     prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
   always @(posedge clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge clk)
@@ -13272,11 +13445,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_1_p <= { \$10 [15], \$10  };
   always @(posedge clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
+  always @(posedge clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge clk)
     prod_2_2_b <= operands[119:112];
   always @(posedge clk)
     prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
   always @(posedge clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge clk)
@@ -13284,11 +13461,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_3_p <= { \$12 [15], \$12  };
   always @(posedge clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
+  always @(posedge clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge clk)
     prod_3_0_b <= operands[135:128];
   always @(posedge clk)
     prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
   always @(posedge clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge clk)
@@ -13296,17 +13477,23 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_3_1_p <= { \$14 [15], \$14  };
   always @(posedge clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
+  always @(posedge clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge clk)
     prod_3_2_b <= operands[151:144];
   always @(posedge clk)
     prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge clk)
     prod_3_3_b <= operands[159:152];
   always @(posedge clk)
     prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge clk)
     tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
   always @(posedge clk)
@@ -13340,6 +13527,8 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     mac_ctl_d4 <= mac_ctl_d3;
   always @(posedge clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge clk)
     mac_v_d1 <= \$42 ;
   always @(posedge clk)
     mac_v_d2 <= \$43 ;
@@ -13348,17 +13537,19 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     mac_v_d4 <= \$45 ;
   always @(posedge clk)
-    acc_0 <= \$46 ;
+    mac_v_d5 <= \$46 ;
   always @(posedge clk)
-    acc_1 <= \$47 ;
+    acc_0 <= \$47 ;
   always @(posedge clk)
-    acc_2 <= \$48 ;
+    acc_1 <= \$48 ;
   always @(posedge clk)
-    acc_3 <= \$49 ;
+    acc_2 <= \$49 ;
   always @(posedge clk)
-    out_v <= \$50 ;
+    acc_3 <= \$50 ;
   always @(posedge clk)
-    out_meta <= mac_ctl_d4[12:2];
+    out_v <= \$51 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d5[12:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -13375,30 +13566,30 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \$14  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
   assign \$15  = $signed(prod_3_2_a) * $signed(prod_3_2_b);
   assign \$16  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
-  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$17  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$18  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$20  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$21  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$23  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$24  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$26  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$27  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[11];
-  assign \$30  = mac_v_d4 & \$29 ;
-  assign \$31  = mac_ctl_d4[0] ? 22'h000000 : acc_0;
+  assign \$29  = ~ mac_ctl_d5[11];
+  assign \$30  = mac_v_d5 & \$29 ;
+  assign \$31  = mac_ctl_d5[0] ? 22'h000000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[0] ? 22'h000000 : acc_1;
+  assign \$33  = mac_ctl_d5[0] ? 22'h000000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[0] ? 22'h000000 : acc_2;
+  assign \$35  = mac_ctl_d5[0] ? 22'h000000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[0] ? 22'h000000 : acc_3;
+  assign \$37  = mac_ctl_d5[0] ? 22'h000000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[1] | mac_ctl_d4[11];
-  assign \$40  = mac_v_d4 & \$39 ;
+  assign \$39  = mac_ctl_d5[1] | mac_ctl_d5[11];
+  assign \$40  = mac_v_d5 & \$39 ;
   always @(posedge clk)
     operands <= steps__payload;
   always @(posedge clk)
@@ -13410,11 +13601,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
-    prod_0_1_b <= operands[47:40];
-  always @(posedge clk)
-    prod_0_1_p <= { \$2 [15], \$2  };
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$42  = op_v;
@@ -13445,37 +13634,44 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$46  = acc_0;
-    if (\$30 ) begin
-      \$46  = \$32 [21:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$47  = acc_1;
-    if (\$30 ) begin
-      \$47  = \$34 [21:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$48  = acc_2;
-    if (\$30 ) begin
-      \$48  = \$36 [21:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$49  = acc_3;
-    if (\$30 ) begin
-      \$49  = \$38 [21:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$50  = \$40 ;
+    \$46  = mac_v_d4;
     if (rst) begin
-      \$50  = 1'h0;
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$47  = acc_0;
+    if (\$30 ) begin
+      \$47  = \$32 [21:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$48  = acc_1;
+    if (\$30 ) begin
+      \$48  = \$34 [21:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$49  = acc_2;
+    if (\$30 ) begin
+      \$49  = \$36 [21:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$50  = acc_3;
+    if (\$30 ) begin
+      \$50  = \$38 [21:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$51  = \$40 ;
+    if (rst) begin
+      \$51  = 1'h0;
     end
   end
   always @* begin
@@ -13550,6 +13746,14 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10];
   assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
   assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[12:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[5:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[9:6];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[10];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[11];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[12];
   assign \out_meta.oy  = out_meta[3:0];
   assign \out_meta.ox  = out_meta[7:4];
   assign \out_meta.go  = out_meta[8];
@@ -13827,8 +14031,9 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \$5 ;
   reg \$50 ;
   reg \$51 ;
-  wire [42:0] \$52 ;
-  reg \$53 ;
+  reg \$52 ;
+  wire [42:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
@@ -13930,6 +14135,12 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \rq_meta2_d3.go ;
   wire [3:0] \rq_meta2_d3.ox ;
   wire [3:0] \rq_meta2_d3.oy ;
+  reg [10:0] rq_meta2_d4 = 11'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [3:0] \rq_meta2_d4.ox ;
+  wire [3:0] \rq_meta2_d4.oy ;
   reg [10:0] rq_meta3_d1 = 11'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -13940,6 +14151,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   input rst;
   wire rst;
@@ -13952,9 +14164,11 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_0_pp10_a = 5'h00;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [21:0] scaled_0_pp10_p = 22'h000000;
+  reg [21:0] scaled_0_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_0_sum = 38'h0000000000;
   wire [37:0] scaled_0_t0;
   wire [37:0] scaled_0_t1;
@@ -13963,9 +14177,11 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_1_pp10_a = 5'h00;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [21:0] scaled_1_pp10_p = 22'h000000;
+  reg [21:0] scaled_1_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_1_sum = 38'h0000000000;
   wire [37:0] scaled_1_t0;
   wire [37:0] scaled_1_t1;
@@ -13974,9 +14190,11 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_2_pp10_a = 5'h00;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [21:0] scaled_2_pp10_p = 22'h000000;
+  reg [21:0] scaled_2_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_2_sum = 38'h0000000000;
   wire [37:0] scaled_2_t0;
   wire [37:0] scaled_2_t1;
@@ -13985,9 +14203,11 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_3_pp10_a = 5'h00;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [21:0] scaled_3_pp10_p = 22'h000000;
+  reg [21:0] scaled_3_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_3_sum = 38'h0000000000;
   wire [37:0] scaled_3_t0;
   wire [37:0] scaled_3_t1;
@@ -14006,6 +14226,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
   always @(posedge clk)
@@ -14043,11 +14264,15 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge clk)
     scaled_0_pp10_a <= biased_0[21:17];
   always @(posedge clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
     scaled_0_pp10_p <= { \$18 [20], \$18  };
+  always @(posedge clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge clk)
     scaled_0_sum <= \$19 [37:0];
   always @(posedge clk)
@@ -14057,11 +14282,15 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge clk)
     scaled_1_pp10_a <= biased_1[21:17];
   always @(posedge clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
     scaled_1_pp10_p <= { \$21 [20], \$21  };
+  always @(posedge clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge clk)
     scaled_1_sum <= \$22 [37:0];
   always @(posedge clk)
@@ -14071,11 +14300,15 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge clk)
     scaled_2_pp10_a <= biased_2[21:17];
   always @(posedge clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
     scaled_2_pp10_p <= { \$24 [20], \$24  };
+  always @(posedge clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge clk)
     scaled_2_sum <= \$25 [37:0];
   always @(posedge clk)
@@ -14085,11 +14318,15 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge clk)
     scaled_3_pp10_a <= biased_3[21:17];
   always @(posedge clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
     scaled_3_pp10_p <= { \$27 [20], \$27  };
+  always @(posedge clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
   always @(posedge clk)
     scaled_3_sum <= \$28 [37:0];
   always @(posedge clk)
@@ -14099,11 +14336,15 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge clk)
     rq_v2_d1 <= \$48 ;
   always @(posedge clk)
     rq_v2_d2 <= \$49 ;
   always @(posedge clk)
     rq_v2_d3 <= \$50 ;
+  always @(posedge clk)
+    rq_v2_d4 <= \$51 ;
   always @(posedge clk)
     rounded_0 <= \$30 [22:0];
   always @(posedge clk)
@@ -14113,13 +14354,13 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     rounded_3 <= \$36 [22:0];
   always @(posedge clk)
-    rq_meta3_d1 <= rq_meta2_d3;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge clk)
-    rq_v3_d1 <= \$51 ;
+    rq_v3_d1 <= \$52 ;
   always @(posedge clk)
-    feats__payload <= \$52 ;
+    feats__payload <= \$53 ;
   always @(posedge clk)
-    feats__valid <= \$53 ;
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[22];
   assign \$6  = | rounded_0[21:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -14138,16 +14379,16 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [37:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [37:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [37:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
   assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [37:0]);
   assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
   assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
   assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
@@ -14157,7 +14398,6 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
   assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
-  assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$45  = sums__valid;
@@ -14209,22 +14449,29 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$53  = rq_v3_d1;
+    \$52  = rq_v2_d4;
     if (rst) begin
-      \$53  = 1'h0;
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$54  = rq_v3_d1;
+    if (rst) begin
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[96];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [37:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [37:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [37:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [37:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -14304,20 +14551,25 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta2_d3.go  = rq_meta2_d3[8];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[9];
   assign \rq_meta2_d3.error  = rq_meta2_d3[10];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[3:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[7:4];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[9];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[10];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[3:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[7:4];
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
-  assign \$52 [42:32] = rq_meta3_d1;
-  assign \$52 [31:24] = \$44 ;
-  assign \$52 [23:16] = \$42 ;
-  assign \$52 [15:8] = \$40 ;
-  assign \$52 [7:0] = \$38 ;
-  assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [42:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
   assign \$31  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
   assign \$33  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
@@ -19046,12 +19298,13 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg [18:0] \$46 ;
+  reg \$46 ;
   reg [18:0] \$47 ;
   reg [18:0] \$48 ;
   reg [18:0] \$49 ;
   wire [15:0] \$5 ;
-  reg \$50 ;
+  reg [18:0] \$50 ;
+  reg \$51 ;
   wire [15:0] \$6 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
@@ -19107,10 +19360,20 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d4.meta.go ;
   wire [3:0] \mac_ctl_d4.meta.ox ;
   wire [3:0] \mac_ctl_d4.meta.oy ;
+  reg [12:0] mac_ctl_d5 = 13'h0000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [10:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire \mac_ctl_d5.meta.go ;
+  wire [3:0] \mac_ctl_d5.meta.ox ;
+  wire [3:0] \mac_ctl_d5.meta.oy ;
   reg mac_v_d1 = 1'h0;
   reg mac_v_d2 = 1'h0;
   reg mac_v_d3 = 1'h0;
   reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -19134,51 +19397,67 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input rst;
   wire rst;
   input [172:0] steps__payload;
@@ -19231,11 +19510,19 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   (* init = 19'h00000 *)
   wire [18:0] tree_3_sum;
   always @(posedge clk)
+    prod_0_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
+  always @(posedge clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge clk)
     prod_0_2_b <= operands[55:48];
   always @(posedge clk)
     prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
   always @(posedge clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge clk)
@@ -19243,11 +19530,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_0_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
+  always @(posedge clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge clk)
     prod_1_0_b <= operands[71:64];
   always @(posedge clk)
     prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
   always @(posedge clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge clk)
@@ -19255,11 +19546,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_1_p <= { \$6 [15], \$6  };
   always @(posedge clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
+  always @(posedge clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge clk)
     prod_1_2_b <= operands[87:80];
   always @(posedge clk)
     prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
   always @(posedge clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge clk)
@@ -19267,11 +19562,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_3_p <= { \$8 [15], \$8  };
   always @(posedge clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
+  always @(posedge clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge clk)
     prod_2_0_b <= operands[103:96];
   always @(posedge clk)
     prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
   always @(posedge clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge clk)
@@ -19279,11 +19578,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_1_p <= { \$10 [15], \$10  };
   always @(posedge clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
+  always @(posedge clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge clk)
     prod_2_2_b <= operands[119:112];
   always @(posedge clk)
     prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
   always @(posedge clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge clk)
@@ -19291,11 +19594,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_3_p <= { \$12 [15], \$12  };
   always @(posedge clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
+  always @(posedge clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge clk)
     prod_3_0_b <= operands[135:128];
   always @(posedge clk)
     prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
   always @(posedge clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge clk)
@@ -19303,17 +19610,23 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_3_1_p <= { \$14 [15], \$14  };
   always @(posedge clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
+  always @(posedge clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge clk)
     prod_3_2_b <= operands[151:144];
   always @(posedge clk)
     prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge clk)
     prod_3_3_b <= operands[159:152];
   always @(posedge clk)
     prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge clk)
     tree_0_l1_0 <= { \$17 [17], \$17  };
   always @(posedge clk)
@@ -19347,6 +19660,8 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     mac_ctl_d4 <= mac_ctl_d3;
   always @(posedge clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge clk)
     mac_v_d1 <= \$42 ;
   always @(posedge clk)
     mac_v_d2 <= \$43 ;
@@ -19355,17 +19670,19 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     mac_v_d4 <= \$45 ;
   always @(posedge clk)
-    acc_0 <= \$46 ;
+    mac_v_d5 <= \$46 ;
   always @(posedge clk)
-    acc_1 <= \$47 ;
+    acc_0 <= \$47 ;
   always @(posedge clk)
-    acc_2 <= \$48 ;
+    acc_1 <= \$48 ;
   always @(posedge clk)
-    acc_3 <= \$49 ;
+    acc_2 <= \$49 ;
   always @(posedge clk)
-    out_v <= \$50 ;
+    acc_3 <= \$50 ;
   always @(posedge clk)
-    out_meta <= mac_ctl_d4[12:2];
+    out_v <= \$51 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d5[12:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -19382,30 +19699,30 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \$14  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
   assign \$15  = $signed(prod_3_2_a) * $signed(prod_3_2_b);
   assign \$16  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
-  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$17  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$18  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$20  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$21  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$23  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$24  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$26  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$27  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[11];
-  assign \$30  = mac_v_d4 & \$29 ;
-  assign \$31  = mac_ctl_d4[0] ? 19'h00000 : acc_0;
+  assign \$29  = ~ mac_ctl_d5[11];
+  assign \$30  = mac_v_d5 & \$29 ;
+  assign \$31  = mac_ctl_d5[0] ? 19'h00000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[0] ? 19'h00000 : acc_1;
+  assign \$33  = mac_ctl_d5[0] ? 19'h00000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[0] ? 19'h00000 : acc_2;
+  assign \$35  = mac_ctl_d5[0] ? 19'h00000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[0] ? 19'h00000 : acc_3;
+  assign \$37  = mac_ctl_d5[0] ? 19'h00000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[1] | mac_ctl_d4[11];
-  assign \$40  = mac_v_d4 & \$39 ;
+  assign \$39  = mac_ctl_d5[1] | mac_ctl_d5[11];
+  assign \$40  = mac_v_d5 & \$39 ;
   always @(posedge clk)
     operands <= steps__payload;
   always @(posedge clk)
@@ -19417,11 +19734,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
-    prod_0_1_b <= operands[47:40];
-  always @(posedge clk)
-    prod_0_1_p <= { \$2 [15], \$2  };
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$42  = op_v;
@@ -19452,37 +19767,44 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$46  = acc_0;
-    if (\$30 ) begin
-      \$46  = \$32 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$47  = acc_1;
-    if (\$30 ) begin
-      \$47  = \$34 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$48  = acc_2;
-    if (\$30 ) begin
-      \$48  = \$36 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$49  = acc_3;
-    if (\$30 ) begin
-      \$49  = \$38 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$50  = \$40 ;
+    \$46  = mac_v_d4;
     if (rst) begin
-      \$50  = 1'h0;
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$47  = acc_0;
+    if (\$30 ) begin
+      \$47  = \$32 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$48  = acc_1;
+    if (\$30 ) begin
+      \$48  = \$34 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$49  = acc_2;
+    if (\$30 ) begin
+      \$49  = \$36 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$50  = acc_3;
+    if (\$30 ) begin
+      \$50  = \$38 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$51  = \$40 ;
+    if (rst) begin
+      \$51  = 1'h0;
     end
   end
   always @* begin
@@ -19557,6 +19879,14 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10];
   assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
   assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[12:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[5:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[9:6];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[10];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[11];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[12];
   assign \out_meta.oy  = out_meta[3:0];
   assign \out_meta.ox  = out_meta[7:4];
   assign \out_meta.go  = out_meta[8];
@@ -19851,9 +20181,10 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg \$65 ;
   reg \$66 ;
   reg \$67 ;
-  wire [42:0] \$68 ;
-  reg \$69 ;
+  reg \$68 ;
+  wire [42:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
   wire \$8 ;
   wire \$9 ;
   reg [86:0] beat_d1 = 87'h0000000000000000000000;
@@ -19957,6 +20288,12 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \rq_meta2_d3.go ;
   wire [3:0] \rq_meta2_d3.ox ;
   wire [3:0] \rq_meta2_d3.oy ;
+  reg [10:0] rq_meta2_d4 = 11'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [3:0] \rq_meta2_d4.ox ;
+  wire [3:0] \rq_meta2_d4.oy ;
   reg [10:0] rq_meta3_d1 = 11'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -19967,6 +20304,7 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   input rst;
   wire rst;
@@ -19979,9 +20317,11 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_0_pp10_a = 2'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [18:0] scaled_0_pp10_p = 19'h00000;
+  reg [18:0] scaled_0_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_0_sum = 35'h000000000;
   wire [34:0] scaled_0_t0;
   wire [34:0] scaled_0_t1;
@@ -19990,9 +20330,11 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_1_pp10_a = 2'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [18:0] scaled_1_pp10_p = 19'h00000;
+  reg [18:0] scaled_1_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_1_sum = 35'h000000000;
   wire [34:0] scaled_1_t0;
   wire [34:0] scaled_1_t1;
@@ -20001,9 +20343,11 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_2_pp10_a = 2'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [18:0] scaled_2_pp10_p = 19'h00000;
+  reg [18:0] scaled_2_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_2_sum = 35'h000000000;
   wire [34:0] scaled_2_t0;
   wire [34:0] scaled_2_t1;
@@ -20012,9 +20356,11 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_3_pp10_a = 2'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [18:0] scaled_3_pp10_p = 19'h00000;
+  reg [18:0] scaled_3_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_3_sum = 35'h000000000;
   wire [34:0] scaled_3_t0;
   wire [34:0] scaled_3_t1;
@@ -20033,6 +20379,7 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$24  = | rounded_3[18:7];
   assign clamp_3_over = \$23  & \$24 ;
   assign \$25  = & rounded_3[18:7];
   assign \$26  = | rounded_3[6:0];
@@ -20045,16 +20392,16 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$32  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
   assign \$33  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$34  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$35  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$35  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [34:0]);
   assign \$36  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$37  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$38  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$38  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [34:0]);
   assign \$39  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$40  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$41  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
+  assign \$41  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [34:0]);
   assign \$42  = scaled_3_pp00_a * scaled_3_pp00_b;
   assign \$43  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$44  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
+  assign \$44  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [34:0]);
   assign \$46  = $signed(\$45 ) + $signed({ 1'h0, scaled_0_sum[15] });
   assign \$48  = $signed(\$47 ) + $signed({ 1'h0, scaled_1_sum[15] });
   assign \$50  = $signed(\$49 ) + $signed({ 1'h0, scaled_2_sum[15] });
@@ -20102,11 +20449,15 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_0_pp00_p <= { 1'h0, \$33  };
   always @(posedge clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge clk)
     scaled_0_pp10_a <= biased_0[18:17];
   always @(posedge clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
     scaled_0_pp10_p <= { \$34 [17], \$34  };
+  always @(posedge clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge clk)
     scaled_0_sum <= \$35 [34:0];
   always @(posedge clk)
@@ -20116,11 +20467,15 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_1_pp00_p <= { 1'h0, \$36  };
   always @(posedge clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge clk)
     scaled_1_pp10_a <= biased_1[18:17];
   always @(posedge clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
     scaled_1_pp10_p <= { \$37 [17], \$37  };
+  always @(posedge clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge clk)
     scaled_1_sum <= \$38 [34:0];
   always @(posedge clk)
@@ -20130,11 +20485,15 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_2_pp00_p <= { 1'h0, \$39  };
   always @(posedge clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge clk)
     scaled_2_pp10_a <= biased_2[18:17];
   always @(posedge clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
     scaled_2_pp10_p <= { \$40 [17], \$40  };
+  always @(posedge clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge clk)
     scaled_2_sum <= \$41 [34:0];
   always @(posedge clk)
@@ -20144,11 +20503,15 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_3_pp00_p <= { 1'h0, \$42  };
   always @(posedge clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge clk)
     scaled_3_pp10_a <= biased_3[18:17];
   always @(posedge clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
     scaled_3_pp10_p <= { \$43 [17], \$43  };
+  always @(posedge clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
   always @(posedge clk)
     scaled_3_sum <= \$44 [34:0];
   always @(posedge clk)
@@ -20158,11 +20521,15 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge clk)
     rq_v2_d1 <= \$64 ;
   always @(posedge clk)
     rq_v2_d2 <= \$65 ;
   always @(posedge clk)
     rq_v2_d3 <= \$66 ;
+  always @(posedge clk)
+    rq_v2_d4 <= \$67 ;
   always @(posedge clk)
     rounded_0 <= \$46 [19:0];
   always @(posedge clk)
@@ -20172,13 +20539,13 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     rounded_3 <= \$52 [19:0];
   always @(posedge clk)
-    rq_meta3_d1 <= rq_meta2_d3;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge clk)
-    rq_v3_d1 <= \$67 ;
+    rq_v3_d1 <= \$68 ;
   always @(posedge clk)
-    feats__payload <= \$68 ;
+    feats__payload <= \$69 ;
   always @(posedge clk)
-    feats__valid <= \$69 ;
+    feats__valid <= \$70 ;
   assign \$5  = ~ rounded_0[19];
   assign \$6  = | rounded_0[18:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -20204,7 +20571,6 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$22  = ~ \$21 ;
   assign clamp_2_under = rounded_2[19] & \$22 ;
   assign \$23  = ~ rounded_3[19];
-  assign \$24  = | rounded_3[18:7];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$61  = sums__valid;
@@ -20256,22 +20622,29 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$69  = rq_v3_d1;
+    \$68  = rq_v2_d4;
     if (rst) begin
-      \$69  = 1'h0;
+      \$68  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$70  = rq_v3_d1;
+    if (rst) begin
+      \$70  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[84];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [34:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [34:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [34:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [34:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -20351,20 +20724,25 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta2_d3.go  = rq_meta2_d3[8];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[9];
   assign \rq_meta2_d3.error  = rq_meta2_d3[10];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[3:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[7:4];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[9];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[10];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[3:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[7:4];
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
-  assign \$68 [42:32] = rq_meta3_d1;
-  assign \$68 [31:24] = \$60 ;
-  assign \$68 [23:16] = \$58 ;
-  assign \$68 [15:8] = \$56 ;
-  assign \$68 [7:0] = \$54 ;
-  assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
+  assign \$69 [42:32] = rq_meta3_d1;
+  assign \$69 [31:24] = \$60 ;
+  assign \$69 [23:16] = \$58 ;
+  assign \$69 [15:8] = \$56 ;
+  assign \$69 [7:0] = \$54 ;
+  assign \$1  = { scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$45  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
   assign \$47  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
   assign \$49  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };

@@ -7042,12 +7042,13 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   reg \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg [22:0] \$46 ;
+  reg \$46 ;
   reg [22:0] \$47 ;
   reg [22:0] \$48 ;
   reg [22:0] \$49 ;
   wire [15:0] \$5 ;
-  reg \$50 ;
+  reg [22:0] \$50 ;
+  reg \$51 ;
   wire [15:0] \$6 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
@@ -7103,10 +7104,20 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \mac_ctl_d4.meta.go ;
   wire [6:0] \mac_ctl_d4.meta.ox ;
   wire [6:0] \mac_ctl_d4.meta.oy ;
+  reg [19:0] mac_ctl_d5 = 20'h00000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [17:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire [1:0] \mac_ctl_d5.meta.go ;
+  wire [6:0] \mac_ctl_d5.meta.ox ;
+  wire [6:0] \mac_ctl_d5.meta.oy ;
   reg mac_v_d1 = 1'h0;
   reg mac_v_d2 = 1'h0;
   reg mac_v_d3 = 1'h0;
   reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [179:0] operands = 180'h000000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -7130,51 +7141,67 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input rst;
   wire rst;
   input [179:0] steps__payload;
@@ -7227,11 +7254,19 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   (* init = 23'h000000 *)
   wire [22:0] tree_3_sum;
   always @(posedge clk)
+    prod_0_1_b <= operands[47:40];
+  always @(posedge clk)
+    prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
+  always @(posedge clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge clk)
     prod_0_2_b <= operands[55:48];
   always @(posedge clk)
     prod_0_2_p <= { \$3 [15], \$3  };
+  always @(posedge clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
   always @(posedge clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge clk)
@@ -7239,11 +7274,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_0_3_p <= { \$4 [15], \$4  };
   always @(posedge clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
+  always @(posedge clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge clk)
     prod_1_0_b <= operands[71:64];
   always @(posedge clk)
     prod_1_0_p <= { \$5 [15], \$5  };
+  always @(posedge clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
   always @(posedge clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge clk)
@@ -7251,11 +7290,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_1_1_p <= { \$6 [15], \$6  };
   always @(posedge clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
+  always @(posedge clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge clk)
     prod_1_2_b <= operands[87:80];
   always @(posedge clk)
     prod_1_2_p <= { \$7 [15], \$7  };
+  always @(posedge clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
   always @(posedge clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge clk)
@@ -7263,11 +7306,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_1_3_p <= { \$8 [15], \$8  };
   always @(posedge clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
+  always @(posedge clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge clk)
     prod_2_0_b <= operands[103:96];
   always @(posedge clk)
     prod_2_0_p <= { \$9 [15], \$9  };
+  always @(posedge clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
   always @(posedge clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge clk)
@@ -7275,11 +7322,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_2_1_p <= { \$10 [15], \$10  };
   always @(posedge clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
+  always @(posedge clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge clk)
     prod_2_2_b <= operands[119:112];
   always @(posedge clk)
     prod_2_2_p <= { \$11 [15], \$11  };
+  always @(posedge clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
   always @(posedge clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge clk)
@@ -7287,11 +7338,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_2_3_p <= { \$12 [15], \$12  };
   always @(posedge clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
+  always @(posedge clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge clk)
     prod_3_0_b <= operands[135:128];
   always @(posedge clk)
     prod_3_0_p <= { \$13 [15], \$13  };
+  always @(posedge clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
   always @(posedge clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge clk)
@@ -7299,17 +7354,23 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_3_1_p <= { \$14 [15], \$14  };
   always @(posedge clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
+  always @(posedge clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge clk)
     prod_3_2_b <= operands[151:144];
   always @(posedge clk)
     prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge clk)
     prod_3_3_b <= operands[159:152];
   always @(posedge clk)
     prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge clk)
     tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
   always @(posedge clk)
@@ -7343,6 +7404,8 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     mac_ctl_d4 <= mac_ctl_d3;
   always @(posedge clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge clk)
     mac_v_d1 <= \$42 ;
   always @(posedge clk)
     mac_v_d2 <= \$43 ;
@@ -7351,17 +7414,19 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     mac_v_d4 <= \$45 ;
   always @(posedge clk)
-    acc_0 <= \$46 ;
+    mac_v_d5 <= \$46 ;
   always @(posedge clk)
-    acc_1 <= \$47 ;
+    acc_0 <= \$47 ;
   always @(posedge clk)
-    acc_2 <= \$48 ;
+    acc_1 <= \$48 ;
   always @(posedge clk)
-    acc_3 <= \$49 ;
+    acc_2 <= \$49 ;
   always @(posedge clk)
-    out_v <= \$50 ;
+    acc_3 <= \$50 ;
   always @(posedge clk)
-    out_meta <= mac_ctl_d4[19:2];
+    out_v <= \$51 ;
+  always @(posedge clk)
+    out_meta <= mac_ctl_d5[19:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -7378,30 +7443,30 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   assign \$14  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
   assign \$15  = $signed(prod_3_2_a) * $signed(prod_3_2_b);
   assign \$16  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
-  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$17  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$18  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$20  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$21  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$23  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$24  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$26  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$27  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[18];
-  assign \$30  = mac_v_d4 & \$29 ;
-  assign \$31  = mac_ctl_d4[0] ? 23'h000000 : acc_0;
+  assign \$29  = ~ mac_ctl_d5[18];
+  assign \$30  = mac_v_d5 & \$29 ;
+  assign \$31  = mac_ctl_d5[0] ? 23'h000000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[0] ? 23'h000000 : acc_1;
+  assign \$33  = mac_ctl_d5[0] ? 23'h000000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[0] ? 23'h000000 : acc_2;
+  assign \$35  = mac_ctl_d5[0] ? 23'h000000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[0] ? 23'h000000 : acc_3;
+  assign \$37  = mac_ctl_d5[0] ? 23'h000000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[1] | mac_ctl_d4[18];
-  assign \$40  = mac_v_d4 & \$39 ;
+  assign \$39  = mac_ctl_d5[1] | mac_ctl_d5[18];
+  assign \$40  = mac_v_d5 & \$39 ;
   always @(posedge clk)
     operands <= steps__payload;
   always @(posedge clk)
@@ -7413,11 +7478,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
-    prod_0_1_b <= operands[47:40];
-  always @(posedge clk)
-    prod_0_1_p <= { \$2 [15], \$2  };
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$42  = op_v;
@@ -7448,37 +7511,44 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = acc_0;
-    if (\$30 ) begin
-      \$46  = \$32 [22:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$47  = acc_1;
-    if (\$30 ) begin
-      \$47  = \$34 [22:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$48  = acc_2;
-    if (\$30 ) begin
-      \$48  = \$36 [22:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$49  = acc_3;
-    if (\$30 ) begin
-      \$49  = \$38 [22:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$50  = \$40 ;
+    \$46  = mac_v_d4;
     if (rst) begin
-      \$50  = 1'h0;
+      \$46  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$47  = acc_0;
+    if (\$30 ) begin
+      \$47  = \$32 [22:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$48  = acc_1;
+    if (\$30 ) begin
+      \$48  = \$34 [22:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$49  = acc_2;
+    if (\$30 ) begin
+      \$49  = \$36 [22:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$50  = acc_3;
+    if (\$30 ) begin
+      \$50  = \$38 [22:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$51  = \$40 ;
+    if (rst) begin
+      \$51  = 1'h0;
     end
   end
   always @* begin
@@ -7553,6 +7623,14 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   assign \mac_ctl_d4.meta.go  = mac_ctl_d4[17:16];
   assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[18];
   assign \mac_ctl_d4.meta.error  = mac_ctl_d4[19];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[19:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[8:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[15:9];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[17:16];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[18];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[19];
   assign \out_meta.oy  = out_meta[6:0];
   assign \out_meta.ox  = out_meta[13:7];
   assign \out_meta.go  = out_meta[15:14];
@@ -7849,9 +7927,10 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg \$65 ;
   reg \$66 ;
   reg \$67 ;
-  wire [49:0] \$68 ;
-  reg \$69 ;
+  reg \$68 ;
+  wire [49:0] \$69 ;
   wire \$7 ;
+  reg \$70 ;
   wire \$8 ;
   wire \$9 ;
   reg [109:0] beat_d1 = 110'h0000000000000000000000000000;
@@ -7955,6 +8034,12 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [1:0] \rq_meta2_d3.go ;
   wire [6:0] \rq_meta2_d3.ox ;
   wire [6:0] \rq_meta2_d3.oy ;
+  reg [17:0] rq_meta2_d4 = 18'h00000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire [1:0] \rq_meta2_d4.go ;
+  wire [6:0] \rq_meta2_d4.ox ;
+  wire [6:0] \rq_meta2_d4.oy ;
   reg [17:0] rq_meta3_d1 = 18'h00000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -7965,6 +8050,7 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   input rst;
   wire rst;
@@ -7977,9 +8063,11 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [5:0] scaled_0_pp10_a = 6'h00;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [22:0] scaled_0_pp10_p = 23'h000000;
+  reg [22:0] scaled_0_pp10_r_d1 = 23'h000000;
   reg [38:0] scaled_0_sum = 39'h0000000000;
   wire [38:0] scaled_0_t0;
   wire [38:0] scaled_0_t1;
@@ -7988,9 +8076,11 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [5:0] scaled_1_pp10_a = 6'h00;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [22:0] scaled_1_pp10_p = 23'h000000;
+  reg [22:0] scaled_1_pp10_r_d1 = 23'h000000;
   reg [38:0] scaled_1_sum = 39'h0000000000;
   wire [38:0] scaled_1_t0;
   wire [38:0] scaled_1_t1;
@@ -7999,9 +8089,11 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [5:0] scaled_2_pp10_a = 6'h00;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [22:0] scaled_2_pp10_p = 23'h000000;
+  reg [22:0] scaled_2_pp10_r_d1 = 23'h000000;
   reg [38:0] scaled_2_sum = 39'h0000000000;
   wire [38:0] scaled_2_t0;
   wire [38:0] scaled_2_t1;
@@ -8010,9 +8102,11 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [5:0] scaled_3_pp10_a = 6'h00;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [22:0] scaled_3_pp10_p = 23'h000000;
+  reg [22:0] scaled_3_pp10_r_d1 = 23'h000000;
   reg [38:0] scaled_3_sum = 39'h0000000000;
   wire [38:0] scaled_3_t0;
   wire [38:0] scaled_3_t1;
@@ -8031,6 +8125,7 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [6:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$24  = | rounded_3[22:7];
   assign clamp_3_over = \$23  & \$24 ;
   assign \$25  = & rounded_3[22:7];
   assign \$26  = | rounded_3[6:0];
@@ -8043,16 +8138,16 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   assign \$32  = $signed(beat_d2[91:69]) + $signed(rq_data[63:48]);
   assign \$33  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$34  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$35  = $signed(scaled_0_pp00_p) + $signed(\$1 [38:0]);
+  assign \$35  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [38:0]);
   assign \$36  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$37  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$38  = $signed(scaled_1_pp00_p) + $signed(\$2 [38:0]);
+  assign \$38  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [38:0]);
   assign \$39  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$40  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$41  = $signed(scaled_2_pp00_p) + $signed(\$3 [38:0]);
+  assign \$41  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [38:0]);
   assign \$42  = scaled_3_pp00_a * scaled_3_pp00_b;
   assign \$43  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$44  = $signed(scaled_3_pp00_p) + $signed(\$4 [38:0]);
+  assign \$44  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [38:0]);
   assign \$46  = $signed(\$45 ) + $signed({ 1'h0, scaled_0_sum[15] });
   assign \$48  = $signed(\$47 ) + $signed({ 1'h0, scaled_1_sum[15] });
   assign \$50  = $signed(\$49 ) + $signed({ 1'h0, scaled_2_sum[15] });
@@ -8100,11 +8195,15 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   always @(posedge clk)
     scaled_0_pp00_p <= { 1'h0, \$33  };
   always @(posedge clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge clk)
     scaled_0_pp10_a <= biased_0[22:17];
   always @(posedge clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
     scaled_0_pp10_p <= { \$34 [21], \$34  };
+  always @(posedge clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge clk)
     scaled_0_sum <= \$35 [38:0];
   always @(posedge clk)
@@ -8114,11 +8213,15 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   always @(posedge clk)
     scaled_1_pp00_p <= { 1'h0, \$36  };
   always @(posedge clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge clk)
     scaled_1_pp10_a <= biased_1[22:17];
   always @(posedge clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
     scaled_1_pp10_p <= { \$37 [21], \$37  };
+  always @(posedge clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge clk)
     scaled_1_sum <= \$38 [38:0];
   always @(posedge clk)
@@ -8128,11 +8231,15 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   always @(posedge clk)
     scaled_2_pp00_p <= { 1'h0, \$39  };
   always @(posedge clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge clk)
     scaled_2_pp10_a <= biased_2[22:17];
   always @(posedge clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
     scaled_2_pp10_p <= { \$40 [21], \$40  };
+  always @(posedge clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge clk)
     scaled_2_sum <= \$41 [38:0];
   always @(posedge clk)
@@ -8142,11 +8249,15 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   always @(posedge clk)
     scaled_3_pp00_p <= { 1'h0, \$42  };
   always @(posedge clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge clk)
     scaled_3_pp10_a <= biased_3[22:17];
   always @(posedge clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
     scaled_3_pp10_p <= { \$43 [21], \$43  };
+  always @(posedge clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
   always @(posedge clk)
     scaled_3_sum <= \$44 [38:0];
   always @(posedge clk)
@@ -8156,11 +8267,15 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   always @(posedge clk)
     rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge clk)
     rq_v2_d1 <= \$64 ;
   always @(posedge clk)
     rq_v2_d2 <= \$65 ;
   always @(posedge clk)
     rq_v2_d3 <= \$66 ;
+  always @(posedge clk)
+    rq_v2_d4 <= \$67 ;
   always @(posedge clk)
     rounded_0 <= \$46 [23:0];
   always @(posedge clk)
@@ -8170,13 +8285,13 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   always @(posedge clk)
     rounded_3 <= \$52 [23:0];
   always @(posedge clk)
-    rq_meta3_d1 <= rq_meta2_d3;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge clk)
-    rq_v3_d1 <= \$67 ;
+    rq_v3_d1 <= \$68 ;
   always @(posedge clk)
-    feats__payload <= \$68 ;
+    feats__payload <= \$69 ;
   always @(posedge clk)
-    feats__valid <= \$69 ;
+    feats__valid <= \$70 ;
   assign \$5  = ~ rounded_0[23];
   assign \$6  = | rounded_0[22:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -8202,7 +8317,6 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   assign \$22  = ~ \$21 ;
   assign clamp_2_under = rounded_2[23] & \$22 ;
   assign \$23  = ~ rounded_3[23];
-  assign \$24  = | rounded_3[22:7];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$61  = sums__valid;
@@ -8254,22 +8368,29 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$69  = rq_v3_d1;
+    \$68  = rq_v2_d4;
     if (rst) begin
-      \$69  = 1'h0;
+      \$68  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$70  = rq_v3_d1;
+    if (rst) begin
+      \$70  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[107:106];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [38:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [38:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [38:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [38:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -8349,20 +8470,25 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   assign \rq_meta2_d3.go  = rq_meta2_d3[15:14];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[16];
   assign \rq_meta2_d3.error  = rq_meta2_d3[17];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[6:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[13:7];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[15:14];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[16];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[17];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[6:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[13:7];
   assign \rq_meta3_d1.go  = rq_meta3_d1[15:14];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[16];
   assign \rq_meta3_d1.error  = rq_meta3_d1[17];
-  assign \$68 [49:32] = rq_meta3_d1;
-  assign \$68 [31:24] = \$60 ;
-  assign \$68 [23:16] = \$58 ;
-  assign \$68 [15:8] = \$56 ;
-  assign \$68 [7:0] = \$54 ;
-  assign \$1  = { scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p, 17'h00000 };
+  assign \$69 [49:32] = rq_meta3_d1;
+  assign \$69 [31:24] = \$60 ;
+  assign \$69 [23:16] = \$58 ;
+  assign \$69 [15:8] = \$56 ;
+  assign \$69 [7:0] = \$54 ;
+  assign \$1  = { scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$45  = { scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38:16] };
   assign \$47  = { scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38:16] };
   assign \$49  = { scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38:16] };

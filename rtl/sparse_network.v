@@ -4309,12 +4309,13 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   reg \$76 ;
   reg \$77 ;
   reg \$78 ;
-  reg [18:0] \$79 ;
+  reg \$79 ;
   wire [15:0] \$8 ;
   reg [18:0] \$80 ;
   reg [18:0] \$81 ;
   reg [18:0] \$82 ;
-  reg \$83 ;
+  reg [18:0] \$83 ;
+  reg \$84 ;
   wire [15:0] \$9 ;
   reg [18:0] acc_0 = 19'h00000;
   reg [18:0] acc_1 = 19'h00000;
@@ -4378,11 +4379,21 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   wire [1:0] \mac_ctl_d5.meta.go ;
   wire [2:0] \mac_ctl_d5.meta.ox ;
   wire [2:0] \mac_ctl_d5.meta.oy ;
+  reg [11:0] mac_ctl_d6 = 12'h000;
+  wire \mac_ctl_d6.first ;
+  wire \mac_ctl_d6.last ;
+  wire [9:0] \mac_ctl_d6.meta ;
+  wire \mac_ctl_d6.meta.eof ;
+  wire \mac_ctl_d6.meta.error ;
+  wire [1:0] \mac_ctl_d6.meta.go ;
+  wire [2:0] \mac_ctl_d6.meta.ox ;
+  wire [2:0] \mac_ctl_d6.meta.oy ;
   reg mac_v_d1 = 1'h0;
   reg mac_v_d2 = 1'h0;
   reg mac_v_d3 = 1'h0;
   reg mac_v_d4 = 1'h0;
   reg mac_v_d5 = 1'h0;
+  reg mac_v_d6 = 1'h0;
   reg op_v = 1'h0;
   reg [331:0] operands = 332'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -4406,99 +4417,131 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_0_4_a = 8'h00;
   reg [7:0] prod_0_4_b = 8'h00;
   reg [16:0] prod_0_4_p = 17'h00000;
+  reg [16:0] prod_0_4_r_d1 = 17'h00000;
   reg [7:0] prod_0_5_a = 8'h00;
   reg [7:0] prod_0_5_b = 8'h00;
   reg [16:0] prod_0_5_p = 17'h00000;
+  reg [16:0] prod_0_5_r_d1 = 17'h00000;
   reg [7:0] prod_0_6_a = 8'h00;
   reg [7:0] prod_0_6_b = 8'h00;
   reg [16:0] prod_0_6_p = 17'h00000;
+  reg [16:0] prod_0_6_r_d1 = 17'h00000;
   reg [7:0] prod_0_7_a = 8'h00;
   reg [7:0] prod_0_7_b = 8'h00;
   reg [16:0] prod_0_7_p = 17'h00000;
+  reg [16:0] prod_0_7_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_4_a = 8'h00;
   reg [7:0] prod_1_4_b = 8'h00;
   reg [16:0] prod_1_4_p = 17'h00000;
+  reg [16:0] prod_1_4_r_d1 = 17'h00000;
   reg [7:0] prod_1_5_a = 8'h00;
   reg [7:0] prod_1_5_b = 8'h00;
   reg [16:0] prod_1_5_p = 17'h00000;
+  reg [16:0] prod_1_5_r_d1 = 17'h00000;
   reg [7:0] prod_1_6_a = 8'h00;
   reg [7:0] prod_1_6_b = 8'h00;
   reg [16:0] prod_1_6_p = 17'h00000;
+  reg [16:0] prod_1_6_r_d1 = 17'h00000;
   reg [7:0] prod_1_7_a = 8'h00;
   reg [7:0] prod_1_7_b = 8'h00;
   reg [16:0] prod_1_7_p = 17'h00000;
+  reg [16:0] prod_1_7_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_4_a = 8'h00;
   reg [7:0] prod_2_4_b = 8'h00;
   reg [16:0] prod_2_4_p = 17'h00000;
+  reg [16:0] prod_2_4_r_d1 = 17'h00000;
   reg [7:0] prod_2_5_a = 8'h00;
   reg [7:0] prod_2_5_b = 8'h00;
   reg [16:0] prod_2_5_p = 17'h00000;
+  reg [16:0] prod_2_5_r_d1 = 17'h00000;
   reg [7:0] prod_2_6_a = 8'h00;
   reg [7:0] prod_2_6_b = 8'h00;
   reg [16:0] prod_2_6_p = 17'h00000;
+  reg [16:0] prod_2_6_r_d1 = 17'h00000;
   reg [7:0] prod_2_7_a = 8'h00;
   reg [7:0] prod_2_7_b = 8'h00;
   reg [16:0] prod_2_7_p = 17'h00000;
+  reg [16:0] prod_2_7_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_4_a = 8'h00;
   reg [7:0] prod_3_4_b = 8'h00;
   reg [16:0] prod_3_4_p = 17'h00000;
+  reg [16:0] prod_3_4_r_d1 = 17'h00000;
   reg [7:0] prod_3_5_a = 8'h00;
   reg [7:0] prod_3_5_b = 8'h00;
   reg [16:0] prod_3_5_p = 17'h00000;
+  reg [16:0] prod_3_5_r_d1 = 17'h00000;
   reg [7:0] prod_3_6_a = 8'h00;
   reg [7:0] prod_3_6_b = 8'h00;
   reg [16:0] prod_3_6_p = 17'h00000;
+  reg [16:0] prod_3_6_r_d1 = 17'h00000;
   reg [7:0] prod_3_7_a = 8'h00;
   reg [7:0] prod_3_7_b = 8'h00;
   reg [16:0] prod_3_7_p = 17'h00000;
+  reg [16:0] prod_3_7_r_d1 = 17'h00000;
   input [331:0] steps__payload;
   wire [331:0] steps__payload;
   wire \steps__payload.first ;
@@ -4564,6 +4607,7 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   reg [18:0] tree_3_l3_0 = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] tree_3_sum;
+  assign \$16  = $signed(prod_1_7_a) * $signed(prod_1_7_b);
   assign \$17  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
   assign \$18  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
   assign \$19  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
@@ -4580,46 +4624,46 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   assign \$30  = $signed(prod_3_5_a) * $signed(prod_3_5_b);
   assign \$31  = $signed(prod_3_6_a) * $signed(prod_3_6_b);
   assign \$32  = $signed(prod_3_7_a) * $signed(prod_3_7_b);
-  assign \$33  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$34  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
-  assign \$35  = $signed(prod_0_4_p) + $signed(prod_0_5_p);
-  assign \$36  = $signed(prod_0_6_p) + $signed(prod_0_7_p);
+  assign \$33  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$34  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
+  assign \$35  = $signed(prod_0_4_r_d1) + $signed(prod_0_5_r_d1);
+  assign \$36  = $signed(prod_0_6_r_d1) + $signed(prod_0_7_r_d1);
   assign \$37  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
   assign \$38  = $signed(tree_0_l1_2) + $signed(tree_0_l1_3);
   assign \$39  = $signed(tree_0_l2_0) + $signed(tree_0_l2_1);
-  assign \$40  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$41  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
-  assign \$42  = $signed(prod_1_4_p) + $signed(prod_1_5_p);
-  assign \$43  = $signed(prod_1_6_p) + $signed(prod_1_7_p);
+  assign \$40  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$41  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
+  assign \$42  = $signed(prod_1_4_r_d1) + $signed(prod_1_5_r_d1);
+  assign \$43  = $signed(prod_1_6_r_d1) + $signed(prod_1_7_r_d1);
   assign \$44  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
   assign \$45  = $signed(tree_1_l1_2) + $signed(tree_1_l1_3);
   assign \$46  = $signed(tree_1_l2_0) + $signed(tree_1_l2_1);
-  assign \$47  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$48  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
-  assign \$49  = $signed(prod_2_4_p) + $signed(prod_2_5_p);
-  assign \$50  = $signed(prod_2_6_p) + $signed(prod_2_7_p);
+  assign \$47  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$48  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
+  assign \$49  = $signed(prod_2_4_r_d1) + $signed(prod_2_5_r_d1);
+  assign \$50  = $signed(prod_2_6_r_d1) + $signed(prod_2_7_r_d1);
   assign \$51  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
   assign \$52  = $signed(tree_2_l1_2) + $signed(tree_2_l1_3);
   assign \$53  = $signed(tree_2_l2_0) + $signed(tree_2_l2_1);
-  assign \$54  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$55  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
-  assign \$56  = $signed(prod_3_4_p) + $signed(prod_3_5_p);
-  assign \$57  = $signed(prod_3_6_p) + $signed(prod_3_7_p);
+  assign \$54  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$55  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
+  assign \$56  = $signed(prod_3_4_r_d1) + $signed(prod_3_5_r_d1);
+  assign \$57  = $signed(prod_3_6_r_d1) + $signed(prod_3_7_r_d1);
   assign \$58  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
   assign \$59  = $signed(tree_3_l1_2) + $signed(tree_3_l1_3);
   assign \$60  = $signed(tree_3_l2_0) + $signed(tree_3_l2_1);
-  assign \$61  = ~ mac_ctl_d5[10];
-  assign \$62  = mac_v_d5 & \$61 ;
-  assign \$63  = mac_ctl_d5[0] ? 19'h00000 : acc_0;
+  assign \$61  = ~ mac_ctl_d6[10];
+  assign \$62  = mac_v_d6 & \$61 ;
+  assign \$63  = mac_ctl_d6[0] ? 19'h00000 : acc_0;
   assign \$64  = $signed(\$63 ) + $signed(tree_0_l3_0);
-  assign \$65  = mac_ctl_d5[0] ? 19'h00000 : acc_1;
+  assign \$65  = mac_ctl_d6[0] ? 19'h00000 : acc_1;
   assign \$66  = $signed(\$65 ) + $signed(tree_1_l3_0);
-  assign \$67  = mac_ctl_d5[0] ? 19'h00000 : acc_2;
+  assign \$67  = mac_ctl_d6[0] ? 19'h00000 : acc_2;
   assign \$68  = $signed(\$67 ) + $signed(tree_2_l3_0);
-  assign \$69  = mac_ctl_d5[0] ? 19'h00000 : acc_3;
+  assign \$69  = mac_ctl_d6[0] ? 19'h00000 : acc_3;
   assign \$70  = $signed(\$69 ) + $signed(tree_3_l3_0);
-  assign \$71  = mac_ctl_d5[1] | mac_ctl_d5[10];
-  assign \$72  = mac_v_d5 & \$71 ;
+  assign \$71  = mac_ctl_d6[1] | mac_ctl_d6[10];
+  assign \$72  = mac_v_d6 & \$71 ;
   always @(posedge e1_clk)
     operands <= steps__payload;
   always @(posedge e1_clk)
@@ -4631,11 +4675,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge e1_clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge e1_clk)
     prod_0_1_a <= operands[15:8];
   always @(posedge e1_clk)
     prod_0_1_b <= operands[79:72];
   always @(posedge e1_clk)
     prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge e1_clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
   always @(posedge e1_clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge e1_clk)
@@ -4643,11 +4691,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge e1_clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
+  always @(posedge e1_clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge e1_clk)
     prod_0_3_b <= operands[95:88];
   always @(posedge e1_clk)
     prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge e1_clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
   always @(posedge e1_clk)
     prod_0_4_a <= operands[39:32];
   always @(posedge e1_clk)
@@ -4655,11 +4707,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_0_4_p <= { \$5 [15], \$5  };
   always @(posedge e1_clk)
+    prod_0_4_r_d1 <= prod_0_4_p;
+  always @(posedge e1_clk)
     prod_0_5_a <= operands[47:40];
   always @(posedge e1_clk)
     prod_0_5_b <= operands[111:104];
   always @(posedge e1_clk)
     prod_0_5_p <= { \$6 [15], \$6  };
+  always @(posedge e1_clk)
+    prod_0_5_r_d1 <= prod_0_5_p;
   always @(posedge e1_clk)
     prod_0_6_a <= operands[55:48];
   always @(posedge e1_clk)
@@ -4667,11 +4723,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_0_6_p <= { \$7 [15], \$7  };
   always @(posedge e1_clk)
+    prod_0_6_r_d1 <= prod_0_6_p;
+  always @(posedge e1_clk)
     prod_0_7_a <= operands[63:56];
   always @(posedge e1_clk)
     prod_0_7_b <= operands[127:120];
   always @(posedge e1_clk)
     prod_0_7_p <= { \$8 [15], \$8  };
+  always @(posedge e1_clk)
+    prod_0_7_r_d1 <= prod_0_7_p;
   always @(posedge e1_clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge e1_clk)
@@ -4679,11 +4739,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_1_0_p <= { \$9 [15], \$9  };
   always @(posedge e1_clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge e1_clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge e1_clk)
     prod_1_1_b <= operands[143:136];
   always @(posedge e1_clk)
     prod_1_1_p <= { \$10 [15], \$10  };
+  always @(posedge e1_clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
   always @(posedge e1_clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge e1_clk)
@@ -4691,11 +4755,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_1_2_p <= { \$11 [15], \$11  };
   always @(posedge e1_clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
+  always @(posedge e1_clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge e1_clk)
     prod_1_3_b <= operands[159:152];
   always @(posedge e1_clk)
     prod_1_3_p <= { \$12 [15], \$12  };
+  always @(posedge e1_clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
   always @(posedge e1_clk)
     prod_1_4_a <= operands[39:32];
   always @(posedge e1_clk)
@@ -4703,11 +4771,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_1_4_p <= { \$13 [15], \$13  };
   always @(posedge e1_clk)
+    prod_1_4_r_d1 <= prod_1_4_p;
+  always @(posedge e1_clk)
     prod_1_5_a <= operands[47:40];
   always @(posedge e1_clk)
     prod_1_5_b <= operands[175:168];
   always @(posedge e1_clk)
     prod_1_5_p <= { \$14 [15], \$14  };
+  always @(posedge e1_clk)
+    prod_1_5_r_d1 <= prod_1_5_p;
   always @(posedge e1_clk)
     prod_1_6_a <= operands[55:48];
   always @(posedge e1_clk)
@@ -4715,11 +4787,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_1_6_p <= { \$15 [15], \$15  };
   always @(posedge e1_clk)
+    prod_1_6_r_d1 <= prod_1_6_p;
+  always @(posedge e1_clk)
     prod_1_7_a <= operands[63:56];
   always @(posedge e1_clk)
     prod_1_7_b <= operands[191:184];
   always @(posedge e1_clk)
     prod_1_7_p <= { \$16 [15], \$16  };
+  always @(posedge e1_clk)
+    prod_1_7_r_d1 <= prod_1_7_p;
   always @(posedge e1_clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge e1_clk)
@@ -4727,11 +4803,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_2_0_p <= { \$17 [15], \$17  };
   always @(posedge e1_clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge e1_clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge e1_clk)
     prod_2_1_b <= operands[207:200];
   always @(posedge e1_clk)
     prod_2_1_p <= { \$18 [15], \$18  };
+  always @(posedge e1_clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
   always @(posedge e1_clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge e1_clk)
@@ -4739,11 +4819,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_2_2_p <= { \$19 [15], \$19  };
   always @(posedge e1_clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge e1_clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge e1_clk)
     prod_2_3_b <= operands[223:216];
   always @(posedge e1_clk)
     prod_2_3_p <= { \$20 [15], \$20  };
+  always @(posedge e1_clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
   always @(posedge e1_clk)
     prod_2_4_a <= operands[39:32];
   always @(posedge e1_clk)
@@ -4751,11 +4835,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_2_4_p <= { \$21 [15], \$21  };
   always @(posedge e1_clk)
+    prod_2_4_r_d1 <= prod_2_4_p;
+  always @(posedge e1_clk)
     prod_2_5_a <= operands[47:40];
   always @(posedge e1_clk)
     prod_2_5_b <= operands[239:232];
   always @(posedge e1_clk)
     prod_2_5_p <= { \$22 [15], \$22  };
+  always @(posedge e1_clk)
+    prod_2_5_r_d1 <= prod_2_5_p;
   always @(posedge e1_clk)
     prod_2_6_a <= operands[55:48];
   always @(posedge e1_clk)
@@ -4763,11 +4851,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_2_6_p <= { \$23 [15], \$23  };
   always @(posedge e1_clk)
+    prod_2_6_r_d1 <= prod_2_6_p;
+  always @(posedge e1_clk)
     prod_2_7_a <= operands[63:56];
   always @(posedge e1_clk)
     prod_2_7_b <= operands[255:248];
   always @(posedge e1_clk)
     prod_2_7_p <= { \$24 [15], \$24  };
+  always @(posedge e1_clk)
+    prod_2_7_r_d1 <= prod_2_7_p;
   always @(posedge e1_clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge e1_clk)
@@ -4775,11 +4867,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_3_0_p <= { \$25 [15], \$25  };
   always @(posedge e1_clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge e1_clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge e1_clk)
     prod_3_1_b <= operands[271:264];
   always @(posedge e1_clk)
     prod_3_1_p <= { \$26 [15], \$26  };
+  always @(posedge e1_clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
   always @(posedge e1_clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge e1_clk)
@@ -4787,11 +4883,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_3_2_p <= { \$27 [15], \$27  };
   always @(posedge e1_clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge e1_clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge e1_clk)
     prod_3_3_b <= operands[287:280];
   always @(posedge e1_clk)
     prod_3_3_p <= { \$28 [15], \$28  };
+  always @(posedge e1_clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge e1_clk)
     prod_3_4_a <= operands[39:32];
   always @(posedge e1_clk)
@@ -4799,11 +4899,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_3_4_p <= { \$29 [15], \$29  };
   always @(posedge e1_clk)
+    prod_3_4_r_d1 <= prod_3_4_p;
+  always @(posedge e1_clk)
     prod_3_5_a <= operands[47:40];
   always @(posedge e1_clk)
     prod_3_5_b <= operands[303:296];
   always @(posedge e1_clk)
     prod_3_5_p <= { \$30 [15], \$30  };
+  always @(posedge e1_clk)
+    prod_3_5_r_d1 <= prod_3_5_p;
   always @(posedge e1_clk)
     prod_3_6_a <= operands[55:48];
   always @(posedge e1_clk)
@@ -4811,11 +4915,15 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     prod_3_6_p <= { \$31 [15], \$31  };
   always @(posedge e1_clk)
+    prod_3_6_r_d1 <= prod_3_6_p;
+  always @(posedge e1_clk)
     prod_3_7_a <= operands[63:56];
   always @(posedge e1_clk)
     prod_3_7_b <= operands[319:312];
   always @(posedge e1_clk)
     prod_3_7_p <= { \$32 [15], \$32  };
+  always @(posedge e1_clk)
+    prod_3_7_r_d1 <= prod_3_7_p;
   always @(posedge e1_clk)
     tree_0_l1_0 <= { \$33 [17], \$33  };
   always @(posedge e1_clk)
@@ -4883,6 +4991,8 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     mac_ctl_d5 <= mac_ctl_d4;
   always @(posedge e1_clk)
+    mac_ctl_d6 <= mac_ctl_d5;
+  always @(posedge e1_clk)
     mac_v_d1 <= \$74 ;
   always @(posedge e1_clk)
     mac_v_d2 <= \$75 ;
@@ -4893,17 +5003,19 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e1_clk)
     mac_v_d5 <= \$78 ;
   always @(posedge e1_clk)
-    acc_0 <= \$79 ;
+    mac_v_d6 <= \$79 ;
   always @(posedge e1_clk)
-    acc_1 <= \$80 ;
+    acc_0 <= \$80 ;
   always @(posedge e1_clk)
-    acc_2 <= \$81 ;
+    acc_1 <= \$81 ;
   always @(posedge e1_clk)
-    acc_3 <= \$82 ;
+    acc_2 <= \$82 ;
   always @(posedge e1_clk)
-    out_v <= \$83 ;
+    acc_3 <= \$83 ;
   always @(posedge e1_clk)
-    out_meta <= mac_ctl_d5[11:2];
+    out_v <= \$84 ;
+  always @(posedge e1_clk)
+    out_meta <= mac_ctl_d6[11:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -4919,7 +5031,6 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   assign \$13  = $signed(prod_1_4_a) * $signed(prod_1_4_b);
   assign \$14  = $signed(prod_1_5_a) * $signed(prod_1_5_b);
   assign \$15  = $signed(prod_1_6_a) * $signed(prod_1_6_b);
-  assign \$16  = $signed(prod_1_7_a) * $signed(prod_1_7_b);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$73  = steps__valid;
@@ -4964,37 +5075,44 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$79  = acc_0;
-    if (\$62 ) begin
-      \$79  = \$64 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$80  = acc_1;
-    if (\$62 ) begin
-      \$80  = \$66 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$81  = acc_2;
-    if (\$62 ) begin
-      \$81  = \$68 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$82  = acc_3;
-    if (\$62 ) begin
-      \$82  = \$70 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$83  = \$72 ;
+    \$79  = mac_v_d5;
     if (e1_rst) begin
-      \$83  = 1'h0;
+      \$79  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$80  = acc_0;
+    if (\$62 ) begin
+      \$80  = \$64 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$81  = acc_1;
+    if (\$62 ) begin
+      \$81  = \$66 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$82  = acc_2;
+    if (\$62 ) begin
+      \$82  = \$68 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$83  = acc_3;
+    if (\$62 ) begin
+      \$83  = \$70 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$84  = \$72 ;
+    if (e1_rst) begin
+      \$84  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l3_0;
@@ -5070,6 +5188,14 @@ module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, su
   assign \mac_ctl_d5.meta.go  = mac_ctl_d5[9:8];
   assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[10];
   assign \mac_ctl_d5.meta.error  = mac_ctl_d5[11];
+  assign \mac_ctl_d6.first  = mac_ctl_d6[0];
+  assign \mac_ctl_d6.last  = mac_ctl_d6[1];
+  assign \mac_ctl_d6.meta  = mac_ctl_d6[11:2];
+  assign \mac_ctl_d6.meta.oy  = mac_ctl_d6[4:2];
+  assign \mac_ctl_d6.meta.ox  = mac_ctl_d6[7:5];
+  assign \mac_ctl_d6.meta.go  = mac_ctl_d6[9:8];
+  assign \mac_ctl_d6.meta.eof  = mac_ctl_d6[10];
+  assign \mac_ctl_d6.meta.error  = mac_ctl_d6[11];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[7:6];
@@ -5349,8 +5475,9 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   wire \$5 ;
   reg \$50 ;
   reg \$51 ;
-  wire [41:0] \$52 ;
-  reg \$53 ;
+  reg \$52 ;
+  wire [41:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
@@ -5454,6 +5581,12 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   wire [1:0] \rq_meta2_d3.go ;
   wire [2:0] \rq_meta2_d3.ox ;
   wire [2:0] \rq_meta2_d3.oy ;
+  reg [9:0] rq_meta2_d4 = 10'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire [1:0] \rq_meta2_d4.go ;
+  wire [2:0] \rq_meta2_d4.ox ;
+  wire [2:0] \rq_meta2_d4.oy ;
   reg [9:0] rq_meta3_d1 = 10'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -5464,6 +5597,7 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
@@ -5474,9 +5608,11 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_0_pp10_a = 2'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [18:0] scaled_0_pp10_p = 19'h00000;
+  reg [18:0] scaled_0_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_0_sum = 35'h000000000;
   wire [34:0] scaled_0_t0;
   wire [34:0] scaled_0_t1;
@@ -5485,9 +5621,11 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_1_pp10_a = 2'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [18:0] scaled_1_pp10_p = 19'h00000;
+  reg [18:0] scaled_1_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_1_sum = 35'h000000000;
   wire [34:0] scaled_1_t0;
   wire [34:0] scaled_1_t1;
@@ -5496,9 +5634,11 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_2_pp10_a = 2'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [18:0] scaled_2_pp10_p = 19'h00000;
+  reg [18:0] scaled_2_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_2_sum = 35'h000000000;
   wire [34:0] scaled_2_t0;
   wire [34:0] scaled_2_t1;
@@ -5507,9 +5647,11 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_3_pp10_a = 2'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [18:0] scaled_3_pp10_p = 19'h00000;
+  reg [18:0] scaled_3_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_3_sum = 35'h000000000;
   wire [34:0] scaled_3_t0;
   wire [34:0] scaled_3_t1;
@@ -5528,6 +5670,7 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
   always @(posedge e1_clk)
@@ -5565,11 +5708,15 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e1_clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge e1_clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge e1_clk)
     scaled_0_pp10_a <= biased_0[18:17];
   always @(posedge e1_clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge e1_clk)
     scaled_0_pp10_p <= { \$18 [17], \$18  };
+  always @(posedge e1_clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge e1_clk)
     scaled_0_sum <= \$19 [34:0];
   always @(posedge e1_clk)
@@ -5579,11 +5726,15 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e1_clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge e1_clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge e1_clk)
     scaled_1_pp10_a <= biased_1[18:17];
   always @(posedge e1_clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge e1_clk)
     scaled_1_pp10_p <= { \$21 [17], \$21  };
+  always @(posedge e1_clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge e1_clk)
     scaled_1_sum <= \$22 [34:0];
   always @(posedge e1_clk)
@@ -5593,11 +5744,15 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e1_clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge e1_clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge e1_clk)
     scaled_2_pp10_a <= biased_2[18:17];
   always @(posedge e1_clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge e1_clk)
     scaled_2_pp10_p <= { \$24 [17], \$24  };
+  always @(posedge e1_clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge e1_clk)
     scaled_2_sum <= \$25 [34:0];
   always @(posedge e1_clk)
@@ -5607,11 +5762,15 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e1_clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge e1_clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge e1_clk)
     scaled_3_pp10_a <= biased_3[18:17];
   always @(posedge e1_clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge e1_clk)
     scaled_3_pp10_p <= { \$27 [17], \$27  };
+  always @(posedge e1_clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
   always @(posedge e1_clk)
     scaled_3_sum <= \$28 [34:0];
   always @(posedge e1_clk)
@@ -5621,11 +5780,15 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e1_clk)
     rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge e1_clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge e1_clk)
     rq_v2_d1 <= \$48 ;
   always @(posedge e1_clk)
     rq_v2_d2 <= \$49 ;
   always @(posedge e1_clk)
     rq_v2_d3 <= \$50 ;
+  always @(posedge e1_clk)
+    rq_v2_d4 <= \$51 ;
   always @(posedge e1_clk)
     rounded_0 <= \$30 [19:0];
   always @(posedge e1_clk)
@@ -5635,13 +5798,13 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e1_clk)
     rounded_3 <= \$36 [19:0];
   always @(posedge e1_clk)
-    rq_meta3_d1 <= rq_meta2_d3;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge e1_clk)
-    rq_v3_d1 <= \$51 ;
+    rq_v3_d1 <= \$52 ;
   always @(posedge e1_clk)
-    feats__payload <= \$52 ;
+    feats__payload <= \$53 ;
   always @(posedge e1_clk)
-    feats__valid <= \$53 ;
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[19];
   assign \$6  = | rounded_0[18:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -5660,16 +5823,16 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [34:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [34:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [34:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
   assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [34:0]);
   assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
   assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
   assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
@@ -5679,7 +5842,6 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
   assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
-  assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     \$45  = sums__valid;
@@ -5731,22 +5893,29 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$53  = rq_v3_d1;
+    \$52  = rq_v2_d4;
     if (e1_rst) begin
-      \$53  = 1'h0;
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$54  = rq_v3_d1;
+    if (e1_rst) begin
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[83:82];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [34:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [34:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [34:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [34:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -5826,20 +5995,25 @@ module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__pa
   assign \rq_meta2_d3.go  = rq_meta2_d3[7:6];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[8];
   assign \rq_meta2_d3.error  = rq_meta2_d3[9];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[2:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[5:3];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[7:6];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[9];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[2:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[5:3];
   assign \rq_meta3_d1.go  = rq_meta3_d1[7:6];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[8];
   assign \rq_meta3_d1.error  = rq_meta3_d1[9];
-  assign \$52 [41:32] = rq_meta3_d1;
-  assign \$52 [31:24] = \$44 ;
-  assign \$52 [23:16] = \$42 ;
-  assign \$52 [15:8] = \$40 ;
-  assign \$52 [7:0] = \$38 ;
-  assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [41:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
   assign \$31  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
   assign \$33  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
@@ -10861,11 +11035,12 @@ module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, su
   reg \$18 ;
   reg \$19 ;
   wire [15:0] \$2 ;
-  reg [18:0] \$20 ;
+  reg \$20 ;
   reg [18:0] \$21 ;
   reg [18:0] \$22 ;
   reg [18:0] \$23 ;
-  reg \$24 ;
+  reg [18:0] \$24 ;
+  reg \$25 ;
   wire [15:0] \$3 ;
   wire [15:0] \$4 ;
   wire \$5 ;
@@ -10908,8 +11083,18 @@ module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, su
   wire [1:0] \mac_ctl_d2.meta.go ;
   wire [2:0] \mac_ctl_d2.meta.ox ;
   wire [2:0] \mac_ctl_d2.meta.oy ;
+  reg [11:0] mac_ctl_d3 = 12'h000;
+  wire \mac_ctl_d3.first ;
+  wire \mac_ctl_d3.last ;
+  wire [9:0] \mac_ctl_d3.meta ;
+  wire \mac_ctl_d3.meta.eof ;
+  wire \mac_ctl_d3.meta.error ;
+  wire [1:0] \mac_ctl_d3.meta.go ;
+  wire [2:0] \mac_ctl_d3.meta.ox ;
+  wire [2:0] \mac_ctl_d3.meta.oy ;
   reg mac_v_d1 = 1'h0;
   reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
   reg op_v = 1'h0;
   reg [75:0] operands = 76'h0000000000000000000;
   wire \operands.first ;
@@ -10933,15 +11118,19 @@ module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, su
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input [75:0] steps__payload;
   wire [75:0] steps__payload;
   wire \steps__payload.first ;
@@ -10979,18 +11168,18 @@ module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, su
   assign \$2  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
   assign \$3  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
   assign \$4  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
-  assign \$5  = ~ mac_ctl_d2[10];
-  assign \$6  = mac_v_d2 & \$5 ;
-  assign \$7  = mac_ctl_d2[0] ? 19'h00000 : acc_0;
-  assign \$8  = $signed(\$7 ) + $signed(prod_0_0_p);
-  assign \$9  = mac_ctl_d2[0] ? 19'h00000 : acc_1;
-  assign \$10  = $signed(\$9 ) + $signed(prod_1_1_p);
-  assign \$11  = mac_ctl_d2[0] ? 19'h00000 : acc_2;
-  assign \$12  = $signed(\$11 ) + $signed(prod_2_2_p);
-  assign \$13  = mac_ctl_d2[0] ? 19'h00000 : acc_3;
-  assign \$14  = $signed(\$13 ) + $signed(prod_3_3_p);
-  assign \$15  = mac_ctl_d2[1] | mac_ctl_d2[10];
-  assign \$16  = mac_v_d2 & \$15 ;
+  assign \$5  = ~ mac_ctl_d3[10];
+  assign \$6  = mac_v_d3 & \$5 ;
+  assign \$7  = mac_ctl_d3[0] ? 19'h00000 : acc_0;
+  assign \$8  = $signed(\$7 ) + $signed(prod_0_0_r_d1);
+  assign \$9  = mac_ctl_d3[0] ? 19'h00000 : acc_1;
+  assign \$10  = $signed(\$9 ) + $signed(prod_1_1_r_d1);
+  assign \$11  = mac_ctl_d3[0] ? 19'h00000 : acc_2;
+  assign \$12  = $signed(\$11 ) + $signed(prod_2_2_r_d1);
+  assign \$13  = mac_ctl_d3[0] ? 19'h00000 : acc_3;
+  assign \$14  = $signed(\$13 ) + $signed(prod_3_3_r_d1);
+  assign \$15  = mac_ctl_d3[1] | mac_ctl_d3[10];
+  assign \$16  = mac_v_d3 & \$15 ;
   always @(posedge e2_clk)
     operands <= steps__payload;
   always @(posedge e2_clk)
@@ -11002,11 +11191,15 @@ module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e2_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge e2_clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge e2_clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge e2_clk)
     prod_1_1_b <= operands[47:40];
   always @(posedge e2_clk)
     prod_1_1_p <= { \$2 [15], \$2  };
+  always @(posedge e2_clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
   always @(posedge e2_clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge e2_clk)
@@ -11014,31 +11207,39 @@ module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e2_clk)
     prod_2_2_p <= { \$3 [15], \$3  };
   always @(posedge e2_clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge e2_clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge e2_clk)
     prod_3_3_b <= operands[63:56];
   always @(posedge e2_clk)
     prod_3_3_p <= { \$4 [15], \$4  };
   always @(posedge e2_clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
+  always @(posedge e2_clk)
     mac_ctl_d1 <= ctl;
   always @(posedge e2_clk)
     mac_ctl_d2 <= mac_ctl_d1;
+  always @(posedge e2_clk)
+    mac_ctl_d3 <= mac_ctl_d2;
   always @(posedge e2_clk)
     mac_v_d1 <= \$18 ;
   always @(posedge e2_clk)
     mac_v_d2 <= \$19 ;
   always @(posedge e2_clk)
-    acc_0 <= \$20 ;
+    mac_v_d3 <= \$20 ;
   always @(posedge e2_clk)
-    acc_1 <= \$21 ;
+    acc_0 <= \$21 ;
   always @(posedge e2_clk)
-    acc_2 <= \$22 ;
+    acc_1 <= \$22 ;
   always @(posedge e2_clk)
-    acc_3 <= \$23 ;
+    acc_2 <= \$23 ;
   always @(posedge e2_clk)
-    out_v <= \$24 ;
+    acc_3 <= \$24 ;
   always @(posedge e2_clk)
-    out_meta <= mac_ctl_d2[11:2];
+    out_v <= \$25 ;
+  always @(posedge e2_clk)
+    out_meta <= mac_ctl_d3[11:2];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$17  = steps__valid;
@@ -11062,43 +11263,50 @@ module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, su
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$20  = acc_0;
-    if (\$6 ) begin
-      \$20  = \$8 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$21  = acc_1;
-    if (\$6 ) begin
-      \$21  = \$10 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$22  = acc_2;
-    if (\$6 ) begin
-      \$22  = \$12 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$23  = acc_3;
-    if (\$6 ) begin
-      \$23  = \$14 [18:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$24  = \$16 ;
+    \$20  = mac_v_d2;
     if (e2_rst) begin
-      \$24  = 1'h0;
+      \$20  = 1'h0;
     end
   end
-  assign tree_0_sum = { prod_0_0_p[16], prod_0_0_p[16], prod_0_0_p };
-  assign tree_1_sum = { prod_1_1_p[16], prod_1_1_p[16], prod_1_1_p };
-  assign tree_2_sum = { prod_2_2_p[16], prod_2_2_p[16], prod_2_2_p };
-  assign tree_3_sum = { prod_3_3_p[16], prod_3_3_p[16], prod_3_3_p };
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$21  = acc_0;
+    if (\$6 ) begin
+      \$21  = \$8 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$22  = acc_1;
+    if (\$6 ) begin
+      \$22  = \$10 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$23  = acc_2;
+    if (\$6 ) begin
+      \$23  = \$12 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$24  = acc_3;
+    if (\$6 ) begin
+      \$24  = \$14 [18:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$25  = \$16 ;
+    if (e2_rst) begin
+      \$25  = 1'h0;
+    end
+  end
+  assign tree_0_sum = { prod_0_0_r_d1[16], prod_0_0_r_d1[16], prod_0_0_r_d1 };
+  assign tree_1_sum = { prod_1_1_r_d1[16], prod_1_1_r_d1[16], prod_1_1_r_d1 };
+  assign tree_2_sum = { prod_2_2_r_d1[16], prod_2_2_r_d1[16], prod_2_2_r_d1 };
+  assign tree_3_sum = { prod_3_3_r_d1[16], prod_3_3_r_d1[16], prod_3_3_r_d1 };
   assign sums__valid = out_v;
   assign \operands.x  = operands[31:0];
   assign \operands.w  = operands[63:32];
@@ -11144,6 +11352,14 @@ module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, su
   assign \mac_ctl_d2.meta.go  = mac_ctl_d2[9:8];
   assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[10];
   assign \mac_ctl_d2.meta.error  = mac_ctl_d2[11];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[11:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[4:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[7:5];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[9:8];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[11];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[7:6];
@@ -11423,8 +11639,9 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   wire \$5 ;
   reg \$50 ;
   reg \$51 ;
-  wire [41:0] \$52 ;
-  reg \$53 ;
+  reg \$52 ;
+  wire [41:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
@@ -11528,6 +11745,12 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   wire [1:0] \rq_meta2_d3.go ;
   wire [2:0] \rq_meta2_d3.ox ;
   wire [2:0] \rq_meta2_d3.oy ;
+  reg [9:0] rq_meta2_d4 = 10'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire [1:0] \rq_meta2_d4.go ;
+  wire [2:0] \rq_meta2_d4.ox ;
+  wire [2:0] \rq_meta2_d4.oy ;
   reg [9:0] rq_meta3_d1 = 10'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -11538,6 +11761,7 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
@@ -11548,9 +11772,11 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_0_pp10_a = 2'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [18:0] scaled_0_pp10_p = 19'h00000;
+  reg [18:0] scaled_0_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_0_sum = 35'h000000000;
   wire [34:0] scaled_0_t0;
   wire [34:0] scaled_0_t1;
@@ -11559,9 +11785,11 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_1_pp10_a = 2'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [18:0] scaled_1_pp10_p = 19'h00000;
+  reg [18:0] scaled_1_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_1_sum = 35'h000000000;
   wire [34:0] scaled_1_t0;
   wire [34:0] scaled_1_t1;
@@ -11570,9 +11798,11 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_2_pp10_a = 2'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [18:0] scaled_2_pp10_p = 19'h00000;
+  reg [18:0] scaled_2_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_2_sum = 35'h000000000;
   wire [34:0] scaled_2_t0;
   wire [34:0] scaled_2_t1;
@@ -11581,9 +11811,11 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_3_pp10_a = 2'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [18:0] scaled_3_pp10_p = 19'h00000;
+  reg [18:0] scaled_3_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_3_sum = 35'h000000000;
   wire [34:0] scaled_3_t0;
   wire [34:0] scaled_3_t1;
@@ -11602,6 +11834,7 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
   always @(posedge e2_clk)
@@ -11639,11 +11872,15 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e2_clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge e2_clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge e2_clk)
     scaled_0_pp10_a <= biased_0[18:17];
   always @(posedge e2_clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge e2_clk)
     scaled_0_pp10_p <= { \$18 [17], \$18  };
+  always @(posedge e2_clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge e2_clk)
     scaled_0_sum <= \$19 [34:0];
   always @(posedge e2_clk)
@@ -11653,11 +11890,15 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e2_clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge e2_clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge e2_clk)
     scaled_1_pp10_a <= biased_1[18:17];
   always @(posedge e2_clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge e2_clk)
     scaled_1_pp10_p <= { \$21 [17], \$21  };
+  always @(posedge e2_clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge e2_clk)
     scaled_1_sum <= \$22 [34:0];
   always @(posedge e2_clk)
@@ -11667,11 +11908,15 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e2_clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge e2_clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge e2_clk)
     scaled_2_pp10_a <= biased_2[18:17];
   always @(posedge e2_clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge e2_clk)
     scaled_2_pp10_p <= { \$24 [17], \$24  };
+  always @(posedge e2_clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge e2_clk)
     scaled_2_sum <= \$25 [34:0];
   always @(posedge e2_clk)
@@ -11681,11 +11926,15 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e2_clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge e2_clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge e2_clk)
     scaled_3_pp10_a <= biased_3[18:17];
   always @(posedge e2_clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge e2_clk)
     scaled_3_pp10_p <= { \$27 [17], \$27  };
+  always @(posedge e2_clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
   always @(posedge e2_clk)
     scaled_3_sum <= \$28 [34:0];
   always @(posedge e2_clk)
@@ -11695,11 +11944,15 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e2_clk)
     rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge e2_clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge e2_clk)
     rq_v2_d1 <= \$48 ;
   always @(posedge e2_clk)
     rq_v2_d2 <= \$49 ;
   always @(posedge e2_clk)
     rq_v2_d3 <= \$50 ;
+  always @(posedge e2_clk)
+    rq_v2_d4 <= \$51 ;
   always @(posedge e2_clk)
     rounded_0 <= \$30 [19:0];
   always @(posedge e2_clk)
@@ -11709,13 +11962,13 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   always @(posedge e2_clk)
     rounded_3 <= \$36 [19:0];
   always @(posedge e2_clk)
-    rq_meta3_d1 <= rq_meta2_d3;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge e2_clk)
-    rq_v3_d1 <= \$51 ;
+    rq_v3_d1 <= \$52 ;
   always @(posedge e2_clk)
-    feats__payload <= \$52 ;
+    feats__payload <= \$53 ;
   always @(posedge e2_clk)
-    feats__valid <= \$53 ;
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[19];
   assign \$6  = | rounded_0[18:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -11734,16 +11987,16 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [34:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [34:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [34:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
   assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [34:0]);
   assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
   assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
   assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
@@ -11753,7 +12006,6 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
   assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
-  assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$45  = sums__valid;
@@ -11805,22 +12057,29 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$53  = rq_v3_d1;
+    \$52  = rq_v2_d4;
     if (e2_rst) begin
-      \$53  = 1'h0;
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$54  = rq_v3_d1;
+    if (e2_rst) begin
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[83:82];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [34:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [34:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [34:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [34:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -11900,20 +12159,25 @@ module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__pa
   assign \rq_meta2_d3.go  = rq_meta2_d3[7:6];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[8];
   assign \rq_meta2_d3.error  = rq_meta2_d3[9];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[2:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[5:3];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[7:6];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[9];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[2:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[5:3];
   assign \rq_meta3_d1.go  = rq_meta3_d1[7:6];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[8];
   assign \rq_meta3_d1.error  = rq_meta3_d1[9];
-  assign \$52 [41:32] = rq_meta3_d1;
-  assign \$52 [31:24] = \$44 ;
-  assign \$52 [23:16] = \$42 ;
-  assign \$52 [15:8] = \$40 ;
-  assign \$52 [7:0] = \$38 ;
-  assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [41:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
   assign \$31  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
   assign \$33  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
@@ -16554,7 +16818,7 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   wire [15:0] \$8 ;
   reg \$80 ;
   reg \$81 ;
-  reg [19:0] \$82 ;
+  reg \$82 ;
   reg [19:0] \$83 ;
   reg [19:0] \$84 ;
   reg [19:0] \$85 ;
@@ -16563,7 +16827,8 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   reg [19:0] \$88 ;
   reg [19:0] \$89 ;
   wire [15:0] \$9 ;
-  reg \$90 ;
+  reg [19:0] \$90 ;
+  reg \$91 ;
   reg [19:0] acc_0 = 20'h00000;
   reg [19:0] acc_1 = 20'h00000;
   reg [19:0] acc_2 = 20'h00000;
@@ -16621,10 +16886,20 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   wire \mac_ctl_d4.meta.go ;
   wire [2:0] \mac_ctl_d4.meta.ox ;
   wire [2:0] \mac_ctl_d4.meta.oy ;
+  reg [10:0] mac_ctl_d5 = 11'h000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [8:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire \mac_ctl_d5.meta.go ;
+  wire [2:0] \mac_ctl_d5.meta.ox ;
+  wire [2:0] \mac_ctl_d5.meta.oy ;
   reg mac_v_d1 = 1'h0;
   reg mac_v_d2 = 1'h0;
   reg mac_v_d3 = 1'h0;
   reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [298:0] operands = 299'h000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -16648,99 +16923,131 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   reg [7:0] prod_4_0_a = 8'h00;
   reg [7:0] prod_4_0_b = 8'h00;
   reg [16:0] prod_4_0_p = 17'h00000;
+  reg [16:0] prod_4_0_r_d1 = 17'h00000;
   reg [7:0] prod_4_1_a = 8'h00;
   reg [7:0] prod_4_1_b = 8'h00;
   reg [16:0] prod_4_1_p = 17'h00000;
+  reg [16:0] prod_4_1_r_d1 = 17'h00000;
   reg [7:0] prod_4_2_a = 8'h00;
   reg [7:0] prod_4_2_b = 8'h00;
   reg [16:0] prod_4_2_p = 17'h00000;
+  reg [16:0] prod_4_2_r_d1 = 17'h00000;
   reg [7:0] prod_4_3_a = 8'h00;
   reg [7:0] prod_4_3_b = 8'h00;
   reg [16:0] prod_4_3_p = 17'h00000;
+  reg [16:0] prod_4_3_r_d1 = 17'h00000;
   reg [7:0] prod_5_0_a = 8'h00;
   reg [7:0] prod_5_0_b = 8'h00;
   reg [16:0] prod_5_0_p = 17'h00000;
+  reg [16:0] prod_5_0_r_d1 = 17'h00000;
   reg [7:0] prod_5_1_a = 8'h00;
   reg [7:0] prod_5_1_b = 8'h00;
   reg [16:0] prod_5_1_p = 17'h00000;
+  reg [16:0] prod_5_1_r_d1 = 17'h00000;
   reg [7:0] prod_5_2_a = 8'h00;
   reg [7:0] prod_5_2_b = 8'h00;
   reg [16:0] prod_5_2_p = 17'h00000;
+  reg [16:0] prod_5_2_r_d1 = 17'h00000;
   reg [7:0] prod_5_3_a = 8'h00;
   reg [7:0] prod_5_3_b = 8'h00;
   reg [16:0] prod_5_3_p = 17'h00000;
+  reg [16:0] prod_5_3_r_d1 = 17'h00000;
   reg [7:0] prod_6_0_a = 8'h00;
   reg [7:0] prod_6_0_b = 8'h00;
   reg [16:0] prod_6_0_p = 17'h00000;
+  reg [16:0] prod_6_0_r_d1 = 17'h00000;
   reg [7:0] prod_6_1_a = 8'h00;
   reg [7:0] prod_6_1_b = 8'h00;
   reg [16:0] prod_6_1_p = 17'h00000;
+  reg [16:0] prod_6_1_r_d1 = 17'h00000;
   reg [7:0] prod_6_2_a = 8'h00;
   reg [7:0] prod_6_2_b = 8'h00;
   reg [16:0] prod_6_2_p = 17'h00000;
+  reg [16:0] prod_6_2_r_d1 = 17'h00000;
   reg [7:0] prod_6_3_a = 8'h00;
   reg [7:0] prod_6_3_b = 8'h00;
   reg [16:0] prod_6_3_p = 17'h00000;
+  reg [16:0] prod_6_3_r_d1 = 17'h00000;
   reg [7:0] prod_7_0_a = 8'h00;
   reg [7:0] prod_7_0_b = 8'h00;
   reg [16:0] prod_7_0_p = 17'h00000;
+  reg [16:0] prod_7_0_r_d1 = 17'h00000;
   reg [7:0] prod_7_1_a = 8'h00;
   reg [7:0] prod_7_1_b = 8'h00;
   reg [16:0] prod_7_1_p = 17'h00000;
+  reg [16:0] prod_7_1_r_d1 = 17'h00000;
   reg [7:0] prod_7_2_a = 8'h00;
   reg [7:0] prod_7_2_b = 8'h00;
   reg [16:0] prod_7_2_p = 17'h00000;
+  reg [16:0] prod_7_2_r_d1 = 17'h00000;
   reg [7:0] prod_7_3_a = 8'h00;
   reg [7:0] prod_7_3_b = 8'h00;
   reg [16:0] prod_7_3_p = 17'h00000;
+  reg [16:0] prod_7_3_r_d1 = 17'h00000;
   input [298:0] steps__payload;
   wire [298:0] steps__payload;
   wire \steps__payload.first ;
@@ -16814,6 +17121,7 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   reg [19:0] tree_7_l2_0 = 20'h00000;
   (* init = 20'h00000 *)
   wire [19:0] tree_7_sum;
+  assign \$9  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
   assign \$10  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
   assign \$11  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
   assign \$12  = $signed(prod_2_3_a) * $signed(prod_2_3_b);
@@ -16837,50 +17145,50 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   assign \$30  = $signed(prod_7_1_a) * $signed(prod_7_1_b);
   assign \$31  = $signed(prod_7_2_a) * $signed(prod_7_2_b);
   assign \$32  = $signed(prod_7_3_a) * $signed(prod_7_3_b);
-  assign \$33  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$34  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$33  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$34  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$35  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$36  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$37  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$36  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$37  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$38  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$39  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$40  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$39  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$40  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$41  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$42  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$43  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$42  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$43  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$44  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$45  = $signed(prod_4_0_p) + $signed(prod_4_1_p);
-  assign \$46  = $signed(prod_4_2_p) + $signed(prod_4_3_p);
+  assign \$45  = $signed(prod_4_0_r_d1) + $signed(prod_4_1_r_d1);
+  assign \$46  = $signed(prod_4_2_r_d1) + $signed(prod_4_3_r_d1);
   assign \$47  = $signed(tree_4_l1_0) + $signed(tree_4_l1_1);
-  assign \$48  = $signed(prod_5_0_p) + $signed(prod_5_1_p);
-  assign \$49  = $signed(prod_5_2_p) + $signed(prod_5_3_p);
+  assign \$48  = $signed(prod_5_0_r_d1) + $signed(prod_5_1_r_d1);
+  assign \$49  = $signed(prod_5_2_r_d1) + $signed(prod_5_3_r_d1);
   assign \$50  = $signed(tree_5_l1_0) + $signed(tree_5_l1_1);
-  assign \$51  = $signed(prod_6_0_p) + $signed(prod_6_1_p);
-  assign \$52  = $signed(prod_6_2_p) + $signed(prod_6_3_p);
+  assign \$51  = $signed(prod_6_0_r_d1) + $signed(prod_6_1_r_d1);
+  assign \$52  = $signed(prod_6_2_r_d1) + $signed(prod_6_3_r_d1);
   assign \$53  = $signed(tree_6_l1_0) + $signed(tree_6_l1_1);
-  assign \$54  = $signed(prod_7_0_p) + $signed(prod_7_1_p);
-  assign \$55  = $signed(prod_7_2_p) + $signed(prod_7_3_p);
+  assign \$54  = $signed(prod_7_0_r_d1) + $signed(prod_7_1_r_d1);
+  assign \$55  = $signed(prod_7_2_r_d1) + $signed(prod_7_3_r_d1);
   assign \$56  = $signed(tree_7_l1_0) + $signed(tree_7_l1_1);
-  assign \$57  = ~ mac_ctl_d4[9];
-  assign \$58  = mac_v_d4 & \$57 ;
-  assign \$59  = mac_ctl_d4[0] ? 20'h00000 : acc_0;
+  assign \$57  = ~ mac_ctl_d5[9];
+  assign \$58  = mac_v_d5 & \$57 ;
+  assign \$59  = mac_ctl_d5[0] ? 20'h00000 : acc_0;
   assign \$60  = $signed(\$59 ) + $signed(tree_0_l2_0);
-  assign \$61  = mac_ctl_d4[0] ? 20'h00000 : acc_1;
+  assign \$61  = mac_ctl_d5[0] ? 20'h00000 : acc_1;
   assign \$62  = $signed(\$61 ) + $signed(tree_1_l2_0);
-  assign \$63  = mac_ctl_d4[0] ? 20'h00000 : acc_2;
+  assign \$63  = mac_ctl_d5[0] ? 20'h00000 : acc_2;
   assign \$64  = $signed(\$63 ) + $signed(tree_2_l2_0);
-  assign \$65  = mac_ctl_d4[0] ? 20'h00000 : acc_3;
+  assign \$65  = mac_ctl_d5[0] ? 20'h00000 : acc_3;
   assign \$66  = $signed(\$65 ) + $signed(tree_3_l2_0);
-  assign \$67  = mac_ctl_d4[0] ? 20'h00000 : acc_4;
+  assign \$67  = mac_ctl_d5[0] ? 20'h00000 : acc_4;
   assign \$68  = $signed(\$67 ) + $signed(tree_4_l2_0);
-  assign \$69  = mac_ctl_d4[0] ? 20'h00000 : acc_5;
+  assign \$69  = mac_ctl_d5[0] ? 20'h00000 : acc_5;
   assign \$70  = $signed(\$69 ) + $signed(tree_5_l2_0);
-  assign \$71  = mac_ctl_d4[0] ? 20'h00000 : acc_6;
+  assign \$71  = mac_ctl_d5[0] ? 20'h00000 : acc_6;
   assign \$72  = $signed(\$71 ) + $signed(tree_6_l2_0);
-  assign \$73  = mac_ctl_d4[0] ? 20'h00000 : acc_7;
+  assign \$73  = mac_ctl_d5[0] ? 20'h00000 : acc_7;
   assign \$74  = $signed(\$73 ) + $signed(tree_7_l2_0);
-  assign \$75  = mac_ctl_d4[1] | mac_ctl_d4[9];
-  assign \$76  = mac_v_d4 & \$75 ;
+  assign \$75  = mac_ctl_d5[1] | mac_ctl_d5[9];
+  assign \$76  = mac_v_d5 & \$75 ;
   always @(posedge e3_clk)
     operands <= steps__payload;
   always @(posedge e3_clk)
@@ -16892,11 +17200,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge e3_clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge e3_clk)
     prod_0_1_a <= operands[15:8];
   always @(posedge e3_clk)
     prod_0_1_b <= operands[47:40];
   always @(posedge e3_clk)
     prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge e3_clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
   always @(posedge e3_clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge e3_clk)
@@ -16904,11 +17216,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge e3_clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
+  always @(posedge e3_clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge e3_clk)
     prod_0_3_b <= operands[63:56];
   always @(posedge e3_clk)
     prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge e3_clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
   always @(posedge e3_clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge e3_clk)
@@ -16916,11 +17232,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_1_0_p <= { \$5 [15], \$5  };
   always @(posedge e3_clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge e3_clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge e3_clk)
     prod_1_1_b <= operands[79:72];
   always @(posedge e3_clk)
     prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge e3_clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
   always @(posedge e3_clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge e3_clk)
@@ -16928,11 +17248,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_1_2_p <= { \$7 [15], \$7  };
   always @(posedge e3_clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
+  always @(posedge e3_clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge e3_clk)
     prod_1_3_b <= operands[95:88];
   always @(posedge e3_clk)
     prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge e3_clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
   always @(posedge e3_clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge e3_clk)
@@ -16940,11 +17264,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_2_0_p <= { \$9 [15], \$9  };
   always @(posedge e3_clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge e3_clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge e3_clk)
     prod_2_1_b <= operands[111:104];
   always @(posedge e3_clk)
     prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge e3_clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
   always @(posedge e3_clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge e3_clk)
@@ -16952,11 +17280,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_2_2_p <= { \$11 [15], \$11  };
   always @(posedge e3_clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge e3_clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge e3_clk)
     prod_2_3_b <= operands[127:120];
   always @(posedge e3_clk)
     prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge e3_clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
   always @(posedge e3_clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge e3_clk)
@@ -16964,11 +17296,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_3_0_p <= { \$13 [15], \$13  };
   always @(posedge e3_clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge e3_clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge e3_clk)
     prod_3_1_b <= operands[143:136];
   always @(posedge e3_clk)
     prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge e3_clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
   always @(posedge e3_clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge e3_clk)
@@ -16976,11 +17312,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge e3_clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge e3_clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge e3_clk)
     prod_3_3_b <= operands[159:152];
   always @(posedge e3_clk)
     prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge e3_clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge e3_clk)
     prod_4_0_a <= operands[7:0];
   always @(posedge e3_clk)
@@ -16988,11 +17328,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_4_0_p <= { \$17 [15], \$17  };
   always @(posedge e3_clk)
+    prod_4_0_r_d1 <= prod_4_0_p;
+  always @(posedge e3_clk)
     prod_4_1_a <= operands[15:8];
   always @(posedge e3_clk)
     prod_4_1_b <= operands[175:168];
   always @(posedge e3_clk)
     prod_4_1_p <= { \$18 [15], \$18  };
+  always @(posedge e3_clk)
+    prod_4_1_r_d1 <= prod_4_1_p;
   always @(posedge e3_clk)
     prod_4_2_a <= operands[23:16];
   always @(posedge e3_clk)
@@ -17000,11 +17344,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_4_2_p <= { \$19 [15], \$19  };
   always @(posedge e3_clk)
+    prod_4_2_r_d1 <= prod_4_2_p;
+  always @(posedge e3_clk)
     prod_4_3_a <= operands[31:24];
   always @(posedge e3_clk)
     prod_4_3_b <= operands[191:184];
   always @(posedge e3_clk)
     prod_4_3_p <= { \$20 [15], \$20  };
+  always @(posedge e3_clk)
+    prod_4_3_r_d1 <= prod_4_3_p;
   always @(posedge e3_clk)
     prod_5_0_a <= operands[7:0];
   always @(posedge e3_clk)
@@ -17012,11 +17360,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_5_0_p <= { \$21 [15], \$21  };
   always @(posedge e3_clk)
+    prod_5_0_r_d1 <= prod_5_0_p;
+  always @(posedge e3_clk)
     prod_5_1_a <= operands[15:8];
   always @(posedge e3_clk)
     prod_5_1_b <= operands[207:200];
   always @(posedge e3_clk)
     prod_5_1_p <= { \$22 [15], \$22  };
+  always @(posedge e3_clk)
+    prod_5_1_r_d1 <= prod_5_1_p;
   always @(posedge e3_clk)
     prod_5_2_a <= operands[23:16];
   always @(posedge e3_clk)
@@ -17024,11 +17376,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_5_2_p <= { \$23 [15], \$23  };
   always @(posedge e3_clk)
+    prod_5_2_r_d1 <= prod_5_2_p;
+  always @(posedge e3_clk)
     prod_5_3_a <= operands[31:24];
   always @(posedge e3_clk)
     prod_5_3_b <= operands[223:216];
   always @(posedge e3_clk)
     prod_5_3_p <= { \$24 [15], \$24  };
+  always @(posedge e3_clk)
+    prod_5_3_r_d1 <= prod_5_3_p;
   always @(posedge e3_clk)
     prod_6_0_a <= operands[7:0];
   always @(posedge e3_clk)
@@ -17036,11 +17392,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_6_0_p <= { \$25 [15], \$25  };
   always @(posedge e3_clk)
+    prod_6_0_r_d1 <= prod_6_0_p;
+  always @(posedge e3_clk)
     prod_6_1_a <= operands[15:8];
   always @(posedge e3_clk)
     prod_6_1_b <= operands[239:232];
   always @(posedge e3_clk)
     prod_6_1_p <= { \$26 [15], \$26  };
+  always @(posedge e3_clk)
+    prod_6_1_r_d1 <= prod_6_1_p;
   always @(posedge e3_clk)
     prod_6_2_a <= operands[23:16];
   always @(posedge e3_clk)
@@ -17048,11 +17408,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_6_2_p <= { \$27 [15], \$27  };
   always @(posedge e3_clk)
+    prod_6_2_r_d1 <= prod_6_2_p;
+  always @(posedge e3_clk)
     prod_6_3_a <= operands[31:24];
   always @(posedge e3_clk)
     prod_6_3_b <= operands[255:248];
   always @(posedge e3_clk)
     prod_6_3_p <= { \$28 [15], \$28  };
+  always @(posedge e3_clk)
+    prod_6_3_r_d1 <= prod_6_3_p;
   always @(posedge e3_clk)
     prod_7_0_a <= operands[7:0];
   always @(posedge e3_clk)
@@ -17060,11 +17424,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_7_0_p <= { \$29 [15], \$29  };
   always @(posedge e3_clk)
+    prod_7_0_r_d1 <= prod_7_0_p;
+  always @(posedge e3_clk)
     prod_7_1_a <= operands[15:8];
   always @(posedge e3_clk)
     prod_7_1_b <= operands[271:264];
   always @(posedge e3_clk)
     prod_7_1_p <= { \$30 [15], \$30  };
+  always @(posedge e3_clk)
+    prod_7_1_r_d1 <= prod_7_1_p;
   always @(posedge e3_clk)
     prod_7_2_a <= operands[23:16];
   always @(posedge e3_clk)
@@ -17072,11 +17440,15 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     prod_7_2_p <= { \$31 [15], \$31  };
   always @(posedge e3_clk)
+    prod_7_2_r_d1 <= prod_7_2_p;
+  always @(posedge e3_clk)
     prod_7_3_a <= operands[31:24];
   always @(posedge e3_clk)
     prod_7_3_b <= operands[287:280];
   always @(posedge e3_clk)
     prod_7_3_p <= { \$32 [15], \$32  };
+  always @(posedge e3_clk)
+    prod_7_3_r_d1 <= prod_7_3_p;
   always @(posedge e3_clk)
     tree_0_l1_0 <= { \$33 [17], \$33 [17], \$33  };
   always @(posedge e3_clk)
@@ -17134,6 +17506,8 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     mac_ctl_d4 <= mac_ctl_d3;
   always @(posedge e3_clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge e3_clk)
     mac_v_d1 <= \$78 ;
   always @(posedge e3_clk)
     mac_v_d2 <= \$79 ;
@@ -17142,25 +17516,27 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   always @(posedge e3_clk)
     mac_v_d4 <= \$81 ;
   always @(posedge e3_clk)
-    acc_0 <= \$82 ;
+    mac_v_d5 <= \$82 ;
   always @(posedge e3_clk)
-    acc_1 <= \$83 ;
+    acc_0 <= \$83 ;
   always @(posedge e3_clk)
-    acc_2 <= \$84 ;
+    acc_1 <= \$84 ;
   always @(posedge e3_clk)
-    acc_3 <= \$85 ;
+    acc_2 <= \$85 ;
   always @(posedge e3_clk)
-    acc_4 <= \$86 ;
+    acc_3 <= \$86 ;
   always @(posedge e3_clk)
-    acc_5 <= \$87 ;
+    acc_4 <= \$87 ;
   always @(posedge e3_clk)
-    acc_6 <= \$88 ;
+    acc_5 <= \$88 ;
   always @(posedge e3_clk)
-    acc_7 <= \$89 ;
+    acc_6 <= \$89 ;
   always @(posedge e3_clk)
-    out_v <= \$90 ;
+    acc_7 <= \$90 ;
   always @(posedge e3_clk)
-    out_meta <= mac_ctl_d4[10:2];
+    out_v <= \$91 ;
+  always @(posedge e3_clk)
+    out_meta <= mac_ctl_d5[10:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -17169,7 +17545,6 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   assign \$6  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
   assign \$7  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
   assign \$8  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
-  assign \$9  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$77  = steps__valid;
@@ -17207,65 +17582,72 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$82  = acc_0;
-    if (\$58 ) begin
-      \$82  = \$60 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$83  = acc_1;
-    if (\$58 ) begin
-      \$83  = \$62 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$84  = acc_2;
-    if (\$58 ) begin
-      \$84  = \$64 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$85  = acc_3;
-    if (\$58 ) begin
-      \$85  = \$66 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$86  = acc_4;
-    if (\$58 ) begin
-      \$86  = \$68 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$87  = acc_5;
-    if (\$58 ) begin
-      \$87  = \$70 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$88  = acc_6;
-    if (\$58 ) begin
-      \$88  = \$72 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$89  = acc_7;
-    if (\$58 ) begin
-      \$89  = \$74 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$90  = \$76 ;
+    \$82  = mac_v_d4;
     if (e3_rst) begin
-      \$90  = 1'h0;
+      \$82  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$83  = acc_0;
+    if (\$58 ) begin
+      \$83  = \$60 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$84  = acc_1;
+    if (\$58 ) begin
+      \$84  = \$62 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$85  = acc_2;
+    if (\$58 ) begin
+      \$85  = \$64 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$86  = acc_3;
+    if (\$58 ) begin
+      \$86  = \$66 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$87  = acc_4;
+    if (\$58 ) begin
+      \$87  = \$68 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$88  = acc_5;
+    if (\$58 ) begin
+      \$88  = \$70 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$89  = acc_6;
+    if (\$58 ) begin
+      \$89  = \$72 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$90  = acc_7;
+    if (\$58 ) begin
+      \$90  = \$74 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$91  = \$76 ;
+    if (e3_rst) begin
+      \$91  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -17337,6 +17719,14 @@ module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, su
   assign \mac_ctl_d4.meta.go  = mac_ctl_d4[8];
   assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[9];
   assign \mac_ctl_d4.meta.error  = mac_ctl_d4[10];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[10:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[4:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[7:5];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[8];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[9];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[10];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[6];
@@ -17712,8 +18102,9 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   wire \$22 ;
   reg \$220 ;
   reg \$221 ;
-  wire [72:0] \$222 ;
-  reg \$223 ;
+  reg \$222 ;
+  wire [72:0] \$223 ;
+  reg \$224 ;
   wire \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -17907,27 +18298,35 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg [7:0] id_scaled_0_a = 8'h00;
   reg [15:0] id_scaled_0_b = 16'h0000;
   reg [24:0] id_scaled_0_p = 25'h0000000;
+  reg [24:0] id_scaled_0_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_1_a = 8'h00;
   reg [15:0] id_scaled_1_b = 16'h0000;
   reg [24:0] id_scaled_1_p = 25'h0000000;
+  reg [24:0] id_scaled_1_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_2_a = 8'h00;
   reg [15:0] id_scaled_2_b = 16'h0000;
   reg [24:0] id_scaled_2_p = 25'h0000000;
+  reg [24:0] id_scaled_2_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_3_a = 8'h00;
   reg [15:0] id_scaled_3_b = 16'h0000;
   reg [24:0] id_scaled_3_p = 25'h0000000;
+  reg [24:0] id_scaled_3_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_4_a = 8'h00;
   reg [15:0] id_scaled_4_b = 16'h0000;
   reg [24:0] id_scaled_4_p = 25'h0000000;
+  reg [24:0] id_scaled_4_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_5_a = 8'h00;
   reg [15:0] id_scaled_5_b = 16'h0000;
   reg [24:0] id_scaled_5_p = 25'h0000000;
+  reg [24:0] id_scaled_5_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_6_a = 8'h00;
   reg [15:0] id_scaled_6_b = 16'h0000;
   reg [24:0] id_scaled_6_p = 25'h0000000;
+  reg [24:0] id_scaled_6_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_7_a = 8'h00;
   reg [15:0] id_scaled_7_b = 16'h0000;
   reg [24:0] id_scaled_7_p = 25'h0000000;
+  reg [24:0] id_scaled_7_r_d1 = 25'h0000000;
   input [64:0] identity__payload;
   wire [64:0] identity__payload;
   wire [63:0] \identity__payload.data ;
@@ -17998,6 +18397,12 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   wire \rq_meta2_d3.go ;
   wire [2:0] \rq_meta2_d3.ox ;
   wire [2:0] \rq_meta2_d3.oy ;
+  reg [8:0] rq_meta2_d4 = 9'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [2:0] \rq_meta2_d4.ox ;
+  wire [2:0] \rq_meta2_d4.oy ;
   reg [8:0] rq_meta3_d1 = 9'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -18014,6 +18419,7 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   reg rq_v4_d1 = 1'h0;
   reg [15:0] scale_0 = 16'h0000;
@@ -18029,9 +18435,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_0_pp10_a = 3'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [19:0] scaled_0_pp10_p = 20'h00000;
+  reg [19:0] scaled_0_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_0_sum = 36'h000000000;
   wire [35:0] scaled_0_t0;
   wire [35:0] scaled_0_t1;
@@ -18040,9 +18448,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_1_pp10_a = 3'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [19:0] scaled_1_pp10_p = 20'h00000;
+  reg [19:0] scaled_1_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_1_sum = 36'h000000000;
   wire [35:0] scaled_1_t0;
   wire [35:0] scaled_1_t1;
@@ -18051,9 +18461,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_2_pp10_a = 3'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [19:0] scaled_2_pp10_p = 20'h00000;
+  reg [19:0] scaled_2_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_2_sum = 36'h000000000;
   wire [35:0] scaled_2_t0;
   wire [35:0] scaled_2_t1;
@@ -18062,9 +18474,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_3_pp10_a = 3'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [19:0] scaled_3_pp10_p = 20'h00000;
+  reg [19:0] scaled_3_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_3_sum = 36'h000000000;
   wire [35:0] scaled_3_t0;
   wire [35:0] scaled_3_t1;
@@ -18073,9 +18487,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg [16:0] scaled_4_pp00_a = 17'h00000;
   reg [15:0] scaled_4_pp00_b = 16'h0000;
   reg [33:0] scaled_4_pp00_p = 34'h000000000;
+  reg [33:0] scaled_4_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_4_pp10_a = 3'h0;
   reg [15:0] scaled_4_pp10_b = 16'h0000;
   reg [19:0] scaled_4_pp10_p = 20'h00000;
+  reg [19:0] scaled_4_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_4_sum = 36'h000000000;
   wire [35:0] scaled_4_t0;
   wire [35:0] scaled_4_t1;
@@ -18084,9 +18500,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg [16:0] scaled_5_pp00_a = 17'h00000;
   reg [15:0] scaled_5_pp00_b = 16'h0000;
   reg [33:0] scaled_5_pp00_p = 34'h000000000;
+  reg [33:0] scaled_5_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_5_pp10_a = 3'h0;
   reg [15:0] scaled_5_pp10_b = 16'h0000;
   reg [19:0] scaled_5_pp10_p = 20'h00000;
+  reg [19:0] scaled_5_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_5_sum = 36'h000000000;
   wire [35:0] scaled_5_t0;
   wire [35:0] scaled_5_t1;
@@ -18095,9 +18513,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg [16:0] scaled_6_pp00_a = 17'h00000;
   reg [15:0] scaled_6_pp00_b = 16'h0000;
   reg [33:0] scaled_6_pp00_p = 34'h000000000;
+  reg [33:0] scaled_6_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_6_pp10_a = 3'h0;
   reg [15:0] scaled_6_pp10_b = 16'h0000;
   reg [19:0] scaled_6_pp10_p = 20'h00000;
+  reg [19:0] scaled_6_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_6_sum = 36'h000000000;
   wire [35:0] scaled_6_t0;
   wire [35:0] scaled_6_t1;
@@ -18106,9 +18526,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   reg [16:0] scaled_7_pp00_a = 17'h00000;
   reg [15:0] scaled_7_pp00_b = 16'h0000;
   reg [33:0] scaled_7_pp00_p = 34'h000000000;
+  reg [33:0] scaled_7_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_7_pp10_a = 3'h0;
   reg [15:0] scaled_7_pp10_b = 16'h0000;
   reg [19:0] scaled_7_pp10_p = 20'h00000;
+  reg [19:0] scaled_7_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_7_sum = 36'h000000000;
   wire [35:0] scaled_7_t0;
   wire [35:0] scaled_7_t1;
@@ -18237,28 +18659,28 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   assign \$71  = $signed(beat_d2[159:140]) + $signed(rq_data[127:112]);
   assign \$72  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$73  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$74  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
+  assign \$74  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [35:0]);
   assign \$75  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$76  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$77  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
+  assign \$77  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [35:0]);
   assign \$78  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$79  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$80  = $signed(scaled_2_pp00_p) + $signed(\$3 [35:0]);
+  assign \$80  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [35:0]);
   assign \$81  = scaled_3_pp00_a * scaled_3_pp00_b;
   assign \$82  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$83  = $signed(scaled_3_pp00_p) + $signed(\$4 [35:0]);
+  assign \$83  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [35:0]);
   assign \$84  = scaled_4_pp00_a * scaled_4_pp00_b;
   assign \$85  = $signed(scaled_4_pp10_a) * $signed({ 1'h0, scaled_4_pp10_b });
-  assign \$86  = $signed(scaled_4_pp00_p) + $signed(\$5 [35:0]);
+  assign \$86  = $signed(scaled_4_pp00_r_d1) + $signed(\$5 [35:0]);
   assign \$87  = scaled_5_pp00_a * scaled_5_pp00_b;
   assign \$88  = $signed(scaled_5_pp10_a) * $signed({ 1'h0, scaled_5_pp10_b });
-  assign \$89  = $signed(scaled_5_pp00_p) + $signed(\$6 [35:0]);
+  assign \$89  = $signed(scaled_5_pp00_r_d1) + $signed(\$6 [35:0]);
   assign \$90  = scaled_6_pp00_a * scaled_6_pp00_b;
   assign \$91  = $signed(scaled_6_pp10_a) * $signed({ 1'h0, scaled_6_pp10_b });
-  assign \$92  = $signed(scaled_6_pp00_p) + $signed(\$7 [35:0]);
+  assign \$92  = $signed(scaled_6_pp00_r_d1) + $signed(\$7 [35:0]);
   assign \$93  = scaled_7_pp00_a * scaled_7_pp00_b;
   assign \$94  = $signed(scaled_7_pp10_a) * $signed({ 1'h0, scaled_7_pp10_b });
-  assign \$95  = $signed(scaled_7_pp00_p) + $signed(\$8 [35:0]);
+  assign \$95  = $signed(scaled_7_pp00_r_d1) + $signed(\$8 [35:0]);
   assign \$97  = $signed(\$96 ) + $signed({ 1'h0, scaled_0_sum[15] });
   assign \$99  = $signed(\$98 ) + $signed({ 1'h0, scaled_1_sum[15] });
   assign \$101  = $signed(\$100 ) + $signed({ 1'h0, scaled_2_sum[15] });
@@ -18328,14 +18750,14 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   assign \$170  = $signed(id_scaled_5_a) * $signed({ 1'h0, id_scaled_5_b });
   assign \$171  = $signed(id_scaled_6_a) * $signed({ 1'h0, id_scaled_6_b });
   assign \$172  = $signed(id_scaled_7_a) * $signed({ 1'h0, id_scaled_7_b });
-  assign \$174  = $signed(\$173 ) + $signed({ 1'h0, id_scaled_0_p[15] });
-  assign \$176  = $signed(\$175 ) + $signed({ 1'h0, id_scaled_1_p[15] });
-  assign \$178  = $signed(\$177 ) + $signed({ 1'h0, id_scaled_2_p[15] });
-  assign \$180  = $signed(\$179 ) + $signed({ 1'h0, id_scaled_3_p[15] });
-  assign \$182  = $signed(\$181 ) + $signed({ 1'h0, id_scaled_4_p[15] });
-  assign \$184  = $signed(\$183 ) + $signed({ 1'h0, id_scaled_5_p[15] });
-  assign \$186  = $signed(\$185 ) + $signed({ 1'h0, id_scaled_6_p[15] });
-  assign \$188  = $signed(\$187 ) + $signed({ 1'h0, id_scaled_7_p[15] });
+  assign \$174  = $signed(\$173 ) + $signed({ 1'h0, id_scaled_0_r_d1[15] });
+  assign \$176  = $signed(\$175 ) + $signed({ 1'h0, id_scaled_1_r_d1[15] });
+  assign \$178  = $signed(\$177 ) + $signed({ 1'h0, id_scaled_2_r_d1[15] });
+  assign \$180  = $signed(\$179 ) + $signed({ 1'h0, id_scaled_3_r_d1[15] });
+  assign \$182  = $signed(\$181 ) + $signed({ 1'h0, id_scaled_4_r_d1[15] });
+  assign \$184  = $signed(\$183 ) + $signed({ 1'h0, id_scaled_5_r_d1[15] });
+  assign \$186  = $signed(\$185 ) + $signed({ 1'h0, id_scaled_6_r_d1[15] });
+  assign \$188  = $signed(\$187 ) + $signed({ 1'h0, id_scaled_7_r_d1[15] });
   assign \$189  = $signed(rounded_0) + $signed(id_rounded_0_d2);
   assign \$190  = $signed(rounded_1) + $signed(id_rounded_1_d2);
   assign \$191  = $signed(rounded_2) + $signed(id_rounded_2_d2);
@@ -18411,11 +18833,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     scaled_0_pp00_p <= { 1'h0, \$72  };
   always @(posedge e3_clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge e3_clk)
     scaled_0_pp10_a <= biased_0[19:17];
   always @(posedge e3_clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge e3_clk)
     scaled_0_pp10_p <= { \$73 [18], \$73  };
+  always @(posedge e3_clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge e3_clk)
     scaled_0_sum <= \$74 [35:0];
   always @(posedge e3_clk)
@@ -18425,11 +18851,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     scaled_1_pp00_p <= { 1'h0, \$75  };
   always @(posedge e3_clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge e3_clk)
     scaled_1_pp10_a <= biased_1[19:17];
   always @(posedge e3_clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge e3_clk)
     scaled_1_pp10_p <= { \$76 [18], \$76  };
+  always @(posedge e3_clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge e3_clk)
     scaled_1_sum <= \$77 [35:0];
   always @(posedge e3_clk)
@@ -18439,11 +18869,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     scaled_2_pp00_p <= { 1'h0, \$78  };
   always @(posedge e3_clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge e3_clk)
     scaled_2_pp10_a <= biased_2[19:17];
   always @(posedge e3_clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge e3_clk)
     scaled_2_pp10_p <= { \$79 [18], \$79  };
+  always @(posedge e3_clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge e3_clk)
     scaled_2_sum <= \$80 [35:0];
   always @(posedge e3_clk)
@@ -18453,11 +18887,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     scaled_3_pp00_p <= { 1'h0, \$81  };
   always @(posedge e3_clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge e3_clk)
     scaled_3_pp10_a <= biased_3[19:17];
   always @(posedge e3_clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge e3_clk)
     scaled_3_pp10_p <= { \$82 [18], \$82  };
+  always @(posedge e3_clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
   always @(posedge e3_clk)
     scaled_3_sum <= \$83 [35:0];
   always @(posedge e3_clk)
@@ -18467,11 +18905,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     scaled_4_pp00_p <= { 1'h0, \$84  };
   always @(posedge e3_clk)
+    scaled_4_pp00_r_d1 <= scaled_4_pp00_p;
+  always @(posedge e3_clk)
     scaled_4_pp10_a <= biased_4[19:17];
   always @(posedge e3_clk)
     scaled_4_pp10_b <= scale_4;
   always @(posedge e3_clk)
     scaled_4_pp10_p <= { \$85 [18], \$85  };
+  always @(posedge e3_clk)
+    scaled_4_pp10_r_d1 <= scaled_4_pp10_p;
   always @(posedge e3_clk)
     scaled_4_sum <= \$86 [35:0];
   always @(posedge e3_clk)
@@ -18481,11 +18923,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     scaled_5_pp00_p <= { 1'h0, \$87  };
   always @(posedge e3_clk)
+    scaled_5_pp00_r_d1 <= scaled_5_pp00_p;
+  always @(posedge e3_clk)
     scaled_5_pp10_a <= biased_5[19:17];
   always @(posedge e3_clk)
     scaled_5_pp10_b <= scale_5;
   always @(posedge e3_clk)
     scaled_5_pp10_p <= { \$88 [18], \$88  };
+  always @(posedge e3_clk)
+    scaled_5_pp10_r_d1 <= scaled_5_pp10_p;
   always @(posedge e3_clk)
     scaled_5_sum <= \$89 [35:0];
   always @(posedge e3_clk)
@@ -18495,11 +18941,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     scaled_6_pp00_p <= { 1'h0, \$90  };
   always @(posedge e3_clk)
+    scaled_6_pp00_r_d1 <= scaled_6_pp00_p;
+  always @(posedge e3_clk)
     scaled_6_pp10_a <= biased_6[19:17];
   always @(posedge e3_clk)
     scaled_6_pp10_b <= scale_6;
   always @(posedge e3_clk)
     scaled_6_pp10_p <= { \$91 [18], \$91  };
+  always @(posedge e3_clk)
+    scaled_6_pp10_r_d1 <= scaled_6_pp10_p;
   always @(posedge e3_clk)
     scaled_6_sum <= \$92 [35:0];
   always @(posedge e3_clk)
@@ -18509,11 +18959,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     scaled_7_pp00_p <= { 1'h0, \$93  };
   always @(posedge e3_clk)
+    scaled_7_pp00_r_d1 <= scaled_7_pp00_p;
+  always @(posedge e3_clk)
     scaled_7_pp10_a <= biased_7[19:17];
   always @(posedge e3_clk)
     scaled_7_pp10_b <= scale_7;
   always @(posedge e3_clk)
     scaled_7_pp10_p <= { \$94 [18], \$94  };
+  always @(posedge e3_clk)
+    scaled_7_pp10_r_d1 <= scaled_7_pp10_p;
   always @(posedge e3_clk)
     scaled_7_sum <= \$95 [35:0];
   always @(posedge e3_clk)
@@ -18523,11 +18977,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge e3_clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge e3_clk)
     rq_v2_d1 <= \$216 ;
   always @(posedge e3_clk)
     rq_v2_d2 <= \$217 ;
   always @(posedge e3_clk)
     rq_v2_d3 <= \$218 ;
+  always @(posedge e3_clk)
+    rq_v2_d4 <= \$219 ;
   always @(posedge e3_clk)
     rounded_0 <= \$97 [20:0];
   always @(posedge e3_clk)
@@ -18545,11 +19003,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     rounded_7 <= \$111 [20:0];
   always @(posedge e3_clk)
-    rq_meta3_d1 <= rq_meta2_d3;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge e3_clk)
-    rq_v3_d1 <= \$219 ;
+    rq_v3_d1 <= \$220 ;
   always @(posedge e3_clk)
-    draining <= \$220 ;
+    draining <= \$221 ;
   always @(posedge e3_clk)
     x_id_0 <= \$122 ;
   always @(posedge e3_clk)
@@ -18589,11 +19047,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     id_scaled_0_p <= { \$165 [23], \$165  };
   always @(posedge e3_clk)
+    id_scaled_0_r_d1 <= id_scaled_0_p;
+  always @(posedge e3_clk)
     id_scaled_1_a <= x_id_1_d1;
   always @(posedge e3_clk)
     id_scaled_1_b <= rq_data[271:256];
   always @(posedge e3_clk)
     id_scaled_1_p <= { \$166 [23], \$166  };
+  always @(posedge e3_clk)
+    id_scaled_1_r_d1 <= id_scaled_1_p;
   always @(posedge e3_clk)
     id_scaled_2_a <= x_id_2_d1;
   always @(posedge e3_clk)
@@ -18601,11 +19063,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     id_scaled_2_p <= { \$167 [23], \$167  };
   always @(posedge e3_clk)
+    id_scaled_2_r_d1 <= id_scaled_2_p;
+  always @(posedge e3_clk)
     id_scaled_3_a <= x_id_3_d1;
   always @(posedge e3_clk)
     id_scaled_3_b <= rq_data[271:256];
   always @(posedge e3_clk)
     id_scaled_3_p <= { \$168 [23], \$168  };
+  always @(posedge e3_clk)
+    id_scaled_3_r_d1 <= id_scaled_3_p;
   always @(posedge e3_clk)
     id_scaled_4_a <= x_id_4_d1;
   always @(posedge e3_clk)
@@ -18613,11 +19079,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     id_scaled_4_p <= { \$169 [23], \$169  };
   always @(posedge e3_clk)
+    id_scaled_4_r_d1 <= id_scaled_4_p;
+  always @(posedge e3_clk)
     id_scaled_5_a <= x_id_5_d1;
   always @(posedge e3_clk)
     id_scaled_5_b <= rq_data[271:256];
   always @(posedge e3_clk)
     id_scaled_5_p <= { \$170 [23], \$170  };
+  always @(posedge e3_clk)
+    id_scaled_5_r_d1 <= id_scaled_5_p;
   always @(posedge e3_clk)
     id_scaled_6_a <= x_id_6_d1;
   always @(posedge e3_clk)
@@ -18625,11 +19095,15 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     id_scaled_6_p <= { \$171 [23], \$171  };
   always @(posedge e3_clk)
+    id_scaled_6_r_d1 <= id_scaled_6_p;
+  always @(posedge e3_clk)
     id_scaled_7_a <= x_id_7_d1;
   always @(posedge e3_clk)
     id_scaled_7_b <= rq_data[271:256];
   always @(posedge e3_clk)
     id_scaled_7_p <= { \$172 [23], \$172  };
+  always @(posedge e3_clk)
+    id_scaled_7_r_d1 <= id_scaled_7_p;
   always @(posedge e3_clk)
     id_rounded_0 <= \$174 [9:0];
   always @(posedge e3_clk)
@@ -18697,11 +19171,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   always @(posedge e3_clk)
     rq_meta4_d1 <= rq_meta3_d1;
   always @(posedge e3_clk)
-    rq_v4_d1 <= \$221 ;
+    rq_v4_d1 <= \$222 ;
   always @(posedge e3_clk)
-    feats__payload <= \$222 ;
+    feats__payload <= \$223 ;
   always @(posedge e3_clk)
-    feats__valid <= \$223 ;
+    feats__valid <= \$224 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     \$213  = sums__valid;
@@ -18753,53 +19227,60 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$220  = draining;
-    if (\$116 ) begin
-      \$220  = 1'h1;
-    end else if (draining) begin
-      \$220  = 1'h0;
-    end
+    \$220  = rq_v2_d4;
     if (e3_rst) begin
       \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$221  = rq_v3_d1;
+    \$221  = draining;
+    if (\$116 ) begin
+      \$221  = 1'h1;
+    end else if (draining) begin
+      \$221  = 1'h0;
+    end
     if (e3_rst) begin
       \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$223  = rq_v4_d1;
+    \$222  = rq_v3_d1;
     if (e3_rst) begin
-      \$223  = 1'h0;
+      \$222  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    \$224  = rq_v4_d1;
+    if (e3_rst) begin
+      \$224  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[166];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [35:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [35:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [35:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [35:0];
   assign scaled_3_l1_0 = scaled_3_sum;
-  assign scaled_4_t0 = { scaled_4_pp00_p[33], scaled_4_pp00_p[33], scaled_4_pp00_p };
+  assign scaled_4_t0 = { scaled_4_pp00_r_d1[33], scaled_4_pp00_r_d1[33], scaled_4_pp00_r_d1 };
   assign scaled_4_t1 = \$5 [35:0];
   assign scaled_4_l1_0 = scaled_4_sum;
-  assign scaled_5_t0 = { scaled_5_pp00_p[33], scaled_5_pp00_p[33], scaled_5_pp00_p };
+  assign scaled_5_t0 = { scaled_5_pp00_r_d1[33], scaled_5_pp00_r_d1[33], scaled_5_pp00_r_d1 };
   assign scaled_5_t1 = \$6 [35:0];
   assign scaled_5_l1_0 = scaled_5_sum;
-  assign scaled_6_t0 = { scaled_6_pp00_p[33], scaled_6_pp00_p[33], scaled_6_pp00_p };
+  assign scaled_6_t0 = { scaled_6_pp00_r_d1[33], scaled_6_pp00_r_d1[33], scaled_6_pp00_r_d1 };
   assign scaled_6_t1 = \$7 [35:0];
   assign scaled_6_l1_0 = scaled_6_sum;
-  assign scaled_7_t0 = { scaled_7_pp00_p[33], scaled_7_pp00_p[33], scaled_7_pp00_p };
+  assign scaled_7_t0 = { scaled_7_pp00_r_d1[33], scaled_7_pp00_r_d1[33], scaled_7_pp00_r_d1 };
   assign scaled_7_t1 = \$8 [35:0];
   assign scaled_7_l1_0 = scaled_7_sum;
   assign ov = feats__valid;
@@ -18909,6 +19390,11 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   assign \rq_meta2_d3.go  = rq_meta2_d3[6];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[7];
   assign \rq_meta2_d3.error  = rq_meta2_d3[8];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[2:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[5:3];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[6];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[7];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[8];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[2:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[5:3];
   assign \rq_meta3_d1.go  = rq_meta3_d1[6];
@@ -18919,23 +19405,23 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   assign \rq_meta4_d1.go  = rq_meta4_d1[6];
   assign \rq_meta4_d1.eof  = rq_meta4_d1[7];
   assign \rq_meta4_d1.error  = rq_meta4_d1[8];
-  assign \$222 [72:64] = rq_meta4_d1;
-  assign \$222 [63:56] = \$212 ;
-  assign \$222 [55:48] = \$210 ;
-  assign \$222 [47:40] = \$208 ;
-  assign \$222 [39:32] = \$206 ;
-  assign \$222 [31:24] = \$204 ;
-  assign \$222 [23:16] = \$202 ;
-  assign \$222 [15:8] = \$200 ;
-  assign \$222 [7:0] = \$198 ;
-  assign \$1  = { scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p, 17'h00000 };
-  assign \$5  = { scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p, 17'h00000 };
-  assign \$6  = { scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p, 17'h00000 };
-  assign \$7  = { scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p, 17'h00000 };
-  assign \$8  = { scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p, 17'h00000 };
+  assign \$223 [72:64] = rq_meta4_d1;
+  assign \$223 [63:56] = \$212 ;
+  assign \$223 [55:48] = \$210 ;
+  assign \$223 [47:40] = \$208 ;
+  assign \$223 [39:32] = \$206 ;
+  assign \$223 [31:24] = \$204 ;
+  assign \$223 [23:16] = \$202 ;
+  assign \$223 [15:8] = \$200 ;
+  assign \$223 [7:0] = \$198 ;
+  assign \$1  = { scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1, 17'h00000 };
+  assign \$5  = { scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1, 17'h00000 };
+  assign \$6  = { scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1, 17'h00000 };
+  assign \$7  = { scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1, 17'h00000 };
+  assign \$8  = { scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1, 17'h00000 };
   assign \$96  = { scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35:16] };
   assign \$98  = { scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35:16] };
   assign \$100  = { scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35:16] };
@@ -18944,14 +19430,14 @@ module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__p
   assign \$106  = { scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35:16] };
   assign \$108  = { scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35:16] };
   assign \$110  = { scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35:16] };
-  assign \$173  = { id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24:16] };
-  assign \$175  = { id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24:16] };
-  assign \$177  = { id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24:16] };
-  assign \$179  = { id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24:16] };
-  assign \$181  = { id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24:16] };
-  assign \$183  = { id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24:16] };
-  assign \$185  = { id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24:16] };
-  assign \$187  = { id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24:16] };
+  assign \$173  = { id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24:16] };
+  assign \$175  = { id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24:16] };
+  assign \$177  = { id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24:16] };
+  assign \$179  = { id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24:16] };
+  assign \$181  = { id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24:16] };
+  assign \$183  = { id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24:16] };
+  assign \$185  = { id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24:16] };
+  assign \$187  = { id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24:16] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -24491,12 +24977,13 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   reg \$26 ;
   reg \$27 ;
   reg \$28 ;
-  reg [19:0] \$29 ;
+  reg \$29 ;
   wire [15:0] \$3 ;
   reg [19:0] \$30 ;
   reg [19:0] \$31 ;
   reg [19:0] \$32 ;
-  reg \$33 ;
+  reg [19:0] \$33 ;
+  reg \$34 ;
   wire [15:0] \$4 ;
   wire [15:0] \$5 ;
   wire [15:0] \$6 ;
@@ -24547,9 +25034,19 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   wire \mac_ctl_d3.meta.go ;
   wire [2:0] \mac_ctl_d3.meta.ox ;
   wire [2:0] \mac_ctl_d3.meta.oy ;
+  reg [10:0] mac_ctl_d4 = 11'h000;
+  wire \mac_ctl_d4.first ;
+  wire \mac_ctl_d4.last ;
+  wire [8:0] \mac_ctl_d4.meta ;
+  wire \mac_ctl_d4.meta.eof ;
+  wire \mac_ctl_d4.meta.error ;
+  wire \mac_ctl_d4.meta.go ;
+  wire [2:0] \mac_ctl_d4.meta.ox ;
+  wire [2:0] \mac_ctl_d4.meta.oy ;
   reg mac_v_d1 = 1'h0;
   reg mac_v_d2 = 1'h0;
   reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
   reg op_v = 1'h0;
   reg [90:0] operands = 91'h00000000000000000000000;
   wire \operands.first ;
@@ -24573,27 +25070,35 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   input [90:0] steps__payload;
   wire [90:0] steps__payload;
   wire \steps__payload.first ;
@@ -24636,15 +25141,29 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   (* init = 20'h00000 *)
   wire [19:0] tree_3_sum;
   always @(posedge e0_clk)
-    acc_1 <= \$30 ;
+    mac_ctl_d3 <= mac_ctl_d2;
   always @(posedge e0_clk)
-    acc_2 <= \$31 ;
+    mac_ctl_d4 <= mac_ctl_d3;
   always @(posedge e0_clk)
-    acc_3 <= \$32 ;
+    mac_v_d1 <= \$26 ;
   always @(posedge e0_clk)
-    out_v <= \$33 ;
+    mac_v_d2 <= \$27 ;
   always @(posedge e0_clk)
-    out_meta <= mac_ctl_d3[10:2];
+    mac_v_d3 <= \$28 ;
+  always @(posedge e0_clk)
+    mac_v_d4 <= \$29 ;
+  always @(posedge e0_clk)
+    acc_0 <= \$30 ;
+  always @(posedge e0_clk)
+    acc_1 <= \$31 ;
+  always @(posedge e0_clk)
+    acc_2 <= \$32 ;
+  always @(posedge e0_clk)
+    acc_3 <= \$33 ;
+  always @(posedge e0_clk)
+    out_v <= \$34 ;
+  always @(posedge e0_clk)
+    out_meta <= mac_ctl_d4[10:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
@@ -24653,22 +25172,22 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   assign \$6  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
   assign \$7  = $signed(prod_3_0_a) * $signed(prod_3_0_b);
   assign \$8  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
-  assign \$9  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$10  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$11  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$12  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$13  = ~ mac_ctl_d3[9];
-  assign \$14  = mac_v_d3 & \$13 ;
-  assign \$15  = mac_ctl_d3[0] ? 20'h00000 : acc_0;
+  assign \$9  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$10  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$11  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$12  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$13  = ~ mac_ctl_d4[9];
+  assign \$14  = mac_v_d4 & \$13 ;
+  assign \$15  = mac_ctl_d4[0] ? 20'h00000 : acc_0;
   assign \$16  = $signed(\$15 ) + $signed(tree_0_l1_0);
-  assign \$17  = mac_ctl_d3[0] ? 20'h00000 : acc_1;
+  assign \$17  = mac_ctl_d4[0] ? 20'h00000 : acc_1;
   assign \$18  = $signed(\$17 ) + $signed(tree_1_l1_0);
-  assign \$19  = mac_ctl_d3[0] ? 20'h00000 : acc_2;
+  assign \$19  = mac_ctl_d4[0] ? 20'h00000 : acc_2;
   assign \$20  = $signed(\$19 ) + $signed(tree_2_l1_0);
-  assign \$21  = mac_ctl_d3[0] ? 20'h00000 : acc_3;
+  assign \$21  = mac_ctl_d4[0] ? 20'h00000 : acc_3;
   assign \$22  = $signed(\$21 ) + $signed(tree_3_l1_0);
-  assign \$23  = mac_ctl_d3[1] | mac_ctl_d3[9];
-  assign \$24  = mac_v_d3 & \$23 ;
+  assign \$23  = mac_ctl_d4[1] | mac_ctl_d4[9];
+  assign \$24  = mac_v_d4 & \$23 ;
   always @(posedge e0_clk)
     operands <= steps__payload;
   always @(posedge e0_clk)
@@ -24680,11 +25199,15 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   always @(posedge e0_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
   always @(posedge e0_clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge e0_clk)
     prod_0_1_a <= operands[15:8];
   always @(posedge e0_clk)
     prod_0_1_b <= operands[31:24];
   always @(posedge e0_clk)
     prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge e0_clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
   always @(posedge e0_clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge e0_clk)
@@ -24692,11 +25215,15 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   always @(posedge e0_clk)
     prod_1_0_p <= { \$3 [15], \$3  };
   always @(posedge e0_clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge e0_clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge e0_clk)
     prod_1_1_b <= operands[47:40];
   always @(posedge e0_clk)
     prod_1_1_p <= { \$4 [15], \$4  };
+  always @(posedge e0_clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
   always @(posedge e0_clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge e0_clk)
@@ -24704,11 +25231,15 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   always @(posedge e0_clk)
     prod_2_0_p <= { \$5 [15], \$5  };
   always @(posedge e0_clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge e0_clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge e0_clk)
     prod_2_1_b <= operands[63:56];
   always @(posedge e0_clk)
     prod_2_1_p <= { \$6 [15], \$6  };
+  always @(posedge e0_clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
   always @(posedge e0_clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge e0_clk)
@@ -24716,11 +25247,15 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   always @(posedge e0_clk)
     prod_3_0_p <= { \$7 [15], \$7  };
   always @(posedge e0_clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge e0_clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge e0_clk)
     prod_3_1_b <= operands[79:72];
   always @(posedge e0_clk)
     prod_3_1_p <= { \$8 [15], \$8  };
+  always @(posedge e0_clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
   always @(posedge e0_clk)
     tree_0_l1_0 <= { \$9 [17], \$9 [17], \$9  };
   always @(posedge e0_clk)
@@ -24733,51 +25268,6 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
     mac_ctl_d1 <= ctl;
   always @(posedge e0_clk)
     mac_ctl_d2 <= mac_ctl_d1;
-  always @(posedge e0_clk)
-    mac_ctl_d3 <= mac_ctl_d2;
-  always @(posedge e0_clk)
-    mac_v_d1 <= \$26 ;
-  always @(posedge e0_clk)
-    mac_v_d2 <= \$27 ;
-  always @(posedge e0_clk)
-    mac_v_d3 <= \$28 ;
-  always @(posedge e0_clk)
-    acc_0 <= \$29 ;
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$30  = acc_1;
-    if (\$14 ) begin
-      \$30  = \$18 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$31  = acc_2;
-    if (\$14 ) begin
-      \$31  = \$20 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$32  = acc_3;
-    if (\$14 ) begin
-      \$32  = \$22 [19:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$33  = \$24 ;
-    if (e0_rst) begin
-      \$33  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$25  = steps__valid;
-    if (e0_rst) begin
-      \$25  = 1'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$26  = op_v;
@@ -24801,9 +25291,51 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$29  = acc_0;
+    \$29  = mac_v_d3;
+    if (e0_rst) begin
+      \$29  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$30  = acc_0;
     if (\$14 ) begin
-      \$29  = \$16 [19:0];
+      \$30  = \$16 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$31  = acc_1;
+    if (\$14 ) begin
+      \$31  = \$18 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$32  = acc_2;
+    if (\$14 ) begin
+      \$32  = \$20 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$33  = acc_3;
+    if (\$14 ) begin
+      \$33  = \$22 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$34  = \$24 ;
+    if (e0_rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$25  = steps__valid;
+    if (e0_rst) begin
+      \$25  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l1_0;
@@ -24863,6 +25395,14 @@ module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__
   assign \mac_ctl_d3.meta.go  = mac_ctl_d3[8];
   assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[9];
   assign \mac_ctl_d3.meta.error  = mac_ctl_d3[10];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[10:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[4:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[7:5];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[8];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[9];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[10];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[6];
@@ -25140,8 +25680,9 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   wire \$5 ;
   reg \$50 ;
   reg \$51 ;
-  wire [40:0] \$52 ;
-  reg \$53 ;
+  reg \$52 ;
+  wire [40:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
   wire \$7 ;
   wire \$8 ;
@@ -25245,6 +25786,12 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   wire \rq_meta2_d3.go ;
   wire [2:0] \rq_meta2_d3.ox ;
   wire [2:0] \rq_meta2_d3.oy ;
+  reg [8:0] rq_meta2_d4 = 9'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [2:0] \rq_meta2_d4.ox ;
+  wire [2:0] \rq_meta2_d4.oy ;
   reg [8:0] rq_meta3_d1 = 9'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -25255,6 +25802,7 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
@@ -25265,9 +25813,11 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_0_pp10_a = 3'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [19:0] scaled_0_pp10_p = 20'h00000;
+  reg [19:0] scaled_0_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_0_sum = 36'h000000000;
   wire [35:0] scaled_0_t0;
   wire [35:0] scaled_0_t1;
@@ -25276,9 +25826,11 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_1_pp10_a = 3'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [19:0] scaled_1_pp10_p = 20'h00000;
+  reg [19:0] scaled_1_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_1_sum = 36'h000000000;
   wire [35:0] scaled_1_t0;
   wire [35:0] scaled_1_t1;
@@ -25287,9 +25839,11 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_2_pp10_a = 3'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [19:0] scaled_2_pp10_p = 20'h00000;
+  reg [19:0] scaled_2_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_2_sum = 36'h000000000;
   wire [35:0] scaled_2_t0;
   wire [35:0] scaled_2_t1;
@@ -25298,9 +25852,11 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_3_pp10_a = 3'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [19:0] scaled_3_pp10_p = 20'h00000;
+  reg [19:0] scaled_3_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_3_sum = 36'h000000000;
   wire [35:0] scaled_3_t0;
   wire [35:0] scaled_3_t1;
@@ -25319,6 +25875,7 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$42  = rounded_2[20] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[20] ? 8'h00 : \$43 ;
   always @(posedge e0_clk)
@@ -25356,11 +25913,15 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   always @(posedge e0_clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge e0_clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge e0_clk)
     scaled_0_pp10_a <= biased_0[19:17];
   always @(posedge e0_clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge e0_clk)
     scaled_0_pp10_p <= { \$18 [18], \$18  };
+  always @(posedge e0_clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge e0_clk)
     scaled_0_sum <= \$19 [35:0];
   always @(posedge e0_clk)
@@ -25370,11 +25931,15 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   always @(posedge e0_clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge e0_clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge e0_clk)
     scaled_1_pp10_a <= biased_1[19:17];
   always @(posedge e0_clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge e0_clk)
     scaled_1_pp10_p <= { \$21 [18], \$21  };
+  always @(posedge e0_clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge e0_clk)
     scaled_1_sum <= \$22 [35:0];
   always @(posedge e0_clk)
@@ -25384,11 +25949,15 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   always @(posedge e0_clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge e0_clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge e0_clk)
     scaled_2_pp10_a <= biased_2[19:17];
   always @(posedge e0_clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge e0_clk)
     scaled_2_pp10_p <= { \$24 [18], \$24  };
+  always @(posedge e0_clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge e0_clk)
     scaled_2_sum <= \$25 [35:0];
   always @(posedge e0_clk)
@@ -25398,11 +25967,15 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   always @(posedge e0_clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge e0_clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge e0_clk)
     scaled_3_pp10_a <= biased_3[19:17];
   always @(posedge e0_clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge e0_clk)
     scaled_3_pp10_p <= { \$27 [18], \$27  };
+  always @(posedge e0_clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
   always @(posedge e0_clk)
     scaled_3_sum <= \$28 [35:0];
   always @(posedge e0_clk)
@@ -25412,11 +25985,15 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   always @(posedge e0_clk)
     rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge e0_clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge e0_clk)
     rq_v2_d1 <= \$48 ;
   always @(posedge e0_clk)
     rq_v2_d2 <= \$49 ;
   always @(posedge e0_clk)
     rq_v2_d3 <= \$50 ;
+  always @(posedge e0_clk)
+    rq_v2_d4 <= \$51 ;
   always @(posedge e0_clk)
     rounded_0 <= \$30 [20:0];
   always @(posedge e0_clk)
@@ -25426,13 +26003,13 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   always @(posedge e0_clk)
     rounded_3 <= \$36 [20:0];
   always @(posedge e0_clk)
-    rq_meta3_d1 <= rq_meta2_d3;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge e0_clk)
-    rq_v3_d1 <= \$51 ;
+    rq_v3_d1 <= \$52 ;
   always @(posedge e0_clk)
-    feats__payload <= \$52 ;
+    feats__payload <= \$53 ;
   always @(posedge e0_clk)
-    feats__valid <= \$53 ;
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[20];
   assign \$6  = | rounded_0[19:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -25451,16 +26028,16 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   assign \$16  = $signed(beat_d2[79:60]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [35:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [35:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [35:0]);
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [35:0]);
   assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
   assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [35:0]);
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [35:0]);
   assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
   assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
   assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
@@ -25470,7 +26047,6 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
   assign \$40  = rounded_1[20] ? 8'h00 : \$39 ;
   assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
-  assign \$42  = rounded_2[20] ? 8'h00 : \$41 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$45  = sums__valid;
@@ -25522,22 +26098,29 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$53  = rq_v3_d1;
+    \$52  = rq_v2_d4;
     if (e0_rst) begin
-      \$53  = 1'h0;
+      \$52  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    \$54  = rq_v3_d1;
+    if (e0_rst) begin
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[86];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [35:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [35:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [35:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [35:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -25617,20 +26200,25 @@ module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payloa
   assign \rq_meta2_d3.go  = rq_meta2_d3[6];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[7];
   assign \rq_meta2_d3.error  = rq_meta2_d3[8];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[2:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[5:3];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[6];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[7];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[8];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[2:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[5:3];
   assign \rq_meta3_d1.go  = rq_meta3_d1[6];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[7];
   assign \rq_meta3_d1.error  = rq_meta3_d1[8];
-  assign \$52 [40:32] = rq_meta3_d1;
-  assign \$52 [31:24] = \$44 ;
-  assign \$52 [23:16] = \$42 ;
-  assign \$52 [15:8] = \$40 ;
-  assign \$52 [7:0] = \$38 ;
-  assign \$1  = { scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [40:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35:16] };
   assign \$31  = { scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35:16] };
   assign \$33  = { scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35:16] };
