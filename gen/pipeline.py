@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 
-__all__ = ["delay", "adder_tree", "registered_multiply", "MULTIPLY_LATENCY", "split_multiply", "lowest_one_hot",
-           "one_hot_index", "or_all", "saturate", "LIMB"]
+__all__ = ["delay", "adder_tree", "registered_multiply", "MULTIPLY_LATENCY", "RETIME", "split_multiply",
+           "lowest_one_hot", "one_hot_index", "or_all", "saturate", "LIMB"]
 
 LIMB = 17  # unsigned limb of a split multiply: 17 bits unsigned fit an 18-bit signed multiplier input
 
@@ -58,6 +58,10 @@ def adder_tree(m: Module, terms: list, width: int, name: str, per_stage: int = 1
 
 
 MULTIPLY_LATENCY = 2  # registered operands, registered product
+# A fabric register after a product (`retime`): where a design fills most of the part's multipliers (a network
+# top: 124 of the LFE5U-85F's 156), the placer spreads them along the DSP rows, and a product's route to the adder
+# that takes it can cross the part (9.9 ns measured); the register splits that route in two.
+RETIME = 1
 
 
 def registered_multiply(m: Module, a, b, name: str, platform=None, en=None, signed_ops: bool = True):
@@ -103,10 +107,11 @@ def registered_multiply(m: Module, a, b, name: str, platform=None, en=None, sign
     return p
 
 
-def split_multiply(m: Module, a, b, width: int, name: str, platform=None):
+def split_multiply(m: Module, a, b, width: int, name: str, platform=None, retime: int = 0):
     """a * b (a signed or unsigned, b unsigned) with every partial product a `registered_multiply`: a and b are
     cut into 17-bit unsigned limbs (a's top limb keeps a's sign), the partial products are
-    registered, then summed in a registered tree. Returns (product of `width` signed bits, register stages added)."""
+    registered (then `retime` more fabric registers each), then summed in a registered tree. Returns (product of
+    `width` signed bits, register stages added)."""
     def limbs(v, is_signed):
         n = len(v)
         out = []
@@ -121,14 +126,15 @@ def split_multiply(m: Module, a, b, width: int, name: str, platform=None):
     pps = []
     for i, (la, pa) in enumerate(limbs(a, a_signed)):
         for j, (lb, pb) in enumerate(limbs(b, False)):
-            pps.append((la + lb, registered_multiply(m, pa, pb, f"{name}_pp{i}{j}", platform)))
+            p = registered_multiply(m, pa, pb, f"{name}_pp{i}{j}", platform)
+            pps.append((la + lb, delay(m, p, retime, f"{name}_pp{i}{j}_r", reset_less=True)))
     terms = []
     for shift, r in pps:
         t = Signal(signed(width), name=f"{name}_t{len(terms)}")
         m.d.comb += t.eq(r << shift if shift else r)
         terms.append(t)
     total, st = adder_tree(m, terms, width, name)
-    return total, MULTIPLY_LATENCY + st
+    return total, MULTIPLY_LATENCY + retime + st
 
 
 def saturate(m: Module, v, bits: int, relu: bool, name: str):

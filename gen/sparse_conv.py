@@ -139,10 +139,10 @@ class SparseConvEngine(wiring.Component):
         c_in = Signal(max(1, gib))
         c_out = Signal(max(1, gob))
         c_tap = Signal(4)
-        p_data = Signal(cfg.param_bits)
+        p_data = Signal(cfg.param_bits, reset_less=True)  # written with p_wv / p_rv, which have a reset
         p_wv, p_rv = Signal(), Signal()
-        p_waddr = Signal(cfg.w_addr_bits)
-        p_raddr = Signal(range(max(2, Go)))
+        p_waddr = Signal(cfg.w_addr_bits, reset_less=True)
+        p_raddr = Signal(range(max(2, Go)), reset_less=True)
         three = cfg.kernel == 3
         if cfg.depthwise:
             fields = ([c_in[:gib]] if gib else []) + ([c_tap] if three else [])
@@ -196,9 +196,9 @@ class SparseConvEngine(wiring.Component):
         step = sq.steps.payload
         m.d.comb += [lb.rd_addr.eq(step.lb_addr), wmem.r_addr.eq(step.w_addr)]
         side_v = delay(m, sq.steps.valid, READ_LATENCY, "read_v")
-        side_first = delay(m, step.first, READ_LATENCY, "read_first")
-        side_last = delay(m, step.last, READ_LATENCY, "read_last")
-        side_meta = delay(m, step.meta, READ_LATENCY, "read_meta")
+        side_first = delay(m, step.first, READ_LATENCY, "read_first", reset_less=True)
+        side_last = delay(m, step.last, READ_LATENCY, "read_last", reset_less=True)
+        side_meta = delay(m, step.meta, READ_LATENCY, "read_meta", reset_less=True)
         m.d.comb += [mac.steps.valid.eq(side_v), mac.steps.payload.x.eq(lb.rd_data),
                      mac.steps.payload.w.eq(wmem.r_data), mac.steps.payload.first.eq(side_first),
                      mac.steps.payload.last.eq(side_last), mac.steps.payload.meta.eq(side_meta)]
@@ -223,8 +223,10 @@ class SparseConvEngine(wiring.Component):
         out = self.sites_out
         load = oq.r_rdy & (~out.valid | out.ready)
         m.d.comb += oq.r_en.eq(load)
+        out_reg = Signal(out_l, name="out_reg", reset_less=True)
+        m.d.comb += out.payload.eq(out_reg)
         with m.If(load):
-            m.d.sync += [out.valid.eq(1), out.payload.eq(oq.r_data)]
+            m.d.sync += [out.valid.eq(1), out_reg.eq(oq.r_data)]
         with m.Elif(out.ready):
             m.d.sync += out.valid.eq(0)
         inflight = Signal(range(depth + 1))

@@ -73,13 +73,14 @@ class SiteFinder(wiring.Component):
         i_row, s_row, w_row, c_row = (Signal(oyb, name=f"{n}_row") for n in "iswc")
         # the input rows the issued row's window reads (f_row * stride + d, d in -1..1), registered at issue so
         # that the slot look-up compares flip-flops with the row tags
-        i_rows = [Signal(rb, name=f"i_in_row_{k}") for k in range(nrows)]
+        i_rows = [Signal(rb, name=f"i_in_row_{k}", reset_less=True) for k in range(nrows)]
         i_top = Signal()  # the issued row is the frame's first (it has no row above)
-        sel = [Signal(S, name=f"sel_{k}") for k in range(nrows)]
-        win = [Signal(W, name=f"win_{k}") for k in range(nrows)]
-        cwin = [Signal(W, name=f"cwin_{k}") for k in range(nrows)] if three else []
+        # the stages' data (no reset: each is loaded as its stage's valid is set)
+        sel = [Signal(S, name=f"sel_{k}", reset_less=True) for k in range(nrows)]
+        win = [Signal(W, name=f"win_{k}", reset_less=True) for k in range(nrows)]
+        cwin = [Signal(W, name=f"cwin_{k}", reset_less=True) for k in range(nrows)] if three else []
         # the scanned row's sites: for stride-1 3x3 kinds the window's centre row itself, else a register
-        centre_reg = Signal(NC * K) if not (three and s == 1) else None
+        centre_reg = Signal(NC * K, reset_less=True) if not (three and s == 1) else None
         centre = centre_reg if centre_reg is not None else Cat(cwin[1], Const(0, NC * K - W))
         nz = Signal(NC)  # the scanned row's chunks not yet handed on
         a_v = Signal()

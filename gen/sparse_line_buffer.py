@@ -82,7 +82,7 @@ class LineBuffer(wiring.Component):
         # the queue: two entry registers, each with its range and permit verdicts as registers, refreshed every
         # cycle (from the incoming token when the entry is written): the take decision starts from flip-flops.
         # Occupancy and timing are those of a two-entry SyncFIFO (readable the cycle after it is written).
-        ent = [Signal(entry_l, name=f"entry_{k}") for k in range(2)]
+        ent = [Signal(entry_l, name=f"entry_{k}", reset_less=True) for k in range(2)]  # entry_k_valid resets
         ent_v = [Signal(name=f"entry_{k}_valid") for k in range(2)]
         ent_range = [Signal(name=f"entry_{k}_outside") for k in range(2)]  # first beat outside the frame
         ent_permit = [Signal(name=f"entry_{k}_permit") for k in range(2)]  # its row's slot is free
@@ -91,7 +91,7 @@ class LineBuffer(wiring.Component):
         m.d.comb += self.sites_in.ready.eq(w_ready)
         put = self.sites_in.valid & w_ready
         c_gi = Signal(max(1, gib))
-        prev_y, prev_x, prev_any = Signal(cfg.y_bits), Signal(cfg.x_bits), Signal()
+        prev_y, prev_x, prev_any = Signal(cfg.y_bits, reset_less=True), Signal(cfg.x_bits, reset_less=True), Signal()
         c_first = c_gi == 0
         c_last = c_gi == Gi - 1
         key_le = (tin.y < prev_y) | ((tin.y == prev_y) & (tin.x <= prev_x))
@@ -171,11 +171,12 @@ class LineBuffer(wiring.Component):
 
         # write stage: memory word, bitmap bit, row tag, all from registers
         w_en, w_new, w_set = Signal(), Signal(), Signal()
-        w_slot = Signal(max(1, sb))
-        w_x = Signal(cfg.x_bits)
-        w_y = Signal(cfg.y_bits)
-        w_addr = Signal(cfg.lb_addr_bits)
-        w_data = Signal(cfg.buffer_word_bits)
+        # the write's data (no reset: used only with w_en, which has one)
+        w_slot = Signal(max(1, sb), reset_less=True)
+        w_x = Signal(cfg.x_bits, reset_less=True)
+        w_y = Signal(cfg.y_bits, reset_less=True)
+        w_addr = Signal(cfg.lb_addr_bits, reset_less=True)
+        w_data = Signal(cfg.buffer_word_bits, reset_less=True)
         slot_in = head.y[:sb] if sb else Const(0, 1)
         fields = ([got.gi[:gib]] if gib else []) + [head.x] + ([head.y[:sb]] if sb else [])
         m.d.sync += [w_en.eq(write), w_new.eq(first_beat & (~has_last | (head.y != last_y))),

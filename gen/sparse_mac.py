@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from accelkit.config.sparse_conv import SparseConvConfig
 
-from .pipeline import MULTIPLY_LATENCY, adder_tree, delay, registered_multiply
+from .pipeline import MULTIPLY_LATENCY, RETIME, adder_tree, delay, registered_multiply
 
 __all__ = ["meta_layout", "step_data_layout", "sums_layout", "MacArray", "mac_array_latency"]
 
@@ -44,8 +44,9 @@ def _tree_levels(n: int) -> int:
 
 
 def mac_array_latency(cfg: SparseConvConfig) -> int:
-    """Registers from a step entering the array to its beat leaving it: operands, products, tree, accumulate."""
-    return 2 + MULTIPLY_LATENCY + (0 if cfg.depthwise else _tree_levels(cfg.pi))
+    """Registers from a step entering the array to its beat leaving it: operands, products (and their retiming
+    register), tree, accumulate."""
+    return 2 + MULTIPLY_LATENCY + RETIME + (0 if cfg.depthwise else _tree_levels(cfg.pi))
 
 
 class MacArray(wiring.Component):
@@ -62,33 +63,36 @@ class MacArray(wiring.Component):
         PI, PO, fb, wb = cfg.pi, cfg.po, cfg.feature_bits, cfg.weight_bits
         dw = cfg.depthwise
         # operands: the memories' outputs, registered before any logic
-        op = Signal(step_data_layout(cfg), name="operands")
+        op = Signal(step_data_layout(cfg), name="operands", reset_less=True)
         op_v = Signal()
         m.d.sync += [op.eq(self.steps.payload), op_v.eq(self.steps.valid)]
         xs = [(op.x[i * fb:(i + 1) * fb].as_signed() if cfg.signed_input else op.x[i * fb:(i + 1) * fb].as_unsigned())
               for i in range(PI)]
         ws = [op.w[k * wb:(k + 1) * wb].as_signed() for k in range(PI if dw else PI * PO)]
-        # products, one multiply alone per register
-        prods = [[registered_multiply(m, xs[i], ws[i if dw else o * PI + i], f"prod_{o}_{i}", platform)
+        # products, one multiply alone per register, then a fabric register (RETIME: the route from a multiplier
+        # to its adder may cross the part)
+        prods = [[delay(m, registered_multiply(m, xs[i], ws[i if dw else o * PI + i], f"prod_{o}_{i}", platform),
+                        RETIME, f"prod_{o}_{i}_r", reset_less=True)
                   for i in ([o] if dw else range(PI))] for o in range(PO)]
         # sum over PI, one tree level per stage
         sums, stages = [], 0
         for o in range(PO):
             s, stages = adder_tree(m, prods[o], cfg.psum_bits, f"tree_{o}")
             sums.append(s)
-        ctl = Signal(data.StructLayout({"v": 1, "first": 1, "last": 1, "meta": meta_layout(cfg)}))
-        m.d.comb += [ctl.v.eq(op_v), ctl.first.eq(op.first), ctl.last.eq(op.last), ctl.meta.eq(op.meta)]
-        ctl_t = delay(m, ctl, MULTIPLY_LATENCY + stages, "mac_ctl")
+        ctl = Signal(data.StructLayout({"first": 1, "last": 1, "meta": meta_layout(cfg)}))
+        m.d.comb += [ctl.first.eq(op.first), ctl.last.eq(op.last), ctl.meta.eq(op.meta)]
+        ctl_t = delay(m, ctl, MULTIPLY_LATENCY + RETIME + stages, "mac_ctl", reset_less=True)
+        ctl_v = delay(m, op_v, MULTIPLY_LATENCY + RETIME + stages, "mac_v")
         # accumulate (first: start from zero); a beat leaves on its last step
-        acc = [Signal(signed(cfg.psum_bits), name=f"acc_{o}") for o in range(PO)]
-        with m.If(ctl_t.v & ~ctl_t.meta.eof):
+        acc = [Signal(signed(cfg.psum_bits), name=f"acc_{o}", reset_less=True) for o in range(PO)]  # first: 0
+        with m.If(ctl_v & ~ctl_t.meta.eof):
             for o in range(PO):
                 m.d.sync += acc[o].eq(Mux(ctl_t.first, 0, acc[o]) + sums[o])
         out_v = Signal()
-        out_meta = Signal(meta_layout(cfg))
-        m.d.sync += [out_v.eq(ctl_t.v & (ctl_t.last | ctl_t.meta.eof)), out_meta.eq(ctl_t.meta)]
+        out_meta = Signal(meta_layout(cfg), reset_less=True)
+        m.d.sync += [out_v.eq(ctl_v & (ctl_t.last | ctl_t.meta.eof)), out_meta.eq(ctl_t.meta)]
         m.d.comb += self.sums.valid.eq(out_v)
         m.d.comb += self.sums.payload.meta.eq(out_meta)
         m.d.comb += [self.sums.payload.acc[o].eq(acc[o]) for o in range(PO)]
-        assert 2 + MULTIPLY_LATENCY + stages == mac_array_latency(cfg)
+        assert 2 + MULTIPLY_LATENCY + RETIME + stages == mac_array_latency(cfg)
         return m

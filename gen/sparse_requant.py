@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from accelkit.config.sparse_conv import SparseConvConfig, signed_bits
 
-from .pipeline import MULTIPLY_LATENCY, delay, registered_multiply, saturate, split_multiply
+from .pipeline import MULTIPLY_LATENCY, RETIME, delay, registered_multiply, saturate, split_multiply
 from .sparse_mac import meta_layout, sums_layout
 
 __all__ = ["feats_layout", "identity_layout", "Requantiser", "requantiser_latency", "RQ_READ_LATENCY"]
@@ -45,7 +45,7 @@ def identity_layout(cfg: SparseConvConfig) -> data.StructLayout:
 def _product_stages(cfg: SparseConvConfig) -> int:
     a_bits, b_bits = cfg.psum_bits, cfg.scale_bits
     n = -(-a_bits // 17) * -(-b_bits // 17)
-    return MULTIPLY_LATENCY + max(0, (n - 1).bit_length())
+    return MULTIPLY_LATENCY + RETIME + max(0, (n - 1).bit_length())
 
 
 def requantiser_latency(cfg: SparseConvConfig) -> int:
@@ -72,39 +72,39 @@ class Requantiser(wiring.Component):
         PO, bb, sb, E = cfg.po, cfg.bias_bits, cfg.scale_bits, cfg.shift
         # beat registered; its output group addresses the requant word
         m.d.comb += self.rq_addr.eq(self.sums.payload.meta.go)
-        beat = delay(m, self.sums.payload, RQ_READ_LATENCY, "beat")  # the word is read meanwhile
+        beat = delay(m, self.sums.payload, RQ_READ_LATENCY, "beat", reset_less=True)  # the word is read meanwhile
         bv = delay(m, self.sums.valid, RQ_READ_LATENCY, "beat_v")
         # acc + bias (the word arrived with the beat), scale registered beside it
         bias = [self.rq_data[o * bb:(o + 1) * bb].as_signed() for o in range(PO)]
         scale = [self.rq_data[PO * bb + o * sb:PO * bb + (o + 1) * sb].as_unsigned() for o in range(PO)]
         tb = cfg.psum_bits  # psum_range already includes the bias
-        t = [Signal(signed(tb), name=f"biased_{o}") for o in range(PO)]
-        sc = [Signal(unsigned(sb), name=f"scale_{o}") for o in range(PO)]
+        t = [Signal(signed(tb), name=f"biased_{o}", reset_less=True) for o in range(PO)]
+        sc = [Signal(unsigned(sb), name=f"scale_{o}", reset_less=True) for o in range(PO)]
         m.d.sync += [t[o].eq(beat.acc[o] + bias[o]) for o in range(PO)]
         m.d.sync += [sc[o].eq(scale[o]) for o in range(PO)]
-        meta = delay(m, beat.meta, 1, "rq_meta1")
+        meta = delay(m, beat.meta, 1, "rq_meta1", reset_less=True)
         v = delay(m, bv, 1, "rq_v1")
         # times scale, split into lone 18 x 18 multiplies and a tree
         lo, hi = cfg.psum_range
         pbits = signed_bits(min(lo * cfg.scale_max, 0), max(hi * cfg.scale_max, 0))
         prods, stages = [], 0
         for o in range(PO):
-            p, stages = split_multiply(m, t[o], sc[o], pbits, f"scaled_{o}", platform)
+            p, stages = split_multiply(m, t[o], sc[o], pbits, f"scaled_{o}", platform, retime=RETIME)
             prods.append(p)
         assert stages == _product_stages(cfg)
-        meta = delay(m, meta, stages, "rq_meta2")
+        meta = delay(m, meta, stages, "rq_meta2", reset_less=True)
         v = delay(m, v, stages, "rq_v2")
         # >> E rounding half up: floor((p + 2^(E-1)) / 2^E) = (p >> E) + bit E-1 of p
         rb = max(2, pbits - E + 1)
-        r = [Signal(signed(rb), name=f"rounded_{o}") for o in range(PO)]
+        r = [Signal(signed(rb), name=f"rounded_{o}", reset_less=True) for o in range(PO)]
         for o in range(PO):
             m.d.sync += r[o].eq((prods[o] >> E) + prods[o][E - 1])
-        meta = delay(m, meta, 1, "rq_meta3")
+        meta = delay(m, meta, 1, "rq_meta3", reset_less=True)
         v = delay(m, v, 1, "rq_v3")
         if cfg.residual:
             r, meta, v = self._identity_add(m, r, meta, v, stages, platform)
         # clamp to [lo, q] (ReLU: lo = 0), from bit reductions of r (no compare's carry chain)
-        out = Signal(feats_layout(cfg), name="out")
+        out = Signal(feats_layout(cfg), name="out", reset_less=True)
         ov = Signal()
         for o in range(PO):
             m.d.sync += out.data[o].eq(saturate(m, r[o], cfg.feature_bits, cfg.relu, f"clamp_{o}"))
@@ -129,23 +129,25 @@ class Requantiser(wiring.Component):
             m.d.sync += draining.eq(1)
         with m.Elif(draining):
             m.d.sync += draining.eq(0)
-        x_id = [Signal(signed(fb), name=f"x_id_{o}") for o in range(PO)]
+        x_id = [Signal(signed(fb), name=f"x_id_{o}", reset_less=True) for o in range(PO)]
         for o in range(PO):
             m.d.sync += x_id[o].eq(Mux(take_data, idn.payload.data[o].as_signed(), 0))
         # id_scale arrives with the requant word, RQ_READ_LATENCY after the beat; x_id waits for it
-        x_id = [delay(m, x, RQ_READ_LATENCY - 1, f"x_id_{o}") for o, x in enumerate(x_id)]
+        x_id = [delay(m, x, RQ_READ_LATENCY - 1, f"x_id_{o}", reset_less=True) for o, x in enumerate(x_id)]
         id_scale = self.rq_data[PO * (cfg.bias_bits + cfg.scale_bits):].as_unsigned()
-        prods = [registered_multiply(m, x_id[o], id_scale, f"id_scaled_{o}", platform) for o in range(PO)]
+        prods = [delay(m, registered_multiply(m, x_id[o], id_scale, f"id_scaled_{o}", platform), RETIME,
+                       f"id_scaled_{o}_r", reset_less=True) for o in range(PO)]
         pb = len(prods[0])
         r_id = []
         for o in range(PO):
-            t = Signal(signed(max(2, pb - E + 1)), name=f"id_rounded_{o}")
+            t = Signal(signed(max(2, pb - E + 1)), name=f"id_rounded_{o}", reset_less=True)
             m.d.sync += t.eq((prods[o] >> E) + prods[o][E - 1])
             r_id.append(t)
         # with the word at cycle RQ_READ_LATENCY, the main path's rounding is there 1 + stages + 1 cycles later,
-        # the identity's MULTIPLY_LATENCY + 1
-        r_id = [delay(m, t, stages + 1 - MULTIPLY_LATENCY, f"id_rounded_{o}") for o, t in enumerate(r_id)]
-        total = [Signal(signed(max(len(a), len(b)) + 1), name=f"with_identity_{o}")
+        # the identity's MULTIPLY_LATENCY + RETIME + 1
+        r_id = [delay(m, t, stages + 1 - MULTIPLY_LATENCY - RETIME, f"id_rounded_{o}", reset_less=True)
+                for o, t in enumerate(r_id)]
+        total = [Signal(signed(max(len(a), len(b)) + 1), name=f"with_identity_{o}", reset_less=True)
                  for o, (a, b) in enumerate(zip(r, r_id, strict=True))]
         m.d.sync += [total[o].eq(r[o] + r_id[o]) for o in range(PO)]
-        return total, delay(m, meta, 1, "rq_meta4"), delay(m, v, 1, "rq_v4")
+        return total, delay(m, meta, 1, "rq_meta4", reset_less=True), delay(m, v, 1, "rq_v4")

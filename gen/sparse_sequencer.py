@@ -73,10 +73,10 @@ class MacSequencer(wiring.Component):
         n_off = 3 if three else 1
         cnt_bits = max(1, T.bit_length())
         p_v = Signal()
-        p_site = Signal(site_layout(cfg))
+        p_site = Signal(site_layout(cfg), reset_less=True)  # datapath registers: read only beside a valid
         p_cnt = Signal(cnt_bits)
-        p_slot = [Signal(max(1, sb), name=f"next_slot_{k}") for k in range(n_off)]
-        p_col = [Signal(xb, name=f"next_col_{k}") for k in range(n_off)]
+        p_slot = [Signal(max(1, sb), name=f"next_slot_{k}", reset_less=True) for k in range(n_off)]
+        p_col = [Signal(xb, name=f"next_col_{k}", reset_less=True) for k in range(n_off)]
         p_take = Signal()
         m.d.comb += self.sites.ready.eq(~p_v | p_take)
         with m.If(p_take):
@@ -93,14 +93,14 @@ class MacSequencer(wiring.Component):
         # input group, last output group), updated a step ahead
         sv = Signal()
         s_eof, s_err = Signal(), Signal()
-        s_oy, s_ox = Signal(cfg.out_y_bits), Signal(cfg.out_x_bits)
+        s_oy, s_ox = Signal(cfg.out_y_bits, reset_less=True), Signal(cfg.out_x_bits, reset_less=True)
         s_taps, s_rem = Signal(T), Signal(T)
         s_cnt, s_n = Signal(cnt_bits), Signal(cnt_bits)
         rem_one, gi_last, go_last = Signal(), Signal(), Signal()
         s_go = Signal(max(1, _f(Go)))
         s_gi = Signal(max(1, _f(gi_steps)))
-        s_slot = [Signal(max(1, sb), name=f"slot_{k}") for k in range(n_off)]
-        s_col = [Signal(xb, name=f"col_{k}") for k in range(n_off)]
+        s_slot = [Signal(max(1, sb), name=f"slot_{k}", reset_less=True) for k in range(n_off)]
+        s_col = [Signal(xb, name=f"col_{k}", reset_less=True) for k in range(n_off)]
         first_r = Signal()
 
         tap_oh = lowest_one_hot(m, s_rem, "tap_oh")
@@ -136,9 +136,9 @@ class MacSequencer(wiring.Component):
 
         # ---- step register 1: the tap as a one-hot, counters, meta
         q_v, q_first, q_last = Signal(), Signal(), Signal()
-        q_oh = Signal(T)
-        q_go, q_gi = Signal.like(s_go), Signal.like(s_gi)
-        q_meta = Signal(meta_layout(cfg))
+        q_oh = Signal(T, reset_less=True)
+        q_go, q_gi = Signal.like(s_go, reset_less=True), Signal.like(s_gi, reset_less=True)
+        q_meta = Signal(meta_layout(cfg), reset_less=True)
         q_slot = [Signal.like(x, name=f"q_slot_{k}") for k, x in enumerate(s_slot)]
         q_col = [Signal.like(x, name=f"q_col_{k}") for k, x in enumerate(s_col)]
         m.d.sync += [q_v.eq(issue), q_first.eq(first), q_last.eq(last), q_oh.eq(tap_oh), q_go.eq(s_go),
@@ -166,7 +166,9 @@ class MacSequencer(wiring.Component):
             w_fields = (([q_gi[:gib]] if gib else []) + ([q_go[:gob]] if gob else [])
                         + ([tap_idx] if three else []))
         out = self.steps
-        m.d.sync += [out.valid.eq(q_v), out.payload.first.eq(q_first), out.payload.last.eq(q_last),
-                     out.payload.meta.eq(q_meta), out.payload.lb_addr.eq(Cat(*lb_fields)),
-                     out.payload.w_addr.eq(Cat(*w_fields) if w_fields else 0)]
+        pay = Signal.like(out.payload, name="step", reset_less=True)
+        m.d.comb += out.payload.eq(pay)
+        m.d.sync += [out.valid.eq(q_v), pay.first.eq(q_first), pay.last.eq(q_last),
+                     pay.meta.eq(q_meta), pay.lb_addr.eq(Cat(*lb_fields)),
+                     pay.w_addr.eq(Cat(*w_fields) if w_fields else 0)]
         return m

@@ -314,15 +314,9 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   reg \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg [10:0] \$49 ;
+  reg [41:0] \$46 ;
+  reg [5:0] \$47 ;
   wire \$5 ;
-  reg [10:0] \$50 ;
-  reg \$51 ;
-  reg [41:0] \$52 ;
-  reg [5:0] \$53 ;
   wire \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
@@ -351,7 +345,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire [31:0] \bitmaps[6] ;
   wire [31:0] \bitmaps[7] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -390,6 +384,17 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 42'h00000000000 *)
+  wire [41:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [3:0] \out_reg.x ;
+  wire [3:0] \out_reg.y ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] p_data;
   (* init = 1'h0 *)
@@ -412,7 +417,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire \r_addr$67 ;
   wire [127:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [41:0] \r_data$98 ;
+  wire [41:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [7:0] rd_addr;
@@ -437,7 +442,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [3:0] row;
-  wire [3:0] \row$91 ;
+  wire [3:0] \row$93 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -523,7 +528,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire [3:0] \steps__payload.meta.oy ;
   wire [4:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [98:0] sums__payload;
   wire [98:0] \sums__payload$64 ;
   wire [87:0] \sums__payload$64.acc ;
@@ -591,12 +596,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   (* init = 5'h00 *)
   wire [4:0] \width_m1$26 ;
   always @(posedge clk)
-    height_m1 <= \$35 ;
-  always @(posedge clk)
-    width_m1 <= \$36 ;
-  always @(posedge clk)
-    c_in <= \$37 ;
-  always @(posedge clk)
     c_out <= \$38 ;
   always @(posedge clk)
     c_tap <= \$39 ;
@@ -611,23 +610,23 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   always @(posedge clk)
     steps__valid <= \$44 ;
   always @(posedge clk)
-    read_first_d1 <= \$45 ;
+    read_first_d1 <= steps__payload[13];
   always @(posedge clk)
-    read_first_d2 <= \$46 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$47 ;
+    read_last_d1 <= steps__payload[14];
   always @(posedge clk)
-    read_last_d2 <= \$48 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$49 ;
+    read_meta_d1 <= steps__payload[25:15];
   always @(posedge clk)
-    read_meta_d2 <= \$50 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$51 ;
+    sites_out__valid <= \$45 ;
   always @(posedge clk)
-    sites_out__payload <= \$52 ;
+    sites_out__payload <= \$46 ;
   always @(posedge clk)
-    inflight <= \$53 ;
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -651,7 +650,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(6'h12);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  * 2'h2;
   assign \$23  = \$22  + 3'h7;
   assign \$24  = ~ sites_out__valid;
@@ -670,6 +669,12 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     pcount <= \$33 ;
   always @(posedge clk)
     loaded <= \$34 ;
+  always @(posedge clk)
+    height_m1 <= \$35 ;
+  always @(posedge clk)
+    width_m1 <= \$36 ;
+  always @(posedge clk)
+    c_in <= \$37 ;
   \top.layer0.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -719,7 +724,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   );
   \top.layer0.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -746,16 +751,16 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   );
   \top.layer0.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$91 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.layer0.weights  weights (
     .clk(clk),
@@ -766,44 +771,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     .w_data(w_data),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[4:0];
-      end
-    end
-    if (rst) begin
-      \$35  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = params__payload[9:5];
-      end
-    end
-    if (rst) begin
-      \$36  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        \$37  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$38  = c_out;
@@ -850,9 +817,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
         \$40  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -862,9 +826,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
       end else if (\$9 ) begin
         \$41  = { c_tap, c_out };
       end
-    end
-    if (rst) begin
-      \$41  = 5'h00;
     end
   end
   always @* begin
@@ -879,7 +840,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = \steps__valid$93 ;
+    \$43  = \steps__valid$95 ;
     if (rst) begin
       \$43  = 1'h0;
     end
@@ -893,73 +854,28 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = steps__payload[13];
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$45  = 1'h0;
+    end
     if (rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = read_first_d1;
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = steps__payload[14];
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = read_last_d1;
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = steps__payload[25:15];
-    if (rst) begin
-      \$49  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = read_meta_d1;
-    if (rst) begin
-      \$50  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = sites_out__valid;
+    \$46  = sites_out__payload;
     if (\$26 ) begin
-      \$51  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$51  = 1'h0;
-    end
-    if (rst) begin
-      \$51  = 1'h0;
+      \$46  = \r_data$99 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = sites_out__payload;
-    if (\$26 ) begin
-      \$52  = \r_data$98 ;
-    end
+    \$47  = \$29 [5:0];
     if (rst) begin
-      \$52  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$53  = \$29 [5:0];
-    if (rst) begin
-      \$53  = 6'h00;
+      \$47  = 6'h00;
     end
   end
   always @* begin
@@ -1011,9 +927,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     if (\$5 ) begin
       \$32  = params__payload;
     end
-    if (rst) begin
-      \$32  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1043,6 +956,44 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
     end
     if (rst) begin
       \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = height_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[4:0];
+      end
+    end
+    if (rst) begin
+      \$35  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = params__payload[9:5];
+      end
+    end
+    if (rst) begin
+      \$36  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        \$37  = \$12 [0];
+      end
+    end
+    if (rst) begin
+      \$37  = 1'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -1080,6 +1031,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -1207,11 +1159,6 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \tok.x  = tok[39:36];
   assign \tok.eof  = tok[40];
   assign \tok.error  = tok[41];
-  assign \read_meta_d1.oy  = read_meta_d1[3:0];
-  assign \read_meta_d1.ox  = read_meta_d1[7:4];
-  assign \read_meta_d1.go  = read_meta_d1[8];
-  assign \read_meta_d1.eof  = read_meta_d1[9];
-  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -1221,6 +1168,20 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[35:32];
+  assign \out_reg.x  = sites_out__payload[39:36];
+  assign \out_reg.eof  = sites_out__payload[40];
+  assign \out_reg.error  = sites_out__payload[41];
+  assign \read_meta_d1.oy  = read_meta_d1[3:0];
+  assign \read_meta_d1.ox  = read_meta_d1[7:4];
+  assign \read_meta_d1.go  = read_meta_d1[8];
+  assign \read_meta_d1.eof  = read_meta_d1[9];
+  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \steps__payload$57 [172:162] = read_meta_d2;
   assign \steps__payload$57 [161] = read_last_d2;
   assign \steps__payload$57 [160] = read_first_d2;
@@ -3509,18 +3470,12 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$334 ) begin
       \$905  = { \$481 , \$478 , \$475 , \$472 , \$469 , \$466 , \$463 , \$460 , \$457 , \$454 , \$451 , \$448 , \$445 , \$442 , \$439 , \$436  };
     end
-    if (rst) begin
-      \$905  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$906  = cwin_0;
     if (\$334 ) begin
       \$906  = win_0;
-    end
-    if (rst) begin
-      \$906  = 32'd0;
     end
   end
   always @* begin
@@ -3529,18 +3484,12 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$334 ) begin
       \$907  = win_1;
     end
-    if (rst) begin
-      \$907  = 32'd0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$908  = cwin_2;
     if (\$334 ) begin
       \$908  = win_2;
-    end
-    if (rst) begin
-      \$908  = 32'd0;
     end
   end
   always @* begin
@@ -3572,9 +3521,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$488 ) begin
       \$911  = \$503 ;
     end
-    if (rst) begin
-      \$911  = 32'd0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3582,18 +3528,12 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$488 ) begin
       \$912  = \$518 ;
     end
-    if (rst) begin
-      \$912  = 32'd0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$913  = win_2;
     if (\$488 ) begin
       \$913  = \$533 ;
-    end
-    if (rst) begin
-      \$913  = 32'd0;
     end
   end
   always @* begin
@@ -3635,9 +3575,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$916 [6] = \$572 ;
       \$916 [7] = \$577 ;
     end
-    if (rst) begin
-      \$916  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3652,9 +3589,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$917 [6] = \$598 ;
       \$917 [7] = \$601 ;
     end
-    if (rst) begin
-      \$917  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3668,9 +3602,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$918 [5] = \$619 ;
       \$918 [6] = \$622 ;
       \$918 [7] = \$625 ;
-    end
-    if (rst) begin
-      \$918  = 8'h00;
     end
   end
   always @* begin
@@ -3697,9 +3628,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$920  = \$637 [6:0];
       end
     end
-    if (rst) begin
-      \$920  = 7'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3710,9 +3638,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$921  = \$638 [6:0];
       end
     end
-    if (rst) begin
-      \$921  = 7'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3722,9 +3647,6 @@ module \top.layer0.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       end else if (\$636 ) begin
         \$922  = \$639 [6:0];
       end
-    end
-    if (rst) begin
-      \$922  = 7'h00;
     end
   end
   always @* begin
@@ -4510,31 +4432,26 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   reg \$183 ;
   reg \$184 ;
   reg \$185 ;
-  reg [2:0] \$186 ;
-  reg [4:0] \$187 ;
-  reg [4:0] \$188 ;
-  reg [7:0] \$189 ;
+  reg \$186 ;
+  reg [31:0] \$187 ;
+  reg [5:0] \$188 ;
+  reg [31:0] \$189 ;
   wire \$19 ;
-  reg [31:0] \$190 ;
-  reg \$191 ;
-  reg [31:0] \$192 ;
-  reg [5:0] \$193 ;
-  reg [31:0] \$194 ;
-  reg [5:0] \$195 ;
-  reg [31:0] \$196 ;
-  reg [5:0] \$197 ;
-  reg [31:0] \$198 ;
-  reg [5:0] \$199 ;
+  reg [5:0] \$190 ;
+  reg [31:0] \$191 ;
+  reg [5:0] \$192 ;
+  reg [31:0] \$193 ;
+  reg [5:0] \$194 ;
+  reg [31:0] \$195 ;
+  reg [5:0] \$196 ;
+  reg [31:0] \$197 ;
+  reg [5:0] \$198 ;
+  reg [31:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  reg [31:0] \$200 ;
-  reg [5:0] \$201 ;
-  reg [31:0] \$202 ;
-  reg [5:0] \$203 ;
-  reg [31:0] \$204 ;
-  reg [5:0] \$205 ;
-  reg [31:0] \$206 ;
-  reg [5:0] \$207 ;
+  reg [5:0] \$200 ;
+  reg [31:0] \$201 ;
+  reg [5:0] \$202 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -5027,49 +4944,49 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   always @(posedge clk)
     w_set <= \$185 ;
   always @(posedge clk)
-    w_slot <= \$186 ;
+    w_slot <= got[34:32];
   always @(posedge clk)
-    w_x <= \$187 ;
+    w_x <= got[41:37];
   always @(posedge clk)
-    w_y <= \$188 ;
+    w_y <= got[36:32];
   always @(posedge clk)
-    w_addr <= \$189 ;
+    w_addr <= { got[34:32], got[41:37] };
   always @(posedge clk)
-    w_data <= \$190 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$191 ;
+    acc_eof <= \$186 ;
   always @(posedge clk)
-    bitmap_0 <= \$192 ;
+    bitmap_0 <= \$187 ;
   always @(posedge clk)
-    row_tag_0 <= \$193 ;
+    row_tag_0 <= \$188 ;
   always @(posedge clk)
-    bitmap_1 <= \$194 ;
+    bitmap_1 <= \$189 ;
   always @(posedge clk)
-    row_tag_1 <= \$195 ;
+    row_tag_1 <= \$190 ;
   always @(posedge clk)
-    bitmap_2 <= \$196 ;
+    bitmap_2 <= \$191 ;
   always @(posedge clk)
-    row_tag_2 <= \$197 ;
+    row_tag_2 <= \$192 ;
   always @(posedge clk)
-    bitmap_3 <= \$198 ;
+    bitmap_3 <= \$193 ;
   always @(posedge clk)
-    row_tag_3 <= \$199 ;
+    row_tag_3 <= \$194 ;
   always @(posedge clk)
-    bitmap_4 <= \$200 ;
+    bitmap_4 <= \$195 ;
   always @(posedge clk)
-    row_tag_4 <= \$201 ;
+    row_tag_4 <= \$196 ;
   always @(posedge clk)
-    bitmap_5 <= \$202 ;
+    bitmap_5 <= \$197 ;
   always @(posedge clk)
-    row_tag_5 <= \$203 ;
+    row_tag_5 <= \$198 ;
   always @(posedge clk)
-    bitmap_6 <= \$204 ;
+    bitmap_6 <= \$199 ;
   always @(posedge clk)
-    row_tag_6 <= \$205 ;
+    row_tag_6 <= \$200 ;
   always @(posedge clk)
-    bitmap_7 <= \$206 ;
+    bitmap_7 <= \$201 ;
   always @(posedge clk)
-    row_tag_7 <= \$207 ;
+    row_tag_7 <= \$202 ;
   \top.layer0.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -5121,9 +5038,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
         \$162  = sites_in__payload[36:32];
       end
     end
-    if (rst) begin
-      \$162  = 5'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -5134,9 +5048,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
       end else begin
         \$163  = sites_in__payload[41:37];
       end
-    end
-    if (rst) begin
-      \$163  = 5'h00;
     end
   end
   always @* begin
@@ -5158,9 +5069,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
     \$166  = entry_0;
     if (\$40 ) begin
       \$166  = entry;
-    end
-    if (rst) begin
-      \$166  = 48'h000000000000;
     end
   end
   always @* begin
@@ -5197,9 +5105,6 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
     \$170  = entry_1;
     if (\$65 ) begin
       \$170  = entry;
-    end
-    if (rst) begin
-      \$170  = 48'h000000000000;
     end
   end
   always @* begin
@@ -5386,244 +5291,209 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$186  = got[34:32];
+    \$186  = \$127 ;
     if (rst) begin
-      \$186  = 3'h0;
+      \$186  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$187  = got[41:37];
-    if (rst) begin
-      \$187  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$188  = got[36:32];
-    if (rst) begin
-      \$188  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$189  = { got[34:32], got[41:37] };
-    if (rst) begin
-      \$189  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$190  = got[31:0];
-    if (rst) begin
-      \$190  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$191  = \$127 ;
-    if (rst) begin
-      \$191  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$192  = bitmap_0;
+    \$187  = bitmap_0;
     if (\$129 ) begin
-      \$192  = \$131 ;
+      \$187  = \$131 ;
     end
     if (rst) begin
-      \$192  = 32'd0;
+      \$187  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$193  = row_tag_0;
+    \$188  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$75 ) begin
-        \$193  = { 1'h0, w_y };
+        \$188  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$193  = 6'h3f;
+      \$188  = 6'h3f;
     end
     if (rst) begin
-      \$193  = 6'h3f;
+      \$188  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$194  = bitmap_1;
+    \$189  = bitmap_1;
     if (\$133 ) begin
-      \$194  = \$135 ;
+      \$189  = \$135 ;
     end
     if (rst) begin
-      \$194  = 32'd0;
+      \$189  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$195  = row_tag_1;
+    \$190  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$75 ) begin
-        \$195  = { 1'h0, w_y };
+        \$190  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$195  = 6'h3f;
+      \$190  = 6'h3f;
     end
     if (rst) begin
-      \$195  = 6'h3f;
+      \$190  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$196  = bitmap_2;
+    \$191  = bitmap_2;
     if (\$137 ) begin
-      \$196  = \$139 ;
+      \$191  = \$139 ;
     end
     if (rst) begin
-      \$196  = 32'd0;
+      \$191  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$197  = row_tag_2;
+    \$192  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$75 ) begin
-        \$197  = { 1'h0, w_y };
+        \$192  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$197  = 6'h3f;
+      \$192  = 6'h3f;
     end
     if (rst) begin
-      \$197  = 6'h3f;
+      \$192  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$198  = bitmap_3;
+    \$193  = bitmap_3;
     if (\$141 ) begin
-      \$198  = \$143 ;
+      \$193  = \$143 ;
     end
     if (rst) begin
-      \$198  = 32'd0;
+      \$193  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$199  = row_tag_3;
+    \$194  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$75 ) begin
-        \$199  = { 1'h0, w_y };
+        \$194  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$199  = 6'h3f;
+      \$194  = 6'h3f;
     end
     if (rst) begin
-      \$199  = 6'h3f;
+      \$194  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$200  = bitmap_4;
+    \$195  = bitmap_4;
     if (\$145 ) begin
-      \$200  = \$147 ;
+      \$195  = \$147 ;
     end
     if (rst) begin
-      \$200  = 32'd0;
+      \$195  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$201  = row_tag_4;
+    \$196  = row_tag_4;
     if (\$145 ) begin
       if (\$signal$75 ) begin
-        \$201  = { 1'h0, w_y };
+        \$196  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$201  = 6'h3f;
+      \$196  = 6'h3f;
     end
     if (rst) begin
-      \$201  = 6'h3f;
+      \$196  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$202  = bitmap_5;
+    \$197  = bitmap_5;
     if (\$149 ) begin
-      \$202  = \$151 ;
+      \$197  = \$151 ;
     end
     if (rst) begin
-      \$202  = 32'd0;
+      \$197  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$203  = row_tag_5;
+    \$198  = row_tag_5;
     if (\$149 ) begin
       if (\$signal$75 ) begin
-        \$203  = { 1'h0, w_y };
+        \$198  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$203  = 6'h3f;
+      \$198  = 6'h3f;
     end
     if (rst) begin
-      \$203  = 6'h3f;
+      \$198  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$204  = bitmap_6;
+    \$199  = bitmap_6;
     if (\$153 ) begin
-      \$204  = \$155 ;
+      \$199  = \$155 ;
     end
     if (rst) begin
-      \$204  = 32'd0;
+      \$199  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$205  = row_tag_6;
+    \$200  = row_tag_6;
     if (\$153 ) begin
       if (\$signal$75 ) begin
-        \$205  = { 1'h0, w_y };
+        \$200  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$205  = 6'h3f;
+      \$200  = 6'h3f;
     end
     if (rst) begin
-      \$205  = 6'h3f;
+      \$200  = 6'h3f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$206  = bitmap_7;
+    \$201  = bitmap_7;
     if (\$157 ) begin
-      \$206  = \$159 ;
+      \$201  = \$159 ;
     end
     if (rst) begin
-      \$206  = 32'd0;
+      \$201  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$207  = row_tag_7;
+    \$202  = row_tag_7;
     if (\$157 ) begin
       if (\$signal$75 ) begin
-        \$207  = { 1'h0, w_y };
+        \$202  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$207  = 6'h3f;
+      \$202  = 6'h3f;
     end
     if (rst) begin
-      \$207  = 6'h3f;
+      \$202  = 6'h3f;
     end
   end
   assign rd_addr = r_addr;
@@ -6089,19 +5959,18 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \$39 ;
   wire [15:0] \$4 ;
   wire \$40 ;
-  reg [172:0] \$41 ;
+  reg \$41 ;
   reg \$42 ;
-  reg [13:0] \$43 ;
-  reg [13:0] \$44 ;
-  reg [13:0] \$45 ;
-  reg [13:0] \$46 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg \$46 ;
   reg [21:0] \$47 ;
   reg [21:0] \$48 ;
   reg [21:0] \$49 ;
   wire [15:0] \$5 ;
   reg [21:0] \$50 ;
   reg \$51 ;
-  reg [10:0] \$52 ;
   wire [15:0] \$6 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
@@ -6112,7 +5981,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [21:0] acc_3 = 22'h000000;
   input clk;
   wire clk;
-  wire [13:0] ctl;
+  wire [12:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [10:0] \ctl.meta ;
@@ -6121,8 +5990,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \ctl.meta.go ;
   wire [3:0] \ctl.meta.ox ;
   wire [3:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [13:0] mac_ctl_d1 = 14'h0000;
+  reg [12:0] mac_ctl_d1 = 13'h0000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [10:0] \mac_ctl_d1.meta ;
@@ -6131,8 +5999,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d1.meta.go ;
   wire [3:0] \mac_ctl_d1.meta.ox ;
   wire [3:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [13:0] mac_ctl_d2 = 14'h0000;
+  reg [12:0] mac_ctl_d2 = 13'h0000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [10:0] \mac_ctl_d2.meta ;
@@ -6141,8 +6008,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d2.meta.go ;
   wire [3:0] \mac_ctl_d2.meta.ox ;
   wire [3:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [13:0] mac_ctl_d3 = 14'h0000;
+  reg [12:0] mac_ctl_d3 = 13'h0000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [10:0] \mac_ctl_d3.meta ;
@@ -6151,8 +6017,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d3.meta.go ;
   wire [3:0] \mac_ctl_d3.meta.ox ;
   wire [3:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [13:0] mac_ctl_d4 = 14'h0000;
+  reg [12:0] mac_ctl_d4 = 13'h0000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [10:0] \mac_ctl_d4.meta ;
@@ -6161,7 +6026,20 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d4.meta.go ;
   wire [3:0] \mac_ctl_d4.meta.ox ;
   wire [3:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg [12:0] mac_ctl_d5 = 13'h0000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [10:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire \mac_ctl_d5.meta.go ;
+  wire [3:0] \mac_ctl_d5.meta.ox ;
+  wire [3:0] \mac_ctl_d5.meta.oy ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -6185,51 +6063,67 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input rst;
   wire rst;
   input [172:0] steps__payload;
@@ -6282,11 +6176,11 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   (* init = 22'h000000 *)
   wire [21:0] tree_3_sum;
   always @(posedge clk)
-    prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
     prod_0_1_b <= operands[47:40];
   always @(posedge clk)
     prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
   always @(posedge clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge clk)
@@ -6294,11 +6188,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
+  always @(posedge clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge clk)
     prod_0_3_b <= operands[63:56];
   always @(posedge clk)
     prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
   always @(posedge clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge clk)
@@ -6306,11 +6204,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_0_p <= { \$5 [15], \$5  };
   always @(posedge clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge clk)
     prod_1_1_b <= operands[79:72];
   always @(posedge clk)
     prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
   always @(posedge clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge clk)
@@ -6318,11 +6220,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_2_p <= { \$7 [15], \$7  };
   always @(posedge clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
+  always @(posedge clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge clk)
     prod_1_3_b <= operands[95:88];
   always @(posedge clk)
     prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
   always @(posedge clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge clk)
@@ -6330,11 +6236,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_0_p <= { \$9 [15], \$9  };
   always @(posedge clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge clk)
     prod_2_1_b <= operands[111:104];
   always @(posedge clk)
     prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
   always @(posedge clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge clk)
@@ -6342,11 +6252,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_2_p <= { \$11 [15], \$11  };
   always @(posedge clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge clk)
     prod_2_3_b <= operands[127:120];
   always @(posedge clk)
     prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
   always @(posedge clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge clk)
@@ -6354,11 +6268,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_3_0_p <= { \$13 [15], \$13  };
   always @(posedge clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge clk)
     prod_3_1_b <= operands[143:136];
   always @(posedge clk)
     prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
   always @(posedge clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge clk)
@@ -6366,11 +6284,15 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge clk)
     prod_3_3_b <= operands[159:152];
   always @(posedge clk)
     prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge clk)
     tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
   always @(posedge clk)
@@ -6396,13 +6318,25 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     tree_3_l2_0 <= \$28 [21:0];
   always @(posedge clk)
-    mac_ctl_d1 <= \$43 ;
+    mac_ctl_d1 <= ctl;
   always @(posedge clk)
-    mac_ctl_d2 <= \$44 ;
+    mac_ctl_d2 <= mac_ctl_d1;
   always @(posedge clk)
-    mac_ctl_d3 <= \$45 ;
+    mac_ctl_d3 <= mac_ctl_d2;
   always @(posedge clk)
-    mac_ctl_d4 <= \$46 ;
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge clk)
+    mac_v_d1 <= \$42 ;
+  always @(posedge clk)
+    mac_v_d2 <= \$43 ;
+  always @(posedge clk)
+    mac_v_d3 <= \$44 ;
+  always @(posedge clk)
+    mac_v_d4 <= \$45 ;
+  always @(posedge clk)
+    mac_v_d5 <= \$46 ;
   always @(posedge clk)
     acc_0 <= \$47 ;
   always @(posedge clk)
@@ -6414,7 +6348,7 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     out_v <= \$51 ;
   always @(posedge clk)
-    out_meta <= \$52 ;
+    out_meta <= mac_ctl_d5[12:2];
   assign \$1  = $signed({ 1'h0, prod_0_0_a }) * $signed(prod_0_0_b);
   assign \$2  = $signed({ 1'h0, prod_0_1_a }) * $signed(prod_0_1_b);
   assign \$3  = $signed({ 1'h0, prod_0_2_a }) * $signed(prod_0_2_b);
@@ -6431,66 +6365,77 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \$14  = $signed({ 1'h0, prod_3_1_a }) * $signed(prod_3_1_b);
   assign \$15  = $signed({ 1'h0, prod_3_2_a }) * $signed(prod_3_2_b);
   assign \$16  = $signed({ 1'h0, prod_3_3_a }) * $signed(prod_3_3_b);
-  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$17  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$18  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$20  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$21  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$23  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$24  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$26  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$27  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[12];
-  assign \$30  = mac_ctl_d4[0] & \$29 ;
-  assign \$31  = mac_ctl_d4[1] ? 22'h000000 : acc_0;
+  assign \$29  = ~ mac_ctl_d5[11];
+  assign \$30  = mac_v_d5 & \$29 ;
+  assign \$31  = mac_ctl_d5[0] ? 22'h000000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[1] ? 22'h000000 : acc_1;
+  assign \$33  = mac_ctl_d5[0] ? 22'h000000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[1] ? 22'h000000 : acc_2;
+  assign \$35  = mac_ctl_d5[0] ? 22'h000000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[1] ? 22'h000000 : acc_3;
+  assign \$37  = mac_ctl_d5[0] ? 22'h000000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[12];
-  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  assign \$39  = mac_ctl_d5[1] | mac_ctl_d5[11];
+  assign \$40  = mac_v_d5 & \$39 ;
   always @(posedge clk)
-    operands <= \$41 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$42 ;
+    op_v <= \$41 ;
   always @(posedge clk)
     prod_0_0_a <= operands[7:0];
   always @(posedge clk)
     prod_0_0_b <= operands[39:32];
   always @(posedge clk)
     prod_0_0_p <= { \$1 [15], \$1  };
+  always @(posedge clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge clk)
+    prod_0_1_a <= operands[15:8];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = ctl;
+    \$42  = op_v;
     if (rst) begin
-      \$43  = 14'h0000;
+      \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = mac_ctl_d1;
+    \$43  = mac_v_d1;
     if (rst) begin
-      \$44  = 14'h0000;
+      \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = mac_ctl_d2;
+    \$44  = mac_v_d2;
     if (rst) begin
-      \$45  = 14'h0000;
+      \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = mac_ctl_d3;
+    \$45  = mac_v_d3;
     if (rst) begin
-      \$46  = 14'h0000;
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$46  = mac_v_d4;
+    if (rst) begin
+      \$46  = 1'h0;
     end
   end
   always @* begin
@@ -6499,18 +6444,12 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     if (\$30 ) begin
       \$47  = \$32 [21:0];
     end
-    if (rst) begin
-      \$47  = 22'h000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$48  = acc_1;
     if (\$30 ) begin
       \$48  = \$34 [21:0];
-    end
-    if (rst) begin
-      \$48  = 22'h000000;
     end
   end
   always @* begin
@@ -6519,18 +6458,12 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     if (\$30 ) begin
       \$49  = \$36 [21:0];
     end
-    if (rst) begin
-      \$49  = 22'h000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$50  = acc_3;
     if (\$30 ) begin
       \$50  = \$38 [21:0];
-    end
-    if (rst) begin
-      \$50  = 22'h000000;
     end
   end
   always @* begin
@@ -6542,23 +6475,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = mac_ctl_d4[13:3];
+    \$41  = steps__valid;
     if (rst) begin
-      \$52  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = steps__payload;
-    if (rst) begin
-      \$41  = 173'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = steps__valid;
-    if (rst) begin
-      \$42  = 1'h0;
+      \$41  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -6586,51 +6505,54 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \steps__payload.meta.go  = steps__payload[170];
   assign \steps__payload.meta.eof  = steps__payload[171];
   assign \steps__payload.meta.error  = steps__payload[172];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[13:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[6:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[10:7];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[12];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[13];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[13:3];
-  assign \ctl.meta.oy  = ctl[6:3];
-  assign \ctl.meta.ox  = ctl[10:7];
-  assign \ctl.meta.go  = ctl[11];
-  assign \ctl.meta.eof  = ctl[12];
-  assign \ctl.meta.error  = ctl[13];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[13:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[6:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[10:7];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[12];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[13];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[13:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[6:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[10:7];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[11];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[12];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[13];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[13:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[6:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[10:7];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[11];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[12];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[13];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[9:6];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[12:2];
+  assign \ctl.meta.oy  = ctl[5:2];
+  assign \ctl.meta.ox  = ctl[9:6];
+  assign \ctl.meta.go  = ctl[10];
+  assign \ctl.meta.eof  = ctl[11];
+  assign \ctl.meta.error  = ctl[12];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[9:6];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[12:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[9:6];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[11];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[12];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[12:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[9:6];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[12:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[5:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[9:6];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[10];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[11];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[12];
   assign \out_meta.oy  = out_meta[3:0];
   assign \out_meta.ox  = out_meta[7:4];
   assign \out_meta.go  = out_meta[8];
@@ -6652,10 +6574,9 @@ module \top.layer0.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign sums__payload[43:22] = acc_1;
   assign sums__payload[21:0] = acc_0;
   assign sums__payload[98:88] = out_meta;
-  assign ctl[13:3] = operands[172:162];
-  assign ctl[2] = operands[161];
-  assign ctl[1] = operands[160];
-  assign ctl[0] = op_v;
+  assign ctl[12:2] = operands[172:162];
+  assign ctl[1] = operands[161];
+  assign ctl[0] = operands[160];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6901,37 +6822,19 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [98:0] \$45 ;
-  reg [98:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [21:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [21:0] \$50 ;
-  reg [21:0] \$51 ;
-  reg [21:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [10:0] \$57 ;
-  reg \$58 ;
-  reg [10:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  wire [42:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
-  reg [10:0] \$60 ;
-  reg [10:0] \$61 ;
-  reg \$62 ;
-  reg \$63 ;
-  reg \$64 ;
-  reg [22:0] \$65 ;
-  reg [22:0] \$66 ;
-  reg [22:0] \$67 ;
-  reg [22:0] \$68 ;
-  reg [10:0] \$69 ;
   wire \$7 ;
-  reg \$70 ;
-  reg [42:0] \$71 ;
-  reg \$72 ;
   wire \$8 ;
   wire \$9 ;
   reg [98:0] beat_d1 = 99'h0000000000000000000000000;
@@ -7031,6 +6934,12 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \rq_meta2_d3.go ;
   wire [3:0] \rq_meta2_d3.ox ;
   wire [3:0] \rq_meta2_d3.oy ;
+  reg [10:0] rq_meta2_d4 = 11'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [3:0] \rq_meta2_d4.ox ;
+  wire [3:0] \rq_meta2_d4.oy ;
   reg [10:0] rq_meta3_d1 = 11'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -7041,6 +6950,7 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   input rst;
   wire rst;
@@ -7053,9 +6963,11 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_0_pp10_a = 5'h00;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [21:0] scaled_0_pp10_p = 22'h000000;
+  reg [21:0] scaled_0_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_0_sum = 38'h0000000000;
   wire [37:0] scaled_0_t0;
   wire [37:0] scaled_0_t1;
@@ -7064,9 +6976,11 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_1_pp10_a = 5'h00;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [21:0] scaled_1_pp10_p = 22'h000000;
+  reg [21:0] scaled_1_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_1_sum = 38'h0000000000;
   wire [37:0] scaled_1_t0;
   wire [37:0] scaled_1_t1;
@@ -7075,9 +6989,11 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_2_pp10_a = 5'h00;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [21:0] scaled_2_pp10_p = 22'h000000;
+  reg [21:0] scaled_2_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_2_sum = 38'h0000000000;
   wire [37:0] scaled_2_t0;
   wire [37:0] scaled_2_t1;
@@ -7086,9 +7002,11 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_3_pp10_a = 5'h00;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [21:0] scaled_3_pp10_p = 22'h000000;
+  reg [21:0] scaled_3_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_3_sum = 38'h0000000000;
   wire [37:0] scaled_3_t0;
   wire [37:0] scaled_3_t1;
@@ -7107,51 +7025,37 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
-  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
-  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
-  assign \$38  = rounded_0[22] ? 8'h00 : \$37 ;
-  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
-  assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
-  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
   always @(posedge clk)
-    beat_d1 <= \$45 ;
+    beat_d1 <= sums__payload;
   always @(posedge clk)
-    beat_d2 <= \$46 ;
+    beat_d2 <= beat_d1;
   always @(posedge clk)
-    beat_v_d1 <= \$47 ;
+    beat_v_d1 <= \$45 ;
   always @(posedge clk)
-    beat_v_d2 <= \$48 ;
+    beat_v_d2 <= \$46 ;
   always @(posedge clk)
-    biased_0 <= \$49 ;
+    biased_0 <= \$13 [21:0];
   always @(posedge clk)
-    biased_1 <= \$50 ;
+    biased_1 <= \$14 [21:0];
   always @(posedge clk)
-    biased_2 <= \$51 ;
+    biased_2 <= \$15 [21:0];
   always @(posedge clk)
-    biased_3 <= \$52 ;
+    biased_3 <= \$16 [21:0];
   always @(posedge clk)
-    scale_0 <= \$53 ;
+    scale_0 <= rq_data[79:64];
   always @(posedge clk)
-    scale_1 <= \$54 ;
+    scale_1 <= rq_data[95:80];
   always @(posedge clk)
-    scale_2 <= \$55 ;
+    scale_2 <= rq_data[111:96];
   always @(posedge clk)
-    scale_3 <= \$56 ;
+    scale_3 <= rq_data[127:112];
   always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
+    rq_meta1_d1 <= beat_d2[98:88];
   always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
+    rq_v1_d1 <= \$47 ;
   always @(posedge clk)
     scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
@@ -7159,11 +7063,15 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge clk)
     scaled_0_pp10_a <= biased_0[21:17];
   always @(posedge clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
     scaled_0_pp10_p <= { \$18 [20], \$18  };
+  always @(posedge clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge clk)
     scaled_0_sum <= \$19 [37:0];
   always @(posedge clk)
@@ -7173,11 +7081,15 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge clk)
     scaled_1_pp10_a <= biased_1[21:17];
   always @(posedge clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
     scaled_1_pp10_p <= { \$21 [20], \$21  };
+  always @(posedge clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge clk)
     scaled_1_sum <= \$22 [37:0];
   always @(posedge clk)
@@ -7187,11 +7099,15 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge clk)
     scaled_2_pp10_a <= biased_2[21:17];
   always @(posedge clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
     scaled_2_pp10_p <= { \$24 [20], \$24  };
+  always @(posedge clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge clk)
     scaled_2_sum <= \$25 [37:0];
   always @(posedge clk)
@@ -7201,41 +7117,49 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge clk)
     scaled_3_pp10_a <= biased_3[21:17];
   always @(posedge clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
     scaled_3_pp10_p <= { \$27 [20], \$27  };
   always @(posedge clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
+  always @(posedge clk)
     scaled_3_sum <= \$28 [37:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$59 ;
+    rq_meta2_d1 <= rq_meta1_d1;
   always @(posedge clk)
-    rq_meta2_d2 <= \$60 ;
+    rq_meta2_d2 <= rq_meta2_d1;
   always @(posedge clk)
-    rq_meta2_d3 <= \$61 ;
+    rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge clk)
-    rq_v2_d1 <= \$62 ;
+    rq_meta2_d4 <= rq_meta2_d3;
   always @(posedge clk)
-    rq_v2_d2 <= \$63 ;
+    rq_v2_d1 <= \$48 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$64 ;
+    rq_v2_d2 <= \$49 ;
   always @(posedge clk)
-    rounded_0 <= \$65 ;
+    rq_v2_d3 <= \$50 ;
   always @(posedge clk)
-    rounded_1 <= \$66 ;
+    rq_v2_d4 <= \$51 ;
   always @(posedge clk)
-    rounded_2 <= \$67 ;
+    rounded_0 <= \$30 [22:0];
   always @(posedge clk)
-    rounded_3 <= \$68 ;
+    rounded_1 <= \$32 [22:0];
   always @(posedge clk)
-    rq_meta3_d1 <= \$69 ;
+    rounded_2 <= \$34 [22:0];
   always @(posedge clk)
-    rq_v3_d1 <= \$70 ;
+    rounded_3 <= \$36 [22:0];
   always @(posedge clk)
-    feats__payload <= \$71 ;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge clk)
-    feats__valid <= \$72 ;
+    rq_v3_d1 <= \$52 ;
+  always @(posedge clk)
+    feats__payload <= \$53 ;
+  always @(posedge clk)
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[22];
   assign \$6  = | rounded_0[21:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -7254,222 +7178,99 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [37:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [37:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [37:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [37:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[22] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$45  = sums__payload;
+    \$45  = sums__valid;
     if (rst) begin
-      \$45  = 99'h0000000000000000000000000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$46  = beat_d1;
+    \$46  = beat_v_d1;
     if (rst) begin
-      \$46  = 99'h0000000000000000000000000;
+      \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$47  = sums__valid;
+    \$47  = beat_v_d2;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$48  = beat_v_d1;
+    \$48  = rq_v1_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$49  = \$13 [21:0];
+    \$49  = rq_v2_d1;
     if (rst) begin
-      \$49  = 22'h000000;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$50  = \$14 [21:0];
+    \$50  = rq_v2_d2;
     if (rst) begin
-      \$50  = 22'h000000;
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$51  = \$15 [21:0];
+    \$51  = rq_v2_d3;
     if (rst) begin
-      \$51  = 22'h000000;
+      \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$52  = \$16 [21:0];
+    \$52  = rq_v2_d4;
     if (rst) begin
-      \$52  = 22'h000000;
+      \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$53  = rq_data[79:64];
+    \$54  = rq_v3_d1;
     if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$57  = beat_d2[98:88];
-    if (rst) begin
-      \$57  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$59  = rq_meta1_d1;
-    if (rst) begin
-      \$59  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$60  = rq_meta2_d1;
-    if (rst) begin
-      \$60  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$61  = rq_meta2_d2;
-    if (rst) begin
-      \$61  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$62  = rq_v1_d1;
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$63  = rq_v2_d1;
-    if (rst) begin
-      \$63  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$64  = rq_v2_d2;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$65  = \$30 [22:0];
-    if (rst) begin
-      \$65  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$66  = \$32 [22:0];
-    if (rst) begin
-      \$66  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$67  = \$34 [22:0];
-    if (rst) begin
-      \$67  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$68  = \$36 [22:0];
-    if (rst) begin
-      \$68  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$69  = rq_meta2_d3;
-    if (rst) begin
-      \$69  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$70  = rq_v2_d3;
-    if (rst) begin
-      \$70  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$71 [7:0] = \$38 ;
-    \$71 [15:8] = \$40 ;
-    \$71 [23:16] = \$42 ;
-    \$71 [31:24] = \$44 ;
-    \$71 [42:32] = rq_meta3_d1;
-    if (rst) begin
-      \$71  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$72  = rq_v3_d1;
-    if (rst) begin
-      \$72  = 1'h0;
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[96];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [37:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [37:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [37:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [37:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -7549,15 +7350,25 @@ module \top.layer0.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta2_d3.go  = rq_meta2_d3[8];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[9];
   assign \rq_meta2_d3.error  = rq_meta2_d3[10];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[3:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[7:4];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[9];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[10];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[3:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[7:4];
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
-  assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [42:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
   assign \$31  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
   assign \$33  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
@@ -7585,19 +7396,10 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$112 ;
   reg \$113 ;
   reg \$114 ;
-  reg [8:0] \$115 ;
+  wire [10:0] \$115 ;
   reg \$116 ;
-  reg \$117 ;
-  reg [10:0] \$118 ;
-  reg [2:0] \$119 ;
+  wire [25:0] \$117 ;
   wire \$12 ;
-  reg [2:0] \$120 ;
-  reg [2:0] \$121 ;
-  reg [4:0] \$122 ;
-  reg [4:0] \$123 ;
-  reg [4:0] \$124 ;
-  reg \$125 ;
-  reg [25:0] \$126 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -7697,10 +7499,10 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -7773,6 +7575,18 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg [2:0] slot_0 = 3'h0;
   reg [2:0] slot_1 = 3'h0;
   reg [2:0] slot_2 = 3'h0;
+  (* init = 26'h0000000 *)
+  wire [25:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [7:0] \step.lb_addr ;
+  wire [10:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [3:0] \step.meta.ox ;
+  wire [3:0] \step.meta.oy ;
+  wire [4:0] \step.w_addr ;
   output [25:0] steps__payload;
   reg [25:0] steps__payload = 26'h0000000;
   wire \steps__payload.first ;
@@ -7871,7 +7685,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \$71  = s_rem & \$70 ;
   assign \$72  = s_n - 1'h1;
   assign \$73  = s_n == 2'h2;
-  assign \$74  = \$signal$43  == 1'h1;
+  assign \$74  = \$signal$45  == 1'h1;
   assign \$75  = s_go + 1'h1;
   assign \$76  = go_last ? 2'h0 : \$75 ;
   assign \$77  = ! s_go;
@@ -7924,9 +7738,9 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     s_ox <= \$103 ;
   always @(posedge clk)
-    \$signal$42  <= \$104 ;
+    \$signal$44  <= \$104 ;
   always @(posedge clk)
-    \$signal$43  <= \$105 ;
+    \$signal$45  <= \$105 ;
   always @(posedge clk)
     slot_0 <= \$106 ;
   always @(posedge clk)
@@ -7940,35 +7754,35 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     col_2 <= \$111 ;
   always @(posedge clk)
-    \$signal$53  <= \$112 ;
+    \$signal$55  <= \$112 ;
   always @(posedge clk)
-    \$signal$54  <= \$113 ;
+    \$signal$56  <= \$113 ;
   always @(posedge clk)
     q_last <= \$114 ;
   always @(posedge clk)
-    q_oh <= \$115 ;
+    q_oh <= \$4 [8:0];
   always @(posedge clk)
-    \$like  <= \$116 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$117 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$118 ;
+    q_meta <= \$115 ;
   always @(posedge clk)
-    q_slot_0 <= \$119 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_slot_1 <= \$120 ;
+    q_slot_1 <= slot_1;
   always @(posedge clk)
-    q_slot_2 <= \$121 ;
+    q_slot_2 <= slot_2;
   always @(posedge clk)
-    q_col_0 <= \$122 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    q_col_1 <= \$123 ;
+    q_col_1 <= col_1;
   always @(posedge clk)
-    q_col_2 <= \$124 ;
+    q_col_2 <= col_2;
   always @(posedge clk)
-    steps__valid <= \$125 ;
+    steps__valid <= \$116 ;
   always @(posedge clk)
-    steps__payload <= \$126 ;
+    steps__payload <= \$117 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$82  = p_v;
@@ -7988,9 +7802,6 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$44 ) begin
       \$83  = sites__payload;
     end
-    if (rst) begin
-      \$83  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -8008,18 +7819,12 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$44 ) begin
       \$85  = \$55 [2:0];
     end
-    if (rst) begin
-      \$85  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$86  = next_col_0;
     if (\$44 ) begin
       \$86  = \$57 [4:0];
-    end
-    if (rst) begin
-      \$86  = 5'h00;
     end
   end
   always @* begin
@@ -8028,18 +7833,12 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$44 ) begin
       \$87  = \$59 [2:0];
     end
-    if (rst) begin
-      \$87  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$88  = next_col_1;
     if (\$44 ) begin
       \$88  = \$61 [4:0];
-    end
-    if (rst) begin
-      \$88  = 5'h00;
     end
   end
   always @* begin
@@ -8048,18 +7847,12 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$44 ) begin
       \$89  = \$63 [2:0];
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$90  = next_col_2;
     if (\$44 ) begin
       \$90  = \$65 [4:0];
-    end
-    if (rst) begin
-      \$90  = 5'h00;
     end
   end
   always @* begin
@@ -8131,7 +7924,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$69 ) begin
           \$94  = \$71 ;
         end else begin
-          \$94  = \$signal$42 ;
+          \$94  = \$signal$44 ;
         end
       end
     end
@@ -8153,7 +7946,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$69 ) begin
           \$95  = \$72 [3:0];
         end else begin
-          \$95  = \$signal$43 ;
+          \$95  = \$signal$45 ;
         end
       end
     end
@@ -8269,9 +8062,6 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$102  = p_site[3:0];
     end
-    if (rst) begin
-      \$102  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -8279,13 +8069,10 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$103  = p_site[7:4];
     end
-    if (rst) begin
-      \$103  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$104  = \$signal$42 ;
+    \$104  = \$signal$44 ;
     if (p_take) begin
       \$104  = p_site[16:8];
     end
@@ -8295,7 +8082,7 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$105  = \$signal$43 ;
+    \$105  = \$signal$45 ;
     if (p_take) begin
       \$105  = p_cnt;
     end
@@ -8309,18 +8096,12 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$106  = next_slot_0;
     end
-    if (rst) begin
-      \$106  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$107  = slot_1;
     if (p_take) begin
       \$107  = next_slot_1;
-    end
-    if (rst) begin
-      \$107  = 3'h0;
     end
   end
   always @* begin
@@ -8329,18 +8110,12 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$108  = next_slot_2;
     end
-    if (rst) begin
-      \$108  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$109  = col_0;
     if (p_take) begin
       \$109  = next_col_0;
-    end
-    if (rst) begin
-      \$109  = 5'h00;
     end
   end
   always @* begin
@@ -8349,18 +8124,12 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$110  = next_col_1;
     end
-    if (rst) begin
-      \$110  = 5'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$111  = col_2;
     if (p_take) begin
       \$111  = next_col_2;
-    end
-    if (rst) begin
-      \$111  = 5'h00;
     end
   end
   always @* begin
@@ -8386,113 +8155,19 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$115  = \$4 [8:0];
-    if (rst) begin
-      \$115  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$116  = s_go;
+    \$116  = \$signal$55 ;
     if (rst) begin
       \$116  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$117  = s_gi;
-    if (rst) begin
-      \$117  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$118 [3:0] = \$signal$17 ;
-    \$118 [7:4] = s_ox;
-    \$118 [8] = s_go;
-    \$118 [9] = \$signal$10 ;
-    \$118 [10] = \$81 ;
-    if (rst) begin
-      \$118  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$119  = slot_0;
-    if (rst) begin
-      \$119  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$120  = slot_1;
-    if (rst) begin
-      \$120  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$121  = slot_2;
-    if (rst) begin
-      \$121  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$122  = col_0;
-    if (rst) begin
-      \$122  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$123  = col_1;
-    if (rst) begin
-      \$123  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$124  = col_2;
-    if (rst) begin
-      \$124  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$125  = \$signal$53 ;
-    if (rst) begin
-      \$125  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$126 [13] = \$signal$54 ;
-    \$126 [14] = q_last;
-    \$126 [25:15] = q_meta;
-    \$126 [7:0] = { slot, col };
-    \$126 [12:8] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
-    if (rst) begin
-      \$126  = 26'h0000000;
-    end
-  end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[3:0];
   assign \p_site.ox  = p_site[7:4];
   assign \p_site.taps  = p_site[16:8];
   assign \p_site.eof  = p_site[17];
   assign \p_site.error  = p_site[18];
-  assign \sites__payload.oy  = sites__payload[3:0];
-  assign \sites__payload.ox  = sites__payload[7:4];
-  assign \sites__payload.taps  = sites__payload[16:8];
-  assign \sites__payload.eof  = sites__payload[17];
-  assign \sites__payload.error  = sites__payload[18];
-  assign \q_meta.oy  = q_meta[3:0];
-  assign \q_meta.ox  = q_meta[7:4];
-  assign \q_meta.go  = q_meta[8];
-  assign \q_meta.eof  = q_meta[9];
-  assign \q_meta.error  = q_meta[10];
   assign \steps__payload.lb_addr  = steps__payload[7:0];
   assign \steps__payload.w_addr  = steps__payload[12:8];
   assign \steps__payload.first  = steps__payload[13];
@@ -8503,6 +8178,36 @@ module \top.layer0.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \steps__payload.meta.go  = steps__payload[23];
   assign \steps__payload.meta.eof  = steps__payload[24];
   assign \steps__payload.meta.error  = steps__payload[25];
+  assign \step.lb_addr  = steps__payload[7:0];
+  assign \step.w_addr  = steps__payload[12:8];
+  assign \step.first  = steps__payload[13];
+  assign \step.last  = steps__payload[14];
+  assign \step.meta  = steps__payload[25:15];
+  assign \step.meta.oy  = steps__payload[18:15];
+  assign \step.meta.ox  = steps__payload[22:19];
+  assign \step.meta.go  = steps__payload[23];
+  assign \step.meta.eof  = steps__payload[24];
+  assign \step.meta.error  = steps__payload[25];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \q_meta.oy  = q_meta[3:0];
+  assign \q_meta.ox  = q_meta[7:4];
+  assign \q_meta.go  = q_meta[8];
+  assign \q_meta.eof  = q_meta[9];
+  assign \q_meta.error  = q_meta[10];
+  assign \$117 [12:8] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
+  assign \$117 [7:0] = { slot, col };
+  assign \$117 [25:15] = q_meta;
+  assign \$117 [14] = q_last;
+  assign \$117 [13] = \$signal$56 ;
+  assign \$115 [10] = \$81 ;
+  assign \$115 [9] = \$signal$10 ;
+  assign \$115 [8] = s_go;
+  assign \$115 [7:4] = s_ox;
+  assign \$115 [3:0] = \$signal$17 ;
   assign \$68  = 1'h0;
 endmodule
 
@@ -8626,15 +8331,9 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [10:0] \$48 ;
-  reg [10:0] \$49 ;
+  reg [41:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [41:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [6:0] \$7 ;
   wire \$8 ;
@@ -8655,7 +8354,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire [15:0] \bitmaps[2] ;
   wire [15:0] \bitmaps[3] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -8694,6 +8393,17 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 42'h00000000000 *)
+  wire [41:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [3:0] \out_reg.x ;
+  wire [3:0] \out_reg.y ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] p_data;
   (* init = 1'h0 *)
@@ -8716,7 +8426,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire \r_addr$67 ;
   wire [127:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [41:0] \r_data$98 ;
+  wire [41:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [6:0] rd_addr;
@@ -8741,7 +8451,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [3:0] row;
-  wire [3:0] \row$91 ;
+  wire [3:0] \row$93 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -8827,7 +8537,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire [3:0] \steps__payload.meta.oy ;
   wire [5:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [98:0] sums__payload;
   wire [98:0] \sums__payload$64 ;
   wire [87:0] \sums__payload$64.acc ;
@@ -8887,12 +8597,6 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
     c_tap <= \$38 ;
   always @(posedge clk)
     \w_addr$8  <= \$39 ;
@@ -8905,23 +8609,23 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   always @(posedge clk)
     steps__valid <= \$43 ;
   always @(posedge clk)
-    read_first_d1 <= \$44 ;
+    read_first_d1 <= steps__payload[13];
   always @(posedge clk)
-    read_first_d2 <= \$45 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$46 ;
+    read_last_d1 <= steps__payload[14];
   always @(posedge clk)
-    read_last_d2 <= \$47 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$48 ;
+    read_meta_d1 <= steps__payload[25:15];
   always @(posedge clk)
-    read_meta_d2 <= \$49 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$50 ;
+    sites_out__valid <= \$44 ;
   always @(posedge clk)
-    sites_out__payload <= \$51 ;
+    sites_out__payload <= \$45 ;
   always @(posedge clk)
-    inflight <= \$52 ;
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -8943,7 +8647,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(7'h24);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  + 2'h3;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -8963,6 +8667,12 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     loaded <= \$33 ;
   always @(posedge clk)
     height_m1 <= \$34 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
   \top.layer1.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -9012,7 +8722,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   );
   \top.layer1.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -9039,16 +8749,16 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   );
   \top.layer1.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$91 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.layer1.weights  weights (
     .clk(clk),
@@ -9059,48 +8769,6 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     .w_data(w_data),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[7:4];
-      end
-    end
-    if (rst) begin
-      \$35  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 1'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$36  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$38  = c_tap;
@@ -9131,9 +8799,6 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
         \$39  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -9143,9 +8808,6 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
       end else if (\$9 ) begin
         \$40  = { c_tap, c_out, c_in };
       end
-    end
-    if (rst) begin
-      \$40  = 6'h00;
     end
   end
   always @* begin
@@ -9160,7 +8822,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$42  = \steps__valid$93 ;
+    \$42  = \steps__valid$95 ;
     if (rst) begin
       \$42  = 1'h0;
     end
@@ -9174,73 +8836,28 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$44  = steps__payload[13];
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$46  = steps__payload[14];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$48  = steps__payload[25:15];
-    if (rst) begin
-      \$48  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$50  = sites_out__valid;
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$99 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$98 ;
-    end
+    \$46  = \$28 [5:0];
     if (rst) begin
-      \$51  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
+      \$46  = 6'h00;
     end
   end
   always @* begin
@@ -9292,9 +8909,6 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
     if (\$5 ) begin
       \$31  = params__payload;
     end
-    if (rst) begin
-      \$31  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -9338,6 +8952,48 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
       \$34  = 4'h0;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[7:4];
+      end
+    end
+    if (rst) begin
+      \$35  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 1'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [0];
+      end
+    end
+    if (rst) begin
+      \$36  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [0];
+        end
+      end
+    end
+    if (rst) begin
+      \$37  = 1'h0;
+    end
+  end
   assign p_waddr = w_addr;
   assign p_data = w_data;
   assign \$signal  = w_en;
@@ -9373,6 +9029,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -9484,11 +9141,6 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \tok.x  = tok[39:36];
   assign \tok.eof  = tok[40];
   assign \tok.error  = tok[41];
-  assign \read_meta_d1.oy  = read_meta_d1[3:0];
-  assign \read_meta_d1.ox  = read_meta_d1[7:4];
-  assign \read_meta_d1.go  = read_meta_d1[8];
-  assign \read_meta_d1.eof  = read_meta_d1[9];
-  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -9498,6 +9150,20 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[35:32];
+  assign \out_reg.x  = sites_out__payload[39:36];
+  assign \out_reg.eof  = sites_out__payload[40];
+  assign \out_reg.error  = sites_out__payload[41];
+  assign \read_meta_d1.oy  = read_meta_d1[3:0];
+  assign \read_meta_d1.ox  = read_meta_d1[7:4];
+  assign \read_meta_d1.go  = read_meta_d1[8];
+  assign \read_meta_d1.eof  = read_meta_d1[9];
+  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \steps__payload$57 [172:162] = read_meta_d2;
   assign \steps__payload$57 [161] = read_last_d2;
   assign \steps__payload$57 [160] = read_first_d2;
@@ -11350,9 +11016,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$332 ) begin
       \$691  = win_0;
     end
-    if (rst) begin
-      \$691  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -11360,18 +11023,12 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$332 ) begin
       \$692  = win_1;
     end
-    if (rst) begin
-      \$692  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$693  = cwin_2;
     if (\$332 ) begin
       \$693  = win_2;
-    end
-    if (rst) begin
-      \$693  = 16'h0000;
     end
   end
   always @* begin
@@ -11403,9 +11060,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$342 ) begin
       \$696  = \$349 ;
     end
-    if (rst) begin
-      \$696  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -11413,18 +11067,12 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$342 ) begin
       \$697  = \$356 ;
     end
-    if (rst) begin
-      \$697  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$698  = win_2;
     if (\$342 ) begin
       \$698  = \$363 ;
-    end
-    if (rst) begin
-      \$698  = 16'h0000;
     end
   end
   always @* begin
@@ -11462,9 +11110,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$701 [2] = \$382 ;
       \$701 [3] = \$387 ;
     end
-    if (rst) begin
-      \$701  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -11475,9 +11120,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$702 [2] = \$396 ;
       \$702 [3] = \$399 ;
     end
-    if (rst) begin
-      \$702  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -11487,9 +11129,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$703 [1] = \$405 ;
       \$703 [2] = \$408 ;
       \$703 [3] = \$411 ;
-    end
-    if (rst) begin
-      \$703  = 4'h0;
     end
   end
   always @* begin
@@ -11516,9 +11155,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$705  = \$423 [5:0];
       end
     end
-    if (rst) begin
-      \$705  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -11529,9 +11165,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
         \$706  = \$424 [5:0];
       end
     end
-    if (rst) begin
-      \$706  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -11541,9 +11174,6 @@ module \top.layer1.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       end else if (\$422 ) begin
         \$707  = \$425 [5:0];
       end
-    end
-    if (rst) begin
-      \$707  = 6'h00;
     end
   end
   always @* begin
@@ -12302,21 +11932,16 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg [1:0] \$170 ;
-  reg [3:0] \$171 ;
-  reg [3:0] \$172 ;
-  reg [6:0] \$173 ;
-  reg [31:0] \$174 ;
-  reg \$175 ;
-  reg [15:0] \$176 ;
-  reg [4:0] \$177 ;
-  reg [15:0] \$178 ;
-  reg [4:0] \$179 ;
+  reg \$170 ;
+  reg [15:0] \$171 ;
+  reg [4:0] \$172 ;
+  reg [15:0] \$173 ;
+  reg [4:0] \$174 ;
+  reg [15:0] \$175 ;
+  reg [4:0] \$176 ;
+  reg [15:0] \$177 ;
+  reg [4:0] \$178 ;
   wire \$18 ;
-  reg [15:0] \$180 ;
-  reg [4:0] \$181 ;
-  reg [15:0] \$182 ;
-  reg [4:0] \$183 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -12777,33 +12402,33 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   always @(posedge clk)
     w_set <= \$169 ;
   always @(posedge clk)
-    w_slot <= \$170 ;
+    w_slot <= got[33:32];
   always @(posedge clk)
-    w_x <= \$171 ;
+    w_x <= got[39:36];
   always @(posedge clk)
-    w_y <= \$172 ;
+    w_y <= got[35:32];
   always @(posedge clk)
-    w_addr <= \$173 ;
+    w_addr <= { got[33:32], got[39:36], got[42] };
   always @(posedge clk)
-    w_data <= \$174 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$175 ;
+    acc_eof <= \$170 ;
   always @(posedge clk)
-    bitmap_0 <= \$176 ;
+    bitmap_0 <= \$171 ;
   always @(posedge clk)
-    row_tag_0 <= \$177 ;
+    row_tag_0 <= \$172 ;
   always @(posedge clk)
-    bitmap_1 <= \$178 ;
+    bitmap_1 <= \$173 ;
   always @(posedge clk)
-    row_tag_1 <= \$179 ;
+    row_tag_1 <= \$174 ;
   always @(posedge clk)
-    bitmap_2 <= \$180 ;
+    bitmap_2 <= \$175 ;
   always @(posedge clk)
-    row_tag_2 <= \$181 ;
+    row_tag_2 <= \$176 ;
   always @(posedge clk)
-    bitmap_3 <= \$182 ;
+    bitmap_3 <= \$177 ;
   always @(posedge clk)
-    row_tag_3 <= \$183 ;
+    row_tag_3 <= \$178 ;
   \top.layer1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -12855,9 +12480,6 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
         \$146  = sites_in__payload[35:32];
       end
     end
-    if (rst) begin
-      \$146  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
@@ -12868,9 +12490,6 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
       end else begin
         \$147  = sites_in__payload[39:36];
       end
-    end
-    if (rst) begin
-      \$147  = 4'h0;
     end
   end
   always @* begin
@@ -12892,9 +12511,6 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     \$150  = entry_0;
     if (\$40 ) begin
       \$150  = entry;
-    end
-    if (rst) begin
-      \$150  = 46'h000000000000;
     end
   end
   always @* begin
@@ -12931,9 +12547,6 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     \$154  = entry_1;
     if (\$65 ) begin
       \$154  = entry;
-    end
-    if (rst) begin
-      \$154  = 46'h000000000000;
     end
   end
   always @* begin
@@ -13120,144 +12733,109 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$170  = got[33:32];
+    \$170  = \$127 ;
     if (rst) begin
-      \$170  = 2'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$171  = got[39:36];
-    if (rst) begin
-      \$171  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$172  = got[35:32];
-    if (rst) begin
-      \$172  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$173  = { got[33:32], got[39:36], got[42] };
-    if (rst) begin
-      \$173  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$174  = got[31:0];
-    if (rst) begin
-      \$174  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$175  = \$127 ;
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$176  = bitmap_0;
+    \$171  = bitmap_0;
     if (\$129 ) begin
-      \$176  = \$131 ;
+      \$171  = \$131 ;
     end
     if (rst) begin
-      \$176  = 16'h0000;
+      \$171  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$177  = row_tag_0;
+    \$172  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$67 ) begin
-        \$177  = { 1'h0, w_y };
+        \$172  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$177  = 5'h1f;
+      \$172  = 5'h1f;
     end
     if (rst) begin
-      \$177  = 5'h1f;
+      \$172  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$178  = bitmap_1;
+    \$173  = bitmap_1;
     if (\$133 ) begin
-      \$178  = \$135 ;
+      \$173  = \$135 ;
     end
     if (rst) begin
-      \$178  = 16'h0000;
+      \$173  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$179  = row_tag_1;
+    \$174  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$67 ) begin
-        \$179  = { 1'h0, w_y };
+        \$174  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$179  = 5'h1f;
+      \$174  = 5'h1f;
     end
     if (rst) begin
-      \$179  = 5'h1f;
+      \$174  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$180  = bitmap_2;
+    \$175  = bitmap_2;
     if (\$137 ) begin
-      \$180  = \$139 ;
+      \$175  = \$139 ;
     end
     if (rst) begin
-      \$180  = 16'h0000;
+      \$175  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$181  = row_tag_2;
+    \$176  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$67 ) begin
-        \$181  = { 1'h0, w_y };
+        \$176  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$181  = 5'h1f;
+      \$176  = 5'h1f;
     end
     if (rst) begin
-      \$181  = 5'h1f;
+      \$176  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$182  = bitmap_3;
+    \$177  = bitmap_3;
     if (\$141 ) begin
-      \$182  = \$143 ;
+      \$177  = \$143 ;
     end
     if (rst) begin
-      \$182  = 16'h0000;
+      \$177  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$183  = row_tag_3;
+    \$178  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$67 ) begin
-        \$183  = { 1'h0, w_y };
+        \$178  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$183  = 5'h1f;
+      \$178  = 5'h1f;
     end
     if (rst) begin
-      \$183  = 5'h1f;
+      \$178  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -13582,19 +13160,18 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \$39 ;
   wire [15:0] \$4 ;
   wire \$40 ;
-  reg [172:0] \$41 ;
+  reg \$41 ;
   reg \$42 ;
-  reg [13:0] \$43 ;
-  reg [13:0] \$44 ;
-  reg [13:0] \$45 ;
-  reg [13:0] \$46 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg \$46 ;
   reg [21:0] \$47 ;
   reg [21:0] \$48 ;
   reg [21:0] \$49 ;
   wire [15:0] \$5 ;
   reg [21:0] \$50 ;
   reg \$51 ;
-  reg [10:0] \$52 ;
   wire [15:0] \$6 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
@@ -13605,7 +13182,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [21:0] acc_3 = 22'h000000;
   input clk;
   wire clk;
-  wire [13:0] ctl;
+  wire [12:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [10:0] \ctl.meta ;
@@ -13614,8 +13191,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \ctl.meta.go ;
   wire [3:0] \ctl.meta.ox ;
   wire [3:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [13:0] mac_ctl_d1 = 14'h0000;
+  reg [12:0] mac_ctl_d1 = 13'h0000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [10:0] \mac_ctl_d1.meta ;
@@ -13624,8 +13200,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d1.meta.go ;
   wire [3:0] \mac_ctl_d1.meta.ox ;
   wire [3:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [13:0] mac_ctl_d2 = 14'h0000;
+  reg [12:0] mac_ctl_d2 = 13'h0000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [10:0] \mac_ctl_d2.meta ;
@@ -13634,8 +13209,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d2.meta.go ;
   wire [3:0] \mac_ctl_d2.meta.ox ;
   wire [3:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [13:0] mac_ctl_d3 = 14'h0000;
+  reg [12:0] mac_ctl_d3 = 13'h0000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [10:0] \mac_ctl_d3.meta ;
@@ -13644,8 +13218,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d3.meta.go ;
   wire [3:0] \mac_ctl_d3.meta.ox ;
   wire [3:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [13:0] mac_ctl_d4 = 14'h0000;
+  reg [12:0] mac_ctl_d4 = 13'h0000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [10:0] \mac_ctl_d4.meta ;
@@ -13654,7 +13227,20 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d4.meta.go ;
   wire [3:0] \mac_ctl_d4.meta.ox ;
   wire [3:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg [12:0] mac_ctl_d5 = 13'h0000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [10:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire \mac_ctl_d5.meta.go ;
+  wire [3:0] \mac_ctl_d5.meta.ox ;
+  wire [3:0] \mac_ctl_d5.meta.oy ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -13678,51 +13264,67 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input rst;
   wire rst;
   input [172:0] steps__payload;
@@ -13775,11 +13377,11 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   (* init = 22'h000000 *)
   wire [21:0] tree_3_sum;
   always @(posedge clk)
-    prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
     prod_0_1_b <= operands[47:40];
   always @(posedge clk)
     prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
   always @(posedge clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge clk)
@@ -13787,11 +13389,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
+  always @(posedge clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge clk)
     prod_0_3_b <= operands[63:56];
   always @(posedge clk)
     prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
   always @(posedge clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge clk)
@@ -13799,11 +13405,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_0_p <= { \$5 [15], \$5  };
   always @(posedge clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge clk)
     prod_1_1_b <= operands[79:72];
   always @(posedge clk)
     prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
   always @(posedge clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge clk)
@@ -13811,11 +13421,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_2_p <= { \$7 [15], \$7  };
   always @(posedge clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
+  always @(posedge clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge clk)
     prod_1_3_b <= operands[95:88];
   always @(posedge clk)
     prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
   always @(posedge clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge clk)
@@ -13823,11 +13437,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_0_p <= { \$9 [15], \$9  };
   always @(posedge clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge clk)
     prod_2_1_b <= operands[111:104];
   always @(posedge clk)
     prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
   always @(posedge clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge clk)
@@ -13835,11 +13453,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_2_p <= { \$11 [15], \$11  };
   always @(posedge clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge clk)
     prod_2_3_b <= operands[127:120];
   always @(posedge clk)
     prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
   always @(posedge clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge clk)
@@ -13847,11 +13469,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_3_0_p <= { \$13 [15], \$13  };
   always @(posedge clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge clk)
     prod_3_1_b <= operands[143:136];
   always @(posedge clk)
     prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
   always @(posedge clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge clk)
@@ -13859,11 +13485,15 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge clk)
     prod_3_3_b <= operands[159:152];
   always @(posedge clk)
     prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge clk)
     tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
   always @(posedge clk)
@@ -13889,13 +13519,25 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     tree_3_l2_0 <= \$28 [21:0];
   always @(posedge clk)
-    mac_ctl_d1 <= \$43 ;
+    mac_ctl_d1 <= ctl;
   always @(posedge clk)
-    mac_ctl_d2 <= \$44 ;
+    mac_ctl_d2 <= mac_ctl_d1;
   always @(posedge clk)
-    mac_ctl_d3 <= \$45 ;
+    mac_ctl_d3 <= mac_ctl_d2;
   always @(posedge clk)
-    mac_ctl_d4 <= \$46 ;
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge clk)
+    mac_v_d1 <= \$42 ;
+  always @(posedge clk)
+    mac_v_d2 <= \$43 ;
+  always @(posedge clk)
+    mac_v_d3 <= \$44 ;
+  always @(posedge clk)
+    mac_v_d4 <= \$45 ;
+  always @(posedge clk)
+    mac_v_d5 <= \$46 ;
   always @(posedge clk)
     acc_0 <= \$47 ;
   always @(posedge clk)
@@ -13907,7 +13549,7 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     out_v <= \$51 ;
   always @(posedge clk)
-    out_meta <= \$52 ;
+    out_meta <= mac_ctl_d5[12:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -13924,66 +13566,77 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \$14  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
   assign \$15  = $signed(prod_3_2_a) * $signed(prod_3_2_b);
   assign \$16  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
-  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$17  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$18  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$20  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$21  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$23  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$24  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$26  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$27  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[12];
-  assign \$30  = mac_ctl_d4[0] & \$29 ;
-  assign \$31  = mac_ctl_d4[1] ? 22'h000000 : acc_0;
+  assign \$29  = ~ mac_ctl_d5[11];
+  assign \$30  = mac_v_d5 & \$29 ;
+  assign \$31  = mac_ctl_d5[0] ? 22'h000000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[1] ? 22'h000000 : acc_1;
+  assign \$33  = mac_ctl_d5[0] ? 22'h000000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[1] ? 22'h000000 : acc_2;
+  assign \$35  = mac_ctl_d5[0] ? 22'h000000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[1] ? 22'h000000 : acc_3;
+  assign \$37  = mac_ctl_d5[0] ? 22'h000000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[12];
-  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  assign \$39  = mac_ctl_d5[1] | mac_ctl_d5[11];
+  assign \$40  = mac_v_d5 & \$39 ;
   always @(posedge clk)
-    operands <= \$41 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$42 ;
+    op_v <= \$41 ;
   always @(posedge clk)
     prod_0_0_a <= operands[7:0];
   always @(posedge clk)
     prod_0_0_b <= operands[39:32];
   always @(posedge clk)
     prod_0_0_p <= { \$1 [15], \$1  };
+  always @(posedge clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge clk)
+    prod_0_1_a <= operands[15:8];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$43  = ctl;
+    \$42  = op_v;
     if (rst) begin
-      \$43  = 14'h0000;
+      \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$44  = mac_ctl_d1;
+    \$43  = mac_v_d1;
     if (rst) begin
-      \$44  = 14'h0000;
+      \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$45  = mac_ctl_d2;
+    \$44  = mac_v_d2;
     if (rst) begin
-      \$45  = 14'h0000;
+      \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$46  = mac_ctl_d3;
+    \$45  = mac_v_d3;
     if (rst) begin
-      \$46  = 14'h0000;
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    \$46  = mac_v_d4;
+    if (rst) begin
+      \$46  = 1'h0;
     end
   end
   always @* begin
@@ -13992,18 +13645,12 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     if (\$30 ) begin
       \$47  = \$32 [21:0];
     end
-    if (rst) begin
-      \$47  = 22'h000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$48  = acc_1;
     if (\$30 ) begin
       \$48  = \$34 [21:0];
-    end
-    if (rst) begin
-      \$48  = 22'h000000;
     end
   end
   always @* begin
@@ -14012,18 +13659,12 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     if (\$30 ) begin
       \$49  = \$36 [21:0];
     end
-    if (rst) begin
-      \$49  = 22'h000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$50  = acc_3;
     if (\$30 ) begin
       \$50  = \$38 [21:0];
-    end
-    if (rst) begin
-      \$50  = 22'h000000;
     end
   end
   always @* begin
@@ -14035,23 +13676,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$52  = mac_ctl_d4[13:3];
+    \$41  = steps__valid;
     if (rst) begin
-      \$52  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$41  = steps__payload;
-    if (rst) begin
-      \$41  = 173'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$42  = steps__valid;
-    if (rst) begin
-      \$42  = 1'h0;
+      \$41  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -14079,51 +13706,54 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \steps__payload.meta.go  = steps__payload[170];
   assign \steps__payload.meta.eof  = steps__payload[171];
   assign \steps__payload.meta.error  = steps__payload[172];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[13:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[6:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[10:7];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[12];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[13];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[13:3];
-  assign \ctl.meta.oy  = ctl[6:3];
-  assign \ctl.meta.ox  = ctl[10:7];
-  assign \ctl.meta.go  = ctl[11];
-  assign \ctl.meta.eof  = ctl[12];
-  assign \ctl.meta.error  = ctl[13];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[13:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[6:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[10:7];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[12];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[13];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[13:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[6:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[10:7];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[11];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[12];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[13];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[13:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[6:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[10:7];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[11];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[12];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[13];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[9:6];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[12:2];
+  assign \ctl.meta.oy  = ctl[5:2];
+  assign \ctl.meta.ox  = ctl[9:6];
+  assign \ctl.meta.go  = ctl[10];
+  assign \ctl.meta.eof  = ctl[11];
+  assign \ctl.meta.error  = ctl[12];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[9:6];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[12:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[9:6];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[11];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[12];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[12:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[9:6];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[12:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[5:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[9:6];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[10];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[11];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[12];
   assign \out_meta.oy  = out_meta[3:0];
   assign \out_meta.ox  = out_meta[7:4];
   assign \out_meta.go  = out_meta[8];
@@ -14145,10 +13775,9 @@ module \top.layer1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign sums__payload[43:22] = acc_1;
   assign sums__payload[21:0] = acc_0;
   assign sums__payload[98:88] = out_meta;
-  assign ctl[13:3] = operands[172:162];
-  assign ctl[2] = operands[161];
-  assign ctl[1] = operands[160];
-  assign ctl[0] = op_v;
+  assign ctl[12:2] = operands[172:162];
+  assign ctl[1] = operands[161];
+  assign ctl[0] = operands[160];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -14394,37 +14023,19 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [98:0] \$45 ;
-  reg [98:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [21:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [21:0] \$50 ;
-  reg [21:0] \$51 ;
-  reg [21:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [10:0] \$57 ;
-  reg \$58 ;
-  reg [10:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  wire [42:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
-  reg [10:0] \$60 ;
-  reg [10:0] \$61 ;
-  reg \$62 ;
-  reg \$63 ;
-  reg \$64 ;
-  reg [22:0] \$65 ;
-  reg [22:0] \$66 ;
-  reg [22:0] \$67 ;
-  reg [22:0] \$68 ;
-  reg [10:0] \$69 ;
   wire \$7 ;
-  reg \$70 ;
-  reg [42:0] \$71 ;
-  reg \$72 ;
   wire \$8 ;
   wire \$9 ;
   reg [98:0] beat_d1 = 99'h0000000000000000000000000;
@@ -14524,6 +14135,12 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \rq_meta2_d3.go ;
   wire [3:0] \rq_meta2_d3.ox ;
   wire [3:0] \rq_meta2_d3.oy ;
+  reg [10:0] rq_meta2_d4 = 11'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [3:0] \rq_meta2_d4.ox ;
+  wire [3:0] \rq_meta2_d4.oy ;
   reg [10:0] rq_meta3_d1 = 11'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -14534,6 +14151,7 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   input rst;
   wire rst;
@@ -14546,9 +14164,11 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_0_pp10_a = 5'h00;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [21:0] scaled_0_pp10_p = 22'h000000;
+  reg [21:0] scaled_0_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_0_sum = 38'h0000000000;
   wire [37:0] scaled_0_t0;
   wire [37:0] scaled_0_t1;
@@ -14557,9 +14177,11 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_1_pp10_a = 5'h00;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [21:0] scaled_1_pp10_p = 22'h000000;
+  reg [21:0] scaled_1_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_1_sum = 38'h0000000000;
   wire [37:0] scaled_1_t0;
   wire [37:0] scaled_1_t1;
@@ -14568,9 +14190,11 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_2_pp10_a = 5'h00;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [21:0] scaled_2_pp10_p = 22'h000000;
+  reg [21:0] scaled_2_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_2_sum = 38'h0000000000;
   wire [37:0] scaled_2_t0;
   wire [37:0] scaled_2_t1;
@@ -14579,9 +14203,11 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [4:0] scaled_3_pp10_a = 5'h00;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [21:0] scaled_3_pp10_p = 22'h000000;
+  reg [21:0] scaled_3_pp10_r_d1 = 22'h000000;
   reg [37:0] scaled_3_sum = 38'h0000000000;
   wire [37:0] scaled_3_t0;
   wire [37:0] scaled_3_t1;
@@ -14600,51 +14226,37 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [37:0]);
-  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [37:0]);
-  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
-  assign \$38  = rounded_0[22] ? 8'h00 : \$37 ;
-  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
-  assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
-  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[22] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[22] ? 8'h00 : \$43 ;
   always @(posedge clk)
-    beat_d1 <= \$45 ;
+    beat_d1 <= sums__payload;
   always @(posedge clk)
-    beat_d2 <= \$46 ;
+    beat_d2 <= beat_d1;
   always @(posedge clk)
-    beat_v_d1 <= \$47 ;
+    beat_v_d1 <= \$45 ;
   always @(posedge clk)
-    beat_v_d2 <= \$48 ;
+    beat_v_d2 <= \$46 ;
   always @(posedge clk)
-    biased_0 <= \$49 ;
+    biased_0 <= \$13 [21:0];
   always @(posedge clk)
-    biased_1 <= \$50 ;
+    biased_1 <= \$14 [21:0];
   always @(posedge clk)
-    biased_2 <= \$51 ;
+    biased_2 <= \$15 [21:0];
   always @(posedge clk)
-    biased_3 <= \$52 ;
+    biased_3 <= \$16 [21:0];
   always @(posedge clk)
-    scale_0 <= \$53 ;
+    scale_0 <= rq_data[79:64];
   always @(posedge clk)
-    scale_1 <= \$54 ;
+    scale_1 <= rq_data[95:80];
   always @(posedge clk)
-    scale_2 <= \$55 ;
+    scale_2 <= rq_data[111:96];
   always @(posedge clk)
-    scale_3 <= \$56 ;
+    scale_3 <= rq_data[127:112];
   always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
+    rq_meta1_d1 <= beat_d2[98:88];
   always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
+    rq_v1_d1 <= \$47 ;
   always @(posedge clk)
     scaled_0_pp00_a <= biased_0[16:0];
   always @(posedge clk)
@@ -14652,11 +14264,15 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
   always @(posedge clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge clk)
     scaled_0_pp10_a <= biased_0[21:17];
   always @(posedge clk)
     scaled_0_pp10_b <= scale_0;
   always @(posedge clk)
     scaled_0_pp10_p <= { \$18 [20], \$18  };
+  always @(posedge clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
   always @(posedge clk)
     scaled_0_sum <= \$19 [37:0];
   always @(posedge clk)
@@ -14666,11 +14282,15 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
   always @(posedge clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge clk)
     scaled_1_pp10_a <= biased_1[21:17];
   always @(posedge clk)
     scaled_1_pp10_b <= scale_1;
   always @(posedge clk)
     scaled_1_pp10_p <= { \$21 [20], \$21  };
+  always @(posedge clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
   always @(posedge clk)
     scaled_1_sum <= \$22 [37:0];
   always @(posedge clk)
@@ -14680,11 +14300,15 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
   always @(posedge clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge clk)
     scaled_2_pp10_a <= biased_2[21:17];
   always @(posedge clk)
     scaled_2_pp10_b <= scale_2;
   always @(posedge clk)
     scaled_2_pp10_p <= { \$24 [20], \$24  };
+  always @(posedge clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
   always @(posedge clk)
     scaled_2_sum <= \$25 [37:0];
   always @(posedge clk)
@@ -14694,41 +14318,49 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   always @(posedge clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
   always @(posedge clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge clk)
     scaled_3_pp10_a <= biased_3[21:17];
   always @(posedge clk)
     scaled_3_pp10_b <= scale_3;
   always @(posedge clk)
     scaled_3_pp10_p <= { \$27 [20], \$27  };
   always @(posedge clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
+  always @(posedge clk)
     scaled_3_sum <= \$28 [37:0];
   always @(posedge clk)
-    rq_meta2_d1 <= \$59 ;
+    rq_meta2_d1 <= rq_meta1_d1;
   always @(posedge clk)
-    rq_meta2_d2 <= \$60 ;
+    rq_meta2_d2 <= rq_meta2_d1;
   always @(posedge clk)
-    rq_meta2_d3 <= \$61 ;
+    rq_meta2_d3 <= rq_meta2_d2;
   always @(posedge clk)
-    rq_v2_d1 <= \$62 ;
+    rq_meta2_d4 <= rq_meta2_d3;
   always @(posedge clk)
-    rq_v2_d2 <= \$63 ;
+    rq_v2_d1 <= \$48 ;
   always @(posedge clk)
-    rq_v2_d3 <= \$64 ;
+    rq_v2_d2 <= \$49 ;
   always @(posedge clk)
-    rounded_0 <= \$65 ;
+    rq_v2_d3 <= \$50 ;
   always @(posedge clk)
-    rounded_1 <= \$66 ;
+    rq_v2_d4 <= \$51 ;
   always @(posedge clk)
-    rounded_2 <= \$67 ;
+    rounded_0 <= \$30 [22:0];
   always @(posedge clk)
-    rounded_3 <= \$68 ;
+    rounded_1 <= \$32 [22:0];
   always @(posedge clk)
-    rq_meta3_d1 <= \$69 ;
+    rounded_2 <= \$34 [22:0];
   always @(posedge clk)
-    rq_v3_d1 <= \$70 ;
+    rounded_3 <= \$36 [22:0];
   always @(posedge clk)
-    feats__payload <= \$71 ;
+    rq_meta3_d1 <= rq_meta2_d4;
   always @(posedge clk)
-    feats__valid <= \$72 ;
+    rq_v3_d1 <= \$52 ;
+  always @(posedge clk)
+    feats__payload <= \$53 ;
+  always @(posedge clk)
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[22];
   assign \$6  = | rounded_0[21:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -14747,222 +14379,99 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$16  = $signed(beat_d2[87:66]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [37:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [37:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [37:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [37:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [37:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [37:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[22] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[22] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$45  = sums__payload;
+    \$45  = sums__valid;
     if (rst) begin
-      \$45  = 99'h0000000000000000000000000;
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$46  = beat_d1;
+    \$46  = beat_v_d1;
     if (rst) begin
-      \$46  = 99'h0000000000000000000000000;
+      \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$47  = sums__valid;
+    \$47  = beat_v_d2;
     if (rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$48  = beat_v_d1;
+    \$48  = rq_v1_d1;
     if (rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$49  = \$13 [21:0];
+    \$49  = rq_v2_d1;
     if (rst) begin
-      \$49  = 22'h000000;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$50  = \$14 [21:0];
+    \$50  = rq_v2_d2;
     if (rst) begin
-      \$50  = 22'h000000;
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$51  = \$15 [21:0];
+    \$51  = rq_v2_d3;
     if (rst) begin
-      \$51  = 22'h000000;
+      \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$52  = \$16 [21:0];
+    \$52  = rq_v2_d4;
     if (rst) begin
-      \$52  = 22'h000000;
+      \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$53  = rq_data[79:64];
+    \$54  = rq_v3_d1;
     if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$57  = beat_d2[98:88];
-    if (rst) begin
-      \$57  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$59  = rq_meta1_d1;
-    if (rst) begin
-      \$59  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$60  = rq_meta2_d1;
-    if (rst) begin
-      \$60  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$61  = rq_meta2_d2;
-    if (rst) begin
-      \$61  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$62  = rq_v1_d1;
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$63  = rq_v2_d1;
-    if (rst) begin
-      \$63  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$64  = rq_v2_d2;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$65  = \$30 [22:0];
-    if (rst) begin
-      \$65  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$66  = \$32 [22:0];
-    if (rst) begin
-      \$66  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$67  = \$34 [22:0];
-    if (rst) begin
-      \$67  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$68  = \$36 [22:0];
-    if (rst) begin
-      \$68  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$69  = rq_meta2_d3;
-    if (rst) begin
-      \$69  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$70  = rq_v2_d3;
-    if (rst) begin
-      \$70  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$71 [7:0] = \$38 ;
-    \$71 [15:8] = \$40 ;
-    \$71 [23:16] = \$42 ;
-    \$71 [31:24] = \$44 ;
-    \$71 [42:32] = rq_meta3_d1;
-    if (rst) begin
-      \$71  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$72  = rq_v3_d1;
-    if (rst) begin
-      \$72  = 1'h0;
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[96];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [37:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [37:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [37:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [37:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -15042,15 +14551,25 @@ module \top.layer1.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta2_d3.go  = rq_meta2_d3[8];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[9];
   assign \rq_meta2_d3.error  = rq_meta2_d3[10];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[3:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[7:4];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[9];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[10];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[3:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[7:4];
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
-  assign \$1  = { scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p[21], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p[21], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p[21], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p[21], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [42:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1[21], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1[21], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1[21], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1[21], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37], scaled_0_sum[37:16] };
   assign \$31  = { scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37], scaled_1_sum[37:16] };
   assign \$33  = { scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37], scaled_2_sum[37:16] };
@@ -15071,20 +14590,11 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$106 ;
   reg \$107 ;
   reg \$108 ;
-  reg [8:0] \$109 ;
+  wire [10:0] \$109 ;
   wire \$11 ;
   reg \$110 ;
-  reg \$111 ;
-  reg [10:0] \$112 ;
-  reg [1:0] \$113 ;
-  reg [1:0] \$114 ;
-  reg [1:0] \$115 ;
-  reg [3:0] \$116 ;
-  reg [3:0] \$117 ;
-  reg [3:0] \$118 ;
-  reg \$119 ;
+  wire [25:0] \$111 ;
   wire \$12 ;
-  reg [25:0] \$120 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -15184,10 +14694,10 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -15260,6 +14770,18 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg [1:0] slot_0 = 2'h0;
   reg [1:0] slot_1 = 2'h0;
   reg [1:0] slot_2 = 2'h0;
+  (* init = 26'h0000000 *)
+  wire [25:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [6:0] \step.lb_addr ;
+  wire [10:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [3:0] \step.meta.ox ;
+  wire [3:0] \step.meta.oy ;
+  wire [5:0] \step.w_addr ;
   output [25:0] steps__payload;
   reg [25:0] steps__payload = 26'h0000000;
   wire \steps__payload.first ;
@@ -15353,7 +14875,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \$65  = s_rem & \$64 ;
   assign \$66  = s_n - 1'h1;
   assign \$67  = s_n == 2'h2;
-  assign \$68  = \$signal$43  == 1'h1;
+  assign \$68  = \$signal$45  == 1'h1;
   assign \$69  = s_go + 1'h1;
   assign \$70  = go_last ? 2'h0 : \$69 ;
   assign \$71  = ! s_go;
@@ -15406,9 +14928,9 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     s_ox <= \$97 ;
   always @(posedge clk)
-    \$signal$42  <= \$98 ;
+    \$signal$44  <= \$98 ;
   always @(posedge clk)
-    \$signal$43  <= \$99 ;
+    \$signal$45  <= \$99 ;
   always @(posedge clk)
     slot_0 <= \$100 ;
   always @(posedge clk)
@@ -15422,35 +14944,35 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     col_2 <= \$105 ;
   always @(posedge clk)
-    \$signal$53  <= \$106 ;
+    \$signal$55  <= \$106 ;
   always @(posedge clk)
-    \$signal$54  <= \$107 ;
+    \$signal$56  <= \$107 ;
   always @(posedge clk)
     q_last <= \$108 ;
   always @(posedge clk)
-    q_oh <= \$109 ;
+    q_oh <= \$4 [8:0];
   always @(posedge clk)
-    \$like  <= \$110 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$111 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$112 ;
+    q_meta <= \$109 ;
   always @(posedge clk)
-    q_slot_0 <= \$113 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_slot_1 <= \$114 ;
+    q_slot_1 <= slot_1;
   always @(posedge clk)
-    q_slot_2 <= \$115 ;
+    q_slot_2 <= slot_2;
   always @(posedge clk)
-    q_col_0 <= \$116 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    q_col_1 <= \$117 ;
+    q_col_1 <= col_1;
   always @(posedge clk)
-    q_col_2 <= \$118 ;
+    q_col_2 <= col_2;
   always @(posedge clk)
-    steps__valid <= \$119 ;
+    steps__valid <= \$110 ;
   always @(posedge clk)
-    steps__payload <= \$120 ;
+    steps__payload <= \$111 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$76  = p_v;
@@ -15470,9 +14992,6 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$44 ) begin
       \$77  = sites__payload;
     end
-    if (rst) begin
-      \$77  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
@@ -15490,18 +15009,12 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$44 ) begin
       \$79  = \$54 [1:0];
     end
-    if (rst) begin
-      \$79  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [3:0];
-    end
-    if (rst) begin
-      \$80  = 4'h0;
     end
   end
   always @* begin
@@ -15510,18 +15023,12 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$44 ) begin
       \$81  = \$56 [1:0];
     end
-    if (rst) begin
-      \$81  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [3:0];
-    end
-    if (rst) begin
-      \$82  = 4'h0;
     end
   end
   always @* begin
@@ -15530,18 +15037,12 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$44 ) begin
       \$83  = \$58 [1:0];
     end
-    if (rst) begin
-      \$83  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [3:0];
-    end
-    if (rst) begin
-      \$84  = 4'h0;
     end
   end
   always @* begin
@@ -15613,7 +15114,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$63 ) begin
           \$88  = \$65 ;
         end else begin
-          \$88  = \$signal$42 ;
+          \$88  = \$signal$44 ;
         end
       end
     end
@@ -15635,7 +15136,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$63 ) begin
           \$89  = \$66 [3:0];
         end else begin
-          \$89  = \$signal$43 ;
+          \$89  = \$signal$45 ;
         end
       end
     end
@@ -15751,9 +15252,6 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$96  = p_site[3:0];
     end
-    if (rst) begin
-      \$96  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
@@ -15761,13 +15259,10 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$97  = p_site[7:4];
     end
-    if (rst) begin
-      \$97  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$98  = \$signal$42 ;
+    \$98  = \$signal$44 ;
     if (p_take) begin
       \$98  = p_site[16:8];
     end
@@ -15777,7 +15272,7 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$99  = \$signal$43 ;
+    \$99  = \$signal$45 ;
     if (p_take) begin
       \$99  = p_cnt;
     end
@@ -15791,18 +15286,12 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$100  = next_slot_0;
     end
-    if (rst) begin
-      \$100  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
-    end
-    if (rst) begin
-      \$101  = 2'h0;
     end
   end
   always @* begin
@@ -15811,18 +15300,12 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$102  = next_slot_2;
     end
-    if (rst) begin
-      \$102  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
-    end
-    if (rst) begin
-      \$103  = 4'h0;
     end
   end
   always @* begin
@@ -15831,18 +15314,12 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$104  = next_col_1;
     end
-    if (rst) begin
-      \$104  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
-    end
-    if (rst) begin
-      \$105  = 4'h0;
     end
   end
   always @* begin
@@ -15868,113 +15345,19 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$109  = \$4 [8:0];
-    if (rst) begin
-      \$109  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$110  = s_go;
+    \$110  = \$signal$55 ;
     if (rst) begin
       \$110  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$111  = s_gi;
-    if (rst) begin
-      \$111  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$112 [3:0] = \$signal$17 ;
-    \$112 [7:4] = s_ox;
-    \$112 [8] = s_go;
-    \$112 [9] = \$signal$10 ;
-    \$112 [10] = \$75 ;
-    if (rst) begin
-      \$112  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$113  = slot_0;
-    if (rst) begin
-      \$113  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$114  = slot_1;
-    if (rst) begin
-      \$114  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$115  = slot_2;
-    if (rst) begin
-      \$115  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$116  = col_0;
-    if (rst) begin
-      \$116  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$117  = col_1;
-    if (rst) begin
-      \$117  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$118  = col_2;
-    if (rst) begin
-      \$118  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$119  = \$signal$53 ;
-    if (rst) begin
-      \$119  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$120 [13] = \$signal$54 ;
-    \$120 [14] = q_last;
-    \$120 [25:15] = q_meta;
-    \$120 [6:0] = { slot, col, q_gi };
-    \$120 [12:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
-    if (rst) begin
-      \$120  = 26'h0000000;
-    end
-  end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[3:0];
   assign \p_site.ox  = p_site[7:4];
   assign \p_site.taps  = p_site[16:8];
   assign \p_site.eof  = p_site[17];
   assign \p_site.error  = p_site[18];
-  assign \sites__payload.oy  = sites__payload[3:0];
-  assign \sites__payload.ox  = sites__payload[7:4];
-  assign \sites__payload.taps  = sites__payload[16:8];
-  assign \sites__payload.eof  = sites__payload[17];
-  assign \sites__payload.error  = sites__payload[18];
-  assign \q_meta.oy  = q_meta[3:0];
-  assign \q_meta.ox  = q_meta[7:4];
-  assign \q_meta.go  = q_meta[8];
-  assign \q_meta.eof  = q_meta[9];
-  assign \q_meta.error  = q_meta[10];
   assign \steps__payload.lb_addr  = steps__payload[6:0];
   assign \steps__payload.w_addr  = steps__payload[12:7];
   assign \steps__payload.first  = steps__payload[13];
@@ -15985,6 +15368,36 @@ module \top.layer1.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \steps__payload.meta.go  = steps__payload[23];
   assign \steps__payload.meta.eof  = steps__payload[24];
   assign \steps__payload.meta.error  = steps__payload[25];
+  assign \step.lb_addr  = steps__payload[6:0];
+  assign \step.w_addr  = steps__payload[12:7];
+  assign \step.first  = steps__payload[13];
+  assign \step.last  = steps__payload[14];
+  assign \step.meta  = steps__payload[25:15];
+  assign \step.meta.oy  = steps__payload[18:15];
+  assign \step.meta.ox  = steps__payload[22:19];
+  assign \step.meta.go  = steps__payload[23];
+  assign \step.meta.eof  = steps__payload[24];
+  assign \step.meta.error  = steps__payload[25];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[16:8];
+  assign \sites__payload.eof  = sites__payload[17];
+  assign \sites__payload.error  = sites__payload[18];
+  assign \q_meta.oy  = q_meta[3:0];
+  assign \q_meta.ox  = q_meta[7:4];
+  assign \q_meta.go  = q_meta[8];
+  assign \q_meta.eof  = q_meta[9];
+  assign \q_meta.error  = q_meta[10];
+  assign \$111 [12:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
+  assign \$111 [6:0] = { slot, col, q_gi };
+  assign \$111 [25:15] = q_meta;
+  assign \$111 [14] = q_last;
+  assign \$111 [13] = \$signal$56 ;
+  assign \$109 [10] = \$75 ;
+  assign \$109 [9] = \$signal$10 ;
+  assign \$109 [8] = s_go;
+  assign \$109 [7:4] = s_ox;
+  assign \$109 [3:0] = \$signal$17 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -16139,15 +15552,9 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [10:0] \$48 ;
-  reg [10:0] \$49 ;
+  reg [41:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [41:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [2:0] \$7 ;
   wire \$8 ;
@@ -16164,7 +15571,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire [15:0] \bitmaps[0] ;
   wire [15:0] \bitmaps[1] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -16203,6 +15610,17 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 42'h00000000000 *)
+  wire [41:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [3:0] \out_reg.x ;
+  wire [3:0] \out_reg.y ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] p_data;
   (* init = 1'h0 *)
@@ -16225,7 +15643,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire \r_addr$67 ;
   wire [127:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [41:0] \r_data$98 ;
+  wire [41:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [5:0] rd_addr;
@@ -16250,7 +15668,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [3:0] row;
-  wire [3:0] \row$91 ;
+  wire [3:0] \row$93 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -16336,7 +15754,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire [3:0] \steps__payload.meta.oy ;
   wire \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [86:0] sums__payload;
   wire [86:0] \sums__payload$64 ;
   wire [75:0] \sums__payload$64.acc ;
@@ -16392,12 +15810,6 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
     c_tap <= \$38 ;
   always @(posedge clk)
     \w_addr$8  <= \$39 ;
@@ -16410,23 +15822,23 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   always @(posedge clk)
     steps__valid <= \$43 ;
   always @(posedge clk)
-    read_first_d1 <= \$44 ;
+    read_first_d1 <= steps__payload[7];
   always @(posedge clk)
-    read_first_d2 <= \$45 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$46 ;
+    read_last_d1 <= steps__payload[8];
   always @(posedge clk)
-    read_last_d2 <= \$47 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$48 ;
+    read_meta_d1 <= steps__payload[19:9];
   always @(posedge clk)
-    read_meta_d2 <= \$49 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$50 ;
+    sites_out__valid <= \$44 ;
   always @(posedge clk)
-    sites_out__payload <= \$51 ;
+    sites_out__payload <= \$45 ;
   always @(posedge clk)
-    inflight <= \$52 ;
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -16450,7 +15862,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(3'h2);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  + 2'h2;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -16470,6 +15882,12 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     loaded <= \$33 ;
   always @(posedge clk)
     height_m1 <= \$34 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
   \top.layer2.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -16519,7 +15937,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   );
   \top.layer2.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -16546,16 +15964,16 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   );
   \top.layer2.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$91 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.layer2.weights  weights (
     .clk(clk),
@@ -16566,48 +15984,6 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     .w_data(w_data),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[7:4];
-      end
-    end
-    if (rst) begin
-      \$35  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 1'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$36  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$38  = c_tap;
@@ -16638,9 +16014,6 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
         \$39  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
@@ -16650,9 +16023,6 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
       end else if (\$9 ) begin
         \$40  = c_in;
       end
-    end
-    if (rst) begin
-      \$40  = 1'h0;
     end
   end
   always @* begin
@@ -16667,7 +16037,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$42  = \steps__valid$93 ;
+    \$42  = \steps__valid$95 ;
     if (rst) begin
       \$42  = 1'h0;
     end
@@ -16681,73 +16051,28 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$44  = steps__payload[7];
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$46  = steps__payload[8];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$48  = steps__payload[19:9];
-    if (rst) begin
-      \$48  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$50  = sites_out__valid;
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$99 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$98 ;
-    end
+    \$46  = \$28 [5:0];
     if (rst) begin
-      \$51  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
+      \$46  = 6'h00;
     end
   end
   always @* begin
@@ -16799,9 +16124,6 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
     if (\$5 ) begin
       \$31  = params__payload;
     end
-    if (rst) begin
-      \$31  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
@@ -16845,6 +16167,48 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
       \$34  = 4'h0;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[7:4];
+      end
+    end
+    if (rst) begin
+      \$35  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 1'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [0];
+      end
+    end
+    if (rst) begin
+      \$36  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [0];
+        end
+      end
+    end
+    if (rst) begin
+      \$37  = 1'h0;
+    end
+  end
   assign p_waddr = w_addr;
   assign p_data = w_data;
   assign \$signal  = w_en;
@@ -16880,6 +16244,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -16983,11 +16348,6 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \tok.x  = tok[39:36];
   assign \tok.eof  = tok[40];
   assign \tok.error  = tok[41];
-  assign \read_meta_d1.oy  = read_meta_d1[3:0];
-  assign \read_meta_d1.ox  = read_meta_d1[7:4];
-  assign \read_meta_d1.go  = read_meta_d1[8];
-  assign \read_meta_d1.eof  = read_meta_d1[9];
-  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -16997,6 +16357,20 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \sites_out__payload.x  = sites_out__payload[39:36];
   assign \sites_out__payload.eof  = sites_out__payload[40];
   assign \sites_out__payload.error  = sites_out__payload[41];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[35:32];
+  assign \out_reg.x  = sites_out__payload[39:36];
+  assign \out_reg.eof  = sites_out__payload[40];
+  assign \out_reg.error  = sites_out__payload[41];
+  assign \read_meta_d1.oy  = read_meta_d1[3:0];
+  assign \read_meta_d1.ox  = read_meta_d1[7:4];
+  assign \read_meta_d1.go  = read_meta_d1[8];
+  assign \read_meta_d1.eof  = read_meta_d1[9];
+  assign \read_meta_d1.error  = read_meta_d1[10];
   assign \steps__payload$57 [172:162] = read_meta_d2;
   assign \steps__payload$57 [161] = read_last_d2;
   assign \steps__payload$57 [160] = read_first_d2;
@@ -18095,9 +17469,6 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     if (\$53 ) begin
       \$351  = win_0;
     end
-    if (rst) begin
-      \$351  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -18127,9 +17498,6 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
     \$354  = win_0;
     if (\$63 ) begin
       \$354  = \$66 ;
-    end
-    if (rst) begin
-      \$354  = 16'h0000;
     end
   end
   always @* begin
@@ -18165,9 +17533,6 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       \$357 [0] = \$73 ;
       \$357 [1] = \$76 ;
     end
-    if (rst) begin
-      \$357  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -18192,9 +17557,6 @@ module \top.layer2.finder (rst, frame_reset, row, sites__valid, sites__payload, 
       end else if (\$87 ) begin
         \$359  = \$88 [5:0];
       end
-    end
-    if (rst) begin
-      \$359  = 6'h00;
     end
   end
   always @* begin
@@ -18853,16 +18215,11 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   reg \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [3:0] \$163 ;
-  reg [3:0] \$164 ;
-  reg [5:0] \$165 ;
-  reg [31:0] \$166 ;
-  reg \$167 ;
-  reg [15:0] \$168 ;
-  reg [4:0] \$169 ;
+  reg [15:0] \$163 ;
+  reg [4:0] \$164 ;
+  reg [15:0] \$165 ;
+  reg [4:0] \$166 ;
   wire \$17 ;
-  reg [15:0] \$170 ;
-  reg [4:0] \$171 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -19307,25 +18664,25 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   always @(posedge clk)
     w_set <= \$161 ;
   always @(posedge clk)
-    w_slot <= \$162 ;
+    w_slot <= got[32];
   always @(posedge clk)
-    w_x <= \$163 ;
+    w_x <= got[39:36];
   always @(posedge clk)
-    w_y <= \$164 ;
+    w_y <= got[35:32];
   always @(posedge clk)
-    w_addr <= \$165 ;
+    w_addr <= { got[32], got[39:36], got[42] };
   always @(posedge clk)
-    w_data <= \$166 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$167 ;
+    acc_eof <= \$162 ;
   always @(posedge clk)
-    bitmap_0 <= \$168 ;
+    bitmap_0 <= \$163 ;
   always @(posedge clk)
-    row_tag_0 <= \$169 ;
+    row_tag_0 <= \$164 ;
   always @(posedge clk)
-    bitmap_1 <= \$170 ;
+    bitmap_1 <= \$165 ;
   always @(posedge clk)
-    row_tag_1 <= \$171 ;
+    row_tag_1 <= \$166 ;
   \top.layer2.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -19377,9 +18734,6 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
         \$138  = sites_in__payload[35:32];
       end
     end
-    if (rst) begin
-      \$138  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -19390,9 +18744,6 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
       end else begin
         \$139  = sites_in__payload[39:36];
       end
-    end
-    if (rst) begin
-      \$139  = 4'h0;
     end
   end
   always @* begin
@@ -19414,9 +18765,6 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
-    end
-    if (rst) begin
-      \$142  = 46'h000000000000;
     end
   end
   always @* begin
@@ -19453,9 +18801,6 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
-    end
-    if (rst) begin
-      \$146  = 46'h000000000000;
     end
   end
   always @* begin
@@ -19642,94 +18987,59 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = got[32];
+    \$162  = \$127 ;
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = got[39:36];
-    if (rst) begin
-      \$163  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = got[35:32];
-    if (rst) begin
-      \$164  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = { got[32], got[39:36], got[42] };
-    if (rst) begin
-      \$165  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = got[31:0];
-    if (rst) begin
-      \$166  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = \$127 ;
-    if (rst) begin
-      \$167  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = bitmap_0;
+    \$163  = bitmap_0;
     if (\$129 ) begin
-      \$168  = \$131 ;
+      \$163  = \$131 ;
     end
     if (rst) begin
-      \$168  = 16'h0000;
+      \$163  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = row_tag_0;
+    \$164  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
-        \$169  = { 1'h0, w_y };
+        \$164  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$169  = 5'h1f;
+      \$164  = 5'h1f;
     end
     if (rst) begin
-      \$169  = 5'h1f;
+      \$164  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = bitmap_1;
+    \$165  = bitmap_1;
     if (\$133 ) begin
-      \$170  = \$135 ;
+      \$165  = \$135 ;
     end
     if (rst) begin
-      \$170  = 16'h0000;
+      \$165  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = row_tag_1;
+    \$166  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
-        \$171  = { 1'h0, w_y };
+        \$166  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$171  = 5'h1f;
+      \$166  = 5'h1f;
     end
     if (rst) begin
-      \$171  = 5'h1f;
+      \$166  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -19983,19 +19293,18 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \$39 ;
   wire [15:0] \$4 ;
   wire \$40 ;
-  reg [172:0] \$41 ;
+  reg \$41 ;
   reg \$42 ;
-  reg [13:0] \$43 ;
-  reg [13:0] \$44 ;
-  reg [13:0] \$45 ;
-  reg [13:0] \$46 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg \$46 ;
   reg [18:0] \$47 ;
   reg [18:0] \$48 ;
   reg [18:0] \$49 ;
   wire [15:0] \$5 ;
   reg [18:0] \$50 ;
   reg \$51 ;
-  reg [10:0] \$52 ;
   wire [15:0] \$6 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
@@ -20006,7 +19315,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [18:0] acc_3 = 19'h00000;
   input clk;
   wire clk;
-  wire [13:0] ctl;
+  wire [12:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [10:0] \ctl.meta ;
@@ -20015,8 +19324,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \ctl.meta.go ;
   wire [3:0] \ctl.meta.ox ;
   wire [3:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [13:0] mac_ctl_d1 = 14'h0000;
+  reg [12:0] mac_ctl_d1 = 13'h0000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [10:0] \mac_ctl_d1.meta ;
@@ -20025,8 +19333,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d1.meta.go ;
   wire [3:0] \mac_ctl_d1.meta.ox ;
   wire [3:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [13:0] mac_ctl_d2 = 14'h0000;
+  reg [12:0] mac_ctl_d2 = 13'h0000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [10:0] \mac_ctl_d2.meta ;
@@ -20035,8 +19342,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d2.meta.go ;
   wire [3:0] \mac_ctl_d2.meta.ox ;
   wire [3:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [13:0] mac_ctl_d3 = 14'h0000;
+  reg [12:0] mac_ctl_d3 = 13'h0000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [10:0] \mac_ctl_d3.meta ;
@@ -20045,8 +19351,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d3.meta.go ;
   wire [3:0] \mac_ctl_d3.meta.ox ;
   wire [3:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [13:0] mac_ctl_d4 = 14'h0000;
+  reg [12:0] mac_ctl_d4 = 13'h0000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [10:0] \mac_ctl_d4.meta ;
@@ -20055,7 +19360,20 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   wire \mac_ctl_d4.meta.go ;
   wire [3:0] \mac_ctl_d4.meta.ox ;
   wire [3:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg [12:0] mac_ctl_d5 = 13'h0000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [10:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire \mac_ctl_d5.meta.go ;
+  wire [3:0] \mac_ctl_d5.meta.ox ;
+  wire [3:0] \mac_ctl_d5.meta.oy ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [172:0] operands = 173'h00000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -20079,51 +19397,67 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input rst;
   wire rst;
   input [172:0] steps__payload;
@@ -20176,11 +19510,11 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   (* init = 19'h00000 *)
   wire [18:0] tree_3_sum;
   always @(posedge clk)
-    prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
     prod_0_1_b <= operands[47:40];
   always @(posedge clk)
     prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
   always @(posedge clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge clk)
@@ -20188,11 +19522,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
+  always @(posedge clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge clk)
     prod_0_3_b <= operands[63:56];
   always @(posedge clk)
     prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
   always @(posedge clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge clk)
@@ -20200,11 +19538,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_0_p <= { \$5 [15], \$5  };
   always @(posedge clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge clk)
     prod_1_1_b <= operands[79:72];
   always @(posedge clk)
     prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
   always @(posedge clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge clk)
@@ -20212,11 +19554,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_1_2_p <= { \$7 [15], \$7  };
   always @(posedge clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
+  always @(posedge clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge clk)
     prod_1_3_b <= operands[95:88];
   always @(posedge clk)
     prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
   always @(posedge clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge clk)
@@ -20224,11 +19570,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_0_p <= { \$9 [15], \$9  };
   always @(posedge clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge clk)
     prod_2_1_b <= operands[111:104];
   always @(posedge clk)
     prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
   always @(posedge clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge clk)
@@ -20236,11 +19586,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_2_2_p <= { \$11 [15], \$11  };
   always @(posedge clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge clk)
     prod_2_3_b <= operands[127:120];
   always @(posedge clk)
     prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
   always @(posedge clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge clk)
@@ -20248,11 +19602,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_3_0_p <= { \$13 [15], \$13  };
   always @(posedge clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge clk)
     prod_3_1_b <= operands[143:136];
   always @(posedge clk)
     prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
   always @(posedge clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge clk)
@@ -20260,11 +19618,15 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge clk)
     prod_3_3_b <= operands[159:152];
   always @(posedge clk)
     prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge clk)
     tree_0_l1_0 <= { \$17 [17], \$17  };
   always @(posedge clk)
@@ -20290,13 +19652,25 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     tree_3_l2_0 <= \$28 [18:0];
   always @(posedge clk)
-    mac_ctl_d1 <= \$43 ;
+    mac_ctl_d1 <= ctl;
   always @(posedge clk)
-    mac_ctl_d2 <= \$44 ;
+    mac_ctl_d2 <= mac_ctl_d1;
   always @(posedge clk)
-    mac_ctl_d3 <= \$45 ;
+    mac_ctl_d3 <= mac_ctl_d2;
   always @(posedge clk)
-    mac_ctl_d4 <= \$46 ;
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge clk)
+    mac_v_d1 <= \$42 ;
+  always @(posedge clk)
+    mac_v_d2 <= \$43 ;
+  always @(posedge clk)
+    mac_v_d3 <= \$44 ;
+  always @(posedge clk)
+    mac_v_d4 <= \$45 ;
+  always @(posedge clk)
+    mac_v_d5 <= \$46 ;
   always @(posedge clk)
     acc_0 <= \$47 ;
   always @(posedge clk)
@@ -20308,7 +19682,7 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   always @(posedge clk)
     out_v <= \$51 ;
   always @(posedge clk)
-    out_meta <= \$52 ;
+    out_meta <= mac_ctl_d5[12:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -20325,66 +19699,77 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \$14  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
   assign \$15  = $signed(prod_3_2_a) * $signed(prod_3_2_b);
   assign \$16  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
-  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$17  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$18  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$20  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$21  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$23  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$24  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$26  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$27  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[12];
-  assign \$30  = mac_ctl_d4[0] & \$29 ;
-  assign \$31  = mac_ctl_d4[1] ? 19'h00000 : acc_0;
+  assign \$29  = ~ mac_ctl_d5[11];
+  assign \$30  = mac_v_d5 & \$29 ;
+  assign \$31  = mac_ctl_d5[0] ? 19'h00000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[1] ? 19'h00000 : acc_1;
+  assign \$33  = mac_ctl_d5[0] ? 19'h00000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[1] ? 19'h00000 : acc_2;
+  assign \$35  = mac_ctl_d5[0] ? 19'h00000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[1] ? 19'h00000 : acc_3;
+  assign \$37  = mac_ctl_d5[0] ? 19'h00000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[12];
-  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  assign \$39  = mac_ctl_d5[1] | mac_ctl_d5[11];
+  assign \$40  = mac_v_d5 & \$39 ;
   always @(posedge clk)
-    operands <= \$41 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$42 ;
+    op_v <= \$41 ;
   always @(posedge clk)
     prod_0_0_a <= operands[7:0];
   always @(posedge clk)
     prod_0_0_b <= operands[39:32];
   always @(posedge clk)
     prod_0_0_p <= { \$1 [15], \$1  };
+  always @(posedge clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge clk)
+    prod_0_1_a <= operands[15:8];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$43  = ctl;
+    \$42  = op_v;
     if (rst) begin
-      \$43  = 14'h0000;
+      \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$44  = mac_ctl_d1;
+    \$43  = mac_v_d1;
     if (rst) begin
-      \$44  = 14'h0000;
+      \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$45  = mac_ctl_d2;
+    \$44  = mac_v_d2;
     if (rst) begin
-      \$45  = 14'h0000;
+      \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$46  = mac_ctl_d3;
+    \$45  = mac_v_d3;
     if (rst) begin
-      \$46  = 14'h0000;
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    \$46  = mac_v_d4;
+    if (rst) begin
+      \$46  = 1'h0;
     end
   end
   always @* begin
@@ -20393,18 +19778,12 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     if (\$30 ) begin
       \$47  = \$32 [18:0];
     end
-    if (rst) begin
-      \$47  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$48  = acc_1;
     if (\$30 ) begin
       \$48  = \$34 [18:0];
-    end
-    if (rst) begin
-      \$48  = 19'h00000;
     end
   end
   always @* begin
@@ -20413,18 +19792,12 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
     if (\$30 ) begin
       \$49  = \$36 [18:0];
     end
-    if (rst) begin
-      \$49  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$50  = acc_3;
     if (\$30 ) begin
       \$50  = \$38 [18:0];
-    end
-    if (rst) begin
-      \$50  = 19'h00000;
     end
   end
   always @* begin
@@ -20436,23 +19809,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$52  = mac_ctl_d4[13:3];
+    \$41  = steps__valid;
     if (rst) begin
-      \$52  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$41  = steps__payload;
-    if (rst) begin
-      \$41  = 173'h00000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$42  = steps__valid;
-    if (rst) begin
-      \$42  = 1'h0;
+      \$41  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -20480,51 +19839,54 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign \steps__payload.meta.go  = steps__payload[170];
   assign \steps__payload.meta.eof  = steps__payload[171];
   assign \steps__payload.meta.error  = steps__payload[172];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[13:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[6:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[10:7];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[12];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[13];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[13:3];
-  assign \ctl.meta.oy  = ctl[6:3];
-  assign \ctl.meta.ox  = ctl[10:7];
-  assign \ctl.meta.go  = ctl[11];
-  assign \ctl.meta.eof  = ctl[12];
-  assign \ctl.meta.error  = ctl[13];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[13:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[6:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[10:7];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[12];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[13];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[13:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[6:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[10:7];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[11];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[12];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[13];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[13:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[6:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[10:7];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[11];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[12];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[13];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[9:6];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[12:2];
+  assign \ctl.meta.oy  = ctl[5:2];
+  assign \ctl.meta.ox  = ctl[9:6];
+  assign \ctl.meta.go  = ctl[10];
+  assign \ctl.meta.eof  = ctl[11];
+  assign \ctl.meta.error  = ctl[12];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[9:6];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[12:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[9:6];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[11];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[12];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[12:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[9:6];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[12:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[5:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[9:6];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[10];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[11];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[12];
   assign \out_meta.oy  = out_meta[3:0];
   assign \out_meta.ox  = out_meta[7:4];
   assign \out_meta.go  = out_meta[8];
@@ -20546,10 +19908,9 @@ module \top.layer2.mac_array (rst, steps__payload, steps__valid, out_v, sums__pa
   assign sums__payload[37:19] = acc_1;
   assign sums__payload[18:0] = acc_0;
   assign sums__payload[86:76] = out_meta;
-  assign ctl[13:3] = operands[172:162];
-  assign ctl[2] = operands[161];
-  assign ctl[1] = operands[160];
-  assign ctl[0] = op_v;
+  assign ctl[12:2] = operands[172:162];
+  assign ctl[1] = operands[161];
+  assign ctl[0] = operands[160];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20813,36 +20174,18 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [7:0] \$59 ;
   wire \$6 ;
   wire [7:0] \$60 ;
-  reg [86:0] \$61 ;
-  reg [86:0] \$62 ;
+  reg \$61 ;
+  reg \$62 ;
   reg \$63 ;
   reg \$64 ;
-  reg [18:0] \$65 ;
-  reg [18:0] \$66 ;
-  reg [18:0] \$67 ;
-  reg [18:0] \$68 ;
-  reg [15:0] \$69 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  wire [42:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [15:0] \$71 ;
-  reg [15:0] \$72 ;
-  reg [10:0] \$73 ;
-  reg \$74 ;
-  reg [10:0] \$75 ;
-  reg [10:0] \$76 ;
-  reg [10:0] \$77 ;
-  reg \$78 ;
-  reg \$79 ;
+  reg \$70 ;
   wire \$8 ;
-  reg \$80 ;
-  reg [19:0] \$81 ;
-  reg [19:0] \$82 ;
-  reg [19:0] \$83 ;
-  reg [19:0] \$84 ;
-  reg [10:0] \$85 ;
-  reg \$86 ;
-  reg [42:0] \$87 ;
-  reg \$88 ;
   wire \$9 ;
   reg [86:0] beat_d1 = 87'h0000000000000000000000;
   wire [75:0] \beat_d1.acc ;
@@ -20945,6 +20288,12 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire \rq_meta2_d3.go ;
   wire [3:0] \rq_meta2_d3.ox ;
   wire [3:0] \rq_meta2_d3.oy ;
+  reg [10:0] rq_meta2_d4 = 11'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [3:0] \rq_meta2_d4.ox ;
+  wire [3:0] \rq_meta2_d4.oy ;
   reg [10:0] rq_meta3_d1 = 11'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -20955,6 +20304,7 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   input rst;
   wire rst;
@@ -20967,9 +20317,11 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_0_pp10_a = 2'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [18:0] scaled_0_pp10_p = 19'h00000;
+  reg [18:0] scaled_0_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_0_sum = 35'h000000000;
   wire [34:0] scaled_0_t0;
   wire [34:0] scaled_0_t1;
@@ -20978,9 +20330,11 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_1_pp10_a = 2'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [18:0] scaled_1_pp10_p = 19'h00000;
+  reg [18:0] scaled_1_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_1_sum = 35'h000000000;
   wire [34:0] scaled_1_t0;
   wire [34:0] scaled_1_t1;
@@ -20989,9 +20343,11 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_2_pp10_a = 2'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [18:0] scaled_2_pp10_p = 19'h00000;
+  reg [18:0] scaled_2_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_2_sum = 35'h000000000;
   wire [34:0] scaled_2_t0;
   wire [34:0] scaled_2_t1;
@@ -21000,9 +20356,11 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_3_pp10_a = 2'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [18:0] scaled_3_pp10_p = 19'h00000;
+  reg [18:0] scaled_3_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_3_sum = 35'h000000000;
   wire [34:0] scaled_3_t0;
   wire [34:0] scaled_3_t1;
@@ -21021,6 +20379,180 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   wire [3:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$24  = | rounded_3[18:7];
+  assign clamp_3_over = \$23  & \$24 ;
+  assign \$25  = & rounded_3[18:7];
+  assign \$26  = | rounded_3[6:0];
+  assign \$27  = \$25  & \$26 ;
+  assign \$28  = ~ \$27 ;
+  assign clamp_3_under = rounded_3[19] & \$28 ;
+  assign \$29  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
+  assign \$30  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
+  assign \$31  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
+  assign \$32  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
+  assign \$33  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$34  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$35  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [34:0]);
+  assign \$36  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$37  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$38  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [34:0]);
+  assign \$39  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$40  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$41  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [34:0]);
+  assign \$42  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$43  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$44  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [34:0]);
+  assign \$46  = $signed(\$45 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$48  = $signed(\$47 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$50  = $signed(\$49 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$52  = $signed(\$51 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$53  = clamp_0_under ? 8'h81 : rounded_0[7:0];
+  assign \$54  = clamp_0_over ? 8'h7f : \$53 ;
+  assign \$55  = clamp_1_under ? 8'h81 : rounded_1[7:0];
+  assign \$56  = clamp_1_over ? 8'h7f : \$55 ;
+  assign \$57  = clamp_2_under ? 8'h81 : rounded_2[7:0];
+  assign \$58  = clamp_2_over ? 8'h7f : \$57 ;
+  assign \$59  = clamp_3_under ? 8'h81 : rounded_3[7:0];
+  assign \$60  = clamp_3_over ? 8'h7f : \$59 ;
+  always @(posedge clk)
+    beat_d1 <= sums__payload;
+  always @(posedge clk)
+    beat_d2 <= beat_d1;
+  always @(posedge clk)
+    beat_v_d1 <= \$61 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$62 ;
+  always @(posedge clk)
+    biased_0 <= \$29 [18:0];
+  always @(posedge clk)
+    biased_1 <= \$30 [18:0];
+  always @(posedge clk)
+    biased_2 <= \$31 [18:0];
+  always @(posedge clk)
+    biased_3 <= \$32 [18:0];
+  always @(posedge clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge clk)
+    rq_meta1_d1 <= beat_d2[86:76];
+  always @(posedge clk)
+    rq_v1_d1 <= \$63 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= biased_0[16:0];
+  always @(posedge clk)
+    scaled_0_pp00_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp00_p <= { 1'h0, \$33  };
+  always @(posedge clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge clk)
+    scaled_0_pp10_a <= biased_0[18:17];
+  always @(posedge clk)
+    scaled_0_pp10_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp10_p <= { \$34 [17], \$34  };
+  always @(posedge clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
+  always @(posedge clk)
+    scaled_0_sum <= \$35 [34:0];
+  always @(posedge clk)
+    scaled_1_pp00_a <= biased_1[16:0];
+  always @(posedge clk)
+    scaled_1_pp00_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp00_p <= { 1'h0, \$36  };
+  always @(posedge clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge clk)
+    scaled_1_pp10_a <= biased_1[18:17];
+  always @(posedge clk)
+    scaled_1_pp10_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp10_p <= { \$37 [17], \$37  };
+  always @(posedge clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
+  always @(posedge clk)
+    scaled_1_sum <= \$38 [34:0];
+  always @(posedge clk)
+    scaled_2_pp00_a <= biased_2[16:0];
+  always @(posedge clk)
+    scaled_2_pp00_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp00_p <= { 1'h0, \$39  };
+  always @(posedge clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge clk)
+    scaled_2_pp10_a <= biased_2[18:17];
+  always @(posedge clk)
+    scaled_2_pp10_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp10_p <= { \$40 [17], \$40  };
+  always @(posedge clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
+  always @(posedge clk)
+    scaled_2_sum <= \$41 [34:0];
+  always @(posedge clk)
+    scaled_3_pp00_a <= biased_3[16:0];
+  always @(posedge clk)
+    scaled_3_pp00_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp00_p <= { 1'h0, \$42  };
+  always @(posedge clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge clk)
+    scaled_3_pp10_a <= biased_3[18:17];
+  always @(posedge clk)
+    scaled_3_pp10_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp10_p <= { \$43 [17], \$43  };
+  always @(posedge clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
+  always @(posedge clk)
+    scaled_3_sum <= \$44 [34:0];
+  always @(posedge clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge clk)
+    rq_v2_d1 <= \$64 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$65 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$66 ;
+  always @(posedge clk)
+    rq_v2_d4 <= \$67 ;
+  always @(posedge clk)
+    rounded_0 <= \$46 [19:0];
+  always @(posedge clk)
+    rounded_1 <= \$48 [19:0];
+  always @(posedge clk)
+    rounded_2 <= \$50 [19:0];
+  always @(posedge clk)
+    rounded_3 <= \$52 [19:0];
+  always @(posedge clk)
+    rq_meta3_d1 <= rq_meta2_d4;
+  always @(posedge clk)
+    rq_v3_d1 <= \$68 ;
+  always @(posedge clk)
+    feats__payload <= \$69 ;
+  always @(posedge clk)
+    feats__valid <= \$70 ;
+  assign \$5  = ~ rounded_0[19];
+  assign \$6  = | rounded_0[18:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = & rounded_0[18:7];
+  assign \$8  = | rounded_0[6:0];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = ~ \$9 ;
   assign clamp_0_under = rounded_0[19] & \$10 ;
   assign \$11  = ~ rounded_1[19];
   assign \$12  = | rounded_1[18:7];
@@ -21039,371 +20571,80 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \$22  = ~ \$21 ;
   assign clamp_2_under = rounded_2[19] & \$22 ;
   assign \$23  = ~ rounded_3[19];
-  assign \$24  = | rounded_3[18:7];
-  assign clamp_3_over = \$23  & \$24 ;
-  assign \$25  = & rounded_3[18:7];
-  assign \$26  = | rounded_3[6:0];
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = ~ \$27 ;
-  assign clamp_3_under = rounded_3[19] & \$28 ;
-  assign \$29  = $signed(beat_d2[18:0]) + $signed(rq_data[15:0]);
-  assign \$30  = $signed(beat_d2[37:19]) + $signed(rq_data[31:16]);
-  assign \$31  = $signed(beat_d2[56:38]) + $signed(rq_data[47:32]);
-  assign \$32  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
-  assign \$33  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$34  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$35  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
-  assign \$36  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$37  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$38  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
-  assign \$39  = scaled_2_pp00_a * scaled_2_pp00_b;
-  assign \$40  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$41  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
-  assign \$42  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$43  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$44  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
-  assign \$46  = $signed(\$45 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$48  = $signed(\$47 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$50  = $signed(\$49 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$52  = $signed(\$51 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$53  = clamp_0_under ? 8'h81 : rounded_0[7:0];
-  assign \$54  = clamp_0_over ? 8'h7f : \$53 ;
-  assign \$55  = clamp_1_under ? 8'h81 : rounded_1[7:0];
-  assign \$56  = clamp_1_over ? 8'h7f : \$55 ;
-  assign \$57  = clamp_2_under ? 8'h81 : rounded_2[7:0];
-  assign \$58  = clamp_2_over ? 8'h7f : \$57 ;
-  assign \$59  = clamp_3_under ? 8'h81 : rounded_3[7:0];
-  assign \$60  = clamp_3_over ? 8'h7f : \$59 ;
-  always @(posedge clk)
-    beat_d1 <= \$61 ;
-  always @(posedge clk)
-    beat_d2 <= \$62 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$63 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$64 ;
-  always @(posedge clk)
-    biased_0 <= \$65 ;
-  always @(posedge clk)
-    biased_1 <= \$66 ;
-  always @(posedge clk)
-    biased_2 <= \$67 ;
-  always @(posedge clk)
-    biased_3 <= \$68 ;
-  always @(posedge clk)
-    scale_0 <= \$69 ;
-  always @(posedge clk)
-    scale_1 <= \$70 ;
-  always @(posedge clk)
-    scale_2 <= \$71 ;
-  always @(posedge clk)
-    scale_3 <= \$72 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$73 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$74 ;
-  always @(posedge clk)
-    scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
-    scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
-    scaled_0_pp00_p <= { 1'h0, \$33  };
-  always @(posedge clk)
-    scaled_0_pp10_a <= biased_0[18:17];
-  always @(posedge clk)
-    scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
-    scaled_0_pp10_p <= { \$34 [17], \$34  };
-  always @(posedge clk)
-    scaled_0_sum <= \$35 [34:0];
-  always @(posedge clk)
-    scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
-    scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
-    scaled_1_pp00_p <= { 1'h0, \$36  };
-  always @(posedge clk)
-    scaled_1_pp10_a <= biased_1[18:17];
-  always @(posedge clk)
-    scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
-    scaled_1_pp10_p <= { \$37 [17], \$37  };
-  always @(posedge clk)
-    scaled_1_sum <= \$38 [34:0];
-  always @(posedge clk)
-    scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
-    scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
-    scaled_2_pp00_p <= { 1'h0, \$39  };
-  always @(posedge clk)
-    scaled_2_pp10_a <= biased_2[18:17];
-  always @(posedge clk)
-    scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
-    scaled_2_pp10_p <= { \$40 [17], \$40  };
-  always @(posedge clk)
-    scaled_2_sum <= \$41 [34:0];
-  always @(posedge clk)
-    scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
-    scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
-    scaled_3_pp00_p <= { 1'h0, \$42  };
-  always @(posedge clk)
-    scaled_3_pp10_a <= biased_3[18:17];
-  always @(posedge clk)
-    scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
-    scaled_3_pp10_p <= { \$43 [17], \$43  };
-  always @(posedge clk)
-    scaled_3_sum <= \$44 [34:0];
-  always @(posedge clk)
-    rq_meta2_d1 <= \$75 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$76 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$77 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$78 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$79 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$80 ;
-  always @(posedge clk)
-    rounded_0 <= \$81 ;
-  always @(posedge clk)
-    rounded_1 <= \$82 ;
-  always @(posedge clk)
-    rounded_2 <= \$83 ;
-  always @(posedge clk)
-    rounded_3 <= \$84 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$85 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$86 ;
-  always @(posedge clk)
-    feats__payload <= \$87 ;
-  always @(posedge clk)
-    feats__valid <= \$88 ;
-  assign \$5  = ~ rounded_0[19];
-  assign \$6  = | rounded_0[18:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = & rounded_0[18:7];
-  assign \$8  = | rounded_0[6:0];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = ~ \$9 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$61  = sums__payload;
+    \$61  = sums__valid;
     if (rst) begin
-      \$61  = 87'h0000000000000000000000;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$62  = beat_d1;
+    \$62  = beat_v_d1;
     if (rst) begin
-      \$62  = 87'h0000000000000000000000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$63  = sums__valid;
+    \$63  = beat_v_d2;
     if (rst) begin
       \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$64  = beat_v_d1;
+    \$64  = rq_v1_d1;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$65  = \$29 [18:0];
+    \$65  = rq_v2_d1;
     if (rst) begin
-      \$65  = 19'h00000;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$66  = \$30 [18:0];
+    \$66  = rq_v2_d2;
     if (rst) begin
-      \$66  = 19'h00000;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$67  = \$31 [18:0];
+    \$67  = rq_v2_d3;
     if (rst) begin
-      \$67  = 19'h00000;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$68  = \$32 [18:0];
+    \$68  = rq_v2_d4;
     if (rst) begin
-      \$68  = 19'h00000;
+      \$68  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$69  = rq_data[79:64];
+    \$70  = rq_v3_d1;
     if (rst) begin
-      \$69  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$70  = rq_data[95:80];
-    if (rst) begin
-      \$70  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$71  = rq_data[111:96];
-    if (rst) begin
-      \$71  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$72  = rq_data[127:112];
-    if (rst) begin
-      \$72  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$73  = beat_d2[86:76];
-    if (rst) begin
-      \$73  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$74  = beat_v_d2;
-    if (rst) begin
-      \$74  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$75  = rq_meta1_d1;
-    if (rst) begin
-      \$75  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$76  = rq_meta2_d1;
-    if (rst) begin
-      \$76  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$77  = rq_meta2_d2;
-    if (rst) begin
-      \$77  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$78  = rq_v1_d1;
-    if (rst) begin
-      \$78  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$79  = rq_v2_d1;
-    if (rst) begin
-      \$79  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$80  = rq_v2_d2;
-    if (rst) begin
-      \$80  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$81  = \$46 [19:0];
-    if (rst) begin
-      \$81  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$82  = \$48 [19:0];
-    if (rst) begin
-      \$82  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$83  = \$50 [19:0];
-    if (rst) begin
-      \$83  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$84  = \$52 [19:0];
-    if (rst) begin
-      \$84  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$85  = rq_meta2_d3;
-    if (rst) begin
-      \$85  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$86  = rq_v2_d3;
-    if (rst) begin
-      \$86  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$87 [7:0] = \$54 ;
-    \$87 [15:8] = \$56 ;
-    \$87 [23:16] = \$58 ;
-    \$87 [31:24] = \$60 ;
-    \$87 [42:32] = rq_meta3_d1;
-    if (rst) begin
-      \$87  = 43'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$88  = rq_v3_d1;
-    if (rst) begin
-      \$88  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[84];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [34:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [34:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [34:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [34:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -21483,15 +20724,25 @@ module \top.layer2.requantiser (rst, sums__valid, sums__payload, feats__payload,
   assign \rq_meta2_d3.go  = rq_meta2_d3[8];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[9];
   assign \rq_meta2_d3.error  = rq_meta2_d3[10];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[3:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[7:4];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[9];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[10];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[3:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[7:4];
   assign \rq_meta3_d1.go  = rq_meta3_d1[8];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[9];
   assign \rq_meta3_d1.error  = rq_meta3_d1[10];
-  assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
+  assign \$69 [42:32] = rq_meta3_d1;
+  assign \$69 [31:24] = \$60 ;
+  assign \$69 [23:16] = \$58 ;
+  assign \$69 [15:8] = \$56 ;
+  assign \$69 [7:0] = \$54 ;
+  assign \$1  = { scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$45  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
   assign \$47  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
   assign \$49  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
@@ -21557,14 +20808,9 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$58 ;
   reg \$59 ;
   wire \$6 ;
-  reg \$60 ;
+  wire [10:0] \$60 ;
   reg \$61 ;
-  reg \$62 ;
-  reg [10:0] \$63 ;
-  reg \$64 ;
-  reg [3:0] \$65 ;
-  reg \$66 ;
-  reg [19:0] \$67 ;
+  wire [19:0] \$62 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -21572,10 +20818,10 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [3:0] \$signal$17  = 4'h0;
-  reg \$signal$28  = 1'h0;
-  reg \$signal$29  = 1'h0;
-  reg \$signal$35  = 1'h0;
-  reg \$signal$36  = 1'h0;
+  reg \$signal$30  = 1'h0;
+  reg \$signal$31  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg \$signal$38  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -21634,6 +20880,18 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   input sites__valid;
   wire sites__valid;
   reg slot_0 = 1'h0;
+  (* init = 20'h00000 *)
+  wire [19:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [5:0] \step.lb_addr ;
+  wire [10:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [3:0] \step.meta.ox ;
+  wire [3:0] \step.meta.oy ;
+  wire \step.w_addr ;
   output [19:0] steps__payload;
   reg [19:0] steps__payload = 20'h00000;
   wire \steps__payload.first ;
@@ -21650,8 +20908,6 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   reg steps__valid = 1'h0;
   reg sv = 1'h0;
   wire tap_oh;
-  assign \$28  = s_go + 1'h1;
-  assign \$29  = go_last ? 2'h0 : \$28 ;
   assign \$31  = last & go_last;
   assign \$32  = \$31  | \$signal$10 ;
   assign \$34  = s_err & \$signal$10 ;
@@ -21692,35 +20948,35 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   always @(posedge clk)
     s_ox <= \$52 ;
   always @(posedge clk)
-    \$signal$28  <= \$53 ;
+    \$signal$30  <= \$53 ;
   always @(posedge clk)
-    \$signal$29  <= \$54 ;
+    \$signal$31  <= \$54 ;
   always @(posedge clk)
     slot_0 <= \$55 ;
   always @(posedge clk)
     col_0 <= \$56 ;
   always @(posedge clk)
-    \$signal$35  <= \$57 ;
+    \$signal$37  <= \$57 ;
   always @(posedge clk)
-    \$signal$36  <= \$58 ;
+    \$signal$38  <= \$58 ;
   always @(posedge clk)
     q_last <= \$59 ;
   always @(posedge clk)
-    q_oh <= \$60 ;
+    q_oh <= \$4 [0];
   always @(posedge clk)
-    \$like  <= \$61 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$62 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$63 ;
+    q_meta <= \$60 ;
   always @(posedge clk)
-    q_slot_0 <= \$64 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_col_0 <= \$65 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    steps__valid <= \$66 ;
+    steps__valid <= \$61 ;
   always @(posedge clk)
-    steps__payload <= \$67 ;
+    steps__payload <= \$62 ;
   assign \$1  = ~ p_v;
   assign sites__ready = \$1  | p_take;
   assign \$2  = ~ s_rem;
@@ -21753,6 +21009,8 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \$23  = ~ \$4 [0];
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
+  assign \$28  = s_go + 1'h1;
+  assign \$29  = go_last ? 2'h0 : \$28 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$35  = p_v;
@@ -21772,9 +21030,6 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$15 ) begin
       \$36  = sites__payload;
     end
-    if (rst) begin
-      \$36  = 11'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
@@ -21792,18 +21047,12 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (\$15 ) begin
       \$38  = \$17 [0];
     end
-    if (rst) begin
-      \$38  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [3:0];
-    end
-    if (rst) begin
-      \$39  = 4'h0;
     end
   end
   always @* begin
@@ -21875,7 +21124,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$22 ) begin
           \$43  = \$24 ;
         end else begin
-          \$43  = \$signal$28 ;
+          \$43  = \$signal$30 ;
         end
       end
     end
@@ -21897,7 +21146,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
         if (\$22 ) begin
           \$44  = \$25 [0];
         end else begin
-          \$44  = \$signal$29 ;
+          \$44  = \$signal$31 ;
         end
       end
     end
@@ -22013,9 +21262,6 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$51  = p_site[3:0];
     end
-    if (rst) begin
-      \$51  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
@@ -22023,13 +21269,10 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$52  = p_site[7:4];
     end
-    if (rst) begin
-      \$52  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$53  = \$signal$28 ;
+    \$53  = \$signal$30 ;
     if (p_take) begin
       \$53  = p_site[8];
     end
@@ -22039,7 +21282,7 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$54  = \$signal$29 ;
+    \$54  = \$signal$31 ;
     if (p_take) begin
       \$54  = p_cnt;
     end
@@ -22053,18 +21296,12 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
     if (p_take) begin
       \$55  = next_slot_0;
     end
-    if (rst) begin
-      \$55  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$56  = col_0;
     if (p_take) begin
       \$56  = next_col_0;
-    end
-    if (rst) begin
-      \$56  = 4'h0;
     end
   end
   always @* begin
@@ -22090,84 +21327,18 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$60  = \$4 [0];
-    if (rst) begin
-      \$60  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$61  = s_go;
+    \$61  = \$signal$37 ;
     if (rst) begin
       \$61  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$62  = s_gi;
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$63 [3:0] = \$signal$17 ;
-    \$63 [7:4] = s_ox;
-    \$63 [8] = s_go;
-    \$63 [9] = \$signal$10 ;
-    \$63 [10] = \$34 ;
-    if (rst) begin
-      \$63  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$64  = slot_0;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$65  = col_0;
-    if (rst) begin
-      \$65  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$66  = \$signal$35 ;
-    if (rst) begin
-      \$66  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$67 [7] = \$signal$36 ;
-    \$67 [8] = q_last;
-    \$67 [19:9] = q_meta;
-    \$67 [5:0] = { q_slot_0, q_col_0, q_gi };
-    \$67 [6] = q_gi;
-    if (rst) begin
-      \$67  = 20'h00000;
-    end
-  end
   assign tap_oh = \$4 [0];
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[3:0];
   assign \p_site.ox  = p_site[7:4];
   assign \p_site.taps  = p_site[8];
   assign \p_site.eof  = p_site[9];
   assign \p_site.error  = p_site[10];
-  assign \sites__payload.oy  = sites__payload[3:0];
-  assign \sites__payload.ox  = sites__payload[7:4];
-  assign \sites__payload.taps  = sites__payload[8];
-  assign \sites__payload.eof  = sites__payload[9];
-  assign \sites__payload.error  = sites__payload[10];
-  assign \q_meta.oy  = q_meta[3:0];
-  assign \q_meta.ox  = q_meta[7:4];
-  assign \q_meta.go  = q_meta[8];
-  assign \q_meta.eof  = q_meta[9];
-  assign \q_meta.error  = q_meta[10];
   assign \steps__payload.lb_addr  = steps__payload[5:0];
   assign \steps__payload.w_addr  = steps__payload[6];
   assign \steps__payload.first  = steps__payload[7];
@@ -22178,8 +21349,38 @@ module \top.layer2.sequencer (rst, can_emit, sites__valid, sites__payload, sites
   assign \steps__payload.meta.go  = steps__payload[17];
   assign \steps__payload.meta.eof  = steps__payload[18];
   assign \steps__payload.meta.error  = steps__payload[19];
+  assign \step.lb_addr  = steps__payload[5:0];
+  assign \step.w_addr  = steps__payload[6];
+  assign \step.first  = steps__payload[7];
+  assign \step.last  = steps__payload[8];
+  assign \step.meta  = steps__payload[19:9];
+  assign \step.meta.oy  = steps__payload[12:9];
+  assign \step.meta.ox  = steps__payload[16:13];
+  assign \step.meta.go  = steps__payload[17];
+  assign \step.meta.eof  = steps__payload[18];
+  assign \step.meta.error  = steps__payload[19];
+  assign \sites__payload.oy  = sites__payload[3:0];
+  assign \sites__payload.ox  = sites__payload[7:4];
+  assign \sites__payload.taps  = sites__payload[8];
+  assign \sites__payload.eof  = sites__payload[9];
+  assign \sites__payload.error  = sites__payload[10];
+  assign \q_meta.oy  = q_meta[3:0];
+  assign \q_meta.ox  = q_meta[7:4];
+  assign \q_meta.go  = q_meta[8];
+  assign \q_meta.eof  = q_meta[9];
+  assign \q_meta.error  = q_meta[10];
+  assign \$62 [6] = q_gi;
+  assign \$62 [5:0] = { q_slot_0, q_col_0, q_gi };
+  assign \$62 [19:9] = q_meta;
+  assign \$62 [8] = q_last;
+  assign \$62 [7] = \$signal$38 ;
+  assign \$60 [10] = \$34 ;
+  assign \$60 [9] = \$signal$10 ;
+  assign \$60 [8] = s_go;
+  assign \$60 [7:4] = s_ox;
+  assign \$60 [3:0] = \$signal$17 ;
   assign \$26  = 1'h0;
-  assign \$27  = \$signal$29 ;
+  assign \$27  = \$signal$31 ;
   assign \$30  = 1'h0;
   assign \$33  = p_cnt;
 endmodule

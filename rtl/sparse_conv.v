@@ -44,15 +44,9 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [17:0] \$48 ;
-  reg [17:0] \$49 ;
+  reg [47:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [47:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [8:0] \$7 ;
   wire \$8 ;
@@ -73,7 +67,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [127:0] \bitmaps[2] ;
   wire [127:0] \bitmaps[3] ;
   wire busy;
-  wire \busy$90 ;
+  wire \busy$91 ;
   reg [1:0] c_in = 2'h0;
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
@@ -112,6 +106,17 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$27 ;
+  (* init = 48'h000000000000 *)
+  wire [47:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [6:0] \out_reg.x ;
+  wire [6:0] \out_reg.y ;
   (* init = 128'h00000000000000000000000000000000 *)
   wire [127:0] p_data;
   (* init = 2'h0 *)
@@ -134,7 +139,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [1:0] \r_addr$73 ;
   wire [127:0] r_data;
   wire [127:0] \r_data$76 ;
-  wire [47:0] \r_data$98 ;
+  wire [47:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [10:0] rd_addr;
@@ -159,7 +164,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [6:0] row;
-  wire [6:0] \row$92 ;
+  wire [6:0] \row$93 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -245,7 +250,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [6:0] \steps__payload.meta.oy ;
   wire [7:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$94 ;
+  wire \steps__valid$95 ;
   wire [109:0] sums__payload;
   wire [109:0] \sums__payload$70 ;
   wire [91:0] \sums__payload$70.acc ;
@@ -305,12 +310,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   (* init = 7'h00 *)
   wire [6:0] \width_m1$32 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
     c_tap <= \$38 ;
   always @(posedge clk)
     \w_addr$18  <= \$39 ;
@@ -323,23 +322,23 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   always @(posedge clk)
     steps__valid <= \$43 ;
   always @(posedge clk)
-    read_first_d1 <= \$44 ;
+    read_first_d1 <= steps__payload[19];
   always @(posedge clk)
-    read_first_d2 <= \$45 ;
+    read_first_d2 <= read_first_d1;
   always @(posedge clk)
-    read_last_d1 <= \$46 ;
+    read_last_d1 <= steps__payload[20];
   always @(posedge clk)
-    read_last_d2 <= \$47 ;
+    read_last_d2 <= read_last_d1;
   always @(posedge clk)
-    read_meta_d1 <= \$48 ;
+    read_meta_d1 <= steps__payload[38:21];
   always @(posedge clk)
-    read_meta_d2 <= \$49 ;
+    read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$50 ;
+    sites_out__valid <= \$44 ;
   always @(posedge clk)
-    sites_out__payload <= \$51 ;
+    sites_out__payload <= \$45 ;
   always @(posedge clk)
-    inflight <= \$52 ;
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -365,7 +364,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(9'h090);
-  assign \$21  = \busy$90  ? \row$92  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  + 2'h3;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -385,6 +384,12 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
     loaded <= \$33 ;
   always @(posedge clk)
     height_m1 <= \$34 ;
+  always @(posedge clk)
+    width_m1 <= \$35 ;
+  always @(posedge clk)
+    c_in <= \$36 ;
+  always @(posedge clk)
+    c_out <= \$37 ;
   \top.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -434,7 +439,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   );
   \top.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$98 ),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -461,16 +466,16 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   );
   \top.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$90 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$92 ),
+    .row(\row$93 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$94 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.weights  weights (
     .clk(clk),
@@ -481,48 +486,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
     .w_data(w_data),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[13:7];
-      end
-    end
-    if (rst) begin
-      \$35  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 2'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [1:0];
-      end
-    end
-    if (rst) begin
-      \$36  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 2'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [1:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 2'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$38  = c_tap;
@@ -553,9 +516,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
         \$39  = \$20 [1:0];
       end
     end
-    if (rst) begin
-      \$39  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -565,9 +525,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
       end else if (\$9 ) begin
         \$40  = { c_tap, c_out, c_in };
       end
-    end
-    if (rst) begin
-      \$40  = 8'h00;
     end
   end
   always @* begin
@@ -582,7 +539,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = \steps__valid$94 ;
+    \$42  = \steps__valid$95 ;
     if (rst) begin
       \$42  = 1'h0;
     end
@@ -596,73 +553,28 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = steps__payload[19];
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = steps__payload[20];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = steps__payload[38:21];
-    if (rst) begin
-      \$48  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = sites_out__valid;
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$99 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$98 ;
-    end
+    \$46  = \$28 [5:0];
     if (rst) begin
-      \$51  = 48'h000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
+      \$46  = 6'h00;
     end
   end
   always @* begin
@@ -714,9 +626,6 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
     if (\$5 ) begin
       \$31  = params__payload;
     end
-    if (rst) begin
-      \$31  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -760,6 +669,48 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
       \$34  = 7'h00;
     end
   end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[13:7];
+      end
+    end
+    if (rst) begin
+      \$35  = 7'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 2'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [1:0];
+      end
+    end
+    if (rst) begin
+      \$36  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 2'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [1:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$37  = 2'h0;
+    end
+  end
   assign p_waddr = w_addr;
   assign p_data = w_data;
   assign \$signal  = w_en;
@@ -795,6 +746,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \r_data$76  = rq_data;
   assign feats__valid = \w_en$79 ;
   assign \w_data$81  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -915,6 +867,15 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \tok.x  = tok[45:39];
   assign \tok.eof  = tok[46];
   assign \tok.error  = tok[47];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[38:32];
+  assign \out_reg.x  = sites_out__payload[45:39];
+  assign \out_reg.eof  = sites_out__payload[46];
+  assign \out_reg.error  = sites_out__payload[47];
   assign \read_meta_d1.oy  = read_meta_d1[6:0];
   assign \read_meta_d1.ox  = read_meta_d1[13:7];
   assign \read_meta_d1.go  = read_meta_d1[15:14];
@@ -3005,9 +2966,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
     if (\$349 ) begin
       \$809  = win_0;
     end
-    if (rst) begin
-      \$809  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3015,18 +2973,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
     if (\$349 ) begin
       \$810  = win_1;
     end
-    if (rst) begin
-      \$810  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$811  = cwin_2;
     if (\$349 ) begin
       \$811  = win_2;
-    end
-    if (rst) begin
-      \$811  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
@@ -3058,9 +3010,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
     if (\$373 ) begin
       \$814  = \$380 ;
     end
-    if (rst) begin
-      \$814  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3068,18 +3017,12 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
     if (\$373 ) begin
       \$815  = \$387 ;
     end
-    if (rst) begin
-      \$815  = 128'h00000000000000000000000000000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$816  = win_2;
     if (\$373 ) begin
       \$816  = \$394 ;
-    end
-    if (rst) begin
-      \$816  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
@@ -3117,9 +3060,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       \$819 [2] = \$413 ;
       \$819 [3] = \$418 ;
     end
-    if (rst) begin
-      \$819  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3130,9 +3070,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       \$820 [2] = \$427 ;
       \$820 [3] = \$430 ;
     end
-    if (rst) begin
-      \$820  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3142,9 +3079,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       \$821 [1] = \$436 ;
       \$821 [2] = \$439 ;
       \$821 [3] = \$442 ;
-    end
-    if (rst) begin
-      \$821  = 4'h0;
     end
   end
   always @* begin
@@ -3171,9 +3105,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
         \$823  = \$454 [8:0];
       end
     end
-    if (rst) begin
-      \$823  = 9'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3184,9 +3115,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
         \$824  = \$455 [8:0];
       end
     end
-    if (rst) begin
-      \$824  = 9'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -3196,9 +3124,6 @@ module \top.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, t
       end else if (\$453 ) begin
         \$825  = \$456 [8:0];
       end
-    end
-    if (rst) begin
-      \$825  = 9'h000;
     end
   end
   always @* begin
@@ -3964,21 +3889,16 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   reg \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg [1:0] \$170 ;
-  reg [6:0] \$171 ;
-  reg [6:0] \$172 ;
-  reg [10:0] \$173 ;
-  reg [31:0] \$174 ;
-  reg \$175 ;
-  reg [127:0] \$176 ;
-  reg [7:0] \$177 ;
-  reg [127:0] \$178 ;
-  reg [7:0] \$179 ;
+  reg \$170 ;
+  reg [127:0] \$171 ;
+  reg [7:0] \$172 ;
+  reg [127:0] \$173 ;
+  reg [7:0] \$174 ;
+  reg [127:0] \$175 ;
+  reg [7:0] \$176 ;
+  reg [127:0] \$177 ;
+  reg [7:0] \$178 ;
   wire \$18 ;
-  reg [127:0] \$180 ;
-  reg [7:0] \$181 ;
-  reg [127:0] \$182 ;
-  reg [7:0] \$183 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -4442,33 +4362,33 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   always @(posedge clk)
     w_set <= \$169 ;
   always @(posedge clk)
-    w_slot <= \$170 ;
+    w_slot <= got[33:32];
   always @(posedge clk)
-    w_x <= \$171 ;
+    w_x <= got[45:39];
   always @(posedge clk)
-    w_y <= \$172 ;
+    w_y <= got[38:32];
   always @(posedge clk)
-    w_addr <= \$173 ;
+    w_addr <= { got[33:32], got[45:39], got[49:48] };
   always @(posedge clk)
-    w_data <= \$174 ;
+    w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$175 ;
+    acc_eof <= \$170 ;
   always @(posedge clk)
-    bitmap_0 <= \$176 ;
+    bitmap_0 <= \$171 ;
   always @(posedge clk)
-    row_tag_0 <= \$177 ;
+    row_tag_0 <= \$172 ;
   always @(posedge clk)
-    bitmap_1 <= \$178 ;
+    bitmap_1 <= \$173 ;
   always @(posedge clk)
-    row_tag_1 <= \$179 ;
+    row_tag_1 <= \$174 ;
   always @(posedge clk)
-    bitmap_2 <= \$180 ;
+    bitmap_2 <= \$175 ;
   always @(posedge clk)
-    row_tag_2 <= \$181 ;
+    row_tag_2 <= \$176 ;
   always @(posedge clk)
-    bitmap_3 <= \$182 ;
+    bitmap_3 <= \$177 ;
   always @(posedge clk)
-    row_tag_3 <= \$183 ;
+    row_tag_3 <= \$178 ;
   \top.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -4520,9 +4440,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
         \$146  = sites_in__payload[38:32];
       end
     end
-    if (rst) begin
-      \$146  = 7'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -4533,9 +4450,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
       end else begin
         \$147  = sites_in__payload[45:39];
       end
-    end
-    if (rst) begin
-      \$147  = 7'h00;
     end
   end
   always @* begin
@@ -4557,9 +4471,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
     \$150  = entry_0;
     if (\$40 ) begin
       \$150  = entry;
-    end
-    if (rst) begin
-      \$150  = 53'h00000000000000;
     end
   end
   always @* begin
@@ -4596,9 +4507,6 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
     \$154  = entry_1;
     if (\$65 ) begin
       \$154  = entry;
-    end
-    if (rst) begin
-      \$154  = 53'h00000000000000;
     end
   end
   always @* begin
@@ -4785,144 +4693,109 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = got[33:32];
+    \$170  = \$127 ;
     if (rst) begin
-      \$170  = 2'h0;
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = got[45:39];
-    if (rst) begin
-      \$171  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$172  = got[38:32];
-    if (rst) begin
-      \$172  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$173  = { got[33:32], got[45:39], got[49:48] };
-    if (rst) begin
-      \$173  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$174  = got[31:0];
-    if (rst) begin
-      \$174  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$175  = \$127 ;
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$176  = bitmap_0;
+    \$171  = bitmap_0;
     if (\$129 ) begin
-      \$176  = \$131 ;
+      \$171  = \$131 ;
     end
     if (rst) begin
-      \$176  = 128'h00000000000000000000000000000000;
+      \$171  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$177  = row_tag_0;
+    \$172  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$67 ) begin
-        \$177  = { 1'h0, w_y };
+        \$172  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$177  = 8'hff;
+      \$172  = 8'hff;
     end
     if (rst) begin
-      \$177  = 8'hff;
+      \$172  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$178  = bitmap_1;
+    \$173  = bitmap_1;
     if (\$133 ) begin
-      \$178  = \$135 ;
+      \$173  = \$135 ;
     end
     if (rst) begin
-      \$178  = 128'h00000000000000000000000000000000;
+      \$173  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$179  = row_tag_1;
+    \$174  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$67 ) begin
-        \$179  = { 1'h0, w_y };
+        \$174  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$179  = 8'hff;
+      \$174  = 8'hff;
     end
     if (rst) begin
-      \$179  = 8'hff;
+      \$174  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$180  = bitmap_2;
+    \$175  = bitmap_2;
     if (\$137 ) begin
-      \$180  = \$139 ;
+      \$175  = \$139 ;
     end
     if (rst) begin
-      \$180  = 128'h00000000000000000000000000000000;
+      \$175  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$181  = row_tag_2;
+    \$176  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$67 ) begin
-        \$181  = { 1'h0, w_y };
+        \$176  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$181  = 8'hff;
+      \$176  = 8'hff;
     end
     if (rst) begin
-      \$181  = 8'hff;
+      \$176  = 8'hff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$182  = bitmap_3;
+    \$177  = bitmap_3;
     if (\$141 ) begin
-      \$182  = \$143 ;
+      \$177  = \$143 ;
     end
     if (rst) begin
-      \$182  = 128'h00000000000000000000000000000000;
+      \$177  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$183  = row_tag_3;
+    \$178  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$67 ) begin
-        \$183  = { 1'h0, w_y };
+        \$178  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$183  = 8'hff;
+      \$178  = 8'hff;
     end
     if (rst) begin
-      \$183  = 8'hff;
+      \$178  = 8'hff;
     end
   end
   assign rd_addr = r_addr;
@@ -7164,19 +7037,18 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire \$39 ;
   wire [15:0] \$4 ;
   wire \$40 ;
-  reg [179:0] \$41 ;
+  reg \$41 ;
   reg \$42 ;
-  reg [20:0] \$43 ;
-  reg [20:0] \$44 ;
-  reg [20:0] \$45 ;
-  reg [20:0] \$46 ;
+  reg \$43 ;
+  reg \$44 ;
+  reg \$45 ;
+  reg \$46 ;
   reg [22:0] \$47 ;
   reg [22:0] \$48 ;
   reg [22:0] \$49 ;
   wire [15:0] \$5 ;
   reg [22:0] \$50 ;
   reg \$51 ;
-  reg [17:0] \$52 ;
   wire [15:0] \$6 ;
   wire [15:0] \$7 ;
   wire [15:0] \$8 ;
@@ -7187,7 +7059,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   reg [22:0] acc_3 = 23'h000000;
   input clk;
   wire clk;
-  wire [20:0] ctl;
+  wire [19:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [17:0] \ctl.meta ;
@@ -7196,8 +7068,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \ctl.meta.go ;
   wire [6:0] \ctl.meta.ox ;
   wire [6:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [20:0] mac_ctl_d1 = 21'h000000;
+  reg [19:0] mac_ctl_d1 = 20'h00000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [17:0] \mac_ctl_d1.meta ;
@@ -7206,8 +7077,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \mac_ctl_d1.meta.go ;
   wire [6:0] \mac_ctl_d1.meta.ox ;
   wire [6:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [20:0] mac_ctl_d2 = 21'h000000;
+  reg [19:0] mac_ctl_d2 = 20'h00000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [17:0] \mac_ctl_d2.meta ;
@@ -7216,8 +7086,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \mac_ctl_d2.meta.go ;
   wire [6:0] \mac_ctl_d2.meta.ox ;
   wire [6:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [20:0] mac_ctl_d3 = 21'h000000;
+  reg [19:0] mac_ctl_d3 = 20'h00000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [17:0] \mac_ctl_d3.meta ;
@@ -7226,8 +7095,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \mac_ctl_d3.meta.go ;
   wire [6:0] \mac_ctl_d3.meta.ox ;
   wire [6:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [20:0] mac_ctl_d4 = 21'h000000;
+  reg [19:0] mac_ctl_d4 = 20'h00000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [17:0] \mac_ctl_d4.meta ;
@@ -7236,7 +7104,20 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   wire [1:0] \mac_ctl_d4.meta.go ;
   wire [6:0] \mac_ctl_d4.meta.ox ;
   wire [6:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg [19:0] mac_ctl_d5 = 20'h00000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [17:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire [1:0] \mac_ctl_d5.meta.go ;
+  wire [6:0] \mac_ctl_d5.meta.ox ;
+  wire [6:0] \mac_ctl_d5.meta.oy ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [179:0] operands = 180'h000000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -7260,51 +7141,67 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input rst;
   wire rst;
   input [179:0] steps__payload;
@@ -7357,11 +7254,11 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   (* init = 23'h000000 *)
   wire [22:0] tree_3_sum;
   always @(posedge clk)
-    prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
     prod_0_1_b <= operands[47:40];
   always @(posedge clk)
     prod_0_1_p <= { \$2 [15], \$2  };
+  always @(posedge clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
   always @(posedge clk)
     prod_0_2_a <= operands[23:16];
   always @(posedge clk)
@@ -7369,11 +7266,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_0_2_p <= { \$3 [15], \$3  };
   always @(posedge clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
+  always @(posedge clk)
     prod_0_3_a <= operands[31:24];
   always @(posedge clk)
     prod_0_3_b <= operands[63:56];
   always @(posedge clk)
     prod_0_3_p <= { \$4 [15], \$4  };
+  always @(posedge clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
   always @(posedge clk)
     prod_1_0_a <= operands[7:0];
   always @(posedge clk)
@@ -7381,11 +7282,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_1_0_p <= { \$5 [15], \$5  };
   always @(posedge clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge clk)
     prod_1_1_a <= operands[15:8];
   always @(posedge clk)
     prod_1_1_b <= operands[79:72];
   always @(posedge clk)
     prod_1_1_p <= { \$6 [15], \$6  };
+  always @(posedge clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
   always @(posedge clk)
     prod_1_2_a <= operands[23:16];
   always @(posedge clk)
@@ -7393,11 +7298,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_1_2_p <= { \$7 [15], \$7  };
   always @(posedge clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
+  always @(posedge clk)
     prod_1_3_a <= operands[31:24];
   always @(posedge clk)
     prod_1_3_b <= operands[95:88];
   always @(posedge clk)
     prod_1_3_p <= { \$8 [15], \$8  };
+  always @(posedge clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
   always @(posedge clk)
     prod_2_0_a <= operands[7:0];
   always @(posedge clk)
@@ -7405,11 +7314,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_2_0_p <= { \$9 [15], \$9  };
   always @(posedge clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge clk)
     prod_2_1_a <= operands[15:8];
   always @(posedge clk)
     prod_2_1_b <= operands[111:104];
   always @(posedge clk)
     prod_2_1_p <= { \$10 [15], \$10  };
+  always @(posedge clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
   always @(posedge clk)
     prod_2_2_a <= operands[23:16];
   always @(posedge clk)
@@ -7417,11 +7330,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_2_2_p <= { \$11 [15], \$11  };
   always @(posedge clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge clk)
     prod_2_3_a <= operands[31:24];
   always @(posedge clk)
     prod_2_3_b <= operands[127:120];
   always @(posedge clk)
     prod_2_3_p <= { \$12 [15], \$12  };
+  always @(posedge clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
   always @(posedge clk)
     prod_3_0_a <= operands[7:0];
   always @(posedge clk)
@@ -7429,11 +7346,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_3_0_p <= { \$13 [15], \$13  };
   always @(posedge clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge clk)
     prod_3_1_a <= operands[15:8];
   always @(posedge clk)
     prod_3_1_b <= operands[143:136];
   always @(posedge clk)
     prod_3_1_p <= { \$14 [15], \$14  };
+  always @(posedge clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
   always @(posedge clk)
     prod_3_2_a <= operands[23:16];
   always @(posedge clk)
@@ -7441,11 +7362,15 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     prod_3_2_p <= { \$15 [15], \$15  };
   always @(posedge clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge clk)
     prod_3_3_a <= operands[31:24];
   always @(posedge clk)
     prod_3_3_b <= operands[159:152];
   always @(posedge clk)
     prod_3_3_p <= { \$16 [15], \$16  };
+  always @(posedge clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
   always @(posedge clk)
     tree_0_l1_0 <= { \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17 [17], \$17  };
   always @(posedge clk)
@@ -7471,13 +7396,25 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     tree_3_l2_0 <= \$28 [22:0];
   always @(posedge clk)
-    mac_ctl_d1 <= \$43 ;
+    mac_ctl_d1 <= ctl;
   always @(posedge clk)
-    mac_ctl_d2 <= \$44 ;
+    mac_ctl_d2 <= mac_ctl_d1;
   always @(posedge clk)
-    mac_ctl_d3 <= \$45 ;
+    mac_ctl_d3 <= mac_ctl_d2;
   always @(posedge clk)
-    mac_ctl_d4 <= \$46 ;
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge clk)
+    mac_v_d1 <= \$42 ;
+  always @(posedge clk)
+    mac_v_d2 <= \$43 ;
+  always @(posedge clk)
+    mac_v_d3 <= \$44 ;
+  always @(posedge clk)
+    mac_v_d4 <= \$45 ;
+  always @(posedge clk)
+    mac_v_d5 <= \$46 ;
   always @(posedge clk)
     acc_0 <= \$47 ;
   always @(posedge clk)
@@ -7489,7 +7426,7 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   always @(posedge clk)
     out_v <= \$51 ;
   always @(posedge clk)
-    out_meta <= \$52 ;
+    out_meta <= mac_ctl_d5[19:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -7506,66 +7443,77 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   assign \$14  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
   assign \$15  = $signed(prod_3_2_a) * $signed(prod_3_2_b);
   assign \$16  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
-  assign \$17  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$18  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$17  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$18  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$19  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$20  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$21  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$20  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$21  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$22  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$23  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$24  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$23  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$24  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$25  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$26  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$27  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$26  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$27  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$28  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$29  = ~ mac_ctl_d4[19];
-  assign \$30  = mac_ctl_d4[0] & \$29 ;
-  assign \$31  = mac_ctl_d4[1] ? 23'h000000 : acc_0;
+  assign \$29  = ~ mac_ctl_d5[18];
+  assign \$30  = mac_v_d5 & \$29 ;
+  assign \$31  = mac_ctl_d5[0] ? 23'h000000 : acc_0;
   assign \$32  = $signed(\$31 ) + $signed(tree_0_l2_0);
-  assign \$33  = mac_ctl_d4[1] ? 23'h000000 : acc_1;
+  assign \$33  = mac_ctl_d5[0] ? 23'h000000 : acc_1;
   assign \$34  = $signed(\$33 ) + $signed(tree_1_l2_0);
-  assign \$35  = mac_ctl_d4[1] ? 23'h000000 : acc_2;
+  assign \$35  = mac_ctl_d5[0] ? 23'h000000 : acc_2;
   assign \$36  = $signed(\$35 ) + $signed(tree_2_l2_0);
-  assign \$37  = mac_ctl_d4[1] ? 23'h000000 : acc_3;
+  assign \$37  = mac_ctl_d5[0] ? 23'h000000 : acc_3;
   assign \$38  = $signed(\$37 ) + $signed(tree_3_l2_0);
-  assign \$39  = mac_ctl_d4[2] | mac_ctl_d4[19];
-  assign \$40  = mac_ctl_d4[0] & \$39 ;
+  assign \$39  = mac_ctl_d5[1] | mac_ctl_d5[18];
+  assign \$40  = mac_v_d5 & \$39 ;
   always @(posedge clk)
-    operands <= \$41 ;
+    operands <= steps__payload;
   always @(posedge clk)
-    op_v <= \$42 ;
+    op_v <= \$41 ;
   always @(posedge clk)
     prod_0_0_a <= operands[7:0];
   always @(posedge clk)
     prod_0_0_b <= operands[39:32];
   always @(posedge clk)
     prod_0_0_p <= { \$1 [15], \$1  };
+  always @(posedge clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge clk)
+    prod_0_1_a <= operands[15:8];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$43  = ctl;
+    \$42  = op_v;
     if (rst) begin
-      \$43  = 21'h000000;
+      \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$44  = mac_ctl_d1;
+    \$43  = mac_v_d1;
     if (rst) begin
-      \$44  = 21'h000000;
+      \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$45  = mac_ctl_d2;
+    \$44  = mac_v_d2;
     if (rst) begin
-      \$45  = 21'h000000;
+      \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$46  = mac_ctl_d3;
+    \$45  = mac_v_d3;
     if (rst) begin
-      \$46  = 21'h000000;
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$46  = mac_v_d4;
+    if (rst) begin
+      \$46  = 1'h0;
     end
   end
   always @* begin
@@ -7574,18 +7522,12 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
     if (\$30 ) begin
       \$47  = \$32 [22:0];
     end
-    if (rst) begin
-      \$47  = 23'h000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$48  = acc_1;
     if (\$30 ) begin
       \$48  = \$34 [22:0];
-    end
-    if (rst) begin
-      \$48  = 23'h000000;
     end
   end
   always @* begin
@@ -7594,18 +7536,12 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
     if (\$30 ) begin
       \$49  = \$36 [22:0];
     end
-    if (rst) begin
-      \$49  = 23'h000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$50  = acc_3;
     if (\$30 ) begin
       \$50  = \$38 [22:0];
-    end
-    if (rst) begin
-      \$50  = 23'h000000;
     end
   end
   always @* begin
@@ -7617,23 +7553,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$52  = mac_ctl_d4[20:3];
+    \$41  = steps__valid;
     if (rst) begin
-      \$52  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$41  = steps__payload;
-    if (rst) begin
-      \$41  = 180'h000000000000000000000000000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$42  = steps__valid;
-    if (rst) begin
-      \$42  = 1'h0;
+      \$41  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -7661,51 +7583,54 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   assign \steps__payload.meta.go  = steps__payload[177:176];
   assign \steps__payload.meta.eof  = steps__payload[178];
   assign \steps__payload.meta.error  = steps__payload[179];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[20:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[9:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[16:10];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[18:17];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[19];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[20];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[20:3];
-  assign \ctl.meta.oy  = ctl[9:3];
-  assign \ctl.meta.ox  = ctl[16:10];
-  assign \ctl.meta.go  = ctl[18:17];
-  assign \ctl.meta.eof  = ctl[19];
-  assign \ctl.meta.error  = ctl[20];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[20:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[9:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[16:10];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[18:17];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[19];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[20];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[20:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[9:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[16:10];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[18:17];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[19];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[20];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[20:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[9:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[16:10];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[18:17];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[19];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[20];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[19:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[8:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[15:9];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[17:16];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[18];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[19];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[19:2];
+  assign \ctl.meta.oy  = ctl[8:2];
+  assign \ctl.meta.ox  = ctl[15:9];
+  assign \ctl.meta.go  = ctl[17:16];
+  assign \ctl.meta.eof  = ctl[18];
+  assign \ctl.meta.error  = ctl[19];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[19:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[8:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[15:9];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[17:16];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[18];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[19];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[19:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[8:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[15:9];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[17:16];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[18];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[19];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[19:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[8:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[15:9];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[17:16];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[18];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[19];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[19:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[8:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[15:9];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[17:16];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[18];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[19];
   assign \out_meta.oy  = out_meta[6:0];
   assign \out_meta.ox  = out_meta[13:7];
   assign \out_meta.go  = out_meta[15:14];
@@ -7727,10 +7652,9 @@ module \top.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, 
   assign sums__payload[45:23] = acc_1;
   assign sums__payload[22:0] = acc_0;
   assign sums__payload[109:92] = out_meta;
-  assign ctl[20:3] = operands[179:162];
-  assign ctl[2] = operands[161];
-  assign ctl[1] = operands[160];
-  assign ctl[0] = op_v;
+  assign ctl[19:2] = operands[179:162];
+  assign ctl[1] = operands[161];
+  assign ctl[0] = operands[160];
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7996,36 +7920,18 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [7:0] \$59 ;
   wire \$6 ;
   wire [7:0] \$60 ;
-  reg [109:0] \$61 ;
-  reg [109:0] \$62 ;
+  reg \$61 ;
+  reg \$62 ;
   reg \$63 ;
   reg \$64 ;
-  reg [22:0] \$65 ;
-  reg [22:0] \$66 ;
-  reg [22:0] \$67 ;
-  reg [22:0] \$68 ;
-  reg [15:0] \$69 ;
+  reg \$65 ;
+  reg \$66 ;
+  reg \$67 ;
+  reg \$68 ;
+  wire [49:0] \$69 ;
   wire \$7 ;
-  reg [15:0] \$70 ;
-  reg [15:0] \$71 ;
-  reg [15:0] \$72 ;
-  reg [17:0] \$73 ;
-  reg \$74 ;
-  reg [17:0] \$75 ;
-  reg [17:0] \$76 ;
-  reg [17:0] \$77 ;
-  reg \$78 ;
-  reg \$79 ;
+  reg \$70 ;
   wire \$8 ;
-  reg \$80 ;
-  reg [23:0] \$81 ;
-  reg [23:0] \$82 ;
-  reg [23:0] \$83 ;
-  reg [23:0] \$84 ;
-  reg [17:0] \$85 ;
-  reg \$86 ;
-  reg [49:0] \$87 ;
-  reg \$88 ;
   wire \$9 ;
   reg [109:0] beat_d1 = 110'h0000000000000000000000000000;
   wire [91:0] \beat_d1.acc ;
@@ -8128,6 +8034,12 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [1:0] \rq_meta2_d3.go ;
   wire [6:0] \rq_meta2_d3.ox ;
   wire [6:0] \rq_meta2_d3.oy ;
+  reg [17:0] rq_meta2_d4 = 18'h00000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire [1:0] \rq_meta2_d4.go ;
+  wire [6:0] \rq_meta2_d4.ox ;
+  wire [6:0] \rq_meta2_d4.oy ;
   reg [17:0] rq_meta3_d1 = 18'h00000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -8138,6 +8050,7 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   input rst;
   wire rst;
@@ -8150,9 +8063,11 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [5:0] scaled_0_pp10_a = 6'h00;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [22:0] scaled_0_pp10_p = 23'h000000;
+  reg [22:0] scaled_0_pp10_r_d1 = 23'h000000;
   reg [38:0] scaled_0_sum = 39'h0000000000;
   wire [38:0] scaled_0_t0;
   wire [38:0] scaled_0_t1;
@@ -8161,9 +8076,11 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [5:0] scaled_1_pp10_a = 6'h00;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [22:0] scaled_1_pp10_p = 23'h000000;
+  reg [22:0] scaled_1_pp10_r_d1 = 23'h000000;
   reg [38:0] scaled_1_sum = 39'h0000000000;
   wire [38:0] scaled_1_t0;
   wire [38:0] scaled_1_t1;
@@ -8172,9 +8089,11 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [5:0] scaled_2_pp10_a = 6'h00;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [22:0] scaled_2_pp10_p = 23'h000000;
+  reg [22:0] scaled_2_pp10_r_d1 = 23'h000000;
   reg [38:0] scaled_2_sum = 39'h0000000000;
   wire [38:0] scaled_2_t0;
   wire [38:0] scaled_2_t1;
@@ -8183,9 +8102,11 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [5:0] scaled_3_pp10_a = 6'h00;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [22:0] scaled_3_pp10_p = 23'h000000;
+  reg [22:0] scaled_3_pp10_r_d1 = 23'h000000;
   reg [38:0] scaled_3_sum = 39'h0000000000;
   wire [38:0] scaled_3_t0;
   wire [38:0] scaled_3_t1;
@@ -8204,6 +8125,180 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   wire [6:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
+  assign \$24  = | rounded_3[22:7];
+  assign clamp_3_over = \$23  & \$24 ;
+  assign \$25  = & rounded_3[22:7];
+  assign \$26  = | rounded_3[6:0];
+  assign \$27  = \$25  & \$26 ;
+  assign \$28  = ~ \$27 ;
+  assign clamp_3_under = rounded_3[23] & \$28 ;
+  assign \$29  = $signed(beat_d2[22:0]) + $signed(rq_data[15:0]);
+  assign \$30  = $signed(beat_d2[45:23]) + $signed(rq_data[31:16]);
+  assign \$31  = $signed(beat_d2[68:46]) + $signed(rq_data[47:32]);
+  assign \$32  = $signed(beat_d2[91:69]) + $signed(rq_data[63:48]);
+  assign \$33  = scaled_0_pp00_a * scaled_0_pp00_b;
+  assign \$34  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
+  assign \$35  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [38:0]);
+  assign \$36  = scaled_1_pp00_a * scaled_1_pp00_b;
+  assign \$37  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
+  assign \$38  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [38:0]);
+  assign \$39  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$40  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$41  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [38:0]);
+  assign \$42  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$43  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$44  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [38:0]);
+  assign \$46  = $signed(\$45 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$48  = $signed(\$47 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$50  = $signed(\$49 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$52  = $signed(\$51 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$53  = clamp_0_under ? 8'h81 : rounded_0[7:0];
+  assign \$54  = clamp_0_over ? 8'h7f : \$53 ;
+  assign \$55  = clamp_1_under ? 8'h81 : rounded_1[7:0];
+  assign \$56  = clamp_1_over ? 8'h7f : \$55 ;
+  assign \$57  = clamp_2_under ? 8'h81 : rounded_2[7:0];
+  assign \$58  = clamp_2_over ? 8'h7f : \$57 ;
+  assign \$59  = clamp_3_under ? 8'h81 : rounded_3[7:0];
+  assign \$60  = clamp_3_over ? 8'h7f : \$59 ;
+  always @(posedge clk)
+    beat_d1 <= sums__payload;
+  always @(posedge clk)
+    beat_d2 <= beat_d1;
+  always @(posedge clk)
+    beat_v_d1 <= \$61 ;
+  always @(posedge clk)
+    beat_v_d2 <= \$62 ;
+  always @(posedge clk)
+    biased_0 <= \$29 [22:0];
+  always @(posedge clk)
+    biased_1 <= \$30 [22:0];
+  always @(posedge clk)
+    biased_2 <= \$31 [22:0];
+  always @(posedge clk)
+    biased_3 <= \$32 [22:0];
+  always @(posedge clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge clk)
+    rq_meta1_d1 <= beat_d2[109:92];
+  always @(posedge clk)
+    rq_v1_d1 <= \$63 ;
+  always @(posedge clk)
+    scaled_0_pp00_a <= biased_0[16:0];
+  always @(posedge clk)
+    scaled_0_pp00_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp00_p <= { 1'h0, \$33  };
+  always @(posedge clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge clk)
+    scaled_0_pp10_a <= biased_0[22:17];
+  always @(posedge clk)
+    scaled_0_pp10_b <= scale_0;
+  always @(posedge clk)
+    scaled_0_pp10_p <= { \$34 [21], \$34  };
+  always @(posedge clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
+  always @(posedge clk)
+    scaled_0_sum <= \$35 [38:0];
+  always @(posedge clk)
+    scaled_1_pp00_a <= biased_1[16:0];
+  always @(posedge clk)
+    scaled_1_pp00_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp00_p <= { 1'h0, \$36  };
+  always @(posedge clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge clk)
+    scaled_1_pp10_a <= biased_1[22:17];
+  always @(posedge clk)
+    scaled_1_pp10_b <= scale_1;
+  always @(posedge clk)
+    scaled_1_pp10_p <= { \$37 [21], \$37  };
+  always @(posedge clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
+  always @(posedge clk)
+    scaled_1_sum <= \$38 [38:0];
+  always @(posedge clk)
+    scaled_2_pp00_a <= biased_2[16:0];
+  always @(posedge clk)
+    scaled_2_pp00_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp00_p <= { 1'h0, \$39  };
+  always @(posedge clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge clk)
+    scaled_2_pp10_a <= biased_2[22:17];
+  always @(posedge clk)
+    scaled_2_pp10_b <= scale_2;
+  always @(posedge clk)
+    scaled_2_pp10_p <= { \$40 [21], \$40  };
+  always @(posedge clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
+  always @(posedge clk)
+    scaled_2_sum <= \$41 [38:0];
+  always @(posedge clk)
+    scaled_3_pp00_a <= biased_3[16:0];
+  always @(posedge clk)
+    scaled_3_pp00_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp00_p <= { 1'h0, \$42  };
+  always @(posedge clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge clk)
+    scaled_3_pp10_a <= biased_3[22:17];
+  always @(posedge clk)
+    scaled_3_pp10_b <= scale_3;
+  always @(posedge clk)
+    scaled_3_pp10_p <= { \$43 [21], \$43  };
+  always @(posedge clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
+  always @(posedge clk)
+    scaled_3_sum <= \$44 [38:0];
+  always @(posedge clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge clk)
+    rq_v2_d1 <= \$64 ;
+  always @(posedge clk)
+    rq_v2_d2 <= \$65 ;
+  always @(posedge clk)
+    rq_v2_d3 <= \$66 ;
+  always @(posedge clk)
+    rq_v2_d4 <= \$67 ;
+  always @(posedge clk)
+    rounded_0 <= \$46 [23:0];
+  always @(posedge clk)
+    rounded_1 <= \$48 [23:0];
+  always @(posedge clk)
+    rounded_2 <= \$50 [23:0];
+  always @(posedge clk)
+    rounded_3 <= \$52 [23:0];
+  always @(posedge clk)
+    rq_meta3_d1 <= rq_meta2_d4;
+  always @(posedge clk)
+    rq_v3_d1 <= \$68 ;
+  always @(posedge clk)
+    feats__payload <= \$69 ;
+  always @(posedge clk)
+    feats__valid <= \$70 ;
+  assign \$5  = ~ rounded_0[23];
+  assign \$6  = | rounded_0[22:7];
+  assign clamp_0_over = \$5  & \$6 ;
+  assign \$7  = & rounded_0[22:7];
+  assign \$8  = | rounded_0[6:0];
+  assign \$9  = \$7  & \$8 ;
+  assign \$10  = ~ \$9 ;
   assign clamp_0_under = rounded_0[23] & \$10 ;
   assign \$11  = ~ rounded_1[23];
   assign \$12  = | rounded_1[22:7];
@@ -8222,371 +8317,80 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   assign \$22  = ~ \$21 ;
   assign clamp_2_under = rounded_2[23] & \$22 ;
   assign \$23  = ~ rounded_3[23];
-  assign \$24  = | rounded_3[22:7];
-  assign clamp_3_over = \$23  & \$24 ;
-  assign \$25  = & rounded_3[22:7];
-  assign \$26  = | rounded_3[6:0];
-  assign \$27  = \$25  & \$26 ;
-  assign \$28  = ~ \$27 ;
-  assign clamp_3_under = rounded_3[23] & \$28 ;
-  assign \$29  = $signed(beat_d2[22:0]) + $signed(rq_data[15:0]);
-  assign \$30  = $signed(beat_d2[45:23]) + $signed(rq_data[31:16]);
-  assign \$31  = $signed(beat_d2[68:46]) + $signed(rq_data[47:32]);
-  assign \$32  = $signed(beat_d2[91:69]) + $signed(rq_data[63:48]);
-  assign \$33  = scaled_0_pp00_a * scaled_0_pp00_b;
-  assign \$34  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$35  = $signed(scaled_0_pp00_p) + $signed(\$1 [38:0]);
-  assign \$36  = scaled_1_pp00_a * scaled_1_pp00_b;
-  assign \$37  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$38  = $signed(scaled_1_pp00_p) + $signed(\$2 [38:0]);
-  assign \$39  = scaled_2_pp00_a * scaled_2_pp00_b;
-  assign \$40  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$41  = $signed(scaled_2_pp00_p) + $signed(\$3 [38:0]);
-  assign \$42  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$43  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$44  = $signed(scaled_3_pp00_p) + $signed(\$4 [38:0]);
-  assign \$46  = $signed(\$45 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$48  = $signed(\$47 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$50  = $signed(\$49 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$52  = $signed(\$51 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$53  = clamp_0_under ? 8'h81 : rounded_0[7:0];
-  assign \$54  = clamp_0_over ? 8'h7f : \$53 ;
-  assign \$55  = clamp_1_under ? 8'h81 : rounded_1[7:0];
-  assign \$56  = clamp_1_over ? 8'h7f : \$55 ;
-  assign \$57  = clamp_2_under ? 8'h81 : rounded_2[7:0];
-  assign \$58  = clamp_2_over ? 8'h7f : \$57 ;
-  assign \$59  = clamp_3_under ? 8'h81 : rounded_3[7:0];
-  assign \$60  = clamp_3_over ? 8'h7f : \$59 ;
-  always @(posedge clk)
-    beat_d1 <= \$61 ;
-  always @(posedge clk)
-    beat_d2 <= \$62 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$63 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$64 ;
-  always @(posedge clk)
-    biased_0 <= \$65 ;
-  always @(posedge clk)
-    biased_1 <= \$66 ;
-  always @(posedge clk)
-    biased_2 <= \$67 ;
-  always @(posedge clk)
-    biased_3 <= \$68 ;
-  always @(posedge clk)
-    scale_0 <= \$69 ;
-  always @(posedge clk)
-    scale_1 <= \$70 ;
-  always @(posedge clk)
-    scale_2 <= \$71 ;
-  always @(posedge clk)
-    scale_3 <= \$72 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$73 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$74 ;
-  always @(posedge clk)
-    scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
-    scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
-    scaled_0_pp00_p <= { 1'h0, \$33  };
-  always @(posedge clk)
-    scaled_0_pp10_a <= biased_0[22:17];
-  always @(posedge clk)
-    scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
-    scaled_0_pp10_p <= { \$34 [21], \$34  };
-  always @(posedge clk)
-    scaled_0_sum <= \$35 [38:0];
-  always @(posedge clk)
-    scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
-    scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
-    scaled_1_pp00_p <= { 1'h0, \$36  };
-  always @(posedge clk)
-    scaled_1_pp10_a <= biased_1[22:17];
-  always @(posedge clk)
-    scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
-    scaled_1_pp10_p <= { \$37 [21], \$37  };
-  always @(posedge clk)
-    scaled_1_sum <= \$38 [38:0];
-  always @(posedge clk)
-    scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
-    scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
-    scaled_2_pp00_p <= { 1'h0, \$39  };
-  always @(posedge clk)
-    scaled_2_pp10_a <= biased_2[22:17];
-  always @(posedge clk)
-    scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
-    scaled_2_pp10_p <= { \$40 [21], \$40  };
-  always @(posedge clk)
-    scaled_2_sum <= \$41 [38:0];
-  always @(posedge clk)
-    scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
-    scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
-    scaled_3_pp00_p <= { 1'h0, \$42  };
-  always @(posedge clk)
-    scaled_3_pp10_a <= biased_3[22:17];
-  always @(posedge clk)
-    scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
-    scaled_3_pp10_p <= { \$43 [21], \$43  };
-  always @(posedge clk)
-    scaled_3_sum <= \$44 [38:0];
-  always @(posedge clk)
-    rq_meta2_d1 <= \$75 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$76 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$77 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$78 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$79 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$80 ;
-  always @(posedge clk)
-    rounded_0 <= \$81 ;
-  always @(posedge clk)
-    rounded_1 <= \$82 ;
-  always @(posedge clk)
-    rounded_2 <= \$83 ;
-  always @(posedge clk)
-    rounded_3 <= \$84 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$85 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$86 ;
-  always @(posedge clk)
-    feats__payload <= \$87 ;
-  always @(posedge clk)
-    feats__valid <= \$88 ;
-  assign \$5  = ~ rounded_0[23];
-  assign \$6  = | rounded_0[22:7];
-  assign clamp_0_over = \$5  & \$6 ;
-  assign \$7  = & rounded_0[22:7];
-  assign \$8  = | rounded_0[6:0];
-  assign \$9  = \$7  & \$8 ;
-  assign \$10  = ~ \$9 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$61  = sums__payload;
+    \$61  = sums__valid;
     if (rst) begin
-      \$61  = 110'h0000000000000000000000000000;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$62  = beat_d1;
+    \$62  = beat_v_d1;
     if (rst) begin
-      \$62  = 110'h0000000000000000000000000000;
+      \$62  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$63  = sums__valid;
+    \$63  = beat_v_d2;
     if (rst) begin
       \$63  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$64  = beat_v_d1;
+    \$64  = rq_v1_d1;
     if (rst) begin
       \$64  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$65  = \$29 [22:0];
+    \$65  = rq_v2_d1;
     if (rst) begin
-      \$65  = 23'h000000;
+      \$65  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$66  = \$30 [22:0];
+    \$66  = rq_v2_d2;
     if (rst) begin
-      \$66  = 23'h000000;
+      \$66  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$67  = \$31 [22:0];
+    \$67  = rq_v2_d3;
     if (rst) begin
-      \$67  = 23'h000000;
+      \$67  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$68  = \$32 [22:0];
+    \$68  = rq_v2_d4;
     if (rst) begin
-      \$68  = 23'h000000;
+      \$68  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$69  = rq_data[79:64];
+    \$70  = rq_v3_d1;
     if (rst) begin
-      \$69  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$70  = rq_data[95:80];
-    if (rst) begin
-      \$70  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$71  = rq_data[111:96];
-    if (rst) begin
-      \$71  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$72  = rq_data[127:112];
-    if (rst) begin
-      \$72  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$73  = beat_d2[109:92];
-    if (rst) begin
-      \$73  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$74  = beat_v_d2;
-    if (rst) begin
-      \$74  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$75  = rq_meta1_d1;
-    if (rst) begin
-      \$75  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$76  = rq_meta2_d1;
-    if (rst) begin
-      \$76  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$77  = rq_meta2_d2;
-    if (rst) begin
-      \$77  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$78  = rq_v1_d1;
-    if (rst) begin
-      \$78  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$79  = rq_v2_d1;
-    if (rst) begin
-      \$79  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$80  = rq_v2_d2;
-    if (rst) begin
-      \$80  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$81  = \$46 [23:0];
-    if (rst) begin
-      \$81  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$82  = \$48 [23:0];
-    if (rst) begin
-      \$82  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$83  = \$50 [23:0];
-    if (rst) begin
-      \$83  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$84  = \$52 [23:0];
-    if (rst) begin
-      \$84  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$85  = rq_meta2_d3;
-    if (rst) begin
-      \$85  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$86  = rq_v2_d3;
-    if (rst) begin
-      \$86  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$87 [7:0] = \$54 ;
-    \$87 [15:8] = \$56 ;
-    \$87 [23:16] = \$58 ;
-    \$87 [31:24] = \$60 ;
-    \$87 [49:32] = rq_meta3_d1;
-    if (rst) begin
-      \$87  = 50'h0000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$88  = rq_v3_d1;
-    if (rst) begin
-      \$88  = 1'h0;
+      \$70  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[107:106];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [38:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [38:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [38:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [38:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -8666,15 +8470,25 @@ module \top.requantiser (rst, sums__valid, sums__payload, feats__payload, feats_
   assign \rq_meta2_d3.go  = rq_meta2_d3[15:14];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[16];
   assign \rq_meta2_d3.error  = rq_meta2_d3[17];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[6:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[13:7];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[15:14];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[16];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[17];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[6:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[13:7];
   assign \rq_meta3_d1.go  = rq_meta3_d1[15:14];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[16];
   assign \rq_meta3_d1.error  = rq_meta3_d1[17];
-  assign \$1  = { scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p[22], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p[22], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p[22], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p[22], scaled_3_pp10_p, 17'h00000 };
+  assign \$69 [49:32] = rq_meta3_d1;
+  assign \$69 [31:24] = \$60 ;
+  assign \$69 [23:16] = \$58 ;
+  assign \$69 [15:8] = \$56 ;
+  assign \$69 [7:0] = \$54 ;
+  assign \$1  = { scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1[22], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1[22], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1[22], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1[22], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$45  = { scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38], scaled_0_sum[38:16] };
   assign \$47  = { scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38], scaled_1_sum[38:16] };
   assign \$49  = { scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38], scaled_2_sum[38:16] };
@@ -8695,20 +8509,11 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   reg \$106 ;
   reg \$107 ;
   reg \$108 ;
-  reg [8:0] \$109 ;
+  wire [17:0] \$109 ;
   wire \$11 ;
-  reg [1:0] \$110 ;
-  reg [1:0] \$111 ;
-  reg [17:0] \$112 ;
-  reg [1:0] \$113 ;
-  reg [1:0] \$114 ;
-  reg [1:0] \$115 ;
-  reg [6:0] \$116 ;
-  reg [6:0] \$117 ;
-  reg [6:0] \$118 ;
-  reg \$119 ;
+  reg \$110 ;
+  wire [38:0] \$111 ;
   wire \$12 ;
-  reg [38:0] \$120 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -8808,10 +8613,10 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [6:0] \$signal$17  = 7'h00;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -8884,6 +8689,18 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   reg [1:0] slot_0 = 2'h0;
   reg [1:0] slot_1 = 2'h0;
   reg [1:0] slot_2 = 2'h0;
+  (* init = 39'h0000000000 *)
+  wire [38:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [10:0] \step.lb_addr ;
+  wire [17:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire [1:0] \step.meta.go ;
+  wire [6:0] \step.meta.ox ;
+  wire [6:0] \step.meta.oy ;
+  wire [7:0] \step.w_addr ;
   output [38:0] steps__payload;
   reg [38:0] steps__payload = 39'h0000000000;
   wire \steps__payload.first ;
@@ -8977,7 +8794,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   assign \$65  = s_rem & \$64 ;
   assign \$66  = s_n - 1'h1;
   assign \$67  = s_n == 2'h2;
-  assign \$68  = \$signal$43  == 1'h1;
+  assign \$68  = \$signal$45  == 1'h1;
   assign \$69  = s_go + 1'h1;
   assign \$70  = go_last ? 3'h0 : \$69 ;
   assign \$71  = s_go == 2'h2;
@@ -9030,9 +8847,9 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   always @(posedge clk)
     s_ox <= \$97 ;
   always @(posedge clk)
-    \$signal$42  <= \$98 ;
+    \$signal$44  <= \$98 ;
   always @(posedge clk)
-    \$signal$43  <= \$99 ;
+    \$signal$45  <= \$99 ;
   always @(posedge clk)
     slot_0 <= \$100 ;
   always @(posedge clk)
@@ -9046,35 +8863,35 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   always @(posedge clk)
     col_2 <= \$105 ;
   always @(posedge clk)
-    \$signal$53  <= \$106 ;
+    \$signal$55  <= \$106 ;
   always @(posedge clk)
-    \$signal$54  <= \$107 ;
+    \$signal$56  <= \$107 ;
   always @(posedge clk)
     q_last <= \$108 ;
   always @(posedge clk)
-    q_oh <= \$109 ;
+    q_oh <= \$4 [8:0];
   always @(posedge clk)
-    \$like  <= \$110 ;
+    \$like  <= s_go;
   always @(posedge clk)
-    q_gi <= \$111 ;
+    q_gi <= s_gi;
   always @(posedge clk)
-    q_meta <= \$112 ;
+    q_meta <= \$109 ;
   always @(posedge clk)
-    q_slot_0 <= \$113 ;
+    q_slot_0 <= slot_0;
   always @(posedge clk)
-    q_slot_1 <= \$114 ;
+    q_slot_1 <= slot_1;
   always @(posedge clk)
-    q_slot_2 <= \$115 ;
+    q_slot_2 <= slot_2;
   always @(posedge clk)
-    q_col_0 <= \$116 ;
+    q_col_0 <= col_0;
   always @(posedge clk)
-    q_col_1 <= \$117 ;
+    q_col_1 <= col_1;
   always @(posedge clk)
-    q_col_2 <= \$118 ;
+    q_col_2 <= col_2;
   always @(posedge clk)
-    steps__valid <= \$119 ;
+    steps__valid <= \$110 ;
   always @(posedge clk)
-    steps__payload <= \$120 ;
+    steps__payload <= \$111 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$76  = p_v;
@@ -9094,9 +8911,6 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     if (\$44 ) begin
       \$77  = sites__payload;
     end
-    if (rst) begin
-      \$77  = 25'h0000000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -9114,18 +8928,12 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     if (\$44 ) begin
       \$79  = \$54 [1:0];
     end
-    if (rst) begin
-      \$79  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [6:0];
-    end
-    if (rst) begin
-      \$80  = 7'h00;
     end
   end
   always @* begin
@@ -9134,18 +8942,12 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     if (\$44 ) begin
       \$81  = \$56 [1:0];
     end
-    if (rst) begin
-      \$81  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [6:0];
-    end
-    if (rst) begin
-      \$82  = 7'h00;
     end
   end
   always @* begin
@@ -9154,18 +8956,12 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     if (\$44 ) begin
       \$83  = \$58 [1:0];
     end
-    if (rst) begin
-      \$83  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [6:0];
-    end
-    if (rst) begin
-      \$84  = 7'h00;
     end
   end
   always @* begin
@@ -9237,7 +9033,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
         if (\$63 ) begin
           \$88  = \$65 ;
         end else begin
-          \$88  = \$signal$42 ;
+          \$88  = \$signal$44 ;
         end
       end
     end
@@ -9259,7 +9055,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
         if (\$63 ) begin
           \$89  = \$66 [3:0];
         end else begin
-          \$89  = \$signal$43 ;
+          \$89  = \$signal$45 ;
         end
       end
     end
@@ -9375,9 +9171,6 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     if (p_take) begin
       \$96  = p_site[6:0];
     end
-    if (rst) begin
-      \$96  = 7'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -9385,13 +9178,10 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     if (p_take) begin
       \$97  = p_site[13:7];
     end
-    if (rst) begin
-      \$97  = 7'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$98  = \$signal$42 ;
+    \$98  = \$signal$44 ;
     if (p_take) begin
       \$98  = p_site[22:14];
     end
@@ -9401,7 +9191,7 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$99  = \$signal$43 ;
+    \$99  = \$signal$45 ;
     if (p_take) begin
       \$99  = p_cnt;
     end
@@ -9415,18 +9205,12 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     if (p_take) begin
       \$100  = next_slot_0;
     end
-    if (rst) begin
-      \$100  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
-    end
-    if (rst) begin
-      \$101  = 2'h0;
     end
   end
   always @* begin
@@ -9435,18 +9219,12 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     if (p_take) begin
       \$102  = next_slot_2;
     end
-    if (rst) begin
-      \$102  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
-    end
-    if (rst) begin
-      \$103  = 7'h00;
     end
   end
   always @* begin
@@ -9455,18 +9233,12 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
     if (p_take) begin
       \$104  = next_col_1;
     end
-    if (rst) begin
-      \$104  = 7'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$105  = col_2;
     if (p_take) begin
       \$105  = next_col_2;
-    end
-    if (rst) begin
-      \$105  = 7'h00;
     end
   end
   always @* begin
@@ -9492,113 +9264,19 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$109  = \$4 [8:0];
+    \$110  = \$signal$55 ;
     if (rst) begin
-      \$109  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$110  = s_go;
-    if (rst) begin
-      \$110  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$111  = s_gi;
-    if (rst) begin
-      \$111  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$112 [6:0] = \$signal$17 ;
-    \$112 [13:7] = s_ox;
-    \$112 [15:14] = s_go;
-    \$112 [16] = \$signal$10 ;
-    \$112 [17] = \$75 ;
-    if (rst) begin
-      \$112  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$113  = slot_0;
-    if (rst) begin
-      \$113  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$114  = slot_1;
-    if (rst) begin
-      \$114  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$115  = slot_2;
-    if (rst) begin
-      \$115  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$116  = col_0;
-    if (rst) begin
-      \$116  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$117  = col_1;
-    if (rst) begin
-      \$117  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$118  = col_2;
-    if (rst) begin
-      \$118  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$119  = \$signal$53 ;
-    if (rst) begin
-      \$119  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$120 [19] = \$signal$54 ;
-    \$120 [20] = q_last;
-    \$120 [38:21] = q_meta;
-    \$120 [10:0] = { slot, col, q_gi };
-    \$120 [18:11] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
-    if (rst) begin
-      \$120  = 39'h0000000000;
+      \$110  = 1'h0;
     end
   end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[6:0];
   assign \p_site.ox  = p_site[13:7];
   assign \p_site.taps  = p_site[22:14];
   assign \p_site.eof  = p_site[23];
   assign \p_site.error  = p_site[24];
-  assign \sites__payload.oy  = sites__payload[6:0];
-  assign \sites__payload.ox  = sites__payload[13:7];
-  assign \sites__payload.taps  = sites__payload[22:14];
-  assign \sites__payload.eof  = sites__payload[23];
-  assign \sites__payload.error  = sites__payload[24];
-  assign \q_meta.oy  = q_meta[6:0];
-  assign \q_meta.ox  = q_meta[13:7];
-  assign \q_meta.go  = q_meta[15:14];
-  assign \q_meta.eof  = q_meta[16];
-  assign \q_meta.error  = q_meta[17];
   assign \steps__payload.lb_addr  = steps__payload[10:0];
   assign \steps__payload.w_addr  = steps__payload[18:11];
   assign \steps__payload.first  = steps__payload[19];
@@ -9609,6 +9287,36 @@ module \top.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready
   assign \steps__payload.meta.go  = steps__payload[36:35];
   assign \steps__payload.meta.eof  = steps__payload[37];
   assign \steps__payload.meta.error  = steps__payload[38];
+  assign \step.lb_addr  = steps__payload[10:0];
+  assign \step.w_addr  = steps__payload[18:11];
+  assign \step.first  = steps__payload[19];
+  assign \step.last  = steps__payload[20];
+  assign \step.meta  = steps__payload[38:21];
+  assign \step.meta.oy  = steps__payload[27:21];
+  assign \step.meta.ox  = steps__payload[34:28];
+  assign \step.meta.go  = steps__payload[36:35];
+  assign \step.meta.eof  = steps__payload[37];
+  assign \step.meta.error  = steps__payload[38];
+  assign \sites__payload.oy  = sites__payload[6:0];
+  assign \sites__payload.ox  = sites__payload[13:7];
+  assign \sites__payload.taps  = sites__payload[22:14];
+  assign \sites__payload.eof  = sites__payload[23];
+  assign \sites__payload.error  = sites__payload[24];
+  assign \q_meta.oy  = q_meta[6:0];
+  assign \q_meta.ox  = q_meta[13:7];
+  assign \q_meta.go  = q_meta[15:14];
+  assign \q_meta.eof  = q_meta[16];
+  assign \q_meta.error  = q_meta[17];
+  assign \$111 [18:11] = { q_oh[8], \$43 , \$40 , \$37 , \$like , q_gi };
+  assign \$111 [10:0] = { slot, col, q_gi };
+  assign \$111 [38:21] = q_meta;
+  assign \$111 [20] = q_last;
+  assign \$111 [19] = \$signal$56 ;
+  assign \$109 [17] = \$75 ;
+  assign \$109 [16] = \$signal$10 ;
+  assign \$109 [15:14] = s_go;
+  assign \$109 [13:7] = s_ox;
+  assign \$109 [6:0] = \$signal$17 ;
 endmodule
 
 (* generator = "Amaranth" *)

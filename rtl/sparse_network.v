@@ -4,14 +4,34 @@
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk, rst, params__ready, sites_in__ready, pooled__payload, pooled__valid, params__payload);
-  wire [3:0] \$1 ;
+  wire \$1 ;
+  wire \$2 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire [3:0] \$5 ;
   input clk;
   wire clk;
+  wire e0_clk;
+  (* init = 1'h1 *)
+  wire e0_rst;
+  reg e0_rst_q = 1'h1;
+  wire e1_clk;
+  (* init = 1'h1 *)
+  wire e1_rst;
+  reg e1_rst_q = 1'h1;
+  wire e2_clk;
+  (* init = 1'h1 *)
+  wire e2_rst;
+  reg e2_rst_q = 1'h1;
+  wire e3_clk;
+  (* init = 1'h1 *)
+  wire e3_rst;
+  reg e3_rst_q = 1'h1;
   wire [64:0] i__payload;
-  wire [64:0] \i__payload$69 ;
+  wire [64:0] \i__payload$84 ;
   wire i__ready;
   wire i__valid;
-  wire \i__valid$73 ;
+  wire \i__valid$88 ;
   wire [64:0] identity__payload;
   wire [63:0] \identity__payload.data ;
   wire [7:0] \identity__payload.data[0] ;
@@ -38,11 +58,11 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \identity_out__payload.eof ;
   wire identity_out__valid;
   wire [64:0] o__payload;
-  wire [64:0] \o__payload$78 ;
+  wire [64:0] \o__payload$93 ;
   wire o__ready;
-  wire \o__ready$79 ;
+  wire \o__ready$94 ;
   wire o__valid;
-  wire \o__valid$76 ;
+  wire \o__valid$91 ;
   wire [127:0] out0__payload;
   wire out0__ready;
   wire out0__valid;
@@ -57,43 +77,47 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire out3__valid;
   input [273:0] params__payload;
   wire [273:0] params__payload;
-  wire [273:0] \params__payload$11 ;
-  wire [1:0] \params__payload$11.layer ;
-  wire [271:0] \params__payload$11.word ;
-  wire [127:0] \params__payload$14 ;
-  wire [255:0] \params__payload$20 ;
-  wire [127:0] \params__payload$26 ;
-  wire [271:0] \params__payload$32 ;
+  wire [273:0] \params__payload$27 ;
+  wire [1:0] \params__payload$27.layer ;
+  wire [271:0] \params__payload$27.word ;
+  wire [127:0] \params__payload$29 ;
+  wire [255:0] \params__payload$35 ;
+  wire [127:0] \params__payload$41 ;
+  wire [271:0] \params__payload$47 ;
   wire [1:0] \params__payload.layer ;
   wire [271:0] \params__payload.word ;
   output params__ready;
   wire params__ready;
-  wire \params__ready$12 ;
-  wire \params__ready$17 ;
-  wire \params__ready$23 ;
-  wire \params__ready$29 ;
-  wire \params__ready$35 ;
+  wire \params__ready$28 ;
+  wire \params__ready$32 ;
+  wire \params__ready$38 ;
+  wire \params__ready$44 ;
+  wire \params__ready$50 ;
   input params__valid;
   wire params__valid;
-  wire \params__valid$13 ;
-  wire \params__valid$18 ;
-  wire \params__valid$24 ;
-  wire \params__valid$30 ;
-  wire \params__valid$36 ;
+  wire \params__valid$26 ;
+  wire \params__valid$33 ;
+  wire \params__valid$39 ;
+  wire \params__valid$45 ;
+  wire \params__valid$51 ;
+  wire params_clk;
+  (* init = 1'h1 *)
+  wire params_rst;
+  reg params_rst_q = 1'h1;
   output [113:0] pooled__payload;
   wire [113:0] pooled__payload;
-  wire [113:0] \pooled__payload$87 ;
-  wire [111:0] \pooled__payload$87.data ;
-  wire [13:0] \pooled__payload$87.data[0] ;
-  wire [13:0] \pooled__payload$87.data[1] ;
-  wire [13:0] \pooled__payload$87.data[2] ;
-  wire [13:0] \pooled__payload$87.data[3] ;
-  wire [13:0] \pooled__payload$87.data[4] ;
-  wire [13:0] \pooled__payload$87.data[5] ;
-  wire [13:0] \pooled__payload$87.data[6] ;
-  wire [13:0] \pooled__payload$87.data[7] ;
-  wire \pooled__payload$87.error ;
-  wire \pooled__payload$87.last ;
+  wire [113:0] \pooled__payload$102 ;
+  wire [111:0] \pooled__payload$102.data ;
+  wire [13:0] \pooled__payload$102.data[0] ;
+  wire [13:0] \pooled__payload$102.data[1] ;
+  wire [13:0] \pooled__payload$102.data[2] ;
+  wire [13:0] \pooled__payload$102.data[3] ;
+  wire [13:0] \pooled__payload$102.data[4] ;
+  wire [13:0] \pooled__payload$102.data[5] ;
+  wire [13:0] \pooled__payload$102.data[6] ;
+  wire [13:0] \pooled__payload$102.data[7] ;
+  wire \pooled__payload$102.error ;
+  wire \pooled__payload$102.last ;
   wire [111:0] \pooled__payload.data ;
   wire [13:0] \pooled__payload.data[0] ;
   wire [13:0] \pooled__payload.data[1] ;
@@ -107,80 +131,80 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire \pooled__payload.last ;
   input pooled__ready;
   wire pooled__ready;
-  wire \pooled__ready$88 ;
+  wire \pooled__ready$103 ;
   output pooled__valid;
   wire pooled__valid;
-  wire \pooled__valid$89 ;
+  wire \pooled__valid$104 ;
   input rst;
   wire rst;
   input [25:0] sites_in__payload;
   wire [25:0] sites_in__payload;
-  wire [25:0] \sites_in__payload$38 ;
-  wire [15:0] \sites_in__payload$38.data ;
-  wire [7:0] \sites_in__payload$38.data[0] ;
-  wire [7:0] \sites_in__payload$38.data[1] ;
-  wire \sites_in__payload$38.eof ;
-  wire \sites_in__payload$38.error ;
-  wire [3:0] \sites_in__payload$38.x ;
-  wire [3:0] \sites_in__payload$38.y ;
-  wire [39:0] \sites_in__payload$41 ;
-  wire [31:0] \sites_in__payload$41.data ;
-  wire [7:0] \sites_in__payload$41.data[0] ;
-  wire [7:0] \sites_in__payload$41.data[1] ;
-  wire [7:0] \sites_in__payload$41.data[2] ;
-  wire [7:0] \sites_in__payload$41.data[3] ;
-  wire \sites_in__payload$41.eof ;
-  wire \sites_in__payload$41.error ;
-  wire [2:0] \sites_in__payload$41.x ;
-  wire [2:0] \sites_in__payload$41.y ;
-  wire [71:0] \sites_in__payload$47 ;
-  wire [63:0] \sites_in__payload$47.data ;
-  wire [7:0] \sites_in__payload$47.data[0] ;
-  wire [7:0] \sites_in__payload$47.data[1] ;
-  wire [7:0] \sites_in__payload$47.data[2] ;
-  wire [7:0] \sites_in__payload$47.data[3] ;
-  wire [7:0] \sites_in__payload$47.data[4] ;
-  wire [7:0] \sites_in__payload$47.data[5] ;
-  wire [7:0] \sites_in__payload$47.data[6] ;
-  wire [7:0] \sites_in__payload$47.data[7] ;
-  wire \sites_in__payload$47.eof ;
-  wire \sites_in__payload$47.error ;
-  wire [2:0] \sites_in__payload$47.x ;
-  wire [2:0] \sites_in__payload$47.y ;
-  wire [39:0] \sites_in__payload$53 ;
-  wire [31:0] \sites_in__payload$53.data ;
-  wire [7:0] \sites_in__payload$53.data[0] ;
-  wire [7:0] \sites_in__payload$53.data[1] ;
-  wire [7:0] \sites_in__payload$53.data[2] ;
-  wire [7:0] \sites_in__payload$53.data[3] ;
-  wire \sites_in__payload$53.eof ;
-  wire \sites_in__payload$53.error ;
-  wire [2:0] \sites_in__payload$53.x ;
-  wire [2:0] \sites_in__payload$53.y ;
-  wire [39:0] \sites_in__payload$59 ;
-  wire [31:0] \sites_in__payload$59.data ;
-  wire [7:0] \sites_in__payload$59.data[0] ;
-  wire [7:0] \sites_in__payload$59.data[1] ;
-  wire [7:0] \sites_in__payload$59.data[2] ;
-  wire [7:0] \sites_in__payload$59.data[3] ;
-  wire \sites_in__payload$59.eof ;
-  wire \sites_in__payload$59.error ;
-  wire [2:0] \sites_in__payload$59.x ;
-  wire [2:0] \sites_in__payload$59.y ;
-  wire [71:0] \sites_in__payload$81 ;
-  wire [63:0] \sites_in__payload$81.data ;
-  wire [7:0] \sites_in__payload$81.data[0] ;
-  wire [7:0] \sites_in__payload$81.data[1] ;
-  wire [7:0] \sites_in__payload$81.data[2] ;
-  wire [7:0] \sites_in__payload$81.data[3] ;
-  wire [7:0] \sites_in__payload$81.data[4] ;
-  wire [7:0] \sites_in__payload$81.data[5] ;
-  wire [7:0] \sites_in__payload$81.data[6] ;
-  wire [7:0] \sites_in__payload$81.data[7] ;
-  wire \sites_in__payload$81.eof ;
-  wire \sites_in__payload$81.error ;
-  wire [2:0] \sites_in__payload$81.x ;
-  wire [2:0] \sites_in__payload$81.y ;
+  wire [25:0] \sites_in__payload$54 ;
+  wire [15:0] \sites_in__payload$54.data ;
+  wire [7:0] \sites_in__payload$54.data[0] ;
+  wire [7:0] \sites_in__payload$54.data[1] ;
+  wire \sites_in__payload$54.eof ;
+  wire \sites_in__payload$54.error ;
+  wire [3:0] \sites_in__payload$54.x ;
+  wire [3:0] \sites_in__payload$54.y ;
+  wire [39:0] \sites_in__payload$56 ;
+  wire [31:0] \sites_in__payload$56.data ;
+  wire [7:0] \sites_in__payload$56.data[0] ;
+  wire [7:0] \sites_in__payload$56.data[1] ;
+  wire [7:0] \sites_in__payload$56.data[2] ;
+  wire [7:0] \sites_in__payload$56.data[3] ;
+  wire \sites_in__payload$56.eof ;
+  wire \sites_in__payload$56.error ;
+  wire [2:0] \sites_in__payload$56.x ;
+  wire [2:0] \sites_in__payload$56.y ;
+  wire [71:0] \sites_in__payload$62 ;
+  wire [63:0] \sites_in__payload$62.data ;
+  wire [7:0] \sites_in__payload$62.data[0] ;
+  wire [7:0] \sites_in__payload$62.data[1] ;
+  wire [7:0] \sites_in__payload$62.data[2] ;
+  wire [7:0] \sites_in__payload$62.data[3] ;
+  wire [7:0] \sites_in__payload$62.data[4] ;
+  wire [7:0] \sites_in__payload$62.data[5] ;
+  wire [7:0] \sites_in__payload$62.data[6] ;
+  wire [7:0] \sites_in__payload$62.data[7] ;
+  wire \sites_in__payload$62.eof ;
+  wire \sites_in__payload$62.error ;
+  wire [2:0] \sites_in__payload$62.x ;
+  wire [2:0] \sites_in__payload$62.y ;
+  wire [39:0] \sites_in__payload$68 ;
+  wire [31:0] \sites_in__payload$68.data ;
+  wire [7:0] \sites_in__payload$68.data[0] ;
+  wire [7:0] \sites_in__payload$68.data[1] ;
+  wire [7:0] \sites_in__payload$68.data[2] ;
+  wire [7:0] \sites_in__payload$68.data[3] ;
+  wire \sites_in__payload$68.eof ;
+  wire \sites_in__payload$68.error ;
+  wire [2:0] \sites_in__payload$68.x ;
+  wire [2:0] \sites_in__payload$68.y ;
+  wire [39:0] \sites_in__payload$74 ;
+  wire [31:0] \sites_in__payload$74.data ;
+  wire [7:0] \sites_in__payload$74.data[0] ;
+  wire [7:0] \sites_in__payload$74.data[1] ;
+  wire [7:0] \sites_in__payload$74.data[2] ;
+  wire [7:0] \sites_in__payload$74.data[3] ;
+  wire \sites_in__payload$74.eof ;
+  wire \sites_in__payload$74.error ;
+  wire [2:0] \sites_in__payload$74.x ;
+  wire [2:0] \sites_in__payload$74.y ;
+  wire [71:0] \sites_in__payload$96 ;
+  wire [63:0] \sites_in__payload$96.data ;
+  wire [7:0] \sites_in__payload$96.data[0] ;
+  wire [7:0] \sites_in__payload$96.data[1] ;
+  wire [7:0] \sites_in__payload$96.data[2] ;
+  wire [7:0] \sites_in__payload$96.data[3] ;
+  wire [7:0] \sites_in__payload$96.data[4] ;
+  wire [7:0] \sites_in__payload$96.data[5] ;
+  wire [7:0] \sites_in__payload$96.data[6] ;
+  wire [7:0] \sites_in__payload$96.data[7] ;
+  wire \sites_in__payload$96.eof ;
+  wire \sites_in__payload$96.error ;
+  wire [2:0] \sites_in__payload$96.x ;
+  wire [2:0] \sites_in__payload$96.y ;
   wire [15:0] \sites_in__payload.data ;
   wire [7:0] \sites_in__payload.data[0] ;
   wire [7:0] \sites_in__payload.data[1] ;
@@ -190,69 +214,69 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire [3:0] \sites_in__payload.y ;
   output sites_in__ready;
   wire sites_in__ready;
-  wire \sites_in__ready$39 ;
-  wire \sites_in__ready$44 ;
-  wire \sites_in__ready$50 ;
-  wire \sites_in__ready$56 ;
-  wire \sites_in__ready$62 ;
-  wire \sites_in__ready$84 ;
+  wire \sites_in__ready$55 ;
+  wire \sites_in__ready$59 ;
+  wire \sites_in__ready$65 ;
+  wire \sites_in__ready$71 ;
+  wire \sites_in__ready$77 ;
+  wire \sites_in__ready$99 ;
   input sites_in__valid;
   wire sites_in__valid;
-  wire \sites_in__valid$40 ;
-  wire \sites_in__valid$45 ;
-  wire \sites_in__valid$51 ;
-  wire \sites_in__valid$57 ;
-  wire \sites_in__valid$63 ;
-  wire \sites_in__valid$85 ;
+  wire \sites_in__valid$100 ;
+  wire \sites_in__valid$53 ;
+  wire \sites_in__valid$60 ;
+  wire \sites_in__valid$66 ;
+  wire \sites_in__valid$72 ;
+  wire \sites_in__valid$78 ;
   wire [39:0] sites_out__payload;
-  wire [71:0] \sites_out__payload$48 ;
-  wire [63:0] \sites_out__payload$48.data ;
-  wire [7:0] \sites_out__payload$48.data[0] ;
-  wire [7:0] \sites_out__payload$48.data[1] ;
-  wire [7:0] \sites_out__payload$48.data[2] ;
-  wire [7:0] \sites_out__payload$48.data[3] ;
-  wire [7:0] \sites_out__payload$48.data[4] ;
-  wire [7:0] \sites_out__payload$48.data[5] ;
-  wire [7:0] \sites_out__payload$48.data[6] ;
-  wire [7:0] \sites_out__payload$48.data[7] ;
-  wire \sites_out__payload$48.eof ;
-  wire \sites_out__payload$48.error ;
-  wire [2:0] \sites_out__payload$48.x ;
-  wire [2:0] \sites_out__payload$48.y ;
-  wire [39:0] \sites_out__payload$54 ;
-  wire [31:0] \sites_out__payload$54.data ;
-  wire [7:0] \sites_out__payload$54.data[0] ;
-  wire [7:0] \sites_out__payload$54.data[1] ;
-  wire [7:0] \sites_out__payload$54.data[2] ;
-  wire [7:0] \sites_out__payload$54.data[3] ;
-  wire \sites_out__payload$54.eof ;
-  wire \sites_out__payload$54.error ;
-  wire [2:0] \sites_out__payload$54.x ;
-  wire [2:0] \sites_out__payload$54.y ;
-  wire [39:0] \sites_out__payload$60 ;
-  wire [31:0] \sites_out__payload$60.data ;
-  wire [7:0] \sites_out__payload$60.data[0] ;
-  wire [7:0] \sites_out__payload$60.data[1] ;
-  wire [7:0] \sites_out__payload$60.data[2] ;
-  wire [7:0] \sites_out__payload$60.data[3] ;
-  wire \sites_out__payload$60.eof ;
-  wire \sites_out__payload$60.error ;
-  wire [2:0] \sites_out__payload$60.x ;
-  wire [2:0] \sites_out__payload$60.y ;
-  wire [71:0] \sites_out__payload$82 ;
-  wire [63:0] \sites_out__payload$82.data ;
-  wire [7:0] \sites_out__payload$82.data[0] ;
-  wire [7:0] \sites_out__payload$82.data[1] ;
-  wire [7:0] \sites_out__payload$82.data[2] ;
-  wire [7:0] \sites_out__payload$82.data[3] ;
-  wire [7:0] \sites_out__payload$82.data[4] ;
-  wire [7:0] \sites_out__payload$82.data[5] ;
-  wire [7:0] \sites_out__payload$82.data[6] ;
-  wire [7:0] \sites_out__payload$82.data[7] ;
-  wire \sites_out__payload$82.eof ;
-  wire \sites_out__payload$82.error ;
-  wire [2:0] \sites_out__payload$82.x ;
-  wire [2:0] \sites_out__payload$82.y ;
+  wire [71:0] \sites_out__payload$63 ;
+  wire [63:0] \sites_out__payload$63.data ;
+  wire [7:0] \sites_out__payload$63.data[0] ;
+  wire [7:0] \sites_out__payload$63.data[1] ;
+  wire [7:0] \sites_out__payload$63.data[2] ;
+  wire [7:0] \sites_out__payload$63.data[3] ;
+  wire [7:0] \sites_out__payload$63.data[4] ;
+  wire [7:0] \sites_out__payload$63.data[5] ;
+  wire [7:0] \sites_out__payload$63.data[6] ;
+  wire [7:0] \sites_out__payload$63.data[7] ;
+  wire \sites_out__payload$63.eof ;
+  wire \sites_out__payload$63.error ;
+  wire [2:0] \sites_out__payload$63.x ;
+  wire [2:0] \sites_out__payload$63.y ;
+  wire [39:0] \sites_out__payload$69 ;
+  wire [31:0] \sites_out__payload$69.data ;
+  wire [7:0] \sites_out__payload$69.data[0] ;
+  wire [7:0] \sites_out__payload$69.data[1] ;
+  wire [7:0] \sites_out__payload$69.data[2] ;
+  wire [7:0] \sites_out__payload$69.data[3] ;
+  wire \sites_out__payload$69.eof ;
+  wire \sites_out__payload$69.error ;
+  wire [2:0] \sites_out__payload$69.x ;
+  wire [2:0] \sites_out__payload$69.y ;
+  wire [39:0] \sites_out__payload$75 ;
+  wire [31:0] \sites_out__payload$75.data ;
+  wire [7:0] \sites_out__payload$75.data[0] ;
+  wire [7:0] \sites_out__payload$75.data[1] ;
+  wire [7:0] \sites_out__payload$75.data[2] ;
+  wire [7:0] \sites_out__payload$75.data[3] ;
+  wire \sites_out__payload$75.eof ;
+  wire \sites_out__payload$75.error ;
+  wire [2:0] \sites_out__payload$75.x ;
+  wire [2:0] \sites_out__payload$75.y ;
+  wire [71:0] \sites_out__payload$97 ;
+  wire [63:0] \sites_out__payload$97.data ;
+  wire [7:0] \sites_out__payload$97.data[0] ;
+  wire [7:0] \sites_out__payload$97.data[1] ;
+  wire [7:0] \sites_out__payload$97.data[2] ;
+  wire [7:0] \sites_out__payload$97.data[3] ;
+  wire [7:0] \sites_out__payload$97.data[4] ;
+  wire [7:0] \sites_out__payload$97.data[5] ;
+  wire [7:0] \sites_out__payload$97.data[6] ;
+  wire [7:0] \sites_out__payload$97.data[7] ;
+  wire \sites_out__payload$97.eof ;
+  wire \sites_out__payload$97.error ;
+  wire [2:0] \sites_out__payload$97.x ;
+  wire [2:0] \sites_out__payload$97.y ;
   wire [31:0] \sites_out__payload.data ;
   wire [7:0] \sites_out__payload.data[0] ;
   wire [7:0] \sites_out__payload.data[1] ;
@@ -263,175 +287,199 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   wire [2:0] \sites_out__payload.x ;
   wire [2:0] \sites_out__payload.y ;
   wire sites_out__ready;
-  wire \sites_out__ready$49 ;
-  wire \sites_out__ready$55 ;
-  wire \sites_out__ready$61 ;
-  wire \sites_out__ready$83 ;
+  wire \sites_out__ready$64 ;
+  wire \sites_out__ready$70 ;
+  wire \sites_out__ready$76 ;
+  wire \sites_out__ready$98 ;
   wire sites_out__valid;
-  wire \sites_out__valid$52 ;
-  wire \sites_out__valid$58 ;
-  wire \sites_out__valid$64 ;
-  wire \sites_out__valid$86 ;
+  wire \sites_out__valid$101 ;
+  wire \sites_out__valid$67 ;
+  wire \sites_out__valid$73 ;
+  wire \sites_out__valid$79 ;
+  assign \$3  = ~ e0_rst_q;
+  assign \sites_in__valid$53  = sites_in__valid & \$3 ;
+  assign \$4  = ~ e0_rst_q;
+  assign sites_in__ready = \sites_in__ready$55  & \$4 ;
+  always @(posedge clk)
+    e0_rst_q <= rst;
+  always @(posedge clk)
+    e1_rst_q <= rst;
+  always @(posedge clk)
+    e2_rst_q <= rst;
+  always @(posedge clk)
+    e3_rst_q <= rst;
+  always @(posedge clk)
+    params_rst_q <= rst;
+  assign \$1  = ~ params_rst_q;
+  assign \params__valid$26  = params__valid & \$1 ;
+  assign \$2  = ~ params_rst_q;
+  assign params__ready = \params__ready$28  & \$2 ;
   \top.block_0_0  block_0_0 (
-    .clk(clk),
+    .e1_clk(clk),
+    .e1_rst(e1_rst_q),
     .identity_out__payload(i__payload),
     .identity_out__valid(i__valid),
-    .params__payload(\params__payload$32 [255:0]),
+    .params__payload(\params__payload$47 [255:0]),
     .params__ready(out1__ready),
-    .params__valid(\$1 [1]),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$47 ),
-    .sites_in__ready(\sites_out__ready$49 ),
-    .sites_in__valid(\sites_in__valid$51 ),
-    .sites_out__payload(\sites_in__payload$53 ),
-    .sites_out__ready(\sites_out__ready$55 ),
-    .sites_out__valid(\sites_in__valid$57 )
+    .params__valid(\$5 [1]),
+    .sites_in__payload(\sites_in__payload$62 ),
+    .sites_in__ready(\sites_out__ready$64 ),
+    .sites_in__valid(\sites_in__valid$66 ),
+    .sites_out__payload(\sites_in__payload$68 ),
+    .sites_out__ready(\sites_out__ready$70 ),
+    .sites_out__valid(\sites_in__valid$72 )
   );
   \top.block_0_1  block_0_1 (
-    .clk(clk),
-    .params__payload(\params__payload$32 [127:0]),
+    .e2_clk(clk),
+    .e2_rst(e2_rst_q),
+    .params__payload(\params__payload$47 [127:0]),
     .params__ready(out2__ready),
-    .params__valid(\$1 [2]),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$53 ),
-    .sites_in__ready(\sites_out__ready$55 ),
-    .sites_in__valid(\sites_in__valid$57 ),
-    .sites_out__payload(\sites_in__payload$59 ),
-    .sites_out__ready(\sites_out__ready$61 ),
-    .sites_out__valid(\sites_in__valid$63 )
+    .params__valid(\$5 [2]),
+    .sites_in__payload(\sites_in__payload$68 ),
+    .sites_in__ready(\sites_out__ready$70 ),
+    .sites_in__valid(\sites_in__valid$72 ),
+    .sites_out__payload(\sites_in__payload$74 ),
+    .sites_out__ready(\sites_out__ready$76 ),
+    .sites_out__valid(\sites_in__valid$78 )
   );
   \top.block_0_2  block_0_2 (
-    .clk(clk),
+    .e3_clk(clk),
+    .e3_rst(e3_rst_q),
     .identity__payload(identity__payload),
-    .identity__ready(\o__ready$79 ),
+    .identity__ready(\o__ready$94 ),
     .identity__valid(identity__valid),
-    .params__payload(\params__payload$32 ),
+    .params__payload(\params__payload$47 ),
     .params__ready(out3__ready),
-    .params__valid(\$1 [3]),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$59 ),
-    .sites_in__ready(\sites_out__ready$61 ),
-    .sites_in__valid(\sites_in__valid$63 ),
-    .sites_out__payload(\sites_in__payload$81 ),
-    .sites_out__ready(\sites_out__ready$83 ),
-    .sites_out__valid(\sites_in__valid$85 )
+    .params__valid(\$5 [3]),
+    .sites_in__payload(\sites_in__payload$74 ),
+    .sites_in__ready(\sites_out__ready$76 ),
+    .sites_in__valid(\sites_in__valid$78 ),
+    .sites_out__payload(\sites_in__payload$96 ),
+    .sites_out__ready(\sites_out__ready$98 ),
+    .sites_out__valid(\sites_in__valid$100 )
   );
   \top.conv1  conv1 (
-    .clk(clk),
-    .params__payload(\params__payload$32 [127:0]),
+    .e0_clk(clk),
+    .e0_rst(e0_rst_q),
+    .params__payload(\params__payload$47 [127:0]),
     .params__ready(out0__ready),
-    .params__valid(\$1 [0]),
-    .rst(rst),
+    .params__valid(\$5 [0]),
     .sites_in__payload(sites_in__payload),
-    .sites_in__ready(sites_in__ready),
-    .sites_in__valid(sites_in__valid),
-    .sites_out__payload(\sites_in__payload$41 ),
+    .sites_in__ready(\sites_in__ready$55 ),
+    .sites_in__valid(\sites_in__valid$53 ),
+    .sites_out__payload(\sites_in__payload$56 ),
     .sites_out__ready(sites_out__ready),
-    .sites_out__valid(\sites_in__valid$45 )
+    .sites_out__valid(\sites_in__valid$60 )
   );
   \top.gearbox1  gearbox1 (
-    .clk(clk),
+    .e1_clk(clk),
+    .e1_rst(e1_rst_q),
     .free(sites_out__ready),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$41 ),
-    .sites_in__valid(\sites_in__valid$45 ),
-    .sites_out__payload(\sites_in__payload$47 ),
-    .sites_out__ready(\sites_out__ready$49 ),
-    .sites_out__valid(\sites_in__valid$51 )
+    .sites_in__payload(\sites_in__payload$56 ),
+    .sites_in__valid(\sites_in__valid$60 ),
+    .sites_out__payload(\sites_in__payload$62 ),
+    .sites_out__ready(\sites_out__ready$64 ),
+    .sites_out__valid(\sites_in__valid$66 )
   );
   \top.identity1  identity1 (
-    .clk(clk),
+    .e3_clk(clk),
+    .e3_rst(e3_rst_q),
     .i__valid(i__valid),
-    .o__payload(\i__payload$69 ),
+    .o__payload(\i__payload$84 ),
     .o__ready(o__ready),
-    .o__valid(\i__valid$73 ),
-    .rst(rst),
+    .o__valid(\i__valid$88 ),
     .w_data(i__payload)
   );
   \top.identity1_slice  identity1_slice (
-    .clk(clk),
-    .i__payload(\i__payload$69 ),
+    .e3_clk(clk),
+    .e3_rst(e3_rst_q),
+    .i__payload(\i__payload$84 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$73 ),
+    .i__valid(\i__valid$88 ),
     .o__payload(identity__payload),
-    .o__ready(\o__ready$79 ),
-    .o__valid(identity__valid),
-    .rst(rst)
+    .o__ready(\o__ready$94 ),
+    .o__valid(identity__valid)
   );
   \top.params_demux  params_demux (
-    .clk(clk),
     .out0__ready(out0__ready),
     .out1__ready(out1__ready),
     .out2__ready(out2__ready),
     .out3__ready(out3__ready),
     .params__payload(params__payload),
-    .params__ready(params__ready),
-    .params__valid(params__valid),
-    .rst(rst),
-    .sel(\$1 ),
-    .word(\params__payload$32 )
+    .params__ready(\params__ready$28 ),
+    .params__valid(\params__valid$26 ),
+    .params_clk(clk),
+    .params_rst(params_rst_q),
+    .sel(\$5 ),
+    .word(\params__payload$47 )
   );
   \top.pool  pool (
-    .clk(clk),
+    .e3_clk(clk),
+    .e3_rst(e3_rst_q),
     .emitting(pooled__valid),
     .pooled__payload(pooled__payload),
     .pooled__ready(pooled__ready),
-    .rst(rst),
-    .sites_in__payload(\sites_in__payload$81 ),
-    .sites_in__ready(\sites_out__ready$83 ),
-    .sites_in__valid(\sites_in__valid$85 )
+    .sites_in__payload(\sites_in__payload$96 ),
+    .sites_in__ready(\sites_out__ready$98 ),
+    .sites_in__valid(\sites_in__valid$100 )
   );
-  assign \params__payload$11  = params__payload;
-  assign \params__ready$12  = params__ready;
-  assign \params__valid$13  = params__valid;
-  assign \params__payload$14  = \params__payload$32 [127:0];
-  assign out0__payload = \params__payload$32 [127:0];
-  assign \params__ready$17  = out0__ready;
-  assign \params__valid$18  = \$1 [0];
-  assign out0__valid = \$1 [0];
-  assign \params__payload$20  = \params__payload$32 [255:0];
-  assign out1__payload = \params__payload$32 [255:0];
-  assign \params__ready$23  = out1__ready;
-  assign \params__valid$24  = \$1 [1];
-  assign out1__valid = \$1 [1];
-  assign \params__payload$26  = \params__payload$32 [127:0];
-  assign out2__payload = \params__payload$32 [127:0];
-  assign \params__ready$29  = out2__ready;
-  assign \params__valid$30  = \$1 [2];
-  assign out2__valid = \$1 [2];
-  assign out3__payload = \params__payload$32 ;
-  assign \params__ready$35  = out3__ready;
-  assign \params__valid$36  = \$1 [3];
-  assign out3__valid = \$1 [3];
-  assign \sites_in__payload$38  = sites_in__payload;
-  assign \sites_in__ready$39  = sites_in__ready;
-  assign \sites_in__valid$40  = sites_in__valid;
-  assign sites_out__payload = \sites_in__payload$41 ;
-  assign \sites_in__ready$44  = sites_out__ready;
-  assign sites_out__valid = \sites_in__valid$45 ;
-  assign \sites_out__payload$48  = \sites_in__payload$47 ;
-  assign \sites_in__ready$50  = \sites_out__ready$49 ;
-  assign \sites_out__valid$52  = \sites_in__valid$51 ;
-  assign \sites_out__payload$54  = \sites_in__payload$53 ;
-  assign \sites_in__ready$56  = \sites_out__ready$55 ;
-  assign \sites_out__valid$58  = \sites_in__valid$57 ;
-  assign \sites_out__payload$60  = \sites_in__payload$59 ;
-  assign \sites_in__ready$62  = \sites_out__ready$61 ;
-  assign \sites_out__valid$64  = \sites_in__valid$63 ;
+  assign e0_clk = clk;
+  assign e0_rst = e0_rst_q;
+  assign e1_clk = clk;
+  assign e1_rst = e1_rst_q;
+  assign e2_clk = clk;
+  assign e2_rst = e2_rst_q;
+  assign e3_clk = clk;
+  assign e3_rst = e3_rst_q;
+  assign params_clk = clk;
+  assign params_rst = params_rst_q;
+  assign \params__payload$27  = params__payload;
+  assign \params__payload$29  = \params__payload$47 [127:0];
+  assign out0__payload = \params__payload$47 [127:0];
+  assign \params__ready$32  = out0__ready;
+  assign \params__valid$33  = \$5 [0];
+  assign out0__valid = \$5 [0];
+  assign \params__payload$35  = \params__payload$47 [255:0];
+  assign out1__payload = \params__payload$47 [255:0];
+  assign \params__ready$38  = out1__ready;
+  assign \params__valid$39  = \$5 [1];
+  assign out1__valid = \$5 [1];
+  assign \params__payload$41  = \params__payload$47 [127:0];
+  assign out2__payload = \params__payload$47 [127:0];
+  assign \params__ready$44  = out2__ready;
+  assign \params__valid$45  = \$5 [2];
+  assign out2__valid = \$5 [2];
+  assign out3__payload = \params__payload$47 ;
+  assign \params__ready$50  = out3__ready;
+  assign \params__valid$51  = \$5 [3];
+  assign out3__valid = \$5 [3];
+  assign \sites_in__payload$54  = sites_in__payload;
+  assign sites_out__payload = \sites_in__payload$56 ;
+  assign \sites_in__ready$59  = sites_out__ready;
+  assign sites_out__valid = \sites_in__valid$60 ;
+  assign \sites_out__payload$63  = \sites_in__payload$62 ;
+  assign \sites_in__ready$65  = \sites_out__ready$64 ;
+  assign \sites_out__valid$67  = \sites_in__valid$66 ;
+  assign \sites_out__payload$69  = \sites_in__payload$68 ;
+  assign \sites_in__ready$71  = \sites_out__ready$70 ;
+  assign \sites_out__valid$73  = \sites_in__valid$72 ;
+  assign \sites_out__payload$75  = \sites_in__payload$74 ;
+  assign \sites_in__ready$77  = \sites_out__ready$76 ;
+  assign \sites_out__valid$79  = \sites_in__valid$78 ;
   assign identity_out__valid = i__valid;
   assign identity_out__payload = i__payload;
-  assign o__payload = \i__payload$69 ;
+  assign o__payload = \i__payload$84 ;
   assign i__ready = o__ready;
-  assign o__valid = \i__valid$73 ;
-  assign \o__valid$76  = identity__valid;
-  assign \o__payload$78  = identity__payload;
-  assign identity__ready = \o__ready$79 ;
-  assign \sites_out__payload$82  = \sites_in__payload$81 ;
-  assign \sites_in__ready$84  = \sites_out__ready$83 ;
-  assign \sites_out__valid$86  = \sites_in__valid$85 ;
-  assign \pooled__payload$87  = pooled__payload;
-  assign \pooled__ready$88  = pooled__ready;
-  assign \pooled__valid$89  = pooled__valid;
+  assign o__valid = \i__valid$88 ;
+  assign \o__valid$91  = identity__valid;
+  assign \o__payload$93  = identity__payload;
+  assign identity__ready = \o__ready$94 ;
+  assign \sites_out__payload$97  = \sites_in__payload$96 ;
+  assign \sites_in__ready$99  = \sites_out__ready$98 ;
+  assign \sites_out__valid$101  = \sites_in__valid$100 ;
+  assign \pooled__payload$102  = pooled__payload;
+  assign \pooled__ready$103  = pooled__ready;
+  assign \pooled__valid$104  = pooled__valid;
   assign \params__payload.word  = params__payload[271:0];
   assign \params__payload.layer  = params__payload[273:272];
   assign \sites_in__payload.data  = sites_in__payload[15:0];
@@ -452,95 +500,95 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \pooled__payload.data[7]  = pooled__payload[111:98];
   assign \pooled__payload.last  = pooled__payload[112];
   assign \pooled__payload.error  = pooled__payload[113];
-  assign \params__payload$11.word  = params__payload[271:0];
-  assign \params__payload$11.layer  = params__payload[273:272];
-  assign \sites_in__payload$38.data  = sites_in__payload[15:0];
-  assign \sites_in__payload$38.data[0]  = sites_in__payload[7:0];
-  assign \sites_in__payload$38.data[1]  = sites_in__payload[15:8];
-  assign \sites_in__payload$38.y  = sites_in__payload[19:16];
-  assign \sites_in__payload$38.x  = sites_in__payload[23:20];
-  assign \sites_in__payload$38.eof  = sites_in__payload[24];
-  assign \sites_in__payload$38.error  = sites_in__payload[25];
-  assign \sites_in__payload$41.data  = \sites_in__payload$41 [31:0];
-  assign \sites_in__payload$41.data[0]  = \sites_in__payload$41 [7:0];
-  assign \sites_in__payload$41.data[1]  = \sites_in__payload$41 [15:8];
-  assign \sites_in__payload$41.data[2]  = \sites_in__payload$41 [23:16];
-  assign \sites_in__payload$41.data[3]  = \sites_in__payload$41 [31:24];
-  assign \sites_in__payload$41.y  = \sites_in__payload$41 [34:32];
-  assign \sites_in__payload$41.x  = \sites_in__payload$41 [37:35];
-  assign \sites_in__payload$41.eof  = \sites_in__payload$41 [38];
-  assign \sites_in__payload$41.error  = \sites_in__payload$41 [39];
-  assign \sites_out__payload.data  = \sites_in__payload$41 [31:0];
-  assign \sites_out__payload.data[0]  = \sites_in__payload$41 [7:0];
-  assign \sites_out__payload.data[1]  = \sites_in__payload$41 [15:8];
-  assign \sites_out__payload.data[2]  = \sites_in__payload$41 [23:16];
-  assign \sites_out__payload.data[3]  = \sites_in__payload$41 [31:24];
-  assign \sites_out__payload.y  = \sites_in__payload$41 [34:32];
-  assign \sites_out__payload.x  = \sites_in__payload$41 [37:35];
-  assign \sites_out__payload.eof  = \sites_in__payload$41 [38];
-  assign \sites_out__payload.error  = \sites_in__payload$41 [39];
-  assign \sites_in__payload$47.data  = \sites_in__payload$47 [63:0];
-  assign \sites_in__payload$47.data[0]  = \sites_in__payload$47 [7:0];
-  assign \sites_in__payload$47.data[1]  = \sites_in__payload$47 [15:8];
-  assign \sites_in__payload$47.data[2]  = \sites_in__payload$47 [23:16];
-  assign \sites_in__payload$47.data[3]  = \sites_in__payload$47 [31:24];
-  assign \sites_in__payload$47.data[4]  = \sites_in__payload$47 [39:32];
-  assign \sites_in__payload$47.data[5]  = \sites_in__payload$47 [47:40];
-  assign \sites_in__payload$47.data[6]  = \sites_in__payload$47 [55:48];
-  assign \sites_in__payload$47.data[7]  = \sites_in__payload$47 [63:56];
-  assign \sites_in__payload$47.y  = \sites_in__payload$47 [66:64];
-  assign \sites_in__payload$47.x  = \sites_in__payload$47 [69:67];
-  assign \sites_in__payload$47.eof  = \sites_in__payload$47 [70];
-  assign \sites_in__payload$47.error  = \sites_in__payload$47 [71];
-  assign \sites_out__payload$48.data  = \sites_in__payload$47 [63:0];
-  assign \sites_out__payload$48.data[0]  = \sites_in__payload$47 [7:0];
-  assign \sites_out__payload$48.data[1]  = \sites_in__payload$47 [15:8];
-  assign \sites_out__payload$48.data[2]  = \sites_in__payload$47 [23:16];
-  assign \sites_out__payload$48.data[3]  = \sites_in__payload$47 [31:24];
-  assign \sites_out__payload$48.data[4]  = \sites_in__payload$47 [39:32];
-  assign \sites_out__payload$48.data[5]  = \sites_in__payload$47 [47:40];
-  assign \sites_out__payload$48.data[6]  = \sites_in__payload$47 [55:48];
-  assign \sites_out__payload$48.data[7]  = \sites_in__payload$47 [63:56];
-  assign \sites_out__payload$48.y  = \sites_in__payload$47 [66:64];
-  assign \sites_out__payload$48.x  = \sites_in__payload$47 [69:67];
-  assign \sites_out__payload$48.eof  = \sites_in__payload$47 [70];
-  assign \sites_out__payload$48.error  = \sites_in__payload$47 [71];
-  assign \sites_in__payload$53.data  = \sites_in__payload$53 [31:0];
-  assign \sites_in__payload$53.data[0]  = \sites_in__payload$53 [7:0];
-  assign \sites_in__payload$53.data[1]  = \sites_in__payload$53 [15:8];
-  assign \sites_in__payload$53.data[2]  = \sites_in__payload$53 [23:16];
-  assign \sites_in__payload$53.data[3]  = \sites_in__payload$53 [31:24];
-  assign \sites_in__payload$53.y  = \sites_in__payload$53 [34:32];
-  assign \sites_in__payload$53.x  = \sites_in__payload$53 [37:35];
-  assign \sites_in__payload$53.eof  = \sites_in__payload$53 [38];
-  assign \sites_in__payload$53.error  = \sites_in__payload$53 [39];
-  assign \sites_out__payload$54.data  = \sites_in__payload$53 [31:0];
-  assign \sites_out__payload$54.data[0]  = \sites_in__payload$53 [7:0];
-  assign \sites_out__payload$54.data[1]  = \sites_in__payload$53 [15:8];
-  assign \sites_out__payload$54.data[2]  = \sites_in__payload$53 [23:16];
-  assign \sites_out__payload$54.data[3]  = \sites_in__payload$53 [31:24];
-  assign \sites_out__payload$54.y  = \sites_in__payload$53 [34:32];
-  assign \sites_out__payload$54.x  = \sites_in__payload$53 [37:35];
-  assign \sites_out__payload$54.eof  = \sites_in__payload$53 [38];
-  assign \sites_out__payload$54.error  = \sites_in__payload$53 [39];
-  assign \sites_in__payload$59.data  = \sites_in__payload$59 [31:0];
-  assign \sites_in__payload$59.data[0]  = \sites_in__payload$59 [7:0];
-  assign \sites_in__payload$59.data[1]  = \sites_in__payload$59 [15:8];
-  assign \sites_in__payload$59.data[2]  = \sites_in__payload$59 [23:16];
-  assign \sites_in__payload$59.data[3]  = \sites_in__payload$59 [31:24];
-  assign \sites_in__payload$59.y  = \sites_in__payload$59 [34:32];
-  assign \sites_in__payload$59.x  = \sites_in__payload$59 [37:35];
-  assign \sites_in__payload$59.eof  = \sites_in__payload$59 [38];
-  assign \sites_in__payload$59.error  = \sites_in__payload$59 [39];
-  assign \sites_out__payload$60.data  = \sites_in__payload$59 [31:0];
-  assign \sites_out__payload$60.data[0]  = \sites_in__payload$59 [7:0];
-  assign \sites_out__payload$60.data[1]  = \sites_in__payload$59 [15:8];
-  assign \sites_out__payload$60.data[2]  = \sites_in__payload$59 [23:16];
-  assign \sites_out__payload$60.data[3]  = \sites_in__payload$59 [31:24];
-  assign \sites_out__payload$60.y  = \sites_in__payload$59 [34:32];
-  assign \sites_out__payload$60.x  = \sites_in__payload$59 [37:35];
-  assign \sites_out__payload$60.eof  = \sites_in__payload$59 [38];
-  assign \sites_out__payload$60.error  = \sites_in__payload$59 [39];
+  assign \params__payload$27.word  = params__payload[271:0];
+  assign \params__payload$27.layer  = params__payload[273:272];
+  assign \sites_in__payload$54.data  = sites_in__payload[15:0];
+  assign \sites_in__payload$54.data[0]  = sites_in__payload[7:0];
+  assign \sites_in__payload$54.data[1]  = sites_in__payload[15:8];
+  assign \sites_in__payload$54.y  = sites_in__payload[19:16];
+  assign \sites_in__payload$54.x  = sites_in__payload[23:20];
+  assign \sites_in__payload$54.eof  = sites_in__payload[24];
+  assign \sites_in__payload$54.error  = sites_in__payload[25];
+  assign \sites_in__payload$56.data  = \sites_in__payload$56 [31:0];
+  assign \sites_in__payload$56.data[0]  = \sites_in__payload$56 [7:0];
+  assign \sites_in__payload$56.data[1]  = \sites_in__payload$56 [15:8];
+  assign \sites_in__payload$56.data[2]  = \sites_in__payload$56 [23:16];
+  assign \sites_in__payload$56.data[3]  = \sites_in__payload$56 [31:24];
+  assign \sites_in__payload$56.y  = \sites_in__payload$56 [34:32];
+  assign \sites_in__payload$56.x  = \sites_in__payload$56 [37:35];
+  assign \sites_in__payload$56.eof  = \sites_in__payload$56 [38];
+  assign \sites_in__payload$56.error  = \sites_in__payload$56 [39];
+  assign \sites_out__payload.data  = \sites_in__payload$56 [31:0];
+  assign \sites_out__payload.data[0]  = \sites_in__payload$56 [7:0];
+  assign \sites_out__payload.data[1]  = \sites_in__payload$56 [15:8];
+  assign \sites_out__payload.data[2]  = \sites_in__payload$56 [23:16];
+  assign \sites_out__payload.data[3]  = \sites_in__payload$56 [31:24];
+  assign \sites_out__payload.y  = \sites_in__payload$56 [34:32];
+  assign \sites_out__payload.x  = \sites_in__payload$56 [37:35];
+  assign \sites_out__payload.eof  = \sites_in__payload$56 [38];
+  assign \sites_out__payload.error  = \sites_in__payload$56 [39];
+  assign \sites_in__payload$62.data  = \sites_in__payload$62 [63:0];
+  assign \sites_in__payload$62.data[0]  = \sites_in__payload$62 [7:0];
+  assign \sites_in__payload$62.data[1]  = \sites_in__payload$62 [15:8];
+  assign \sites_in__payload$62.data[2]  = \sites_in__payload$62 [23:16];
+  assign \sites_in__payload$62.data[3]  = \sites_in__payload$62 [31:24];
+  assign \sites_in__payload$62.data[4]  = \sites_in__payload$62 [39:32];
+  assign \sites_in__payload$62.data[5]  = \sites_in__payload$62 [47:40];
+  assign \sites_in__payload$62.data[6]  = \sites_in__payload$62 [55:48];
+  assign \sites_in__payload$62.data[7]  = \sites_in__payload$62 [63:56];
+  assign \sites_in__payload$62.y  = \sites_in__payload$62 [66:64];
+  assign \sites_in__payload$62.x  = \sites_in__payload$62 [69:67];
+  assign \sites_in__payload$62.eof  = \sites_in__payload$62 [70];
+  assign \sites_in__payload$62.error  = \sites_in__payload$62 [71];
+  assign \sites_out__payload$63.data  = \sites_in__payload$62 [63:0];
+  assign \sites_out__payload$63.data[0]  = \sites_in__payload$62 [7:0];
+  assign \sites_out__payload$63.data[1]  = \sites_in__payload$62 [15:8];
+  assign \sites_out__payload$63.data[2]  = \sites_in__payload$62 [23:16];
+  assign \sites_out__payload$63.data[3]  = \sites_in__payload$62 [31:24];
+  assign \sites_out__payload$63.data[4]  = \sites_in__payload$62 [39:32];
+  assign \sites_out__payload$63.data[5]  = \sites_in__payload$62 [47:40];
+  assign \sites_out__payload$63.data[6]  = \sites_in__payload$62 [55:48];
+  assign \sites_out__payload$63.data[7]  = \sites_in__payload$62 [63:56];
+  assign \sites_out__payload$63.y  = \sites_in__payload$62 [66:64];
+  assign \sites_out__payload$63.x  = \sites_in__payload$62 [69:67];
+  assign \sites_out__payload$63.eof  = \sites_in__payload$62 [70];
+  assign \sites_out__payload$63.error  = \sites_in__payload$62 [71];
+  assign \sites_in__payload$68.data  = \sites_in__payload$68 [31:0];
+  assign \sites_in__payload$68.data[0]  = \sites_in__payload$68 [7:0];
+  assign \sites_in__payload$68.data[1]  = \sites_in__payload$68 [15:8];
+  assign \sites_in__payload$68.data[2]  = \sites_in__payload$68 [23:16];
+  assign \sites_in__payload$68.data[3]  = \sites_in__payload$68 [31:24];
+  assign \sites_in__payload$68.y  = \sites_in__payload$68 [34:32];
+  assign \sites_in__payload$68.x  = \sites_in__payload$68 [37:35];
+  assign \sites_in__payload$68.eof  = \sites_in__payload$68 [38];
+  assign \sites_in__payload$68.error  = \sites_in__payload$68 [39];
+  assign \sites_out__payload$69.data  = \sites_in__payload$68 [31:0];
+  assign \sites_out__payload$69.data[0]  = \sites_in__payload$68 [7:0];
+  assign \sites_out__payload$69.data[1]  = \sites_in__payload$68 [15:8];
+  assign \sites_out__payload$69.data[2]  = \sites_in__payload$68 [23:16];
+  assign \sites_out__payload$69.data[3]  = \sites_in__payload$68 [31:24];
+  assign \sites_out__payload$69.y  = \sites_in__payload$68 [34:32];
+  assign \sites_out__payload$69.x  = \sites_in__payload$68 [37:35];
+  assign \sites_out__payload$69.eof  = \sites_in__payload$68 [38];
+  assign \sites_out__payload$69.error  = \sites_in__payload$68 [39];
+  assign \sites_in__payload$74.data  = \sites_in__payload$74 [31:0];
+  assign \sites_in__payload$74.data[0]  = \sites_in__payload$74 [7:0];
+  assign \sites_in__payload$74.data[1]  = \sites_in__payload$74 [15:8];
+  assign \sites_in__payload$74.data[2]  = \sites_in__payload$74 [23:16];
+  assign \sites_in__payload$74.data[3]  = \sites_in__payload$74 [31:24];
+  assign \sites_in__payload$74.y  = \sites_in__payload$74 [34:32];
+  assign \sites_in__payload$74.x  = \sites_in__payload$74 [37:35];
+  assign \sites_in__payload$74.eof  = \sites_in__payload$74 [38];
+  assign \sites_in__payload$74.error  = \sites_in__payload$74 [39];
+  assign \sites_out__payload$75.data  = \sites_in__payload$74 [31:0];
+  assign \sites_out__payload$75.data[0]  = \sites_in__payload$74 [7:0];
+  assign \sites_out__payload$75.data[1]  = \sites_in__payload$74 [15:8];
+  assign \sites_out__payload$75.data[2]  = \sites_in__payload$74 [23:16];
+  assign \sites_out__payload$75.data[3]  = \sites_in__payload$74 [31:24];
+  assign \sites_out__payload$75.y  = \sites_in__payload$74 [34:32];
+  assign \sites_out__payload$75.x  = \sites_in__payload$74 [37:35];
+  assign \sites_out__payload$75.eof  = \sites_in__payload$74 [38];
+  assign \sites_out__payload$75.error  = \sites_in__payload$74 [39];
   assign \identity_out__payload.data  = i__payload[63:0];
   assign \identity_out__payload.data[0]  = i__payload[7:0];
   assign \identity_out__payload.data[1]  = i__payload[15:8];
@@ -561,47 +609,47 @@ module top(params__valid, sites_in__payload, sites_in__valid, pooled__ready, clk
   assign \identity__payload.data[6]  = identity__payload[55:48];
   assign \identity__payload.data[7]  = identity__payload[63:56];
   assign \identity__payload.eof  = identity__payload[64];
-  assign \sites_in__payload$81.data  = \sites_in__payload$81 [63:0];
-  assign \sites_in__payload$81.data[0]  = \sites_in__payload$81 [7:0];
-  assign \sites_in__payload$81.data[1]  = \sites_in__payload$81 [15:8];
-  assign \sites_in__payload$81.data[2]  = \sites_in__payload$81 [23:16];
-  assign \sites_in__payload$81.data[3]  = \sites_in__payload$81 [31:24];
-  assign \sites_in__payload$81.data[4]  = \sites_in__payload$81 [39:32];
-  assign \sites_in__payload$81.data[5]  = \sites_in__payload$81 [47:40];
-  assign \sites_in__payload$81.data[6]  = \sites_in__payload$81 [55:48];
-  assign \sites_in__payload$81.data[7]  = \sites_in__payload$81 [63:56];
-  assign \sites_in__payload$81.y  = \sites_in__payload$81 [66:64];
-  assign \sites_in__payload$81.x  = \sites_in__payload$81 [69:67];
-  assign \sites_in__payload$81.eof  = \sites_in__payload$81 [70];
-  assign \sites_in__payload$81.error  = \sites_in__payload$81 [71];
-  assign \sites_out__payload$82.data  = \sites_in__payload$81 [63:0];
-  assign \sites_out__payload$82.data[0]  = \sites_in__payload$81 [7:0];
-  assign \sites_out__payload$82.data[1]  = \sites_in__payload$81 [15:8];
-  assign \sites_out__payload$82.data[2]  = \sites_in__payload$81 [23:16];
-  assign \sites_out__payload$82.data[3]  = \sites_in__payload$81 [31:24];
-  assign \sites_out__payload$82.data[4]  = \sites_in__payload$81 [39:32];
-  assign \sites_out__payload$82.data[5]  = \sites_in__payload$81 [47:40];
-  assign \sites_out__payload$82.data[6]  = \sites_in__payload$81 [55:48];
-  assign \sites_out__payload$82.data[7]  = \sites_in__payload$81 [63:56];
-  assign \sites_out__payload$82.y  = \sites_in__payload$81 [66:64];
-  assign \sites_out__payload$82.x  = \sites_in__payload$81 [69:67];
-  assign \sites_out__payload$82.eof  = \sites_in__payload$81 [70];
-  assign \sites_out__payload$82.error  = \sites_in__payload$81 [71];
-  assign \pooled__payload$87.data  = pooled__payload[111:0];
-  assign \pooled__payload$87.data[0]  = pooled__payload[13:0];
-  assign \pooled__payload$87.data[1]  = pooled__payload[27:14];
-  assign \pooled__payload$87.data[2]  = pooled__payload[41:28];
-  assign \pooled__payload$87.data[3]  = pooled__payload[55:42];
-  assign \pooled__payload$87.data[4]  = pooled__payload[69:56];
-  assign \pooled__payload$87.data[5]  = pooled__payload[83:70];
-  assign \pooled__payload$87.data[6]  = pooled__payload[97:84];
-  assign \pooled__payload$87.data[7]  = pooled__payload[111:98];
-  assign \pooled__payload$87.last  = pooled__payload[112];
-  assign \pooled__payload$87.error  = pooled__payload[113];
+  assign \sites_in__payload$96.data  = \sites_in__payload$96 [63:0];
+  assign \sites_in__payload$96.data[0]  = \sites_in__payload$96 [7:0];
+  assign \sites_in__payload$96.data[1]  = \sites_in__payload$96 [15:8];
+  assign \sites_in__payload$96.data[2]  = \sites_in__payload$96 [23:16];
+  assign \sites_in__payload$96.data[3]  = \sites_in__payload$96 [31:24];
+  assign \sites_in__payload$96.data[4]  = \sites_in__payload$96 [39:32];
+  assign \sites_in__payload$96.data[5]  = \sites_in__payload$96 [47:40];
+  assign \sites_in__payload$96.data[6]  = \sites_in__payload$96 [55:48];
+  assign \sites_in__payload$96.data[7]  = \sites_in__payload$96 [63:56];
+  assign \sites_in__payload$96.y  = \sites_in__payload$96 [66:64];
+  assign \sites_in__payload$96.x  = \sites_in__payload$96 [69:67];
+  assign \sites_in__payload$96.eof  = \sites_in__payload$96 [70];
+  assign \sites_in__payload$96.error  = \sites_in__payload$96 [71];
+  assign \sites_out__payload$97.data  = \sites_in__payload$96 [63:0];
+  assign \sites_out__payload$97.data[0]  = \sites_in__payload$96 [7:0];
+  assign \sites_out__payload$97.data[1]  = \sites_in__payload$96 [15:8];
+  assign \sites_out__payload$97.data[2]  = \sites_in__payload$96 [23:16];
+  assign \sites_out__payload$97.data[3]  = \sites_in__payload$96 [31:24];
+  assign \sites_out__payload$97.data[4]  = \sites_in__payload$96 [39:32];
+  assign \sites_out__payload$97.data[5]  = \sites_in__payload$96 [47:40];
+  assign \sites_out__payload$97.data[6]  = \sites_in__payload$96 [55:48];
+  assign \sites_out__payload$97.data[7]  = \sites_in__payload$96 [63:56];
+  assign \sites_out__payload$97.y  = \sites_in__payload$96 [66:64];
+  assign \sites_out__payload$97.x  = \sites_in__payload$96 [69:67];
+  assign \sites_out__payload$97.eof  = \sites_in__payload$96 [70];
+  assign \sites_out__payload$97.error  = \sites_in__payload$96 [71];
+  assign \pooled__payload$102.data  = pooled__payload[111:0];
+  assign \pooled__payload$102.data[0]  = pooled__payload[13:0];
+  assign \pooled__payload$102.data[1]  = pooled__payload[27:14];
+  assign \pooled__payload$102.data[2]  = pooled__payload[41:28];
+  assign \pooled__payload$102.data[3]  = pooled__payload[55:42];
+  assign \pooled__payload$102.data[4]  = pooled__payload[69:56];
+  assign \pooled__payload$102.data[5]  = pooled__payload[83:70];
+  assign \pooled__payload$102.data[6]  = pooled__payload[97:84];
+  assign \pooled__payload$102.data[7]  = pooled__payload[111:98];
+  assign \pooled__payload$102.last  = pooled__payload[112];
+  assign \pooled__payload$102.error  = pooled__payload[113];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid, sites_out__ready, sites_out__valid, sites_out__payload, identity_out__payload, params__payload, params__valid, sites_in__valid, sites_in__payload, clk);
+module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, sites_out__ready, e1_rst, sites_out__valid, sites_out__payload, identity_out__payload, params__payload, params__valid, sites_in__valid, sites_in__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -642,15 +690,9 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [9:0] \$48 ;
-  reg [9:0] \$49 ;
+  reg [39:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [39:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [4:0] \$7 ;
   wire \$8 ;
@@ -679,15 +721,17 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   wire [7:0] \bitmaps[0] ;
   wire [7:0] \bitmaps[1] ;
   wire busy;
-  wire \busy$93 ;
+  wire \busy$95 ;
   reg c_in = 1'h0;
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [4:0] done_rows;
   wire [4:0] \done_rows$36 ;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire eof_seen;
   wire \eof_seen$38 ;
   wire error;
@@ -732,6 +776,17 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 40'h0000000000 *)
+  wire [39:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [2:0] \out_reg.x ;
+  wire [2:0] \out_reg.y ;
   (* init = 256'h0000000000000000000000000000000000000000000000000000000000000000 *)
   wire [255:0] p_data;
   (* init = 2'h0 *)
@@ -753,7 +808,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   wire [1:0] r_addr;
   wire [1:0] \r_addr$71 ;
   wire [255:0] r_data;
-  wire [39:0] \r_data$102 ;
+  wire [39:0] \r_data$103 ;
   wire [127:0] \r_data$74 ;
   wire r_en;
   wire r_rdy;
@@ -779,11 +834,9 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$95 ;
+  wire [2:0] \row$97 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
-  input rst;
-  wire rst;
   wire [8:0] sites__payload;
   wire [8:0] \sites__payload$47 ;
   wire \sites__payload$47.eof ;
@@ -873,7 +926,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   wire [2:0] \steps__payload.meta.oy ;
   wire [1:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$97 ;
+  wire \steps__valid$99 ;
   wire [85:0] sums__payload;
   wire [85:0] \sums__payload$64 ;
   wire [75:0] \sums__payload$64.acc ;
@@ -927,42 +980,36 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   reg [2:0] width_m1 = 3'h0;
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
-  always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c_tap <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \w_addr$8  <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_addr <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     permit_row <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     read_v_d1 <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     steps__valid <= \$43 ;
-  always @(posedge clk)
-    read_first_d1 <= \$44 ;
-  always @(posedge clk)
-    read_first_d2 <= \$45 ;
-  always @(posedge clk)
-    read_last_d1 <= \$46 ;
-  always @(posedge clk)
-    read_last_d2 <= \$47 ;
-  always @(posedge clk)
-    read_meta_d1 <= \$48 ;
-  always @(posedge clk)
-    read_meta_d2 <= \$49 ;
-  always @(posedge clk)
-    sites_out__valid <= \$50 ;
-  always @(posedge clk)
-    sites_out__payload <= \$51 ;
-  always @(posedge clk)
-    inflight <= \$52 ;
+  always @(posedge e1_clk)
+    read_first_d1 <= steps__payload[6];
+  always @(posedge e1_clk)
+    read_first_d2 <= read_first_d1;
+  always @(posedge e1_clk)
+    read_last_d1 <= steps__payload[7];
+  always @(posedge e1_clk)
+    read_last_d2 <= read_last_d1;
+  always @(posedge e1_clk)
+    read_meta_d1 <= steps__payload[17:8];
+  always @(posedge e1_clk)
+    read_meta_d2 <= read_meta_d1;
+  always @(posedge e1_clk)
+    sites_out__valid <= \$44 ;
+  always @(posedge e1_clk)
+    sites_out__payload <= \$45 ;
+  always @(posedge e1_clk)
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -988,7 +1035,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(4'h4);
-  assign \$21  = \busy$93  ? \row$95  : row;
+  assign \$21  = \busy$95  ? \row$97  : row;
   assign \$22  = \$21  + 2'h2;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -996,22 +1043,29 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \$26  = inflight + beat;
   assign \$27  = sites_out__valid & sites_out__ready;
   assign \$28  = \$26  - \$27 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_en <= \$29 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \w_en$11  <= \$30 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_data <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     pcount <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     loaded <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     height_m1 <= \$34 ;
+  always @(posedge e1_clk)
+    width_m1 <= \$35 ;
+  always @(posedge e1_clk)
+    c_in <= \$36 ;
+  always @(posedge e1_clk)
+    c_out <= \$37 ;
   \top.block_0_0.finder  finder (
     .bitmaps(bitmaps),
-    .clk(clk),
     .done_rows(done_rows),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -1019,7 +1073,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .last_y(last_y),
     .r_en(sites__ready),
     .row(row),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__valid(sites__valid),
     .tags(tags)
@@ -1029,8 +1082,9 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .accepted__valid(identity_out__valid),
     .bitmaps(bitmaps),
     .busy(busy),
-    .clk(clk),
     .done_rows(done_rows),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -1042,7 +1096,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .permit_row(permit_row),
     .r_addr(steps__payload[3:0]),
     .rd_data(rd_data),
-    .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
     .sites_in__valid(sites_in__valid),
@@ -1050,104 +1103,62 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     .width_m1(width_m1)
   );
   \top.block_0_0.mac_array  mac_array (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .out_v(sums__valid),
-    .rst(rst),
     .steps__payload(\steps__payload$57 ),
     .steps__valid(steps__valid),
     .sums__payload(sums__payload)
   );
   \top.block_0_0.out_queue  out_queue (
-    .clk(clk),
-    .r_data(\r_data$102 ),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
+    .r_data(\r_data$103 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
-    .rst(rst),
     .w_en(\w_en$77 ),
     .w_port__data(tok)
   );
   \top.block_0_0.requant  requant (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .r_data(rq_data),
     .rd__addr(sums__payload[83:82]),
-    .rst(rst),
     .w_addr(\w_addr$8 ),
     .w_data(w_data[127:0]),
     .w_en(\w_en$11 )
   );
   \top.block_0_0.requantiser  requantiser (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .feats__payload(feats__payload),
     .feats__valid(\w_en$77 ),
     .rq_data(rq_data),
-    .rst(rst),
     .sums__payload(sums__payload),
     .sums__valid(sums__valid)
   );
   \top.block_0_0.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$93 ),
+    .busy(\busy$95 ),
     .can_emit(can_emit),
-    .clk(clk),
-    .row(\row$95 ),
-    .rst(rst),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
+    .row(\row$97 ),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$97 )
+    .steps__valid(\steps__valid$99 )
   );
   \top.block_0_0.weights  weights (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .r_data(r_data),
     .rd__addr(steps__payload[5:4]),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[5:3];
-      end
-    end
-    if (rst) begin
-      \$35  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 1'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$36  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 2'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [1:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 2'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$38  = c_tap;
@@ -1162,7 +1173,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$38  = 4'h0;
     end
   end
@@ -1178,9 +1189,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$39  = \$20 [1:0];
       end
     end
-    if (rst) begin
-      \$39  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1191,9 +1199,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$40  = c_out;
       end
     end
-    if (rst) begin
-      \$40  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
@@ -1201,93 +1206,48 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     if (frame_reset) begin
       \$41  = 5'h02;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$41  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = \steps__valid$97 ;
-    if (rst) begin
+    \$42  = \steps__valid$99 ;
+    if (e1_rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$43  = read_v_d1;
-    if (rst) begin
+    if (e1_rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = steps__payload[6];
-    if (rst) begin
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
+    if (e1_rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = steps__payload[7];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = steps__payload[17:8];
-    if (rst) begin
-      \$48  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = sites_out__valid;
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$103 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$102 ;
-    end
-    if (rst) begin
-      \$51  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
+    \$46  = \$28 [5:0];
+    if (e1_rst) begin
+      \$46  = 6'h00;
     end
   end
   always @* begin
@@ -1314,7 +1274,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$29  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$29  = 1'h0;
     end
   end
@@ -1329,7 +1289,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$30  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$30  = 1'h0;
     end
   end
@@ -1338,9 +1298,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
     \$31  = w_data;
     if (\$5 ) begin
       \$31  = params__payload;
-    end
-    if (rst) begin
-      \$31  = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -1354,7 +1311,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$32  = \$7 [3:0];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$32  = 4'h0;
     end
   end
@@ -1369,7 +1326,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$33  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$33  = 1'h0;
     end
   end
@@ -1381,8 +1338,50 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
         \$34  = params__payload[2:0];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$34  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[5:3];
+      end
+    end
+    if (e1_rst) begin
+      \$35  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 1'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [0];
+      end
+    end
+    if (e1_rst) begin
+      \$36  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 2'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [1:0];
+        end
+      end
+    end
+    if (e1_rst) begin
+      \$37  = 2'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -1422,6 +1421,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \r_data$74  = rq_data;
   assign feats__valid = \w_en$77 ;
   assign \w_data$79  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[63:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -1553,11 +1553,6 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \tok.x  = tok[37:35];
   assign \tok.eof  = tok[38];
   assign \tok.error  = tok[39];
-  assign \read_meta_d1.oy  = read_meta_d1[2:0];
-  assign \read_meta_d1.ox  = read_meta_d1[5:3];
-  assign \read_meta_d1.go  = read_meta_d1[7:6];
-  assign \read_meta_d1.eof  = read_meta_d1[8];
-  assign \read_meta_d1.error  = read_meta_d1[9];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -1567,6 +1562,20 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
   assign \sites_out__payload.x  = sites_out__payload[37:35];
   assign \sites_out__payload.eof  = sites_out__payload[38];
   assign \sites_out__payload.error  = sites_out__payload[39];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[34:32];
+  assign \out_reg.x  = sites_out__payload[37:35];
+  assign \out_reg.eof  = sites_out__payload[38];
+  assign \out_reg.error  = sites_out__payload[39];
+  assign \read_meta_d1.oy  = read_meta_d1[2:0];
+  assign \read_meta_d1.ox  = read_meta_d1[5:3];
+  assign \read_meta_d1.go  = read_meta_d1[7:6];
+  assign \read_meta_d1.eof  = read_meta_d1[8];
+  assign \read_meta_d1.error  = read_meta_d1[9];
   assign \steps__payload$57 [331:322] = read_meta_d2;
   assign \steps__payload$57 [321] = read_last_d2;
   assign \steps__payload$57 [320] = read_first_d2;
@@ -1575,7 +1584,7 @@ module \top.block_0_0 (rst, params__ready, sites_in__ready, identity_out__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+module \top.block_0_0.finder (frame_reset, row, sites__valid, sites__payload, r_en, e1_rst, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -1901,11 +1910,13 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg c1_win_0 = 1'h0;
   reg [2:0] c_row = 3'h0;
   wire chunk_oh;
-  input clk;
-  wire clk;
   reg [4:0] cy = 5'h00;
   input [4:0] done_rows;
   wire [4:0] done_rows;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   reg ends = 1'h0;
   reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
@@ -1948,8 +1959,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   output [2:0] row;
   wire [2:0] row;
   reg [2:0] rows_row = 3'h0;
-  input rst;
-  wire rst;
   reg [2:0] s_row = 3'h0;
   reg [1:0] sel_0 = 2'h0;
   wire [2:0] site_x;
@@ -2179,124 +2188,124 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$221  = \$signal$50  ? { 1'h0, s_row } : \$220 ;
   assign \$222  = \$signal$45  ? { 1'h0, w_row } : \$221 ;
   assign \$223  = \$signal$42  ? { 1'h0, c_row } : \$222 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$29  <= \$224 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     has_last_r <= \$225 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$33  <= \$226 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$36  <= \$227 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$37  <= \$228 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$40  <= \$229 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     issued <= \$230 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$42  <= \$231 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c_row <= \$232 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$45  <= \$233 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     nz <= \$234 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     nz_zero <= \$235 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$49  <= \$236 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_row <= \$237 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$50  <= \$238 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     win_0 <= \$239 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_row <= \$240 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$54  <= \$241 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sel_0 <= \$242 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     ends <= \$243 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     i_in_row_0 <= \$244 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     i_row <= \$245 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     i_top <= \$246 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     f_row <= \$247 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     cy <= \$248 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     need <= \$249 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     eof_pend <= \$250 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$11  <= \$251 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal  <= \$252 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$like  <= \$253 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$13  <= \$254 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c1_win_0 <= \$255 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$63  <= \$256 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     b_rest <= \$257 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$68  <= \$258 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     b_v <= \$259 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$like$64  <= \$260 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     b_oy <= \$261 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     b_win_0 <= \$262 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$69  <= \$263 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$70  <= \$264 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$71  <= \$265 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$like$72  <= \$266 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$73  <= \$267 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a3_rest_zero <= \$268 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a3_win_0 <= \$269 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$76  <= \$270 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a2_oy <= \$271 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$77  <= \$272 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a2_bits <= \$273 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a_v <= \$274 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     a_oh <= \$275 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     eof_done <= \$276 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$24  <= \$277 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$26  <= \$278 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rows_row <= \$279 ;
   \top.block_0_0.finder.queue  queue (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .r_data(sites__payload),
     .r_en(r_en),
     .r_rdy(sites__valid),
-    .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data),
     .w_rdy(w_rdy)
@@ -2320,14 +2329,14 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$224  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$225  = has_last;
-    if (rst) begin
+    if (e1_rst) begin
       \$225  = 1'h0;
     end
   end
@@ -2337,7 +2346,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$226  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$226  = 1'h0;
     end
   end
@@ -2347,21 +2356,21 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$227  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$228  = \$23 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$229  = \$24 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$229  = 1'h0;
     end
   end
@@ -2377,7 +2386,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$230  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$230  = 1'h0;
     end
   end
@@ -2390,7 +2399,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$231  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$231  = 1'h0;
     end
   end
@@ -2400,7 +2409,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$232  = w_row;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$232  = 3'h0;
     end
   end
@@ -2413,7 +2422,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$233  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$233  = 1'h0;
     end
   end
@@ -2426,7 +2435,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$234  = \$192 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$234  = 1'h0;
     end
   end
@@ -2439,7 +2448,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$235  = \$193 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$235  = 1'h1;
     end
   end
@@ -2449,9 +2458,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$236  = win_0;
     end
-    if (rst) begin
-      \$236  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2459,7 +2465,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$237  = s_row;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$237  = 3'h0;
     end
   end
@@ -2472,7 +2478,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$238  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$238  = 1'h0;
     end
   end
@@ -2482,9 +2488,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$239  = \$47 ;
     end
-    if (rst) begin
-      \$239  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2492,7 +2495,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$240  = i_row;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$240  = 3'h0;
     end
   end
@@ -2508,7 +2511,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$241  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$241  = 1'h0;
     end
   end
@@ -2518,9 +2521,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$242 [0] = \$54 ;
       \$242 [1] = \$57 ;
-    end
-    if (rst) begin
-      \$242  = 2'h0;
     end
   end
   always @* begin
@@ -2534,7 +2534,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$243  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$243  = 1'h0;
     end
   end
@@ -2547,9 +2547,6 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$244  = \$69 [4:0];
       end
     end
-    if (rst) begin
-      \$244  = 5'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
@@ -2560,7 +2557,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$245  = f_row[2:0];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$245  = 3'h0;
     end
   end
@@ -2573,7 +2570,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$246  = \$70 ;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$246  = 1'h0;
     end
   end
@@ -2589,7 +2586,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$247  = 4'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$247  = 4'h0;
     end
   end
@@ -2605,7 +2602,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$248  = 5'h00;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$248  = 5'h00;
     end
   end
@@ -2621,7 +2618,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$249  = 5'h01;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$249  = 5'h01;
     end
   end
@@ -2634,7 +2631,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$213 ) begin
       \$250  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$250  = 1'h0;
     end
   end
@@ -2644,7 +2641,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$251  = b_v;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$251  = 1'h0;
     end
   end
@@ -2654,7 +2651,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$252  = \$signal$63 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$252  = 8'h00;
     end
   end
@@ -2664,7 +2661,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$253  = \$like$64 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$253  = 1'h0;
     end
   end
@@ -2674,7 +2671,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$254  = b_oy;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$254  = 3'h0;
     end
   end
@@ -2684,7 +2681,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$255  = b_win_0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$255  = 1'h0;
     end
   end
@@ -2697,7 +2694,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$256  = \$signal$70 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$256  = 8'h00;
     end
   end
@@ -2710,7 +2707,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$257  = \$116 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$257  = 8'h00;
     end
   end
@@ -2723,7 +2720,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$258  = \$118 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$258  = 1'h1;
     end
   end
@@ -2733,7 +2730,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$259  = \$signal$69 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$259  = 1'h0;
     end
   end
@@ -2743,7 +2740,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$260  = \$like$72 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$260  = 1'h0;
     end
   end
@@ -2753,7 +2750,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$261  = \$signal$73 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$261  = 3'h0;
     end
   end
@@ -2763,7 +2760,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$262  = a3_win_0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$262  = 1'h0;
     end
   end
@@ -2773,7 +2770,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$263  = \$signal$76 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$263  = 1'h0;
     end
   end
@@ -2783,7 +2780,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$264  = \$15 [7:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$264  = 8'h00;
     end
   end
@@ -2793,7 +2790,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$265  = \$125 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$265  = 8'h00;
     end
   end
@@ -2803,7 +2800,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$266  = \$signal$77 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$266  = 1'h0;
     end
   end
@@ -2813,7 +2810,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$267  = a2_oy;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$267  = 3'h0;
     end
   end
@@ -2823,7 +2820,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$268  = \$157 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$268  = 1'h1;
     end
   end
@@ -2833,7 +2830,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$269  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$269  = 1'h0;
     end
   end
@@ -2846,7 +2843,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$270  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$270  = 1'h0;
     end
   end
@@ -2856,7 +2853,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$271  = c_row;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$271  = 3'h0;
     end
   end
@@ -2866,7 +2863,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$272  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$272  = 1'h0;
     end
   end
@@ -2876,7 +2873,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$273  = \$171 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$273  = 8'h00;
     end
   end
@@ -2889,7 +2886,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$274  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$274  = 1'h0;
     end
   end
@@ -2899,7 +2896,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$275  = \$18 [0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$275  = 1'h0;
     end
   end
@@ -2912,7 +2909,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$276  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$276  = 1'h0;
     end
   end
@@ -2922,14 +2919,14 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$277  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
     \$278  = \$219 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$278  = 3'h0;
     end
   end
@@ -2939,7 +2936,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$279  = 3'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$279  = 3'h0;
     end
   end
@@ -2993,7 +2990,7 @@ module \top.block_0_0.finder (rst, frame_reset, row, sites__valid, sites__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+module \top.block_0_0.finder.queue (w_en, w_rdy, r_rdy, r_data, r_en, e1_rst, w_port__data, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -3012,10 +3009,12 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire \$7 ;
   wire \$8 ;
   wire [2:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 1'h0 *)
   wire consume;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   reg [1:0] level = 2'h0;
   (* init = 1'h0 *)
   wire produce;
@@ -3029,8 +3028,6 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire [8:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [8:0] w_data;
   input w_en;
   wire w_en;
@@ -3047,7 +3044,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     storage[0] = 9'h000;
     storage[1] = 9'h000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -3069,11 +3066,11 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
@@ -3081,7 +3078,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$1 ) begin
       \$15  = \$2 [0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$15  = 1'h0;
     end
   end
@@ -3091,7 +3088,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$3 ) begin
       \$16  = \$4 [0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$16  = 1'h0;
     end
   end
@@ -3104,7 +3101,7 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$13 ) begin
       \$17  = \$14 [1:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$17  = 2'h0;
     end
   end
@@ -3117,8 +3114,8 @@ module \top.block_0_0.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, accepted__valid, loaded, height_m1, width_m1, permit_row, tags, bitmaps, accepted__payload, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__valid
-, sites_in__payload, clk);
+module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted__valid, e1_rst, loaded, height_m1, width_m1, permit_row, tags, bitmaps, accepted__payload, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__valid
+, sites_in__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -3191,16 +3188,11 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   reg \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [2:0] \$163 ;
-  reg [2:0] \$164 ;
-  reg [3:0] \$165 ;
-  reg [63:0] \$166 ;
-  reg \$167 ;
-  reg [7:0] \$168 ;
-  reg [3:0] \$169 ;
+  reg [7:0] \$163 ;
+  reg [3:0] \$164 ;
+  reg [7:0] \$165 ;
+  reg [3:0] \$166 ;
   wire \$17 ;
-  reg [7:0] \$170 ;
-  reg [3:0] \$171 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -3326,10 +3318,12 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   output busy;
   reg busy = 1'h0;
   reg c_gi = 1'h0;
-  input clk;
-  wire clk;
   output [4:0] done_rows;
   reg [4:0] done_rows = 5'h00;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire [75:0] entry;
   wire \entry.bad ;
   wire \entry.first ;
@@ -3442,8 +3436,6 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   reg [3:0] row_tag_0 = 4'hf;
   reg [3:0] row_tag_1 = 4'hf;
   reg rp = 1'h0;
-  input rst;
-  wire rst;
   reg [2:0] shape_h_m1 = 3'h0;
   reg [2:0] shape_w_m1 = 3'h0;
   input [71:0] sites_in__payload;
@@ -3621,83 +3613,83 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
   assign \$133  = w_en & \$132 ;
   assign \$134  = \$signal$63  ? 8'h00 : bitmap_1;
   assign \$135  = \$134  | \$28 [7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     c_gi <= \$136 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prev_any <= \$137 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal  <= \$138 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$17  <= \$139 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     shape_h_m1 <= \$140 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     shape_w_m1 <= \$141 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_0 <= \$142 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_0_valid <= \$143 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_0_outside <= \$144 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_0_permit <= \$145 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_1 <= \$146 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_1_valid <= \$147 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_1_outside <= \$148 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     entry_1_permit <= \$149 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$56  <= \$150 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     rp <= \$151 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     done_rows <= \$152 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     busy <= \$153 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     eof_seen <= \$154 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$36  <= \$155 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     error <= \$156 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     has_last <= \$157 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     last_y <= \$158 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_en <= \$159 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$63  <= \$160 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_set <= \$161 ;
-  always @(posedge clk)
-    w_slot <= \$162 ;
-  always @(posedge clk)
-    w_x <= \$163 ;
-  always @(posedge clk)
-    w_y <= \$164 ;
-  always @(posedge clk)
-    w_addr <= \$165 ;
-  always @(posedge clk)
-    w_data <= \$166 ;
-  always @(posedge clk)
-    acc_eof <= \$167 ;
-  always @(posedge clk)
-    bitmap_0 <= \$168 ;
-  always @(posedge clk)
-    row_tag_0 <= \$169 ;
-  always @(posedge clk)
-    bitmap_1 <= \$170 ;
-  always @(posedge clk)
-    row_tag_1 <= \$171 ;
+  always @(posedge e1_clk)
+    w_slot <= got[64];
+  always @(posedge e1_clk)
+    w_x <= got[69:67];
+  always @(posedge e1_clk)
+    w_y <= got[66:64];
+  always @(posedge e1_clk)
+    w_addr <= { got[64], got[69:67] };
+  always @(posedge e1_clk)
+    w_data <= got[63:0];
+  always @(posedge e1_clk)
+    acc_eof <= \$162 ;
+  always @(posedge e1_clk)
+    bitmap_0 <= \$163 ;
+  always @(posedge e1_clk)
+    row_tag_0 <= \$164 ;
+  always @(posedge e1_clk)
+    bitmap_1 <= \$165 ;
+  always @(posedge e1_clk)
+    row_tag_1 <= \$166 ;
   \top.block_0_0.line_buffer.mem  mem (
-    .clk(clk),
+    .e1_clk(e1_clk),
+    .e1_rst(e1_rst),
     .r_data(rd_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -3713,7 +3705,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$136  = \$34 [0];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$136  = 1'h0;
     end
   end
@@ -3730,7 +3722,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$137  = 1'h0;
     end
   end
@@ -3744,9 +3736,6 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$138  = sites_in__payload[66:64];
       end
     end
-    if (rst) begin
-      \$138  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
@@ -3758,21 +3747,18 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$139  = sites_in__payload[69:67];
       end
     end
-    if (rst) begin
-      \$139  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$140  = height_m1;
-    if (rst) begin
+    if (e1_rst) begin
       \$140  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$141  = width_m1;
-    if (rst) begin
+    if (e1_rst) begin
       \$141  = 3'h0;
     end
   end
@@ -3781,9 +3767,6 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
-    end
-    if (rst) begin
-      \$142  = 76'h0000000000000000000;
     end
   end
   always @* begin
@@ -3797,21 +3780,21 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$143  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$144  = \$52 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$145  = \$60 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$145  = 1'h0;
     end
   end
@@ -3820,9 +3803,6 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
-    end
-    if (rst) begin
-      \$146  = 76'h0000000000000000000;
     end
   end
   always @* begin
@@ -3836,21 +3816,21 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$147  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$148  = \$77 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$149  = \$85 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$149  = 1'h0;
     end
   end
@@ -3860,7 +3840,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (\$88 ) begin
       \$150  = \$89 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$150  = 1'h0;
     end
   end
@@ -3870,7 +3850,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (take) begin
       \$151  = \$90 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$151  = 1'h0;
     end
   end
@@ -3883,7 +3863,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$152  = 5'h00;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$152  = 5'h00;
     end
   end
@@ -3896,7 +3876,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$153  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$153  = 1'h0;
     end
   end
@@ -3911,7 +3891,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$154  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$154  = 1'h0;
     end
   end
@@ -3929,7 +3909,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$155  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$155  = 1'h0;
     end
   end
@@ -3949,7 +3929,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$156  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$156  = 1'h0;
     end
   end
@@ -3967,7 +3947,7 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
     if (frame_reset) begin
       \$157  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$157  = 1'h0;
     end
   end
@@ -3982,121 +3962,86 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
         \$158  = got[66:64];
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$158  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$159  = \$122 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$160  = \$126 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     \$161  = got[74];
-    if (rst) begin
+    if (e1_rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$162  = got[64];
-    if (rst) begin
+    \$162  = \$127 ;
+    if (e1_rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$163  = got[69:67];
-    if (rst) begin
-      \$163  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = got[66:64];
-    if (rst) begin
-      \$164  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = { got[64], got[69:67] };
-    if (rst) begin
-      \$165  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = got[63:0];
-    if (rst) begin
-      \$166  = 64'h0000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$167  = \$127 ;
-    if (rst) begin
-      \$167  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$168  = bitmap_0;
+    \$163  = bitmap_0;
     if (\$129 ) begin
-      \$168  = \$131 ;
+      \$163  = \$131 ;
     end
-    if (rst) begin
-      \$168  = 8'h00;
+    if (e1_rst) begin
+      \$163  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$169  = row_tag_0;
+    \$164  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
-        \$169  = { 1'h0, w_y };
+        \$164  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$169  = 4'hf;
+      \$164  = 4'hf;
     end
-    if (rst) begin
-      \$169  = 4'hf;
+    if (e1_rst) begin
+      \$164  = 4'hf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = bitmap_1;
+    \$165  = bitmap_1;
     if (\$133 ) begin
-      \$170  = \$135 ;
+      \$165  = \$135 ;
     end
-    if (rst) begin
-      \$170  = 8'h00;
+    if (e1_rst) begin
+      \$165  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = row_tag_1;
+    \$166  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
-        \$171  = { 1'h0, w_y };
+        \$166  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$171  = 4'hf;
+      \$166  = 4'hf;
     end
-    if (rst) begin
-      \$171  = 4'hf;
+    if (e1_rst) begin
+      \$166  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -4224,12 +4169,14 @@ module \top.block_0_0.line_buffer (rst, hold, frame_reset, sites_in__ready, acce
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+module \top.block_0_0.line_buffer.mem (e1_rst, w_en, w_addr, w_data, r_data, rd__addr, e1_clk);
   wire [3:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire [3:0] r_addr;
   output [63:0] r_data;
   reg [63:0] r_data = 64'h0000000000000000;
@@ -4239,8 +4186,6 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [3:0] rd__addr;
   wire [63:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [3:0] w_addr;
   wire [3:0] w_addr;
   input [63:0] w_data;
@@ -4266,16 +4211,16 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
     mem[14] = 64'h0000000000000000;
     mem[15] = 64'h0000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [63:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -4286,7 +4231,7 @@ module \top.block_0_0.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+module \top.block_0_0.mac_array (e1_rst, steps__payload, steps__valid, out_v, sums__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
@@ -4358,28 +4303,25 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [19:0] \$70 ;
   wire \$71 ;
   wire \$72 ;
-  reg [331:0] \$73 ;
+  reg \$73 ;
   reg \$74 ;
-  reg [12:0] \$75 ;
-  reg [12:0] \$76 ;
-  reg [12:0] \$77 ;
-  reg [12:0] \$78 ;
-  reg [12:0] \$79 ;
+  reg \$75 ;
+  reg \$76 ;
+  reg \$77 ;
+  reg \$78 ;
+  reg \$79 ;
   wire [15:0] \$8 ;
   reg [18:0] \$80 ;
   reg [18:0] \$81 ;
   reg [18:0] \$82 ;
   reg [18:0] \$83 ;
   reg \$84 ;
-  reg [9:0] \$85 ;
   wire [15:0] \$9 ;
   reg [18:0] acc_0 = 19'h00000;
   reg [18:0] acc_1 = 19'h00000;
   reg [18:0] acc_2 = 19'h00000;
   reg [18:0] acc_3 = 19'h00000;
-  input clk;
-  wire clk;
-  wire [12:0] ctl;
+  wire [11:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [9:0] \ctl.meta ;
@@ -4388,8 +4330,11 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [12:0] mac_ctl_d1 = 13'h0000;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
+  reg [11:0] mac_ctl_d1 = 12'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [9:0] \mac_ctl_d1.meta ;
@@ -4398,8 +4343,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d1.meta.go ;
   wire [2:0] \mac_ctl_d1.meta.ox ;
   wire [2:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [12:0] mac_ctl_d2 = 13'h0000;
+  reg [11:0] mac_ctl_d2 = 12'h000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [9:0] \mac_ctl_d2.meta ;
@@ -4408,8 +4352,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d2.meta.go ;
   wire [2:0] \mac_ctl_d2.meta.ox ;
   wire [2:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [12:0] mac_ctl_d3 = 13'h0000;
+  reg [11:0] mac_ctl_d3 = 12'h000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [9:0] \mac_ctl_d3.meta ;
@@ -4418,8 +4361,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d3.meta.go ;
   wire [2:0] \mac_ctl_d3.meta.ox ;
   wire [2:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [12:0] mac_ctl_d4 = 13'h0000;
+  reg [11:0] mac_ctl_d4 = 12'h000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [9:0] \mac_ctl_d4.meta ;
@@ -4428,8 +4370,7 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d4.meta.go ;
   wire [2:0] \mac_ctl_d4.meta.ox ;
   wire [2:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
-  reg [12:0] mac_ctl_d5 = 13'h0000;
+  reg [11:0] mac_ctl_d5 = 12'h000;
   wire \mac_ctl_d5.first ;
   wire \mac_ctl_d5.last ;
   wire [9:0] \mac_ctl_d5.meta ;
@@ -4438,7 +4379,21 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d5.meta.go ;
   wire [2:0] \mac_ctl_d5.meta.ox ;
   wire [2:0] \mac_ctl_d5.meta.oy ;
-  wire \mac_ctl_d5.v ;
+  reg [11:0] mac_ctl_d6 = 12'h000;
+  wire \mac_ctl_d6.first ;
+  wire \mac_ctl_d6.last ;
+  wire [9:0] \mac_ctl_d6.meta ;
+  wire \mac_ctl_d6.meta.eof ;
+  wire \mac_ctl_d6.meta.error ;
+  wire [1:0] \mac_ctl_d6.meta.go ;
+  wire [2:0] \mac_ctl_d6.meta.ox ;
+  wire [2:0] \mac_ctl_d6.meta.oy ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
+  reg mac_v_d6 = 1'h0;
   reg op_v = 1'h0;
   reg [331:0] operands = 332'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -4462,101 +4417,131 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_0_4_a = 8'h00;
   reg [7:0] prod_0_4_b = 8'h00;
   reg [16:0] prod_0_4_p = 17'h00000;
+  reg [16:0] prod_0_4_r_d1 = 17'h00000;
   reg [7:0] prod_0_5_a = 8'h00;
   reg [7:0] prod_0_5_b = 8'h00;
   reg [16:0] prod_0_5_p = 17'h00000;
+  reg [16:0] prod_0_5_r_d1 = 17'h00000;
   reg [7:0] prod_0_6_a = 8'h00;
   reg [7:0] prod_0_6_b = 8'h00;
   reg [16:0] prod_0_6_p = 17'h00000;
+  reg [16:0] prod_0_6_r_d1 = 17'h00000;
   reg [7:0] prod_0_7_a = 8'h00;
   reg [7:0] prod_0_7_b = 8'h00;
   reg [16:0] prod_0_7_p = 17'h00000;
+  reg [16:0] prod_0_7_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_4_a = 8'h00;
   reg [7:0] prod_1_4_b = 8'h00;
   reg [16:0] prod_1_4_p = 17'h00000;
+  reg [16:0] prod_1_4_r_d1 = 17'h00000;
   reg [7:0] prod_1_5_a = 8'h00;
   reg [7:0] prod_1_5_b = 8'h00;
   reg [16:0] prod_1_5_p = 17'h00000;
+  reg [16:0] prod_1_5_r_d1 = 17'h00000;
   reg [7:0] prod_1_6_a = 8'h00;
   reg [7:0] prod_1_6_b = 8'h00;
   reg [16:0] prod_1_6_p = 17'h00000;
+  reg [16:0] prod_1_6_r_d1 = 17'h00000;
   reg [7:0] prod_1_7_a = 8'h00;
   reg [7:0] prod_1_7_b = 8'h00;
   reg [16:0] prod_1_7_p = 17'h00000;
+  reg [16:0] prod_1_7_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_4_a = 8'h00;
   reg [7:0] prod_2_4_b = 8'h00;
   reg [16:0] prod_2_4_p = 17'h00000;
+  reg [16:0] prod_2_4_r_d1 = 17'h00000;
   reg [7:0] prod_2_5_a = 8'h00;
   reg [7:0] prod_2_5_b = 8'h00;
   reg [16:0] prod_2_5_p = 17'h00000;
+  reg [16:0] prod_2_5_r_d1 = 17'h00000;
   reg [7:0] prod_2_6_a = 8'h00;
   reg [7:0] prod_2_6_b = 8'h00;
   reg [16:0] prod_2_6_p = 17'h00000;
+  reg [16:0] prod_2_6_r_d1 = 17'h00000;
   reg [7:0] prod_2_7_a = 8'h00;
   reg [7:0] prod_2_7_b = 8'h00;
   reg [16:0] prod_2_7_p = 17'h00000;
+  reg [16:0] prod_2_7_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_4_a = 8'h00;
   reg [7:0] prod_3_4_b = 8'h00;
   reg [16:0] prod_3_4_p = 17'h00000;
+  reg [16:0] prod_3_4_r_d1 = 17'h00000;
   reg [7:0] prod_3_5_a = 8'h00;
   reg [7:0] prod_3_5_b = 8'h00;
   reg [16:0] prod_3_5_p = 17'h00000;
+  reg [16:0] prod_3_5_r_d1 = 17'h00000;
   reg [7:0] prod_3_6_a = 8'h00;
   reg [7:0] prod_3_6_b = 8'h00;
   reg [16:0] prod_3_6_p = 17'h00000;
+  reg [16:0] prod_3_6_r_d1 = 17'h00000;
   reg [7:0] prod_3_7_a = 8'h00;
   reg [7:0] prod_3_7_b = 8'h00;
   reg [16:0] prod_3_7_p = 17'h00000;
-  input rst;
-  wire rst;
+  reg [16:0] prod_3_7_r_d1 = 17'h00000;
   input [331:0] steps__payload;
   wire [331:0] steps__payload;
   wire \steps__payload.first ;
@@ -4622,7 +4607,6 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [18:0] tree_3_l3_0 = 19'h00000;
   (* init = 19'h00000 *)
   wire [18:0] tree_3_sum;
-  assign \$15  = $signed(prod_1_6_a) * $signed(prod_1_6_b);
   assign \$16  = $signed(prod_1_7_a) * $signed(prod_1_7_b);
   assign \$17  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
   assign \$18  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
@@ -4640,320 +4624,398 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$30  = $signed(prod_3_5_a) * $signed(prod_3_5_b);
   assign \$31  = $signed(prod_3_6_a) * $signed(prod_3_6_b);
   assign \$32  = $signed(prod_3_7_a) * $signed(prod_3_7_b);
-  assign \$33  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$34  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
-  assign \$35  = $signed(prod_0_4_p) + $signed(prod_0_5_p);
-  assign \$36  = $signed(prod_0_6_p) + $signed(prod_0_7_p);
+  assign \$33  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$34  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
+  assign \$35  = $signed(prod_0_4_r_d1) + $signed(prod_0_5_r_d1);
+  assign \$36  = $signed(prod_0_6_r_d1) + $signed(prod_0_7_r_d1);
   assign \$37  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
   assign \$38  = $signed(tree_0_l1_2) + $signed(tree_0_l1_3);
   assign \$39  = $signed(tree_0_l2_0) + $signed(tree_0_l2_1);
-  assign \$40  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$41  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
-  assign \$42  = $signed(prod_1_4_p) + $signed(prod_1_5_p);
-  assign \$43  = $signed(prod_1_6_p) + $signed(prod_1_7_p);
+  assign \$40  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$41  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
+  assign \$42  = $signed(prod_1_4_r_d1) + $signed(prod_1_5_r_d1);
+  assign \$43  = $signed(prod_1_6_r_d1) + $signed(prod_1_7_r_d1);
   assign \$44  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
   assign \$45  = $signed(tree_1_l1_2) + $signed(tree_1_l1_3);
   assign \$46  = $signed(tree_1_l2_0) + $signed(tree_1_l2_1);
-  assign \$47  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$48  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
-  assign \$49  = $signed(prod_2_4_p) + $signed(prod_2_5_p);
-  assign \$50  = $signed(prod_2_6_p) + $signed(prod_2_7_p);
+  assign \$47  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$48  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
+  assign \$49  = $signed(prod_2_4_r_d1) + $signed(prod_2_5_r_d1);
+  assign \$50  = $signed(prod_2_6_r_d1) + $signed(prod_2_7_r_d1);
   assign \$51  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
   assign \$52  = $signed(tree_2_l1_2) + $signed(tree_2_l1_3);
   assign \$53  = $signed(tree_2_l2_0) + $signed(tree_2_l2_1);
-  assign \$54  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$55  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
-  assign \$56  = $signed(prod_3_4_p) + $signed(prod_3_5_p);
-  assign \$57  = $signed(prod_3_6_p) + $signed(prod_3_7_p);
+  assign \$54  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$55  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
+  assign \$56  = $signed(prod_3_4_r_d1) + $signed(prod_3_5_r_d1);
+  assign \$57  = $signed(prod_3_6_r_d1) + $signed(prod_3_7_r_d1);
   assign \$58  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
   assign \$59  = $signed(tree_3_l1_2) + $signed(tree_3_l1_3);
   assign \$60  = $signed(tree_3_l2_0) + $signed(tree_3_l2_1);
-  assign \$61  = ~ mac_ctl_d5[11];
-  assign \$62  = mac_ctl_d5[0] & \$61 ;
-  assign \$63  = mac_ctl_d5[1] ? 19'h00000 : acc_0;
+  assign \$61  = ~ mac_ctl_d6[10];
+  assign \$62  = mac_v_d6 & \$61 ;
+  assign \$63  = mac_ctl_d6[0] ? 19'h00000 : acc_0;
   assign \$64  = $signed(\$63 ) + $signed(tree_0_l3_0);
-  assign \$65  = mac_ctl_d5[1] ? 19'h00000 : acc_1;
+  assign \$65  = mac_ctl_d6[0] ? 19'h00000 : acc_1;
   assign \$66  = $signed(\$65 ) + $signed(tree_1_l3_0);
-  assign \$67  = mac_ctl_d5[1] ? 19'h00000 : acc_2;
+  assign \$67  = mac_ctl_d6[0] ? 19'h00000 : acc_2;
   assign \$68  = $signed(\$67 ) + $signed(tree_2_l3_0);
-  assign \$69  = mac_ctl_d5[1] ? 19'h00000 : acc_3;
+  assign \$69  = mac_ctl_d6[0] ? 19'h00000 : acc_3;
   assign \$70  = $signed(\$69 ) + $signed(tree_3_l3_0);
-  assign \$71  = mac_ctl_d5[2] | mac_ctl_d5[11];
-  assign \$72  = mac_ctl_d5[0] & \$71 ;
-  always @(posedge clk)
-    operands <= \$73 ;
-  always @(posedge clk)
-    op_v <= \$74 ;
-  always @(posedge clk)
+  assign \$71  = mac_ctl_d6[1] | mac_ctl_d6[10];
+  assign \$72  = mac_v_d6 & \$71 ;
+  always @(posedge e1_clk)
+    operands <= steps__payload;
+  always @(posedge e1_clk)
+    op_v <= \$73 ;
+  always @(posedge e1_clk)
     prod_0_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_0_b <= operands[71:64];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge e1_clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_1_b <= operands[79:72];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_1_p <= { \$2 [15], \$2  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
+  always @(posedge e1_clk)
     prod_0_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_2_b <= operands[87:80];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_2_p <= { \$3 [15], \$3  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
+  always @(posedge e1_clk)
     prod_0_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_3_b <= operands[95:88];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_3_p <= { \$4 [15], \$4  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
+  always @(posedge e1_clk)
     prod_0_4_a <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_4_b <= operands[103:96];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_4_p <= { \$5 [15], \$5  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_0_4_r_d1 <= prod_0_4_p;
+  always @(posedge e1_clk)
     prod_0_5_a <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_5_b <= operands[111:104];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_5_p <= { \$6 [15], \$6  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_0_5_r_d1 <= prod_0_5_p;
+  always @(posedge e1_clk)
     prod_0_6_a <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_6_b <= operands[119:112];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_6_p <= { \$7 [15], \$7  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_0_6_r_d1 <= prod_0_6_p;
+  always @(posedge e1_clk)
     prod_0_7_a <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_7_b <= operands[127:120];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_0_7_p <= { \$8 [15], \$8  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_0_7_r_d1 <= prod_0_7_p;
+  always @(posedge e1_clk)
     prod_1_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_0_b <= operands[135:128];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_0_p <= { \$9 [15], \$9  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge e1_clk)
     prod_1_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_1_b <= operands[143:136];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_1_p <= { \$10 [15], \$10  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
+  always @(posedge e1_clk)
     prod_1_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_2_b <= operands[151:144];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_2_p <= { \$11 [15], \$11  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
+  always @(posedge e1_clk)
     prod_1_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_3_b <= operands[159:152];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_3_p <= { \$12 [15], \$12  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
+  always @(posedge e1_clk)
     prod_1_4_a <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_4_b <= operands[167:160];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_4_p <= { \$13 [15], \$13  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_1_4_r_d1 <= prod_1_4_p;
+  always @(posedge e1_clk)
     prod_1_5_a <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_5_b <= operands[175:168];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_5_p <= { \$14 [15], \$14  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_1_5_r_d1 <= prod_1_5_p;
+  always @(posedge e1_clk)
     prod_1_6_a <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_6_b <= operands[183:176];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_6_p <= { \$15 [15], \$15  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_1_6_r_d1 <= prod_1_6_p;
+  always @(posedge e1_clk)
     prod_1_7_a <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_7_b <= operands[191:184];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_1_7_p <= { \$16 [15], \$16  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_1_7_r_d1 <= prod_1_7_p;
+  always @(posedge e1_clk)
     prod_2_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_0_b <= operands[199:192];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_0_p <= { \$17 [15], \$17  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge e1_clk)
     prod_2_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_1_b <= operands[207:200];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_1_p <= { \$18 [15], \$18  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
+  always @(posedge e1_clk)
     prod_2_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_2_b <= operands[215:208];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_2_p <= { \$19 [15], \$19  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge e1_clk)
     prod_2_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_3_b <= operands[223:216];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_3_p <= { \$20 [15], \$20  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
+  always @(posedge e1_clk)
     prod_2_4_a <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_4_b <= operands[231:224];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_4_p <= { \$21 [15], \$21  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_2_4_r_d1 <= prod_2_4_p;
+  always @(posedge e1_clk)
     prod_2_5_a <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_5_b <= operands[239:232];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_5_p <= { \$22 [15], \$22  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_2_5_r_d1 <= prod_2_5_p;
+  always @(posedge e1_clk)
     prod_2_6_a <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_6_b <= operands[247:240];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_6_p <= { \$23 [15], \$23  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_2_6_r_d1 <= prod_2_6_p;
+  always @(posedge e1_clk)
     prod_2_7_a <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_7_b <= operands[255:248];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_2_7_p <= { \$24 [15], \$24  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_2_7_r_d1 <= prod_2_7_p;
+  always @(posedge e1_clk)
     prod_3_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_0_b <= operands[263:256];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_0_p <= { \$25 [15], \$25  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge e1_clk)
     prod_3_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_1_b <= operands[271:264];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_1_p <= { \$26 [15], \$26  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
+  always @(posedge e1_clk)
     prod_3_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_2_b <= operands[279:272];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_2_p <= { \$27 [15], \$27  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge e1_clk)
     prod_3_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_3_b <= operands[287:280];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_3_p <= { \$28 [15], \$28  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
+  always @(posedge e1_clk)
     prod_3_4_a <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_4_b <= operands[295:288];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_4_p <= { \$29 [15], \$29  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_3_4_r_d1 <= prod_3_4_p;
+  always @(posedge e1_clk)
     prod_3_5_a <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_5_b <= operands[303:296];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_5_p <= { \$30 [15], \$30  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_3_5_r_d1 <= prod_3_5_p;
+  always @(posedge e1_clk)
     prod_3_6_a <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_6_b <= operands[311:304];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_6_p <= { \$31 [15], \$31  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_3_6_r_d1 <= prod_3_6_p;
+  always @(posedge e1_clk)
     prod_3_7_a <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_7_b <= operands[319:312];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     prod_3_7_p <= { \$32 [15], \$32  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    prod_3_7_r_d1 <= prod_3_7_p;
+  always @(posedge e1_clk)
     tree_0_l1_0 <= { \$33 [17], \$33  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l1_1 <= { \$34 [17], \$34  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l1_2 <= { \$35 [17], \$35  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l1_3 <= { \$36 [17], \$36  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l2_0 <= \$37 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l2_1 <= \$38 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_0_l3_0 <= \$39 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l1_0 <= { \$40 [17], \$40  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l1_1 <= { \$41 [17], \$41  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l1_2 <= { \$42 [17], \$42  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l1_3 <= { \$43 [17], \$43  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l2_0 <= \$44 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l2_1 <= \$45 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_1_l3_0 <= \$46 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l1_0 <= { \$47 [17], \$47  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l1_1 <= { \$48 [17], \$48  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l1_2 <= { \$49 [17], \$49  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l1_3 <= { \$50 [17], \$50  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l2_0 <= \$51 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l2_1 <= \$52 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_2_l3_0 <= \$53 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l1_0 <= { \$54 [17], \$54  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l1_1 <= { \$55 [17], \$55  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l1_2 <= { \$56 [17], \$56  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l1_3 <= { \$57 [17], \$57  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l2_0 <= \$58 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l2_1 <= \$59 [18:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     tree_3_l3_0 <= \$60 [18:0];
-  always @(posedge clk)
-    mac_ctl_d1 <= \$75 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$76 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$77 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$78 ;
-  always @(posedge clk)
-    mac_ctl_d5 <= \$79 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    mac_ctl_d1 <= ctl;
+  always @(posedge e1_clk)
+    mac_ctl_d2 <= mac_ctl_d1;
+  always @(posedge e1_clk)
+    mac_ctl_d3 <= mac_ctl_d2;
+  always @(posedge e1_clk)
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge e1_clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge e1_clk)
+    mac_ctl_d6 <= mac_ctl_d5;
+  always @(posedge e1_clk)
+    mac_v_d1 <= \$74 ;
+  always @(posedge e1_clk)
+    mac_v_d2 <= \$75 ;
+  always @(posedge e1_clk)
+    mac_v_d3 <= \$76 ;
+  always @(posedge e1_clk)
+    mac_v_d4 <= \$77 ;
+  always @(posedge e1_clk)
+    mac_v_d5 <= \$78 ;
+  always @(posedge e1_clk)
+    mac_v_d6 <= \$79 ;
+  always @(posedge e1_clk)
     acc_0 <= \$80 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     acc_1 <= \$81 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     acc_2 <= \$82 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     acc_3 <= \$83 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     out_v <= \$84 ;
-  always @(posedge clk)
-    out_meta <= \$85 ;
+  always @(posedge e1_clk)
+    out_meta <= mac_ctl_d6[11:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -4968,53 +5030,54 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$12  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
   assign \$13  = $signed(prod_1_4_a) * $signed(prod_1_4_b);
   assign \$14  = $signed(prod_1_5_a) * $signed(prod_1_5_b);
+  assign \$15  = $signed(prod_1_6_a) * $signed(prod_1_6_b);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$73  = steps__payload;
-    if (rst) begin
-      \$73  = 332'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+    \$73  = steps__valid;
+    if (e1_rst) begin
+      \$73  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$74  = steps__valid;
-    if (rst) begin
+    \$74  = op_v;
+    if (e1_rst) begin
       \$74  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$75  = ctl;
-    if (rst) begin
-      \$75  = 13'h0000;
+    \$75  = mac_v_d1;
+    if (e1_rst) begin
+      \$75  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$76  = mac_ctl_d1;
-    if (rst) begin
-      \$76  = 13'h0000;
+    \$76  = mac_v_d2;
+    if (e1_rst) begin
+      \$76  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$77  = mac_ctl_d2;
-    if (rst) begin
-      \$77  = 13'h0000;
+    \$77  = mac_v_d3;
+    if (e1_rst) begin
+      \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$78  = mac_ctl_d3;
-    if (rst) begin
-      \$78  = 13'h0000;
+    \$78  = mac_v_d4;
+    if (e1_rst) begin
+      \$78  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$79  = mac_ctl_d4;
-    if (rst) begin
-      \$79  = 13'h0000;
+    \$79  = mac_v_d5;
+    if (e1_rst) begin
+      \$79  = 1'h0;
     end
   end
   always @* begin
@@ -5023,18 +5086,12 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$62 ) begin
       \$80  = \$64 [18:0];
     end
-    if (rst) begin
-      \$80  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$81  = acc_1;
     if (\$62 ) begin
       \$81  = \$66 [18:0];
-    end
-    if (rst) begin
-      \$81  = 19'h00000;
     end
   end
   always @* begin
@@ -5043,9 +5100,6 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$62 ) begin
       \$82  = \$68 [18:0];
     end
-    if (rst) begin
-      \$82  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -5053,22 +5107,12 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$62 ) begin
       \$83  = \$70 [18:0];
     end
-    if (rst) begin
-      \$83  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$84  = \$72 ;
-    if (rst) begin
+    if (e1_rst) begin
       \$84  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$85  = mac_ctl_d5[12:3];
-    if (rst) begin
-      \$85  = 10'h000;
     end
   end
   assign tree_0_sum = tree_0_l3_0;
@@ -5096,60 +5140,62 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \steps__payload.meta.go  = steps__payload[329:328];
   assign \steps__payload.meta.eof  = steps__payload[330];
   assign \steps__payload.meta.error  = steps__payload[331];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[8:6];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10:9];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[12:3];
-  assign \ctl.meta.oy  = ctl[5:3];
-  assign \ctl.meta.ox  = ctl[8:6];
-  assign \ctl.meta.go  = ctl[10:9];
-  assign \ctl.meta.eof  = ctl[11];
-  assign \ctl.meta.error  = ctl[12];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[8:6];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10:9];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[12:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[8:6];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[10:9];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[11];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[12];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[12:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[8:6];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[10:9];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[11];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[12];
-  assign \mac_ctl_d5.v  = mac_ctl_d5[0];
-  assign \mac_ctl_d5.first  = mac_ctl_d5[1];
-  assign \mac_ctl_d5.last  = mac_ctl_d5[2];
-  assign \mac_ctl_d5.meta  = mac_ctl_d5[12:3];
-  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[5:3];
-  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[8:6];
-  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[10:9];
-  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[11];
-  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[12];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[11:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[4:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[7:5];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[9:8];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[11];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[11:2];
+  assign \ctl.meta.oy  = ctl[4:2];
+  assign \ctl.meta.ox  = ctl[7:5];
+  assign \ctl.meta.go  = ctl[9:8];
+  assign \ctl.meta.eof  = ctl[10];
+  assign \ctl.meta.error  = ctl[11];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[11:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[4:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[7:5];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[9:8];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[11];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[11:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[4:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[7:5];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[9:8];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[11];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[11:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[4:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[7:5];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[9:8];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[10];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[11];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[11:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[4:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[7:5];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[9:8];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[10];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[11];
+  assign \mac_ctl_d6.first  = mac_ctl_d6[0];
+  assign \mac_ctl_d6.last  = mac_ctl_d6[1];
+  assign \mac_ctl_d6.meta  = mac_ctl_d6[11:2];
+  assign \mac_ctl_d6.meta.oy  = mac_ctl_d6[4:2];
+  assign \mac_ctl_d6.meta.ox  = mac_ctl_d6[7:5];
+  assign \mac_ctl_d6.meta.go  = mac_ctl_d6[9:8];
+  assign \mac_ctl_d6.meta.eof  = mac_ctl_d6[10];
+  assign \mac_ctl_d6.meta.error  = mac_ctl_d6[11];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[7:6];
@@ -5171,14 +5217,13 @@ module \top.block_0_0.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign sums__payload[37:19] = acc_1;
   assign sums__payload[18:0] = acc_0;
   assign sums__payload[85:76] = out_meta;
-  assign ctl[12:3] = operands[331:322];
-  assign ctl[2] = operands[321];
-  assign ctl[1] = operands[320];
-  assign ctl[0] = op_v;
+  assign ctl[11:2] = operands[331:322];
+  assign ctl[1] = operands[321];
+  assign ctl[0] = operands[320];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+module \top.block_0_0.out_queue (r_en, r_rdy, r_data, e1_rst, w_port__data, w_en, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5197,10 +5242,12 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire \$7 ;
   wire \$8 ;
   wire [6:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 5'h00 *)
   wire [4:0] consume;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   reg [5:0] level = 6'h00;
   (* init = 5'h00 *)
   wire [4:0] produce;
@@ -5214,8 +5261,6 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire [39:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [39:0] w_data;
   input w_en;
   wire w_en;
@@ -5261,7 +5306,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     storage[30] = 40'h0000000000;
     storage[31] = 40'h0000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -5283,11 +5328,11 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
@@ -5295,7 +5340,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$1 ) begin
       \$15  = \$2 [4:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$15  = 5'h00;
     end
   end
@@ -5305,7 +5350,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$3 ) begin
       \$16  = \$4 [4:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$16  = 5'h00;
     end
   end
@@ -5318,7 +5363,7 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$13 ) begin
       \$17  = \$14 [5:0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$17  = 6'h00;
     end
   end
@@ -5331,12 +5376,14 @@ module \top.block_0_0.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_0.requant (e1_rst, w_en, w_data, w_addr, rd__addr, r_data, e1_clk);
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
@@ -5346,8 +5393,6 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [1:0] w_addr;
   wire [1:0] w_addr;
   input [127:0] w_data;
@@ -5361,16 +5406,16 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[2] = 128'h00000000000000000000000000000000;
     mem[3] = 128'h00000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [127:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -5381,7 +5426,7 @@ module \top.block_0_0.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+module \top.block_0_0.requantiser (e1_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
@@ -5422,37 +5467,19 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [85:0] \$45 ;
-  reg [85:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [18:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [18:0] \$50 ;
-  reg [18:0] \$51 ;
-  reg [18:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [9:0] \$57 ;
-  reg \$58 ;
-  reg [9:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  wire [41:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
-  reg [9:0] \$60 ;
-  reg [9:0] \$61 ;
-  reg \$62 ;
-  reg \$63 ;
-  reg \$64 ;
-  reg [19:0] \$65 ;
-  reg [19:0] \$66 ;
-  reg [19:0] \$67 ;
-  reg [19:0] \$68 ;
-  reg [9:0] \$69 ;
   wire \$7 ;
-  reg \$70 ;
-  reg [41:0] \$71 ;
-  reg \$72 ;
   wire \$8 ;
   wire \$9 ;
   reg [85:0] beat_d1 = 86'h0000000000000000000000;
@@ -5489,8 +5516,10 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire clamp_1_over;
   wire clamp_2_over;
   wire clamp_3_over;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   output [41:0] feats__payload;
   reg [41:0] feats__payload = 42'h00000000000;
   wire [31:0] \feats__payload.data ;
@@ -5552,6 +5581,12 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [1:0] \rq_meta2_d3.go ;
   wire [2:0] \rq_meta2_d3.ox ;
   wire [2:0] \rq_meta2_d3.oy ;
+  reg [9:0] rq_meta2_d4 = 10'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire [1:0] \rq_meta2_d4.go ;
+  wire [2:0] \rq_meta2_d4.ox ;
+  wire [2:0] \rq_meta2_d4.oy ;
   reg [9:0] rq_meta3_d1 = 10'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -5562,9 +5597,8 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
-  input rst;
-  wire rst;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
   reg [15:0] scale_2 = 16'h0000;
@@ -5574,9 +5608,11 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_0_pp10_a = 2'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [18:0] scaled_0_pp10_p = 19'h00000;
+  reg [18:0] scaled_0_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_0_sum = 35'h000000000;
   wire [34:0] scaled_0_t0;
   wire [34:0] scaled_0_t1;
@@ -5585,9 +5621,11 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_1_pp10_a = 2'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [18:0] scaled_1_pp10_p = 19'h00000;
+  reg [18:0] scaled_1_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_1_sum = 35'h000000000;
   wire [34:0] scaled_1_t0;
   wire [34:0] scaled_1_t1;
@@ -5596,9 +5634,11 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_2_pp10_a = 2'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [18:0] scaled_2_pp10_p = 19'h00000;
+  reg [18:0] scaled_2_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_2_sum = 35'h000000000;
   wire [34:0] scaled_2_t0;
   wire [34:0] scaled_2_t1;
@@ -5607,9 +5647,11 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_3_pp10_a = 2'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [18:0] scaled_3_pp10_p = 19'h00000;
+  reg [18:0] scaled_3_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_3_sum = 35'h000000000;
   wire [34:0] scaled_3_t0;
   wire [34:0] scaled_3_t1;
@@ -5628,135 +5670,141 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
-  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
-  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
-  assign \$38  = rounded_0[19] ? 8'h00 : \$37 ;
-  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
-  assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
-  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
-  always @(posedge clk)
-    beat_d1 <= \$45 ;
-  always @(posedge clk)
-    beat_d2 <= \$46 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$47 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$48 ;
-  always @(posedge clk)
-    biased_0 <= \$49 ;
-  always @(posedge clk)
-    biased_1 <= \$50 ;
-  always @(posedge clk)
-    biased_2 <= \$51 ;
-  always @(posedge clk)
-    biased_3 <= \$52 ;
-  always @(posedge clk)
-    scale_0 <= \$53 ;
-  always @(posedge clk)
-    scale_1 <= \$54 ;
-  always @(posedge clk)
-    scale_2 <= \$55 ;
-  always @(posedge clk)
-    scale_3 <= \$56 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    beat_d1 <= sums__payload;
+  always @(posedge e1_clk)
+    beat_d2 <= beat_d1;
+  always @(posedge e1_clk)
+    beat_v_d1 <= \$45 ;
+  always @(posedge e1_clk)
+    beat_v_d2 <= \$46 ;
+  always @(posedge e1_clk)
+    biased_0 <= \$13 [18:0];
+  always @(posedge e1_clk)
+    biased_1 <= \$14 [18:0];
+  always @(posedge e1_clk)
+    biased_2 <= \$15 [18:0];
+  always @(posedge e1_clk)
+    biased_3 <= \$16 [18:0];
+  always @(posedge e1_clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge e1_clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge e1_clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge e1_clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge e1_clk)
+    rq_meta1_d1 <= beat_d2[85:76];
+  always @(posedge e1_clk)
+    rq_v1_d1 <= \$47 ;
+  always @(posedge e1_clk)
     scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge e1_clk)
     scaled_0_pp10_a <= biased_0[18:17];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_0_pp10_p <= { \$18 [17], \$18  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
+  always @(posedge e1_clk)
     scaled_0_sum <= \$19 [34:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge e1_clk)
     scaled_1_pp10_a <= biased_1[18:17];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_1_pp10_p <= { \$21 [17], \$21  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
+  always @(posedge e1_clk)
     scaled_1_sum <= \$22 [34:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge e1_clk)
     scaled_2_pp10_a <= biased_2[18:17];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_2_pp10_p <= { \$24 [17], \$24  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
+  always @(posedge e1_clk)
     scaled_2_sum <= \$25 [34:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge e1_clk)
     scaled_3_pp10_a <= biased_3[18:17];
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     scaled_3_pp10_p <= { \$27 [17], \$27  };
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
+  always @(posedge e1_clk)
     scaled_3_sum <= \$28 [34:0];
-  always @(posedge clk)
-    rq_meta2_d1 <= \$59 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$60 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$61 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$62 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$63 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$64 ;
-  always @(posedge clk)
-    rounded_0 <= \$65 ;
-  always @(posedge clk)
-    rounded_1 <= \$66 ;
-  always @(posedge clk)
-    rounded_2 <= \$67 ;
-  always @(posedge clk)
-    rounded_3 <= \$68 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$69 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$70 ;
-  always @(posedge clk)
-    feats__payload <= \$71 ;
-  always @(posedge clk)
-    feats__valid <= \$72 ;
+  always @(posedge e1_clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge e1_clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge e1_clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge e1_clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge e1_clk)
+    rq_v2_d1 <= \$48 ;
+  always @(posedge e1_clk)
+    rq_v2_d2 <= \$49 ;
+  always @(posedge e1_clk)
+    rq_v2_d3 <= \$50 ;
+  always @(posedge e1_clk)
+    rq_v2_d4 <= \$51 ;
+  always @(posedge e1_clk)
+    rounded_0 <= \$30 [19:0];
+  always @(posedge e1_clk)
+    rounded_1 <= \$32 [19:0];
+  always @(posedge e1_clk)
+    rounded_2 <= \$34 [19:0];
+  always @(posedge e1_clk)
+    rounded_3 <= \$36 [19:0];
+  always @(posedge e1_clk)
+    rq_meta3_d1 <= rq_meta2_d4;
+  always @(posedge e1_clk)
+    rq_v3_d1 <= \$52 ;
+  always @(posedge e1_clk)
+    feats__payload <= \$53 ;
+  always @(posedge e1_clk)
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[19];
   assign \$6  = | rounded_0[18:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -5775,222 +5823,99 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [34:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [34:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [34:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [34:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[19] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$45  = sums__payload;
-    if (rst) begin
-      \$45  = 86'h0000000000000000000000;
+    \$45  = sums__valid;
+    if (e1_rst) begin
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$46  = beat_d1;
-    if (rst) begin
-      \$46  = 86'h0000000000000000000000;
+    \$46  = beat_v_d1;
+    if (e1_rst) begin
+      \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$47  = sums__valid;
-    if (rst) begin
+    \$47  = beat_v_d2;
+    if (e1_rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$48  = beat_v_d1;
-    if (rst) begin
+    \$48  = rq_v1_d1;
+    if (e1_rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$49  = \$13 [18:0];
-    if (rst) begin
-      \$49  = 19'h00000;
+    \$49  = rq_v2_d1;
+    if (e1_rst) begin
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$50  = \$14 [18:0];
-    if (rst) begin
-      \$50  = 19'h00000;
+    \$50  = rq_v2_d2;
+    if (e1_rst) begin
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$51  = \$15 [18:0];
-    if (rst) begin
-      \$51  = 19'h00000;
+    \$51  = rq_v2_d3;
+    if (e1_rst) begin
+      \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$52  = \$16 [18:0];
-    if (rst) begin
-      \$52  = 19'h00000;
+    \$52  = rq_v2_d4;
+    if (e1_rst) begin
+      \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$53  = rq_data[79:64];
-    if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$57  = beat_d2[85:76];
-    if (rst) begin
-      \$57  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$59  = rq_meta1_d1;
-    if (rst) begin
-      \$59  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$60  = rq_meta2_d1;
-    if (rst) begin
-      \$60  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$61  = rq_meta2_d2;
-    if (rst) begin
-      \$61  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$62  = rq_v1_d1;
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$63  = rq_v2_d1;
-    if (rst) begin
-      \$63  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$64  = rq_v2_d2;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$65  = \$30 [19:0];
-    if (rst) begin
-      \$65  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$66  = \$32 [19:0];
-    if (rst) begin
-      \$66  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$67  = \$34 [19:0];
-    if (rst) begin
-      \$67  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$68  = \$36 [19:0];
-    if (rst) begin
-      \$68  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$69  = rq_meta2_d3;
-    if (rst) begin
-      \$69  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$70  = rq_v2_d3;
-    if (rst) begin
-      \$70  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$71 [7:0] = \$38 ;
-    \$71 [15:8] = \$40 ;
-    \$71 [23:16] = \$42 ;
-    \$71 [31:24] = \$44 ;
-    \$71 [41:32] = rq_meta3_d1;
-    if (rst) begin
-      \$71  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$72  = rq_v3_d1;
-    if (rst) begin
-      \$72  = 1'h0;
+    \$54  = rq_v3_d1;
+    if (e1_rst) begin
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[83:82];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [34:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [34:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [34:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [34:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -6070,15 +5995,25 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \rq_meta2_d3.go  = rq_meta2_d3[7:6];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[8];
   assign \rq_meta2_d3.error  = rq_meta2_d3[9];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[2:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[5:3];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[7:6];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[9];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[2:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[5:3];
   assign \rq_meta3_d1.go  = rq_meta3_d1[7:6];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[8];
   assign \rq_meta3_d1.error  = rq_meta3_d1[9];
-  assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [41:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
   assign \$31  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
   assign \$33  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
@@ -6086,7 +6021,7 @@ module \top.block_0_0.requantiser (rst, sums__valid, sums__payload, feats__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+module \top.block_0_0.sequencer (can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, e1_rst, steps__valid, steps__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6144,14 +6079,9 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$58 ;
   reg \$59 ;
   wire \$6 ;
-  reg \$60 ;
-  reg [1:0] \$61 ;
-  reg \$62 ;
-  reg [9:0] \$63 ;
-  reg \$64 ;
-  reg [2:0] \$65 ;
-  reg \$66 ;
-  reg [17:0] \$67 ;
+  wire [9:0] \$60 ;
+  reg \$61 ;
+  wire [17:0] \$62 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -6159,10 +6089,10 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [2:0] \$signal$17  = 3'h0;
-  reg \$signal$28  = 1'h0;
-  reg \$signal$29  = 1'h0;
-  reg \$signal$35  = 1'h0;
-  reg \$signal$36  = 1'h0;
+  reg \$signal$30  = 1'h0;
+  reg \$signal$31  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg \$signal$38  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -6170,9 +6100,11 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   wire busy;
   input can_emit;
   wire can_emit;
-  input clk;
-  wire clk;
   reg [2:0] col_0 = 3'h0;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   reg first_r = 1'h0;
   reg go_last = 1'h0;
   wire issue;
@@ -6201,8 +6133,6 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg q_slot_0 = 1'h0;
   output [2:0] row;
   wire [2:0] row;
-  input rst;
-  wire rst;
   reg s_err = 1'h0;
   reg s_gi = 1'h0;
   reg [1:0] s_go = 2'h0;
@@ -6221,6 +6151,18 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   input sites__valid;
   wire sites__valid;
   reg slot_0 = 1'h0;
+  (* init = 18'h00000 *)
+  wire [17:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [3:0] \step.lb_addr ;
+  wire [9:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire [1:0] \step.meta.go ;
+  wire [2:0] \step.meta.ox ;
+  wire [2:0] \step.meta.oy ;
+  wire [1:0] \step.w_addr ;
   output [17:0] steps__payload;
   reg [17:0] steps__payload = 18'h00000;
   wire \steps__payload.first ;
@@ -6237,78 +6179,75 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg steps__valid = 1'h0;
   reg sv = 1'h0;
   wire tap_oh;
-  assign \$28  = s_go + 1'h1;
-  assign \$29  = go_last ? 3'h0 : \$28 ;
-  assign \$30  = s_go == 2'h2;
   assign \$31  = last & go_last;
   assign \$32  = \$31  | \$signal$10 ;
   assign \$34  = s_err & \$signal$10 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     p_v <= \$35 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     p_site <= \$36 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     p_cnt <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     next_slot_0 <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     next_col_0 <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     first_r <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_gi <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal  <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_rem <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_n <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$7  <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_go <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     go_last <= \$47 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sv <= \$48 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$10  <= \$49 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_err <= \$50 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     \$signal$17  <= \$51 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     s_ox <= \$52 ;
-  always @(posedge clk)
-    \$signal$28  <= \$53 ;
-  always @(posedge clk)
-    \$signal$29  <= \$54 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    \$signal$30  <= \$53 ;
+  always @(posedge e1_clk)
+    \$signal$31  <= \$54 ;
+  always @(posedge e1_clk)
     slot_0 <= \$55 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     col_0 <= \$56 ;
-  always @(posedge clk)
-    \$signal$35  <= \$57 ;
-  always @(posedge clk)
-    \$signal$36  <= \$58 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
+    \$signal$37  <= \$57 ;
+  always @(posedge e1_clk)
+    \$signal$38  <= \$58 ;
+  always @(posedge e1_clk)
     q_last <= \$59 ;
-  always @(posedge clk)
-    q_oh <= \$60 ;
-  always @(posedge clk)
-    \$like  <= \$61 ;
-  always @(posedge clk)
-    q_gi <= \$62 ;
-  always @(posedge clk)
-    q_meta <= \$63 ;
-  always @(posedge clk)
-    q_slot_0 <= \$64 ;
-  always @(posedge clk)
-    q_col_0 <= \$65 ;
-  always @(posedge clk)
-    steps__valid <= \$66 ;
-  always @(posedge clk)
-    steps__payload <= \$67 ;
+  always @(posedge e1_clk)
+    q_oh <= \$4 [0];
+  always @(posedge e1_clk)
+    \$like  <= s_go;
+  always @(posedge e1_clk)
+    q_gi <= s_gi;
+  always @(posedge e1_clk)
+    q_meta <= \$60 ;
+  always @(posedge e1_clk)
+    q_slot_0 <= slot_0;
+  always @(posedge e1_clk)
+    q_col_0 <= col_0;
+  always @(posedge e1_clk)
+    steps__valid <= \$61 ;
+  always @(posedge e1_clk)
+    steps__payload <= \$62 ;
   assign \$1  = ~ p_v;
   assign sites__ready = \$1  | p_take;
   assign \$2  = ~ s_rem;
@@ -6340,6 +6279,9 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$23  = ~ \$4 [0];
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
+  assign \$28  = s_go + 1'h1;
+  assign \$29  = go_last ? 3'h0 : \$28 ;
+  assign \$30  = s_go == 2'h2;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$35  = p_v;
@@ -6349,7 +6291,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$35  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$35  = 1'h0;
     end
   end
@@ -6359,9 +6301,6 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$36  = sites__payload;
     end
-    if (rst) begin
-      \$36  = 9'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -6369,7 +6308,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$37  = \$16 [0];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$37  = 1'h0;
     end
   end
@@ -6379,18 +6318,12 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$38  = \$17 [0];
     end
-    if (rst) begin
-      \$38  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [2:0];
-    end
-    if (rst) begin
-      \$39  = 3'h0;
     end
   end
   always @* begin
@@ -6411,7 +6344,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$40  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$40  = 1'h0;
     end
   end
@@ -6429,7 +6362,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$41  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$41  = 1'h0;
     end
   end
@@ -6447,7 +6380,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$42  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$42  = 1'h0;
     end
   end
@@ -6462,14 +6395,14 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$22 ) begin
           \$43  = \$24 ;
         end else begin
-          \$43  = \$signal$28 ;
+          \$43  = \$signal$30 ;
         end
       end
     end
     if (p_take) begin
       \$43  = p_site[6];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$43  = 1'h0;
     end
   end
@@ -6484,14 +6417,14 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$22 ) begin
           \$44  = \$25 [0];
         end else begin
-          \$44  = \$signal$29 ;
+          \$44  = \$signal$31 ;
         end
       end
     end
     if (p_take) begin
       \$44  = p_cnt;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$44  = 1'h0;
     end
   end
@@ -6513,7 +6446,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$45  = \$33 ;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$45  = 1'h0;
     end
   end
@@ -6534,7 +6467,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$46  = 2'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$46  = 2'h0;
     end
   end
@@ -6555,7 +6488,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$47  = 1'h0;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$47  = 1'h0;
     end
   end
@@ -6570,7 +6503,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$48  = 1'h1;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$48  = 1'h0;
     end
   end
@@ -6580,7 +6513,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$49  = p_site[7];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$49  = 1'h0;
     end
   end
@@ -6590,7 +6523,7 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$50  = p_site[8];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$50  = 1'h0;
     end
   end
@@ -6600,9 +6533,6 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$51  = p_site[2:0];
     end
-    if (rst) begin
-      \$51  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -6610,27 +6540,24 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$52  = p_site[5:3];
     end
-    if (rst) begin
-      \$52  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$53  = \$signal$28 ;
+    \$53  = \$signal$30 ;
     if (p_take) begin
       \$53  = p_site[6];
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$53  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$54  = \$signal$29 ;
+    \$54  = \$signal$31 ;
     if (p_take) begin
       \$54  = p_cnt;
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$54  = 1'h0;
     end
   end
@@ -6640,9 +6567,6 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$55  = next_slot_0;
     end
-    if (rst) begin
-      \$55  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
@@ -6650,111 +6574,42 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$56  = next_col_0;
     end
-    if (rst) begin
-      \$56  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$57  = issue;
-    if (rst) begin
+    if (e1_rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$58  = first_r;
-    if (rst) begin
+    if (e1_rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     \$59  = last;
-    if (rst) begin
+    if (e1_rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$60  = \$4 [0];
-    if (rst) begin
-      \$60  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$61  = s_go;
-    if (rst) begin
-      \$61  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$62  = s_gi;
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$63 [2:0] = \$signal$17 ;
-    \$63 [5:3] = s_ox;
-    \$63 [7:6] = s_go;
-    \$63 [8] = \$signal$10 ;
-    \$63 [9] = \$34 ;
-    if (rst) begin
-      \$63  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$64  = slot_0;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$65  = col_0;
-    if (rst) begin
-      \$65  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$66  = \$signal$35 ;
-    if (rst) begin
-      \$66  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$67 [6] = \$signal$36 ;
-    \$67 [7] = q_last;
-    \$67 [17:8] = q_meta;
-    \$67 [3:0] = { q_slot_0, q_col_0 };
-    \$67 [5:4] = \$like ;
-    if (rst) begin
-      \$67  = 18'h00000;
+    \$61  = \$signal$37 ;
+    if (e1_rst) begin
+      \$61  = 1'h0;
     end
   end
   assign tap_oh = \$4 [0];
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[2:0];
   assign \p_site.ox  = p_site[5:3];
   assign \p_site.taps  = p_site[6];
   assign \p_site.eof  = p_site[7];
   assign \p_site.error  = p_site[8];
-  assign \sites__payload.oy  = sites__payload[2:0];
-  assign \sites__payload.ox  = sites__payload[5:3];
-  assign \sites__payload.taps  = sites__payload[6];
-  assign \sites__payload.eof  = sites__payload[7];
-  assign \sites__payload.error  = sites__payload[8];
-  assign \q_meta.oy  = q_meta[2:0];
-  assign \q_meta.ox  = q_meta[5:3];
-  assign \q_meta.go  = q_meta[7:6];
-  assign \q_meta.eof  = q_meta[8];
-  assign \q_meta.error  = q_meta[9];
   assign \steps__payload.lb_addr  = steps__payload[3:0];
   assign \steps__payload.w_addr  = steps__payload[5:4];
   assign \steps__payload.first  = steps__payload[6];
@@ -6765,19 +6620,51 @@ module \top.block_0_0.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \steps__payload.meta.go  = steps__payload[15:14];
   assign \steps__payload.meta.eof  = steps__payload[16];
   assign \steps__payload.meta.error  = steps__payload[17];
+  assign \step.lb_addr  = steps__payload[3:0];
+  assign \step.w_addr  = steps__payload[5:4];
+  assign \step.first  = steps__payload[6];
+  assign \step.last  = steps__payload[7];
+  assign \step.meta  = steps__payload[17:8];
+  assign \step.meta.oy  = steps__payload[10:8];
+  assign \step.meta.ox  = steps__payload[13:11];
+  assign \step.meta.go  = steps__payload[15:14];
+  assign \step.meta.eof  = steps__payload[16];
+  assign \step.meta.error  = steps__payload[17];
+  assign \sites__payload.oy  = sites__payload[2:0];
+  assign \sites__payload.ox  = sites__payload[5:3];
+  assign \sites__payload.taps  = sites__payload[6];
+  assign \sites__payload.eof  = sites__payload[7];
+  assign \sites__payload.error  = sites__payload[8];
+  assign \q_meta.oy  = q_meta[2:0];
+  assign \q_meta.ox  = q_meta[5:3];
+  assign \q_meta.go  = q_meta[7:6];
+  assign \q_meta.eof  = q_meta[8];
+  assign \q_meta.error  = q_meta[9];
+  assign \$62 [5:4] = \$like ;
+  assign \$62 [3:0] = { q_slot_0, q_col_0 };
+  assign \$62 [17:8] = q_meta;
+  assign \$62 [7] = q_last;
+  assign \$62 [6] = \$signal$38 ;
+  assign \$60 [9] = \$34 ;
+  assign \$60 [8] = \$signal$10 ;
+  assign \$60 [7:6] = s_go;
+  assign \$60 [5:3] = s_ox;
+  assign \$60 [2:0] = \$signal$17 ;
   assign \$21  = 1'h0;
   assign \$26  = 1'h0;
-  assign \$27  = \$signal$29 ;
+  assign \$27  = \$signal$31 ;
   assign \$33  = p_cnt;
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_0.weights (e1_rst, w_en, w_data, w_addr, rd__addr, r_data, e1_clk);
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   wire [1:0] r_addr;
   output [255:0] r_data;
   reg [255:0] r_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -6787,8 +6674,6 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] rd__addr;
   wire [255:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [1:0] w_addr;
   wire [1:0] w_addr;
   input [255:0] w_data;
@@ -6802,16 +6687,16 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     mem[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [255:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e1_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -6822,7 +6707,7 @@ module \top.block_0_0.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, clk);
+module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6863,15 +6748,9 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [9:0] \$48 ;
-  reg [9:0] \$49 ;
+  reg [39:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [39:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [6:0] \$7 ;
   wire \$8 ;
@@ -6892,15 +6771,17 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   wire [7:0] \bitmaps[2] ;
   wire [7:0] \bitmaps[3] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg [1:0] c_in = 2'h0;
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [4:0] done_rows;
   wire [4:0] \done_rows$36 ;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire eof_seen;
   wire \eof_seen$38 ;
   wire error;
@@ -6931,6 +6812,17 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 40'h0000000000 *)
+  wire [39:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [2:0] \out_reg.x ;
+  wire [2:0] \out_reg.y ;
   reg [127:0] p_data = 128'h00000000000000000000000000000000;
   (* init = 2'h0 *)
   wire [1:0] p_raddr;
@@ -6952,7 +6844,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   wire [1:0] \r_addr$67 ;
   wire [31:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [39:0] \r_data$98 ;
+  wire [39:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [6:0] rd_addr;
@@ -6977,11 +6869,9 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$91 ;
+  wire [2:0] \row$93 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
-  input rst;
-  wire rst;
   wire [16:0] sites__payload;
   wire [16:0] \sites__payload$47 ;
   wire \sites__payload$47.eof ;
@@ -7063,7 +6953,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   wire [2:0] \steps__payload.meta.oy ;
   wire [5:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [85:0] sums__payload;
   wire [85:0] \sums__payload$64 ;
   wire [75:0] \sums__payload$64.acc ;
@@ -7122,42 +7012,36 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   reg [2:0] width_m1 = 3'h0;
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
-  always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c_tap <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \w_addr$8  <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_addr <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     permit_row <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     read_v_d1 <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     steps__valid <= \$43 ;
-  always @(posedge clk)
-    read_first_d1 <= \$44 ;
-  always @(posedge clk)
-    read_first_d2 <= \$45 ;
-  always @(posedge clk)
-    read_last_d1 <= \$46 ;
-  always @(posedge clk)
-    read_last_d2 <= \$47 ;
-  always @(posedge clk)
-    read_meta_d1 <= \$48 ;
-  always @(posedge clk)
-    read_meta_d2 <= \$49 ;
-  always @(posedge clk)
-    sites_out__valid <= \$50 ;
-  always @(posedge clk)
-    sites_out__payload <= \$51 ;
-  always @(posedge clk)
-    inflight <= \$52 ;
+  always @(posedge e2_clk)
+    read_first_d1 <= steps__payload[13];
+  always @(posedge e2_clk)
+    read_first_d2 <= read_first_d1;
+  always @(posedge e2_clk)
+    read_last_d1 <= steps__payload[14];
+  always @(posedge e2_clk)
+    read_last_d2 <= read_last_d1;
+  always @(posedge e2_clk)
+    read_meta_d1 <= steps__payload[24:15];
+  always @(posedge e2_clk)
+    read_meta_d2 <= read_meta_d1;
+  always @(posedge e2_clk)
+    sites_out__valid <= \$44 ;
+  always @(posedge e2_clk)
+    sites_out__payload <= \$45 ;
+  always @(posedge e2_clk)
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -7183,7 +7067,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(7'h24);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  + 2'h3;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -7191,22 +7075,29 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \$26  = inflight + beat;
   assign \$27  = sites_out__valid & sites_out__ready;
   assign \$28  = \$26  - \$27 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_en <= \$29 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \w_en$11  <= \$30 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     p_data <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     pcount <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     loaded <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     height_m1 <= \$34 ;
+  always @(posedge e2_clk)
+    width_m1 <= \$35 ;
+  always @(posedge e2_clk)
+    c_in <= \$36 ;
+  always @(posedge e2_clk)
+    c_out <= \$37 ;
   \top.block_0_1.finder  finder (
     .bitmaps(bitmaps),
-    .clk(clk),
     .done_rows(done_rows),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -7214,7 +7105,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .last_y(last_y),
     .r_en(sites__ready),
     .row(row),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__valid(sites__valid),
     .tags(tags)
@@ -7222,8 +7112,9 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   \top.block_0_1.line_buffer  line_buffer (
     .bitmaps(bitmaps),
     .busy(busy),
-    .clk(clk),
     .done_rows(done_rows),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -7235,7 +7126,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .permit_row(permit_row),
     .r_addr(steps__payload[6:0]),
     .rd_data(rd_data),
-    .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
     .sites_in__valid(sites_in__valid),
@@ -7243,104 +7133,62 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     .width_m1(width_m1)
   );
   \top.block_0_1.mac_array  mac_array (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .out_v(sums__valid),
-    .rst(rst),
     .steps__payload(\steps__payload$57 ),
     .steps__valid(steps__valid),
     .sums__payload(sums__payload)
   );
   \top.block_0_1.out_queue  out_queue (
-    .clk(clk),
-    .r_data(\r_data$98 ),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
-    .rst(rst),
     .w_en(\w_en$73 ),
     .w_port__data(tok)
   );
   \top.block_0_1.requant  requant (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .r_data(rq_data),
     .rd__addr(sums__payload[83:82]),
-    .rst(rst),
     .w_addr(\w_addr$8 ),
     .w_data(p_data),
     .w_en(\w_en$11 )
   );
   \top.block_0_1.requantiser  requantiser (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .feats__payload(feats__payload),
     .feats__valid(\w_en$73 ),
     .rq_data(rq_data),
-    .rst(rst),
     .sums__payload(sums__payload),
     .sums__valid(sums__valid)
   );
   \top.block_0_1.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
-    .clk(clk),
-    .row(\row$91 ),
-    .rst(rst),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
+    .row(\row$93 ),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.block_0_1.weights  weights (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .r_data(r_data),
     .rd__addr(steps__payload[12:7]),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(p_data[31:0]),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[5:3];
-      end
-    end
-    if (rst) begin
-      \$35  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 2'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [1:0];
-      end
-    end
-    if (rst) begin
-      \$36  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 2'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [1:0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 2'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$38  = c_tap;
@@ -7355,7 +7203,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         end
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$38  = 4'h0;
     end
   end
@@ -7371,9 +7219,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$39  = \$20 [1:0];
       end
     end
-    if (rst) begin
-      \$39  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -7384,9 +7229,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$40  = { c_tap, c_in };
       end
     end
-    if (rst) begin
-      \$40  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
@@ -7394,93 +7236,48 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     if (frame_reset) begin
       \$41  = 5'h03;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$41  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$42  = \steps__valid$93 ;
-    if (rst) begin
+    \$42  = \steps__valid$95 ;
+    if (e2_rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$43  = read_v_d1;
-    if (rst) begin
+    if (e2_rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$44  = steps__payload[13];
-    if (rst) begin
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
+    if (e2_rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$46  = steps__payload[14];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$48  = steps__payload[24:15];
-    if (rst) begin
-      \$48  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$50  = sites_out__valid;
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$99 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$98 ;
-    end
-    if (rst) begin
-      \$51  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
+    \$46  = \$28 [5:0];
+    if (e2_rst) begin
+      \$46  = 6'h00;
     end
   end
   always @* begin
@@ -7507,7 +7304,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$29  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$29  = 1'h0;
     end
   end
@@ -7522,7 +7319,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$30  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$30  = 1'h0;
     end
   end
@@ -7531,9 +7328,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
     \$31  = p_data;
     if (\$5 ) begin
       \$31  = params__payload;
-    end
-    if (rst) begin
-      \$31  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
@@ -7547,7 +7341,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$32  = \$7 [5:0];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$32  = 6'h00;
     end
   end
@@ -7562,7 +7356,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$33  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$33  = 1'h0;
     end
   end
@@ -7574,8 +7368,50 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
         \$34  = params__payload[2:0];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$34  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[5:3];
+      end
+    end
+    if (e2_rst) begin
+      \$35  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 2'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [1:0];
+      end
+    end
+    if (e2_rst) begin
+      \$36  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 2'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [1:0];
+        end
+      end
+    end
+    if (e2_rst) begin
+      \$37  = 2'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -7613,6 +7449,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -7724,11 +7561,6 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \tok.x  = tok[37:35];
   assign \tok.eof  = tok[38];
   assign \tok.error  = tok[39];
-  assign \read_meta_d1.oy  = read_meta_d1[2:0];
-  assign \read_meta_d1.ox  = read_meta_d1[5:3];
-  assign \read_meta_d1.go  = read_meta_d1[7:6];
-  assign \read_meta_d1.eof  = read_meta_d1[8];
-  assign \read_meta_d1.error  = read_meta_d1[9];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -7738,6 +7570,20 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
   assign \sites_out__payload.x  = sites_out__payload[37:35];
   assign \sites_out__payload.eof  = sites_out__payload[38];
   assign \sites_out__payload.error  = sites_out__payload[39];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[34:32];
+  assign \out_reg.x  = sites_out__payload[37:35];
+  assign \out_reg.eof  = sites_out__payload[38];
+  assign \out_reg.error  = sites_out__payload[39];
+  assign \read_meta_d1.oy  = read_meta_d1[2:0];
+  assign \read_meta_d1.ox  = read_meta_d1[5:3];
+  assign \read_meta_d1.go  = read_meta_d1[7:6];
+  assign \read_meta_d1.eof  = read_meta_d1[8];
+  assign \read_meta_d1.error  = read_meta_d1[9];
   assign \steps__payload$57 [75:66] = read_meta_d2;
   assign \steps__payload$57 [65] = read_last_d2;
   assign \steps__payload$57 [64] = read_first_d2;
@@ -7746,7 +7592,7 @@ module \top.block_0_1 (rst, params__ready, sites_in__ready, sites_out__ready, si
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+module \top.block_0_1.finder (frame_reset, row, sites__valid, sites__payload, r_en, e2_rst, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -8294,14 +8140,16 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg [9:0] c1_win_2 = 10'h000;
   reg [2:0] c_row = 3'h0;
   wire chunk_oh;
-  input clk;
-  wire clk;
   reg [7:0] cwin_0 = 8'h00;
   reg [7:0] cwin_1 = 8'h00;
   reg [7:0] cwin_2 = 8'h00;
   reg [4:0] cy = 5'h00;
   input [4:0] done_rows;
   wire [4:0] done_rows;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   reg ends = 1'h0;
   reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
@@ -8346,8 +8194,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   output [2:0] row;
   wire [2:0] row;
   reg [2:0] rows_row = 3'h0;
-  input rst;
-  wire rst;
   reg [2:0] s_row = 3'h0;
   reg [3:0] sel_0 = 4'h0;
   reg [3:0] sel_1 = 4'h0;
@@ -8376,67 +8222,67 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg [7:0] win_0 = 8'h00;
   reg [7:0] win_1 = 8'h00;
   reg [7:0] win_2 = 8'h00;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$74  <= \$462 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_rest <= \$463 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$80  <= \$464 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_v <= \$465 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$like$75  <= \$466 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_oy <= \$467 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_win_0 <= \$468 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_win_1 <= \$469 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     b_win_2 <= \$470 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$81  <= \$471 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$82  <= \$472 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$83  <= \$473 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$like$84  <= \$474 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$85  <= \$475 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a3_rest_zero <= \$476 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a3_win_0 <= \$477 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a3_win_1 <= \$478 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a3_win_2 <= \$479 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$90  <= \$480 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_oy <= \$481 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$91  <= \$482 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_bits <= \$483 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_win_0 <= \$484 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_win_1 <= \$485 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a2_win_2 <= \$486 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a_v <= \$487 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     a_oh <= \$488 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     eof_done <= \$489 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$27  <= \$490 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$29  <= \$491 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rows_row <= \$492 ;
   assign \$1  = \$signal [1] | \$signal [3];
   assign \$2  = \$1  | \$signal [5];
@@ -8842,96 +8688,96 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$417  = \$signal$57  ? { 1'h0, s_row } : \$416 ;
   assign \$418  = \$signal$48  ? { 1'h0, w_row } : \$417 ;
   assign \$419  = \$signal$45  ? { 1'h0, c_row } : \$418 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$32  <= \$420 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     has_last_r <= \$421 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$36  <= \$422 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$39  <= \$423 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$40  <= \$424 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$43  <= \$425 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     issued <= \$426 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$45  <= \$427 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c_row <= \$428 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$48  <= \$429 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     nz <= \$430 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     nz_zero <= \$431 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     cwin_0 <= \$432 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     cwin_1 <= \$433 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     cwin_2 <= \$434 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_row <= \$435 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$57  <= \$436 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     win_0 <= \$437 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     win_1 <= \$438 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     win_2 <= \$439 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_row <= \$440 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$63  <= \$441 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sel_0 <= \$442 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sel_1 <= \$443 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sel_2 <= \$444 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     ends <= \$445 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_in_row_0 <= \$446 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_in_row_1 <= \$447 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_in_row_2 <= \$448 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_row <= \$449 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     i_top <= \$450 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     f_row <= \$451 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     cy <= \$452 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     need <= \$453 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     eof_pend <= \$454 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$11  <= \$455 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal  <= \$456 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$like  <= \$457 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$13  <= \$458 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c1_win_0 <= \$459 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c1_win_1 <= \$460 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c1_win_2 <= \$461 ;
   \top.block_0_1.finder.queue  queue (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .r_data(sites__payload),
     .r_en(r_en),
     .r_rdy(sites__valid),
-    .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data),
     .w_rdy(w_rdy)
@@ -8945,7 +8791,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$463  = \$309 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$463  = 8'h00;
     end
   end
@@ -8958,7 +8804,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$464  = \$311 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$464  = 1'h1;
     end
   end
@@ -8968,7 +8814,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$465  = \$signal$81 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$465  = 1'h0;
     end
   end
@@ -8978,7 +8824,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$466  = \$like$84 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$466  = 1'h0;
     end
   end
@@ -8988,7 +8834,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$467  = \$signal$85 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$467  = 3'h0;
     end
   end
@@ -8998,7 +8844,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$468  = a3_win_0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$468  = 10'h000;
     end
   end
@@ -9008,7 +8854,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$469  = a3_win_1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$469  = 10'h000;
     end
   end
@@ -9018,7 +8864,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$470  = a3_win_2;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$470  = 10'h000;
     end
   end
@@ -9028,7 +8874,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$471  = \$signal$90 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$471  = 1'h0;
     end
   end
@@ -9038,7 +8884,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$472  = \$150 [7:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$472  = 8'h00;
     end
   end
@@ -9048,7 +8894,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$473  = \$318 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$473  = 8'h00;
     end
   end
@@ -9058,7 +8904,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$474  = \$signal$91 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$474  = 1'h0;
     end
   end
@@ -9068,7 +8914,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$475  = a2_oy;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$475  = 3'h0;
     end
   end
@@ -9078,7 +8924,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$476  = \$350 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$476  = 1'h1;
     end
   end
@@ -9088,7 +8934,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$477  = a2_win_0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$477  = 10'h000;
     end
   end
@@ -9098,7 +8944,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$478  = a2_win_1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$478  = 10'h000;
     end
   end
@@ -9108,7 +8954,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$316 ) begin
       \$479  = a2_win_2;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$479  = 10'h000;
     end
   end
@@ -9121,7 +8967,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$480  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$480  = 1'h0;
     end
   end
@@ -9131,7 +8977,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$481  = c_row;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$481  = 3'h0;
     end
   end
@@ -9141,7 +8987,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$482  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$482  = 1'h0;
     end
   end
@@ -9151,7 +8997,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$483  = \$364 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$483  = 8'h00;
     end
   end
@@ -9161,7 +9007,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$484  = \$365 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$484  = 10'h000;
     end
   end
@@ -9171,7 +9017,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$485  = \$366 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$485  = 10'h000;
     end
   end
@@ -9181,7 +9027,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$363 ) begin
       \$486  = \$367 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$486  = 10'h000;
     end
   end
@@ -9194,7 +9040,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$386 ) begin
       \$487  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$487  = 1'h0;
     end
   end
@@ -9204,7 +9050,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$386 ) begin
       \$488  = \$153 [0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$488  = 1'h0;
     end
   end
@@ -9217,7 +9063,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$489  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$489  = 1'h0;
     end
   end
@@ -9227,14 +9073,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$490  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$490  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$491  = \$415 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$491  = 3'h0;
     end
   end
@@ -9244,7 +9090,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$492  = 3'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$492  = 3'h0;
     end
   end
@@ -9267,14 +9113,14 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$420  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$420  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$421  = has_last;
-    if (rst) begin
+    if (e2_rst) begin
       \$421  = 1'h0;
     end
   end
@@ -9284,7 +9130,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$422  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$422  = 1'h0;
     end
   end
@@ -9294,21 +9140,21 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$423  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$423  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$424  = \$158 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$424  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$425  = \$159 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$425  = 1'h0;
     end
   end
@@ -9324,7 +9170,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$426  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$426  = 1'h0;
     end
   end
@@ -9337,7 +9183,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$169 ) begin
       \$427  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$427  = 1'h0;
     end
   end
@@ -9347,7 +9193,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$169 ) begin
       \$428  = w_row;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$428  = 3'h0;
     end
   end
@@ -9360,7 +9206,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$179 ) begin
       \$429  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$429  = 1'h0;
     end
   end
@@ -9373,7 +9219,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$386 ) begin
       \$430  = \$388 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$430  = 1'h0;
     end
   end
@@ -9386,7 +9232,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$386 ) begin
       \$431  = \$389 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$431  = 1'h1;
     end
   end
@@ -9396,18 +9242,12 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$169 ) begin
       \$432  = win_0;
     end
-    if (rst) begin
-      \$432  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$433  = cwin_1;
     if (\$169 ) begin
       \$433  = win_1;
-    end
-    if (rst) begin
-      \$433  = 8'h00;
     end
   end
   always @* begin
@@ -9416,9 +9256,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$169 ) begin
       \$434  = win_2;
     end
-    if (rst) begin
-      \$434  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9426,7 +9263,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$179 ) begin
       \$435  = s_row;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$435  = 3'h0;
     end
   end
@@ -9439,7 +9276,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$204 ) begin
       \$436  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$436  = 1'h0;
     end
   end
@@ -9449,18 +9286,12 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$179 ) begin
       \$437  = \$186 ;
     end
-    if (rst) begin
-      \$437  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$438  = win_1;
     if (\$179 ) begin
       \$438  = \$193 ;
-    end
-    if (rst) begin
-      \$438  = 8'h00;
     end
   end
   always @* begin
@@ -9469,9 +9300,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$179 ) begin
       \$439  = \$200 ;
     end
-    if (rst) begin
-      \$439  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9479,7 +9307,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$204 ) begin
       \$440  = i_row;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$440  = 3'h0;
     end
   end
@@ -9495,7 +9323,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$441  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$441  = 1'h0;
     end
   end
@@ -9508,9 +9336,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
       \$442 [2] = \$219 ;
       \$442 [3] = \$224 ;
     end
-    if (rst) begin
-      \$442  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9521,9 +9346,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
       \$443 [2] = \$233 ;
       \$443 [3] = \$236 ;
     end
-    if (rst) begin
-      \$443  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9533,9 +9355,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
       \$444 [1] = \$242 ;
       \$444 [2] = \$245 ;
       \$444 [3] = \$248 ;
-    end
-    if (rst) begin
-      \$444  = 4'h0;
     end
   end
   always @* begin
@@ -9549,7 +9368,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$445  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$445  = 1'h0;
     end
   end
@@ -9562,9 +9381,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$446  = \$260 [4:0];
       end
     end
-    if (rst) begin
-      \$446  = 5'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9574,9 +9390,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
       end else if (\$259 ) begin
         \$447  = \$261 [4:0];
       end
-    end
-    if (rst) begin
-      \$447  = 5'h00;
     end
   end
   always @* begin
@@ -9588,9 +9401,6 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$448  = \$262 [4:0];
       end
     end
-    if (rst) begin
-      \$448  = 5'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -9601,7 +9411,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$449  = f_row[2:0];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$449  = 3'h0;
     end
   end
@@ -9614,7 +9424,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$450  = \$263 ;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$450  = 1'h0;
     end
   end
@@ -9630,7 +9440,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$451  = 4'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$451  = 4'h0;
     end
   end
@@ -9646,7 +9456,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$452  = 5'h00;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$452  = 5'h00;
     end
   end
@@ -9662,7 +9472,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$453  = 5'h02;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$453  = 5'h02;
     end
   end
@@ -9675,7 +9485,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$409 ) begin
       \$454  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$454  = 1'h0;
     end
   end
@@ -9685,7 +9495,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$455  = b_v;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$455  = 1'h0;
     end
   end
@@ -9695,7 +9505,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$456  = \$signal$74 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$456  = 8'h00;
     end
   end
@@ -9705,7 +9515,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$457  = \$like$75 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$457  = 1'h0;
     end
   end
@@ -9715,7 +9525,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$458  = b_oy;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$458  = 3'h0;
     end
   end
@@ -9725,7 +9535,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$459  = b_win_0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$459  = 10'h000;
     end
   end
@@ -9735,7 +9545,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$460  = b_win_1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$460  = 10'h000;
     end
   end
@@ -9745,7 +9555,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$271 ) begin
       \$461  = b_win_2;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$461  = 10'h000;
     end
   end
@@ -9758,7 +9568,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$308 ) begin
       \$462  = \$signal$82 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$462  = 8'h00;
     end
   end
@@ -9814,7 +9624,7 @@ module \top.block_0_1.finder (rst, frame_reset, row, sites__valid, sites__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+module \top.block_0_1.finder.queue (w_en, w_rdy, r_rdy, r_data, r_en, e2_rst, w_port__data, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9833,10 +9643,12 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire \$7 ;
   wire \$8 ;
   wire [2:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 1'h0 *)
   wire consume;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   reg [1:0] level = 2'h0;
   (* init = 1'h0 *)
   wire produce;
@@ -9850,8 +9662,6 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire [16:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [16:0] w_data;
   input w_en;
   wire w_en;
@@ -9868,7 +9678,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     storage[0] = 17'h00000;
     storage[1] = 17'h00000;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -9890,11 +9700,11 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
@@ -9902,7 +9712,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$1 ) begin
       \$15  = \$2 [0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$15  = 1'h0;
     end
   end
@@ -9912,7 +9722,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$3 ) begin
       \$16  = \$4 [0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$16  = 1'h0;
     end
   end
@@ -9925,7 +9735,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$13 ) begin
       \$17  = \$14 [1:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$17  = 2'h0;
     end
   end
@@ -9938,7 +9748,7 @@ module \top.block_0_1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
+module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, e2_clk
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   wire \$1 ;
@@ -10020,21 +9830,16 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg [1:0] \$170 ;
-  reg [2:0] \$171 ;
-  reg [2:0] \$172 ;
-  reg [6:0] \$173 ;
-  reg [31:0] \$174 ;
-  reg \$175 ;
-  reg [7:0] \$176 ;
-  reg [3:0] \$177 ;
-  reg [7:0] \$178 ;
-  reg [3:0] \$179 ;
+  reg \$170 ;
+  reg [7:0] \$171 ;
+  reg [3:0] \$172 ;
+  reg [7:0] \$173 ;
+  reg [3:0] \$174 ;
+  reg [7:0] \$175 ;
+  reg [3:0] \$176 ;
+  reg [7:0] \$177 ;
+  reg [3:0] \$178 ;
   wire \$18 ;
-  reg [7:0] \$180 ;
-  reg [3:0] \$181 ;
-  reg [7:0] \$182 ;
-  reg [3:0] \$183 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -10157,10 +9962,12 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   output busy;
   reg busy = 1'h0;
   reg [1:0] c_gi = 2'h0;
-  input clk;
-  wire clk;
   output [4:0] done_rows;
   reg [4:0] done_rows = 5'h00;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire [44:0] entry;
   wire \entry.bad ;
   wire \entry.first ;
@@ -10259,8 +10066,6 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg [3:0] row_tag_2 = 4'hf;
   reg [3:0] row_tag_3 = 4'hf;
   reg rp = 1'h0;
-  input rst;
-  wire rst;
   reg [2:0] shape_h_m1 = 3'h0;
   reg [2:0] shape_w_m1 = 3'h0;
   input [39:0] sites_in__payload;
@@ -10445,91 +10250,91 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$141  = w_en & \$140 ;
   assign \$142  = \$signal$67  ? 8'h00 : bitmap_3;
   assign \$143  = \$142  | \$28 [7:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     c_gi <= \$144 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prev_any <= \$145 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal  <= \$146 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$21  <= \$147 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     shape_h_m1 <= \$148 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     shape_w_m1 <= \$149 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_0 <= \$150 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_0_valid <= \$151 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_0_outside <= \$152 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_0_permit <= \$153 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_1 <= \$154 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_1_valid <= \$155 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_1_outside <= \$156 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     entry_1_permit <= \$157 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$60  <= \$158 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     rp <= \$159 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     done_rows <= \$160 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     busy <= \$161 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     eof_seen <= \$162 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$40  <= \$163 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     error <= \$164 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     has_last <= \$165 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     last_y <= \$166 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_en <= \$167 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$67  <= \$168 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_set <= \$169 ;
-  always @(posedge clk)
-    w_slot <= \$170 ;
-  always @(posedge clk)
-    w_x <= \$171 ;
-  always @(posedge clk)
-    w_y <= \$172 ;
-  always @(posedge clk)
-    w_addr <= \$173 ;
-  always @(posedge clk)
-    w_data <= \$174 ;
-  always @(posedge clk)
-    acc_eof <= \$175 ;
-  always @(posedge clk)
-    bitmap_0 <= \$176 ;
-  always @(posedge clk)
-    row_tag_0 <= \$177 ;
-  always @(posedge clk)
-    bitmap_1 <= \$178 ;
-  always @(posedge clk)
-    row_tag_1 <= \$179 ;
-  always @(posedge clk)
-    bitmap_2 <= \$180 ;
-  always @(posedge clk)
-    row_tag_2 <= \$181 ;
-  always @(posedge clk)
-    bitmap_3 <= \$182 ;
-  always @(posedge clk)
-    row_tag_3 <= \$183 ;
+  always @(posedge e2_clk)
+    w_slot <= got[33:32];
+  always @(posedge e2_clk)
+    w_x <= got[37:35];
+  always @(posedge e2_clk)
+    w_y <= got[34:32];
+  always @(posedge e2_clk)
+    w_addr <= { got[33:32], got[37:35], got[41:40] };
+  always @(posedge e2_clk)
+    w_data <= got[31:0];
+  always @(posedge e2_clk)
+    acc_eof <= \$170 ;
+  always @(posedge e2_clk)
+    bitmap_0 <= \$171 ;
+  always @(posedge e2_clk)
+    row_tag_0 <= \$172 ;
+  always @(posedge e2_clk)
+    bitmap_1 <= \$173 ;
+  always @(posedge e2_clk)
+    row_tag_1 <= \$174 ;
+  always @(posedge e2_clk)
+    bitmap_2 <= \$175 ;
+  always @(posedge e2_clk)
+    row_tag_2 <= \$176 ;
+  always @(posedge e2_clk)
+    bitmap_3 <= \$177 ;
+  always @(posedge e2_clk)
+    row_tag_3 <= \$178 ;
   \top.block_0_1.line_buffer.mem  mem (
-    .clk(clk),
+    .e2_clk(e2_clk),
+    .e2_rst(e2_rst),
     .r_data(rd_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -10545,7 +10350,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$144  = \$34 [1:0];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$144  = 2'h0;
     end
   end
@@ -10562,7 +10367,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         end
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$145  = 1'h0;
     end
   end
@@ -10576,9 +10381,6 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$146  = sites_in__payload[34:32];
       end
     end
-    if (rst) begin
-      \$146  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
@@ -10590,21 +10392,18 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$147  = sites_in__payload[37:35];
       end
     end
-    if (rst) begin
-      \$147  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$148  = height_m1;
-    if (rst) begin
+    if (e2_rst) begin
       \$148  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$149  = width_m1;
-    if (rst) begin
+    if (e2_rst) begin
       \$149  = 3'h0;
     end
   end
@@ -10613,9 +10412,6 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     \$150  = entry_0;
     if (\$40 ) begin
       \$150  = entry;
-    end
-    if (rst) begin
-      \$150  = 45'h000000000000;
     end
   end
   always @* begin
@@ -10629,21 +10425,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$151  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$152  = \$52 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$153  = \$60 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$153  = 1'h0;
     end
   end
@@ -10652,9 +10448,6 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     \$154  = entry_1;
     if (\$65 ) begin
       \$154  = entry;
-    end
-    if (rst) begin
-      \$154  = 45'h000000000000;
     end
   end
   always @* begin
@@ -10668,21 +10461,21 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$155  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$156  = \$77 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$156  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$157  = \$85 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$157  = 1'h0;
     end
   end
@@ -10692,7 +10485,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$88 ) begin
       \$158  = \$89 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$158  = 1'h0;
     end
   end
@@ -10702,7 +10495,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (take) begin
       \$159  = \$90 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$159  = 1'h0;
     end
   end
@@ -10715,7 +10508,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$160  = 5'h00;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$160  = 5'h00;
     end
   end
@@ -10728,7 +10521,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$161  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$161  = 1'h0;
     end
   end
@@ -10743,7 +10536,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$162  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$162  = 1'h0;
     end
   end
@@ -10761,7 +10554,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$163  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$163  = 1'h0;
     end
   end
@@ -10781,7 +10574,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$164  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$164  = 1'h0;
     end
   end
@@ -10799,7 +10592,7 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$165  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$165  = 1'h0;
     end
   end
@@ -10814,171 +10607,136 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$166  = got[34:32];
       end
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$166  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$167  = \$122 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$168  = \$126 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     \$169  = got[43];
-    if (rst) begin
+    if (e2_rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$170  = got[33:32];
-    if (rst) begin
-      \$170  = 2'h0;
+    \$170  = \$127 ;
+    if (e2_rst) begin
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$171  = got[37:35];
-    if (rst) begin
-      \$171  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$172  = got[34:32];
-    if (rst) begin
-      \$172  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$173  = { got[33:32], got[37:35], got[41:40] };
-    if (rst) begin
-      \$173  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$174  = got[31:0];
-    if (rst) begin
-      \$174  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$175  = \$127 ;
-    if (rst) begin
-      \$175  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$176  = bitmap_0;
+    \$171  = bitmap_0;
     if (\$129 ) begin
-      \$176  = \$131 ;
+      \$171  = \$131 ;
     end
-    if (rst) begin
-      \$176  = 8'h00;
+    if (e2_rst) begin
+      \$171  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$177  = row_tag_0;
+    \$172  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$67 ) begin
-        \$177  = { 1'h0, w_y };
+        \$172  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$177  = 4'hf;
+      \$172  = 4'hf;
     end
-    if (rst) begin
-      \$177  = 4'hf;
+    if (e2_rst) begin
+      \$172  = 4'hf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$178  = bitmap_1;
+    \$173  = bitmap_1;
     if (\$133 ) begin
-      \$178  = \$135 ;
+      \$173  = \$135 ;
     end
-    if (rst) begin
-      \$178  = 8'h00;
+    if (e2_rst) begin
+      \$173  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$179  = row_tag_1;
+    \$174  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$67 ) begin
-        \$179  = { 1'h0, w_y };
+        \$174  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$179  = 4'hf;
+      \$174  = 4'hf;
     end
-    if (rst) begin
-      \$179  = 4'hf;
+    if (e2_rst) begin
+      \$174  = 4'hf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$180  = bitmap_2;
+    \$175  = bitmap_2;
     if (\$137 ) begin
-      \$180  = \$139 ;
+      \$175  = \$139 ;
     end
-    if (rst) begin
-      \$180  = 8'h00;
+    if (e2_rst) begin
+      \$175  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$181  = row_tag_2;
+    \$176  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$67 ) begin
-        \$181  = { 1'h0, w_y };
+        \$176  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$181  = 4'hf;
+      \$176  = 4'hf;
     end
-    if (rst) begin
-      \$181  = 4'hf;
+    if (e2_rst) begin
+      \$176  = 4'hf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$182  = bitmap_3;
+    \$177  = bitmap_3;
     if (\$141 ) begin
-      \$182  = \$143 ;
+      \$177  = \$143 ;
     end
-    if (rst) begin
-      \$182  = 8'h00;
+    if (e2_rst) begin
+      \$177  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$183  = row_tag_3;
+    \$178  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$67 ) begin
-        \$183  = { 1'h0, w_y };
+        \$178  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$183  = 4'hf;
+      \$178  = 4'hf;
     end
-    if (rst) begin
-      \$183  = 4'hf;
+    if (e2_rst) begin
+      \$178  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -11089,12 +10847,14 @@ module \top.block_0_1.line_buffer (rst, hold, frame_reset, sites_in__ready, site
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+module \top.block_0_1.line_buffer.mem (e2_rst, w_en, w_addr, w_data, r_data, rd__addr, e2_clk);
   wire [6:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire [6:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
@@ -11104,8 +10864,6 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [6:0] rd__addr;
   wire [31:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [6:0] w_addr;
   wire [6:0] w_addr;
   input [31:0] w_data;
@@ -11243,16 +11001,16 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
     mem[126] = 32'd0;
     mem[127] = 32'd0;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [31:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -11263,7 +11021,7 @@ module \top.block_0_1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+module \top.block_0_1.mac_array (e2_rst, steps__payload, steps__valid, out_v, sums__payload, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   wire [15:0] \$1 ;
   wire [19:0] \$10 ;
@@ -11273,17 +11031,16 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [19:0] \$14 ;
   wire \$15 ;
   wire \$16 ;
-  reg [75:0] \$17 ;
+  reg \$17 ;
   reg \$18 ;
-  reg [12:0] \$19 ;
+  reg \$19 ;
   wire [15:0] \$2 ;
-  reg [12:0] \$20 ;
+  reg \$20 ;
   reg [18:0] \$21 ;
   reg [18:0] \$22 ;
   reg [18:0] \$23 ;
   reg [18:0] \$24 ;
   reg \$25 ;
-  reg [9:0] \$26 ;
   wire [15:0] \$3 ;
   wire [15:0] \$4 ;
   wire \$5 ;
@@ -11295,9 +11052,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [18:0] acc_1 = 19'h00000;
   reg [18:0] acc_2 = 19'h00000;
   reg [18:0] acc_3 = 19'h00000;
-  input clk;
-  wire clk;
-  wire [12:0] ctl;
+  wire [11:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [9:0] \ctl.meta ;
@@ -11306,8 +11061,11 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [12:0] mac_ctl_d1 = 13'h0000;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
+  reg [11:0] mac_ctl_d1 = 12'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [9:0] \mac_ctl_d1.meta ;
@@ -11316,8 +11074,7 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d1.meta.go ;
   wire [2:0] \mac_ctl_d1.meta.ox ;
   wire [2:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [12:0] mac_ctl_d2 = 13'h0000;
+  reg [11:0] mac_ctl_d2 = 12'h000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [9:0] \mac_ctl_d2.meta ;
@@ -11326,7 +11083,18 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [1:0] \mac_ctl_d2.meta.go ;
   wire [2:0] \mac_ctl_d2.meta.ox ;
   wire [2:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
+  reg [11:0] mac_ctl_d3 = 12'h000;
+  wire \mac_ctl_d3.first ;
+  wire \mac_ctl_d3.last ;
+  wire [9:0] \mac_ctl_d3.meta ;
+  wire \mac_ctl_d3.meta.eof ;
+  wire \mac_ctl_d3.meta.error ;
+  wire [1:0] \mac_ctl_d3.meta.go ;
+  wire [2:0] \mac_ctl_d3.meta.ox ;
+  wire [2:0] \mac_ctl_d3.meta.oy ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
   reg op_v = 1'h0;
   reg [75:0] operands = 76'h0000000000000000000;
   wire \operands.first ;
@@ -11350,17 +11118,19 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
-  input rst;
-  wire rst;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   input [75:0] steps__payload;
   wire [75:0] steps__payload;
   wire \steps__payload.first ;
@@ -11398,88 +11168,104 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$2  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
   assign \$3  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
   assign \$4  = $signed(prod_3_3_a) * $signed(prod_3_3_b);
-  assign \$5  = ~ mac_ctl_d2[11];
-  assign \$6  = mac_ctl_d2[0] & \$5 ;
-  assign \$7  = mac_ctl_d2[1] ? 19'h00000 : acc_0;
-  assign \$8  = $signed(\$7 ) + $signed(prod_0_0_p);
-  assign \$9  = mac_ctl_d2[1] ? 19'h00000 : acc_1;
-  assign \$10  = $signed(\$9 ) + $signed(prod_1_1_p);
-  assign \$11  = mac_ctl_d2[1] ? 19'h00000 : acc_2;
-  assign \$12  = $signed(\$11 ) + $signed(prod_2_2_p);
-  assign \$13  = mac_ctl_d2[1] ? 19'h00000 : acc_3;
-  assign \$14  = $signed(\$13 ) + $signed(prod_3_3_p);
-  assign \$15  = mac_ctl_d2[2] | mac_ctl_d2[11];
-  assign \$16  = mac_ctl_d2[0] & \$15 ;
-  always @(posedge clk)
-    operands <= \$17 ;
-  always @(posedge clk)
-    op_v <= \$18 ;
-  always @(posedge clk)
+  assign \$5  = ~ mac_ctl_d3[10];
+  assign \$6  = mac_v_d3 & \$5 ;
+  assign \$7  = mac_ctl_d3[0] ? 19'h00000 : acc_0;
+  assign \$8  = $signed(\$7 ) + $signed(prod_0_0_r_d1);
+  assign \$9  = mac_ctl_d3[0] ? 19'h00000 : acc_1;
+  assign \$10  = $signed(\$9 ) + $signed(prod_1_1_r_d1);
+  assign \$11  = mac_ctl_d3[0] ? 19'h00000 : acc_2;
+  assign \$12  = $signed(\$11 ) + $signed(prod_2_2_r_d1);
+  assign \$13  = mac_ctl_d3[0] ? 19'h00000 : acc_3;
+  assign \$14  = $signed(\$13 ) + $signed(prod_3_3_r_d1);
+  assign \$15  = mac_ctl_d3[1] | mac_ctl_d3[10];
+  assign \$16  = mac_v_d3 & \$15 ;
+  always @(posedge e2_clk)
+    operands <= steps__payload;
+  always @(posedge e2_clk)
+    op_v <= \$17 ;
+  always @(posedge e2_clk)
     prod_0_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_0_0_b <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge e2_clk)
     prod_1_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_1_1_b <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_1_1_p <= { \$2 [15], \$2  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
+  always @(posedge e2_clk)
     prod_2_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_2_2_b <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_2_2_p <= { \$3 [15], \$3  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge e2_clk)
     prod_3_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_3_3_b <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     prod_3_3_p <= { \$4 [15], \$4  };
-  always @(posedge clk)
-    mac_ctl_d1 <= \$19 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$20 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
+  always @(posedge e2_clk)
+    mac_ctl_d1 <= ctl;
+  always @(posedge e2_clk)
+    mac_ctl_d2 <= mac_ctl_d1;
+  always @(posedge e2_clk)
+    mac_ctl_d3 <= mac_ctl_d2;
+  always @(posedge e2_clk)
+    mac_v_d1 <= \$18 ;
+  always @(posedge e2_clk)
+    mac_v_d2 <= \$19 ;
+  always @(posedge e2_clk)
+    mac_v_d3 <= \$20 ;
+  always @(posedge e2_clk)
     acc_0 <= \$21 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     acc_1 <= \$22 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     acc_2 <= \$23 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     acc_3 <= \$24 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     out_v <= \$25 ;
-  always @(posedge clk)
-    out_meta <= \$26 ;
+  always @(posedge e2_clk)
+    out_meta <= mac_ctl_d3[11:2];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$17  = steps__payload;
-    if (rst) begin
-      \$17  = 76'h0000000000000000000;
+    \$17  = steps__valid;
+    if (e2_rst) begin
+      \$17  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$18  = steps__valid;
-    if (rst) begin
+    \$18  = op_v;
+    if (e2_rst) begin
       \$18  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$19  = ctl;
-    if (rst) begin
-      \$19  = 13'h0000;
+    \$19  = mac_v_d1;
+    if (e2_rst) begin
+      \$19  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$20  = mac_ctl_d1;
-    if (rst) begin
-      \$20  = 13'h0000;
+    \$20  = mac_v_d2;
+    if (e2_rst) begin
+      \$20  = 1'h0;
     end
   end
   always @* begin
@@ -11488,18 +11274,12 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$6 ) begin
       \$21  = \$8 [18:0];
     end
-    if (rst) begin
-      \$21  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$22  = acc_1;
     if (\$6 ) begin
       \$22  = \$10 [18:0];
-    end
-    if (rst) begin
-      \$22  = 19'h00000;
     end
   end
   always @* begin
@@ -11508,9 +11288,6 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$6 ) begin
       \$23  = \$12 [18:0];
     end
-    if (rst) begin
-      \$23  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
@@ -11518,28 +11295,18 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$6 ) begin
       \$24  = \$14 [18:0];
     end
-    if (rst) begin
-      \$24  = 19'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     \$25  = \$16 ;
-    if (rst) begin
+    if (e2_rst) begin
       \$25  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
-    \$26  = mac_ctl_d2[12:3];
-    if (rst) begin
-      \$26  = 10'h000;
-    end
-  end
-  assign tree_0_sum = { prod_0_0_p[16], prod_0_0_p[16], prod_0_0_p };
-  assign tree_1_sum = { prod_1_1_p[16], prod_1_1_p[16], prod_1_1_p };
-  assign tree_2_sum = { prod_2_2_p[16], prod_2_2_p[16], prod_2_2_p };
-  assign tree_3_sum = { prod_3_3_p[16], prod_3_3_p[16], prod_3_3_p };
+  assign tree_0_sum = { prod_0_0_r_d1[16], prod_0_0_r_d1[16], prod_0_0_r_d1 };
+  assign tree_1_sum = { prod_1_1_r_d1[16], prod_1_1_r_d1[16], prod_1_1_r_d1 };
+  assign tree_2_sum = { prod_2_2_r_d1[16], prod_2_2_r_d1[16], prod_2_2_r_d1 };
+  assign tree_3_sum = { prod_3_3_r_d1[16], prod_3_3_r_d1[16], prod_3_3_r_d1 };
   assign sums__valid = out_v;
   assign \operands.x  = operands[31:0];
   assign \operands.w  = operands[63:32];
@@ -11561,33 +11328,38 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \steps__payload.meta.go  = steps__payload[73:72];
   assign \steps__payload.meta.eof  = steps__payload[74];
   assign \steps__payload.meta.error  = steps__payload[75];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[12:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[8:6];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[10:9];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[11];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[12];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[12:3];
-  assign \ctl.meta.oy  = ctl[5:3];
-  assign \ctl.meta.ox  = ctl[8:6];
-  assign \ctl.meta.go  = ctl[10:9];
-  assign \ctl.meta.eof  = ctl[11];
-  assign \ctl.meta.error  = ctl[12];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[12:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[8:6];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[10:9];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[11];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[12];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[11:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[4:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[7:5];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[9:8];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[10];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[11];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[11:2];
+  assign \ctl.meta.oy  = ctl[4:2];
+  assign \ctl.meta.ox  = ctl[7:5];
+  assign \ctl.meta.go  = ctl[9:8];
+  assign \ctl.meta.eof  = ctl[10];
+  assign \ctl.meta.error  = ctl[11];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[11:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[4:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[7:5];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[9:8];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[10];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[11];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[11:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[4:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[7:5];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[9:8];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[10];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[11];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[7:6];
@@ -11609,14 +11381,13 @@ module \top.block_0_1.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign sums__payload[37:19] = acc_1;
   assign sums__payload[18:0] = acc_0;
   assign sums__payload[85:76] = out_meta;
-  assign ctl[12:3] = operands[75:66];
-  assign ctl[2] = operands[65];
-  assign ctl[1] = operands[64];
-  assign ctl[0] = op_v;
+  assign ctl[11:2] = operands[75:66];
+  assign ctl[1] = operands[65];
+  assign ctl[0] = operands[64];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+module \top.block_0_1.out_queue (r_en, r_rdy, r_data, e2_rst, w_port__data, w_en, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11635,10 +11406,12 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire \$7 ;
   wire \$8 ;
   wire [6:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 5'h00 *)
   wire [4:0] consume;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   reg [5:0] level = 6'h00;
   (* init = 5'h00 *)
   wire [4:0] produce;
@@ -11652,8 +11425,6 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire [39:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [39:0] w_data;
   input w_en;
   wire w_en;
@@ -11699,7 +11470,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     storage[30] = 40'h0000000000;
     storage[31] = 40'h0000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -11721,11 +11492,11 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
@@ -11733,7 +11504,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$1 ) begin
       \$15  = \$2 [4:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$15  = 5'h00;
     end
   end
@@ -11743,7 +11514,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$3 ) begin
       \$16  = \$4 [4:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$16  = 5'h00;
     end
   end
@@ -11756,7 +11527,7 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$13 ) begin
       \$17  = \$14 [5:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$17  = 6'h00;
     end
   end
@@ -11769,12 +11540,14 @@ module \top.block_0_1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_1.requant (e2_rst, w_en, w_data, w_addr, rd__addr, r_data, e2_clk);
   wire [1:0] \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire [1:0] r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
@@ -11784,8 +11557,6 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] rd__addr;
   wire [127:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [1:0] w_addr;
   wire [1:0] w_addr;
   input [127:0] w_data;
@@ -11799,16 +11570,16 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[2] = 128'h00000000000000000000000000000000;
     mem[3] = 128'h00000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [127:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -11819,7 +11590,7 @@ module \top.block_0_1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+module \top.block_0_1.requantiser (e2_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [49:0] \$1 ;
   wire \$10 ;
@@ -11860,37 +11631,19 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [85:0] \$45 ;
-  reg [85:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [18:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [18:0] \$50 ;
-  reg [18:0] \$51 ;
-  reg [18:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [9:0] \$57 ;
-  reg \$58 ;
-  reg [9:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  wire [41:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
-  reg [9:0] \$60 ;
-  reg [9:0] \$61 ;
-  reg \$62 ;
-  reg \$63 ;
-  reg \$64 ;
-  reg [19:0] \$65 ;
-  reg [19:0] \$66 ;
-  reg [19:0] \$67 ;
-  reg [19:0] \$68 ;
-  reg [9:0] \$69 ;
   wire \$7 ;
-  reg \$70 ;
-  reg [41:0] \$71 ;
-  reg \$72 ;
   wire \$8 ;
   wire \$9 ;
   reg [85:0] beat_d1 = 86'h0000000000000000000000;
@@ -11927,8 +11680,10 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire clamp_1_over;
   wire clamp_2_over;
   wire clamp_3_over;
-  input clk;
-  wire clk;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   output [41:0] feats__payload;
   reg [41:0] feats__payload = 42'h00000000000;
   wire [31:0] \feats__payload.data ;
@@ -11990,6 +11745,12 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [1:0] \rq_meta2_d3.go ;
   wire [2:0] \rq_meta2_d3.ox ;
   wire [2:0] \rq_meta2_d3.oy ;
+  reg [9:0] rq_meta2_d4 = 10'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire [1:0] \rq_meta2_d4.go ;
+  wire [2:0] \rq_meta2_d4.ox ;
+  wire [2:0] \rq_meta2_d4.oy ;
   reg [9:0] rq_meta3_d1 = 10'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -12000,9 +11761,8 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
-  input rst;
-  wire rst;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
   reg [15:0] scale_2 = 16'h0000;
@@ -12012,9 +11772,11 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_0_pp10_a = 2'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [18:0] scaled_0_pp10_p = 19'h00000;
+  reg [18:0] scaled_0_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_0_sum = 35'h000000000;
   wire [34:0] scaled_0_t0;
   wire [34:0] scaled_0_t1;
@@ -12023,9 +11785,11 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_1_pp10_a = 2'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [18:0] scaled_1_pp10_p = 19'h00000;
+  reg [18:0] scaled_1_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_1_sum = 35'h000000000;
   wire [34:0] scaled_1_t0;
   wire [34:0] scaled_1_t1;
@@ -12034,9 +11798,11 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_2_pp10_a = 2'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [18:0] scaled_2_pp10_p = 19'h00000;
+  reg [18:0] scaled_2_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_2_sum = 35'h000000000;
   wire [34:0] scaled_2_t0;
   wire [34:0] scaled_2_t1;
@@ -12045,9 +11811,11 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [1:0] scaled_3_pp10_a = 2'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [18:0] scaled_3_pp10_p = 19'h00000;
+  reg [18:0] scaled_3_pp10_r_d1 = 19'h00000;
   reg [34:0] scaled_3_sum = 35'h000000000;
   wire [34:0] scaled_3_t0;
   wire [34:0] scaled_3_t1;
@@ -12066,135 +11834,141 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [34:0]);
-  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [34:0]);
-  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
-  assign \$38  = rounded_0[19] ? 8'h00 : \$37 ;
-  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
-  assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
-  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[19] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[19] ? 8'h00 : \$43 ;
-  always @(posedge clk)
-    beat_d1 <= \$45 ;
-  always @(posedge clk)
-    beat_d2 <= \$46 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$47 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$48 ;
-  always @(posedge clk)
-    biased_0 <= \$49 ;
-  always @(posedge clk)
-    biased_1 <= \$50 ;
-  always @(posedge clk)
-    biased_2 <= \$51 ;
-  always @(posedge clk)
-    biased_3 <= \$52 ;
-  always @(posedge clk)
-    scale_0 <= \$53 ;
-  always @(posedge clk)
-    scale_1 <= \$54 ;
-  always @(posedge clk)
-    scale_2 <= \$55 ;
-  always @(posedge clk)
-    scale_3 <= \$56 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    beat_d1 <= sums__payload;
+  always @(posedge e2_clk)
+    beat_d2 <= beat_d1;
+  always @(posedge e2_clk)
+    beat_v_d1 <= \$45 ;
+  always @(posedge e2_clk)
+    beat_v_d2 <= \$46 ;
+  always @(posedge e2_clk)
+    biased_0 <= \$13 [18:0];
+  always @(posedge e2_clk)
+    biased_1 <= \$14 [18:0];
+  always @(posedge e2_clk)
+    biased_2 <= \$15 [18:0];
+  always @(posedge e2_clk)
+    biased_3 <= \$16 [18:0];
+  always @(posedge e2_clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge e2_clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge e2_clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge e2_clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge e2_clk)
+    rq_meta1_d1 <= beat_d2[85:76];
+  always @(posedge e2_clk)
+    rq_v1_d1 <= \$47 ;
+  always @(posedge e2_clk)
     scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge e2_clk)
     scaled_0_pp10_a <= biased_0[18:17];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_0_pp10_p <= { \$18 [17], \$18  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
+  always @(posedge e2_clk)
     scaled_0_sum <= \$19 [34:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge e2_clk)
     scaled_1_pp10_a <= biased_1[18:17];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_1_pp10_p <= { \$21 [17], \$21  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
+  always @(posedge e2_clk)
     scaled_1_sum <= \$22 [34:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge e2_clk)
     scaled_2_pp10_a <= biased_2[18:17];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_2_pp10_p <= { \$24 [17], \$24  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
+  always @(posedge e2_clk)
     scaled_2_sum <= \$25 [34:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge e2_clk)
     scaled_3_pp10_a <= biased_3[18:17];
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     scaled_3_pp10_p <= { \$27 [17], \$27  };
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
+  always @(posedge e2_clk)
     scaled_3_sum <= \$28 [34:0];
-  always @(posedge clk)
-    rq_meta2_d1 <= \$59 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$60 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$61 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$62 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$63 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$64 ;
-  always @(posedge clk)
-    rounded_0 <= \$65 ;
-  always @(posedge clk)
-    rounded_1 <= \$66 ;
-  always @(posedge clk)
-    rounded_2 <= \$67 ;
-  always @(posedge clk)
-    rounded_3 <= \$68 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$69 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$70 ;
-  always @(posedge clk)
-    feats__payload <= \$71 ;
-  always @(posedge clk)
-    feats__valid <= \$72 ;
+  always @(posedge e2_clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge e2_clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge e2_clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge e2_clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge e2_clk)
+    rq_v2_d1 <= \$48 ;
+  always @(posedge e2_clk)
+    rq_v2_d2 <= \$49 ;
+  always @(posedge e2_clk)
+    rq_v2_d3 <= \$50 ;
+  always @(posedge e2_clk)
+    rq_v2_d4 <= \$51 ;
+  always @(posedge e2_clk)
+    rounded_0 <= \$30 [19:0];
+  always @(posedge e2_clk)
+    rounded_1 <= \$32 [19:0];
+  always @(posedge e2_clk)
+    rounded_2 <= \$34 [19:0];
+  always @(posedge e2_clk)
+    rounded_3 <= \$36 [19:0];
+  always @(posedge e2_clk)
+    rq_meta3_d1 <= rq_meta2_d4;
+  always @(posedge e2_clk)
+    rq_v3_d1 <= \$52 ;
+  always @(posedge e2_clk)
+    feats__payload <= \$53 ;
+  always @(posedge e2_clk)
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[19];
   assign \$6  = | rounded_0[18:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -12213,222 +11987,99 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \$16  = $signed(beat_d2[75:57]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [34:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [34:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [34:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [34:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [34:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [34:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[19] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[19] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$45  = sums__payload;
-    if (rst) begin
-      \$45  = 86'h0000000000000000000000;
+    \$45  = sums__valid;
+    if (e2_rst) begin
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$46  = beat_d1;
-    if (rst) begin
-      \$46  = 86'h0000000000000000000000;
+    \$46  = beat_v_d1;
+    if (e2_rst) begin
+      \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$47  = sums__valid;
-    if (rst) begin
+    \$47  = beat_v_d2;
+    if (e2_rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$48  = beat_v_d1;
-    if (rst) begin
+    \$48  = rq_v1_d1;
+    if (e2_rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$49  = \$13 [18:0];
-    if (rst) begin
-      \$49  = 19'h00000;
+    \$49  = rq_v2_d1;
+    if (e2_rst) begin
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$50  = \$14 [18:0];
-    if (rst) begin
-      \$50  = 19'h00000;
+    \$50  = rq_v2_d2;
+    if (e2_rst) begin
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$51  = \$15 [18:0];
-    if (rst) begin
-      \$51  = 19'h00000;
+    \$51  = rq_v2_d3;
+    if (e2_rst) begin
+      \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$52  = \$16 [18:0];
-    if (rst) begin
-      \$52  = 19'h00000;
+    \$52  = rq_v2_d4;
+    if (e2_rst) begin
+      \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$53  = rq_data[79:64];
-    if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$57  = beat_d2[85:76];
-    if (rst) begin
-      \$57  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$59  = rq_meta1_d1;
-    if (rst) begin
-      \$59  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$60  = rq_meta2_d1;
-    if (rst) begin
-      \$60  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$61  = rq_meta2_d2;
-    if (rst) begin
-      \$61  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$62  = rq_v1_d1;
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$63  = rq_v2_d1;
-    if (rst) begin
-      \$63  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$64  = rq_v2_d2;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$65  = \$30 [19:0];
-    if (rst) begin
-      \$65  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$66  = \$32 [19:0];
-    if (rst) begin
-      \$66  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$67  = \$34 [19:0];
-    if (rst) begin
-      \$67  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$68  = \$36 [19:0];
-    if (rst) begin
-      \$68  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$69  = rq_meta2_d3;
-    if (rst) begin
-      \$69  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$70  = rq_v2_d3;
-    if (rst) begin
-      \$70  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$71 [7:0] = \$38 ;
-    \$71 [15:8] = \$40 ;
-    \$71 [23:16] = \$42 ;
-    \$71 [31:24] = \$44 ;
-    \$71 [41:32] = rq_meta3_d1;
-    if (rst) begin
-      \$71  = 42'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
-    \$72  = rq_v3_d1;
-    if (rst) begin
-      \$72  = 1'h0;
+    \$54  = rq_v3_d1;
+    if (e2_rst) begin
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[83:82];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [34:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [34:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [34:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [34:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -12508,15 +12159,25 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
   assign \rq_meta2_d3.go  = rq_meta2_d3[7:6];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[8];
   assign \rq_meta2_d3.error  = rq_meta2_d3[9];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[2:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[5:3];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[7:6];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[8];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[9];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[2:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[5:3];
   assign \rq_meta3_d1.go  = rq_meta3_d1[7:6];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[8];
   assign \rq_meta3_d1.error  = rq_meta3_d1[9];
-  assign \$1  = { scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p[18], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p[18], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p[18], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p[18], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [41:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1[18], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1[18], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1[18], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1[18], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34], scaled_0_sum[34:16] };
   assign \$31  = { scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34], scaled_1_sum[34:16] };
   assign \$33  = { scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34], scaled_2_sum[34:16] };
@@ -12524,7 +12185,7 @@ module \top.block_0_1.requantiser (rst, sums__valid, sums__payload, feats__paylo
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+module \top.block_0_1.sequencer (can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, e2_rst, steps__valid, steps__payload, e2_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -12537,20 +12198,11 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$106 ;
   reg \$107 ;
   reg \$108 ;
-  reg [8:0] \$109 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
-  reg [1:0] \$110 ;
-  reg \$111 ;
-  reg [9:0] \$112 ;
-  reg [1:0] \$113 ;
-  reg [1:0] \$114 ;
-  reg [1:0] \$115 ;
-  reg [2:0] \$116 ;
-  reg [2:0] \$117 ;
-  reg [2:0] \$118 ;
-  reg \$119 ;
+  reg \$110 ;
+  wire [24:0] \$111 ;
   wire \$12 ;
-  reg [24:0] \$120 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -12650,10 +12302,10 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [2:0] \$signal$17  = 3'h0;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -12661,12 +12313,14 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   wire busy;
   input can_emit;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [2:0] col;
   reg [2:0] col_0 = 3'h0;
   reg [2:0] col_1 = 3'h0;
   reg [2:0] col_2 = 3'h0;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   reg first_r = 1'h0;
   reg go_last = 1'h0;
   wire issue;
@@ -12703,8 +12357,6 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg [1:0] q_slot_2 = 2'h0;
   output [2:0] row;
   wire [2:0] row;
-  input rst;
-  wire rst;
   reg s_err = 1'h0;
   reg s_gi = 1'h0;
   reg [1:0] s_go = 2'h0;
@@ -12726,6 +12378,18 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg [1:0] slot_0 = 2'h0;
   reg [1:0] slot_1 = 2'h0;
   reg [1:0] slot_2 = 2'h0;
+  (* init = 25'h0000000 *)
+  wire [24:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [6:0] \step.lb_addr ;
+  wire [9:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire [1:0] \step.meta.go ;
+  wire [2:0] \step.meta.ox ;
+  wire [2:0] \step.meta.oy ;
+  wire [5:0] \step.w_addr ;
   output [24:0] steps__payload;
   reg [24:0] steps__payload = 25'h0000000;
   wire \steps__payload.first ;
@@ -12818,7 +12482,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$65  = s_rem & \$64 ;
   assign \$66  = s_n - 1'h1;
   assign \$67  = s_n == 2'h2;
-  assign \$68  = \$signal$43  == 1'h1;
+  assign \$68  = \$signal$45  == 1'h1;
   assign \$69  = s_go + 1'h1;
   assign \$70  = go_last ? 3'h0 : \$69 ;
   assign \$71  = s_go == 2'h2;
@@ -12826,96 +12490,96 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$73  = \$72  | \$signal$10 ;
   assign \$74  = p_cnt == 1'h1;
   assign \$75  = s_err & \$signal$10 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     p_v <= \$76 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     p_site <= \$77 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     p_cnt <= \$78 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_slot_0 <= \$79 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_col_0 <= \$80 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_slot_1 <= \$81 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_col_1 <= \$82 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_slot_2 <= \$83 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     next_col_2 <= \$84 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     first_r <= \$85 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_gi <= \$86 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal  <= \$87 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_rem <= \$88 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_n <= \$89 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$7  <= \$90 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_go <= \$91 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     go_last <= \$92 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     sv <= \$93 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$10  <= \$94 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_err <= \$95 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     \$signal$17  <= \$96 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     s_ox <= \$97 ;
-  always @(posedge clk)
-    \$signal$42  <= \$98 ;
-  always @(posedge clk)
-    \$signal$43  <= \$99 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    \$signal$44  <= \$98 ;
+  always @(posedge e2_clk)
+    \$signal$45  <= \$99 ;
+  always @(posedge e2_clk)
     slot_0 <= \$100 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     slot_1 <= \$101 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     slot_2 <= \$102 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     col_0 <= \$103 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     col_1 <= \$104 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     col_2 <= \$105 ;
-  always @(posedge clk)
-    \$signal$53  <= \$106 ;
-  always @(posedge clk)
-    \$signal$54  <= \$107 ;
-  always @(posedge clk)
+  always @(posedge e2_clk)
+    \$signal$55  <= \$106 ;
+  always @(posedge e2_clk)
+    \$signal$56  <= \$107 ;
+  always @(posedge e2_clk)
     q_last <= \$108 ;
-  always @(posedge clk)
-    q_oh <= \$109 ;
-  always @(posedge clk)
-    \$like  <= \$110 ;
-  always @(posedge clk)
-    q_gi <= \$111 ;
-  always @(posedge clk)
-    q_meta <= \$112 ;
-  always @(posedge clk)
-    q_slot_0 <= \$113 ;
-  always @(posedge clk)
-    q_slot_1 <= \$114 ;
-  always @(posedge clk)
-    q_slot_2 <= \$115 ;
-  always @(posedge clk)
-    q_col_0 <= \$116 ;
-  always @(posedge clk)
-    q_col_1 <= \$117 ;
-  always @(posedge clk)
-    q_col_2 <= \$118 ;
-  always @(posedge clk)
-    steps__valid <= \$119 ;
-  always @(posedge clk)
-    steps__payload <= \$120 ;
+  always @(posedge e2_clk)
+    q_oh <= \$4 [8:0];
+  always @(posedge e2_clk)
+    \$like  <= s_go;
+  always @(posedge e2_clk)
+    q_gi <= s_gi;
+  always @(posedge e2_clk)
+    q_meta <= \$109 ;
+  always @(posedge e2_clk)
+    q_slot_0 <= slot_0;
+  always @(posedge e2_clk)
+    q_slot_1 <= slot_1;
+  always @(posedge e2_clk)
+    q_slot_2 <= slot_2;
+  always @(posedge e2_clk)
+    q_col_0 <= col_0;
+  always @(posedge e2_clk)
+    q_col_1 <= col_1;
+  always @(posedge e2_clk)
+    q_col_2 <= col_2;
+  always @(posedge e2_clk)
+    steps__valid <= \$110 ;
+  always @(posedge e2_clk)
+    steps__payload <= \$111 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$76  = p_v;
@@ -12925,7 +12589,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$44 ) begin
       \$76  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$76  = 1'h0;
     end
   end
@@ -12935,9 +12599,6 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$44 ) begin
       \$77  = sites__payload;
     end
-    if (rst) begin
-      \$77  = 17'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
@@ -12945,7 +12606,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$44 ) begin
       \$78  = \$53 [3:0];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$78  = 4'h0;
     end
   end
@@ -12955,18 +12616,12 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$44 ) begin
       \$79  = \$54 [1:0];
     end
-    if (rst) begin
-      \$79  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$80  = next_col_0;
     if (\$44 ) begin
       \$80  = \$55 [2:0];
-    end
-    if (rst) begin
-      \$80  = 3'h0;
     end
   end
   always @* begin
@@ -12975,18 +12630,12 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$44 ) begin
       \$81  = \$56 [1:0];
     end
-    if (rst) begin
-      \$81  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$82  = next_col_1;
     if (\$44 ) begin
       \$82  = \$57 [2:0];
-    end
-    if (rst) begin
-      \$82  = 3'h0;
     end
   end
   always @* begin
@@ -12995,18 +12644,12 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$44 ) begin
       \$83  = \$58 [1:0];
     end
-    if (rst) begin
-      \$83  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$84  = next_col_2;
     if (\$44 ) begin
       \$84  = \$59 [2:0];
-    end
-    if (rst) begin
-      \$84  = 3'h0;
     end
   end
   always @* begin
@@ -13027,7 +12670,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$85  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$85  = 1'h0;
     end
   end
@@ -13045,7 +12688,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$86  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$86  = 1'h0;
     end
   end
@@ -13063,7 +12706,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$87  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$87  = 1'h0;
     end
   end
@@ -13078,14 +12721,14 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$63 ) begin
           \$88  = \$65 ;
         end else begin
-          \$88  = \$signal$42 ;
+          \$88  = \$signal$44 ;
         end
       end
     end
     if (p_take) begin
       \$88  = p_site[14:6];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$88  = 9'h000;
     end
   end
@@ -13100,14 +12743,14 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$63 ) begin
           \$89  = \$66 [3:0];
         end else begin
-          \$89  = \$signal$43 ;
+          \$89  = \$signal$45 ;
         end
       end
     end
     if (p_take) begin
       \$89  = p_cnt;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$89  = 4'h0;
     end
   end
@@ -13129,7 +12772,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$90  = \$74 ;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$90  = 1'h0;
     end
   end
@@ -13150,7 +12793,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$91  = 2'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$91  = 2'h0;
     end
   end
@@ -13171,7 +12814,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$92  = 1'h0;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$92  = 1'h0;
     end
   end
@@ -13186,7 +12829,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$93  = 1'h1;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$93  = 1'h0;
     end
   end
@@ -13196,7 +12839,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$94  = p_site[15];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$94  = 1'h0;
     end
   end
@@ -13206,7 +12849,7 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$95  = p_site[16];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$95  = 1'h0;
     end
   end
@@ -13216,9 +12859,6 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$96  = p_site[2:0];
     end
-    if (rst) begin
-      \$96  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
@@ -13226,27 +12866,24 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$97  = p_site[5:3];
     end
-    if (rst) begin
-      \$97  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$98  = \$signal$42 ;
+    \$98  = \$signal$44 ;
     if (p_take) begin
       \$98  = p_site[14:6];
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$98  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$99  = \$signal$43 ;
+    \$99  = \$signal$45 ;
     if (p_take) begin
       \$99  = p_cnt;
     end
-    if (rst) begin
+    if (e2_rst) begin
       \$99  = 4'h0;
     end
   end
@@ -13256,18 +12893,12 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$100  = next_slot_0;
     end
-    if (rst) begin
-      \$100  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$101  = slot_1;
     if (p_take) begin
       \$101  = next_slot_1;
-    end
-    if (rst) begin
-      \$101  = 2'h0;
     end
   end
   always @* begin
@@ -13276,18 +12907,12 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$102  = next_slot_2;
     end
-    if (rst) begin
-      \$102  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$103  = col_0;
     if (p_take) begin
       \$103  = next_col_0;
-    end
-    if (rst) begin
-      \$103  = 3'h0;
     end
   end
   always @* begin
@@ -13296,9 +12921,6 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$104  = next_col_1;
     end
-    if (rst) begin
-      \$104  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
@@ -13306,140 +12928,43 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$105  = next_col_2;
     end
-    if (rst) begin
-      \$105  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$106  = issue;
-    if (rst) begin
+    if (e2_rst) begin
       \$106  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$107  = first_r;
-    if (rst) begin
+    if (e2_rst) begin
       \$107  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$108  = last;
-    if (rst) begin
+    if (e2_rst) begin
       \$108  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$109  = \$4 [8:0];
-    if (rst) begin
-      \$109  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$110  = s_go;
-    if (rst) begin
-      \$110  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$111  = s_gi;
-    if (rst) begin
-      \$111  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$112 [2:0] = \$signal$17 ;
-    \$112 [5:3] = s_ox;
-    \$112 [7:6] = s_go;
-    \$112 [8] = \$signal$10 ;
-    \$112 [9] = \$75 ;
-    if (rst) begin
-      \$112  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$113  = slot_0;
-    if (rst) begin
-      \$113  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$114  = slot_1;
-    if (rst) begin
-      \$114  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$115  = slot_2;
-    if (rst) begin
-      \$115  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$116  = col_0;
-    if (rst) begin
-      \$116  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$117  = col_1;
-    if (rst) begin
-      \$117  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$118  = col_2;
-    if (rst) begin
-      \$118  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$119  = \$signal$53 ;
-    if (rst) begin
-      \$119  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
-    \$120 [13] = \$signal$54 ;
-    \$120 [14] = q_last;
-    \$120 [24:15] = q_meta;
-    \$120 [6:0] = { slot, col, \$like  };
-    \$120 [12:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
-    if (rst) begin
-      \$120  = 25'h0000000;
+    \$110  = \$signal$55 ;
+    if (e2_rst) begin
+      \$110  = 1'h0;
     end
   end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[2:0];
   assign \p_site.ox  = p_site[5:3];
   assign \p_site.taps  = p_site[14:6];
   assign \p_site.eof  = p_site[15];
   assign \p_site.error  = p_site[16];
-  assign \sites__payload.oy  = sites__payload[2:0];
-  assign \sites__payload.ox  = sites__payload[5:3];
-  assign \sites__payload.taps  = sites__payload[14:6];
-  assign \sites__payload.eof  = sites__payload[15];
-  assign \sites__payload.error  = sites__payload[16];
-  assign \q_meta.oy  = q_meta[2:0];
-  assign \q_meta.ox  = q_meta[5:3];
-  assign \q_meta.go  = q_meta[7:6];
-  assign \q_meta.eof  = q_meta[8];
-  assign \q_meta.error  = q_meta[9];
   assign \steps__payload.lb_addr  = steps__payload[6:0];
   assign \steps__payload.w_addr  = steps__payload[12:7];
   assign \steps__payload.first  = steps__payload[13];
@@ -13450,16 +12975,48 @@ module \top.block_0_1.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \steps__payload.meta.go  = steps__payload[22:21];
   assign \steps__payload.meta.eof  = steps__payload[23];
   assign \steps__payload.meta.error  = steps__payload[24];
+  assign \step.lb_addr  = steps__payload[6:0];
+  assign \step.w_addr  = steps__payload[12:7];
+  assign \step.first  = steps__payload[13];
+  assign \step.last  = steps__payload[14];
+  assign \step.meta  = steps__payload[24:15];
+  assign \step.meta.oy  = steps__payload[17:15];
+  assign \step.meta.ox  = steps__payload[20:18];
+  assign \step.meta.go  = steps__payload[22:21];
+  assign \step.meta.eof  = steps__payload[23];
+  assign \step.meta.error  = steps__payload[24];
+  assign \sites__payload.oy  = sites__payload[2:0];
+  assign \sites__payload.ox  = sites__payload[5:3];
+  assign \sites__payload.taps  = sites__payload[14:6];
+  assign \sites__payload.eof  = sites__payload[15];
+  assign \sites__payload.error  = sites__payload[16];
+  assign \q_meta.oy  = q_meta[2:0];
+  assign \q_meta.ox  = q_meta[5:3];
+  assign \q_meta.go  = q_meta[7:6];
+  assign \q_meta.eof  = q_meta[8];
+  assign \q_meta.error  = q_meta[9];
+  assign \$111 [12:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
+  assign \$111 [6:0] = { slot, col, \$like  };
+  assign \$111 [24:15] = q_meta;
+  assign \$111 [14] = q_last;
+  assign \$111 [13] = \$signal$56 ;
+  assign \$109 [9] = \$75 ;
+  assign \$109 [8] = \$signal$10 ;
+  assign \$109 [7:6] = s_go;
+  assign \$109 [5:3] = s_ox;
+  assign \$109 [2:0] = \$signal$17 ;
   assign \$62  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_1.weights (e2_rst, w_en, w_data, w_addr, rd__addr, r_data, e2_clk);
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e2_clk;
+  wire e2_clk;
+  input e2_rst;
+  wire e2_rst;
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
@@ -13469,8 +13026,6 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [5:0] w_addr;
   wire [5:0] w_addr;
   input [31:0] w_data;
@@ -13544,16 +13099,16 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[62] = 32'd0;
     mem[63] = 32'd0;
   end
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [31:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e2_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e2_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -13564,7 +13119,7 @@ module \top.block_0_1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sites_out__ready, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__payload, identity__valid, clk);
+module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_out__ready, e3_rst, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__payload, identity__valid, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13605,15 +13160,9 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   reg \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg [8:0] \$48 ;
-  reg [8:0] \$49 ;
+  reg [71:0] \$45 ;
+  reg [5:0] \$46 ;
   wire \$5 ;
-  reg \$50 ;
-  reg [71:0] \$51 ;
-  reg [5:0] \$52 ;
   wire \$6 ;
   wire [3:0] \$7 ;
   wire \$8 ;
@@ -13630,15 +13179,17 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   wire [7:0] \bitmaps[0] ;
   wire [7:0] \bitmaps[1] ;
   wire busy;
-  wire \busy$95 ;
+  wire \busy$97 ;
   reg [1:0] c_in = 2'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [4:0] done_rows;
   wire [4:0] \done_rows$36 ;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire eof_seen;
   wire \eof_seen$38 ;
   wire error;
@@ -13702,6 +13253,21 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 72'h000000000000000000 *)
+  wire [71:0] out_reg;
+  wire [63:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire [7:0] \out_reg.data[4] ;
+  wire [7:0] \out_reg.data[5] ;
+  wire [7:0] \out_reg.data[6] ;
+  wire [7:0] \out_reg.data[7] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [2:0] \out_reg.x ;
+  wire [2:0] \out_reg.y ;
   reg [271:0] p_data = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
   (* init = 1'h0 *)
   wire p_raddr;
@@ -13722,7 +13288,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   wire [1:0] r_addr;
   wire \r_addr$73 ;
   wire [255:0] r_data;
-  wire [71:0] \r_data$104 ;
+  wire [71:0] \r_data$105 ;
   wire [271:0] \r_data$76 ;
   wire r_en;
   wire r_rdy;
@@ -13748,11 +13314,9 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$97 ;
+  wire [2:0] \row$99 ;
   wire rq_addr;
   wire [271:0] rq_data;
-  input rst;
-  wire rst;
   wire [8:0] sites__payload;
   wire [8:0] \sites__payload$47 ;
   wire \sites__payload$47.eof ;
@@ -13838,7 +13402,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   wire [2:0] \steps__payload.meta.oy ;
   wire [1:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$99 ;
+  wire \steps__valid$101 ;
   wire [168:0] sums__payload;
   wire [168:0] \sums__payload$64 ;
   wire [159:0] \sums__payload$64.acc ;
@@ -13905,42 +13469,36 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   reg [2:0] width_m1 = 3'h0;
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
-  always @(posedge clk)
-    width_m1 <= \$35 ;
-  always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c_tap <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \w_addr$8  <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_addr <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     permit_row <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     read_v_d1 <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     steps__valid <= \$43 ;
-  always @(posedge clk)
-    read_first_d1 <= \$44 ;
-  always @(posedge clk)
-    read_first_d2 <= \$45 ;
-  always @(posedge clk)
-    read_last_d1 <= \$46 ;
-  always @(posedge clk)
-    read_last_d2 <= \$47 ;
-  always @(posedge clk)
-    read_meta_d1 <= \$48 ;
-  always @(posedge clk)
-    read_meta_d2 <= \$49 ;
-  always @(posedge clk)
-    sites_out__valid <= \$50 ;
-  always @(posedge clk)
-    sites_out__payload <= \$51 ;
-  always @(posedge clk)
-    inflight <= \$52 ;
+  always @(posedge e3_clk)
+    read_first_d1 <= steps__payload[8];
+  always @(posedge e3_clk)
+    read_first_d2 <= read_first_d1;
+  always @(posedge e3_clk)
+    read_last_d1 <= steps__payload[9];
+  always @(posedge e3_clk)
+    read_last_d2 <= read_last_d1;
+  always @(posedge e3_clk)
+    read_meta_d1 <= steps__payload[18:10];
+  always @(posedge e3_clk)
+    read_meta_d2 <= read_meta_d1;
+  always @(posedge e3_clk)
+    sites_out__valid <= \$44 ;
+  always @(posedge e3_clk)
+    sites_out__payload <= \$45 ;
+  always @(posedge e3_clk)
+    inflight <= \$46 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -13966,7 +13524,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(4'h4);
-  assign \$21  = \busy$95  ? \row$97  : row;
+  assign \$21  = \busy$97  ? \row$99  : row;
   assign \$22  = \$21  + 2'h2;
   assign \$23  = ~ sites_out__valid;
   assign \$24  = \$23  | sites_out__ready;
@@ -13974,22 +13532,29 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \$26  = inflight + beat;
   assign \$27  = sites_out__valid & sites_out__ready;
   assign \$28  = \$26  - \$27 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_en <= \$29 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \w_en$11  <= \$30 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     p_data <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     pcount <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     loaded <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     height_m1 <= \$34 ;
+  always @(posedge e3_clk)
+    width_m1 <= \$35 ;
+  always @(posedge e3_clk)
+    c_in <= \$36 ;
+  always @(posedge e3_clk)
+    c_out <= \$37 ;
   \top.block_0_2.finder  finder (
     .bitmaps(bitmaps),
-    .clk(clk),
     .done_rows(done_rows),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -13997,7 +13562,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .last_y(last_y),
     .r_en(sites__ready),
     .row(row),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__valid(sites__valid),
     .tags(tags)
@@ -14005,8 +13569,9 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   \top.block_0_2.line_buffer  line_buffer (
     .bitmaps(bitmaps),
     .busy(busy),
-    .clk(clk),
     .done_rows(done_rows),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -14018,7 +13583,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .permit_row(permit_row),
     .r_addr(steps__payload[5:0]),
     .rd_data(rd_data),
-    .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
     .sites_in__valid(sites_in__valid),
@@ -14026,107 +13590,65 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     .width_m1(width_m1)
   );
   \top.block_0_2.mac_array  mac_array (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .out_v(sums__valid),
-    .rst(rst),
     .steps__payload(\steps__payload$57 ),
     .steps__valid(steps__valid),
     .sums__payload(sums__payload)
   );
   \top.block_0_2.out_queue  out_queue (
-    .clk(clk),
-    .r_data(\r_data$104 ),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
+    .r_data(\r_data$105 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
-    .rst(rst),
     .w_en(\w_en$79 ),
     .w_port__data(tok)
   );
   \top.block_0_2.requant  requant (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(rq_data),
     .rd__addr(sums__payload[166]),
-    .rst(rst),
     .w_addr(\w_addr$8 ),
     .w_data(p_data),
     .w_en(\w_en$11 )
   );
   \top.block_0_2.requantiser  requantiser (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .feats__payload(feats__payload),
     .feats__valid(\w_en$79 ),
     .identity__payload(identity__payload),
     .identity__ready(identity__ready),
     .identity__valid(identity__valid),
     .rq_data(rq_data),
-    .rst(rst),
     .sums__payload(sums__payload),
     .sums__valid(sums__valid)
   );
   \top.block_0_2.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$95 ),
+    .busy(\busy$97 ),
     .can_emit(can_emit),
-    .clk(clk),
-    .row(\row$97 ),
-    .rst(rst),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
+    .row(\row$99 ),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$99 )
+    .steps__valid(\steps__valid$101 )
   );
   \top.block_0_2.weights  weights (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(r_data),
     .rd__addr(steps__payload[7:6]),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(p_data[255:0]),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[5:3];
-      end
-    end
-    if (rst) begin
-      \$35  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 2'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [1:0];
-      end
-    end
-    if (rst) begin
-      \$36  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [0];
-        end
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$38  = c_tap;
@@ -14141,7 +13663,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         end
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$38  = 4'h0;
     end
   end
@@ -14157,9 +13679,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$39  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$39  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
@@ -14170,9 +13689,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$40  = c_in;
       end
     end
-    if (rst) begin
-      \$40  = 2'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
@@ -14180,93 +13696,48 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     if (frame_reset) begin
       \$41  = 5'h02;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$41  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$42  = \steps__valid$99 ;
-    if (rst) begin
+    \$42  = \steps__valid$101 ;
+    if (e3_rst) begin
       \$42  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$43  = read_v_d1;
-    if (rst) begin
+    if (e3_rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$44  = steps__payload[8];
-    if (rst) begin
+    \$44  = sites_out__valid;
+    if (\$25 ) begin
+      \$44  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$44  = 1'h0;
+    end
+    if (e3_rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$45  = read_first_d1;
-    if (rst) begin
-      \$45  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$46  = steps__payload[9];
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$47  = read_last_d1;
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$48  = steps__payload[18:10];
-    if (rst) begin
-      \$48  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$49  = read_meta_d1;
-    if (rst) begin
-      \$49  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$50  = sites_out__valid;
+    \$45  = sites_out__payload;
     if (\$25 ) begin
-      \$50  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$50  = 1'h0;
-    end
-    if (rst) begin
-      \$50  = 1'h0;
+      \$45  = \r_data$105 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$51  = sites_out__payload;
-    if (\$25 ) begin
-      \$51  = \r_data$104 ;
-    end
-    if (rst) begin
-      \$51  = 72'h000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$52  = \$28 [5:0];
-    if (rst) begin
-      \$52  = 6'h00;
+    \$46  = \$28 [5:0];
+    if (e3_rst) begin
+      \$46  = 6'h00;
     end
   end
   always @* begin
@@ -14293,7 +13764,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$29  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$29  = 1'h0;
     end
   end
@@ -14308,7 +13779,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$30  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$30  = 1'h0;
     end
   end
@@ -14317,9 +13788,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
     \$31  = p_data;
     if (\$5 ) begin
       \$31  = params__payload;
-    end
-    if (rst) begin
-      \$31  = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -14333,7 +13801,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$32  = \$7 [2:0];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$32  = 3'h0;
     end
   end
@@ -14348,7 +13816,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$33  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$33  = 1'h0;
     end
   end
@@ -14360,8 +13828,50 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
         \$34  = params__payload[2:0];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$34  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$35  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[5:3];
+      end
+    end
+    if (e3_rst) begin
+      \$35  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$36  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = 2'h0;
+      end else if (\$9 ) begin
+        \$36  = \$12 [1:0];
+      end
+    end
+    if (e3_rst) begin
+      \$36  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$37  = c_out;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        if (\$13 ) begin
+          \$37  = \$16 [0];
+        end
+      end
+    end
+    if (e3_rst) begin
+      \$37  = 1'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -14402,6 +13912,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \r_data$76  = rq_data;
   assign feats__valid = \w_en$79 ;
   assign \w_data$81  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -14541,11 +14052,6 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \tok.x  = tok[69:67];
   assign \tok.eof  = tok[70];
   assign \tok.error  = tok[71];
-  assign \read_meta_d1.oy  = read_meta_d1[2:0];
-  assign \read_meta_d1.ox  = read_meta_d1[5:3];
-  assign \read_meta_d1.go  = read_meta_d1[6];
-  assign \read_meta_d1.eof  = read_meta_d1[7];
-  assign \read_meta_d1.error  = read_meta_d1[8];
   assign \sites_out__payload.data  = sites_out__payload[63:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -14559,6 +14065,24 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
   assign \sites_out__payload.x  = sites_out__payload[69:67];
   assign \sites_out__payload.eof  = sites_out__payload[70];
   assign \sites_out__payload.error  = sites_out__payload[71];
+  assign \out_reg.data  = sites_out__payload[63:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.data[4]  = sites_out__payload[39:32];
+  assign \out_reg.data[5]  = sites_out__payload[47:40];
+  assign \out_reg.data[6]  = sites_out__payload[55:48];
+  assign \out_reg.data[7]  = sites_out__payload[63:56];
+  assign \out_reg.y  = sites_out__payload[66:64];
+  assign \out_reg.x  = sites_out__payload[69:67];
+  assign \out_reg.eof  = sites_out__payload[70];
+  assign \out_reg.error  = sites_out__payload[71];
+  assign \read_meta_d1.oy  = read_meta_d1[2:0];
+  assign \read_meta_d1.ox  = read_meta_d1[5:3];
+  assign \read_meta_d1.go  = read_meta_d1[6];
+  assign \read_meta_d1.eof  = read_meta_d1[7];
+  assign \read_meta_d1.error  = read_meta_d1[8];
   assign \steps__payload$57 [298:290] = read_meta_d2;
   assign \steps__payload$57 [289] = read_last_d2;
   assign \steps__payload$57 [288] = read_first_d2;
@@ -14567,7 +14091,7 @@ module \top.block_0_2 (rst, params__ready, sites_in__ready, identity__ready, sit
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+module \top.block_0_2.finder (frame_reset, row, sites__valid, sites__payload, r_en, e3_rst, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire [7:0] \$10 ;
@@ -14893,11 +14417,13 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   reg c1_win_0 = 1'h0;
   reg [2:0] c_row = 3'h0;
   wire chunk_oh;
-  input clk;
-  wire clk;
   reg [4:0] cy = 5'h00;
   input [4:0] done_rows;
   wire [4:0] done_rows;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg ends = 1'h0;
   reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
@@ -14940,8 +14466,6 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   output [2:0] row;
   wire [2:0] row;
   reg [2:0] rows_row = 3'h0;
-  input rst;
-  wire rst;
   reg [2:0] s_row = 3'h0;
   reg [1:0] sel_0 = 2'h0;
   wire [2:0] site_x;
@@ -15171,124 +14695,124 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
   assign \$221  = \$signal$50  ? { 1'h0, s_row } : \$220 ;
   assign \$222  = \$signal$45  ? { 1'h0, w_row } : \$221 ;
   assign \$223  = \$signal$42  ? { 1'h0, c_row } : \$222 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$29  <= \$224 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     has_last_r <= \$225 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$33  <= \$226 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$36  <= \$227 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$37  <= \$228 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$40  <= \$229 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     issued <= \$230 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$42  <= \$231 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c_row <= \$232 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$45  <= \$233 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     nz <= \$234 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     nz_zero <= \$235 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$49  <= \$236 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_row <= \$237 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$50  <= \$238 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     win_0 <= \$239 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_row <= \$240 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$54  <= \$241 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sel_0 <= \$242 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     ends <= \$243 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     i_in_row_0 <= \$244 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     i_row <= \$245 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     i_top <= \$246 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     f_row <= \$247 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     cy <= \$248 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     need <= \$249 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     eof_pend <= \$250 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$11  <= \$251 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal  <= \$252 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$like  <= \$253 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$13  <= \$254 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c1_win_0 <= \$255 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$63  <= \$256 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     b_rest <= \$257 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$68  <= \$258 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     b_v <= \$259 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$like$64  <= \$260 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     b_oy <= \$261 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     b_win_0 <= \$262 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$69  <= \$263 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$70  <= \$264 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$71  <= \$265 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$like$72  <= \$266 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$73  <= \$267 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a3_rest_zero <= \$268 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a3_win_0 <= \$269 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$76  <= \$270 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a2_oy <= \$271 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$77  <= \$272 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a2_bits <= \$273 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a_v <= \$274 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     a_oh <= \$275 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     eof_done <= \$276 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$24  <= \$277 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$26  <= \$278 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rows_row <= \$279 ;
   \top.block_0_2.finder.queue  queue (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(sites__payload),
     .r_en(r_en),
     .r_rdy(sites__valid),
-    .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data),
     .w_rdy(w_rdy)
@@ -15312,14 +14836,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$224  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$224  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$225  = has_last;
-    if (rst) begin
+    if (e3_rst) begin
       \$225  = 1'h0;
     end
   end
@@ -15329,7 +14853,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$226  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$226  = 1'h0;
     end
   end
@@ -15339,21 +14863,21 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$227  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$227  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$228  = \$23 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$228  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$229  = \$24 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$229  = 1'h0;
     end
   end
@@ -15369,7 +14893,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$230  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$230  = 1'h0;
     end
   end
@@ -15382,7 +14906,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$231  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$231  = 1'h0;
     end
   end
@@ -15392,7 +14916,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$232  = w_row;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$232  = 3'h0;
     end
   end
@@ -15405,7 +14929,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$233  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$233  = 1'h0;
     end
   end
@@ -15418,7 +14942,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$234  = \$192 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$234  = 1'h0;
     end
   end
@@ -15431,7 +14955,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$235  = \$193 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$235  = 1'h1;
     end
   end
@@ -15441,9 +14965,6 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$34 ) begin
       \$236  = win_0;
     end
-    if (rst) begin
-      \$236  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -15451,7 +14972,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$237  = s_row;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$237  = 3'h0;
     end
   end
@@ -15464,7 +14985,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$238  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$238  = 1'h0;
     end
   end
@@ -15474,9 +14995,6 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$44 ) begin
       \$239  = \$47 ;
     end
-    if (rst) begin
-      \$239  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -15484,7 +15002,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$240  = i_row;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$240  = 3'h0;
     end
   end
@@ -15500,7 +15018,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$241  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$241  = 1'h0;
     end
   end
@@ -15510,9 +15028,6 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$51 ) begin
       \$242 [0] = \$54 ;
       \$242 [1] = \$57 ;
-    end
-    if (rst) begin
-      \$242  = 2'h0;
     end
   end
   always @* begin
@@ -15526,7 +15041,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$243  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$243  = 1'h0;
     end
   end
@@ -15539,9 +15054,6 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$244  = \$69 [4:0];
       end
     end
-    if (rst) begin
-      \$244  = 5'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
@@ -15552,7 +15064,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$245  = f_row[2:0];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$245  = 3'h0;
     end
   end
@@ -15565,7 +15077,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
         \$246  = \$70 ;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$246  = 1'h0;
     end
   end
@@ -15581,7 +15093,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$247  = 4'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$247  = 4'h0;
     end
   end
@@ -15597,7 +15109,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$248  = 5'h00;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$248  = 5'h00;
     end
   end
@@ -15613,7 +15125,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$249  = 5'h01;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$249  = 5'h01;
     end
   end
@@ -15626,7 +15138,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$213 ) begin
       \$250  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$250  = 1'h0;
     end
   end
@@ -15636,7 +15148,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$251  = b_v;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$251  = 1'h0;
     end
   end
@@ -15646,7 +15158,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$252  = \$signal$63 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$252  = 8'h00;
     end
   end
@@ -15656,7 +15168,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$253  = \$like$64 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$253  = 1'h0;
     end
   end
@@ -15666,7 +15178,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$254  = b_oy;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$254  = 3'h0;
     end
   end
@@ -15676,7 +15188,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$78 ) begin
       \$255  = b_win_0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$255  = 1'h0;
     end
   end
@@ -15689,7 +15201,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$256  = \$signal$70 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$256  = 8'h00;
     end
   end
@@ -15702,7 +15214,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$257  = \$116 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$257  = 8'h00;
     end
   end
@@ -15715,7 +15227,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$258  = \$118 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$258  = 1'h1;
     end
   end
@@ -15725,7 +15237,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$259  = \$signal$69 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$259  = 1'h0;
     end
   end
@@ -15735,7 +15247,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$260  = \$like$72 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$260  = 1'h0;
     end
   end
@@ -15745,7 +15257,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$261  = \$signal$73 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$261  = 3'h0;
     end
   end
@@ -15755,7 +15267,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$115 ) begin
       \$262  = a3_win_0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$262  = 1'h0;
     end
   end
@@ -15765,7 +15277,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$263  = \$signal$76 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$263  = 1'h0;
     end
   end
@@ -15775,7 +15287,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$264  = \$15 [7:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$264  = 8'h00;
     end
   end
@@ -15785,7 +15297,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$265  = \$125 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$265  = 8'h00;
     end
   end
@@ -15795,7 +15307,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$266  = \$signal$77 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$266  = 1'h0;
     end
   end
@@ -15805,7 +15317,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$267  = a2_oy;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$267  = 3'h0;
     end
   end
@@ -15815,7 +15327,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$268  = \$157 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$268  = 1'h1;
     end
   end
@@ -15825,7 +15337,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$123 ) begin
       \$269  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$269  = 1'h0;
     end
   end
@@ -15838,7 +15350,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$270  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$270  = 1'h0;
     end
   end
@@ -15848,7 +15360,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$271  = c_row;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$271  = 3'h0;
     end
   end
@@ -15858,7 +15370,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$272  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$272  = 1'h0;
     end
   end
@@ -15868,7 +15380,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$170 ) begin
       \$273  = \$171 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$273  = 8'h00;
     end
   end
@@ -15881,7 +15393,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$274  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$274  = 1'h0;
     end
   end
@@ -15891,7 +15403,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (\$190 ) begin
       \$275  = \$18 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$275  = 1'h0;
     end
   end
@@ -15904,7 +15416,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$276  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$276  = 1'h0;
     end
   end
@@ -15914,14 +15426,14 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$277  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$277  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     \$278  = \$219 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$278  = 3'h0;
     end
   end
@@ -15931,7 +15443,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
     if (frame_reset) begin
       \$279  = 3'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$279  = 3'h0;
     end
   end
@@ -15985,7 +15497,7 @@ module \top.block_0_2.finder (rst, frame_reset, row, sites__valid, sites__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+module \top.block_0_2.finder.queue (w_en, w_rdy, r_rdy, r_data, r_en, e3_rst, w_port__data, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16004,10 +15516,12 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire \$7 ;
   wire \$8 ;
   wire [2:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 1'h0 *)
   wire consume;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg [1:0] level = 2'h0;
   (* init = 1'h0 *)
   wire produce;
@@ -16021,8 +15535,6 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   wire [8:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [8:0] w_data;
   input w_en;
   wire w_en;
@@ -16039,7 +15551,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     storage[0] = 9'h000;
     storage[1] = 9'h000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -16061,11 +15573,11 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
@@ -16073,7 +15585,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$1 ) begin
       \$15  = \$2 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$15  = 1'h0;
     end
   end
@@ -16083,7 +15595,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$3 ) begin
       \$16  = \$4 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$16  = 1'h0;
     end
   end
@@ -16096,7 +15608,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
     if (\$13 ) begin
       \$17  = \$14 [1:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$17  = 2'h0;
     end
   end
@@ -16109,7 +15621,7 @@ module \top.block_0_2.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_por
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, clk
+module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, sites_in__valid, sites_in__payload, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, e3_clk
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
@@ -16183,16 +15695,11 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [2:0] \$163 ;
-  reg [2:0] \$164 ;
-  reg [5:0] \$165 ;
-  reg [31:0] \$166 ;
-  reg \$167 ;
-  reg [7:0] \$168 ;
-  reg [3:0] \$169 ;
+  reg [7:0] \$163 ;
+  reg [3:0] \$164 ;
+  reg [7:0] \$165 ;
+  reg [3:0] \$166 ;
   wire \$17 ;
-  reg [7:0] \$170 ;
-  reg [3:0] \$171 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -16312,10 +15819,12 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   output busy;
   reg busy = 1'h0;
   reg [1:0] c_gi = 2'h0;
-  input clk;
-  wire clk;
   output [4:0] done_rows;
   reg [4:0] done_rows = 5'h00;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire [44:0] entry;
   wire \entry.bad ;
   wire \entry.first ;
@@ -16412,8 +15921,6 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   reg [3:0] row_tag_0 = 4'hf;
   reg [3:0] row_tag_1 = 4'hf;
   reg rp = 1'h0;
-  input rst;
-  wire rst;
   reg [2:0] shape_h_m1 = 3'h0;
   reg [2:0] shape_w_m1 = 3'h0;
   input [39:0] sites_in__payload;
@@ -16587,83 +16094,83 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
   assign \$133  = w_en & \$132 ;
   assign \$134  = \$signal$63  ? 8'h00 : bitmap_1;
   assign \$135  = \$134  | \$28 [7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     c_gi <= \$136 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prev_any <= \$137 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal  <= \$138 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$17  <= \$139 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     shape_h_m1 <= \$140 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     shape_w_m1 <= \$141 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_0 <= \$142 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_0_valid <= \$143 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_0_outside <= \$144 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_0_permit <= \$145 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_1 <= \$146 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_1_valid <= \$147 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_1_outside <= \$148 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     entry_1_permit <= \$149 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$56  <= \$150 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     rp <= \$151 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     done_rows <= \$152 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     busy <= \$153 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     eof_seen <= \$154 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$36  <= \$155 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     error <= \$156 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     has_last <= \$157 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     last_y <= \$158 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_en <= \$159 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$63  <= \$160 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_set <= \$161 ;
-  always @(posedge clk)
-    w_slot <= \$162 ;
-  always @(posedge clk)
-    w_x <= \$163 ;
-  always @(posedge clk)
-    w_y <= \$164 ;
-  always @(posedge clk)
-    w_addr <= \$165 ;
-  always @(posedge clk)
-    w_data <= \$166 ;
-  always @(posedge clk)
-    acc_eof <= \$167 ;
-  always @(posedge clk)
-    bitmap_0 <= \$168 ;
-  always @(posedge clk)
-    row_tag_0 <= \$169 ;
-  always @(posedge clk)
-    bitmap_1 <= \$170 ;
-  always @(posedge clk)
-    row_tag_1 <= \$171 ;
+  always @(posedge e3_clk)
+    w_slot <= got[32];
+  always @(posedge e3_clk)
+    w_x <= got[37:35];
+  always @(posedge e3_clk)
+    w_y <= got[34:32];
+  always @(posedge e3_clk)
+    w_addr <= { got[32], got[37:35], got[41:40] };
+  always @(posedge e3_clk)
+    w_data <= got[31:0];
+  always @(posedge e3_clk)
+    acc_eof <= \$162 ;
+  always @(posedge e3_clk)
+    bitmap_0 <= \$163 ;
+  always @(posedge e3_clk)
+    row_tag_0 <= \$164 ;
+  always @(posedge e3_clk)
+    bitmap_1 <= \$165 ;
+  always @(posedge e3_clk)
+    row_tag_1 <= \$166 ;
   \top.block_0_2.line_buffer.mem  mem (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(rd_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -16679,7 +16186,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$136  = \$34 [1:0];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$136  = 2'h0;
     end
   end
@@ -16696,7 +16203,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         end
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$137  = 1'h0;
     end
   end
@@ -16710,9 +16217,6 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$138  = sites_in__payload[34:32];
       end
     end
-    if (rst) begin
-      \$138  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -16724,21 +16228,18 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$139  = sites_in__payload[37:35];
       end
     end
-    if (rst) begin
-      \$139  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$140  = height_m1;
-    if (rst) begin
+    if (e3_rst) begin
       \$140  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$141  = width_m1;
-    if (rst) begin
+    if (e3_rst) begin
       \$141  = 3'h0;
     end
   end
@@ -16747,9 +16248,6 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     \$142  = entry_0;
     if (\$40 ) begin
       \$142  = entry;
-    end
-    if (rst) begin
-      \$142  = 45'h000000000000;
     end
   end
   always @* begin
@@ -16763,21 +16261,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$143  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$143  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$144  = \$52 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$144  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$145  = \$60 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$145  = 1'h0;
     end
   end
@@ -16786,9 +16284,6 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     \$146  = entry_1;
     if (\$65 ) begin
       \$146  = entry;
-    end
-    if (rst) begin
-      \$146  = 45'h000000000000;
     end
   end
   always @* begin
@@ -16802,21 +16297,21 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$147  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$148  = \$77 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$148  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$149  = \$85 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$149  = 1'h0;
     end
   end
@@ -16826,7 +16321,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (\$88 ) begin
       \$150  = \$89 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$150  = 1'h0;
     end
   end
@@ -16836,7 +16331,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (take) begin
       \$151  = \$90 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$151  = 1'h0;
     end
   end
@@ -16849,7 +16344,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$152  = 5'h00;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$152  = 5'h00;
     end
   end
@@ -16862,7 +16357,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$153  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$153  = 1'h0;
     end
   end
@@ -16877,7 +16372,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$154  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$154  = 1'h0;
     end
   end
@@ -16895,7 +16390,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$155  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$155  = 1'h0;
     end
   end
@@ -16915,7 +16410,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$156  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$156  = 1'h0;
     end
   end
@@ -16933,7 +16428,7 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
     if (frame_reset) begin
       \$157  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$157  = 1'h0;
     end
   end
@@ -16948,121 +16443,86 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
         \$158  = got[34:32];
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$158  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$159  = \$122 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$160  = \$126 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$161  = got[43];
-    if (rst) begin
+    if (e3_rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = got[32];
-    if (rst) begin
+    \$162  = \$127 ;
+    if (e3_rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = got[37:35];
-    if (rst) begin
-      \$163  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = got[34:32];
-    if (rst) begin
-      \$164  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = { got[32], got[37:35], got[41:40] };
-    if (rst) begin
-      \$165  = 6'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = got[31:0];
-    if (rst) begin
-      \$166  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$167  = \$127 ;
-    if (rst) begin
-      \$167  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$168  = bitmap_0;
+    \$163  = bitmap_0;
     if (\$129 ) begin
-      \$168  = \$131 ;
+      \$163  = \$131 ;
     end
-    if (rst) begin
-      \$168  = 8'h00;
+    if (e3_rst) begin
+      \$163  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$169  = row_tag_0;
+    \$164  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$63 ) begin
-        \$169  = { 1'h0, w_y };
+        \$164  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$169  = 4'hf;
+      \$164  = 4'hf;
     end
-    if (rst) begin
-      \$169  = 4'hf;
+    if (e3_rst) begin
+      \$164  = 4'hf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$170  = bitmap_1;
+    \$165  = bitmap_1;
     if (\$133 ) begin
-      \$170  = \$135 ;
+      \$165  = \$135 ;
     end
-    if (rst) begin
-      \$170  = 8'h00;
+    if (e3_rst) begin
+      \$165  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$171  = row_tag_1;
+    \$166  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$63 ) begin
-        \$171  = { 1'h0, w_y };
+        \$166  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$171  = 4'hf;
+      \$166  = 4'hf;
     end
-    if (rst) begin
-      \$171  = 4'hf;
+    if (e3_rst) begin
+      \$166  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -17166,12 +16626,14 @@ module \top.block_0_2.line_buffer (rst, hold, frame_reset, sites_in__ready, site
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+module \top.block_0_2.line_buffer.mem (e3_rst, w_en, w_addr, w_data, r_data, rd__addr, e3_clk);
   wire [5:0] \$signature__addr ;
   wire [31:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire [5:0] r_addr;
   output [31:0] r_data;
   reg [31:0] r_data = 32'd0;
@@ -17181,8 +16643,6 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
   wire [5:0] rd__addr;
   wire [31:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [5:0] w_addr;
   wire [5:0] w_addr;
   input [31:0] w_data;
@@ -17256,16 +16716,16 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
     mem[62] = 32'd0;
     mem[63] = 32'd0;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [31:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -17276,7 +16736,7 @@ module \top.block_0_2.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__ad
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+module \top.block_0_2.mac_array (e3_rst, steps__payload, steps__valid, out_v, sums__payload, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [15:0] \$1 ;
   wire [15:0] \$10 ;
@@ -17352,13 +16812,13 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [20:0] \$74 ;
   wire \$75 ;
   wire \$76 ;
-  reg [298:0] \$77 ;
+  reg \$77 ;
   reg \$78 ;
-  reg [11:0] \$79 ;
+  reg \$79 ;
   wire [15:0] \$8 ;
-  reg [11:0] \$80 ;
-  reg [11:0] \$81 ;
-  reg [11:0] \$82 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg \$82 ;
   reg [19:0] \$83 ;
   reg [19:0] \$84 ;
   reg [19:0] \$85 ;
@@ -17369,7 +16829,6 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire [15:0] \$9 ;
   reg [19:0] \$90 ;
   reg \$91 ;
-  reg [8:0] \$92 ;
   reg [19:0] acc_0 = 20'h00000;
   reg [19:0] acc_1 = 20'h00000;
   reg [19:0] acc_2 = 20'h00000;
@@ -17378,9 +16837,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [19:0] acc_5 = 20'h00000;
   reg [19:0] acc_6 = 20'h00000;
   reg [19:0] acc_7 = 20'h00000;
-  input clk;
-  wire clk;
-  wire [11:0] ctl;
+  wire [10:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [8:0] \ctl.meta ;
@@ -17389,8 +16846,11 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [11:0] mac_ctl_d1 = 12'h000;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
+  reg [10:0] mac_ctl_d1 = 11'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [8:0] \mac_ctl_d1.meta ;
@@ -17399,8 +16859,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \mac_ctl_d1.meta.go ;
   wire [2:0] \mac_ctl_d1.meta.ox ;
   wire [2:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [11:0] mac_ctl_d2 = 12'h000;
+  reg [10:0] mac_ctl_d2 = 11'h000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [8:0] \mac_ctl_d2.meta ;
@@ -17409,8 +16868,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \mac_ctl_d2.meta.go ;
   wire [2:0] \mac_ctl_d2.meta.ox ;
   wire [2:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [11:0] mac_ctl_d3 = 12'h000;
+  reg [10:0] mac_ctl_d3 = 11'h000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [8:0] \mac_ctl_d3.meta ;
@@ -17419,8 +16877,7 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \mac_ctl_d3.meta.go ;
   wire [2:0] \mac_ctl_d3.meta.ox ;
   wire [2:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
-  reg [11:0] mac_ctl_d4 = 12'h000;
+  reg [10:0] mac_ctl_d4 = 11'h000;
   wire \mac_ctl_d4.first ;
   wire \mac_ctl_d4.last ;
   wire [8:0] \mac_ctl_d4.meta ;
@@ -17429,7 +16886,20 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   wire \mac_ctl_d4.meta.go ;
   wire [2:0] \mac_ctl_d4.meta.ox ;
   wire [2:0] \mac_ctl_d4.meta.oy ;
-  wire \mac_ctl_d4.v ;
+  reg [10:0] mac_ctl_d5 = 11'h000;
+  wire \mac_ctl_d5.first ;
+  wire \mac_ctl_d5.last ;
+  wire [8:0] \mac_ctl_d5.meta ;
+  wire \mac_ctl_d5.meta.eof ;
+  wire \mac_ctl_d5.meta.error ;
+  wire \mac_ctl_d5.meta.go ;
+  wire [2:0] \mac_ctl_d5.meta.ox ;
+  wire [2:0] \mac_ctl_d5.meta.oy ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
+  reg mac_v_d5 = 1'h0;
   reg op_v = 1'h0;
   reg [298:0] operands = 299'h000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire \operands.first ;
@@ -17453,101 +16923,131 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_0_2_a = 8'h00;
   reg [7:0] prod_0_2_b = 8'h00;
   reg [16:0] prod_0_2_p = 17'h00000;
+  reg [16:0] prod_0_2_r_d1 = 17'h00000;
   reg [7:0] prod_0_3_a = 8'h00;
   reg [7:0] prod_0_3_b = 8'h00;
   reg [16:0] prod_0_3_p = 17'h00000;
+  reg [16:0] prod_0_3_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_2_a = 8'h00;
   reg [7:0] prod_1_2_b = 8'h00;
   reg [16:0] prod_1_2_p = 17'h00000;
+  reg [16:0] prod_1_2_r_d1 = 17'h00000;
   reg [7:0] prod_1_3_a = 8'h00;
   reg [7:0] prod_1_3_b = 8'h00;
   reg [16:0] prod_1_3_p = 17'h00000;
+  reg [16:0] prod_1_3_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_2_a = 8'h00;
   reg [7:0] prod_2_2_b = 8'h00;
   reg [16:0] prod_2_2_p = 17'h00000;
+  reg [16:0] prod_2_2_r_d1 = 17'h00000;
   reg [7:0] prod_2_3_a = 8'h00;
   reg [7:0] prod_2_3_b = 8'h00;
   reg [16:0] prod_2_3_p = 17'h00000;
+  reg [16:0] prod_2_3_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_2_a = 8'h00;
   reg [7:0] prod_3_2_b = 8'h00;
   reg [16:0] prod_3_2_p = 17'h00000;
+  reg [16:0] prod_3_2_r_d1 = 17'h00000;
   reg [7:0] prod_3_3_a = 8'h00;
   reg [7:0] prod_3_3_b = 8'h00;
   reg [16:0] prod_3_3_p = 17'h00000;
+  reg [16:0] prod_3_3_r_d1 = 17'h00000;
   reg [7:0] prod_4_0_a = 8'h00;
   reg [7:0] prod_4_0_b = 8'h00;
   reg [16:0] prod_4_0_p = 17'h00000;
+  reg [16:0] prod_4_0_r_d1 = 17'h00000;
   reg [7:0] prod_4_1_a = 8'h00;
   reg [7:0] prod_4_1_b = 8'h00;
   reg [16:0] prod_4_1_p = 17'h00000;
+  reg [16:0] prod_4_1_r_d1 = 17'h00000;
   reg [7:0] prod_4_2_a = 8'h00;
   reg [7:0] prod_4_2_b = 8'h00;
   reg [16:0] prod_4_2_p = 17'h00000;
+  reg [16:0] prod_4_2_r_d1 = 17'h00000;
   reg [7:0] prod_4_3_a = 8'h00;
   reg [7:0] prod_4_3_b = 8'h00;
   reg [16:0] prod_4_3_p = 17'h00000;
+  reg [16:0] prod_4_3_r_d1 = 17'h00000;
   reg [7:0] prod_5_0_a = 8'h00;
   reg [7:0] prod_5_0_b = 8'h00;
   reg [16:0] prod_5_0_p = 17'h00000;
+  reg [16:0] prod_5_0_r_d1 = 17'h00000;
   reg [7:0] prod_5_1_a = 8'h00;
   reg [7:0] prod_5_1_b = 8'h00;
   reg [16:0] prod_5_1_p = 17'h00000;
+  reg [16:0] prod_5_1_r_d1 = 17'h00000;
   reg [7:0] prod_5_2_a = 8'h00;
   reg [7:0] prod_5_2_b = 8'h00;
   reg [16:0] prod_5_2_p = 17'h00000;
+  reg [16:0] prod_5_2_r_d1 = 17'h00000;
   reg [7:0] prod_5_3_a = 8'h00;
   reg [7:0] prod_5_3_b = 8'h00;
   reg [16:0] prod_5_3_p = 17'h00000;
+  reg [16:0] prod_5_3_r_d1 = 17'h00000;
   reg [7:0] prod_6_0_a = 8'h00;
   reg [7:0] prod_6_0_b = 8'h00;
   reg [16:0] prod_6_0_p = 17'h00000;
+  reg [16:0] prod_6_0_r_d1 = 17'h00000;
   reg [7:0] prod_6_1_a = 8'h00;
   reg [7:0] prod_6_1_b = 8'h00;
   reg [16:0] prod_6_1_p = 17'h00000;
+  reg [16:0] prod_6_1_r_d1 = 17'h00000;
   reg [7:0] prod_6_2_a = 8'h00;
   reg [7:0] prod_6_2_b = 8'h00;
   reg [16:0] prod_6_2_p = 17'h00000;
+  reg [16:0] prod_6_2_r_d1 = 17'h00000;
   reg [7:0] prod_6_3_a = 8'h00;
   reg [7:0] prod_6_3_b = 8'h00;
   reg [16:0] prod_6_3_p = 17'h00000;
+  reg [16:0] prod_6_3_r_d1 = 17'h00000;
   reg [7:0] prod_7_0_a = 8'h00;
   reg [7:0] prod_7_0_b = 8'h00;
   reg [16:0] prod_7_0_p = 17'h00000;
+  reg [16:0] prod_7_0_r_d1 = 17'h00000;
   reg [7:0] prod_7_1_a = 8'h00;
   reg [7:0] prod_7_1_b = 8'h00;
   reg [16:0] prod_7_1_p = 17'h00000;
+  reg [16:0] prod_7_1_r_d1 = 17'h00000;
   reg [7:0] prod_7_2_a = 8'h00;
   reg [7:0] prod_7_2_b = 8'h00;
   reg [16:0] prod_7_2_p = 17'h00000;
+  reg [16:0] prod_7_2_r_d1 = 17'h00000;
   reg [7:0] prod_7_3_a = 8'h00;
   reg [7:0] prod_7_3_b = 8'h00;
   reg [16:0] prod_7_3_p = 17'h00000;
-  input rst;
-  wire rst;
+  reg [16:0] prod_7_3_r_d1 = 17'h00000;
   input [298:0] steps__payload;
   wire [298:0] steps__payload;
   wire \steps__payload.first ;
@@ -17621,7 +17121,6 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   reg [19:0] tree_7_l2_0 = 20'h00000;
   (* init = 20'h00000 *)
   wire [19:0] tree_7_sum;
-  assign \$8  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
   assign \$9  = $signed(prod_2_0_a) * $signed(prod_2_0_b);
   assign \$10  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
   assign \$11  = $signed(prod_2_2_a) * $signed(prod_2_2_b);
@@ -17646,322 +17145,398 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$30  = $signed(prod_7_1_a) * $signed(prod_7_1_b);
   assign \$31  = $signed(prod_7_2_a) * $signed(prod_7_2_b);
   assign \$32  = $signed(prod_7_3_a) * $signed(prod_7_3_b);
-  assign \$33  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$34  = $signed(prod_0_2_p) + $signed(prod_0_3_p);
+  assign \$33  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$34  = $signed(prod_0_2_r_d1) + $signed(prod_0_3_r_d1);
   assign \$35  = $signed(tree_0_l1_0) + $signed(tree_0_l1_1);
-  assign \$36  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$37  = $signed(prod_1_2_p) + $signed(prod_1_3_p);
+  assign \$36  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$37  = $signed(prod_1_2_r_d1) + $signed(prod_1_3_r_d1);
   assign \$38  = $signed(tree_1_l1_0) + $signed(tree_1_l1_1);
-  assign \$39  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$40  = $signed(prod_2_2_p) + $signed(prod_2_3_p);
+  assign \$39  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$40  = $signed(prod_2_2_r_d1) + $signed(prod_2_3_r_d1);
   assign \$41  = $signed(tree_2_l1_0) + $signed(tree_2_l1_1);
-  assign \$42  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$43  = $signed(prod_3_2_p) + $signed(prod_3_3_p);
+  assign \$42  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$43  = $signed(prod_3_2_r_d1) + $signed(prod_3_3_r_d1);
   assign \$44  = $signed(tree_3_l1_0) + $signed(tree_3_l1_1);
-  assign \$45  = $signed(prod_4_0_p) + $signed(prod_4_1_p);
-  assign \$46  = $signed(prod_4_2_p) + $signed(prod_4_3_p);
+  assign \$45  = $signed(prod_4_0_r_d1) + $signed(prod_4_1_r_d1);
+  assign \$46  = $signed(prod_4_2_r_d1) + $signed(prod_4_3_r_d1);
   assign \$47  = $signed(tree_4_l1_0) + $signed(tree_4_l1_1);
-  assign \$48  = $signed(prod_5_0_p) + $signed(prod_5_1_p);
-  assign \$49  = $signed(prod_5_2_p) + $signed(prod_5_3_p);
+  assign \$48  = $signed(prod_5_0_r_d1) + $signed(prod_5_1_r_d1);
+  assign \$49  = $signed(prod_5_2_r_d1) + $signed(prod_5_3_r_d1);
   assign \$50  = $signed(tree_5_l1_0) + $signed(tree_5_l1_1);
-  assign \$51  = $signed(prod_6_0_p) + $signed(prod_6_1_p);
-  assign \$52  = $signed(prod_6_2_p) + $signed(prod_6_3_p);
+  assign \$51  = $signed(prod_6_0_r_d1) + $signed(prod_6_1_r_d1);
+  assign \$52  = $signed(prod_6_2_r_d1) + $signed(prod_6_3_r_d1);
   assign \$53  = $signed(tree_6_l1_0) + $signed(tree_6_l1_1);
-  assign \$54  = $signed(prod_7_0_p) + $signed(prod_7_1_p);
-  assign \$55  = $signed(prod_7_2_p) + $signed(prod_7_3_p);
+  assign \$54  = $signed(prod_7_0_r_d1) + $signed(prod_7_1_r_d1);
+  assign \$55  = $signed(prod_7_2_r_d1) + $signed(prod_7_3_r_d1);
   assign \$56  = $signed(tree_7_l1_0) + $signed(tree_7_l1_1);
-  assign \$57  = ~ mac_ctl_d4[10];
-  assign \$58  = mac_ctl_d4[0] & \$57 ;
-  assign \$59  = mac_ctl_d4[1] ? 20'h00000 : acc_0;
+  assign \$57  = ~ mac_ctl_d5[9];
+  assign \$58  = mac_v_d5 & \$57 ;
+  assign \$59  = mac_ctl_d5[0] ? 20'h00000 : acc_0;
   assign \$60  = $signed(\$59 ) + $signed(tree_0_l2_0);
-  assign \$61  = mac_ctl_d4[1] ? 20'h00000 : acc_1;
+  assign \$61  = mac_ctl_d5[0] ? 20'h00000 : acc_1;
   assign \$62  = $signed(\$61 ) + $signed(tree_1_l2_0);
-  assign \$63  = mac_ctl_d4[1] ? 20'h00000 : acc_2;
+  assign \$63  = mac_ctl_d5[0] ? 20'h00000 : acc_2;
   assign \$64  = $signed(\$63 ) + $signed(tree_2_l2_0);
-  assign \$65  = mac_ctl_d4[1] ? 20'h00000 : acc_3;
+  assign \$65  = mac_ctl_d5[0] ? 20'h00000 : acc_3;
   assign \$66  = $signed(\$65 ) + $signed(tree_3_l2_0);
-  assign \$67  = mac_ctl_d4[1] ? 20'h00000 : acc_4;
+  assign \$67  = mac_ctl_d5[0] ? 20'h00000 : acc_4;
   assign \$68  = $signed(\$67 ) + $signed(tree_4_l2_0);
-  assign \$69  = mac_ctl_d4[1] ? 20'h00000 : acc_5;
+  assign \$69  = mac_ctl_d5[0] ? 20'h00000 : acc_5;
   assign \$70  = $signed(\$69 ) + $signed(tree_5_l2_0);
-  assign \$71  = mac_ctl_d4[1] ? 20'h00000 : acc_6;
+  assign \$71  = mac_ctl_d5[0] ? 20'h00000 : acc_6;
   assign \$72  = $signed(\$71 ) + $signed(tree_6_l2_0);
-  assign \$73  = mac_ctl_d4[1] ? 20'h00000 : acc_7;
+  assign \$73  = mac_ctl_d5[0] ? 20'h00000 : acc_7;
   assign \$74  = $signed(\$73 ) + $signed(tree_7_l2_0);
-  assign \$75  = mac_ctl_d4[2] | mac_ctl_d4[10];
-  assign \$76  = mac_ctl_d4[0] & \$75 ;
-  always @(posedge clk)
-    operands <= \$77 ;
-  always @(posedge clk)
-    op_v <= \$78 ;
-  always @(posedge clk)
+  assign \$75  = mac_ctl_d5[1] | mac_ctl_d5[9];
+  assign \$76  = mac_v_d5 & \$75 ;
+  always @(posedge e3_clk)
+    operands <= steps__payload;
+  always @(posedge e3_clk)
+    op_v <= \$77 ;
+  always @(posedge e3_clk)
     prod_0_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_0_b <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge e3_clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_1_b <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_1_p <= { \$2 [15], \$2  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
+  always @(posedge e3_clk)
     prod_0_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_2_b <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_2_p <= { \$3 [15], \$3  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_0_2_r_d1 <= prod_0_2_p;
+  always @(posedge e3_clk)
     prod_0_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_3_b <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_0_3_p <= { \$4 [15], \$4  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_0_3_r_d1 <= prod_0_3_p;
+  always @(posedge e3_clk)
     prod_1_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_0_b <= operands[71:64];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_0_p <= { \$5 [15], \$5  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge e3_clk)
     prod_1_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_1_b <= operands[79:72];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_1_p <= { \$6 [15], \$6  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
+  always @(posedge e3_clk)
     prod_1_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_2_b <= operands[87:80];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_2_p <= { \$7 [15], \$7  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_1_2_r_d1 <= prod_1_2_p;
+  always @(posedge e3_clk)
     prod_1_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_3_b <= operands[95:88];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_1_3_p <= { \$8 [15], \$8  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_1_3_r_d1 <= prod_1_3_p;
+  always @(posedge e3_clk)
     prod_2_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_0_b <= operands[103:96];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_0_p <= { \$9 [15], \$9  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge e3_clk)
     prod_2_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_1_b <= operands[111:104];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_1_p <= { \$10 [15], \$10  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
+  always @(posedge e3_clk)
     prod_2_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_2_b <= operands[119:112];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_2_p <= { \$11 [15], \$11  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_2_2_r_d1 <= prod_2_2_p;
+  always @(posedge e3_clk)
     prod_2_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_3_b <= operands[127:120];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_2_3_p <= { \$12 [15], \$12  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_2_3_r_d1 <= prod_2_3_p;
+  always @(posedge e3_clk)
     prod_3_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_0_b <= operands[135:128];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_0_p <= { \$13 [15], \$13  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge e3_clk)
     prod_3_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_1_b <= operands[143:136];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_1_p <= { \$14 [15], \$14  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
+  always @(posedge e3_clk)
     prod_3_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_2_b <= operands[151:144];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_2_p <= { \$15 [15], \$15  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_3_2_r_d1 <= prod_3_2_p;
+  always @(posedge e3_clk)
     prod_3_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_3_b <= operands[159:152];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_3_3_p <= { \$16 [15], \$16  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_3_3_r_d1 <= prod_3_3_p;
+  always @(posedge e3_clk)
     prod_4_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_0_b <= operands[167:160];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_0_p <= { \$17 [15], \$17  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_4_0_r_d1 <= prod_4_0_p;
+  always @(posedge e3_clk)
     prod_4_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_1_b <= operands[175:168];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_1_p <= { \$18 [15], \$18  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_4_1_r_d1 <= prod_4_1_p;
+  always @(posedge e3_clk)
     prod_4_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_2_b <= operands[183:176];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_2_p <= { \$19 [15], \$19  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_4_2_r_d1 <= prod_4_2_p;
+  always @(posedge e3_clk)
     prod_4_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_3_b <= operands[191:184];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_4_3_p <= { \$20 [15], \$20  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_4_3_r_d1 <= prod_4_3_p;
+  always @(posedge e3_clk)
     prod_5_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_0_b <= operands[199:192];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_0_p <= { \$21 [15], \$21  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_5_0_r_d1 <= prod_5_0_p;
+  always @(posedge e3_clk)
     prod_5_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_1_b <= operands[207:200];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_1_p <= { \$22 [15], \$22  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_5_1_r_d1 <= prod_5_1_p;
+  always @(posedge e3_clk)
     prod_5_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_2_b <= operands[215:208];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_2_p <= { \$23 [15], \$23  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_5_2_r_d1 <= prod_5_2_p;
+  always @(posedge e3_clk)
     prod_5_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_3_b <= operands[223:216];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_5_3_p <= { \$24 [15], \$24  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_5_3_r_d1 <= prod_5_3_p;
+  always @(posedge e3_clk)
     prod_6_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_0_b <= operands[231:224];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_0_p <= { \$25 [15], \$25  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_6_0_r_d1 <= prod_6_0_p;
+  always @(posedge e3_clk)
     prod_6_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_1_b <= operands[239:232];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_1_p <= { \$26 [15], \$26  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_6_1_r_d1 <= prod_6_1_p;
+  always @(posedge e3_clk)
     prod_6_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_2_b <= operands[247:240];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_2_p <= { \$27 [15], \$27  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_6_2_r_d1 <= prod_6_2_p;
+  always @(posedge e3_clk)
     prod_6_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_3_b <= operands[255:248];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_6_3_p <= { \$28 [15], \$28  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_6_3_r_d1 <= prod_6_3_p;
+  always @(posedge e3_clk)
     prod_7_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_0_b <= operands[263:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_0_p <= { \$29 [15], \$29  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_7_0_r_d1 <= prod_7_0_p;
+  always @(posedge e3_clk)
     prod_7_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_1_b <= operands[271:264];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_1_p <= { \$30 [15], \$30  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_7_1_r_d1 <= prod_7_1_p;
+  always @(posedge e3_clk)
     prod_7_2_a <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_2_b <= operands[279:272];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_2_p <= { \$31 [15], \$31  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_7_2_r_d1 <= prod_7_2_p;
+  always @(posedge e3_clk)
     prod_7_3_a <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_3_b <= operands[287:280];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     prod_7_3_p <= { \$32 [15], \$32  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    prod_7_3_r_d1 <= prod_7_3_p;
+  always @(posedge e3_clk)
     tree_0_l1_0 <= { \$33 [17], \$33 [17], \$33  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_0_l1_1 <= { \$34 [17], \$34 [17], \$34  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_0_l2_0 <= \$35 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_1_l1_0 <= { \$36 [17], \$36 [17], \$36  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_1_l1_1 <= { \$37 [17], \$37 [17], \$37  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_1_l2_0 <= \$38 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_2_l1_0 <= { \$39 [17], \$39 [17], \$39  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_2_l1_1 <= { \$40 [17], \$40 [17], \$40  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_2_l2_0 <= \$41 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_3_l1_0 <= { \$42 [17], \$42 [17], \$42  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_3_l1_1 <= { \$43 [17], \$43 [17], \$43  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_3_l2_0 <= \$44 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_4_l1_0 <= { \$45 [17], \$45 [17], \$45  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_4_l1_1 <= { \$46 [17], \$46 [17], \$46  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_4_l2_0 <= \$47 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_5_l1_0 <= { \$48 [17], \$48 [17], \$48  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_5_l1_1 <= { \$49 [17], \$49 [17], \$49  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_5_l2_0 <= \$50 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_6_l1_0 <= { \$51 [17], \$51 [17], \$51  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_6_l1_1 <= { \$52 [17], \$52 [17], \$52  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_6_l2_0 <= \$53 [19:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_7_l1_0 <= { \$54 [17], \$54 [17], \$54  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_7_l1_1 <= { \$55 [17], \$55 [17], \$55  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
     tree_7_l2_0 <= \$56 [19:0];
-  always @(posedge clk)
-    mac_ctl_d1 <= \$79 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$80 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$81 ;
-  always @(posedge clk)
-    mac_ctl_d4 <= \$82 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    mac_ctl_d1 <= ctl;
+  always @(posedge e3_clk)
+    mac_ctl_d2 <= mac_ctl_d1;
+  always @(posedge e3_clk)
+    mac_ctl_d3 <= mac_ctl_d2;
+  always @(posedge e3_clk)
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge e3_clk)
+    mac_ctl_d5 <= mac_ctl_d4;
+  always @(posedge e3_clk)
+    mac_v_d1 <= \$78 ;
+  always @(posedge e3_clk)
+    mac_v_d2 <= \$79 ;
+  always @(posedge e3_clk)
+    mac_v_d3 <= \$80 ;
+  always @(posedge e3_clk)
+    mac_v_d4 <= \$81 ;
+  always @(posedge e3_clk)
+    mac_v_d5 <= \$82 ;
+  always @(posedge e3_clk)
     acc_0 <= \$83 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_1 <= \$84 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_2 <= \$85 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_3 <= \$86 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_4 <= \$87 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_5 <= \$88 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_6 <= \$89 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     acc_7 <= \$90 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     out_v <= \$91 ;
-  always @(posedge clk)
-    out_meta <= \$92 ;
+  always @(posedge e3_clk)
+    out_meta <= mac_ctl_d5[10:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_0_2_a) * $signed(prod_0_2_b);
@@ -17969,46 +17544,47 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \$5  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
   assign \$6  = $signed(prod_1_1_a) * $signed(prod_1_1_b);
   assign \$7  = $signed(prod_1_2_a) * $signed(prod_1_2_b);
+  assign \$8  = $signed(prod_1_3_a) * $signed(prod_1_3_b);
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$77  = steps__payload;
-    if (rst) begin
-      \$77  = 299'h000000000000000000000000000000000000000000000000000000000000000000000000000;
+    \$77  = steps__valid;
+    if (e3_rst) begin
+      \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$78  = steps__valid;
-    if (rst) begin
+    \$78  = op_v;
+    if (e3_rst) begin
       \$78  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$79  = ctl;
-    if (rst) begin
-      \$79  = 12'h000;
+    \$79  = mac_v_d1;
+    if (e3_rst) begin
+      \$79  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$80  = mac_ctl_d1;
-    if (rst) begin
-      \$80  = 12'h000;
+    \$80  = mac_v_d2;
+    if (e3_rst) begin
+      \$80  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$81  = mac_ctl_d2;
-    if (rst) begin
-      \$81  = 12'h000;
+    \$81  = mac_v_d3;
+    if (e3_rst) begin
+      \$81  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$82  = mac_ctl_d3;
-    if (rst) begin
-      \$82  = 12'h000;
+    \$82  = mac_v_d4;
+    if (e3_rst) begin
+      \$82  = 1'h0;
     end
   end
   always @* begin
@@ -18017,18 +17593,12 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$58 ) begin
       \$83  = \$60 [19:0];
     end
-    if (rst) begin
-      \$83  = 20'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$84  = acc_1;
     if (\$58 ) begin
       \$84  = \$62 [19:0];
-    end
-    if (rst) begin
-      \$84  = 20'h00000;
     end
   end
   always @* begin
@@ -18037,18 +17607,12 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$58 ) begin
       \$85  = \$64 [19:0];
     end
-    if (rst) begin
-      \$85  = 20'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$86  = acc_3;
     if (\$58 ) begin
       \$86  = \$66 [19:0];
-    end
-    if (rst) begin
-      \$86  = 20'h00000;
     end
   end
   always @* begin
@@ -18057,18 +17621,12 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$58 ) begin
       \$87  = \$68 [19:0];
     end
-    if (rst) begin
-      \$87  = 20'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$88  = acc_5;
     if (\$58 ) begin
       \$88  = \$70 [19:0];
-    end
-    if (rst) begin
-      \$88  = 20'h00000;
     end
   end
   always @* begin
@@ -18077,9 +17635,6 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$58 ) begin
       \$89  = \$72 [19:0];
     end
-    if (rst) begin
-      \$89  = 20'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
@@ -18087,22 +17642,12 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
     if (\$58 ) begin
       \$90  = \$74 [19:0];
     end
-    if (rst) begin
-      \$90  = 20'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$91  = \$76 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$91  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
-    \$92  = mac_ctl_d4[11:3];
-    if (rst) begin
-      \$92  = 9'h000;
     end
   end
   assign tree_0_sum = tree_0_l2_0;
@@ -18134,51 +17679,54 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign \steps__payload.meta.go  = steps__payload[296];
   assign \steps__payload.meta.eof  = steps__payload[297];
   assign \steps__payload.meta.error  = steps__payload[298];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[11:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[8:6];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[9];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[10];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[11];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[11:3];
-  assign \ctl.meta.oy  = ctl[5:3];
-  assign \ctl.meta.ox  = ctl[8:6];
-  assign \ctl.meta.go  = ctl[9];
-  assign \ctl.meta.eof  = ctl[10];
-  assign \ctl.meta.error  = ctl[11];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[11:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[8:6];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[9];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[10];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[11];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[11:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[8:6];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[9];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[10];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[11];
-  assign \mac_ctl_d4.v  = mac_ctl_d4[0];
-  assign \mac_ctl_d4.first  = mac_ctl_d4[1];
-  assign \mac_ctl_d4.last  = mac_ctl_d4[2];
-  assign \mac_ctl_d4.meta  = mac_ctl_d4[11:3];
-  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[5:3];
-  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[8:6];
-  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[9];
-  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[10];
-  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[11];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[10:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[4:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[7:5];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[8];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[9];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[10];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[10:2];
+  assign \ctl.meta.oy  = ctl[4:2];
+  assign \ctl.meta.ox  = ctl[7:5];
+  assign \ctl.meta.go  = ctl[8];
+  assign \ctl.meta.eof  = ctl[9];
+  assign \ctl.meta.error  = ctl[10];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[10:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[4:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[7:5];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[8];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[9];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[10];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[10:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[4:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[7:5];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[8];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[9];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[10];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[10:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[4:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[7:5];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[8];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[9];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[10];
+  assign \mac_ctl_d5.first  = mac_ctl_d5[0];
+  assign \mac_ctl_d5.last  = mac_ctl_d5[1];
+  assign \mac_ctl_d5.meta  = mac_ctl_d5[10:2];
+  assign \mac_ctl_d5.meta.oy  = mac_ctl_d5[4:2];
+  assign \mac_ctl_d5.meta.ox  = mac_ctl_d5[7:5];
+  assign \mac_ctl_d5.meta.go  = mac_ctl_d5[8];
+  assign \mac_ctl_d5.meta.eof  = mac_ctl_d5[9];
+  assign \mac_ctl_d5.meta.error  = mac_ctl_d5[10];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[6];
@@ -18208,14 +17756,13 @@ module \top.block_0_2.mac_array (rst, steps__payload, steps__valid, out_v, sums_
   assign sums__payload[39:20] = acc_1;
   assign sums__payload[19:0] = acc_0;
   assign sums__payload[168:160] = out_meta;
-  assign ctl[11:3] = operands[298:290];
-  assign ctl[2] = operands[289];
-  assign ctl[1] = operands[288];
-  assign ctl[0] = op_v;
+  assign ctl[10:2] = operands[298:290];
+  assign ctl[1] = operands[289];
+  assign ctl[0] = operands[288];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+module \top.block_0_2.out_queue (r_en, r_rdy, r_data, e3_rst, w_port__data, w_en, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -18234,10 +17781,12 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire \$7 ;
   wire \$8 ;
   wire [6:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 5'h00 *)
   wire [4:0] consume;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg [5:0] level = 6'h00;
   (* init = 5'h00 *)
   wire [4:0] produce;
@@ -18251,8 +17800,6 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   wire [71:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [71:0] w_data;
   input w_en;
   wire w_en;
@@ -18298,7 +17845,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     storage[30] = 72'h000000000000000000;
     storage[31] = 72'h000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -18320,11 +17867,11 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
@@ -18332,7 +17879,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$1 ) begin
       \$15  = \$2 [4:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$15  = 5'h00;
     end
   end
@@ -18342,7 +17889,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$3 ) begin
       \$16  = \$4 [4:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$16  = 5'h00;
     end
   end
@@ -18355,7 +17902,7 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
     if (\$13 ) begin
       \$17  = \$14 [5:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$17  = 6'h00;
     end
   end
@@ -18368,12 +17915,14 @@ module \top.block_0_2.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, c
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_2.requant (e3_rst, w_en, w_data, w_addr, rd__addr, r_data, e3_clk);
   wire \$signature__addr ;
   wire [271:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire r_addr;
   output [271:0] r_data;
   reg [271:0] r_data = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
@@ -18383,8 +17932,6 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire rd__addr;
   wire [271:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input w_addr;
   wire w_addr;
   input [271:0] w_data;
@@ -18396,16 +17943,16 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[0] = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
     mem[1] = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [271:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -18416,7 +17963,7 @@ module \top.block_0_2.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__payload, identity__valid, clk);
+module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__payload, identity__valid, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
@@ -18545,107 +18092,28 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   wire [7:0] \$210 ;
   wire [7:0] \$211 ;
   wire [7:0] \$212 ;
-  reg [168:0] \$213 ;
-  reg [168:0] \$214 ;
+  reg \$213 ;
+  reg \$214 ;
   reg \$215 ;
   reg \$216 ;
-  reg [19:0] \$217 ;
-  reg [19:0] \$218 ;
-  reg [19:0] \$219 ;
+  reg \$217 ;
+  reg \$218 ;
+  reg \$219 ;
   wire \$22 ;
-  reg [19:0] \$220 ;
-  reg [19:0] \$221 ;
-  reg [19:0] \$222 ;
-  reg [19:0] \$223 ;
-  reg [19:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [15:0] \$227 ;
-  reg [15:0] \$228 ;
-  reg [15:0] \$229 ;
+  reg \$220 ;
+  reg \$221 ;
+  reg \$222 ;
+  wire [72:0] \$223 ;
+  reg \$224 ;
   wire \$23 ;
-  reg [15:0] \$230 ;
-  reg [15:0] \$231 ;
-  reg [15:0] \$232 ;
-  reg [8:0] \$233 ;
-  reg \$234 ;
-  reg [8:0] \$235 ;
-  reg [8:0] \$236 ;
-  reg [8:0] \$237 ;
-  reg \$238 ;
-  reg \$239 ;
   wire \$24 ;
-  reg \$240 ;
-  reg [20:0] \$241 ;
-  reg [20:0] \$242 ;
-  reg [20:0] \$243 ;
-  reg [20:0] \$244 ;
-  reg [20:0] \$245 ;
-  reg [20:0] \$246 ;
-  reg [20:0] \$247 ;
-  reg [20:0] \$248 ;
-  reg [8:0] \$249 ;
   wire \$25 ;
-  reg \$250 ;
-  reg \$251 ;
-  reg [7:0] \$252 ;
-  reg [7:0] \$253 ;
-  reg [7:0] \$254 ;
-  reg [7:0] \$255 ;
-  reg [7:0] \$256 ;
-  reg [7:0] \$257 ;
-  reg [7:0] \$258 ;
-  reg [7:0] \$259 ;
   wire \$26 ;
-  reg [7:0] \$260 ;
-  reg [7:0] \$261 ;
-  reg [7:0] \$262 ;
-  reg [7:0] \$263 ;
-  reg [7:0] \$264 ;
-  reg [7:0] \$265 ;
-  reg [7:0] \$266 ;
-  reg [7:0] \$267 ;
-  reg [9:0] \$268 ;
-  reg [9:0] \$269 ;
   wire \$27 ;
-  reg [9:0] \$270 ;
-  reg [9:0] \$271 ;
-  reg [9:0] \$272 ;
-  reg [9:0] \$273 ;
-  reg [9:0] \$274 ;
-  reg [9:0] \$275 ;
-  reg [9:0] \$276 ;
-  reg [9:0] \$277 ;
-  reg [9:0] \$278 ;
-  reg [9:0] \$279 ;
   wire \$28 ;
-  reg [9:0] \$280 ;
-  reg [9:0] \$281 ;
-  reg [9:0] \$282 ;
-  reg [9:0] \$283 ;
-  reg [9:0] \$284 ;
-  reg [9:0] \$285 ;
-  reg [9:0] \$286 ;
-  reg [9:0] \$287 ;
-  reg [9:0] \$288 ;
-  reg [9:0] \$289 ;
   wire \$29 ;
-  reg [9:0] \$290 ;
-  reg [9:0] \$291 ;
-  reg [21:0] \$292 ;
-  reg [21:0] \$293 ;
-  reg [21:0] \$294 ;
-  reg [21:0] \$295 ;
-  reg [21:0] \$296 ;
-  reg [21:0] \$297 ;
-  reg [21:0] \$298 ;
-  reg [21:0] \$299 ;
   wire [50:0] \$3 ;
   wire \$30 ;
-  reg [8:0] \$300 ;
-  reg \$301 ;
-  reg [72:0] \$302 ;
-  reg \$303 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
@@ -18779,9 +18247,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   wire clamp_6_under;
   wire clamp_7_over;
   wire clamp_7_under;
-  input clk;
-  wire clk;
   reg draining = 1'h0;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   output [72:0] feats__payload;
   reg [72:0] feats__payload = 73'h0000000000000000000;
   wire [63:0] \feats__payload.data ;
@@ -18828,27 +18298,35 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [7:0] id_scaled_0_a = 8'h00;
   reg [15:0] id_scaled_0_b = 16'h0000;
   reg [24:0] id_scaled_0_p = 25'h0000000;
+  reg [24:0] id_scaled_0_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_1_a = 8'h00;
   reg [15:0] id_scaled_1_b = 16'h0000;
   reg [24:0] id_scaled_1_p = 25'h0000000;
+  reg [24:0] id_scaled_1_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_2_a = 8'h00;
   reg [15:0] id_scaled_2_b = 16'h0000;
   reg [24:0] id_scaled_2_p = 25'h0000000;
+  reg [24:0] id_scaled_2_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_3_a = 8'h00;
   reg [15:0] id_scaled_3_b = 16'h0000;
   reg [24:0] id_scaled_3_p = 25'h0000000;
+  reg [24:0] id_scaled_3_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_4_a = 8'h00;
   reg [15:0] id_scaled_4_b = 16'h0000;
   reg [24:0] id_scaled_4_p = 25'h0000000;
+  reg [24:0] id_scaled_4_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_5_a = 8'h00;
   reg [15:0] id_scaled_5_b = 16'h0000;
   reg [24:0] id_scaled_5_p = 25'h0000000;
+  reg [24:0] id_scaled_5_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_6_a = 8'h00;
   reg [15:0] id_scaled_6_b = 16'h0000;
   reg [24:0] id_scaled_6_p = 25'h0000000;
+  reg [24:0] id_scaled_6_r_d1 = 25'h0000000;
   reg [7:0] id_scaled_7_a = 8'h00;
   reg [15:0] id_scaled_7_b = 16'h0000;
   reg [24:0] id_scaled_7_p = 25'h0000000;
+  reg [24:0] id_scaled_7_r_d1 = 25'h0000000;
   input [64:0] identity__payload;
   wire [64:0] identity__payload;
   wire [63:0] \identity__payload.data ;
@@ -18919,6 +18397,12 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   wire \rq_meta2_d3.go ;
   wire [2:0] \rq_meta2_d3.ox ;
   wire [2:0] \rq_meta2_d3.oy ;
+  reg [8:0] rq_meta2_d4 = 9'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [2:0] \rq_meta2_d4.ox ;
+  wire [2:0] \rq_meta2_d4.oy ;
   reg [8:0] rq_meta3_d1 = 9'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -18935,10 +18419,9 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
   reg rq_v4_d1 = 1'h0;
-  input rst;
-  wire rst;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
   reg [15:0] scale_2 = 16'h0000;
@@ -18952,9 +18435,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_0_pp10_a = 3'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [19:0] scaled_0_pp10_p = 20'h00000;
+  reg [19:0] scaled_0_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_0_sum = 36'h000000000;
   wire [35:0] scaled_0_t0;
   wire [35:0] scaled_0_t1;
@@ -18963,9 +18448,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_1_pp10_a = 3'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [19:0] scaled_1_pp10_p = 20'h00000;
+  reg [19:0] scaled_1_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_1_sum = 36'h000000000;
   wire [35:0] scaled_1_t0;
   wire [35:0] scaled_1_t1;
@@ -18974,9 +18461,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_2_pp10_a = 3'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [19:0] scaled_2_pp10_p = 20'h00000;
+  reg [19:0] scaled_2_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_2_sum = 36'h000000000;
   wire [35:0] scaled_2_t0;
   wire [35:0] scaled_2_t1;
@@ -18985,9 +18474,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_3_pp10_a = 3'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [19:0] scaled_3_pp10_p = 20'h00000;
+  reg [19:0] scaled_3_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_3_sum = 36'h000000000;
   wire [35:0] scaled_3_t0;
   wire [35:0] scaled_3_t1;
@@ -18996,9 +18487,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [16:0] scaled_4_pp00_a = 17'h00000;
   reg [15:0] scaled_4_pp00_b = 16'h0000;
   reg [33:0] scaled_4_pp00_p = 34'h000000000;
+  reg [33:0] scaled_4_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_4_pp10_a = 3'h0;
   reg [15:0] scaled_4_pp10_b = 16'h0000;
   reg [19:0] scaled_4_pp10_p = 20'h00000;
+  reg [19:0] scaled_4_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_4_sum = 36'h000000000;
   wire [35:0] scaled_4_t0;
   wire [35:0] scaled_4_t1;
@@ -19007,9 +18500,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [16:0] scaled_5_pp00_a = 17'h00000;
   reg [15:0] scaled_5_pp00_b = 16'h0000;
   reg [33:0] scaled_5_pp00_p = 34'h000000000;
+  reg [33:0] scaled_5_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_5_pp10_a = 3'h0;
   reg [15:0] scaled_5_pp10_b = 16'h0000;
   reg [19:0] scaled_5_pp10_p = 20'h00000;
+  reg [19:0] scaled_5_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_5_sum = 36'h000000000;
   wire [35:0] scaled_5_t0;
   wire [35:0] scaled_5_t1;
@@ -19018,9 +18513,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [16:0] scaled_6_pp00_a = 17'h00000;
   reg [15:0] scaled_6_pp00_b = 16'h0000;
   reg [33:0] scaled_6_pp00_p = 34'h000000000;
+  reg [33:0] scaled_6_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_6_pp10_a = 3'h0;
   reg [15:0] scaled_6_pp10_b = 16'h0000;
   reg [19:0] scaled_6_pp10_p = 20'h00000;
+  reg [19:0] scaled_6_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_6_sum = 36'h000000000;
   wire [35:0] scaled_6_t0;
   wire [35:0] scaled_6_t1;
@@ -19029,9 +18526,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   reg [16:0] scaled_7_pp00_a = 17'h00000;
   reg [15:0] scaled_7_pp00_b = 16'h0000;
   reg [33:0] scaled_7_pp00_p = 34'h000000000;
+  reg [33:0] scaled_7_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_7_pp10_a = 3'h0;
   reg [15:0] scaled_7_pp10_b = 16'h0000;
   reg [19:0] scaled_7_pp10_p = 20'h00000;
+  reg [19:0] scaled_7_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_7_sum = 36'h000000000;
   wire [35:0] scaled_7_t0;
   wire [35:0] scaled_7_t1;
@@ -19160,28 +18659,28 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \$71  = $signed(beat_d2[159:140]) + $signed(rq_data[127:112]);
   assign \$72  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$73  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$74  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
+  assign \$74  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [35:0]);
   assign \$75  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$76  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$77  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
+  assign \$77  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [35:0]);
   assign \$78  = scaled_2_pp00_a * scaled_2_pp00_b;
   assign \$79  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$80  = $signed(scaled_2_pp00_p) + $signed(\$3 [35:0]);
+  assign \$80  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [35:0]);
   assign \$81  = scaled_3_pp00_a * scaled_3_pp00_b;
   assign \$82  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$83  = $signed(scaled_3_pp00_p) + $signed(\$4 [35:0]);
+  assign \$83  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [35:0]);
   assign \$84  = scaled_4_pp00_a * scaled_4_pp00_b;
   assign \$85  = $signed(scaled_4_pp10_a) * $signed({ 1'h0, scaled_4_pp10_b });
-  assign \$86  = $signed(scaled_4_pp00_p) + $signed(\$5 [35:0]);
+  assign \$86  = $signed(scaled_4_pp00_r_d1) + $signed(\$5 [35:0]);
   assign \$87  = scaled_5_pp00_a * scaled_5_pp00_b;
   assign \$88  = $signed(scaled_5_pp10_a) * $signed({ 1'h0, scaled_5_pp10_b });
-  assign \$89  = $signed(scaled_5_pp00_p) + $signed(\$6 [35:0]);
+  assign \$89  = $signed(scaled_5_pp00_r_d1) + $signed(\$6 [35:0]);
   assign \$90  = scaled_6_pp00_a * scaled_6_pp00_b;
   assign \$91  = $signed(scaled_6_pp10_a) * $signed({ 1'h0, scaled_6_pp10_b });
-  assign \$92  = $signed(scaled_6_pp00_p) + $signed(\$7 [35:0]);
+  assign \$92  = $signed(scaled_6_pp00_r_d1) + $signed(\$7 [35:0]);
   assign \$93  = scaled_7_pp00_a * scaled_7_pp00_b;
   assign \$94  = $signed(scaled_7_pp10_a) * $signed({ 1'h0, scaled_7_pp10_b });
-  assign \$95  = $signed(scaled_7_pp00_p) + $signed(\$8 [35:0]);
+  assign \$95  = $signed(scaled_7_pp00_r_d1) + $signed(\$8 [35:0]);
   assign \$97  = $signed(\$96 ) + $signed({ 1'h0, scaled_0_sum[15] });
   assign \$99  = $signed(\$98 ) + $signed({ 1'h0, scaled_1_sum[15] });
   assign \$101  = $signed(\$100 ) + $signed({ 1'h0, scaled_2_sum[15] });
@@ -19251,14 +18750,14 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \$170  = $signed(id_scaled_5_a) * $signed({ 1'h0, id_scaled_5_b });
   assign \$171  = $signed(id_scaled_6_a) * $signed({ 1'h0, id_scaled_6_b });
   assign \$172  = $signed(id_scaled_7_a) * $signed({ 1'h0, id_scaled_7_b });
-  assign \$174  = $signed(\$173 ) + $signed({ 1'h0, id_scaled_0_p[15] });
-  assign \$176  = $signed(\$175 ) + $signed({ 1'h0, id_scaled_1_p[15] });
-  assign \$178  = $signed(\$177 ) + $signed({ 1'h0, id_scaled_2_p[15] });
-  assign \$180  = $signed(\$179 ) + $signed({ 1'h0, id_scaled_3_p[15] });
-  assign \$182  = $signed(\$181 ) + $signed({ 1'h0, id_scaled_4_p[15] });
-  assign \$184  = $signed(\$183 ) + $signed({ 1'h0, id_scaled_5_p[15] });
-  assign \$186  = $signed(\$185 ) + $signed({ 1'h0, id_scaled_6_p[15] });
-  assign \$188  = $signed(\$187 ) + $signed({ 1'h0, id_scaled_7_p[15] });
+  assign \$174  = $signed(\$173 ) + $signed({ 1'h0, id_scaled_0_r_d1[15] });
+  assign \$176  = $signed(\$175 ) + $signed({ 1'h0, id_scaled_1_r_d1[15] });
+  assign \$178  = $signed(\$177 ) + $signed({ 1'h0, id_scaled_2_r_d1[15] });
+  assign \$180  = $signed(\$179 ) + $signed({ 1'h0, id_scaled_3_r_d1[15] });
+  assign \$182  = $signed(\$181 ) + $signed({ 1'h0, id_scaled_4_r_d1[15] });
+  assign \$184  = $signed(\$183 ) + $signed({ 1'h0, id_scaled_5_r_d1[15] });
+  assign \$186  = $signed(\$185 ) + $signed({ 1'h0, id_scaled_6_r_d1[15] });
+  assign \$188  = $signed(\$187 ) + $signed({ 1'h0, id_scaled_7_r_d1[15] });
   assign \$189  = $signed(rounded_0) + $signed(id_rounded_0_d2);
   assign \$190  = $signed(rounded_1) + $signed(id_rounded_1_d2);
   assign \$191  = $signed(rounded_2) + $signed(id_rounded_2_d2);
@@ -19283,1021 +18782,505 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \$210  = clamp_6_over ? 8'h7f : \$209 ;
   assign \$211  = clamp_7_under ? 8'h81 : with_identity_7[7:0];
   assign \$212  = clamp_7_over ? 8'h7f : \$211 ;
-  always @(posedge clk)
-    beat_d1 <= \$213 ;
-  always @(posedge clk)
-    beat_d2 <= \$214 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$215 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$216 ;
-  always @(posedge clk)
-    biased_0 <= \$217 ;
-  always @(posedge clk)
-    biased_1 <= \$218 ;
-  always @(posedge clk)
-    biased_2 <= \$219 ;
-  always @(posedge clk)
-    biased_3 <= \$220 ;
-  always @(posedge clk)
-    biased_4 <= \$221 ;
-  always @(posedge clk)
-    biased_5 <= \$222 ;
-  always @(posedge clk)
-    biased_6 <= \$223 ;
-  always @(posedge clk)
-    biased_7 <= \$224 ;
-  always @(posedge clk)
-    scale_0 <= \$225 ;
-  always @(posedge clk)
-    scale_1 <= \$226 ;
-  always @(posedge clk)
-    scale_2 <= \$227 ;
-  always @(posedge clk)
-    scale_3 <= \$228 ;
-  always @(posedge clk)
-    scale_4 <= \$229 ;
-  always @(posedge clk)
-    scale_5 <= \$230 ;
-  always @(posedge clk)
-    scale_6 <= \$231 ;
-  always @(posedge clk)
-    scale_7 <= \$232 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$233 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$234 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    beat_d1 <= sums__payload;
+  always @(posedge e3_clk)
+    beat_d2 <= beat_d1;
+  always @(posedge e3_clk)
+    beat_v_d1 <= \$213 ;
+  always @(posedge e3_clk)
+    beat_v_d2 <= \$214 ;
+  always @(posedge e3_clk)
+    biased_0 <= \$64 [19:0];
+  always @(posedge e3_clk)
+    biased_1 <= \$65 [19:0];
+  always @(posedge e3_clk)
+    biased_2 <= \$66 [19:0];
+  always @(posedge e3_clk)
+    biased_3 <= \$67 [19:0];
+  always @(posedge e3_clk)
+    biased_4 <= \$68 [19:0];
+  always @(posedge e3_clk)
+    biased_5 <= \$69 [19:0];
+  always @(posedge e3_clk)
+    biased_6 <= \$70 [19:0];
+  always @(posedge e3_clk)
+    biased_7 <= \$71 [19:0];
+  always @(posedge e3_clk)
+    scale_0 <= rq_data[143:128];
+  always @(posedge e3_clk)
+    scale_1 <= rq_data[159:144];
+  always @(posedge e3_clk)
+    scale_2 <= rq_data[175:160];
+  always @(posedge e3_clk)
+    scale_3 <= rq_data[191:176];
+  always @(posedge e3_clk)
+    scale_4 <= rq_data[207:192];
+  always @(posedge e3_clk)
+    scale_5 <= rq_data[223:208];
+  always @(posedge e3_clk)
+    scale_6 <= rq_data[239:224];
+  always @(posedge e3_clk)
+    scale_7 <= rq_data[255:240];
+  always @(posedge e3_clk)
+    rq_meta1_d1 <= beat_d2[168:160];
+  always @(posedge e3_clk)
+    rq_v1_d1 <= \$215 ;
+  always @(posedge e3_clk)
     scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp00_p <= { 1'h0, \$72  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge e3_clk)
     scaled_0_pp10_a <= biased_0[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_0_pp10_p <= { \$73 [18], \$73  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
+  always @(posedge e3_clk)
     scaled_0_sum <= \$74 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp00_p <= { 1'h0, \$75  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge e3_clk)
     scaled_1_pp10_a <= biased_1[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_1_pp10_p <= { \$76 [18], \$76  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
+  always @(posedge e3_clk)
     scaled_1_sum <= \$77 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp00_p <= { 1'h0, \$78  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge e3_clk)
     scaled_2_pp10_a <= biased_2[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_2_pp10_p <= { \$79 [18], \$79  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
+  always @(posedge e3_clk)
     scaled_2_sum <= \$80 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp00_p <= { 1'h0, \$81  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge e3_clk)
     scaled_3_pp10_a <= biased_3[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_3_pp10_p <= { \$82 [18], \$82  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
+  always @(posedge e3_clk)
     scaled_3_sum <= \$83 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp00_a <= biased_4[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp00_b <= scale_4;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp00_p <= { 1'h0, \$84  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_4_pp00_r_d1 <= scaled_4_pp00_p;
+  always @(posedge e3_clk)
     scaled_4_pp10_a <= biased_4[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp10_b <= scale_4;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_4_pp10_p <= { \$85 [18], \$85  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_4_pp10_r_d1 <= scaled_4_pp10_p;
+  always @(posedge e3_clk)
     scaled_4_sum <= \$86 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp00_a <= biased_5[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp00_b <= scale_5;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp00_p <= { 1'h0, \$87  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_5_pp00_r_d1 <= scaled_5_pp00_p;
+  always @(posedge e3_clk)
     scaled_5_pp10_a <= biased_5[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp10_b <= scale_5;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_5_pp10_p <= { \$88 [18], \$88  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_5_pp10_r_d1 <= scaled_5_pp10_p;
+  always @(posedge e3_clk)
     scaled_5_sum <= \$89 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp00_a <= biased_6[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp00_b <= scale_6;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp00_p <= { 1'h0, \$90  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_6_pp00_r_d1 <= scaled_6_pp00_p;
+  always @(posedge e3_clk)
     scaled_6_pp10_a <= biased_6[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp10_b <= scale_6;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_6_pp10_p <= { \$91 [18], \$91  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_6_pp10_r_d1 <= scaled_6_pp10_p;
+  always @(posedge e3_clk)
     scaled_6_sum <= \$92 [35:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp00_a <= biased_7[16:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp00_b <= scale_7;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp00_p <= { 1'h0, \$93  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_7_pp00_r_d1 <= scaled_7_pp00_p;
+  always @(posedge e3_clk)
     scaled_7_pp10_a <= biased_7[19:17];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp10_b <= scale_7;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     scaled_7_pp10_p <= { \$94 [18], \$94  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    scaled_7_pp10_r_d1 <= scaled_7_pp10_p;
+  always @(posedge e3_clk)
     scaled_7_sum <= \$95 [35:0];
-  always @(posedge clk)
-    rq_meta2_d1 <= \$235 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$236 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$237 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$238 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$239 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$240 ;
-  always @(posedge clk)
-    rounded_0 <= \$241 ;
-  always @(posedge clk)
-    rounded_1 <= \$242 ;
-  always @(posedge clk)
-    rounded_2 <= \$243 ;
-  always @(posedge clk)
-    rounded_3 <= \$244 ;
-  always @(posedge clk)
-    rounded_4 <= \$245 ;
-  always @(posedge clk)
-    rounded_5 <= \$246 ;
-  always @(posedge clk)
-    rounded_6 <= \$247 ;
-  always @(posedge clk)
-    rounded_7 <= \$248 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$249 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$250 ;
-  always @(posedge clk)
-    draining <= \$251 ;
-  always @(posedge clk)
-    x_id_0 <= \$252 ;
-  always @(posedge clk)
-    x_id_1 <= \$253 ;
-  always @(posedge clk)
-    x_id_2 <= \$254 ;
-  always @(posedge clk)
-    x_id_3 <= \$255 ;
-  always @(posedge clk)
-    x_id_4 <= \$256 ;
-  always @(posedge clk)
-    x_id_5 <= \$257 ;
-  always @(posedge clk)
-    x_id_6 <= \$258 ;
-  always @(posedge clk)
-    x_id_7 <= \$259 ;
-  always @(posedge clk)
-    x_id_0_d1 <= \$260 ;
-  always @(posedge clk)
-    x_id_1_d1 <= \$261 ;
-  always @(posedge clk)
-    x_id_2_d1 <= \$262 ;
-  always @(posedge clk)
-    x_id_3_d1 <= \$263 ;
-  always @(posedge clk)
-    x_id_4_d1 <= \$264 ;
-  always @(posedge clk)
-    x_id_5_d1 <= \$265 ;
-  always @(posedge clk)
-    x_id_6_d1 <= \$266 ;
-  always @(posedge clk)
-    x_id_7_d1 <= \$267 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge e3_clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge e3_clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge e3_clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge e3_clk)
+    rq_v2_d1 <= \$216 ;
+  always @(posedge e3_clk)
+    rq_v2_d2 <= \$217 ;
+  always @(posedge e3_clk)
+    rq_v2_d3 <= \$218 ;
+  always @(posedge e3_clk)
+    rq_v2_d4 <= \$219 ;
+  always @(posedge e3_clk)
+    rounded_0 <= \$97 [20:0];
+  always @(posedge e3_clk)
+    rounded_1 <= \$99 [20:0];
+  always @(posedge e3_clk)
+    rounded_2 <= \$101 [20:0];
+  always @(posedge e3_clk)
+    rounded_3 <= \$103 [20:0];
+  always @(posedge e3_clk)
+    rounded_4 <= \$105 [20:0];
+  always @(posedge e3_clk)
+    rounded_5 <= \$107 [20:0];
+  always @(posedge e3_clk)
+    rounded_6 <= \$109 [20:0];
+  always @(posedge e3_clk)
+    rounded_7 <= \$111 [20:0];
+  always @(posedge e3_clk)
+    rq_meta3_d1 <= rq_meta2_d4;
+  always @(posedge e3_clk)
+    rq_v3_d1 <= \$220 ;
+  always @(posedge e3_clk)
+    draining <= \$221 ;
+  always @(posedge e3_clk)
+    x_id_0 <= \$122 ;
+  always @(posedge e3_clk)
+    x_id_1 <= \$128 ;
+  always @(posedge e3_clk)
+    x_id_2 <= \$134 ;
+  always @(posedge e3_clk)
+    x_id_3 <= \$140 ;
+  always @(posedge e3_clk)
+    x_id_4 <= \$146 ;
+  always @(posedge e3_clk)
+    x_id_5 <= \$152 ;
+  always @(posedge e3_clk)
+    x_id_6 <= \$158 ;
+  always @(posedge e3_clk)
+    x_id_7 <= \$164 ;
+  always @(posedge e3_clk)
+    x_id_0_d1 <= x_id_0;
+  always @(posedge e3_clk)
+    x_id_1_d1 <= x_id_1;
+  always @(posedge e3_clk)
+    x_id_2_d1 <= x_id_2;
+  always @(posedge e3_clk)
+    x_id_3_d1 <= x_id_3;
+  always @(posedge e3_clk)
+    x_id_4_d1 <= x_id_4;
+  always @(posedge e3_clk)
+    x_id_5_d1 <= x_id_5;
+  always @(posedge e3_clk)
+    x_id_6_d1 <= x_id_6;
+  always @(posedge e3_clk)
+    x_id_7_d1 <= x_id_7;
+  always @(posedge e3_clk)
     id_scaled_0_a <= x_id_0_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_0_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_0_p <= { \$165 [23], \$165  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    id_scaled_0_r_d1 <= id_scaled_0_p;
+  always @(posedge e3_clk)
     id_scaled_1_a <= x_id_1_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_1_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_1_p <= { \$166 [23], \$166  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    id_scaled_1_r_d1 <= id_scaled_1_p;
+  always @(posedge e3_clk)
     id_scaled_2_a <= x_id_2_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_2_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_2_p <= { \$167 [23], \$167  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    id_scaled_2_r_d1 <= id_scaled_2_p;
+  always @(posedge e3_clk)
     id_scaled_3_a <= x_id_3_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_3_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_3_p <= { \$168 [23], \$168  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    id_scaled_3_r_d1 <= id_scaled_3_p;
+  always @(posedge e3_clk)
     id_scaled_4_a <= x_id_4_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_4_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_4_p <= { \$169 [23], \$169  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    id_scaled_4_r_d1 <= id_scaled_4_p;
+  always @(posedge e3_clk)
     id_scaled_5_a <= x_id_5_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_5_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_5_p <= { \$170 [23], \$170  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    id_scaled_5_r_d1 <= id_scaled_5_p;
+  always @(posedge e3_clk)
     id_scaled_6_a <= x_id_6_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_6_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_6_p <= { \$171 [23], \$171  };
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    id_scaled_6_r_d1 <= id_scaled_6_p;
+  always @(posedge e3_clk)
     id_scaled_7_a <= x_id_7_d1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_7_b <= rq_data[271:256];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     id_scaled_7_p <= { \$172 [23], \$172  };
-  always @(posedge clk)
-    id_rounded_0 <= \$268 ;
-  always @(posedge clk)
-    id_rounded_1 <= \$269 ;
-  always @(posedge clk)
-    id_rounded_2 <= \$270 ;
-  always @(posedge clk)
-    id_rounded_3 <= \$271 ;
-  always @(posedge clk)
-    id_rounded_4 <= \$272 ;
-  always @(posedge clk)
-    id_rounded_5 <= \$273 ;
-  always @(posedge clk)
-    id_rounded_6 <= \$274 ;
-  always @(posedge clk)
-    id_rounded_7 <= \$275 ;
-  always @(posedge clk)
-    id_rounded_0_d1 <= \$276 ;
-  always @(posedge clk)
-    id_rounded_0_d2 <= \$277 ;
-  always @(posedge clk)
-    id_rounded_1_d1 <= \$278 ;
-  always @(posedge clk)
-    id_rounded_1_d2 <= \$279 ;
-  always @(posedge clk)
-    id_rounded_2_d1 <= \$280 ;
-  always @(posedge clk)
-    id_rounded_2_d2 <= \$281 ;
-  always @(posedge clk)
-    id_rounded_3_d1 <= \$282 ;
-  always @(posedge clk)
-    id_rounded_3_d2 <= \$283 ;
-  always @(posedge clk)
-    id_rounded_4_d1 <= \$284 ;
-  always @(posedge clk)
-    id_rounded_4_d2 <= \$285 ;
-  always @(posedge clk)
-    id_rounded_5_d1 <= \$286 ;
-  always @(posedge clk)
-    id_rounded_5_d2 <= \$287 ;
-  always @(posedge clk)
-    id_rounded_6_d1 <= \$288 ;
-  always @(posedge clk)
-    id_rounded_6_d2 <= \$289 ;
-  always @(posedge clk)
-    id_rounded_7_d1 <= \$290 ;
-  always @(posedge clk)
-    id_rounded_7_d2 <= \$291 ;
-  always @(posedge clk)
-    with_identity_0 <= \$292 ;
-  always @(posedge clk)
-    with_identity_1 <= \$293 ;
-  always @(posedge clk)
-    with_identity_2 <= \$294 ;
-  always @(posedge clk)
-    with_identity_3 <= \$295 ;
-  always @(posedge clk)
-    with_identity_4 <= \$296 ;
-  always @(posedge clk)
-    with_identity_5 <= \$297 ;
-  always @(posedge clk)
-    with_identity_6 <= \$298 ;
-  always @(posedge clk)
-    with_identity_7 <= \$299 ;
-  always @(posedge clk)
-    rq_meta4_d1 <= \$300 ;
-  always @(posedge clk)
-    rq_v4_d1 <= \$301 ;
-  always @(posedge clk)
-    feats__payload <= \$302 ;
-  always @(posedge clk)
-    feats__valid <= \$303 ;
+  always @(posedge e3_clk)
+    id_scaled_7_r_d1 <= id_scaled_7_p;
+  always @(posedge e3_clk)
+    id_rounded_0 <= \$174 [9:0];
+  always @(posedge e3_clk)
+    id_rounded_1 <= \$176 [9:0];
+  always @(posedge e3_clk)
+    id_rounded_2 <= \$178 [9:0];
+  always @(posedge e3_clk)
+    id_rounded_3 <= \$180 [9:0];
+  always @(posedge e3_clk)
+    id_rounded_4 <= \$182 [9:0];
+  always @(posedge e3_clk)
+    id_rounded_5 <= \$184 [9:0];
+  always @(posedge e3_clk)
+    id_rounded_6 <= \$186 [9:0];
+  always @(posedge e3_clk)
+    id_rounded_7 <= \$188 [9:0];
+  always @(posedge e3_clk)
+    id_rounded_0_d1 <= id_rounded_0;
+  always @(posedge e3_clk)
+    id_rounded_0_d2 <= id_rounded_0_d1;
+  always @(posedge e3_clk)
+    id_rounded_1_d1 <= id_rounded_1;
+  always @(posedge e3_clk)
+    id_rounded_1_d2 <= id_rounded_1_d1;
+  always @(posedge e3_clk)
+    id_rounded_2_d1 <= id_rounded_2;
+  always @(posedge e3_clk)
+    id_rounded_2_d2 <= id_rounded_2_d1;
+  always @(posedge e3_clk)
+    id_rounded_3_d1 <= id_rounded_3;
+  always @(posedge e3_clk)
+    id_rounded_3_d2 <= id_rounded_3_d1;
+  always @(posedge e3_clk)
+    id_rounded_4_d1 <= id_rounded_4;
+  always @(posedge e3_clk)
+    id_rounded_4_d2 <= id_rounded_4_d1;
+  always @(posedge e3_clk)
+    id_rounded_5_d1 <= id_rounded_5;
+  always @(posedge e3_clk)
+    id_rounded_5_d2 <= id_rounded_5_d1;
+  always @(posedge e3_clk)
+    id_rounded_6_d1 <= id_rounded_6;
+  always @(posedge e3_clk)
+    id_rounded_6_d2 <= id_rounded_6_d1;
+  always @(posedge e3_clk)
+    id_rounded_7_d1 <= id_rounded_7;
+  always @(posedge e3_clk)
+    id_rounded_7_d2 <= id_rounded_7_d1;
+  always @(posedge e3_clk)
+    with_identity_0 <= \$189 ;
+  always @(posedge e3_clk)
+    with_identity_1 <= \$190 ;
+  always @(posedge e3_clk)
+    with_identity_2 <= \$191 ;
+  always @(posedge e3_clk)
+    with_identity_3 <= \$192 ;
+  always @(posedge e3_clk)
+    with_identity_4 <= \$193 ;
+  always @(posedge e3_clk)
+    with_identity_5 <= \$194 ;
+  always @(posedge e3_clk)
+    with_identity_6 <= \$195 ;
+  always @(posedge e3_clk)
+    with_identity_7 <= \$196 ;
+  always @(posedge e3_clk)
+    rq_meta4_d1 <= rq_meta3_d1;
+  always @(posedge e3_clk)
+    rq_v4_d1 <= \$222 ;
+  always @(posedge e3_clk)
+    feats__payload <= \$223 ;
+  always @(posedge e3_clk)
+    feats__valid <= \$224 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$213  = sums__payload;
-    if (rst) begin
-      \$213  = 169'h0000000000000000000000000000000000000000000;
+    \$213  = sums__valid;
+    if (e3_rst) begin
+      \$213  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$214  = beat_d1;
-    if (rst) begin
-      \$214  = 169'h0000000000000000000000000000000000000000000;
+    \$214  = beat_v_d1;
+    if (e3_rst) begin
+      \$214  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$215  = sums__valid;
-    if (rst) begin
+    \$215  = beat_v_d2;
+    if (e3_rst) begin
       \$215  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$216  = beat_v_d1;
-    if (rst) begin
+    \$216  = rq_v1_d1;
+    if (e3_rst) begin
       \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$217  = \$64 [19:0];
-    if (rst) begin
-      \$217  = 20'h00000;
+    \$217  = rq_v2_d1;
+    if (e3_rst) begin
+      \$217  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$218  = \$65 [19:0];
-    if (rst) begin
-      \$218  = 20'h00000;
+    \$218  = rq_v2_d2;
+    if (e3_rst) begin
+      \$218  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$219  = \$66 [19:0];
-    if (rst) begin
-      \$219  = 20'h00000;
+    \$219  = rq_v2_d3;
+    if (e3_rst) begin
+      \$219  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$220  = \$67 [19:0];
-    if (rst) begin
-      \$220  = 20'h00000;
+    \$220  = rq_v2_d4;
+    if (e3_rst) begin
+      \$220  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$221  = \$68 [19:0];
-    if (rst) begin
-      \$221  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$222  = \$69 [19:0];
-    if (rst) begin
-      \$222  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$223  = \$70 [19:0];
-    if (rst) begin
-      \$223  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$224  = \$71 [19:0];
-    if (rst) begin
-      \$224  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$225  = rq_data[143:128];
-    if (rst) begin
-      \$225  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$226  = rq_data[159:144];
-    if (rst) begin
-      \$226  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$227  = rq_data[175:160];
-    if (rst) begin
-      \$227  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$228  = rq_data[191:176];
-    if (rst) begin
-      \$228  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$229  = rq_data[207:192];
-    if (rst) begin
-      \$229  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$230  = rq_data[223:208];
-    if (rst) begin
-      \$230  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$231  = rq_data[239:224];
-    if (rst) begin
-      \$231  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$232  = rq_data[255:240];
-    if (rst) begin
-      \$232  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$233  = beat_d2[168:160];
-    if (rst) begin
-      \$233  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$234  = beat_v_d2;
-    if (rst) begin
-      \$234  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$235  = rq_meta1_d1;
-    if (rst) begin
-      \$235  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$236  = rq_meta2_d1;
-    if (rst) begin
-      \$236  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$237  = rq_meta2_d2;
-    if (rst) begin
-      \$237  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$238  = rq_v1_d1;
-    if (rst) begin
-      \$238  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$239  = rq_v2_d1;
-    if (rst) begin
-      \$239  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$240  = rq_v2_d2;
-    if (rst) begin
-      \$240  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$241  = \$97 [20:0];
-    if (rst) begin
-      \$241  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$242  = \$99 [20:0];
-    if (rst) begin
-      \$242  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$243  = \$101 [20:0];
-    if (rst) begin
-      \$243  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$244  = \$103 [20:0];
-    if (rst) begin
-      \$244  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$245  = \$105 [20:0];
-    if (rst) begin
-      \$245  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$246  = \$107 [20:0];
-    if (rst) begin
-      \$246  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$247  = \$109 [20:0];
-    if (rst) begin
-      \$247  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$248  = \$111 [20:0];
-    if (rst) begin
-      \$248  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$249  = rq_meta2_d3;
-    if (rst) begin
-      \$249  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$250  = rq_v2_d3;
-    if (rst) begin
-      \$250  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$251  = draining;
+    \$221  = draining;
     if (\$116 ) begin
-      \$251  = 1'h1;
+      \$221  = 1'h1;
     end else if (draining) begin
-      \$251  = 1'h0;
+      \$221  = 1'h0;
     end
-    if (rst) begin
-      \$251  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$252  = \$122 ;
-    if (rst) begin
-      \$252  = 8'h00;
+    if (e3_rst) begin
+      \$221  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$253  = \$128 ;
-    if (rst) begin
-      \$253  = 8'h00;
+    \$222  = rq_v3_d1;
+    if (e3_rst) begin
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$254  = \$134 ;
-    if (rst) begin
-      \$254  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$255  = \$140 ;
-    if (rst) begin
-      \$255  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$256  = \$146 ;
-    if (rst) begin
-      \$256  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$257  = \$152 ;
-    if (rst) begin
-      \$257  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$258  = \$158 ;
-    if (rst) begin
-      \$258  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$259  = \$164 ;
-    if (rst) begin
-      \$259  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$260  = x_id_0;
-    if (rst) begin
-      \$260  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$261  = x_id_1;
-    if (rst) begin
-      \$261  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$262  = x_id_2;
-    if (rst) begin
-      \$262  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$263  = x_id_3;
-    if (rst) begin
-      \$263  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$264  = x_id_4;
-    if (rst) begin
-      \$264  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$265  = x_id_5;
-    if (rst) begin
-      \$265  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$266  = x_id_6;
-    if (rst) begin
-      \$266  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$267  = x_id_7;
-    if (rst) begin
-      \$267  = 8'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$268  = \$174 [9:0];
-    if (rst) begin
-      \$268  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$269  = \$176 [9:0];
-    if (rst) begin
-      \$269  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$270  = \$178 [9:0];
-    if (rst) begin
-      \$270  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$271  = \$180 [9:0];
-    if (rst) begin
-      \$271  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$272  = \$182 [9:0];
-    if (rst) begin
-      \$272  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$273  = \$184 [9:0];
-    if (rst) begin
-      \$273  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$274  = \$186 [9:0];
-    if (rst) begin
-      \$274  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$275  = \$188 [9:0];
-    if (rst) begin
-      \$275  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$276  = id_rounded_0;
-    if (rst) begin
-      \$276  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$277  = id_rounded_0_d1;
-    if (rst) begin
-      \$277  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$278  = id_rounded_1;
-    if (rst) begin
-      \$278  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$279  = id_rounded_1_d1;
-    if (rst) begin
-      \$279  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$280  = id_rounded_2;
-    if (rst) begin
-      \$280  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$281  = id_rounded_2_d1;
-    if (rst) begin
-      \$281  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$282  = id_rounded_3;
-    if (rst) begin
-      \$282  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$283  = id_rounded_3_d1;
-    if (rst) begin
-      \$283  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$284  = id_rounded_4;
-    if (rst) begin
-      \$284  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$285  = id_rounded_4_d1;
-    if (rst) begin
-      \$285  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$286  = id_rounded_5;
-    if (rst) begin
-      \$286  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$287  = id_rounded_5_d1;
-    if (rst) begin
-      \$287  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$288  = id_rounded_6;
-    if (rst) begin
-      \$288  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$289  = id_rounded_6_d1;
-    if (rst) begin
-      \$289  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$290  = id_rounded_7;
-    if (rst) begin
-      \$290  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$291  = id_rounded_7_d1;
-    if (rst) begin
-      \$291  = 10'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$292  = \$189 ;
-    if (rst) begin
-      \$292  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$293  = \$190 ;
-    if (rst) begin
-      \$293  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$294  = \$191 ;
-    if (rst) begin
-      \$294  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$295  = \$192 ;
-    if (rst) begin
-      \$295  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$296  = \$193 ;
-    if (rst) begin
-      \$296  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$297  = \$194 ;
-    if (rst) begin
-      \$297  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$298  = \$195 ;
-    if (rst) begin
-      \$298  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$299  = \$196 ;
-    if (rst) begin
-      \$299  = 22'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$300  = rq_meta3_d1;
-    if (rst) begin
-      \$300  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$301  = rq_v3_d1;
-    if (rst) begin
-      \$301  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$302 [7:0] = \$198 ;
-    \$302 [15:8] = \$200 ;
-    \$302 [23:16] = \$202 ;
-    \$302 [31:24] = \$204 ;
-    \$302 [39:32] = \$206 ;
-    \$302 [47:40] = \$208 ;
-    \$302 [55:48] = \$210 ;
-    \$302 [63:56] = \$212 ;
-    \$302 [72:64] = rq_meta4_d1;
-    if (rst) begin
-      \$302  = 73'h0000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
-    \$303  = rq_v4_d1;
-    if (rst) begin
-      \$303  = 1'h0;
+    \$224  = rq_v4_d1;
+    if (e3_rst) begin
+      \$224  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[166];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [35:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [35:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [35:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [35:0];
   assign scaled_3_l1_0 = scaled_3_sum;
-  assign scaled_4_t0 = { scaled_4_pp00_p[33], scaled_4_pp00_p[33], scaled_4_pp00_p };
+  assign scaled_4_t0 = { scaled_4_pp00_r_d1[33], scaled_4_pp00_r_d1[33], scaled_4_pp00_r_d1 };
   assign scaled_4_t1 = \$5 [35:0];
   assign scaled_4_l1_0 = scaled_4_sum;
-  assign scaled_5_t0 = { scaled_5_pp00_p[33], scaled_5_pp00_p[33], scaled_5_pp00_p };
+  assign scaled_5_t0 = { scaled_5_pp00_r_d1[33], scaled_5_pp00_r_d1[33], scaled_5_pp00_r_d1 };
   assign scaled_5_t1 = \$6 [35:0];
   assign scaled_5_l1_0 = scaled_5_sum;
-  assign scaled_6_t0 = { scaled_6_pp00_p[33], scaled_6_pp00_p[33], scaled_6_pp00_p };
+  assign scaled_6_t0 = { scaled_6_pp00_r_d1[33], scaled_6_pp00_r_d1[33], scaled_6_pp00_r_d1 };
   assign scaled_6_t1 = \$7 [35:0];
   assign scaled_6_l1_0 = scaled_6_sum;
-  assign scaled_7_t0 = { scaled_7_pp00_p[33], scaled_7_pp00_p[33], scaled_7_pp00_p };
+  assign scaled_7_t0 = { scaled_7_pp00_r_d1[33], scaled_7_pp00_r_d1[33], scaled_7_pp00_r_d1 };
   assign scaled_7_t1 = \$8 [35:0];
   assign scaled_7_l1_0 = scaled_7_sum;
   assign ov = feats__valid;
@@ -20407,6 +19390,11 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \rq_meta2_d3.go  = rq_meta2_d3[6];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[7];
   assign \rq_meta2_d3.error  = rq_meta2_d3[8];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[2:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[5:3];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[6];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[7];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[8];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[2:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[5:3];
   assign \rq_meta3_d1.go  = rq_meta3_d1[6];
@@ -20417,14 +19405,23 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \rq_meta4_d1.go  = rq_meta4_d1[6];
   assign \rq_meta4_d1.eof  = rq_meta4_d1[7];
   assign \rq_meta4_d1.error  = rq_meta4_d1[8];
-  assign \$1  = { scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p, 17'h00000 };
-  assign \$5  = { scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p[19], scaled_4_pp10_p, 17'h00000 };
-  assign \$6  = { scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p[19], scaled_5_pp10_p, 17'h00000 };
-  assign \$7  = { scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p[19], scaled_6_pp10_p, 17'h00000 };
-  assign \$8  = { scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p[19], scaled_7_pp10_p, 17'h00000 };
+  assign \$223 [72:64] = rq_meta4_d1;
+  assign \$223 [63:56] = \$212 ;
+  assign \$223 [55:48] = \$210 ;
+  assign \$223 [47:40] = \$208 ;
+  assign \$223 [39:32] = \$206 ;
+  assign \$223 [31:24] = \$204 ;
+  assign \$223 [23:16] = \$202 ;
+  assign \$223 [15:8] = \$200 ;
+  assign \$223 [7:0] = \$198 ;
+  assign \$1  = { scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1, 17'h00000 };
+  assign \$5  = { scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1[19], scaled_4_pp10_r_d1, 17'h00000 };
+  assign \$6  = { scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1[19], scaled_5_pp10_r_d1, 17'h00000 };
+  assign \$7  = { scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1[19], scaled_6_pp10_r_d1, 17'h00000 };
+  assign \$8  = { scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1[19], scaled_7_pp10_r_d1, 17'h00000 };
   assign \$96  = { scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35:16] };
   assign \$98  = { scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35:16] };
   assign \$100  = { scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35:16] };
@@ -20433,18 +19430,18 @@ module \top.block_0_2.requantiser (rst, identity__ready, sums__valid, sums__payl
   assign \$106  = { scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35], scaled_5_sum[35:16] };
   assign \$108  = { scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35], scaled_6_sum[35:16] };
   assign \$110  = { scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35], scaled_7_sum[35:16] };
-  assign \$173  = { id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24], id_scaled_0_p[24:16] };
-  assign \$175  = { id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24], id_scaled_1_p[24:16] };
-  assign \$177  = { id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24], id_scaled_2_p[24:16] };
-  assign \$179  = { id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24], id_scaled_3_p[24:16] };
-  assign \$181  = { id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24], id_scaled_4_p[24:16] };
-  assign \$183  = { id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24], id_scaled_5_p[24:16] };
-  assign \$185  = { id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24], id_scaled_6_p[24:16] };
-  assign \$187  = { id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24], id_scaled_7_p[24:16] };
+  assign \$173  = { id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24], id_scaled_0_r_d1[24:16] };
+  assign \$175  = { id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24], id_scaled_1_r_d1[24:16] };
+  assign \$177  = { id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24], id_scaled_2_r_d1[24:16] };
+  assign \$179  = { id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24], id_scaled_3_r_d1[24:16] };
+  assign \$181  = { id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24], id_scaled_4_r_d1[24:16] };
+  assign \$183  = { id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24], id_scaled_5_r_d1[24:16] };
+  assign \$185  = { id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24], id_scaled_6_r_d1[24:16] };
+  assign \$187  = { id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24], id_scaled_7_r_d1[24:16] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+module \top.block_0_2.sequencer (can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, e3_rst, steps__valid, steps__payload, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -20502,14 +19499,9 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$58 ;
   reg \$59 ;
   wire \$6 ;
-  reg \$60 ;
+  wire [8:0] \$60 ;
   reg \$61 ;
-  reg [1:0] \$62 ;
-  reg [8:0] \$63 ;
-  reg \$64 ;
-  reg [2:0] \$65 ;
-  reg \$66 ;
-  reg [18:0] \$67 ;
+  wire [18:0] \$62 ;
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
@@ -20517,10 +19509,10 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [2:0] \$signal$17  = 3'h0;
-  reg \$signal$28  = 1'h0;
-  reg \$signal$29  = 1'h0;
-  reg \$signal$35  = 1'h0;
-  reg \$signal$36  = 1'h0;
+  reg \$signal$30  = 1'h0;
+  reg \$signal$31  = 1'h0;
+  reg \$signal$37  = 1'h0;
+  reg \$signal$38  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -20528,9 +19520,11 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   wire busy;
   input can_emit;
   wire can_emit;
-  input clk;
-  wire clk;
   reg [2:0] col_0 = 3'h0;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg first_r = 1'h0;
   reg go_last = 1'h0;
   wire issue;
@@ -20559,8 +19553,6 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg q_slot_0 = 1'h0;
   output [2:0] row;
   wire [2:0] row;
-  input rst;
-  wire rst;
   reg s_err = 1'h0;
   reg [1:0] s_gi = 2'h0;
   reg s_go = 1'h0;
@@ -20579,6 +19571,18 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   input sites__valid;
   wire sites__valid;
   reg slot_0 = 1'h0;
+  (* init = 19'h00000 *)
+  wire [18:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [5:0] \step.lb_addr ;
+  wire [8:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [2:0] \step.meta.ox ;
+  wire [2:0] \step.meta.oy ;
+  wire [1:0] \step.w_addr ;
   output [18:0] steps__payload;
   reg [18:0] steps__payload = 19'h00000;
   wire \steps__payload.first ;
@@ -20595,77 +19599,75 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   reg steps__valid = 1'h0;
   reg sv = 1'h0;
   wire tap_oh;
-  assign \$28  = s_go + 1'h1;
-  assign \$29  = go_last ? 2'h0 : \$28 ;
   assign \$31  = last & go_last;
   assign \$32  = \$31  | \$signal$10 ;
   assign \$34  = s_err & \$signal$10 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     p_v <= \$35 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     p_site <= \$36 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     p_cnt <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     next_slot_0 <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     next_col_0 <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     first_r <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_gi <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal  <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_rem <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_n <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$7  <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_go <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     go_last <= \$47 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sv <= \$48 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$10  <= \$49 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_err <= \$50 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     \$signal$17  <= \$51 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     s_ox <= \$52 ;
-  always @(posedge clk)
-    \$signal$28  <= \$53 ;
-  always @(posedge clk)
-    \$signal$29  <= \$54 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    \$signal$30  <= \$53 ;
+  always @(posedge e3_clk)
+    \$signal$31  <= \$54 ;
+  always @(posedge e3_clk)
     slot_0 <= \$55 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     col_0 <= \$56 ;
-  always @(posedge clk)
-    \$signal$35  <= \$57 ;
-  always @(posedge clk)
-    \$signal$36  <= \$58 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
+    \$signal$37  <= \$57 ;
+  always @(posedge e3_clk)
+    \$signal$38  <= \$58 ;
+  always @(posedge e3_clk)
     q_last <= \$59 ;
-  always @(posedge clk)
-    q_oh <= \$60 ;
-  always @(posedge clk)
-    \$like  <= \$61 ;
-  always @(posedge clk)
-    q_gi <= \$62 ;
-  always @(posedge clk)
-    q_meta <= \$63 ;
-  always @(posedge clk)
-    q_slot_0 <= \$64 ;
-  always @(posedge clk)
-    q_col_0 <= \$65 ;
-  always @(posedge clk)
-    steps__valid <= \$66 ;
-  always @(posedge clk)
-    steps__payload <= \$67 ;
+  always @(posedge e3_clk)
+    q_oh <= \$4 [0];
+  always @(posedge e3_clk)
+    \$like  <= s_go;
+  always @(posedge e3_clk)
+    q_gi <= s_gi;
+  always @(posedge e3_clk)
+    q_meta <= \$60 ;
+  always @(posedge e3_clk)
+    q_slot_0 <= slot_0;
+  always @(posedge e3_clk)
+    q_col_0 <= col_0;
+  always @(posedge e3_clk)
+    steps__valid <= \$61 ;
+  always @(posedge e3_clk)
+    steps__payload <= \$62 ;
   assign \$1  = ~ p_v;
   assign sites__ready = \$1  | p_take;
   assign \$2  = ~ s_rem;
@@ -20698,6 +19700,8 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \$23  = ~ \$4 [0];
   assign \$24  = s_rem & \$23 ;
   assign \$25  = s_n - 1'h1;
+  assign \$28  = s_go + 1'h1;
+  assign \$29  = go_last ? 2'h0 : \$28 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$35  = p_v;
@@ -20707,7 +19711,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$35  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$35  = 1'h0;
     end
   end
@@ -20717,9 +19721,6 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$36  = sites__payload;
     end
-    if (rst) begin
-      \$36  = 9'h000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
@@ -20727,7 +19728,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$37  = \$16 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$37  = 1'h0;
     end
   end
@@ -20737,18 +19738,12 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (\$15 ) begin
       \$38  = \$17 [0];
     end
-    if (rst) begin
-      \$38  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$39  = next_col_0;
     if (\$15 ) begin
       \$39  = \$18 [2:0];
-    end
-    if (rst) begin
-      \$39  = 3'h0;
     end
   end
   always @* begin
@@ -20769,7 +19764,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$40  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$40  = 1'h0;
     end
   end
@@ -20787,7 +19782,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$41  = 2'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$41  = 2'h0;
     end
   end
@@ -20805,7 +19800,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$42  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$42  = 1'h0;
     end
   end
@@ -20820,14 +19815,14 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$22 ) begin
           \$43  = \$24 ;
         end else begin
-          \$43  = \$signal$28 ;
+          \$43  = \$signal$30 ;
         end
       end
     end
     if (p_take) begin
       \$43  = p_site[6];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$43  = 1'h0;
     end
   end
@@ -20842,14 +19837,14 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
         if (\$22 ) begin
           \$44  = \$25 [0];
         end else begin
-          \$44  = \$signal$29 ;
+          \$44  = \$signal$31 ;
         end
       end
     end
     if (p_take) begin
       \$44  = p_cnt;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$44  = 1'h0;
     end
   end
@@ -20871,7 +19866,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$45  = \$33 ;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$45  = 1'h0;
     end
   end
@@ -20892,7 +19887,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$46  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$46  = 1'h0;
     end
   end
@@ -20913,7 +19908,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$47  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$47  = 1'h0;
     end
   end
@@ -20928,7 +19923,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$48  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$48  = 1'h0;
     end
   end
@@ -20938,7 +19933,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$49  = p_site[7];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$49  = 1'h0;
     end
   end
@@ -20948,7 +19943,7 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$50  = p_site[8];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$50  = 1'h0;
     end
   end
@@ -20958,9 +19953,6 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$51  = p_site[2:0];
     end
-    if (rst) begin
-      \$51  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
@@ -20968,27 +19960,24 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$52  = p_site[5:3];
     end
-    if (rst) begin
-      \$52  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$53  = \$signal$28 ;
+    \$53  = \$signal$30 ;
     if (p_take) begin
       \$53  = p_site[6];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$53  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$54  = \$signal$29 ;
+    \$54  = \$signal$31 ;
     if (p_take) begin
       \$54  = p_cnt;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$54  = 1'h0;
     end
   end
@@ -20998,9 +19987,6 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$55  = next_slot_0;
     end
-    if (rst) begin
-      \$55  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
@@ -21008,111 +19994,42 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
     if (p_take) begin
       \$56  = next_col_0;
     end
-    if (rst) begin
-      \$56  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$57  = issue;
-    if (rst) begin
+    if (e3_rst) begin
       \$57  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$58  = first_r;
-    if (rst) begin
+    if (e3_rst) begin
       \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$59  = last;
-    if (rst) begin
+    if (e3_rst) begin
       \$59  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$60  = \$4 [0];
-    if (rst) begin
-      \$60  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$61  = s_go;
-    if (rst) begin
+    \$61  = \$signal$37 ;
+    if (e3_rst) begin
       \$61  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$62  = s_gi;
-    if (rst) begin
-      \$62  = 2'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$63 [2:0] = \$signal$17 ;
-    \$63 [5:3] = s_ox;
-    \$63 [6] = s_go;
-    \$63 [7] = \$signal$10 ;
-    \$63 [8] = \$34 ;
-    if (rst) begin
-      \$63  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$64  = slot_0;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$65  = col_0;
-    if (rst) begin
-      \$65  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$66  = \$signal$35 ;
-    if (rst) begin
-      \$66  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
-    \$67 [8] = \$signal$36 ;
-    \$67 [9] = q_last;
-    \$67 [18:10] = q_meta;
-    \$67 [5:0] = { q_slot_0, q_col_0, q_gi };
-    \$67 [7:6] = q_gi;
-    if (rst) begin
-      \$67  = 19'h00000;
-    end
-  end
   assign tap_oh = \$4 [0];
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[2:0];
   assign \p_site.ox  = p_site[5:3];
   assign \p_site.taps  = p_site[6];
   assign \p_site.eof  = p_site[7];
   assign \p_site.error  = p_site[8];
-  assign \sites__payload.oy  = sites__payload[2:0];
-  assign \sites__payload.ox  = sites__payload[5:3];
-  assign \sites__payload.taps  = sites__payload[6];
-  assign \sites__payload.eof  = sites__payload[7];
-  assign \sites__payload.error  = sites__payload[8];
-  assign \q_meta.oy  = q_meta[2:0];
-  assign \q_meta.ox  = q_meta[5:3];
-  assign \q_meta.go  = q_meta[6];
-  assign \q_meta.eof  = q_meta[7];
-  assign \q_meta.error  = q_meta[8];
   assign \steps__payload.lb_addr  = steps__payload[5:0];
   assign \steps__payload.w_addr  = steps__payload[7:6];
   assign \steps__payload.first  = steps__payload[8];
@@ -21123,19 +20040,51 @@ module \top.block_0_2.sequencer (rst, can_emit, sites__valid, sites__payload, si
   assign \steps__payload.meta.go  = steps__payload[16];
   assign \steps__payload.meta.eof  = steps__payload[17];
   assign \steps__payload.meta.error  = steps__payload[18];
+  assign \step.lb_addr  = steps__payload[5:0];
+  assign \step.w_addr  = steps__payload[7:6];
+  assign \step.first  = steps__payload[8];
+  assign \step.last  = steps__payload[9];
+  assign \step.meta  = steps__payload[18:10];
+  assign \step.meta.oy  = steps__payload[12:10];
+  assign \step.meta.ox  = steps__payload[15:13];
+  assign \step.meta.go  = steps__payload[16];
+  assign \step.meta.eof  = steps__payload[17];
+  assign \step.meta.error  = steps__payload[18];
+  assign \sites__payload.oy  = sites__payload[2:0];
+  assign \sites__payload.ox  = sites__payload[5:3];
+  assign \sites__payload.taps  = sites__payload[6];
+  assign \sites__payload.eof  = sites__payload[7];
+  assign \sites__payload.error  = sites__payload[8];
+  assign \q_meta.oy  = q_meta[2:0];
+  assign \q_meta.ox  = q_meta[5:3];
+  assign \q_meta.go  = q_meta[6];
+  assign \q_meta.eof  = q_meta[7];
+  assign \q_meta.error  = q_meta[8];
+  assign \$62 [7:6] = q_gi;
+  assign \$62 [5:0] = { q_slot_0, q_col_0, q_gi };
+  assign \$62 [18:10] = q_meta;
+  assign \$62 [9] = q_last;
+  assign \$62 [8] = \$signal$38 ;
+  assign \$60 [8] = \$34 ;
+  assign \$60 [7] = \$signal$10 ;
+  assign \$60 [6] = s_go;
+  assign \$60 [5:3] = s_ox;
+  assign \$60 [2:0] = \$signal$17 ;
   assign \$26  = 1'h0;
-  assign \$27  = \$signal$29 ;
+  assign \$27  = \$signal$31 ;
   assign \$30  = 1'h0;
   assign \$33  = p_cnt;
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.block_0_2.weights (e3_rst, w_en, w_data, w_addr, rd__addr, r_data, e3_clk);
   wire [1:0] \$signature__addr ;
   wire [255:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire [1:0] r_addr;
   output [255:0] r_data;
   reg [255:0] r_data = 256'h0000000000000000000000000000000000000000000000000000000000000000;
@@ -21145,8 +20094,6 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
   wire [1:0] rd__addr;
   wire [255:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [1:0] w_addr;
   wire [1:0] w_addr;
   input [255:0] w_data;
@@ -21160,16 +20107,16 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
     mem[2] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
     mem[3] = 256'h0000000000000000000000000000000000000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [255:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -21180,7 +20127,7 @@ module \top.block_0_2.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk)
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, sites_out__ready, sites_out__valid, sites_out__payload, params__payload, params__valid, sites_in__payload);
+module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, sites_out__ready, e0_rst, sites_out__valid, sites_out__payload, params__payload, params__valid, sites_in__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21222,15 +20169,9 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   reg \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg [8:0] \$49 ;
+  reg [39:0] \$46 ;
+  reg [5:0] \$47 ;
   wire \$5 ;
-  reg [8:0] \$50 ;
-  reg \$51 ;
-  reg [39:0] \$52 ;
-  reg [5:0] \$53 ;
   wire \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
@@ -21259,15 +20200,17 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   wire [15:0] \bitmaps[6] ;
   wire [15:0] \bitmaps[7] ;
   wire busy;
-  wire \busy$89 ;
+  wire \busy$91 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [5:0] done_rows;
   wire [5:0] \done_rows$36 ;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire eof_seen;
   wire \eof_seen$38 ;
   wire error;
@@ -21298,6 +20241,17 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   reg loaded = 1'h0;
   (* init = 1'h0 *)
   wire \loaded$20 ;
+  (* init = 40'h0000000000 *)
+  wire [39:0] out_reg;
+  wire [31:0] \out_reg.data ;
+  wire [7:0] \out_reg.data[0] ;
+  wire [7:0] \out_reg.data[1] ;
+  wire [7:0] \out_reg.data[2] ;
+  wire [7:0] \out_reg.data[3] ;
+  wire \out_reg.eof ;
+  wire \out_reg.error ;
+  wire [2:0] \out_reg.x ;
+  wire [2:0] \out_reg.y ;
   reg [127:0] p_data = 128'h00000000000000000000000000000000;
   (* init = 1'h0 *)
   wire p_raddr;
@@ -21319,7 +20273,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   wire \r_addr$67 ;
   wire [63:0] r_data;
   wire [127:0] \r_data$70 ;
-  wire [39:0] \r_data$98 ;
+  wire [39:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [6:0] rd_addr;
@@ -21344,11 +20298,9 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$91 ;
+  wire [2:0] \row$93 ;
   wire rq_addr;
   wire [127:0] rq_data;
-  input rst;
-  wire rst;
   wire [16:0] sites__payload;
   wire [16:0] \sites__payload$47 ;
   wire \sites__payload$47.eof ;
@@ -21426,7 +20378,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   wire [2:0] \steps__payload.meta.oy ;
   wire [4:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$93 ;
+  wire \steps__valid$95 ;
   wire [88:0] sums__payload;
   wire [88:0] \sums__payload$64 ;
   wire [79:0] \sums__payload$64.acc ;
@@ -21493,44 +20445,38 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   reg [3:0] width_m1 = 4'h0;
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
-  always @(posedge clk)
-    height_m1 <= \$35 ;
-  always @(posedge clk)
-    width_m1 <= \$36 ;
-  always @(posedge clk)
-    c_in <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c_out <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c_tap <= \$39 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \w_addr$8  <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_addr <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     permit_row <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     read_v_d1 <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     steps__valid <= \$44 ;
-  always @(posedge clk)
-    read_first_d1 <= \$45 ;
-  always @(posedge clk)
-    read_first_d2 <= \$46 ;
-  always @(posedge clk)
-    read_last_d1 <= \$47 ;
-  always @(posedge clk)
-    read_last_d2 <= \$48 ;
-  always @(posedge clk)
-    read_meta_d1 <= \$49 ;
-  always @(posedge clk)
-    read_meta_d2 <= \$50 ;
-  always @(posedge clk)
-    sites_out__valid <= \$51 ;
-  always @(posedge clk)
-    sites_out__payload <= \$52 ;
-  always @(posedge clk)
-    inflight <= \$53 ;
+  always @(posedge e0_clk)
+    read_first_d1 <= steps__payload[12];
+  always @(posedge e0_clk)
+    read_first_d2 <= read_first_d1;
+  always @(posedge e0_clk)
+    read_last_d1 <= steps__payload[13];
+  always @(posedge e0_clk)
+    read_last_d2 <= read_last_d1;
+  always @(posedge e0_clk)
+    read_meta_d1 <= steps__payload[22:14];
+  always @(posedge e0_clk)
+    read_meta_d2 <= read_meta_d1;
+  always @(posedge e0_clk)
+    sites_out__valid <= \$45 ;
+  always @(posedge e0_clk)
+    sites_out__payload <= \$46 ;
+  always @(posedge e0_clk)
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -21554,7 +20500,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \$18  = c_tap + 1'h1;
   assign \$19  = pcount - 1'h1;
   assign \$20  = $signed(\$19 ) - $signed(6'h12);
-  assign \$21  = \busy$89  ? \row$91  : row;
+  assign \$21  = \busy$91  ? \row$93  : row;
   assign \$22  = \$21  * 2'h2;
   assign \$23  = \$22  + 3'h7;
   assign \$24  = ~ sites_out__valid;
@@ -21563,20 +20509,27 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \$27  = inflight + beat;
   assign \$28  = sites_out__valid & sites_out__ready;
   assign \$29  = \$27  - \$28 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_en <= \$30 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \w_en$11  <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     p_data <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     pcount <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     loaded <= \$34 ;
+  always @(posedge e0_clk)
+    height_m1 <= \$35 ;
+  always @(posedge e0_clk)
+    width_m1 <= \$36 ;
+  always @(posedge e0_clk)
+    c_in <= \$37 ;
   \top.conv1.finder  finder (
     .bitmaps(bitmaps),
-    .clk(clk),
     .done_rows(done_rows),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -21584,7 +20537,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .last_y(last_y),
     .r_en(sites__ready),
     .row(row),
-    .rst(rst),
     .sites__payload(sites__payload),
     .sites__valid(sites__valid),
     .tags(tags)
@@ -21592,8 +20544,9 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   \top.conv1.line_buffer  line_buffer (
     .bitmaps(bitmaps),
     .busy(busy),
-    .clk(clk),
     .done_rows(done_rows),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .eof_seen(eof_seen),
     .error(error),
     .frame_reset(frame_reset),
@@ -21605,7 +20558,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .permit_row(permit_row),
     .r_addr(steps__payload[6:0]),
     .rd_data(rd_data),
-    .rst(rst),
     .sites_in__payload(sites_in__payload),
     .sites_in__ready(sites_in__ready),
     .sites_in__valid(sites_in__valid),
@@ -21613,100 +20565,62 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     .width_m1(width_m1)
   );
   \top.conv1.mac_array  mac_array (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .out_v(sums__valid),
-    .rst(rst),
     .steps__payload(\steps__payload$57 ),
     .steps__valid(steps__valid),
     .sums__payload(sums__payload)
   );
   \top.conv1.out_queue  out_queue (
-    .clk(clk),
-    .r_data(\r_data$98 ),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
+    .r_data(\r_data$99 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
-    .rst(rst),
     .w_en(\w_en$73 ),
     .w_port__data(tok)
   );
   \top.conv1.requant  requant (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .r_data(rq_data),
     .rd__addr(sums__payload[86]),
-    .rst(rst),
     .w_addr(\w_addr$8 ),
     .w_data(p_data),
     .w_en(\w_en$11 )
   );
   \top.conv1.requantiser  requantiser (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .feats__payload(feats__payload),
     .feats__valid(\w_en$73 ),
     .rq_data(rq_data),
-    .rst(rst),
     .sums__payload(sums__payload),
     .sums__valid(sums__valid)
   );
   \top.conv1.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$89 ),
+    .busy(\busy$91 ),
     .can_emit(can_emit),
-    .clk(clk),
-    .row(\row$91 ),
-    .rst(rst),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
+    .row(\row$93 ),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$93 )
+    .steps__valid(\steps__valid$95 )
   );
   \top.conv1.weights  weights (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .r_data(r_data),
     .rd__addr(steps__payload[11:7]),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(p_data[63:0]),
     .w_en(w_en)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$35  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[3:0];
-      end
-    end
-    if (rst) begin
-      \$35  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$36  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = params__payload[7:4];
-      end
-    end
-    if (rst) begin
-      \$36  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$37  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        \$37  = \$12 [0];
-      end
-    end
-    if (rst) begin
-      \$37  = 1'h0;
-    end
-  end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$38  = c_out;
@@ -21719,7 +20633,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         end
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$38  = 1'h0;
     end
   end
@@ -21737,7 +20651,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         end
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$39  = 4'h0;
     end
   end
@@ -21753,9 +20667,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$40  = \$20 [0];
       end
     end
-    if (rst) begin
-      \$40  = 1'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
@@ -21766,9 +20677,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$41  = { c_tap, c_out };
       end
     end
-    if (rst) begin
-      \$41  = 5'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
@@ -21776,93 +20684,48 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     if (frame_reset) begin
       \$42  = 6'h07;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$42  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$43  = \steps__valid$93 ;
-    if (rst) begin
+    \$43  = \steps__valid$95 ;
+    if (e0_rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$44  = read_v_d1;
-    if (rst) begin
+    if (e0_rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$45  = steps__payload[12];
-    if (rst) begin
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
+    end else if (sites_out__ready) begin
+      \$45  = 1'h0;
+    end
+    if (e0_rst) begin
       \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$46  = read_first_d1;
-    if (rst) begin
-      \$46  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$47  = steps__payload[13];
-    if (rst) begin
-      \$47  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$48  = read_last_d1;
-    if (rst) begin
-      \$48  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$49  = steps__payload[22:14];
-    if (rst) begin
-      \$49  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$50  = read_meta_d1;
-    if (rst) begin
-      \$50  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$51  = sites_out__valid;
+    \$46  = sites_out__payload;
     if (\$26 ) begin
-      \$51  = 1'h1;
-    end else if (sites_out__ready) begin
-      \$51  = 1'h0;
-    end
-    if (rst) begin
-      \$51  = 1'h0;
+      \$46  = \r_data$99 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$52  = sites_out__payload;
-    if (\$26 ) begin
-      \$52  = \r_data$98 ;
-    end
-    if (rst) begin
-      \$52  = 40'h0000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$53  = \$29 [5:0];
-    if (rst) begin
-      \$53  = 6'h00;
+    \$47  = \$29 [5:0];
+    if (e0_rst) begin
+      \$47  = 6'h00;
     end
   end
   always @* begin
@@ -21889,7 +20752,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$30  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$30  = 1'h0;
     end
   end
@@ -21904,7 +20767,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$31  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$31  = 1'h0;
     end
   end
@@ -21913,9 +20776,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
     \$32  = p_data;
     if (\$5 ) begin
       \$32  = params__payload;
-    end
-    if (rst) begin
-      \$32  = 128'h00000000000000000000000000000000;
     end
   end
   always @* begin
@@ -21929,7 +20789,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$33  = \$7 [4:0];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$33  = 5'h00;
     end
   end
@@ -21944,8 +20804,46 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
         \$34  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$35  = height_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$35  = params__payload[3:0];
+      end
+    end
+    if (e0_rst) begin
+      \$35  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$36  = width_m1;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$36  = params__payload[7:4];
+      end
+    end
+    if (e0_rst) begin
+      \$36  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$37  = c_in;
+    if (\$5 ) begin
+      if (\$8 ) begin
+        \$37  = 1'h0;
+      end else if (\$9 ) begin
+        \$37  = \$12 [0];
+      end
+    end
+    if (e0_rst) begin
+      \$37  = 1'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -21983,6 +20881,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \r_data$70  = rq_data;
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
+  assign out_reg = sites_out__payload;
   assign \sites_in__payload.data  = sites_in__payload[15:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -22106,11 +21005,6 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \tok.x  = tok[37:35];
   assign \tok.eof  = tok[38];
   assign \tok.error  = tok[39];
-  assign \read_meta_d1.oy  = read_meta_d1[2:0];
-  assign \read_meta_d1.ox  = read_meta_d1[5:3];
-  assign \read_meta_d1.go  = read_meta_d1[6];
-  assign \read_meta_d1.eof  = read_meta_d1[7];
-  assign \read_meta_d1.error  = read_meta_d1[8];
   assign \sites_out__payload.data  = sites_out__payload[31:0];
   assign \sites_out__payload.data[0]  = sites_out__payload[7:0];
   assign \sites_out__payload.data[1]  = sites_out__payload[15:8];
@@ -22120,6 +21014,20 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
   assign \sites_out__payload.x  = sites_out__payload[37:35];
   assign \sites_out__payload.eof  = sites_out__payload[38];
   assign \sites_out__payload.error  = sites_out__payload[39];
+  assign \out_reg.data  = sites_out__payload[31:0];
+  assign \out_reg.data[0]  = sites_out__payload[7:0];
+  assign \out_reg.data[1]  = sites_out__payload[15:8];
+  assign \out_reg.data[2]  = sites_out__payload[23:16];
+  assign \out_reg.data[3]  = sites_out__payload[31:24];
+  assign \out_reg.y  = sites_out__payload[34:32];
+  assign \out_reg.x  = sites_out__payload[37:35];
+  assign \out_reg.eof  = sites_out__payload[38];
+  assign \out_reg.error  = sites_out__payload[39];
+  assign \read_meta_d1.oy  = read_meta_d1[2:0];
+  assign \read_meta_d1.ox  = read_meta_d1[5:3];
+  assign \read_meta_d1.go  = read_meta_d1[6];
+  assign \read_meta_d1.eof  = read_meta_d1[7];
+  assign \read_meta_d1.error  = read_meta_d1[8];
   assign \steps__payload$57 [90:82] = read_meta_d2;
   assign \steps__payload$57 [81] = read_last_d2;
   assign \steps__payload$57 [80] = read_first_d2;
@@ -22130,7 +21038,7 @@ module \top.conv1 (sites_in__valid, clk, rst, params__ready, sites_in__ready, si
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r_en, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, clk);
+module \top.conv1.finder (frame_reset, row, sites__valid, sites__payload, r_en, e0_rst, tags, bitmaps, done_rows, eof_seen, error, has_last, last_y, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -22826,14 +21734,16 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   reg [16:0] c1_win_2 = 17'h00000;
   reg [2:0] c_row = 3'h0;
   wire chunk_oh;
-  input clk;
-  wire clk;
   reg [15:0] cwin_0 = 16'h0000;
   reg [15:0] cwin_1 = 16'h0000;
   reg [15:0] cwin_2 = 16'h0000;
   reg [5:0] cy = 6'h00;
   input [5:0] done_rows;
   wire [5:0] done_rows;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   reg ends = 1'h0;
   reg eof_done = 1'h0;
   reg eof_pend = 1'h0;
@@ -22878,8 +21788,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   output [2:0] row;
   wire [2:0] row;
   reg [2:0] rows_row = 3'h0;
-  input rst;
-  wire rst;
   reg [2:0] s_row = 3'h0;
   reg [7:0] sel_0 = 8'h00;
   reg [7:0] sel_1 = 8'h00;
@@ -23094,153 +22002,153 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   assign \$559  = \$signal$58  ? { 1'h0, s_row } : \$558 ;
   assign \$560  = \$signal$48  ? { 1'h0, w_row } : \$559 ;
   assign \$561  = \$signal$45  ? { 1'h0, c_row } : \$560 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$32  <= \$562 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     has_last_r <= \$563 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$36  <= \$564 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$39  <= \$565 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$40  <= \$566 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$43  <= \$567 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     issued <= \$568 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$45  <= \$569 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c_row <= \$570 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$48  <= \$571 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     nz <= \$572 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     nz_zero <= \$573 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$53  <= \$574 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     cwin_0 <= \$575 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     cwin_1 <= \$576 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     cwin_2 <= \$577 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_row <= \$578 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$58  <= \$579 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     win_0 <= \$580 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     win_1 <= \$581 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     win_2 <= \$582 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_row <= \$583 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$64  <= \$584 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sel_0 <= \$585 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sel_1 <= \$586 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sel_2 <= \$587 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     ends <= \$588 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_in_row_0 <= \$589 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_in_row_1 <= \$590 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_in_row_2 <= \$591 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_row <= \$592 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     i_top <= \$593 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     f_row <= \$594 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     cy <= \$595 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     need <= \$596 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     eof_pend <= \$597 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$11  <= \$598 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal  <= \$599 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$like  <= \$600 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$13  <= \$601 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c1_win_0 <= \$602 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c1_win_1 <= \$603 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c1_win_2 <= \$604 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$75  <= \$605 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_rest <= \$606 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$81  <= \$607 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_v <= \$608 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$like$76  <= \$609 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_oy <= \$610 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_win_0 <= \$611 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_win_1 <= \$612 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     b_win_2 <= \$613 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$82  <= \$614 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$83  <= \$615 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$84  <= \$616 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$like$85  <= \$617 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$86  <= \$618 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a3_rest_zero <= \$619 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a3_win_0 <= \$620 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a3_win_1 <= \$621 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a3_win_2 <= \$622 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$91  <= \$623 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_oy <= \$624 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$92  <= \$625 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_bits <= \$626 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_win_0 <= \$627 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_win_1 <= \$628 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a2_win_2 <= \$629 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a_v <= \$630 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     a_oh <= \$631 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     eof_done <= \$632 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$27  <= \$633 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$29  <= \$634 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rows_row <= \$635 ;
   assign \$1  = \$signal [1] | \$signal [3];
   assign \$2  = \$1  | \$signal [5];
@@ -23605,11 +22513,11 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
   assign \$361  = i_in_row_1[2:0] == 3'h6;
   assign \$362  = tags[34:30] == i_in_row_1;
   \top.conv1.finder.queue  queue (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .r_data(sites__payload),
     .r_en(r_en),
     .r_rdy(sites__valid),
-    .rst(rst),
     .w_en(w_en),
     .w_port__data(w_data),
     .w_rdy(w_rdy)
@@ -23633,14 +22541,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$562  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$562  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$563  = has_last;
-    if (rst) begin
+    if (e0_rst) begin
       \$563  = 1'h0;
     end
   end
@@ -23650,7 +22558,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$564  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$564  = 1'h0;
     end
   end
@@ -23660,21 +22568,21 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$565  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$565  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$566  = \$159 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$566  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$567  = \$161 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$567  = 1'h0;
     end
   end
@@ -23690,7 +22598,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$568  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$568  = 1'h0;
     end
   end
@@ -23703,7 +22611,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$171 ) begin
       \$569  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$569  = 1'h0;
     end
   end
@@ -23713,7 +22621,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$171 ) begin
       \$570  = w_row;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$570  = 3'h0;
     end
   end
@@ -23726,7 +22634,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$253 ) begin
       \$571  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$571  = 1'h0;
     end
   end
@@ -23739,7 +22647,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$528 ) begin
       \$572  = \$530 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$572  = 1'h0;
     end
   end
@@ -23752,7 +22660,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$528 ) begin
       \$573  = \$531 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$573  = 1'h1;
     end
   end
@@ -23762,18 +22670,12 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$171 ) begin
       \$574  = { \$246 , \$243 , \$240 , \$237 , \$234 , \$231 , \$228 , \$225  };
     end
-    if (rst) begin
-      \$574  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$575  = cwin_0;
     if (\$171 ) begin
       \$575  = win_0;
-    end
-    if (rst) begin
-      \$575  = 16'h0000;
     end
   end
   always @* begin
@@ -23782,18 +22684,12 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$171 ) begin
       \$576  = win_1;
     end
-    if (rst) begin
-      \$576  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$577  = cwin_2;
     if (\$171 ) begin
       \$577  = win_2;
-    end
-    if (rst) begin
-      \$577  = 16'h0000;
     end
   end
   always @* begin
@@ -23802,7 +22698,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$253 ) begin
       \$578  = s_row;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$578  = 3'h0;
     end
   end
@@ -23815,7 +22711,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$302 ) begin
       \$579  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$579  = 1'h0;
     end
   end
@@ -23825,18 +22721,12 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$253 ) begin
       \$580  = \$268 ;
     end
-    if (rst) begin
-      \$580  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$581  = win_1;
     if (\$253 ) begin
       \$581  = \$283 ;
-    end
-    if (rst) begin
-      \$581  = 16'h0000;
     end
   end
   always @* begin
@@ -23845,9 +22735,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$253 ) begin
       \$582  = \$298 ;
     end
-    if (rst) begin
-      \$582  = 16'h0000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
@@ -23855,7 +22742,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$302 ) begin
       \$583  = i_row;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$583  = 3'h0;
     end
   end
@@ -23871,7 +22758,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$584  = 1'h1;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$584  = 1'h0;
     end
   end
@@ -23888,9 +22775,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
       \$585 [6] = \$337 ;
       \$585 [7] = \$342 ;
     end
-    if (rst) begin
-      \$585  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
@@ -23904,9 +22788,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
       \$586 [5] = \$360 ;
       \$586 [6] = \$363 ;
       \$586 [7] = \$366 ;
-    end
-    if (rst) begin
-      \$586  = 8'h00;
     end
   end
   always @* begin
@@ -23922,9 +22803,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
       \$587 [6] = \$387 ;
       \$587 [7] = \$390 ;
     end
-    if (rst) begin
-      \$587  = 8'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
@@ -23937,7 +22815,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$588  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$588  = 1'h0;
     end
   end
@@ -23950,9 +22828,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$589  = \$402 [5:0];
       end
     end
-    if (rst) begin
-      \$589  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
@@ -23962,9 +22837,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
       end else if (\$401 ) begin
         \$590  = \$403 [5:0];
       end
-    end
-    if (rst) begin
-      \$590  = 6'h00;
     end
   end
   always @* begin
@@ -23976,9 +22848,6 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$591  = \$404 [5:0];
       end
     end
-    if (rst) begin
-      \$591  = 6'h00;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
@@ -23989,7 +22858,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$592  = f_row[2:0];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$592  = 3'h0;
     end
   end
@@ -24002,7 +22871,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
         \$593  = \$405 ;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$593  = 1'h0;
     end
   end
@@ -24018,7 +22887,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$594  = 4'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$594  = 4'h0;
     end
   end
@@ -24034,7 +22903,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$595  = 6'h00;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$595  = 6'h00;
     end
   end
@@ -24050,7 +22919,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$596  = 6'h02;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$596  = 6'h02;
     end
   end
@@ -24063,7 +22932,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$551 ) begin
       \$597  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$597  = 1'h0;
     end
   end
@@ -24073,7 +22942,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$598  = b_v;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$598  = 1'h0;
     end
   end
@@ -24083,7 +22952,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$599  = \$signal$75 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$599  = 8'h00;
     end
   end
@@ -24093,7 +22962,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$600  = \$like$76 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$600  = 1'h0;
     end
   end
@@ -24103,7 +22972,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$601  = b_oy;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$601  = 3'h0;
     end
   end
@@ -24113,7 +22982,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$602  = b_win_0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$602  = 17'h00000;
     end
   end
@@ -24123,7 +22992,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$603  = b_win_1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$603  = 17'h00000;
     end
   end
@@ -24133,7 +23002,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$413 ) begin
       \$604  = b_win_2;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$604  = 17'h00000;
     end
   end
@@ -24146,7 +23015,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$605  = \$signal$83 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$605  = 8'h00;
     end
   end
@@ -24159,7 +23028,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$606  = \$451 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$606  = 8'h00;
     end
   end
@@ -24172,7 +23041,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$607  = \$453 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$607  = 1'h1;
     end
   end
@@ -24182,7 +23051,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$608  = \$signal$82 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$608  = 1'h0;
     end
   end
@@ -24192,7 +23061,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$609  = \$like$85 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$609  = 1'h0;
     end
   end
@@ -24202,7 +23071,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$610  = \$signal$86 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$610  = 3'h0;
     end
   end
@@ -24212,7 +23081,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$611  = a3_win_0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$611  = 17'h00000;
     end
   end
@@ -24222,7 +23091,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$612  = a3_win_1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$612  = 17'h00000;
     end
   end
@@ -24232,7 +23101,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$450 ) begin
       \$613  = a3_win_2;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$613  = 17'h00000;
     end
   end
@@ -24242,7 +23111,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$614  = \$signal$91 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$614  = 1'h0;
     end
   end
@@ -24252,7 +23121,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$615  = \$150 [7:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$615  = 8'h00;
     end
   end
@@ -24262,7 +23131,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$616  = \$460 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$616  = 8'h00;
     end
   end
@@ -24272,7 +23141,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$617  = \$signal$92 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$617  = 1'h0;
     end
   end
@@ -24282,7 +23151,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$618  = a2_oy;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$618  = 3'h0;
     end
   end
@@ -24292,7 +23161,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$619  = \$492 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$619  = 1'h1;
     end
   end
@@ -24302,7 +23171,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$620  = a2_win_0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$620  = 17'h00000;
     end
   end
@@ -24312,7 +23181,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$621  = a2_win_1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$621  = 17'h00000;
     end
   end
@@ -24322,7 +23191,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$458 ) begin
       \$622  = a2_win_2;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$622  = 17'h00000;
     end
   end
@@ -24335,7 +23204,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$623  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$623  = 1'h0;
     end
   end
@@ -24345,7 +23214,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$624  = c_row;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$624  = 3'h0;
     end
   end
@@ -24355,7 +23224,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$625  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$625  = 1'h0;
     end
   end
@@ -24365,7 +23234,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$626  = \$506 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$626  = 8'h00;
     end
   end
@@ -24375,7 +23244,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$627  = \$507 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$627  = 17'h00000;
     end
   end
@@ -24385,7 +23254,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$628  = \$508 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$628  = 17'h00000;
     end
   end
@@ -24395,7 +23264,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$505 ) begin
       \$629  = \$509 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$629  = 17'h00000;
     end
   end
@@ -24408,7 +23277,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$528 ) begin
       \$630  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$630  = 1'h0;
     end
   end
@@ -24418,7 +23287,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (\$528 ) begin
       \$631  = \$153 [0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$631  = 1'h0;
     end
   end
@@ -24431,7 +23300,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$632  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$632  = 1'h0;
     end
   end
@@ -24441,14 +23310,14 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$633  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$633  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$634  = \$557 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$634  = 3'h0;
     end
   end
@@ -24458,7 +23327,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
     if (frame_reset) begin
       \$635  = 3'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$635  = 3'h0;
     end
   end
@@ -24524,7 +23393,7 @@ module \top.conv1.finder (rst, frame_reset, row, sites__valid, sites__payload, r
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__data, clk);
+module \top.conv1.finder.queue (w_en, w_rdy, r_rdy, r_data, r_en, e0_rst, w_port__data, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -24543,10 +23412,12 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
   wire \$7 ;
   wire \$8 ;
   wire [2:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 1'h0 *)
   wire consume;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   reg [1:0] level = 2'h0;
   (* init = 1'h0 *)
   wire produce;
@@ -24560,8 +23431,6 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
   wire [16:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [16:0] w_data;
   input w_en;
   wire w_en;
@@ -24578,7 +23447,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     storage[0] = 17'h00000;
     storage[1] = 17'h00000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -24600,11 +23469,11 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
@@ -24612,7 +23481,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     if (\$1 ) begin
       \$15  = \$2 [0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$15  = 1'h0;
     end
   end
@@ -24622,7 +23491,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     if (\$3 ) begin
       \$16  = \$4 [0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$16  = 1'h0;
     end
   end
@@ -24635,7 +23504,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
     if (\$13 ) begin
       \$17  = \$14 [1:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$17  = 2'h0;
     end
   end
@@ -24648,7 +23517,7 @@ module \top.conv1.finder.queue (rst, w_en, w_rdy, r_rdy, r_data, r_en, w_port__d
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in__ready, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
+module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites_in__ready, e0_rst, loaded, height_m1, width_m1, permit_row, tags, bitmaps, done_rows, busy, eof_seen, error, has_last, last_y, rd_data, r_addr, sites_in__payload
 );
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
@@ -24747,31 +23616,26 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   reg \$183 ;
   reg \$184 ;
   reg \$185 ;
-  reg [2:0] \$186 ;
-  reg [3:0] \$187 ;
-  reg [3:0] \$188 ;
-  reg [6:0] \$189 ;
+  reg \$186 ;
+  reg [15:0] \$187 ;
+  reg [4:0] \$188 ;
+  reg [15:0] \$189 ;
   wire \$19 ;
-  reg [15:0] \$190 ;
-  reg \$191 ;
-  reg [15:0] \$192 ;
-  reg [4:0] \$193 ;
-  reg [15:0] \$194 ;
-  reg [4:0] \$195 ;
-  reg [15:0] \$196 ;
-  reg [4:0] \$197 ;
-  reg [15:0] \$198 ;
-  reg [4:0] \$199 ;
+  reg [4:0] \$190 ;
+  reg [15:0] \$191 ;
+  reg [4:0] \$192 ;
+  reg [15:0] \$193 ;
+  reg [4:0] \$194 ;
+  reg [15:0] \$195 ;
+  reg [4:0] \$196 ;
+  reg [15:0] \$197 ;
+  reg [4:0] \$198 ;
+  reg [15:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
-  reg [15:0] \$200 ;
-  reg [4:0] \$201 ;
-  reg [15:0] \$202 ;
-  reg [4:0] \$203 ;
-  reg [15:0] \$204 ;
-  reg [4:0] \$205 ;
-  reg [15:0] \$206 ;
-  reg [4:0] \$207 ;
+  reg [4:0] \$200 ;
+  reg [15:0] \$201 ;
+  reg [4:0] \$202 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -24897,10 +23761,12 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   output busy;
   reg busy = 1'h0;
   reg c_gi = 1'h0;
-  input clk;
-  wire clk;
   output [5:0] done_rows;
   reg [5:0] done_rows = 6'h00;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire [29:0] entry;
   wire \entry.bad ;
   wire \entry.first ;
@@ -24995,8 +23861,6 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   reg [4:0] row_tag_6 = 5'h1f;
   reg [4:0] row_tag_7 = 5'h1f;
   reg rp = 1'h0;
-  input rst;
-  wire rst;
   reg [3:0] shape_h_m1 = 4'h0;
   reg [3:0] shape_w_m1 = 4'h0;
   input [25:0] sites_in__payload;
@@ -25199,107 +24063,107 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
   assign \$157  = w_en & \$156 ;
   assign \$158  = \$signal$75  ? 16'h0000 : bitmap_7;
   assign \$159  = \$158  | \$28 [15:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     c_gi <= \$160 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prev_any <= \$161 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal  <= \$162 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$29  <= \$163 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     shape_h_m1 <= \$164 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     shape_w_m1 <= \$165 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_0 <= \$166 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_0_valid <= \$167 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_0_outside <= \$168 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_0_permit <= \$169 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_1 <= \$170 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_1_valid <= \$171 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_1_outside <= \$172 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     entry_1_permit <= \$173 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$68  <= \$174 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     rp <= \$175 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     done_rows <= \$176 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     busy <= \$177 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     eof_seen <= \$178 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$48  <= \$179 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     error <= \$180 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     has_last <= \$181 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     last_y <= \$182 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_en <= \$183 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$75  <= \$184 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_set <= \$185 ;
-  always @(posedge clk)
-    w_slot <= \$186 ;
-  always @(posedge clk)
-    w_x <= \$187 ;
-  always @(posedge clk)
-    w_y <= \$188 ;
-  always @(posedge clk)
-    w_addr <= \$189 ;
-  always @(posedge clk)
-    w_data <= \$190 ;
-  always @(posedge clk)
-    acc_eof <= \$191 ;
-  always @(posedge clk)
-    bitmap_0 <= \$192 ;
-  always @(posedge clk)
-    row_tag_0 <= \$193 ;
-  always @(posedge clk)
-    bitmap_1 <= \$194 ;
-  always @(posedge clk)
-    row_tag_1 <= \$195 ;
-  always @(posedge clk)
-    bitmap_2 <= \$196 ;
-  always @(posedge clk)
-    row_tag_2 <= \$197 ;
-  always @(posedge clk)
-    bitmap_3 <= \$198 ;
-  always @(posedge clk)
-    row_tag_3 <= \$199 ;
-  always @(posedge clk)
-    bitmap_4 <= \$200 ;
-  always @(posedge clk)
-    row_tag_4 <= \$201 ;
-  always @(posedge clk)
-    bitmap_5 <= \$202 ;
-  always @(posedge clk)
-    row_tag_5 <= \$203 ;
-  always @(posedge clk)
-    bitmap_6 <= \$204 ;
-  always @(posedge clk)
-    row_tag_6 <= \$205 ;
-  always @(posedge clk)
-    bitmap_7 <= \$206 ;
-  always @(posedge clk)
-    row_tag_7 <= \$207 ;
+  always @(posedge e0_clk)
+    w_slot <= got[18:16];
+  always @(posedge e0_clk)
+    w_x <= got[23:20];
+  always @(posedge e0_clk)
+    w_y <= got[19:16];
+  always @(posedge e0_clk)
+    w_addr <= { got[18:16], got[23:20] };
+  always @(posedge e0_clk)
+    w_data <= got[15:0];
+  always @(posedge e0_clk)
+    acc_eof <= \$186 ;
+  always @(posedge e0_clk)
+    bitmap_0 <= \$187 ;
+  always @(posedge e0_clk)
+    row_tag_0 <= \$188 ;
+  always @(posedge e0_clk)
+    bitmap_1 <= \$189 ;
+  always @(posedge e0_clk)
+    row_tag_1 <= \$190 ;
+  always @(posedge e0_clk)
+    bitmap_2 <= \$191 ;
+  always @(posedge e0_clk)
+    row_tag_2 <= \$192 ;
+  always @(posedge e0_clk)
+    bitmap_3 <= \$193 ;
+  always @(posedge e0_clk)
+    row_tag_3 <= \$194 ;
+  always @(posedge e0_clk)
+    bitmap_4 <= \$195 ;
+  always @(posedge e0_clk)
+    row_tag_4 <= \$196 ;
+  always @(posedge e0_clk)
+    bitmap_5 <= \$197 ;
+  always @(posedge e0_clk)
+    row_tag_5 <= \$198 ;
+  always @(posedge e0_clk)
+    bitmap_6 <= \$199 ;
+  always @(posedge e0_clk)
+    row_tag_6 <= \$200 ;
+  always @(posedge e0_clk)
+    bitmap_7 <= \$201 ;
+  always @(posedge e0_clk)
+    row_tag_7 <= \$202 ;
   \top.conv1.line_buffer.mem  mem (
-    .clk(clk),
+    .e0_clk(e0_clk),
+    .e0_rst(e0_rst),
     .r_data(rd_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -25315,7 +24179,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$160  = \$34 [0];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$160  = 1'h0;
     end
   end
@@ -25332,7 +24196,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         end
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$161  = 1'h0;
     end
   end
@@ -25346,9 +24210,6 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$162  = sites_in__payload[19:16];
       end
     end
-    if (rst) begin
-      \$162  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
@@ -25360,21 +24221,18 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$163  = sites_in__payload[23:20];
       end
     end
-    if (rst) begin
-      \$163  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$164  = height_m1;
-    if (rst) begin
+    if (e0_rst) begin
       \$164  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$165  = width_m1;
-    if (rst) begin
+    if (e0_rst) begin
       \$165  = 4'h0;
     end
   end
@@ -25383,9 +24241,6 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     \$166  = entry_0;
     if (\$40 ) begin
       \$166  = entry;
-    end
-    if (rst) begin
-      \$166  = 30'h00000000;
     end
   end
   always @* begin
@@ -25399,21 +24254,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$167  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$168  = \$52 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$168  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$169  = \$60 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$169  = 1'h0;
     end
   end
@@ -25422,9 +24277,6 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     \$170  = entry_1;
     if (\$65 ) begin
       \$170  = entry;
-    end
-    if (rst) begin
-      \$170  = 30'h00000000;
     end
   end
   always @* begin
@@ -25438,21 +24290,21 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$171  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$172  = \$77 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$173  = \$85 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$173  = 1'h0;
     end
   end
@@ -25462,7 +24314,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (\$88 ) begin
       \$174  = \$89 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$174  = 1'h0;
     end
   end
@@ -25472,7 +24324,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (take) begin
       \$175  = \$90 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$175  = 1'h0;
     end
   end
@@ -25485,7 +24337,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$176  = 6'h00;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$176  = 6'h00;
     end
   end
@@ -25498,7 +24350,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$177  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$177  = 1'h0;
     end
   end
@@ -25513,7 +24365,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$178  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$178  = 1'h0;
     end
   end
@@ -25531,7 +24383,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$179  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$179  = 1'h0;
     end
   end
@@ -25551,7 +24403,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$180  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$180  = 1'h0;
     end
   end
@@ -25569,7 +24421,7 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
     if (frame_reset) begin
       \$181  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$181  = 1'h0;
     end
   end
@@ -25584,271 +24436,236 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
         \$182  = got[19:16];
       end
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$182  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$183  = \$122 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$184  = \$126 ;
-    if (rst) begin
+    if (e0_rst) begin
       \$184  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     \$185  = got[28];
-    if (rst) begin
+    if (e0_rst) begin
       \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$186  = got[18:16];
-    if (rst) begin
-      \$186  = 3'h0;
+    \$186  = \$127 ;
+    if (e0_rst) begin
+      \$186  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$187  = got[23:20];
-    if (rst) begin
-      \$187  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$188  = got[19:16];
-    if (rst) begin
-      \$188  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$189  = { got[18:16], got[23:20] };
-    if (rst) begin
-      \$189  = 7'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$190  = got[15:0];
-    if (rst) begin
-      \$190  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$191  = \$127 ;
-    if (rst) begin
-      \$191  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$192  = bitmap_0;
+    \$187  = bitmap_0;
     if (\$129 ) begin
-      \$192  = \$131 ;
+      \$187  = \$131 ;
     end
-    if (rst) begin
-      \$192  = 16'h0000;
+    if (e0_rst) begin
+      \$187  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$193  = row_tag_0;
+    \$188  = row_tag_0;
     if (\$129 ) begin
       if (\$signal$75 ) begin
-        \$193  = { 1'h0, w_y };
+        \$188  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$193  = 5'h1f;
+      \$188  = 5'h1f;
     end
-    if (rst) begin
-      \$193  = 5'h1f;
+    if (e0_rst) begin
+      \$188  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$194  = bitmap_1;
+    \$189  = bitmap_1;
     if (\$133 ) begin
-      \$194  = \$135 ;
+      \$189  = \$135 ;
     end
-    if (rst) begin
-      \$194  = 16'h0000;
+    if (e0_rst) begin
+      \$189  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$195  = row_tag_1;
+    \$190  = row_tag_1;
     if (\$133 ) begin
       if (\$signal$75 ) begin
-        \$195  = { 1'h0, w_y };
+        \$190  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$195  = 5'h1f;
+      \$190  = 5'h1f;
     end
-    if (rst) begin
-      \$195  = 5'h1f;
+    if (e0_rst) begin
+      \$190  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$196  = bitmap_2;
+    \$191  = bitmap_2;
     if (\$137 ) begin
-      \$196  = \$139 ;
+      \$191  = \$139 ;
     end
-    if (rst) begin
-      \$196  = 16'h0000;
+    if (e0_rst) begin
+      \$191  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$197  = row_tag_2;
+    \$192  = row_tag_2;
     if (\$137 ) begin
       if (\$signal$75 ) begin
-        \$197  = { 1'h0, w_y };
+        \$192  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$197  = 5'h1f;
+      \$192  = 5'h1f;
     end
-    if (rst) begin
-      \$197  = 5'h1f;
+    if (e0_rst) begin
+      \$192  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$198  = bitmap_3;
+    \$193  = bitmap_3;
     if (\$141 ) begin
-      \$198  = \$143 ;
+      \$193  = \$143 ;
     end
-    if (rst) begin
-      \$198  = 16'h0000;
+    if (e0_rst) begin
+      \$193  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$199  = row_tag_3;
+    \$194  = row_tag_3;
     if (\$141 ) begin
       if (\$signal$75 ) begin
-        \$199  = { 1'h0, w_y };
+        \$194  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$199  = 5'h1f;
+      \$194  = 5'h1f;
     end
-    if (rst) begin
-      \$199  = 5'h1f;
+    if (e0_rst) begin
+      \$194  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$200  = bitmap_4;
+    \$195  = bitmap_4;
     if (\$145 ) begin
-      \$200  = \$147 ;
+      \$195  = \$147 ;
     end
-    if (rst) begin
-      \$200  = 16'h0000;
+    if (e0_rst) begin
+      \$195  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$201  = row_tag_4;
+    \$196  = row_tag_4;
     if (\$145 ) begin
       if (\$signal$75 ) begin
-        \$201  = { 1'h0, w_y };
+        \$196  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$201  = 5'h1f;
+      \$196  = 5'h1f;
     end
-    if (rst) begin
-      \$201  = 5'h1f;
+    if (e0_rst) begin
+      \$196  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$202  = bitmap_5;
+    \$197  = bitmap_5;
     if (\$149 ) begin
-      \$202  = \$151 ;
+      \$197  = \$151 ;
     end
-    if (rst) begin
-      \$202  = 16'h0000;
+    if (e0_rst) begin
+      \$197  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$203  = row_tag_5;
+    \$198  = row_tag_5;
     if (\$149 ) begin
       if (\$signal$75 ) begin
-        \$203  = { 1'h0, w_y };
+        \$198  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$203  = 5'h1f;
+      \$198  = 5'h1f;
     end
-    if (rst) begin
-      \$203  = 5'h1f;
+    if (e0_rst) begin
+      \$198  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$204  = bitmap_6;
+    \$199  = bitmap_6;
     if (\$153 ) begin
-      \$204  = \$155 ;
+      \$199  = \$155 ;
     end
-    if (rst) begin
-      \$204  = 16'h0000;
+    if (e0_rst) begin
+      \$199  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$205  = row_tag_6;
+    \$200  = row_tag_6;
     if (\$153 ) begin
       if (\$signal$75 ) begin
-        \$205  = { 1'h0, w_y };
+        \$200  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$205  = 5'h1f;
+      \$200  = 5'h1f;
     end
-    if (rst) begin
-      \$205  = 5'h1f;
+    if (e0_rst) begin
+      \$200  = 5'h1f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$206  = bitmap_7;
+    \$201  = bitmap_7;
     if (\$157 ) begin
-      \$206  = \$159 ;
+      \$201  = \$159 ;
     end
-    if (rst) begin
-      \$206  = 16'h0000;
+    if (e0_rst) begin
+      \$201  = 16'h0000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$207  = row_tag_7;
+    \$202  = row_tag_7;
     if (\$157 ) begin
       if (\$signal$75 ) begin
-        \$207  = { 1'h0, w_y };
+        \$202  = { 1'h0, w_y };
       end
     end
     if (frame_reset) begin
-      \$207  = 5'h1f;
+      \$202  = 5'h1f;
     end
-    if (rst) begin
-      \$207  = 5'h1f;
+    if (e0_rst) begin
+      \$202  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -25963,12 +24780,14 @@ module \top.conv1.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sit
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, clk);
+module \top.conv1.line_buffer.mem (e0_rst, w_en, w_addr, w_data, r_data, rd__addr, e0_clk);
   wire [6:0] \$signature__addr ;
   wire [15:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire [6:0] r_addr;
   output [15:0] r_data;
   reg [15:0] r_data = 16'h0000;
@@ -25978,8 +24797,6 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
   wire [6:0] rd__addr;
   wire [15:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [6:0] w_addr;
   wire [6:0] w_addr;
   input [15:0] w_data;
@@ -26117,16 +24934,16 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
     mem[126] = 16'h0000;
     mem[127] = 16'h0000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [15:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -26137,7 +24954,7 @@ module \top.conv1.line_buffer.mem (rst, w_en, w_addr, w_data, r_data, rd__addr, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__payload, clk);
+module \top.conv1.mac_array (e0_rst, steps__payload, steps__valid, out_v, sums__payload, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire [15:0] \$1 ;
   wire [17:0] \$10 ;
@@ -26156,18 +24973,17 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire [20:0] \$22 ;
   wire \$23 ;
   wire \$24 ;
-  reg [90:0] \$25 ;
+  reg \$25 ;
   reg \$26 ;
-  reg [11:0] \$27 ;
-  reg [11:0] \$28 ;
-  reg [11:0] \$29 ;
+  reg \$27 ;
+  reg \$28 ;
+  reg \$29 ;
   wire [15:0] \$3 ;
   reg [19:0] \$30 ;
   reg [19:0] \$31 ;
   reg [19:0] \$32 ;
   reg [19:0] \$33 ;
   reg \$34 ;
-  reg [8:0] \$35 ;
   wire [15:0] \$4 ;
   wire [15:0] \$5 ;
   wire [15:0] \$6 ;
@@ -26178,9 +24994,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   reg [19:0] acc_1 = 20'h00000;
   reg [19:0] acc_2 = 20'h00000;
   reg [19:0] acc_3 = 20'h00000;
-  input clk;
-  wire clk;
-  wire [11:0] ctl;
+  wire [10:0] ctl;
   wire \ctl.first ;
   wire \ctl.last ;
   wire [8:0] \ctl.meta ;
@@ -26189,8 +25003,11 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \ctl.meta.go ;
   wire [2:0] \ctl.meta.ox ;
   wire [2:0] \ctl.meta.oy ;
-  wire \ctl.v ;
-  reg [11:0] mac_ctl_d1 = 12'h000;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
+  reg [10:0] mac_ctl_d1 = 11'h000;
   wire \mac_ctl_d1.first ;
   wire \mac_ctl_d1.last ;
   wire [8:0] \mac_ctl_d1.meta ;
@@ -26199,8 +25016,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \mac_ctl_d1.meta.go ;
   wire [2:0] \mac_ctl_d1.meta.ox ;
   wire [2:0] \mac_ctl_d1.meta.oy ;
-  wire \mac_ctl_d1.v ;
-  reg [11:0] mac_ctl_d2 = 12'h000;
+  reg [10:0] mac_ctl_d2 = 11'h000;
   wire \mac_ctl_d2.first ;
   wire \mac_ctl_d2.last ;
   wire [8:0] \mac_ctl_d2.meta ;
@@ -26209,8 +25025,7 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \mac_ctl_d2.meta.go ;
   wire [2:0] \mac_ctl_d2.meta.ox ;
   wire [2:0] \mac_ctl_d2.meta.oy ;
-  wire \mac_ctl_d2.v ;
-  reg [11:0] mac_ctl_d3 = 12'h000;
+  reg [10:0] mac_ctl_d3 = 11'h000;
   wire \mac_ctl_d3.first ;
   wire \mac_ctl_d3.last ;
   wire [8:0] \mac_ctl_d3.meta ;
@@ -26219,7 +25034,19 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   wire \mac_ctl_d3.meta.go ;
   wire [2:0] \mac_ctl_d3.meta.ox ;
   wire [2:0] \mac_ctl_d3.meta.oy ;
-  wire \mac_ctl_d3.v ;
+  reg [10:0] mac_ctl_d4 = 11'h000;
+  wire \mac_ctl_d4.first ;
+  wire \mac_ctl_d4.last ;
+  wire [8:0] \mac_ctl_d4.meta ;
+  wire \mac_ctl_d4.meta.eof ;
+  wire \mac_ctl_d4.meta.error ;
+  wire \mac_ctl_d4.meta.go ;
+  wire [2:0] \mac_ctl_d4.meta.ox ;
+  wire [2:0] \mac_ctl_d4.meta.oy ;
+  reg mac_v_d1 = 1'h0;
+  reg mac_v_d2 = 1'h0;
+  reg mac_v_d3 = 1'h0;
+  reg mac_v_d4 = 1'h0;
   reg op_v = 1'h0;
   reg [90:0] operands = 91'h00000000000000000000000;
   wire \operands.first ;
@@ -26243,29 +25070,35 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   reg [7:0] prod_0_0_a = 8'h00;
   reg [7:0] prod_0_0_b = 8'h00;
   reg [16:0] prod_0_0_p = 17'h00000;
+  reg [16:0] prod_0_0_r_d1 = 17'h00000;
   reg [7:0] prod_0_1_a = 8'h00;
   reg [7:0] prod_0_1_b = 8'h00;
   reg [16:0] prod_0_1_p = 17'h00000;
+  reg [16:0] prod_0_1_r_d1 = 17'h00000;
   reg [7:0] prod_1_0_a = 8'h00;
   reg [7:0] prod_1_0_b = 8'h00;
   reg [16:0] prod_1_0_p = 17'h00000;
+  reg [16:0] prod_1_0_r_d1 = 17'h00000;
   reg [7:0] prod_1_1_a = 8'h00;
   reg [7:0] prod_1_1_b = 8'h00;
   reg [16:0] prod_1_1_p = 17'h00000;
+  reg [16:0] prod_1_1_r_d1 = 17'h00000;
   reg [7:0] prod_2_0_a = 8'h00;
   reg [7:0] prod_2_0_b = 8'h00;
   reg [16:0] prod_2_0_p = 17'h00000;
+  reg [16:0] prod_2_0_r_d1 = 17'h00000;
   reg [7:0] prod_2_1_a = 8'h00;
   reg [7:0] prod_2_1_b = 8'h00;
   reg [16:0] prod_2_1_p = 17'h00000;
+  reg [16:0] prod_2_1_r_d1 = 17'h00000;
   reg [7:0] prod_3_0_a = 8'h00;
   reg [7:0] prod_3_0_b = 8'h00;
   reg [16:0] prod_3_0_p = 17'h00000;
+  reg [16:0] prod_3_0_r_d1 = 17'h00000;
   reg [7:0] prod_3_1_a = 8'h00;
   reg [7:0] prod_3_1_b = 8'h00;
   reg [16:0] prod_3_1_p = 17'h00000;
-  input rst;
-  wire rst;
+  reg [16:0] prod_3_1_r_d1 = 17'h00000;
   input [90:0] steps__payload;
   wire [90:0] steps__payload;
   wire \steps__payload.first ;
@@ -26307,16 +25140,30 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   reg [19:0] tree_3_l1_0 = 20'h00000;
   (* init = 20'h00000 *)
   wire [19:0] tree_3_sum;
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    mac_ctl_d3 <= mac_ctl_d2;
+  always @(posedge e0_clk)
+    mac_ctl_d4 <= mac_ctl_d3;
+  always @(posedge e0_clk)
+    mac_v_d1 <= \$26 ;
+  always @(posedge e0_clk)
+    mac_v_d2 <= \$27 ;
+  always @(posedge e0_clk)
+    mac_v_d3 <= \$28 ;
+  always @(posedge e0_clk)
+    mac_v_d4 <= \$29 ;
+  always @(posedge e0_clk)
+    acc_0 <= \$30 ;
+  always @(posedge e0_clk)
     acc_1 <= \$31 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     acc_2 <= \$32 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     acc_3 <= \$33 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     out_v <= \$34 ;
-  always @(posedge clk)
-    out_meta <= \$35 ;
+  always @(posedge e0_clk)
+    out_meta <= mac_ctl_d4[10:2];
   assign \$1  = $signed(prod_0_0_a) * $signed(prod_0_0_b);
   assign \$2  = $signed(prod_0_1_a) * $signed(prod_0_1_b);
   assign \$3  = $signed(prod_1_0_a) * $signed(prod_1_0_b);
@@ -26325,167 +25172,128 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   assign \$6  = $signed(prod_2_1_a) * $signed(prod_2_1_b);
   assign \$7  = $signed(prod_3_0_a) * $signed(prod_3_0_b);
   assign \$8  = $signed(prod_3_1_a) * $signed(prod_3_1_b);
-  assign \$9  = $signed(prod_0_0_p) + $signed(prod_0_1_p);
-  assign \$10  = $signed(prod_1_0_p) + $signed(prod_1_1_p);
-  assign \$11  = $signed(prod_2_0_p) + $signed(prod_2_1_p);
-  assign \$12  = $signed(prod_3_0_p) + $signed(prod_3_1_p);
-  assign \$13  = ~ mac_ctl_d3[10];
-  assign \$14  = mac_ctl_d3[0] & \$13 ;
-  assign \$15  = mac_ctl_d3[1] ? 20'h00000 : acc_0;
+  assign \$9  = $signed(prod_0_0_r_d1) + $signed(prod_0_1_r_d1);
+  assign \$10  = $signed(prod_1_0_r_d1) + $signed(prod_1_1_r_d1);
+  assign \$11  = $signed(prod_2_0_r_d1) + $signed(prod_2_1_r_d1);
+  assign \$12  = $signed(prod_3_0_r_d1) + $signed(prod_3_1_r_d1);
+  assign \$13  = ~ mac_ctl_d4[9];
+  assign \$14  = mac_v_d4 & \$13 ;
+  assign \$15  = mac_ctl_d4[0] ? 20'h00000 : acc_0;
   assign \$16  = $signed(\$15 ) + $signed(tree_0_l1_0);
-  assign \$17  = mac_ctl_d3[1] ? 20'h00000 : acc_1;
+  assign \$17  = mac_ctl_d4[0] ? 20'h00000 : acc_1;
   assign \$18  = $signed(\$17 ) + $signed(tree_1_l1_0);
-  assign \$19  = mac_ctl_d3[1] ? 20'h00000 : acc_2;
+  assign \$19  = mac_ctl_d4[0] ? 20'h00000 : acc_2;
   assign \$20  = $signed(\$19 ) + $signed(tree_2_l1_0);
-  assign \$21  = mac_ctl_d3[1] ? 20'h00000 : acc_3;
+  assign \$21  = mac_ctl_d4[0] ? 20'h00000 : acc_3;
   assign \$22  = $signed(\$21 ) + $signed(tree_3_l1_0);
-  assign \$23  = mac_ctl_d3[2] | mac_ctl_d3[10];
-  assign \$24  = mac_ctl_d3[0] & \$23 ;
-  always @(posedge clk)
-    operands <= \$25 ;
-  always @(posedge clk)
-    op_v <= \$26 ;
-  always @(posedge clk)
+  assign \$23  = mac_ctl_d4[1] | mac_ctl_d4[9];
+  assign \$24  = mac_v_d4 & \$23 ;
+  always @(posedge e0_clk)
+    operands <= steps__payload;
+  always @(posedge e0_clk)
+    op_v <= \$25 ;
+  always @(posedge e0_clk)
     prod_0_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_0_b <= operands[23:16];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_0_p <= { \$1 [15], \$1  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    prod_0_0_r_d1 <= prod_0_0_p;
+  always @(posedge e0_clk)
     prod_0_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_1_b <= operands[31:24];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_0_1_p <= { \$2 [15], \$2  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    prod_0_1_r_d1 <= prod_0_1_p;
+  always @(posedge e0_clk)
     prod_1_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_0_b <= operands[39:32];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_0_p <= { \$3 [15], \$3  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    prod_1_0_r_d1 <= prod_1_0_p;
+  always @(posedge e0_clk)
     prod_1_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_1_b <= operands[47:40];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_1_1_p <= { \$4 [15], \$4  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    prod_1_1_r_d1 <= prod_1_1_p;
+  always @(posedge e0_clk)
     prod_2_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_0_b <= operands[55:48];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_0_p <= { \$5 [15], \$5  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    prod_2_0_r_d1 <= prod_2_0_p;
+  always @(posedge e0_clk)
     prod_2_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_1_b <= operands[63:56];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_2_1_p <= { \$6 [15], \$6  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    prod_2_1_r_d1 <= prod_2_1_p;
+  always @(posedge e0_clk)
     prod_3_0_a <= operands[7:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_0_b <= operands[71:64];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_0_p <= { \$7 [15], \$7  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    prod_3_0_r_d1 <= prod_3_0_p;
+  always @(posedge e0_clk)
     prod_3_1_a <= operands[15:8];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_1_b <= operands[79:72];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     prod_3_1_p <= { \$8 [15], \$8  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    prod_3_1_r_d1 <= prod_3_1_p;
+  always @(posedge e0_clk)
     tree_0_l1_0 <= { \$9 [17], \$9 [17], \$9  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     tree_1_l1_0 <= { \$10 [17], \$10 [17], \$10  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     tree_2_l1_0 <= { \$11 [17], \$11 [17], \$11  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
     tree_3_l1_0 <= { \$12 [17], \$12 [17], \$12  };
-  always @(posedge clk)
-    mac_ctl_d1 <= \$27 ;
-  always @(posedge clk)
-    mac_ctl_d2 <= \$28 ;
-  always @(posedge clk)
-    mac_ctl_d3 <= \$29 ;
-  always @(posedge clk)
-    acc_0 <= \$30 ;
+  always @(posedge e0_clk)
+    mac_ctl_d1 <= ctl;
+  always @(posedge e0_clk)
+    mac_ctl_d2 <= mac_ctl_d1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$31  = acc_1;
-    if (\$14 ) begin
-      \$31  = \$18 [19:0];
-    end
-    if (rst) begin
-      \$31  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$32  = acc_2;
-    if (\$14 ) begin
-      \$32  = \$20 [19:0];
-    end
-    if (rst) begin
-      \$32  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$33  = acc_3;
-    if (\$14 ) begin
-      \$33  = \$22 [19:0];
-    end
-    if (rst) begin
-      \$33  = 20'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$34  = \$24 ;
-    if (rst) begin
-      \$34  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$35  = mac_ctl_d3[11:3];
-    if (rst) begin
-      \$35  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$25  = steps__payload;
-    if (rst) begin
-      \$25  = 91'h00000000000000000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$26  = steps__valid;
-    if (rst) begin
+    \$26  = op_v;
+    if (e0_rst) begin
       \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$27  = ctl;
-    if (rst) begin
-      \$27  = 12'h000;
+    \$27  = mac_v_d1;
+    if (e0_rst) begin
+      \$27  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$28  = mac_ctl_d1;
-    if (rst) begin
-      \$28  = 12'h000;
+    \$28  = mac_v_d2;
+    if (e0_rst) begin
+      \$28  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
-    \$29  = mac_ctl_d2;
-    if (rst) begin
-      \$29  = 12'h000;
+    \$29  = mac_v_d3;
+    if (e0_rst) begin
+      \$29  = 1'h0;
     end
   end
   always @* begin
@@ -26494,8 +25302,40 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
     if (\$14 ) begin
       \$30  = \$16 [19:0];
     end
-    if (rst) begin
-      \$30  = 20'h00000;
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$31  = acc_1;
+    if (\$14 ) begin
+      \$31  = \$18 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$32  = acc_2;
+    if (\$14 ) begin
+      \$32  = \$20 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$33  = acc_3;
+    if (\$14 ) begin
+      \$33  = \$22 [19:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$34  = \$24 ;
+    if (e0_rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    \$25  = steps__valid;
+    if (e0_rst) begin
+      \$25  = 1'h0;
     end
   end
   assign tree_0_sum = tree_0_l1_0;
@@ -26523,42 +25363,46 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   assign \steps__payload.meta.go  = steps__payload[88];
   assign \steps__payload.meta.eof  = steps__payload[89];
   assign \steps__payload.meta.error  = steps__payload[90];
-  assign \mac_ctl_d1.v  = mac_ctl_d1[0];
-  assign \mac_ctl_d1.first  = mac_ctl_d1[1];
-  assign \mac_ctl_d1.last  = mac_ctl_d1[2];
-  assign \mac_ctl_d1.meta  = mac_ctl_d1[11:3];
-  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[5:3];
-  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[8:6];
-  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[9];
-  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[10];
-  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[11];
-  assign \ctl.v  = ctl[0];
-  assign \ctl.first  = ctl[1];
-  assign \ctl.last  = ctl[2];
-  assign \ctl.meta  = ctl[11:3];
-  assign \ctl.meta.oy  = ctl[5:3];
-  assign \ctl.meta.ox  = ctl[8:6];
-  assign \ctl.meta.go  = ctl[9];
-  assign \ctl.meta.eof  = ctl[10];
-  assign \ctl.meta.error  = ctl[11];
-  assign \mac_ctl_d2.v  = mac_ctl_d2[0];
-  assign \mac_ctl_d2.first  = mac_ctl_d2[1];
-  assign \mac_ctl_d2.last  = mac_ctl_d2[2];
-  assign \mac_ctl_d2.meta  = mac_ctl_d2[11:3];
-  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[5:3];
-  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[8:6];
-  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[9];
-  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[10];
-  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[11];
-  assign \mac_ctl_d3.v  = mac_ctl_d3[0];
-  assign \mac_ctl_d3.first  = mac_ctl_d3[1];
-  assign \mac_ctl_d3.last  = mac_ctl_d3[2];
-  assign \mac_ctl_d3.meta  = mac_ctl_d3[11:3];
-  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[5:3];
-  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[8:6];
-  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[9];
-  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[10];
-  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[11];
+  assign \mac_ctl_d1.first  = mac_ctl_d1[0];
+  assign \mac_ctl_d1.last  = mac_ctl_d1[1];
+  assign \mac_ctl_d1.meta  = mac_ctl_d1[10:2];
+  assign \mac_ctl_d1.meta.oy  = mac_ctl_d1[4:2];
+  assign \mac_ctl_d1.meta.ox  = mac_ctl_d1[7:5];
+  assign \mac_ctl_d1.meta.go  = mac_ctl_d1[8];
+  assign \mac_ctl_d1.meta.eof  = mac_ctl_d1[9];
+  assign \mac_ctl_d1.meta.error  = mac_ctl_d1[10];
+  assign \ctl.first  = ctl[0];
+  assign \ctl.last  = ctl[1];
+  assign \ctl.meta  = ctl[10:2];
+  assign \ctl.meta.oy  = ctl[4:2];
+  assign \ctl.meta.ox  = ctl[7:5];
+  assign \ctl.meta.go  = ctl[8];
+  assign \ctl.meta.eof  = ctl[9];
+  assign \ctl.meta.error  = ctl[10];
+  assign \mac_ctl_d2.first  = mac_ctl_d2[0];
+  assign \mac_ctl_d2.last  = mac_ctl_d2[1];
+  assign \mac_ctl_d2.meta  = mac_ctl_d2[10:2];
+  assign \mac_ctl_d2.meta.oy  = mac_ctl_d2[4:2];
+  assign \mac_ctl_d2.meta.ox  = mac_ctl_d2[7:5];
+  assign \mac_ctl_d2.meta.go  = mac_ctl_d2[8];
+  assign \mac_ctl_d2.meta.eof  = mac_ctl_d2[9];
+  assign \mac_ctl_d2.meta.error  = mac_ctl_d2[10];
+  assign \mac_ctl_d3.first  = mac_ctl_d3[0];
+  assign \mac_ctl_d3.last  = mac_ctl_d3[1];
+  assign \mac_ctl_d3.meta  = mac_ctl_d3[10:2];
+  assign \mac_ctl_d3.meta.oy  = mac_ctl_d3[4:2];
+  assign \mac_ctl_d3.meta.ox  = mac_ctl_d3[7:5];
+  assign \mac_ctl_d3.meta.go  = mac_ctl_d3[8];
+  assign \mac_ctl_d3.meta.eof  = mac_ctl_d3[9];
+  assign \mac_ctl_d3.meta.error  = mac_ctl_d3[10];
+  assign \mac_ctl_d4.first  = mac_ctl_d4[0];
+  assign \mac_ctl_d4.last  = mac_ctl_d4[1];
+  assign \mac_ctl_d4.meta  = mac_ctl_d4[10:2];
+  assign \mac_ctl_d4.meta.oy  = mac_ctl_d4[4:2];
+  assign \mac_ctl_d4.meta.ox  = mac_ctl_d4[7:5];
+  assign \mac_ctl_d4.meta.go  = mac_ctl_d4[8];
+  assign \mac_ctl_d4.meta.eof  = mac_ctl_d4[9];
+  assign \mac_ctl_d4.meta.error  = mac_ctl_d4[10];
   assign \out_meta.oy  = out_meta[2:0];
   assign \out_meta.ox  = out_meta[5:3];
   assign \out_meta.go  = out_meta[6];
@@ -26580,14 +25424,13 @@ module \top.conv1.mac_array (rst, steps__payload, steps__valid, out_v, sums__pay
   assign sums__payload[39:20] = acc_1;
   assign sums__payload[19:0] = acc_0;
   assign sums__payload[88:80] = out_meta;
-  assign ctl[11:3] = operands[90:82];
-  assign ctl[2] = operands[81];
-  assign ctl[1] = operands[80];
-  assign ctl[0] = op_v;
+  assign ctl[10:2] = operands[90:82];
+  assign ctl[1] = operands[81];
+  assign ctl[0] = operands[80];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
+module \top.conv1.out_queue (r_en, r_rdy, r_data, e0_rst, w_port__data, w_en, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -26606,10 +25449,12 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   wire \$7 ;
   wire \$8 ;
   wire [6:0] \$9 ;
-  input clk;
-  wire clk;
   (* init = 5'h00 *)
   wire [4:0] consume;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   reg [5:0] level = 6'h00;
   (* init = 5'h00 *)
   wire [4:0] produce;
@@ -26623,8 +25468,6 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   wire [39:0] r_port__data;
   output r_rdy;
   wire r_rdy;
-  input rst;
-  wire rst;
   wire [39:0] w_data;
   input w_en;
   wire w_en;
@@ -26670,7 +25513,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     storage[30] = 40'h0000000000;
     storage[31] = 40'h0000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_port__en)
       storage[w_port__addr] <= w_port__data;
   end
@@ -26692,11 +25535,11 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
   assign \$12  = ~ \$11 ;
   assign \$13  = \$10  & \$12 ;
   assign \$14  = level - 1'h1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     w_port__addr <= \$15 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_port__addr <= \$16 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     level <= \$17 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
@@ -26704,7 +25547,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     if (\$1 ) begin
       \$15  = \$2 [4:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$15  = 5'h00;
     end
   end
@@ -26714,7 +25557,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     if (\$3 ) begin
       \$16  = \$4 [4:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$16  = 5'h00;
     end
   end
@@ -26727,7 +25570,7 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
     if (\$13 ) begin
       \$17  = \$14 [5:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$17  = 6'h00;
     end
   end
@@ -26740,12 +25583,14 @@ module \top.conv1.out_queue (rst, r_en, r_rdy, r_data, w_port__data, w_en, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.conv1.requant (e0_rst, w_en, w_data, w_addr, rd__addr, r_data, e0_clk);
   wire \$signature__addr ;
   wire [127:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire r_addr;
   output [127:0] r_data;
   reg [127:0] r_data = 128'h00000000000000000000000000000000;
@@ -26755,8 +25600,6 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire rd__addr;
   wire [127:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input w_addr;
   wire w_addr;
   input [127:0] w_data;
@@ -26768,16 +25611,16 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
     mem[0] = 128'h00000000000000000000000000000000;
     mem[1] = 128'h00000000000000000000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [127:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -26788,7 +25631,7 @@ module \top.conv1.requant (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, clk);
+module \top.conv1.requantiser (e0_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
@@ -26829,37 +25672,19 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire [7:0] \$42 ;
   wire [7:0] \$43 ;
   wire [7:0] \$44 ;
-  reg [88:0] \$45 ;
-  reg [88:0] \$46 ;
+  reg \$45 ;
+  reg \$46 ;
   reg \$47 ;
   reg \$48 ;
-  reg [19:0] \$49 ;
+  reg \$49 ;
   wire \$5 ;
-  reg [19:0] \$50 ;
-  reg [19:0] \$51 ;
-  reg [19:0] \$52 ;
-  reg [15:0] \$53 ;
-  reg [15:0] \$54 ;
-  reg [15:0] \$55 ;
-  reg [15:0] \$56 ;
-  reg [8:0] \$57 ;
-  reg \$58 ;
-  reg [8:0] \$59 ;
+  reg \$50 ;
+  reg \$51 ;
+  reg \$52 ;
+  wire [40:0] \$53 ;
+  reg \$54 ;
   wire \$6 ;
-  reg [8:0] \$60 ;
-  reg [8:0] \$61 ;
-  reg \$62 ;
-  reg \$63 ;
-  reg \$64 ;
-  reg [20:0] \$65 ;
-  reg [20:0] \$66 ;
-  reg [20:0] \$67 ;
-  reg [20:0] \$68 ;
-  reg [8:0] \$69 ;
   wire \$7 ;
-  reg \$70 ;
-  reg [40:0] \$71 ;
-  reg \$72 ;
   wire \$8 ;
   wire \$9 ;
   reg [88:0] beat_d1 = 89'h00000000000000000000000;
@@ -26896,8 +25721,10 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire clamp_1_over;
   wire clamp_2_over;
   wire clamp_3_over;
-  input clk;
-  wire clk;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   output [40:0] feats__payload;
   reg [40:0] feats__payload = 41'h00000000000;
   wire [31:0] \feats__payload.data ;
@@ -26959,6 +25786,12 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire \rq_meta2_d3.go ;
   wire [2:0] \rq_meta2_d3.ox ;
   wire [2:0] \rq_meta2_d3.oy ;
+  reg [8:0] rq_meta2_d4 = 9'h000;
+  wire \rq_meta2_d4.eof ;
+  wire \rq_meta2_d4.error ;
+  wire \rq_meta2_d4.go ;
+  wire [2:0] \rq_meta2_d4.ox ;
+  wire [2:0] \rq_meta2_d4.oy ;
   reg [8:0] rq_meta3_d1 = 9'h000;
   wire \rq_meta3_d1.eof ;
   wire \rq_meta3_d1.error ;
@@ -26969,9 +25802,8 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg rq_v2_d1 = 1'h0;
   reg rq_v2_d2 = 1'h0;
   reg rq_v2_d3 = 1'h0;
+  reg rq_v2_d4 = 1'h0;
   reg rq_v3_d1 = 1'h0;
-  input rst;
-  wire rst;
   reg [15:0] scale_0 = 16'h0000;
   reg [15:0] scale_1 = 16'h0000;
   reg [15:0] scale_2 = 16'h0000;
@@ -26981,9 +25813,11 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [16:0] scaled_0_pp00_a = 17'h00000;
   reg [15:0] scaled_0_pp00_b = 16'h0000;
   reg [33:0] scaled_0_pp00_p = 34'h000000000;
+  reg [33:0] scaled_0_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_0_pp10_a = 3'h0;
   reg [15:0] scaled_0_pp10_b = 16'h0000;
   reg [19:0] scaled_0_pp10_p = 20'h00000;
+  reg [19:0] scaled_0_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_0_sum = 36'h000000000;
   wire [35:0] scaled_0_t0;
   wire [35:0] scaled_0_t1;
@@ -26992,9 +25826,11 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [16:0] scaled_1_pp00_a = 17'h00000;
   reg [15:0] scaled_1_pp00_b = 16'h0000;
   reg [33:0] scaled_1_pp00_p = 34'h000000000;
+  reg [33:0] scaled_1_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_1_pp10_a = 3'h0;
   reg [15:0] scaled_1_pp10_b = 16'h0000;
   reg [19:0] scaled_1_pp10_p = 20'h00000;
+  reg [19:0] scaled_1_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_1_sum = 36'h000000000;
   wire [35:0] scaled_1_t0;
   wire [35:0] scaled_1_t1;
@@ -27003,9 +25839,11 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [16:0] scaled_2_pp00_a = 17'h00000;
   reg [15:0] scaled_2_pp00_b = 16'h0000;
   reg [33:0] scaled_2_pp00_p = 34'h000000000;
+  reg [33:0] scaled_2_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_2_pp10_a = 3'h0;
   reg [15:0] scaled_2_pp10_b = 16'h0000;
   reg [19:0] scaled_2_pp10_p = 20'h00000;
+  reg [19:0] scaled_2_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_2_sum = 36'h000000000;
   wire [35:0] scaled_2_t0;
   wire [35:0] scaled_2_t1;
@@ -27014,9 +25852,11 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   reg [16:0] scaled_3_pp00_a = 17'h00000;
   reg [15:0] scaled_3_pp00_b = 16'h0000;
   reg [33:0] scaled_3_pp00_p = 34'h000000000;
+  reg [33:0] scaled_3_pp00_r_d1 = 34'h000000000;
   reg [2:0] scaled_3_pp10_a = 3'h0;
   reg [15:0] scaled_3_pp10_b = 16'h0000;
   reg [19:0] scaled_3_pp10_p = 20'h00000;
+  reg [19:0] scaled_3_pp10_r_d1 = 20'h00000;
   reg [35:0] scaled_3_sum = 36'h000000000;
   wire [35:0] scaled_3_t0;
   wire [35:0] scaled_3_t1;
@@ -27035,135 +25875,141 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   wire [2:0] \sums__payload.meta.oy ;
   input sums__valid;
   wire sums__valid;
-  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
-  assign \$25  = $signed(scaled_2_pp00_p) + $signed(\$3 [35:0]);
-  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
-  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
-  assign \$28  = $signed(scaled_3_pp00_p) + $signed(\$4 [35:0]);
-  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
-  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
-  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
-  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
-  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
-  assign \$38  = rounded_0[20] ? 8'h00 : \$37 ;
-  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
-  assign \$40  = rounded_1[20] ? 8'h00 : \$39 ;
-  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   assign \$42  = rounded_2[20] ? 8'h00 : \$41 ;
   assign \$43  = clamp_3_over ? 8'h7f : rounded_3[7:0];
   assign \$44  = rounded_3[20] ? 8'h00 : \$43 ;
-  always @(posedge clk)
-    beat_d1 <= \$45 ;
-  always @(posedge clk)
-    beat_d2 <= \$46 ;
-  always @(posedge clk)
-    beat_v_d1 <= \$47 ;
-  always @(posedge clk)
-    beat_v_d2 <= \$48 ;
-  always @(posedge clk)
-    biased_0 <= \$49 ;
-  always @(posedge clk)
-    biased_1 <= \$50 ;
-  always @(posedge clk)
-    biased_2 <= \$51 ;
-  always @(posedge clk)
-    biased_3 <= \$52 ;
-  always @(posedge clk)
-    scale_0 <= \$53 ;
-  always @(posedge clk)
-    scale_1 <= \$54 ;
-  always @(posedge clk)
-    scale_2 <= \$55 ;
-  always @(posedge clk)
-    scale_3 <= \$56 ;
-  always @(posedge clk)
-    rq_meta1_d1 <= \$57 ;
-  always @(posedge clk)
-    rq_v1_d1 <= \$58 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    beat_d1 <= sums__payload;
+  always @(posedge e0_clk)
+    beat_d2 <= beat_d1;
+  always @(posedge e0_clk)
+    beat_v_d1 <= \$45 ;
+  always @(posedge e0_clk)
+    beat_v_d2 <= \$46 ;
+  always @(posedge e0_clk)
+    biased_0 <= \$13 [19:0];
+  always @(posedge e0_clk)
+    biased_1 <= \$14 [19:0];
+  always @(posedge e0_clk)
+    biased_2 <= \$15 [19:0];
+  always @(posedge e0_clk)
+    biased_3 <= \$16 [19:0];
+  always @(posedge e0_clk)
+    scale_0 <= rq_data[79:64];
+  always @(posedge e0_clk)
+    scale_1 <= rq_data[95:80];
+  always @(posedge e0_clk)
+    scale_2 <= rq_data[111:96];
+  always @(posedge e0_clk)
+    scale_3 <= rq_data[127:112];
+  always @(posedge e0_clk)
+    rq_meta1_d1 <= beat_d2[88:80];
+  always @(posedge e0_clk)
+    rq_v1_d1 <= \$47 ;
+  always @(posedge e0_clk)
     scaled_0_pp00_a <= biased_0[16:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp00_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp00_p <= { 1'h0, \$17  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    scaled_0_pp00_r_d1 <= scaled_0_pp00_p;
+  always @(posedge e0_clk)
     scaled_0_pp10_a <= biased_0[19:17];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp10_b <= scale_0;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_0_pp10_p <= { \$18 [18], \$18  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    scaled_0_pp10_r_d1 <= scaled_0_pp10_p;
+  always @(posedge e0_clk)
     scaled_0_sum <= \$19 [35:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp00_a <= biased_1[16:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp00_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp00_p <= { 1'h0, \$20  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    scaled_1_pp00_r_d1 <= scaled_1_pp00_p;
+  always @(posedge e0_clk)
     scaled_1_pp10_a <= biased_1[19:17];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp10_b <= scale_1;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_1_pp10_p <= { \$21 [18], \$21  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    scaled_1_pp10_r_d1 <= scaled_1_pp10_p;
+  always @(posedge e0_clk)
     scaled_1_sum <= \$22 [35:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp00_a <= biased_2[16:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp00_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp00_p <= { 1'h0, \$23  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    scaled_2_pp00_r_d1 <= scaled_2_pp00_p;
+  always @(posedge e0_clk)
     scaled_2_pp10_a <= biased_2[19:17];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp10_b <= scale_2;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_2_pp10_p <= { \$24 [18], \$24  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    scaled_2_pp10_r_d1 <= scaled_2_pp10_p;
+  always @(posedge e0_clk)
     scaled_2_sum <= \$25 [35:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp00_a <= biased_3[16:0];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp00_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp00_p <= { 1'h0, \$26  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    scaled_3_pp00_r_d1 <= scaled_3_pp00_p;
+  always @(posedge e0_clk)
     scaled_3_pp10_a <= biased_3[19:17];
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp10_b <= scale_3;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     scaled_3_pp10_p <= { \$27 [18], \$27  };
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    scaled_3_pp10_r_d1 <= scaled_3_pp10_p;
+  always @(posedge e0_clk)
     scaled_3_sum <= \$28 [35:0];
-  always @(posedge clk)
-    rq_meta2_d1 <= \$59 ;
-  always @(posedge clk)
-    rq_meta2_d2 <= \$60 ;
-  always @(posedge clk)
-    rq_meta2_d3 <= \$61 ;
-  always @(posedge clk)
-    rq_v2_d1 <= \$62 ;
-  always @(posedge clk)
-    rq_v2_d2 <= \$63 ;
-  always @(posedge clk)
-    rq_v2_d3 <= \$64 ;
-  always @(posedge clk)
-    rounded_0 <= \$65 ;
-  always @(posedge clk)
-    rounded_1 <= \$66 ;
-  always @(posedge clk)
-    rounded_2 <= \$67 ;
-  always @(posedge clk)
-    rounded_3 <= \$68 ;
-  always @(posedge clk)
-    rq_meta3_d1 <= \$69 ;
-  always @(posedge clk)
-    rq_v3_d1 <= \$70 ;
-  always @(posedge clk)
-    feats__payload <= \$71 ;
-  always @(posedge clk)
-    feats__valid <= \$72 ;
+  always @(posedge e0_clk)
+    rq_meta2_d1 <= rq_meta1_d1;
+  always @(posedge e0_clk)
+    rq_meta2_d2 <= rq_meta2_d1;
+  always @(posedge e0_clk)
+    rq_meta2_d3 <= rq_meta2_d2;
+  always @(posedge e0_clk)
+    rq_meta2_d4 <= rq_meta2_d3;
+  always @(posedge e0_clk)
+    rq_v2_d1 <= \$48 ;
+  always @(posedge e0_clk)
+    rq_v2_d2 <= \$49 ;
+  always @(posedge e0_clk)
+    rq_v2_d3 <= \$50 ;
+  always @(posedge e0_clk)
+    rq_v2_d4 <= \$51 ;
+  always @(posedge e0_clk)
+    rounded_0 <= \$30 [20:0];
+  always @(posedge e0_clk)
+    rounded_1 <= \$32 [20:0];
+  always @(posedge e0_clk)
+    rounded_2 <= \$34 [20:0];
+  always @(posedge e0_clk)
+    rounded_3 <= \$36 [20:0];
+  always @(posedge e0_clk)
+    rq_meta3_d1 <= rq_meta2_d4;
+  always @(posedge e0_clk)
+    rq_v3_d1 <= \$52 ;
+  always @(posedge e0_clk)
+    feats__payload <= \$53 ;
+  always @(posedge e0_clk)
+    feats__valid <= \$54 ;
   assign \$5  = ~ rounded_0[20];
   assign \$6  = | rounded_0[19:7];
   assign clamp_0_over = \$5  & \$6 ;
@@ -27182,222 +26028,99 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   assign \$16  = $signed(beat_d2[79:60]) + $signed(rq_data[63:48]);
   assign \$17  = scaled_0_pp00_a * scaled_0_pp00_b;
   assign \$18  = $signed(scaled_0_pp10_a) * $signed({ 1'h0, scaled_0_pp10_b });
-  assign \$19  = $signed(scaled_0_pp00_p) + $signed(\$1 [35:0]);
+  assign \$19  = $signed(scaled_0_pp00_r_d1) + $signed(\$1 [35:0]);
   assign \$20  = scaled_1_pp00_a * scaled_1_pp00_b;
   assign \$21  = $signed(scaled_1_pp10_a) * $signed({ 1'h0, scaled_1_pp10_b });
-  assign \$22  = $signed(scaled_1_pp00_p) + $signed(\$2 [35:0]);
+  assign \$22  = $signed(scaled_1_pp00_r_d1) + $signed(\$2 [35:0]);
   assign \$23  = scaled_2_pp00_a * scaled_2_pp00_b;
+  assign \$24  = $signed(scaled_2_pp10_a) * $signed({ 1'h0, scaled_2_pp10_b });
+  assign \$25  = $signed(scaled_2_pp00_r_d1) + $signed(\$3 [35:0]);
+  assign \$26  = scaled_3_pp00_a * scaled_3_pp00_b;
+  assign \$27  = $signed(scaled_3_pp10_a) * $signed({ 1'h0, scaled_3_pp10_b });
+  assign \$28  = $signed(scaled_3_pp00_r_d1) + $signed(\$4 [35:0]);
+  assign \$30  = $signed(\$29 ) + $signed({ 1'h0, scaled_0_sum[15] });
+  assign \$32  = $signed(\$31 ) + $signed({ 1'h0, scaled_1_sum[15] });
+  assign \$34  = $signed(\$33 ) + $signed({ 1'h0, scaled_2_sum[15] });
+  assign \$36  = $signed(\$35 ) + $signed({ 1'h0, scaled_3_sum[15] });
+  assign \$37  = clamp_0_over ? 8'h7f : rounded_0[7:0];
+  assign \$38  = rounded_0[20] ? 8'h00 : \$37 ;
+  assign \$39  = clamp_1_over ? 8'h7f : rounded_1[7:0];
+  assign \$40  = rounded_1[20] ? 8'h00 : \$39 ;
+  assign \$41  = clamp_2_over ? 8'h7f : rounded_2[7:0];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$45  = sums__payload;
-    if (rst) begin
-      \$45  = 89'h00000000000000000000000;
+    \$45  = sums__valid;
+    if (e0_rst) begin
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$46  = beat_d1;
-    if (rst) begin
-      \$46  = 89'h00000000000000000000000;
+    \$46  = beat_v_d1;
+    if (e0_rst) begin
+      \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$47  = sums__valid;
-    if (rst) begin
+    \$47  = beat_v_d2;
+    if (e0_rst) begin
       \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$48  = beat_v_d1;
-    if (rst) begin
+    \$48  = rq_v1_d1;
+    if (e0_rst) begin
       \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$49  = \$13 [19:0];
-    if (rst) begin
-      \$49  = 20'h00000;
+    \$49  = rq_v2_d1;
+    if (e0_rst) begin
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$50  = \$14 [19:0];
-    if (rst) begin
-      \$50  = 20'h00000;
+    \$50  = rq_v2_d2;
+    if (e0_rst) begin
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$51  = \$15 [19:0];
-    if (rst) begin
-      \$51  = 20'h00000;
+    \$51  = rq_v2_d3;
+    if (e0_rst) begin
+      \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$52  = \$16 [19:0];
-    if (rst) begin
-      \$52  = 20'h00000;
+    \$52  = rq_v2_d4;
+    if (e0_rst) begin
+      \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$53  = rq_data[79:64];
-    if (rst) begin
-      \$53  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$54  = rq_data[95:80];
-    if (rst) begin
-      \$54  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$55  = rq_data[111:96];
-    if (rst) begin
-      \$55  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$56  = rq_data[127:112];
-    if (rst) begin
-      \$56  = 16'h0000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$57  = beat_d2[88:80];
-    if (rst) begin
-      \$57  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$58  = beat_v_d2;
-    if (rst) begin
-      \$58  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$59  = rq_meta1_d1;
-    if (rst) begin
-      \$59  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$60  = rq_meta2_d1;
-    if (rst) begin
-      \$60  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$61  = rq_meta2_d2;
-    if (rst) begin
-      \$61  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$62  = rq_v1_d1;
-    if (rst) begin
-      \$62  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$63  = rq_v2_d1;
-    if (rst) begin
-      \$63  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$64  = rq_v2_d2;
-    if (rst) begin
-      \$64  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$65  = \$30 [20:0];
-    if (rst) begin
-      \$65  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$66  = \$32 [20:0];
-    if (rst) begin
-      \$66  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$67  = \$34 [20:0];
-    if (rst) begin
-      \$67  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$68  = \$36 [20:0];
-    if (rst) begin
-      \$68  = 21'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$69  = rq_meta2_d3;
-    if (rst) begin
-      \$69  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$70  = rq_v2_d3;
-    if (rst) begin
-      \$70  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$71 [7:0] = \$38 ;
-    \$71 [15:8] = \$40 ;
-    \$71 [23:16] = \$42 ;
-    \$71 [31:24] = \$44 ;
-    \$71 [40:32] = rq_meta3_d1;
-    if (rst) begin
-      \$71  = 41'h00000000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
-    \$72  = rq_v3_d1;
-    if (rst) begin
-      \$72  = 1'h0;
+    \$54  = rq_v3_d1;
+    if (e0_rst) begin
+      \$54  = 1'h0;
     end
   end
   assign rq_addr = sums__payload[86];
-  assign scaled_0_t0 = { scaled_0_pp00_p[33], scaled_0_pp00_p[33], scaled_0_pp00_p };
+  assign scaled_0_t0 = { scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1[33], scaled_0_pp00_r_d1 };
   assign scaled_0_t1 = \$1 [35:0];
   assign scaled_0_l1_0 = scaled_0_sum;
-  assign scaled_1_t0 = { scaled_1_pp00_p[33], scaled_1_pp00_p[33], scaled_1_pp00_p };
+  assign scaled_1_t0 = { scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1[33], scaled_1_pp00_r_d1 };
   assign scaled_1_t1 = \$2 [35:0];
   assign scaled_1_l1_0 = scaled_1_sum;
-  assign scaled_2_t0 = { scaled_2_pp00_p[33], scaled_2_pp00_p[33], scaled_2_pp00_p };
+  assign scaled_2_t0 = { scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1[33], scaled_2_pp00_r_d1 };
   assign scaled_2_t1 = \$3 [35:0];
   assign scaled_2_l1_0 = scaled_2_sum;
-  assign scaled_3_t0 = { scaled_3_pp00_p[33], scaled_3_pp00_p[33], scaled_3_pp00_p };
+  assign scaled_3_t0 = { scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1[33], scaled_3_pp00_r_d1 };
   assign scaled_3_t1 = \$4 [35:0];
   assign scaled_3_l1_0 = scaled_3_sum;
   assign ov = feats__valid;
@@ -27477,15 +26200,25 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
   assign \rq_meta2_d3.go  = rq_meta2_d3[6];
   assign \rq_meta2_d3.eof  = rq_meta2_d3[7];
   assign \rq_meta2_d3.error  = rq_meta2_d3[8];
+  assign \rq_meta2_d4.oy  = rq_meta2_d4[2:0];
+  assign \rq_meta2_d4.ox  = rq_meta2_d4[5:3];
+  assign \rq_meta2_d4.go  = rq_meta2_d4[6];
+  assign \rq_meta2_d4.eof  = rq_meta2_d4[7];
+  assign \rq_meta2_d4.error  = rq_meta2_d4[8];
   assign \rq_meta3_d1.oy  = rq_meta3_d1[2:0];
   assign \rq_meta3_d1.ox  = rq_meta3_d1[5:3];
   assign \rq_meta3_d1.go  = rq_meta3_d1[6];
   assign \rq_meta3_d1.eof  = rq_meta3_d1[7];
   assign \rq_meta3_d1.error  = rq_meta3_d1[8];
-  assign \$1  = { scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p[19], scaled_0_pp10_p, 17'h00000 };
-  assign \$2  = { scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p[19], scaled_1_pp10_p, 17'h00000 };
-  assign \$3  = { scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p[19], scaled_2_pp10_p, 17'h00000 };
-  assign \$4  = { scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p[19], scaled_3_pp10_p, 17'h00000 };
+  assign \$53 [40:32] = rq_meta3_d1;
+  assign \$53 [31:24] = \$44 ;
+  assign \$53 [23:16] = \$42 ;
+  assign \$53 [15:8] = \$40 ;
+  assign \$53 [7:0] = \$38 ;
+  assign \$1  = { scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1[19], scaled_0_pp10_r_d1, 17'h00000 };
+  assign \$2  = { scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1[19], scaled_1_pp10_r_d1, 17'h00000 };
+  assign \$3  = { scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1[19], scaled_2_pp10_r_d1, 17'h00000 };
+  assign \$4  = { scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1[19], scaled_3_pp10_r_d1, 17'h00000 };
   assign \$29  = { scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35], scaled_0_sum[35:16] };
   assign \$31  = { scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35], scaled_1_sum[35:16] };
   assign \$33  = { scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35], scaled_2_sum[35:16] };
@@ -27493,7 +26226,7 @@ module \top.conv1.requantiser (rst, sums__valid, sums__payload, feats__payload, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, steps__valid, steps__payload, clk);
+module \top.conv1.sequencer (can_emit, sites__valid, sites__payload, sites__ready, beat, busy, row, e0_rst, steps__valid, steps__payload, e0_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -27513,19 +26246,10 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   reg \$112 ;
   reg \$113 ;
   reg \$114 ;
-  reg [8:0] \$115 ;
+  wire [8:0] \$115 ;
   reg \$116 ;
-  reg \$117 ;
-  reg [8:0] \$118 ;
-  reg [2:0] \$119 ;
+  wire [22:0] \$117 ;
   wire \$12 ;
-  reg [2:0] \$120 ;
-  reg [2:0] \$121 ;
-  reg [3:0] \$122 ;
-  reg [3:0] \$123 ;
-  reg [3:0] \$124 ;
-  reg \$125 ;
-  reg [22:0] \$126 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
@@ -27625,10 +26349,10 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   reg \$signal  = 1'h0;
   reg \$signal$10  = 1'h0;
   reg [2:0] \$signal$17  = 3'h0;
-  reg [8:0] \$signal$42  = 9'h000;
-  reg [3:0] \$signal$43  = 4'h0;
-  reg \$signal$53  = 1'h0;
-  reg \$signal$54  = 1'h0;
+  reg [8:0] \$signal$44  = 9'h000;
+  reg [3:0] \$signal$45  = 4'h0;
+  reg \$signal$55  = 1'h0;
+  reg \$signal$56  = 1'h0;
   reg \$signal$7  = 1'h0;
   output beat;
   wire beat;
@@ -27636,12 +26360,14 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   wire busy;
   input can_emit;
   wire can_emit;
-  input clk;
-  wire clk;
   wire [3:0] col;
   reg [3:0] col_0 = 4'h0;
   reg [3:0] col_1 = 4'h0;
   reg [3:0] col_2 = 4'h0;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   reg first_r = 1'h0;
   reg go_last = 1'h0;
   wire issue;
@@ -27678,8 +26404,6 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   reg [2:0] q_slot_2 = 3'h0;
   output [2:0] row;
   wire [2:0] row;
-  input rst;
-  wire rst;
   reg s_err = 1'h0;
   reg s_gi = 1'h0;
   reg s_go = 1'h0;
@@ -27701,6 +26425,18 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   reg [2:0] slot_0 = 3'h0;
   reg [2:0] slot_1 = 3'h0;
   reg [2:0] slot_2 = 3'h0;
+  (* init = 23'h000000 *)
+  wire [22:0] step;
+  wire \step.first ;
+  wire \step.last ;
+  wire [6:0] \step.lb_addr ;
+  wire [8:0] \step.meta ;
+  wire \step.meta.eof ;
+  wire \step.meta.error ;
+  wire \step.meta.go ;
+  wire [2:0] \step.meta.ox ;
+  wire [2:0] \step.meta.oy ;
+  wire [4:0] \step.w_addr ;
   output [22:0] steps__payload;
   reg [22:0] steps__payload = 23'h000000;
   wire \steps__payload.first ;
@@ -27799,7 +26535,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   assign \$71  = s_rem & \$70 ;
   assign \$72  = s_n - 1'h1;
   assign \$73  = s_n == 2'h2;
-  assign \$74  = \$signal$43  == 1'h1;
+  assign \$74  = \$signal$45  == 1'h1;
   assign \$75  = s_go + 1'h1;
   assign \$76  = go_last ? 2'h0 : \$75 ;
   assign \$77  = ! s_go;
@@ -27807,96 +26543,96 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   assign \$79  = \$78  | \$signal$10 ;
   assign \$80  = p_cnt == 1'h1;
   assign \$81  = s_err & \$signal$10 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     p_v <= \$82 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     p_site <= \$83 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     p_cnt <= \$84 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_slot_0 <= \$85 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_col_0 <= \$86 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_slot_1 <= \$87 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_col_1 <= \$88 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_slot_2 <= \$89 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     next_col_2 <= \$90 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     first_r <= \$91 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_gi <= \$92 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal  <= \$93 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_rem <= \$94 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_n <= \$95 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$7  <= \$96 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_go <= \$97 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     go_last <= \$98 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     sv <= \$99 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$10  <= \$100 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_err <= \$101 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     \$signal$17  <= \$102 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     s_ox <= \$103 ;
-  always @(posedge clk)
-    \$signal$42  <= \$104 ;
-  always @(posedge clk)
-    \$signal$43  <= \$105 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    \$signal$44  <= \$104 ;
+  always @(posedge e0_clk)
+    \$signal$45  <= \$105 ;
+  always @(posedge e0_clk)
     slot_0 <= \$106 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     slot_1 <= \$107 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     slot_2 <= \$108 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     col_0 <= \$109 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     col_1 <= \$110 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     col_2 <= \$111 ;
-  always @(posedge clk)
-    \$signal$53  <= \$112 ;
-  always @(posedge clk)
-    \$signal$54  <= \$113 ;
-  always @(posedge clk)
+  always @(posedge e0_clk)
+    \$signal$55  <= \$112 ;
+  always @(posedge e0_clk)
+    \$signal$56  <= \$113 ;
+  always @(posedge e0_clk)
     q_last <= \$114 ;
-  always @(posedge clk)
-    q_oh <= \$115 ;
-  always @(posedge clk)
-    \$like  <= \$116 ;
-  always @(posedge clk)
-    q_gi <= \$117 ;
-  always @(posedge clk)
-    q_meta <= \$118 ;
-  always @(posedge clk)
-    q_slot_0 <= \$119 ;
-  always @(posedge clk)
-    q_slot_1 <= \$120 ;
-  always @(posedge clk)
-    q_slot_2 <= \$121 ;
-  always @(posedge clk)
-    q_col_0 <= \$122 ;
-  always @(posedge clk)
-    q_col_1 <= \$123 ;
-  always @(posedge clk)
-    q_col_2 <= \$124 ;
-  always @(posedge clk)
-    steps__valid <= \$125 ;
-  always @(posedge clk)
-    steps__payload <= \$126 ;
+  always @(posedge e0_clk)
+    q_oh <= \$4 [8:0];
+  always @(posedge e0_clk)
+    \$like  <= s_go;
+  always @(posedge e0_clk)
+    q_gi <= s_gi;
+  always @(posedge e0_clk)
+    q_meta <= \$115 ;
+  always @(posedge e0_clk)
+    q_slot_0 <= slot_0;
+  always @(posedge e0_clk)
+    q_slot_1 <= slot_1;
+  always @(posedge e0_clk)
+    q_slot_2 <= slot_2;
+  always @(posedge e0_clk)
+    q_col_0 <= col_0;
+  always @(posedge e0_clk)
+    q_col_1 <= col_1;
+  always @(posedge e0_clk)
+    q_col_2 <= col_2;
+  always @(posedge e0_clk)
+    steps__valid <= \$116 ;
+  always @(posedge e0_clk)
+    steps__payload <= \$117 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$82  = p_v;
@@ -27906,7 +26642,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (\$44 ) begin
       \$82  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$82  = 1'h0;
     end
   end
@@ -27916,9 +26652,6 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (\$44 ) begin
       \$83  = sites__payload;
     end
-    if (rst) begin
-      \$83  = 17'h00000;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
@@ -27926,7 +26659,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (\$44 ) begin
       \$84  = \$53 [3:0];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$84  = 4'h0;
     end
   end
@@ -27936,18 +26669,12 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (\$44 ) begin
       \$85  = \$55 [2:0];
     end
-    if (rst) begin
-      \$85  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$86  = next_col_0;
     if (\$44 ) begin
       \$86  = \$57 [3:0];
-    end
-    if (rst) begin
-      \$86  = 4'h0;
     end
   end
   always @* begin
@@ -27956,18 +26683,12 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (\$44 ) begin
       \$87  = \$59 [2:0];
     end
-    if (rst) begin
-      \$87  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$88  = next_col_1;
     if (\$44 ) begin
       \$88  = \$61 [3:0];
-    end
-    if (rst) begin
-      \$88  = 4'h0;
     end
   end
   always @* begin
@@ -27976,18 +26697,12 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (\$44 ) begin
       \$89  = \$63 [2:0];
     end
-    if (rst) begin
-      \$89  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$90  = next_col_2;
     if (\$44 ) begin
       \$90  = \$65 [3:0];
-    end
-    if (rst) begin
-      \$90  = 4'h0;
     end
   end
   always @* begin
@@ -28008,7 +26723,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$91  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$91  = 1'h0;
     end
   end
@@ -28026,7 +26741,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$92  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$92  = 1'h0;
     end
   end
@@ -28044,7 +26759,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$93  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$93  = 1'h0;
     end
   end
@@ -28059,14 +26774,14 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
         if (\$69 ) begin
           \$94  = \$71 ;
         end else begin
-          \$94  = \$signal$42 ;
+          \$94  = \$signal$44 ;
         end
       end
     end
     if (p_take) begin
       \$94  = p_site[14:6];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$94  = 9'h000;
     end
   end
@@ -28081,14 +26796,14 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
         if (\$69 ) begin
           \$95  = \$72 [3:0];
         end else begin
-          \$95  = \$signal$43 ;
+          \$95  = \$signal$45 ;
         end
       end
     end
     if (p_take) begin
       \$95  = p_cnt;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$95  = 4'h0;
     end
   end
@@ -28110,7 +26825,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$96  = \$80 ;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$96  = 1'h0;
     end
   end
@@ -28131,7 +26846,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$97  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$97  = 1'h0;
     end
   end
@@ -28152,7 +26867,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$98  = 1'h0;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$98  = 1'h0;
     end
   end
@@ -28167,7 +26882,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$99  = 1'h1;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$99  = 1'h0;
     end
   end
@@ -28177,7 +26892,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$100  = p_site[15];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$100  = 1'h0;
     end
   end
@@ -28187,7 +26902,7 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$101  = p_site[16];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$101  = 1'h0;
     end
   end
@@ -28197,9 +26912,6 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$102  = p_site[2:0];
     end
-    if (rst) begin
-      \$102  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
@@ -28207,27 +26919,24 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$103  = p_site[5:3];
     end
-    if (rst) begin
-      \$103  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$104  = \$signal$42 ;
+    \$104  = \$signal$44 ;
     if (p_take) begin
       \$104  = p_site[14:6];
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$104  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$105  = \$signal$43 ;
+    \$105  = \$signal$45 ;
     if (p_take) begin
       \$105  = p_cnt;
     end
-    if (rst) begin
+    if (e0_rst) begin
       \$105  = 4'h0;
     end
   end
@@ -28237,18 +26946,12 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$106  = next_slot_0;
     end
-    if (rst) begin
-      \$106  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$107  = slot_1;
     if (p_take) begin
       \$107  = next_slot_1;
-    end
-    if (rst) begin
-      \$107  = 3'h0;
     end
   end
   always @* begin
@@ -28257,18 +26960,12 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$108  = next_slot_2;
     end
-    if (rst) begin
-      \$108  = 3'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$109  = col_0;
     if (p_take) begin
       \$109  = next_col_0;
-    end
-    if (rst) begin
-      \$109  = 4'h0;
     end
   end
   always @* begin
@@ -28277,9 +26974,6 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$110  = next_col_1;
     end
-    if (rst) begin
-      \$110  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
@@ -28287,140 +26981,43 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
     if (p_take) begin
       \$111  = next_col_2;
     end
-    if (rst) begin
-      \$111  = 4'h0;
-    end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$112  = issue;
-    if (rst) begin
+    if (e0_rst) begin
       \$112  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$113  = first_r;
-    if (rst) begin
+    if (e0_rst) begin
       \$113  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     \$114  = last;
-    if (rst) begin
+    if (e0_rst) begin
       \$114  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$115  = \$4 [8:0];
-    if (rst) begin
-      \$115  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$116  = s_go;
-    if (rst) begin
+    \$116  = \$signal$55 ;
+    if (e0_rst) begin
       \$116  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$117  = s_gi;
-    if (rst) begin
-      \$117  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$118 [2:0] = \$signal$17 ;
-    \$118 [5:3] = s_ox;
-    \$118 [6] = s_go;
-    \$118 [7] = \$signal$10 ;
-    \$118 [8] = \$81 ;
-    if (rst) begin
-      \$118  = 9'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$119  = slot_0;
-    if (rst) begin
-      \$119  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$120  = slot_1;
-    if (rst) begin
-      \$120  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$121  = slot_2;
-    if (rst) begin
-      \$121  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$122  = col_0;
-    if (rst) begin
-      \$122  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$123  = col_1;
-    if (rst) begin
-      \$123  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$124  = col_2;
-    if (rst) begin
-      \$124  = 4'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$125  = \$signal$53 ;
-    if (rst) begin
-      \$125  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
-    \$126 [12] = \$signal$54 ;
-    \$126 [13] = q_last;
-    \$126 [22:14] = q_meta;
-    \$126 [6:0] = { slot, col };
-    \$126 [11:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
-    if (rst) begin
-      \$126  = 23'h000000;
     end
   end
   assign tap_oh = \$4 [8:0];
   assign tap_idx = { q_oh[8], \$43 , \$40 , \$37  };
+  assign step = steps__payload;
   assign \p_site.oy  = p_site[2:0];
   assign \p_site.ox  = p_site[5:3];
   assign \p_site.taps  = p_site[14:6];
   assign \p_site.eof  = p_site[15];
   assign \p_site.error  = p_site[16];
-  assign \sites__payload.oy  = sites__payload[2:0];
-  assign \sites__payload.ox  = sites__payload[5:3];
-  assign \sites__payload.taps  = sites__payload[14:6];
-  assign \sites__payload.eof  = sites__payload[15];
-  assign \sites__payload.error  = sites__payload[16];
-  assign \q_meta.oy  = q_meta[2:0];
-  assign \q_meta.ox  = q_meta[5:3];
-  assign \q_meta.go  = q_meta[6];
-  assign \q_meta.eof  = q_meta[7];
-  assign \q_meta.error  = q_meta[8];
   assign \steps__payload.lb_addr  = steps__payload[6:0];
   assign \steps__payload.w_addr  = steps__payload[11:7];
   assign \steps__payload.first  = steps__payload[12];
@@ -28431,16 +27028,48 @@ module \top.conv1.sequencer (rst, can_emit, sites__valid, sites__payload, sites_
   assign \steps__payload.meta.go  = steps__payload[20];
   assign \steps__payload.meta.eof  = steps__payload[21];
   assign \steps__payload.meta.error  = steps__payload[22];
+  assign \step.lb_addr  = steps__payload[6:0];
+  assign \step.w_addr  = steps__payload[11:7];
+  assign \step.first  = steps__payload[12];
+  assign \step.last  = steps__payload[13];
+  assign \step.meta  = steps__payload[22:14];
+  assign \step.meta.oy  = steps__payload[16:14];
+  assign \step.meta.ox  = steps__payload[19:17];
+  assign \step.meta.go  = steps__payload[20];
+  assign \step.meta.eof  = steps__payload[21];
+  assign \step.meta.error  = steps__payload[22];
+  assign \sites__payload.oy  = sites__payload[2:0];
+  assign \sites__payload.ox  = sites__payload[5:3];
+  assign \sites__payload.taps  = sites__payload[14:6];
+  assign \sites__payload.eof  = sites__payload[15];
+  assign \sites__payload.error  = sites__payload[16];
+  assign \q_meta.oy  = q_meta[2:0];
+  assign \q_meta.ox  = q_meta[5:3];
+  assign \q_meta.go  = q_meta[6];
+  assign \q_meta.eof  = q_meta[7];
+  assign \q_meta.error  = q_meta[8];
+  assign \$117 [11:7] = { q_oh[8], \$43 , \$40 , \$37 , \$like  };
+  assign \$117 [6:0] = { slot, col };
+  assign \$117 [22:14] = q_meta;
+  assign \$117 [13] = q_last;
+  assign \$117 [12] = \$signal$56 ;
+  assign \$115 [8] = \$81 ;
+  assign \$115 [7] = \$signal$10 ;
+  assign \$115 [6] = s_go;
+  assign \$115 [5:3] = s_ox;
+  assign \$115 [2:0] = \$signal$17 ;
   assign \$68  = 1'h0;
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.conv1.weights (e0_rst, w_en, w_data, w_addr, rd__addr, r_data, e0_clk);
   wire [4:0] \$signature__addr ;
   wire [63:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e0_clk;
+  wire e0_clk;
+  input e0_rst;
+  wire e0_rst;
   wire [4:0] r_addr;
   output [63:0] r_data;
   reg [63:0] r_data = 64'h0000000000000000;
@@ -28450,8 +27079,6 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [4:0] rd__addr;
   wire [63:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [4:0] w_addr;
   wire [4:0] w_addr;
   input [63:0] w_data;
@@ -28493,16 +27120,16 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
     mem[30] = 64'h0000000000000000;
     mem[31] = 64'h0000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [63:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e0_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e0_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -28513,7 +27140,7 @@ module \top.conv1.weights (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, clk);
+module \top.gearbox1 (sites_out__ready, free, e1_rst, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, e1_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   wire \$1 ;
   wire \$2 ;
@@ -28524,13 +27151,13 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
   reg \$7 ;
   reg [71:0] \$8 ;
   reg \$9 ;
-  input clk;
-  wire clk;
+  input e1_clk;
+  wire e1_clk;
+  input e1_rst;
+  wire e1_rst;
   output free;
   wire free;
   reg part = 1'h0;
-  input rst;
-  wire rst;
   input [39:0] sites_in__payload;
   wire [39:0] sites_in__payload;
   wire [31:0] \sites_in__payload.data ;
@@ -28569,11 +27196,11 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
   assign \$2  = sites_in__valid & free;
   assign \$4  = sites_in__payload[39] | \$3 ;
   assign \$6  = part + 1'h1;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sites_out__valid <= \$7 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     sites_out__payload <= \$8 ;
-  always @(posedge clk)
+  always @(posedge e1_clk)
     part <= \$9 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
@@ -28591,7 +27218,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$7  = 1'h0;
     end
   end
@@ -28631,7 +27258,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$8  = 72'h000000000000000000;
     end
   end
@@ -28651,7 +27278,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
         end
       end
     end
-    if (rst) begin
+    if (e1_rst) begin
       \$9  = 1'h0;
     end
   end
@@ -28683,7 +27310,7 @@ module \top.gearbox1 (rst, sites_out__ready, free, sites_in__valid, sites_in__pa
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, clk);
+module \top.identity1 (i__valid, o__ready, o__payload, e3_rst, w_data, o__valid, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -28738,8 +27365,10 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   wire [9:0] \$8 ;
   wire \$9 ;
   reg [1:0] arrive = 2'h0;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   reg full = 1'h0;
   reg has_unread = 1'h0;
   reg [7:0] held = 8'h00;
@@ -28767,8 +27396,6 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   wire [64:0] r_data;
   (* init = 8'h00 *)
   wire [7:0] r_ptr;
-  input rst;
-  wire rst;
   reg [7:0] unread = 8'h00;
   reg [7:0] w_addr = 8'h00;
   input [64:0] w_data;
@@ -28776,31 +27403,31 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   wire w_en;
   (* init = 8'h00 *)
   wire [7:0] w_ptr;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     unread <= \$40 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     pending <= \$41 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     has_unread <= \$42 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_addr <= \$43 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     arrive <= \$44 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q0 <= \$45 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q1 <= \$46 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q2 <= \$47 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q3 <= \$48 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_w <= \$49 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_h <= \$50 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     q_n <= \$51 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     o__valid <= \$52 ;
   assign i__ready = ~ full;
   assign w_en = i__valid & i__ready;
@@ -28841,17 +27468,17 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   assign \$34  = o__valid & o__ready;
   assign \$35  = q_h + 1'h1;
   assign \$36  = | \$4 [2:0];
-  always @(posedge clk)
+  always @(posedge e3_clk)
     held <= \$37 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     full <= \$38 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     w_addr <= \$39 ;
   \top.identity1.ram  ram (
-    .clk(clk),
+    .e3_clk(e3_clk),
+    .e3_rst(e3_rst),
     .r_data(r_data),
     .rd__addr(r_addr),
-    .rst(rst),
     .w_addr(w_addr),
     .w_data(w_data),
     .w_en(w_en)
@@ -28859,14 +27486,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$41  = \$25 [2:0];
-    if (rst) begin
+    if (e3_rst) begin
       \$41  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$42  = \$31 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$42  = 1'h0;
     end
   end
@@ -28876,14 +27503,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (issue) begin
       \$43  = \$32 [7:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$43  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$44  = { arrive[0], issue };
-    if (rst) begin
+    if (e3_rst) begin
       \$44  = 2'h0;
     end
   end
@@ -28946,7 +27573,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (arrive[1]) begin
       \$49  = \$33 [1:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$49  = 2'h0;
     end
   end
@@ -28956,21 +27583,21 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (\$34 ) begin
       \$50  = \$35 [1:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$50  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$51  = \$4 [2:0];
-    if (rst) begin
+    if (e3_rst) begin
       \$51  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$52  = \$36 ;
-    if (rst) begin
+    if (e3_rst) begin
       \$52  = 1'h0;
     end
   end
@@ -28991,7 +27618,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$37  = \$8 [7:0];
-    if (rst) begin
+    if (e3_rst) begin
       \$37  = 8'h00;
     end
   end
@@ -29003,7 +27630,7 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     end else if (\$16 ) begin
       \$38  = 1'h0;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$38  = 1'h0;
     end
   end
@@ -29013,14 +27640,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
     if (\$18 ) begin
       \$39  = \$19 [7:0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$39  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$40  = \$22 [7:0];
-    if (rst) begin
+    if (e3_rst) begin
       \$40  = 8'h00;
     end
   end
@@ -29031,12 +27658,14 @@ module \top.identity1 (rst, i__valid, o__ready, o__payload, w_data, o__valid, cl
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
+module \top.identity1.ram (w_en, e3_rst, w_data, w_addr, rd__addr, r_data, e3_clk);
   wire [7:0] \$signature__addr ;
   wire [64:0] \$signature__data ;
   wire \$signature__en ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   wire [7:0] r_addr;
   output [64:0] r_data;
   reg [64:0] r_data = 65'h00000000000000000;
@@ -29046,8 +27675,6 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
   wire [7:0] rd__addr;
   wire [64:0] rd__data;
   wire rd__en;
-  input rst;
-  wire rst;
   input [7:0] w_addr;
   wire [7:0] w_addr;
   input [64:0] w_data;
@@ -29313,16 +27940,16 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
     mem[254] = 65'h00000000000000000;
     mem[255] = 65'h00000000000000000;
   end
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     if (w_en)
       mem[w_addr] <= w_data;
   end
   reg [64:0] _0_;
-  always @(posedge clk) begin
+  always @(posedge e3_clk) begin
     _0_ <= mem[rd__addr];
   end
   assign rd__data = _0_;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     r_data <= rd__data;
   assign \$signature__addr  = w_addr;
   assign \$signature__data  = w_data;
@@ -29333,7 +27960,7 @@ module \top.identity1.ram (rst, w_en, w_data, w_addr, rd__addr, r_data, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o__valid, i__valid, clk);
+module \top.identity1_slice (o__ready, i__ready, i__payload, e3_rst, o__payload, o__valid, i__valid, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   wire \$2 ;
@@ -29343,8 +27970,10 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
   reg \$6 ;
   reg \$7 ;
   reg [64:0] \$8 ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   input [64:0] i__payload;
   wire [64:0] i__payload;
   output i__ready;
@@ -29359,21 +27988,19 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
   reg o__valid = 1'h0;
   (* init = 65'h00000000000000000 *)
   wire [64:0] out;
-  input rst;
-  wire rst;
   reg [64:0] skid = 65'h00000000000000000;
   reg skid_valid = 1'h0;
   assign \$1  = ~ o__valid;
   assign \$2  = \$1  | o__ready;
   assign \$3  = ~ skid_valid;
   assign \$4  = i__valid & \$3 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     o__payload <= \$5 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     o__valid <= \$6 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     skid_valid <= \$7 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     skid <= \$8 ;
   assign i__ready = ~ skid_valid;
   always @* begin
@@ -29399,7 +28026,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
         \$6  = i__valid;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$6  = 1'h0;
     end
   end
@@ -29413,7 +28040,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
     end else if (\$4 ) begin
       \$7  = 1'h1;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$7  = 1'h0;
     end
   end
@@ -29429,7 +28056,7 @@ module \top.identity1_slice (rst, o__ready, i__ready, i__payload, o__payload, o_
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, word, sel, params__payload);
+module \top.params_demux (params_clk, params__valid, out0__ready, out1__ready, out2__ready, out3__ready, params__ready, params_rst, word, sel, params__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -29447,8 +28074,6 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
-  input clk;
-  wire clk;
   wire [127:0] out0__payload;
   input out0__ready;
   wire out0__ready;
@@ -29474,8 +28099,10 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   wire params__ready;
   input params__valid;
   wire params__valid;
-  input rst;
-  wire rst;
+  input params_clk;
+  wire params_clk;
+  input params_rst;
+  wire params_rst;
   output [3:0] sel;
   reg [3:0] sel = 4'h0;
   wire taken;
@@ -29497,18 +28124,15 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
   assign \$12  = params__payload[273:272] == 1'h1;
   assign \$13  = params__payload[273:272] == 2'h2;
   assign \$14  = params__payload[273:272] == 2'h3;
-  always @(posedge clk)
+  always @(posedge params_clk)
     word <= \$15 ;
-  always @(posedge clk)
+  always @(posedge params_clk)
     sel <= \$16 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$15  = word;
     if (\$10 ) begin
       \$15  = params__payload[271:0];
-    end
-    if (rst) begin
-      \$15  = 272'h00000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
@@ -29519,7 +28143,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
     end else if (taken) begin
       \$16  = 4'h0;
     end
-    if (rst) begin
+    if (params_rst) begin
       \$16  = 4'h0;
     end
   end
@@ -29536,7 +28160,7 @@ module \top.params_demux (params__valid, clk, rst, out0__ready, out1__ready, out
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload, pooled__payload, emitting, pooled__ready);
+module \top.pool (e3_clk, sites_in__ready, e3_rst, sites_in__valid, sites_in__payload, pooled__payload, emitting, pooled__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   wire \$1 ;
   wire [14:0] \$10 ;
@@ -29566,8 +28190,10 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   wire [14:0] \$7 ;
   wire [14:0] \$8 ;
   wire [14:0] \$9 ;
-  input clk;
-  wire clk;
+  input e3_clk;
+  wire e3_clk;
+  input e3_rst;
+  wire e3_rst;
   output emitting;
   reg emitting = 1'h0;
   reg error = 1'h0;
@@ -29598,8 +28224,6 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   wire pooled__ready;
   (* init = 1'h0 *)
   wire pooled__valid;
-  input rst;
-  wire rst;
   input [71:0] sites_in__payload;
   wire [71:0] sites_in__payload;
   wire [63:0] \sites_in__payload.data ;
@@ -29639,27 +28263,27 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
   assign \$13  = $signed(sum_7) + $signed(sites_in__payload[63:56]);
   assign \$15  = emitting & pooled__ready;
   assign \$16  = left - 1'h1;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     emitting <= \$18 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     left <= \$19 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     error <= \$20 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_0 <= \$21 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_1 <= \$22 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_2 <= \$23 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_3 <= \$24 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_4 <= \$25 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_5 <= \$26 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_6 <= \$27 ;
-  always @(posedge clk)
+  always @(posedge e3_clk)
     sum_7 <= \$28 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
@@ -29674,7 +28298,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
         \$18  = 1'h0;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$18  = 1'h0;
     end
   end
@@ -29689,7 +28313,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$19  = \$16 [0];
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$19  = 1'h0;
     end
   end
@@ -29701,7 +28325,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
         \$20  = \$4 ;
       end
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$20  = 1'h0;
     end
   end
@@ -29720,7 +28344,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$21  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$21  = 14'h0000;
     end
   end
@@ -29739,7 +28363,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$22  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$22  = 14'h0000;
     end
   end
@@ -29758,7 +28382,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$23  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$23  = 14'h0000;
     end
   end
@@ -29777,7 +28401,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$24  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$24  = 14'h0000;
     end
   end
@@ -29796,7 +28420,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$25  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$25  = 14'h0000;
     end
   end
@@ -29815,7 +28439,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$26  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$26  = 14'h0000;
     end
   end
@@ -29834,7 +28458,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$27  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$27  = 14'h0000;
     end
   end
@@ -29853,7 +28477,7 @@ module \top.pool (clk, rst, sites_in__ready, sites_in__valid, sites_in__payload,
     if (\$15 ) begin
       \$28  = 14'h0000;
     end
-    if (rst) begin
+    if (e3_rst) begin
       \$28  = 14'h0000;
     end
   end

@@ -336,7 +336,7 @@ def test_mac_array_sums_latency_eof(name):
             await ctx.tick()
 
     simulate(dut, tb)
-    assert L == 2 + 2 + (0 if dw else (PI - 1).bit_length())
+    assert L == 2 + 2 + 1 + (0 if dw else (PI - 1).bit_length())
     assert sorted(outs) == [t + L for t, _, _ in expected], "an output beat at the wrong cycle (latency)"
     for t, sums, mt in expected:
         got_sums, got_meta = outs[t + L]
@@ -475,7 +475,7 @@ def test_requantiser_typical_vs_golden(name):
     cfg = RQ_CFGS[name]
     words, beats, expect = _requant_case(cfg, seed=3, extremes=False)
     outs, L = _run_requant(cfg, words, beats)
-    assert L == 2 + 1 + 2 + (-(-cfg.psum_bits // 17) * -(-cfg.scale_bits // 17) - 1).bit_length() + 2
+    assert L == 2 + 1 + 2 + 1 + (-(-cfg.psum_bits // 17) * -(-cfg.scale_bits // 17) - 1).bit_length() + 2
     _check_requant(cfg, outs, L, expect)
 
 

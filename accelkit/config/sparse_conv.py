@@ -352,7 +352,7 @@ class SparseConvConfig(BlockConfig):
         beat issued in cycle t is offered in cycle t + mac_pipeline_depth."""
         tree = 0 if self.depthwise else (self.pi - 1).bit_length()
         partials = -(-self.psum_bits // 17) * -(-self.scale_bits // 17)
-        mul = 2  # a multiply's registered operands and product (gen/pipeline.py)
+        mul = 2 + 1  # a multiply's registered operands and product, and its fabric retiming register (gen/pipeline.py)
         ram = 2  # a registered block RAM read (gen/memory.py)
         add = 1 if self.residual else 0
         return 2 + ram + (2 + mul + tree) + (ram + 1 + mul + (partials - 1).bit_length() + 2 + add) + 1 + 1
