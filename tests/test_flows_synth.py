@@ -338,7 +338,8 @@ def test_cli_prints_median_and_critical_path(monkeypatch, capsys):
     calls = []
     cp = critical_path(_report())
 
-    def fake_synth_config(cfg, targets=("ecp5", "xilinx"), fmax=True, device="85k", seeds=(1, 2, 3), seed_jobs=1):
+    def fake_synth_config(cfg, targets=("ecp5", "xilinx"), fmax=True, device="85k", seeds=(1, 2, 3), seed_jobs=1,
+                          router=None):
         if fmax:  # the nextpnr step and the final read from the cache (the yosys steps run without Fmax)
             calls.append((device, seeds, seed_jobs))
         return {"ecp5": {"lut4": 10, "cells": {"LUT4": 10}}, "xilinx": {"lut": 8},
