@@ -738,16 +738,19 @@ def params_demux_liveness(cfg: ParamsDemuxConfig) -> Liveness:
 @dataclasses.dataclass(frozen=True)
 class StreamSliceConfig(BlockConfig):
     """A `StreamSlice` (gen/stream_slice.py), the register after every link and identity FIFO of a network top,
-    on beats of `data_bits` and a `last` flag (so that the response and completion proofs see units)."""
+    on beats of `data_bits` and a `last` flag (so that the response and completion proofs see units), its output
+    register split into chunks of `chunk_bits` (2: two chunks, each with its own copy of the output valid, as a
+    network link's 512-bit beat has eight)."""
 
     block: ClassVar[str] = "stream-slice"
     data_bits: int = 3
+    chunk_bits: int = 2
 
 
 def build_stream_slice(cfg: StreamSliceConfig) -> wiring.Component:
     from accelkit.gen.stream_slice import StreamSlice
 
-    return StreamSlice(data.StructLayout({"data": cfg.data_bits, "last": 1}))
+    return StreamSlice(data.StructLayout({"data": cfg.data_bits, "last": 1}), chunk_bits=cfg.chunk_bits)
 
 
 def stream_slice_liveness(cfg: StreamSliceConfig) -> Liveness:
@@ -808,7 +811,8 @@ def network_targets() -> list[Target]:
                params_demux_liveness(demux), {"stream": ("prove", 6), "cover": ("cover", 12), "progress": ("prove", 6)},
                builder=build_params_demux, invariants=params_demux_invariants),
         Target("stream-slice", "stream-slice", StreamSliceConfig(), "3-bit beats with last",
-               stream_slice_liveness(StreamSliceConfig()), plan, builder=build_stream_slice),
+               stream_slice_liveness(StreamSliceConfig()), plan, builder=build_stream_slice,
+               invariants=lambda sl: sl.invariants()),
         Target("reg-fifo", "reg-fifo", RegisteredFifoConfig(), "6 beats of 2 bits with last (an 8-word RAM)",
                reg_fifo_liveness(RegisteredFifoConfig()), {**plan, "progress": ("bmc", 20)}, builder=build_reg_fifo,
                invariants=lambda fifo: fifo.invariants()),

@@ -5,21 +5,44 @@ enable is this slice's registered ready, and the consumer sees registered valid 
 throughput (a beat a cycle), one cycle of latency; holds at most two beats, the second in the skid
 register only while the output is stalled. Its timing in the cycle model (golden/sparse_rtl_cycles.py)
 is a FIFO of depth 2 and latency 1: a beat enters once the beat two ahead has left.
+
+Its clock enables are kept local, for wide payloads (a network link carries up to 512 bits a beat). The skid
+register loads whenever it is empty, so its enable is its own valid flag, not the consumer's ready. The output
+register is split into chunks of `chunk_bits`, each with its own copy of the output valid: the consumer's ready
+then drives one gate per chunk, and each gate the enable of that chunk's flip-flops only, not one net across
+the whole payload. A copy's next state depends on itself, so yosys does not merge the copies (they are equal in
+every cycle).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamSlice"]
+__all__ = ["CHUNK_BITS", "StreamSlice"]
+
+
+CHUNK_BITS = 64  # payload bits under one clock enable of the output register
 
 
 class StreamSlice(wiring.Component):
-    def __init__(self, shape):
+    def __init__(self, shape, chunk_bits: int = CHUNK_BITS):
+        if chunk_bits < 1:
+            raise ValueError(f"StreamSlice: chunk_bits must be at least 1, got {chunk_bits}")
         self.shape = shape
+        self.chunk_bits = chunk_bits
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+        width = len(Value.cast(self.i.payload))
+        self.chunks = [(lo, min(width, lo + chunk_bits)) for lo in range(0, width, chunk_bits)]
+        # one copy of o.valid per chunk when there is more than one chunk
+        self.valid_copies = [Signal(name=f"valid_copy{k}") for k in range(len(self.chunks))] \
+            if len(self.chunks) > 1 else []
+
+    def invariants(self) -> list[tuple[Value, str]]:
+        """Every copy of the output valid equals it (the formal proof's k-induction needs it: from a state where
+        a copy differs, that chunk would load while the output holds a beat)."""
+        return [(c == self.o.valid, f"valid copy {k} = o.valid") for k, c in enumerate(self.valid_copies)]
 
     def elaborate(self, platform):
         m = Module()
@@ -27,12 +50,22 @@ class StreamSlice(wiring.Component):
         skid = Signal(self.shape, reset_less=True)  # payloads need no reset: their valids have one
         out = Signal(self.shape, name="out", reset_less=True)
         m.d.comb += [self.i.ready.eq(~skid_valid), self.o.payload.eq(out)]
+        # the skid register holds the input whenever it is empty: it keeps the beat the cycle it becomes valid
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(self.i.payload)
         load = ~self.o.valid | self.o.ready  # the output register takes a new beat this cycle
         with m.If(load):
-            with m.If(skid_valid):
-                m.d.sync += [out.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [out.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+            m.d.sync += [self.o.valid.eq(skid_valid | self.i.valid), skid_valid.eq(0)]
         with m.Elif(self.i.valid & ~skid_valid):
-            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+            m.d.sync += skid_valid.eq(1)
+        bits_in, bits_skid, bits_out = Value.cast(self.i.payload), Value.cast(skid), Value.cast(out)
+        for k, (lo, hi) in enumerate(self.chunks):
+            chunk_load = load
+            if self.valid_copies:
+                copy = self.valid_copies[k]
+                chunk_load = ~copy | self.o.ready
+                with m.If(chunk_load):
+                    m.d.sync += copy.eq(skid_valid | self.i.valid)
+            with m.If(chunk_load):
+                m.d.sync += bits_out[lo:hi].eq(Mux(skid_valid, bits_skid[lo:hi], bits_in[lo:hi]))
         return m

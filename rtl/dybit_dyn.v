@@ -399,8 +399,8 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     .d__ready(d__ready),
     .d__valid(d__valid),
     .lane_en(lane_en),
-    .\port$3871$0 (\$1 ),
-    .\port$3875$0 (\$2 ),
+    .\port$3903$0 (\$1 ),
+    .\port$3907$0 (\$2 ),
     .rst(rst)
   );
   \top.grid  grid (
@@ -409,8 +409,8 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     .d__valid(d__valid),
     .freed(freed),
     .lane_en(lane_en),
-    .\port$3871$0 (\$1 ),
-    .\port$3875$0 (\$2 ),
+    .\port$3903$0 (\$1 ),
+    .\port$3907$0 (\$2 ),
     .rst(rst),
     .t__payload(t__payload),
     .t__ready(t__ready),
@@ -1152,7 +1152,7 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready, d__ready, \port$3871$0 , \port$3875$0 , d__valid, lane_en, a__payload);
+module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready, d__ready, \port$3903$0 , \port$3907$0 , d__valid, lane_en, a__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1680,11 +1680,11 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   reg [1:0] mode1 = 2'h0;
   wire \mode1.a8 ;
   wire \mode1.b8 ;
-  output [209:0] \port$3871$0 ;
-  wire [209:0] \port$3871$0 ;
+  output [209:0] \port$3903$0 ;
+  wire [209:0] \port$3903$0 ;
   (* init = 2'h0 *)
-  output [1:0] \port$3875$0 ;
-  wire [1:0] \port$3875$0 ;
+  output [1:0] \port$3907$0 ;
+  wire [1:0] \port$3907$0 ;
   input rst;
   wire rst;
   wire wide;
@@ -2067,8 +2067,8 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \fmt$42  = fb;
   assign \mode$43  = mode;
   assign d__payload = { \$53 , \$51  };
-  assign \port$3871$0  = \$51 ;
-  assign \port$3875$0  = \$53 ;
+  assign \port$3903$0  = \$51 ;
+  assign \port$3907$0  = \$53 ;
   assign \a__payload.data  = a__payload[63:0];
   assign \a__payload.data[0]  = a__payload[15:0];
   assign \a__payload.data[1]  = a__payload[31:16];
@@ -9994,7 +9994,7 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$3875$0 , d__valid, lane_en, t__payload, clk);
+module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$3907$0 , d__valid, lane_en, t__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -11165,10 +11165,10 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
   wire \mode$95.b8 ;
   wire \mode.a8 ;
   wire \mode.b8 ;
-  input [209:0] \port$3871$0 ;
-  wire [209:0] \port$3871$0 ;
-  input [1:0] \port$3875$0 ;
-  wire [1:0] \port$3875$0 ;
+  input [209:0] \port$3903$0 ;
+  wire [209:0] \port$3903$0 ;
+  input [1:0] \port$3907$0 ;
+  wire [1:0] \port$3907$0 ;
   input rst;
   wire rst;
   wire step;
@@ -11770,8 +11770,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
   always @(posedge clk)
     tile_err <= \$386 ;
   \top.grid.pe_0_0  pe_0_0 (
-    .a(\port$3871$0 [25:0]),
-    .b(\port$3871$0 [129:104]),
+    .a(\port$3903$0 [25:0]),
+    .b(\port$3903$0 [129:104]),
     .cin(cin),
     .clk(clk),
     .en(en_pe_0_0_en),
@@ -11780,8 +11780,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(sum)
   );
   \top.grid.pe_0_1  pe_0_1 (
-    .a(\port$3871$0 [25:0]),
-    .b(\port$3871$0 [155:130]),
+    .a(\port$3903$0 [25:0]),
+    .b(\port$3903$0 [155:130]),
     .cin(\cin$181 ),
     .clk(clk),
     .en(en_pe_0_1_en),
@@ -11790,8 +11790,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$180 )
   );
   \top.grid.pe_0_2  pe_0_2 (
-    .a(\port$3871$0 [25:0]),
-    .b(\port$3871$0 [181:156]),
+    .a(\port$3903$0 [25:0]),
+    .b(\port$3903$0 [181:156]),
     .cin(\cin$184 ),
     .clk(clk),
     .en(en_pe_0_2_en),
@@ -11800,8 +11800,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$183 )
   );
   \top.grid.pe_0_3  pe_0_3 (
-    .a(\port$3871$0 [25:0]),
-    .b(\port$3871$0 [207:182]),
+    .a(\port$3903$0 [25:0]),
+    .b(\port$3903$0 [207:182]),
     .cin(\cin$187 ),
     .clk(clk),
     .en(en_pe_0_3_en),
@@ -11810,8 +11810,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$186 )
   );
   \top.grid.pe_1_0  pe_1_0 (
-    .a(\port$3871$0 [51:26]),
-    .b(\port$3871$0 [129:104]),
+    .a(\port$3903$0 [51:26]),
+    .b(\port$3903$0 [129:104]),
     .cin(\cin$190 ),
     .clk(clk),
     .en(en_pe_1_0_en),
@@ -11820,8 +11820,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$189 )
   );
   \top.grid.pe_1_1  pe_1_1 (
-    .a(\port$3871$0 [51:26]),
-    .b(\port$3871$0 [155:130]),
+    .a(\port$3903$0 [51:26]),
+    .b(\port$3903$0 [155:130]),
     .cin(\cin$193 ),
     .clk(clk),
     .en(en_pe_1_1_en),
@@ -11830,8 +11830,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$192 )
   );
   \top.grid.pe_1_2  pe_1_2 (
-    .a(\port$3871$0 [51:26]),
-    .b(\port$3871$0 [181:156]),
+    .a(\port$3903$0 [51:26]),
+    .b(\port$3903$0 [181:156]),
     .cin(\cin$196 ),
     .clk(clk),
     .en(en_pe_1_2_en),
@@ -11840,8 +11840,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$195 )
   );
   \top.grid.pe_1_3  pe_1_3 (
-    .a(\port$3871$0 [51:26]),
-    .b(\port$3871$0 [207:182]),
+    .a(\port$3903$0 [51:26]),
+    .b(\port$3903$0 [207:182]),
     .cin(\cin$199 ),
     .clk(clk),
     .en(en_pe_1_3_en),
@@ -11850,8 +11850,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$198 )
   );
   \top.grid.pe_2_0  pe_2_0 (
-    .a(\port$3871$0 [77:52]),
-    .b(\port$3871$0 [129:104]),
+    .a(\port$3903$0 [77:52]),
+    .b(\port$3903$0 [129:104]),
     .cin(\cin$202 ),
     .clk(clk),
     .en(en_pe_2_0_en),
@@ -11860,8 +11860,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$201 )
   );
   \top.grid.pe_2_1  pe_2_1 (
-    .a(\port$3871$0 [77:52]),
-    .b(\port$3871$0 [155:130]),
+    .a(\port$3903$0 [77:52]),
+    .b(\port$3903$0 [155:130]),
     .cin(\cin$205 ),
     .clk(clk),
     .en(en_pe_2_1_en),
@@ -11870,8 +11870,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$204 )
   );
   \top.grid.pe_2_2  pe_2_2 (
-    .a(\port$3871$0 [77:52]),
-    .b(\port$3871$0 [181:156]),
+    .a(\port$3903$0 [77:52]),
+    .b(\port$3903$0 [181:156]),
     .cin(\cin$208 ),
     .clk(clk),
     .en(en_pe_2_2_en),
@@ -11880,8 +11880,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$207 )
   );
   \top.grid.pe_2_3  pe_2_3 (
-    .a(\port$3871$0 [77:52]),
-    .b(\port$3871$0 [207:182]),
+    .a(\port$3903$0 [77:52]),
+    .b(\port$3903$0 [207:182]),
     .cin(\cin$211 ),
     .clk(clk),
     .en(en_pe_2_3_en),
@@ -11894,13 +11894,13 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .clk(clk),
     .en(en_pe_3_0_en),
     .mode(\mode$144 ),
-    .\port$3871$78 (\port$3871$0 [129:78]),
+    .\port$3903$78 (\port$3903$0 [129:78]),
     .rst(rst),
     .sum(\sum$213 )
   );
   \top.grid.pe_3_1  pe_3_1 (
-    .a(\port$3871$0 [103:78]),
-    .b(\port$3871$0 [155:130]),
+    .a(\port$3903$0 [103:78]),
+    .b(\port$3903$0 [155:130]),
     .cin(\cin$217 ),
     .clk(clk),
     .en(en_pe_3_1_en),
@@ -11909,8 +11909,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$216 )
   );
   \top.grid.pe_3_2  pe_3_2 (
-    .a(\port$3871$0 [103:78]),
-    .b(\port$3871$0 [181:156]),
+    .a(\port$3903$0 [103:78]),
+    .b(\port$3903$0 [181:156]),
     .cin(\cin$220 ),
     .clk(clk),
     .en(en_pe_3_2_en),
@@ -11919,8 +11919,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     .sum(\sum$219 )
   );
   \top.grid.pe_3_3  pe_3_3 (
-    .a(\port$3871$0 [103:78]),
-    .b(\port$3871$0 [207:182]),
+    .a(\port$3903$0 [103:78]),
+    .b(\port$3903$0 [207:182]),
     .cin(\cin$223 ),
     .clk(clk),
     .en(en_pe_3_3_en),
@@ -11942,7 +11942,7 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$256  = last0;
     if (advance) begin
-      \$256  = \port$3875$0 [0];
+      \$256  = \port$3907$0 [0];
     end
     if (rst) begin
       \$256  = 1'h0;
@@ -11952,7 +11952,7 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$257  = err0;
     if (advance) begin
-      \$257  = \port$3875$0 [1];
+      \$257  = \port$3907$0 [1];
     end
     if (rst) begin
       \$257  = 1'h0;
@@ -12406,14 +12406,14 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$300  = bc_mode_t0_0;
     if (advance) begin
-      \$300  = \port$3871$0 [209:208];
+      \$300  = \port$3903$0 [209:208];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$301  = bc_mode_t0_1;
     if (advance) begin
-      \$301  = \port$3871$0 [209:208];
+      \$301  = \port$3903$0 [209:208];
     end
   end
   always @* begin
@@ -13240,595 +13240,595 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3871$0 , \port$
   end
   assign d__ready = advance;
   assign en = en_pe_0_0_en;
-  assign a = \port$3871$0 [25:0];
-  assign d__payload = { \port$3875$0 , \port$3871$0  };
-  assign b = \port$3871$0 [129:104];
+  assign a = \port$3903$0 [25:0];
+  assign d__payload = { \port$3907$0 , \port$3903$0  };
+  assign b = \port$3903$0 [129:104];
   assign bc_mode_t1_0 = mode;
   assign \en$51  = en_pe_0_1_en;
-  assign \a$52  = \port$3871$0 [25:0];
-  assign \b$53  = \port$3871$0 [155:130];
+  assign \a$52  = \port$3903$0 [25:0];
+  assign \b$53  = \port$3903$0 [155:130];
   assign \mode$54  = mode;
   assign \en$59  = en_pe_0_2_en;
-  assign \a$60  = \port$3871$0 [25:0];
-  assign \b$61  = \port$3871$0 [181:156];
+  assign \a$60  = \port$3903$0 [25:0];
+  assign \b$61  = \port$3903$0 [181:156];
   assign \mode$62  = mode;
   assign \en$67  = en_pe_0_3_en;
-  assign \a$68  = \port$3871$0 [25:0];
-  assign \b$69  = \port$3871$0 [207:182];
+  assign \a$68  = \port$3903$0 [25:0];
+  assign \b$69  = \port$3903$0 [207:182];
   assign \mode$70  = mode;
   assign \en$75  = en_pe_1_0_en;
-  assign \a$76  = \port$3871$0 [51:26];
-  assign \b$77  = \port$3871$0 [129:104];
+  assign \a$76  = \port$3903$0 [51:26];
+  assign \b$77  = \port$3903$0 [129:104];
   assign bc_mode_t1_1 = \mode$78 ;
   assign \en$84  = en_pe_1_1_en;
-  assign \a$85  = \port$3871$0 [51:26];
-  assign \b$86  = \port$3871$0 [155:130];
+  assign \a$85  = \port$3903$0 [51:26];
+  assign \b$86  = \port$3903$0 [155:130];
   assign \mode$87  = \mode$78 ;
   assign \en$92  = en_pe_1_2_en;
-  assign \a$93  = \port$3871$0 [51:26];
-  assign \b$94  = \port$3871$0 [181:156];
+  assign \a$93  = \port$3903$0 [51:26];
+  assign \b$94  = \port$3903$0 [181:156];
   assign \mode$95  = \mode$78 ;
   assign \en$100  = en_pe_1_3_en;
-  assign \a$101  = \port$3871$0 [51:26];
-  assign \b$102  = \port$3871$0 [207:182];
+  assign \a$101  = \port$3903$0 [51:26];
+  assign \b$102  = \port$3903$0 [207:182];
   assign \mode$103  = \mode$78 ;
   assign \en$108  = en_pe_2_0_en;
-  assign \a$109  = \port$3871$0 [77:52];
-  assign \b$110  = \port$3871$0 [129:104];
+  assign \a$109  = \port$3903$0 [77:52];
+  assign \b$110  = \port$3903$0 [129:104];
   assign bc_mode_t1_2 = \mode$111 ;
   assign \en$117  = en_pe_2_1_en;
-  assign \a$118  = \port$3871$0 [77:52];
-  assign \b$119  = \port$3871$0 [155:130];
+  assign \a$118  = \port$3903$0 [77:52];
+  assign \b$119  = \port$3903$0 [155:130];
   assign \mode$120  = \mode$111 ;
   assign \en$125  = en_pe_2_2_en;
-  assign \a$126  = \port$3871$0 [77:52];
-  assign \b$127  = \port$3871$0 [181:156];
+  assign \a$126  = \port$3903$0 [77:52];
+  assign \b$127  = \port$3903$0 [181:156];
   assign \mode$128  = \mode$111 ;
   assign \en$133  = en_pe_2_3_en;
-  assign \a$134  = \port$3871$0 [77:52];
-  assign \b$135  = \port$3871$0 [207:182];
+  assign \a$134  = \port$3903$0 [77:52];
+  assign \b$135  = \port$3903$0 [207:182];
   assign \mode$136  = \mode$111 ;
   assign \en$141  = en_pe_3_0_en;
-  assign \a$142  = \port$3871$0 [103:78];
-  assign \b$143  = \port$3871$0 [129:104];
+  assign \a$142  = \port$3903$0 [103:78];
+  assign \b$143  = \port$3903$0 [129:104];
   assign bc_mode_t1_3 = \mode$144 ;
   assign \en$150  = en_pe_3_1_en;
-  assign \a$151  = \port$3871$0 [103:78];
-  assign \b$152  = \port$3871$0 [155:130];
+  assign \a$151  = \port$3903$0 [103:78];
+  assign \b$152  = \port$3903$0 [155:130];
   assign \mode$153  = \mode$144 ;
   assign \en$158  = en_pe_3_2_en;
-  assign \a$159  = \port$3871$0 [103:78];
-  assign \b$160  = \port$3871$0 [181:156];
+  assign \a$159  = \port$3903$0 [103:78];
+  assign \b$160  = \port$3903$0 [181:156];
   assign \mode$161  = \mode$144 ;
   assign \en$166  = en_pe_3_3_en;
-  assign \a$167  = \port$3871$0 [103:78];
-  assign \b$168  = \port$3871$0 [207:182];
+  assign \a$167  = \port$3903$0 [103:78];
+  assign \b$168  = \port$3903$0 [207:182];
   assign \mode$169  = \mode$144 ;
-  assign \a.x0  = \port$3871$0 [3:0];
-  assign \a.x1  = \port$3871$0 [7:4];
-  assign \a.x2  = \port$3871$0 [11:8];
-  assign \a.x3  = \port$3871$0 [15:12];
-  assign \a.neg0  = \port$3871$0 [16];
-  assign \a.sh0  = \port$3871$0 [18:17];
-  assign \a.neg1  = \port$3871$0 [19];
-  assign \a.sh1  = \port$3871$0 [20];
-  assign \a.neg2  = \port$3871$0 [21];
-  assign \a.sh2  = \port$3871$0 [23:22];
-  assign \a.neg3  = \port$3871$0 [24];
-  assign \a.sh3  = \port$3871$0 [25];
-  assign \d__payload.rows  = \port$3871$0 [103:0];
-  assign \d__payload.rows[0]  = \port$3871$0 [25:0];
-  assign \d__payload.rows[0].x0  = \port$3871$0 [3:0];
-  assign \d__payload.rows[0].x1  = \port$3871$0 [7:4];
-  assign \d__payload.rows[0].x2  = \port$3871$0 [11:8];
-  assign \d__payload.rows[0].x3  = \port$3871$0 [15:12];
-  assign \d__payload.rows[0].neg0  = \port$3871$0 [16];
-  assign \d__payload.rows[0].sh0  = \port$3871$0 [18:17];
-  assign \d__payload.rows[0].neg1  = \port$3871$0 [19];
-  assign \d__payload.rows[0].sh1  = \port$3871$0 [20];
-  assign \d__payload.rows[0].neg2  = \port$3871$0 [21];
-  assign \d__payload.rows[0].sh2  = \port$3871$0 [23:22];
-  assign \d__payload.rows[0].neg3  = \port$3871$0 [24];
-  assign \d__payload.rows[0].sh3  = \port$3871$0 [25];
-  assign \d__payload.rows[1]  = \port$3871$0 [51:26];
-  assign \d__payload.rows[1].x0  = \port$3871$0 [29:26];
-  assign \d__payload.rows[1].x1  = \port$3871$0 [33:30];
-  assign \d__payload.rows[1].x2  = \port$3871$0 [37:34];
-  assign \d__payload.rows[1].x3  = \port$3871$0 [41:38];
-  assign \d__payload.rows[1].neg0  = \port$3871$0 [42];
-  assign \d__payload.rows[1].sh0  = \port$3871$0 [44:43];
-  assign \d__payload.rows[1].neg1  = \port$3871$0 [45];
-  assign \d__payload.rows[1].sh1  = \port$3871$0 [46];
-  assign \d__payload.rows[1].neg2  = \port$3871$0 [47];
-  assign \d__payload.rows[1].sh2  = \port$3871$0 [49:48];
-  assign \d__payload.rows[1].neg3  = \port$3871$0 [50];
-  assign \d__payload.rows[1].sh3  = \port$3871$0 [51];
-  assign \d__payload.rows[2]  = \port$3871$0 [77:52];
-  assign \d__payload.rows[2].x0  = \port$3871$0 [55:52];
-  assign \d__payload.rows[2].x1  = \port$3871$0 [59:56];
-  assign \d__payload.rows[2].x2  = \port$3871$0 [63:60];
-  assign \d__payload.rows[2].x3  = \port$3871$0 [67:64];
-  assign \d__payload.rows[2].neg0  = \port$3871$0 [68];
-  assign \d__payload.rows[2].sh0  = \port$3871$0 [70:69];
-  assign \d__payload.rows[2].neg1  = \port$3871$0 [71];
-  assign \d__payload.rows[2].sh1  = \port$3871$0 [72];
-  assign \d__payload.rows[2].neg2  = \port$3871$0 [73];
-  assign \d__payload.rows[2].sh2  = \port$3871$0 [75:74];
-  assign \d__payload.rows[2].neg3  = \port$3871$0 [76];
-  assign \d__payload.rows[2].sh3  = \port$3871$0 [77];
-  assign \d__payload.rows[3]  = \port$3871$0 [103:78];
-  assign \d__payload.rows[3].x0  = \port$3871$0 [81:78];
-  assign \d__payload.rows[3].x1  = \port$3871$0 [85:82];
-  assign \d__payload.rows[3].x2  = \port$3871$0 [89:86];
-  assign \d__payload.rows[3].x3  = \port$3871$0 [93:90];
-  assign \d__payload.rows[3].neg0  = \port$3871$0 [94];
-  assign \d__payload.rows[3].sh0  = \port$3871$0 [96:95];
-  assign \d__payload.rows[3].neg1  = \port$3871$0 [97];
-  assign \d__payload.rows[3].sh1  = \port$3871$0 [98];
-  assign \d__payload.rows[3].neg2  = \port$3871$0 [99];
-  assign \d__payload.rows[3].sh2  = \port$3871$0 [101:100];
-  assign \d__payload.rows[3].neg3  = \port$3871$0 [102];
-  assign \d__payload.rows[3].sh3  = \port$3871$0 [103];
-  assign \d__payload.cols  = \port$3871$0 [207:104];
-  assign \d__payload.cols[0]  = \port$3871$0 [129:104];
-  assign \d__payload.cols[0].x0  = \port$3871$0 [107:104];
-  assign \d__payload.cols[0].x1  = \port$3871$0 [111:108];
-  assign \d__payload.cols[0].x2  = \port$3871$0 [115:112];
-  assign \d__payload.cols[0].x3  = \port$3871$0 [119:116];
-  assign \d__payload.cols[0].neg0  = \port$3871$0 [120];
-  assign \d__payload.cols[0].sh0  = \port$3871$0 [122:121];
-  assign \d__payload.cols[0].neg1  = \port$3871$0 [123];
-  assign \d__payload.cols[0].sh1  = \port$3871$0 [124];
-  assign \d__payload.cols[0].neg2  = \port$3871$0 [125];
-  assign \d__payload.cols[0].sh2  = \port$3871$0 [127:126];
-  assign \d__payload.cols[0].neg3  = \port$3871$0 [128];
-  assign \d__payload.cols[0].sh3  = \port$3871$0 [129];
-  assign \d__payload.cols[1]  = \port$3871$0 [155:130];
-  assign \d__payload.cols[1].x0  = \port$3871$0 [133:130];
-  assign \d__payload.cols[1].x1  = \port$3871$0 [137:134];
-  assign \d__payload.cols[1].x2  = \port$3871$0 [141:138];
-  assign \d__payload.cols[1].x3  = \port$3871$0 [145:142];
-  assign \d__payload.cols[1].neg0  = \port$3871$0 [146];
-  assign \d__payload.cols[1].sh0  = \port$3871$0 [148:147];
-  assign \d__payload.cols[1].neg1  = \port$3871$0 [149];
-  assign \d__payload.cols[1].sh1  = \port$3871$0 [150];
-  assign \d__payload.cols[1].neg2  = \port$3871$0 [151];
-  assign \d__payload.cols[1].sh2  = \port$3871$0 [153:152];
-  assign \d__payload.cols[1].neg3  = \port$3871$0 [154];
-  assign \d__payload.cols[1].sh3  = \port$3871$0 [155];
-  assign \d__payload.cols[2]  = \port$3871$0 [181:156];
-  assign \d__payload.cols[2].x0  = \port$3871$0 [159:156];
-  assign \d__payload.cols[2].x1  = \port$3871$0 [163:160];
-  assign \d__payload.cols[2].x2  = \port$3871$0 [167:164];
-  assign \d__payload.cols[2].x3  = \port$3871$0 [171:168];
-  assign \d__payload.cols[2].neg0  = \port$3871$0 [172];
-  assign \d__payload.cols[2].sh0  = \port$3871$0 [174:173];
-  assign \d__payload.cols[2].neg1  = \port$3871$0 [175];
-  assign \d__payload.cols[2].sh1  = \port$3871$0 [176];
-  assign \d__payload.cols[2].neg2  = \port$3871$0 [177];
-  assign \d__payload.cols[2].sh2  = \port$3871$0 [179:178];
-  assign \d__payload.cols[2].neg3  = \port$3871$0 [180];
-  assign \d__payload.cols[2].sh3  = \port$3871$0 [181];
-  assign \d__payload.cols[3]  = \port$3871$0 [207:182];
-  assign \d__payload.cols[3].x0  = \port$3871$0 [185:182];
-  assign \d__payload.cols[3].x1  = \port$3871$0 [189:186];
-  assign \d__payload.cols[3].x2  = \port$3871$0 [193:190];
-  assign \d__payload.cols[3].x3  = \port$3871$0 [197:194];
-  assign \d__payload.cols[3].neg0  = \port$3871$0 [198];
-  assign \d__payload.cols[3].sh0  = \port$3871$0 [200:199];
-  assign \d__payload.cols[3].neg1  = \port$3871$0 [201];
-  assign \d__payload.cols[3].sh1  = \port$3871$0 [202];
-  assign \d__payload.cols[3].neg2  = \port$3871$0 [203];
-  assign \d__payload.cols[3].sh2  = \port$3871$0 [205:204];
-  assign \d__payload.cols[3].neg3  = \port$3871$0 [206];
-  assign \d__payload.cols[3].sh3  = \port$3871$0 [207];
-  assign \d__payload.mode  = \port$3871$0 [209:208];
-  assign \d__payload.mode.a8  = \port$3871$0 [208];
-  assign \d__payload.mode.b8  = \port$3871$0 [209];
-  assign \d__payload.last  = \port$3875$0 [0];
-  assign \d__payload.err  = \port$3875$0 [1];
-  assign \b.x0  = \port$3871$0 [107:104];
-  assign \b.x1  = \port$3871$0 [111:108];
-  assign \b.x2  = \port$3871$0 [115:112];
-  assign \b.x3  = \port$3871$0 [119:116];
-  assign \b.neg0  = \port$3871$0 [120];
-  assign \b.sh0  = \port$3871$0 [122:121];
-  assign \b.neg1  = \port$3871$0 [123];
-  assign \b.sh1  = \port$3871$0 [124];
-  assign \b.neg2  = \port$3871$0 [125];
-  assign \b.sh2  = \port$3871$0 [127:126];
-  assign \b.neg3  = \port$3871$0 [128];
-  assign \b.sh3  = \port$3871$0 [129];
+  assign \a.x0  = \port$3903$0 [3:0];
+  assign \a.x1  = \port$3903$0 [7:4];
+  assign \a.x2  = \port$3903$0 [11:8];
+  assign \a.x3  = \port$3903$0 [15:12];
+  assign \a.neg0  = \port$3903$0 [16];
+  assign \a.sh0  = \port$3903$0 [18:17];
+  assign \a.neg1  = \port$3903$0 [19];
+  assign \a.sh1  = \port$3903$0 [20];
+  assign \a.neg2  = \port$3903$0 [21];
+  assign \a.sh2  = \port$3903$0 [23:22];
+  assign \a.neg3  = \port$3903$0 [24];
+  assign \a.sh3  = \port$3903$0 [25];
+  assign \d__payload.rows  = \port$3903$0 [103:0];
+  assign \d__payload.rows[0]  = \port$3903$0 [25:0];
+  assign \d__payload.rows[0].x0  = \port$3903$0 [3:0];
+  assign \d__payload.rows[0].x1  = \port$3903$0 [7:4];
+  assign \d__payload.rows[0].x2  = \port$3903$0 [11:8];
+  assign \d__payload.rows[0].x3  = \port$3903$0 [15:12];
+  assign \d__payload.rows[0].neg0  = \port$3903$0 [16];
+  assign \d__payload.rows[0].sh0  = \port$3903$0 [18:17];
+  assign \d__payload.rows[0].neg1  = \port$3903$0 [19];
+  assign \d__payload.rows[0].sh1  = \port$3903$0 [20];
+  assign \d__payload.rows[0].neg2  = \port$3903$0 [21];
+  assign \d__payload.rows[0].sh2  = \port$3903$0 [23:22];
+  assign \d__payload.rows[0].neg3  = \port$3903$0 [24];
+  assign \d__payload.rows[0].sh3  = \port$3903$0 [25];
+  assign \d__payload.rows[1]  = \port$3903$0 [51:26];
+  assign \d__payload.rows[1].x0  = \port$3903$0 [29:26];
+  assign \d__payload.rows[1].x1  = \port$3903$0 [33:30];
+  assign \d__payload.rows[1].x2  = \port$3903$0 [37:34];
+  assign \d__payload.rows[1].x3  = \port$3903$0 [41:38];
+  assign \d__payload.rows[1].neg0  = \port$3903$0 [42];
+  assign \d__payload.rows[1].sh0  = \port$3903$0 [44:43];
+  assign \d__payload.rows[1].neg1  = \port$3903$0 [45];
+  assign \d__payload.rows[1].sh1  = \port$3903$0 [46];
+  assign \d__payload.rows[1].neg2  = \port$3903$0 [47];
+  assign \d__payload.rows[1].sh2  = \port$3903$0 [49:48];
+  assign \d__payload.rows[1].neg3  = \port$3903$0 [50];
+  assign \d__payload.rows[1].sh3  = \port$3903$0 [51];
+  assign \d__payload.rows[2]  = \port$3903$0 [77:52];
+  assign \d__payload.rows[2].x0  = \port$3903$0 [55:52];
+  assign \d__payload.rows[2].x1  = \port$3903$0 [59:56];
+  assign \d__payload.rows[2].x2  = \port$3903$0 [63:60];
+  assign \d__payload.rows[2].x3  = \port$3903$0 [67:64];
+  assign \d__payload.rows[2].neg0  = \port$3903$0 [68];
+  assign \d__payload.rows[2].sh0  = \port$3903$0 [70:69];
+  assign \d__payload.rows[2].neg1  = \port$3903$0 [71];
+  assign \d__payload.rows[2].sh1  = \port$3903$0 [72];
+  assign \d__payload.rows[2].neg2  = \port$3903$0 [73];
+  assign \d__payload.rows[2].sh2  = \port$3903$0 [75:74];
+  assign \d__payload.rows[2].neg3  = \port$3903$0 [76];
+  assign \d__payload.rows[2].sh3  = \port$3903$0 [77];
+  assign \d__payload.rows[3]  = \port$3903$0 [103:78];
+  assign \d__payload.rows[3].x0  = \port$3903$0 [81:78];
+  assign \d__payload.rows[3].x1  = \port$3903$0 [85:82];
+  assign \d__payload.rows[3].x2  = \port$3903$0 [89:86];
+  assign \d__payload.rows[3].x3  = \port$3903$0 [93:90];
+  assign \d__payload.rows[3].neg0  = \port$3903$0 [94];
+  assign \d__payload.rows[3].sh0  = \port$3903$0 [96:95];
+  assign \d__payload.rows[3].neg1  = \port$3903$0 [97];
+  assign \d__payload.rows[3].sh1  = \port$3903$0 [98];
+  assign \d__payload.rows[3].neg2  = \port$3903$0 [99];
+  assign \d__payload.rows[3].sh2  = \port$3903$0 [101:100];
+  assign \d__payload.rows[3].neg3  = \port$3903$0 [102];
+  assign \d__payload.rows[3].sh3  = \port$3903$0 [103];
+  assign \d__payload.cols  = \port$3903$0 [207:104];
+  assign \d__payload.cols[0]  = \port$3903$0 [129:104];
+  assign \d__payload.cols[0].x0  = \port$3903$0 [107:104];
+  assign \d__payload.cols[0].x1  = \port$3903$0 [111:108];
+  assign \d__payload.cols[0].x2  = \port$3903$0 [115:112];
+  assign \d__payload.cols[0].x3  = \port$3903$0 [119:116];
+  assign \d__payload.cols[0].neg0  = \port$3903$0 [120];
+  assign \d__payload.cols[0].sh0  = \port$3903$0 [122:121];
+  assign \d__payload.cols[0].neg1  = \port$3903$0 [123];
+  assign \d__payload.cols[0].sh1  = \port$3903$0 [124];
+  assign \d__payload.cols[0].neg2  = \port$3903$0 [125];
+  assign \d__payload.cols[0].sh2  = \port$3903$0 [127:126];
+  assign \d__payload.cols[0].neg3  = \port$3903$0 [128];
+  assign \d__payload.cols[0].sh3  = \port$3903$0 [129];
+  assign \d__payload.cols[1]  = \port$3903$0 [155:130];
+  assign \d__payload.cols[1].x0  = \port$3903$0 [133:130];
+  assign \d__payload.cols[1].x1  = \port$3903$0 [137:134];
+  assign \d__payload.cols[1].x2  = \port$3903$0 [141:138];
+  assign \d__payload.cols[1].x3  = \port$3903$0 [145:142];
+  assign \d__payload.cols[1].neg0  = \port$3903$0 [146];
+  assign \d__payload.cols[1].sh0  = \port$3903$0 [148:147];
+  assign \d__payload.cols[1].neg1  = \port$3903$0 [149];
+  assign \d__payload.cols[1].sh1  = \port$3903$0 [150];
+  assign \d__payload.cols[1].neg2  = \port$3903$0 [151];
+  assign \d__payload.cols[1].sh2  = \port$3903$0 [153:152];
+  assign \d__payload.cols[1].neg3  = \port$3903$0 [154];
+  assign \d__payload.cols[1].sh3  = \port$3903$0 [155];
+  assign \d__payload.cols[2]  = \port$3903$0 [181:156];
+  assign \d__payload.cols[2].x0  = \port$3903$0 [159:156];
+  assign \d__payload.cols[2].x1  = \port$3903$0 [163:160];
+  assign \d__payload.cols[2].x2  = \port$3903$0 [167:164];
+  assign \d__payload.cols[2].x3  = \port$3903$0 [171:168];
+  assign \d__payload.cols[2].neg0  = \port$3903$0 [172];
+  assign \d__payload.cols[2].sh0  = \port$3903$0 [174:173];
+  assign \d__payload.cols[2].neg1  = \port$3903$0 [175];
+  assign \d__payload.cols[2].sh1  = \port$3903$0 [176];
+  assign \d__payload.cols[2].neg2  = \port$3903$0 [177];
+  assign \d__payload.cols[2].sh2  = \port$3903$0 [179:178];
+  assign \d__payload.cols[2].neg3  = \port$3903$0 [180];
+  assign \d__payload.cols[2].sh3  = \port$3903$0 [181];
+  assign \d__payload.cols[3]  = \port$3903$0 [207:182];
+  assign \d__payload.cols[3].x0  = \port$3903$0 [185:182];
+  assign \d__payload.cols[3].x1  = \port$3903$0 [189:186];
+  assign \d__payload.cols[3].x2  = \port$3903$0 [193:190];
+  assign \d__payload.cols[3].x3  = \port$3903$0 [197:194];
+  assign \d__payload.cols[3].neg0  = \port$3903$0 [198];
+  assign \d__payload.cols[3].sh0  = \port$3903$0 [200:199];
+  assign \d__payload.cols[3].neg1  = \port$3903$0 [201];
+  assign \d__payload.cols[3].sh1  = \port$3903$0 [202];
+  assign \d__payload.cols[3].neg2  = \port$3903$0 [203];
+  assign \d__payload.cols[3].sh2  = \port$3903$0 [205:204];
+  assign \d__payload.cols[3].neg3  = \port$3903$0 [206];
+  assign \d__payload.cols[3].sh3  = \port$3903$0 [207];
+  assign \d__payload.mode  = \port$3903$0 [209:208];
+  assign \d__payload.mode.a8  = \port$3903$0 [208];
+  assign \d__payload.mode.b8  = \port$3903$0 [209];
+  assign \d__payload.last  = \port$3907$0 [0];
+  assign \d__payload.err  = \port$3907$0 [1];
+  assign \b.x0  = \port$3903$0 [107:104];
+  assign \b.x1  = \port$3903$0 [111:108];
+  assign \b.x2  = \port$3903$0 [115:112];
+  assign \b.x3  = \port$3903$0 [119:116];
+  assign \b.neg0  = \port$3903$0 [120];
+  assign \b.sh0  = \port$3903$0 [122:121];
+  assign \b.neg1  = \port$3903$0 [123];
+  assign \b.sh1  = \port$3903$0 [124];
+  assign \b.neg2  = \port$3903$0 [125];
+  assign \b.sh2  = \port$3903$0 [127:126];
+  assign \b.neg3  = \port$3903$0 [128];
+  assign \b.sh3  = \port$3903$0 [129];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \a$52.x0  = \port$3871$0 [3:0];
-  assign \a$52.x1  = \port$3871$0 [7:4];
-  assign \a$52.x2  = \port$3871$0 [11:8];
-  assign \a$52.x3  = \port$3871$0 [15:12];
-  assign \a$52.neg0  = \port$3871$0 [16];
-  assign \a$52.sh0  = \port$3871$0 [18:17];
-  assign \a$52.neg1  = \port$3871$0 [19];
-  assign \a$52.sh1  = \port$3871$0 [20];
-  assign \a$52.neg2  = \port$3871$0 [21];
-  assign \a$52.sh2  = \port$3871$0 [23:22];
-  assign \a$52.neg3  = \port$3871$0 [24];
-  assign \a$52.sh3  = \port$3871$0 [25];
-  assign \b$53.x0  = \port$3871$0 [133:130];
-  assign \b$53.x1  = \port$3871$0 [137:134];
-  assign \b$53.x2  = \port$3871$0 [141:138];
-  assign \b$53.x3  = \port$3871$0 [145:142];
-  assign \b$53.neg0  = \port$3871$0 [146];
-  assign \b$53.sh0  = \port$3871$0 [148:147];
-  assign \b$53.neg1  = \port$3871$0 [149];
-  assign \b$53.sh1  = \port$3871$0 [150];
-  assign \b$53.neg2  = \port$3871$0 [151];
-  assign \b$53.sh2  = \port$3871$0 [153:152];
-  assign \b$53.neg3  = \port$3871$0 [154];
-  assign \b$53.sh3  = \port$3871$0 [155];
+  assign \a$52.x0  = \port$3903$0 [3:0];
+  assign \a$52.x1  = \port$3903$0 [7:4];
+  assign \a$52.x2  = \port$3903$0 [11:8];
+  assign \a$52.x3  = \port$3903$0 [15:12];
+  assign \a$52.neg0  = \port$3903$0 [16];
+  assign \a$52.sh0  = \port$3903$0 [18:17];
+  assign \a$52.neg1  = \port$3903$0 [19];
+  assign \a$52.sh1  = \port$3903$0 [20];
+  assign \a$52.neg2  = \port$3903$0 [21];
+  assign \a$52.sh2  = \port$3903$0 [23:22];
+  assign \a$52.neg3  = \port$3903$0 [24];
+  assign \a$52.sh3  = \port$3903$0 [25];
+  assign \b$53.x0  = \port$3903$0 [133:130];
+  assign \b$53.x1  = \port$3903$0 [137:134];
+  assign \b$53.x2  = \port$3903$0 [141:138];
+  assign \b$53.x3  = \port$3903$0 [145:142];
+  assign \b$53.neg0  = \port$3903$0 [146];
+  assign \b$53.sh0  = \port$3903$0 [148:147];
+  assign \b$53.neg1  = \port$3903$0 [149];
+  assign \b$53.sh1  = \port$3903$0 [150];
+  assign \b$53.neg2  = \port$3903$0 [151];
+  assign \b$53.sh2  = \port$3903$0 [153:152];
+  assign \b$53.neg3  = \port$3903$0 [154];
+  assign \b$53.sh3  = \port$3903$0 [155];
   assign \mode$54.a8  = mode[0];
   assign \mode$54.b8  = mode[1];
-  assign \a$60.x0  = \port$3871$0 [3:0];
-  assign \a$60.x1  = \port$3871$0 [7:4];
-  assign \a$60.x2  = \port$3871$0 [11:8];
-  assign \a$60.x3  = \port$3871$0 [15:12];
-  assign \a$60.neg0  = \port$3871$0 [16];
-  assign \a$60.sh0  = \port$3871$0 [18:17];
-  assign \a$60.neg1  = \port$3871$0 [19];
-  assign \a$60.sh1  = \port$3871$0 [20];
-  assign \a$60.neg2  = \port$3871$0 [21];
-  assign \a$60.sh2  = \port$3871$0 [23:22];
-  assign \a$60.neg3  = \port$3871$0 [24];
-  assign \a$60.sh3  = \port$3871$0 [25];
-  assign \b$61.x0  = \port$3871$0 [159:156];
-  assign \b$61.x1  = \port$3871$0 [163:160];
-  assign \b$61.x2  = \port$3871$0 [167:164];
-  assign \b$61.x3  = \port$3871$0 [171:168];
-  assign \b$61.neg0  = \port$3871$0 [172];
-  assign \b$61.sh0  = \port$3871$0 [174:173];
-  assign \b$61.neg1  = \port$3871$0 [175];
-  assign \b$61.sh1  = \port$3871$0 [176];
-  assign \b$61.neg2  = \port$3871$0 [177];
-  assign \b$61.sh2  = \port$3871$0 [179:178];
-  assign \b$61.neg3  = \port$3871$0 [180];
-  assign \b$61.sh3  = \port$3871$0 [181];
+  assign \a$60.x0  = \port$3903$0 [3:0];
+  assign \a$60.x1  = \port$3903$0 [7:4];
+  assign \a$60.x2  = \port$3903$0 [11:8];
+  assign \a$60.x3  = \port$3903$0 [15:12];
+  assign \a$60.neg0  = \port$3903$0 [16];
+  assign \a$60.sh0  = \port$3903$0 [18:17];
+  assign \a$60.neg1  = \port$3903$0 [19];
+  assign \a$60.sh1  = \port$3903$0 [20];
+  assign \a$60.neg2  = \port$3903$0 [21];
+  assign \a$60.sh2  = \port$3903$0 [23:22];
+  assign \a$60.neg3  = \port$3903$0 [24];
+  assign \a$60.sh3  = \port$3903$0 [25];
+  assign \b$61.x0  = \port$3903$0 [159:156];
+  assign \b$61.x1  = \port$3903$0 [163:160];
+  assign \b$61.x2  = \port$3903$0 [167:164];
+  assign \b$61.x3  = \port$3903$0 [171:168];
+  assign \b$61.neg0  = \port$3903$0 [172];
+  assign \b$61.sh0  = \port$3903$0 [174:173];
+  assign \b$61.neg1  = \port$3903$0 [175];
+  assign \b$61.sh1  = \port$3903$0 [176];
+  assign \b$61.neg2  = \port$3903$0 [177];
+  assign \b$61.sh2  = \port$3903$0 [179:178];
+  assign \b$61.neg3  = \port$3903$0 [180];
+  assign \b$61.sh3  = \port$3903$0 [181];
   assign \mode$62.a8  = mode[0];
   assign \mode$62.b8  = mode[1];
-  assign \a$68.x0  = \port$3871$0 [3:0];
-  assign \a$68.x1  = \port$3871$0 [7:4];
-  assign \a$68.x2  = \port$3871$0 [11:8];
-  assign \a$68.x3  = \port$3871$0 [15:12];
-  assign \a$68.neg0  = \port$3871$0 [16];
-  assign \a$68.sh0  = \port$3871$0 [18:17];
-  assign \a$68.neg1  = \port$3871$0 [19];
-  assign \a$68.sh1  = \port$3871$0 [20];
-  assign \a$68.neg2  = \port$3871$0 [21];
-  assign \a$68.sh2  = \port$3871$0 [23:22];
-  assign \a$68.neg3  = \port$3871$0 [24];
-  assign \a$68.sh3  = \port$3871$0 [25];
-  assign \b$69.x0  = \port$3871$0 [185:182];
-  assign \b$69.x1  = \port$3871$0 [189:186];
-  assign \b$69.x2  = \port$3871$0 [193:190];
-  assign \b$69.x3  = \port$3871$0 [197:194];
-  assign \b$69.neg0  = \port$3871$0 [198];
-  assign \b$69.sh0  = \port$3871$0 [200:199];
-  assign \b$69.neg1  = \port$3871$0 [201];
-  assign \b$69.sh1  = \port$3871$0 [202];
-  assign \b$69.neg2  = \port$3871$0 [203];
-  assign \b$69.sh2  = \port$3871$0 [205:204];
-  assign \b$69.neg3  = \port$3871$0 [206];
-  assign \b$69.sh3  = \port$3871$0 [207];
+  assign \a$68.x0  = \port$3903$0 [3:0];
+  assign \a$68.x1  = \port$3903$0 [7:4];
+  assign \a$68.x2  = \port$3903$0 [11:8];
+  assign \a$68.x3  = \port$3903$0 [15:12];
+  assign \a$68.neg0  = \port$3903$0 [16];
+  assign \a$68.sh0  = \port$3903$0 [18:17];
+  assign \a$68.neg1  = \port$3903$0 [19];
+  assign \a$68.sh1  = \port$3903$0 [20];
+  assign \a$68.neg2  = \port$3903$0 [21];
+  assign \a$68.sh2  = \port$3903$0 [23:22];
+  assign \a$68.neg3  = \port$3903$0 [24];
+  assign \a$68.sh3  = \port$3903$0 [25];
+  assign \b$69.x0  = \port$3903$0 [185:182];
+  assign \b$69.x1  = \port$3903$0 [189:186];
+  assign \b$69.x2  = \port$3903$0 [193:190];
+  assign \b$69.x3  = \port$3903$0 [197:194];
+  assign \b$69.neg0  = \port$3903$0 [198];
+  assign \b$69.sh0  = \port$3903$0 [200:199];
+  assign \b$69.neg1  = \port$3903$0 [201];
+  assign \b$69.sh1  = \port$3903$0 [202];
+  assign \b$69.neg2  = \port$3903$0 [203];
+  assign \b$69.sh2  = \port$3903$0 [205:204];
+  assign \b$69.neg3  = \port$3903$0 [206];
+  assign \b$69.sh3  = \port$3903$0 [207];
   assign \mode$70.a8  = mode[0];
   assign \mode$70.b8  = mode[1];
-  assign \a$76.x0  = \port$3871$0 [29:26];
-  assign \a$76.x1  = \port$3871$0 [33:30];
-  assign \a$76.x2  = \port$3871$0 [37:34];
-  assign \a$76.x3  = \port$3871$0 [41:38];
-  assign \a$76.neg0  = \port$3871$0 [42];
-  assign \a$76.sh0  = \port$3871$0 [44:43];
-  assign \a$76.neg1  = \port$3871$0 [45];
-  assign \a$76.sh1  = \port$3871$0 [46];
-  assign \a$76.neg2  = \port$3871$0 [47];
-  assign \a$76.sh2  = \port$3871$0 [49:48];
-  assign \a$76.neg3  = \port$3871$0 [50];
-  assign \a$76.sh3  = \port$3871$0 [51];
-  assign \b$77.x0  = \port$3871$0 [107:104];
-  assign \b$77.x1  = \port$3871$0 [111:108];
-  assign \b$77.x2  = \port$3871$0 [115:112];
-  assign \b$77.x3  = \port$3871$0 [119:116];
-  assign \b$77.neg0  = \port$3871$0 [120];
-  assign \b$77.sh0  = \port$3871$0 [122:121];
-  assign \b$77.neg1  = \port$3871$0 [123];
-  assign \b$77.sh1  = \port$3871$0 [124];
-  assign \b$77.neg2  = \port$3871$0 [125];
-  assign \b$77.sh2  = \port$3871$0 [127:126];
-  assign \b$77.neg3  = \port$3871$0 [128];
-  assign \b$77.sh3  = \port$3871$0 [129];
+  assign \a$76.x0  = \port$3903$0 [29:26];
+  assign \a$76.x1  = \port$3903$0 [33:30];
+  assign \a$76.x2  = \port$3903$0 [37:34];
+  assign \a$76.x3  = \port$3903$0 [41:38];
+  assign \a$76.neg0  = \port$3903$0 [42];
+  assign \a$76.sh0  = \port$3903$0 [44:43];
+  assign \a$76.neg1  = \port$3903$0 [45];
+  assign \a$76.sh1  = \port$3903$0 [46];
+  assign \a$76.neg2  = \port$3903$0 [47];
+  assign \a$76.sh2  = \port$3903$0 [49:48];
+  assign \a$76.neg3  = \port$3903$0 [50];
+  assign \a$76.sh3  = \port$3903$0 [51];
+  assign \b$77.x0  = \port$3903$0 [107:104];
+  assign \b$77.x1  = \port$3903$0 [111:108];
+  assign \b$77.x2  = \port$3903$0 [115:112];
+  assign \b$77.x3  = \port$3903$0 [119:116];
+  assign \b$77.neg0  = \port$3903$0 [120];
+  assign \b$77.sh0  = \port$3903$0 [122:121];
+  assign \b$77.neg1  = \port$3903$0 [123];
+  assign \b$77.sh1  = \port$3903$0 [124];
+  assign \b$77.neg2  = \port$3903$0 [125];
+  assign \b$77.sh2  = \port$3903$0 [127:126];
+  assign \b$77.neg3  = \port$3903$0 [128];
+  assign \b$77.sh3  = \port$3903$0 [129];
   assign \mode$78.a8  = \mode$78 [0];
   assign \mode$78.b8  = \mode$78 [1];
-  assign \a$85.x0  = \port$3871$0 [29:26];
-  assign \a$85.x1  = \port$3871$0 [33:30];
-  assign \a$85.x2  = \port$3871$0 [37:34];
-  assign \a$85.x3  = \port$3871$0 [41:38];
-  assign \a$85.neg0  = \port$3871$0 [42];
-  assign \a$85.sh0  = \port$3871$0 [44:43];
-  assign \a$85.neg1  = \port$3871$0 [45];
-  assign \a$85.sh1  = \port$3871$0 [46];
-  assign \a$85.neg2  = \port$3871$0 [47];
-  assign \a$85.sh2  = \port$3871$0 [49:48];
-  assign \a$85.neg3  = \port$3871$0 [50];
-  assign \a$85.sh3  = \port$3871$0 [51];
-  assign \b$86.x0  = \port$3871$0 [133:130];
-  assign \b$86.x1  = \port$3871$0 [137:134];
-  assign \b$86.x2  = \port$3871$0 [141:138];
-  assign \b$86.x3  = \port$3871$0 [145:142];
-  assign \b$86.neg0  = \port$3871$0 [146];
-  assign \b$86.sh0  = \port$3871$0 [148:147];
-  assign \b$86.neg1  = \port$3871$0 [149];
-  assign \b$86.sh1  = \port$3871$0 [150];
-  assign \b$86.neg2  = \port$3871$0 [151];
-  assign \b$86.sh2  = \port$3871$0 [153:152];
-  assign \b$86.neg3  = \port$3871$0 [154];
-  assign \b$86.sh3  = \port$3871$0 [155];
+  assign \a$85.x0  = \port$3903$0 [29:26];
+  assign \a$85.x1  = \port$3903$0 [33:30];
+  assign \a$85.x2  = \port$3903$0 [37:34];
+  assign \a$85.x3  = \port$3903$0 [41:38];
+  assign \a$85.neg0  = \port$3903$0 [42];
+  assign \a$85.sh0  = \port$3903$0 [44:43];
+  assign \a$85.neg1  = \port$3903$0 [45];
+  assign \a$85.sh1  = \port$3903$0 [46];
+  assign \a$85.neg2  = \port$3903$0 [47];
+  assign \a$85.sh2  = \port$3903$0 [49:48];
+  assign \a$85.neg3  = \port$3903$0 [50];
+  assign \a$85.sh3  = \port$3903$0 [51];
+  assign \b$86.x0  = \port$3903$0 [133:130];
+  assign \b$86.x1  = \port$3903$0 [137:134];
+  assign \b$86.x2  = \port$3903$0 [141:138];
+  assign \b$86.x3  = \port$3903$0 [145:142];
+  assign \b$86.neg0  = \port$3903$0 [146];
+  assign \b$86.sh0  = \port$3903$0 [148:147];
+  assign \b$86.neg1  = \port$3903$0 [149];
+  assign \b$86.sh1  = \port$3903$0 [150];
+  assign \b$86.neg2  = \port$3903$0 [151];
+  assign \b$86.sh2  = \port$3903$0 [153:152];
+  assign \b$86.neg3  = \port$3903$0 [154];
+  assign \b$86.sh3  = \port$3903$0 [155];
   assign \mode$87.a8  = \mode$78 [0];
   assign \mode$87.b8  = \mode$78 [1];
-  assign \a$93.x0  = \port$3871$0 [29:26];
-  assign \a$93.x1  = \port$3871$0 [33:30];
-  assign \a$93.x2  = \port$3871$0 [37:34];
-  assign \a$93.x3  = \port$3871$0 [41:38];
-  assign \a$93.neg0  = \port$3871$0 [42];
-  assign \a$93.sh0  = \port$3871$0 [44:43];
-  assign \a$93.neg1  = \port$3871$0 [45];
-  assign \a$93.sh1  = \port$3871$0 [46];
-  assign \a$93.neg2  = \port$3871$0 [47];
-  assign \a$93.sh2  = \port$3871$0 [49:48];
-  assign \a$93.neg3  = \port$3871$0 [50];
-  assign \a$93.sh3  = \port$3871$0 [51];
-  assign \b$94.x0  = \port$3871$0 [159:156];
-  assign \b$94.x1  = \port$3871$0 [163:160];
-  assign \b$94.x2  = \port$3871$0 [167:164];
-  assign \b$94.x3  = \port$3871$0 [171:168];
-  assign \b$94.neg0  = \port$3871$0 [172];
-  assign \b$94.sh0  = \port$3871$0 [174:173];
-  assign \b$94.neg1  = \port$3871$0 [175];
-  assign \b$94.sh1  = \port$3871$0 [176];
-  assign \b$94.neg2  = \port$3871$0 [177];
-  assign \b$94.sh2  = \port$3871$0 [179:178];
-  assign \b$94.neg3  = \port$3871$0 [180];
-  assign \b$94.sh3  = \port$3871$0 [181];
+  assign \a$93.x0  = \port$3903$0 [29:26];
+  assign \a$93.x1  = \port$3903$0 [33:30];
+  assign \a$93.x2  = \port$3903$0 [37:34];
+  assign \a$93.x3  = \port$3903$0 [41:38];
+  assign \a$93.neg0  = \port$3903$0 [42];
+  assign \a$93.sh0  = \port$3903$0 [44:43];
+  assign \a$93.neg1  = \port$3903$0 [45];
+  assign \a$93.sh1  = \port$3903$0 [46];
+  assign \a$93.neg2  = \port$3903$0 [47];
+  assign \a$93.sh2  = \port$3903$0 [49:48];
+  assign \a$93.neg3  = \port$3903$0 [50];
+  assign \a$93.sh3  = \port$3903$0 [51];
+  assign \b$94.x0  = \port$3903$0 [159:156];
+  assign \b$94.x1  = \port$3903$0 [163:160];
+  assign \b$94.x2  = \port$3903$0 [167:164];
+  assign \b$94.x3  = \port$3903$0 [171:168];
+  assign \b$94.neg0  = \port$3903$0 [172];
+  assign \b$94.sh0  = \port$3903$0 [174:173];
+  assign \b$94.neg1  = \port$3903$0 [175];
+  assign \b$94.sh1  = \port$3903$0 [176];
+  assign \b$94.neg2  = \port$3903$0 [177];
+  assign \b$94.sh2  = \port$3903$0 [179:178];
+  assign \b$94.neg3  = \port$3903$0 [180];
+  assign \b$94.sh3  = \port$3903$0 [181];
   assign \mode$95.a8  = \mode$78 [0];
   assign \mode$95.b8  = \mode$78 [1];
-  assign \a$101.x0  = \port$3871$0 [29:26];
-  assign \a$101.x1  = \port$3871$0 [33:30];
-  assign \a$101.x2  = \port$3871$0 [37:34];
-  assign \a$101.x3  = \port$3871$0 [41:38];
-  assign \a$101.neg0  = \port$3871$0 [42];
-  assign \a$101.sh0  = \port$3871$0 [44:43];
-  assign \a$101.neg1  = \port$3871$0 [45];
-  assign \a$101.sh1  = \port$3871$0 [46];
-  assign \a$101.neg2  = \port$3871$0 [47];
-  assign \a$101.sh2  = \port$3871$0 [49:48];
-  assign \a$101.neg3  = \port$3871$0 [50];
-  assign \a$101.sh3  = \port$3871$0 [51];
-  assign \b$102.x0  = \port$3871$0 [185:182];
-  assign \b$102.x1  = \port$3871$0 [189:186];
-  assign \b$102.x2  = \port$3871$0 [193:190];
-  assign \b$102.x3  = \port$3871$0 [197:194];
-  assign \b$102.neg0  = \port$3871$0 [198];
-  assign \b$102.sh0  = \port$3871$0 [200:199];
-  assign \b$102.neg1  = \port$3871$0 [201];
-  assign \b$102.sh1  = \port$3871$0 [202];
-  assign \b$102.neg2  = \port$3871$0 [203];
-  assign \b$102.sh2  = \port$3871$0 [205:204];
-  assign \b$102.neg3  = \port$3871$0 [206];
-  assign \b$102.sh3  = \port$3871$0 [207];
+  assign \a$101.x0  = \port$3903$0 [29:26];
+  assign \a$101.x1  = \port$3903$0 [33:30];
+  assign \a$101.x2  = \port$3903$0 [37:34];
+  assign \a$101.x3  = \port$3903$0 [41:38];
+  assign \a$101.neg0  = \port$3903$0 [42];
+  assign \a$101.sh0  = \port$3903$0 [44:43];
+  assign \a$101.neg1  = \port$3903$0 [45];
+  assign \a$101.sh1  = \port$3903$0 [46];
+  assign \a$101.neg2  = \port$3903$0 [47];
+  assign \a$101.sh2  = \port$3903$0 [49:48];
+  assign \a$101.neg3  = \port$3903$0 [50];
+  assign \a$101.sh3  = \port$3903$0 [51];
+  assign \b$102.x0  = \port$3903$0 [185:182];
+  assign \b$102.x1  = \port$3903$0 [189:186];
+  assign \b$102.x2  = \port$3903$0 [193:190];
+  assign \b$102.x3  = \port$3903$0 [197:194];
+  assign \b$102.neg0  = \port$3903$0 [198];
+  assign \b$102.sh0  = \port$3903$0 [200:199];
+  assign \b$102.neg1  = \port$3903$0 [201];
+  assign \b$102.sh1  = \port$3903$0 [202];
+  assign \b$102.neg2  = \port$3903$0 [203];
+  assign \b$102.sh2  = \port$3903$0 [205:204];
+  assign \b$102.neg3  = \port$3903$0 [206];
+  assign \b$102.sh3  = \port$3903$0 [207];
   assign \mode$103.a8  = \mode$78 [0];
   assign \mode$103.b8  = \mode$78 [1];
-  assign \a$109.x0  = \port$3871$0 [55:52];
-  assign \a$109.x1  = \port$3871$0 [59:56];
-  assign \a$109.x2  = \port$3871$0 [63:60];
-  assign \a$109.x3  = \port$3871$0 [67:64];
-  assign \a$109.neg0  = \port$3871$0 [68];
-  assign \a$109.sh0  = \port$3871$0 [70:69];
-  assign \a$109.neg1  = \port$3871$0 [71];
-  assign \a$109.sh1  = \port$3871$0 [72];
-  assign \a$109.neg2  = \port$3871$0 [73];
-  assign \a$109.sh2  = \port$3871$0 [75:74];
-  assign \a$109.neg3  = \port$3871$0 [76];
-  assign \a$109.sh3  = \port$3871$0 [77];
-  assign \b$110.x0  = \port$3871$0 [107:104];
-  assign \b$110.x1  = \port$3871$0 [111:108];
-  assign \b$110.x2  = \port$3871$0 [115:112];
-  assign \b$110.x3  = \port$3871$0 [119:116];
-  assign \b$110.neg0  = \port$3871$0 [120];
-  assign \b$110.sh0  = \port$3871$0 [122:121];
-  assign \b$110.neg1  = \port$3871$0 [123];
-  assign \b$110.sh1  = \port$3871$0 [124];
-  assign \b$110.neg2  = \port$3871$0 [125];
-  assign \b$110.sh2  = \port$3871$0 [127:126];
-  assign \b$110.neg3  = \port$3871$0 [128];
-  assign \b$110.sh3  = \port$3871$0 [129];
+  assign \a$109.x0  = \port$3903$0 [55:52];
+  assign \a$109.x1  = \port$3903$0 [59:56];
+  assign \a$109.x2  = \port$3903$0 [63:60];
+  assign \a$109.x3  = \port$3903$0 [67:64];
+  assign \a$109.neg0  = \port$3903$0 [68];
+  assign \a$109.sh0  = \port$3903$0 [70:69];
+  assign \a$109.neg1  = \port$3903$0 [71];
+  assign \a$109.sh1  = \port$3903$0 [72];
+  assign \a$109.neg2  = \port$3903$0 [73];
+  assign \a$109.sh2  = \port$3903$0 [75:74];
+  assign \a$109.neg3  = \port$3903$0 [76];
+  assign \a$109.sh3  = \port$3903$0 [77];
+  assign \b$110.x0  = \port$3903$0 [107:104];
+  assign \b$110.x1  = \port$3903$0 [111:108];
+  assign \b$110.x2  = \port$3903$0 [115:112];
+  assign \b$110.x3  = \port$3903$0 [119:116];
+  assign \b$110.neg0  = \port$3903$0 [120];
+  assign \b$110.sh0  = \port$3903$0 [122:121];
+  assign \b$110.neg1  = \port$3903$0 [123];
+  assign \b$110.sh1  = \port$3903$0 [124];
+  assign \b$110.neg2  = \port$3903$0 [125];
+  assign \b$110.sh2  = \port$3903$0 [127:126];
+  assign \b$110.neg3  = \port$3903$0 [128];
+  assign \b$110.sh3  = \port$3903$0 [129];
   assign \mode$111.a8  = \mode$111 [0];
   assign \mode$111.b8  = \mode$111 [1];
-  assign \a$118.x0  = \port$3871$0 [55:52];
-  assign \a$118.x1  = \port$3871$0 [59:56];
-  assign \a$118.x2  = \port$3871$0 [63:60];
-  assign \a$118.x3  = \port$3871$0 [67:64];
-  assign \a$118.neg0  = \port$3871$0 [68];
-  assign \a$118.sh0  = \port$3871$0 [70:69];
-  assign \a$118.neg1  = \port$3871$0 [71];
-  assign \a$118.sh1  = \port$3871$0 [72];
-  assign \a$118.neg2  = \port$3871$0 [73];
-  assign \a$118.sh2  = \port$3871$0 [75:74];
-  assign \a$118.neg3  = \port$3871$0 [76];
-  assign \a$118.sh3  = \port$3871$0 [77];
-  assign \b$119.x0  = \port$3871$0 [133:130];
-  assign \b$119.x1  = \port$3871$0 [137:134];
-  assign \b$119.x2  = \port$3871$0 [141:138];
-  assign \b$119.x3  = \port$3871$0 [145:142];
-  assign \b$119.neg0  = \port$3871$0 [146];
-  assign \b$119.sh0  = \port$3871$0 [148:147];
-  assign \b$119.neg1  = \port$3871$0 [149];
-  assign \b$119.sh1  = \port$3871$0 [150];
-  assign \b$119.neg2  = \port$3871$0 [151];
-  assign \b$119.sh2  = \port$3871$0 [153:152];
-  assign \b$119.neg3  = \port$3871$0 [154];
-  assign \b$119.sh3  = \port$3871$0 [155];
+  assign \a$118.x0  = \port$3903$0 [55:52];
+  assign \a$118.x1  = \port$3903$0 [59:56];
+  assign \a$118.x2  = \port$3903$0 [63:60];
+  assign \a$118.x3  = \port$3903$0 [67:64];
+  assign \a$118.neg0  = \port$3903$0 [68];
+  assign \a$118.sh0  = \port$3903$0 [70:69];
+  assign \a$118.neg1  = \port$3903$0 [71];
+  assign \a$118.sh1  = \port$3903$0 [72];
+  assign \a$118.neg2  = \port$3903$0 [73];
+  assign \a$118.sh2  = \port$3903$0 [75:74];
+  assign \a$118.neg3  = \port$3903$0 [76];
+  assign \a$118.sh3  = \port$3903$0 [77];
+  assign \b$119.x0  = \port$3903$0 [133:130];
+  assign \b$119.x1  = \port$3903$0 [137:134];
+  assign \b$119.x2  = \port$3903$0 [141:138];
+  assign \b$119.x3  = \port$3903$0 [145:142];
+  assign \b$119.neg0  = \port$3903$0 [146];
+  assign \b$119.sh0  = \port$3903$0 [148:147];
+  assign \b$119.neg1  = \port$3903$0 [149];
+  assign \b$119.sh1  = \port$3903$0 [150];
+  assign \b$119.neg2  = \port$3903$0 [151];
+  assign \b$119.sh2  = \port$3903$0 [153:152];
+  assign \b$119.neg3  = \port$3903$0 [154];
+  assign \b$119.sh3  = \port$3903$0 [155];
   assign \mode$120.a8  = \mode$111 [0];
   assign \mode$120.b8  = \mode$111 [1];
-  assign \a$126.x0  = \port$3871$0 [55:52];
-  assign \a$126.x1  = \port$3871$0 [59:56];
-  assign \a$126.x2  = \port$3871$0 [63:60];
-  assign \a$126.x3  = \port$3871$0 [67:64];
-  assign \a$126.neg0  = \port$3871$0 [68];
-  assign \a$126.sh0  = \port$3871$0 [70:69];
-  assign \a$126.neg1  = \port$3871$0 [71];
-  assign \a$126.sh1  = \port$3871$0 [72];
-  assign \a$126.neg2  = \port$3871$0 [73];
-  assign \a$126.sh2  = \port$3871$0 [75:74];
-  assign \a$126.neg3  = \port$3871$0 [76];
-  assign \a$126.sh3  = \port$3871$0 [77];
-  assign \b$127.x0  = \port$3871$0 [159:156];
-  assign \b$127.x1  = \port$3871$0 [163:160];
-  assign \b$127.x2  = \port$3871$0 [167:164];
-  assign \b$127.x3  = \port$3871$0 [171:168];
-  assign \b$127.neg0  = \port$3871$0 [172];
-  assign \b$127.sh0  = \port$3871$0 [174:173];
-  assign \b$127.neg1  = \port$3871$0 [175];
-  assign \b$127.sh1  = \port$3871$0 [176];
-  assign \b$127.neg2  = \port$3871$0 [177];
-  assign \b$127.sh2  = \port$3871$0 [179:178];
-  assign \b$127.neg3  = \port$3871$0 [180];
-  assign \b$127.sh3  = \port$3871$0 [181];
+  assign \a$126.x0  = \port$3903$0 [55:52];
+  assign \a$126.x1  = \port$3903$0 [59:56];
+  assign \a$126.x2  = \port$3903$0 [63:60];
+  assign \a$126.x3  = \port$3903$0 [67:64];
+  assign \a$126.neg0  = \port$3903$0 [68];
+  assign \a$126.sh0  = \port$3903$0 [70:69];
+  assign \a$126.neg1  = \port$3903$0 [71];
+  assign \a$126.sh1  = \port$3903$0 [72];
+  assign \a$126.neg2  = \port$3903$0 [73];
+  assign \a$126.sh2  = \port$3903$0 [75:74];
+  assign \a$126.neg3  = \port$3903$0 [76];
+  assign \a$126.sh3  = \port$3903$0 [77];
+  assign \b$127.x0  = \port$3903$0 [159:156];
+  assign \b$127.x1  = \port$3903$0 [163:160];
+  assign \b$127.x2  = \port$3903$0 [167:164];
+  assign \b$127.x3  = \port$3903$0 [171:168];
+  assign \b$127.neg0  = \port$3903$0 [172];
+  assign \b$127.sh0  = \port$3903$0 [174:173];
+  assign \b$127.neg1  = \port$3903$0 [175];
+  assign \b$127.sh1  = \port$3903$0 [176];
+  assign \b$127.neg2  = \port$3903$0 [177];
+  assign \b$127.sh2  = \port$3903$0 [179:178];
+  assign \b$127.neg3  = \port$3903$0 [180];
+  assign \b$127.sh3  = \port$3903$0 [181];
   assign \mode$128.a8  = \mode$111 [0];
   assign \mode$128.b8  = \mode$111 [1];
-  assign \a$134.x0  = \port$3871$0 [55:52];
-  assign \a$134.x1  = \port$3871$0 [59:56];
-  assign \a$134.x2  = \port$3871$0 [63:60];
-  assign \a$134.x3  = \port$3871$0 [67:64];
-  assign \a$134.neg0  = \port$3871$0 [68];
-  assign \a$134.sh0  = \port$3871$0 [70:69];
-  assign \a$134.neg1  = \port$3871$0 [71];
-  assign \a$134.sh1  = \port$3871$0 [72];
-  assign \a$134.neg2  = \port$3871$0 [73];
-  assign \a$134.sh2  = \port$3871$0 [75:74];
-  assign \a$134.neg3  = \port$3871$0 [76];
-  assign \a$134.sh3  = \port$3871$0 [77];
-  assign \b$135.x0  = \port$3871$0 [185:182];
-  assign \b$135.x1  = \port$3871$0 [189:186];
-  assign \b$135.x2  = \port$3871$0 [193:190];
-  assign \b$135.x3  = \port$3871$0 [197:194];
-  assign \b$135.neg0  = \port$3871$0 [198];
-  assign \b$135.sh0  = \port$3871$0 [200:199];
-  assign \b$135.neg1  = \port$3871$0 [201];
-  assign \b$135.sh1  = \port$3871$0 [202];
-  assign \b$135.neg2  = \port$3871$0 [203];
-  assign \b$135.sh2  = \port$3871$0 [205:204];
-  assign \b$135.neg3  = \port$3871$0 [206];
-  assign \b$135.sh3  = \port$3871$0 [207];
+  assign \a$134.x0  = \port$3903$0 [55:52];
+  assign \a$134.x1  = \port$3903$0 [59:56];
+  assign \a$134.x2  = \port$3903$0 [63:60];
+  assign \a$134.x3  = \port$3903$0 [67:64];
+  assign \a$134.neg0  = \port$3903$0 [68];
+  assign \a$134.sh0  = \port$3903$0 [70:69];
+  assign \a$134.neg1  = \port$3903$0 [71];
+  assign \a$134.sh1  = \port$3903$0 [72];
+  assign \a$134.neg2  = \port$3903$0 [73];
+  assign \a$134.sh2  = \port$3903$0 [75:74];
+  assign \a$134.neg3  = \port$3903$0 [76];
+  assign \a$134.sh3  = \port$3903$0 [77];
+  assign \b$135.x0  = \port$3903$0 [185:182];
+  assign \b$135.x1  = \port$3903$0 [189:186];
+  assign \b$135.x2  = \port$3903$0 [193:190];
+  assign \b$135.x3  = \port$3903$0 [197:194];
+  assign \b$135.neg0  = \port$3903$0 [198];
+  assign \b$135.sh0  = \port$3903$0 [200:199];
+  assign \b$135.neg1  = \port$3903$0 [201];
+  assign \b$135.sh1  = \port$3903$0 [202];
+  assign \b$135.neg2  = \port$3903$0 [203];
+  assign \b$135.sh2  = \port$3903$0 [205:204];
+  assign \b$135.neg3  = \port$3903$0 [206];
+  assign \b$135.sh3  = \port$3903$0 [207];
   assign \mode$136.a8  = \mode$111 [0];
   assign \mode$136.b8  = \mode$111 [1];
-  assign \a$142.x0  = \port$3871$0 [81:78];
-  assign \a$142.x1  = \port$3871$0 [85:82];
-  assign \a$142.x2  = \port$3871$0 [89:86];
-  assign \a$142.x3  = \port$3871$0 [93:90];
-  assign \a$142.neg0  = \port$3871$0 [94];
-  assign \a$142.sh0  = \port$3871$0 [96:95];
-  assign \a$142.neg1  = \port$3871$0 [97];
-  assign \a$142.sh1  = \port$3871$0 [98];
-  assign \a$142.neg2  = \port$3871$0 [99];
-  assign \a$142.sh2  = \port$3871$0 [101:100];
-  assign \a$142.neg3  = \port$3871$0 [102];
-  assign \a$142.sh3  = \port$3871$0 [103];
-  assign \b$143.x0  = \port$3871$0 [107:104];
-  assign \b$143.x1  = \port$3871$0 [111:108];
-  assign \b$143.x2  = \port$3871$0 [115:112];
-  assign \b$143.x3  = \port$3871$0 [119:116];
-  assign \b$143.neg0  = \port$3871$0 [120];
-  assign \b$143.sh0  = \port$3871$0 [122:121];
-  assign \b$143.neg1  = \port$3871$0 [123];
-  assign \b$143.sh1  = \port$3871$0 [124];
-  assign \b$143.neg2  = \port$3871$0 [125];
-  assign \b$143.sh2  = \port$3871$0 [127:126];
-  assign \b$143.neg3  = \port$3871$0 [128];
-  assign \b$143.sh3  = \port$3871$0 [129];
+  assign \a$142.x0  = \port$3903$0 [81:78];
+  assign \a$142.x1  = \port$3903$0 [85:82];
+  assign \a$142.x2  = \port$3903$0 [89:86];
+  assign \a$142.x3  = \port$3903$0 [93:90];
+  assign \a$142.neg0  = \port$3903$0 [94];
+  assign \a$142.sh0  = \port$3903$0 [96:95];
+  assign \a$142.neg1  = \port$3903$0 [97];
+  assign \a$142.sh1  = \port$3903$0 [98];
+  assign \a$142.neg2  = \port$3903$0 [99];
+  assign \a$142.sh2  = \port$3903$0 [101:100];
+  assign \a$142.neg3  = \port$3903$0 [102];
+  assign \a$142.sh3  = \port$3903$0 [103];
+  assign \b$143.x0  = \port$3903$0 [107:104];
+  assign \b$143.x1  = \port$3903$0 [111:108];
+  assign \b$143.x2  = \port$3903$0 [115:112];
+  assign \b$143.x3  = \port$3903$0 [119:116];
+  assign \b$143.neg0  = \port$3903$0 [120];
+  assign \b$143.sh0  = \port$3903$0 [122:121];
+  assign \b$143.neg1  = \port$3903$0 [123];
+  assign \b$143.sh1  = \port$3903$0 [124];
+  assign \b$143.neg2  = \port$3903$0 [125];
+  assign \b$143.sh2  = \port$3903$0 [127:126];
+  assign \b$143.neg3  = \port$3903$0 [128];
+  assign \b$143.sh3  = \port$3903$0 [129];
   assign \mode$144.a8  = \mode$144 [0];
   assign \mode$144.b8  = \mode$144 [1];
-  assign \a$151.x0  = \port$3871$0 [81:78];
-  assign \a$151.x1  = \port$3871$0 [85:82];
-  assign \a$151.x2  = \port$3871$0 [89:86];
-  assign \a$151.x3  = \port$3871$0 [93:90];
-  assign \a$151.neg0  = \port$3871$0 [94];
-  assign \a$151.sh0  = \port$3871$0 [96:95];
-  assign \a$151.neg1  = \port$3871$0 [97];
-  assign \a$151.sh1  = \port$3871$0 [98];
-  assign \a$151.neg2  = \port$3871$0 [99];
-  assign \a$151.sh2  = \port$3871$0 [101:100];
-  assign \a$151.neg3  = \port$3871$0 [102];
-  assign \a$151.sh3  = \port$3871$0 [103];
-  assign \b$152.x0  = \port$3871$0 [133:130];
-  assign \b$152.x1  = \port$3871$0 [137:134];
-  assign \b$152.x2  = \port$3871$0 [141:138];
-  assign \b$152.x3  = \port$3871$0 [145:142];
-  assign \b$152.neg0  = \port$3871$0 [146];
-  assign \b$152.sh0  = \port$3871$0 [148:147];
-  assign \b$152.neg1  = \port$3871$0 [149];
-  assign \b$152.sh1  = \port$3871$0 [150];
-  assign \b$152.neg2  = \port$3871$0 [151];
-  assign \b$152.sh2  = \port$3871$0 [153:152];
-  assign \b$152.neg3  = \port$3871$0 [154];
-  assign \b$152.sh3  = \port$3871$0 [155];
+  assign \a$151.x0  = \port$3903$0 [81:78];
+  assign \a$151.x1  = \port$3903$0 [85:82];
+  assign \a$151.x2  = \port$3903$0 [89:86];
+  assign \a$151.x3  = \port$3903$0 [93:90];
+  assign \a$151.neg0  = \port$3903$0 [94];
+  assign \a$151.sh0  = \port$3903$0 [96:95];
+  assign \a$151.neg1  = \port$3903$0 [97];
+  assign \a$151.sh1  = \port$3903$0 [98];
+  assign \a$151.neg2  = \port$3903$0 [99];
+  assign \a$151.sh2  = \port$3903$0 [101:100];
+  assign \a$151.neg3  = \port$3903$0 [102];
+  assign \a$151.sh3  = \port$3903$0 [103];
+  assign \b$152.x0  = \port$3903$0 [133:130];
+  assign \b$152.x1  = \port$3903$0 [137:134];
+  assign \b$152.x2  = \port$3903$0 [141:138];
+  assign \b$152.x3  = \port$3903$0 [145:142];
+  assign \b$152.neg0  = \port$3903$0 [146];
+  assign \b$152.sh0  = \port$3903$0 [148:147];
+  assign \b$152.neg1  = \port$3903$0 [149];
+  assign \b$152.sh1  = \port$3903$0 [150];
+  assign \b$152.neg2  = \port$3903$0 [151];
+  assign \b$152.sh2  = \port$3903$0 [153:152];
+  assign \b$152.neg3  = \port$3903$0 [154];
+  assign \b$152.sh3  = \port$3903$0 [155];
   assign \mode$153.a8  = \mode$144 [0];
   assign \mode$153.b8  = \mode$144 [1];
-  assign \a$159.x0  = \port$3871$0 [81:78];
-  assign \a$159.x1  = \port$3871$0 [85:82];
-  assign \a$159.x2  = \port$3871$0 [89:86];
-  assign \a$159.x3  = \port$3871$0 [93:90];
-  assign \a$159.neg0  = \port$3871$0 [94];
-  assign \a$159.sh0  = \port$3871$0 [96:95];
-  assign \a$159.neg1  = \port$3871$0 [97];
-  assign \a$159.sh1  = \port$3871$0 [98];
-  assign \a$159.neg2  = \port$3871$0 [99];
-  assign \a$159.sh2  = \port$3871$0 [101:100];
-  assign \a$159.neg3  = \port$3871$0 [102];
-  assign \a$159.sh3  = \port$3871$0 [103];
-  assign \b$160.x0  = \port$3871$0 [159:156];
-  assign \b$160.x1  = \port$3871$0 [163:160];
-  assign \b$160.x2  = \port$3871$0 [167:164];
-  assign \b$160.x3  = \port$3871$0 [171:168];
-  assign \b$160.neg0  = \port$3871$0 [172];
-  assign \b$160.sh0  = \port$3871$0 [174:173];
-  assign \b$160.neg1  = \port$3871$0 [175];
-  assign \b$160.sh1  = \port$3871$0 [176];
-  assign \b$160.neg2  = \port$3871$0 [177];
-  assign \b$160.sh2  = \port$3871$0 [179:178];
-  assign \b$160.neg3  = \port$3871$0 [180];
-  assign \b$160.sh3  = \port$3871$0 [181];
+  assign \a$159.x0  = \port$3903$0 [81:78];
+  assign \a$159.x1  = \port$3903$0 [85:82];
+  assign \a$159.x2  = \port$3903$0 [89:86];
+  assign \a$159.x3  = \port$3903$0 [93:90];
+  assign \a$159.neg0  = \port$3903$0 [94];
+  assign \a$159.sh0  = \port$3903$0 [96:95];
+  assign \a$159.neg1  = \port$3903$0 [97];
+  assign \a$159.sh1  = \port$3903$0 [98];
+  assign \a$159.neg2  = \port$3903$0 [99];
+  assign \a$159.sh2  = \port$3903$0 [101:100];
+  assign \a$159.neg3  = \port$3903$0 [102];
+  assign \a$159.sh3  = \port$3903$0 [103];
+  assign \b$160.x0  = \port$3903$0 [159:156];
+  assign \b$160.x1  = \port$3903$0 [163:160];
+  assign \b$160.x2  = \port$3903$0 [167:164];
+  assign \b$160.x3  = \port$3903$0 [171:168];
+  assign \b$160.neg0  = \port$3903$0 [172];
+  assign \b$160.sh0  = \port$3903$0 [174:173];
+  assign \b$160.neg1  = \port$3903$0 [175];
+  assign \b$160.sh1  = \port$3903$0 [176];
+  assign \b$160.neg2  = \port$3903$0 [177];
+  assign \b$160.sh2  = \port$3903$0 [179:178];
+  assign \b$160.neg3  = \port$3903$0 [180];
+  assign \b$160.sh3  = \port$3903$0 [181];
   assign \mode$161.a8  = \mode$144 [0];
   assign \mode$161.b8  = \mode$144 [1];
-  assign \a$167.x0  = \port$3871$0 [81:78];
-  assign \a$167.x1  = \port$3871$0 [85:82];
-  assign \a$167.x2  = \port$3871$0 [89:86];
-  assign \a$167.x3  = \port$3871$0 [93:90];
-  assign \a$167.neg0  = \port$3871$0 [94];
-  assign \a$167.sh0  = \port$3871$0 [96:95];
-  assign \a$167.neg1  = \port$3871$0 [97];
-  assign \a$167.sh1  = \port$3871$0 [98];
-  assign \a$167.neg2  = \port$3871$0 [99];
-  assign \a$167.sh2  = \port$3871$0 [101:100];
-  assign \a$167.neg3  = \port$3871$0 [102];
-  assign \a$167.sh3  = \port$3871$0 [103];
-  assign \b$168.x0  = \port$3871$0 [185:182];
-  assign \b$168.x1  = \port$3871$0 [189:186];
-  assign \b$168.x2  = \port$3871$0 [193:190];
-  assign \b$168.x3  = \port$3871$0 [197:194];
-  assign \b$168.neg0  = \port$3871$0 [198];
-  assign \b$168.sh0  = \port$3871$0 [200:199];
-  assign \b$168.neg1  = \port$3871$0 [201];
-  assign \b$168.sh1  = \port$3871$0 [202];
-  assign \b$168.neg2  = \port$3871$0 [203];
-  assign \b$168.sh2  = \port$3871$0 [205:204];
-  assign \b$168.neg3  = \port$3871$0 [206];
-  assign \b$168.sh3  = \port$3871$0 [207];
+  assign \a$167.x0  = \port$3903$0 [81:78];
+  assign \a$167.x1  = \port$3903$0 [85:82];
+  assign \a$167.x2  = \port$3903$0 [89:86];
+  assign \a$167.x3  = \port$3903$0 [93:90];
+  assign \a$167.neg0  = \port$3903$0 [94];
+  assign \a$167.sh0  = \port$3903$0 [96:95];
+  assign \a$167.neg1  = \port$3903$0 [97];
+  assign \a$167.sh1  = \port$3903$0 [98];
+  assign \a$167.neg2  = \port$3903$0 [99];
+  assign \a$167.sh2  = \port$3903$0 [101:100];
+  assign \a$167.neg3  = \port$3903$0 [102];
+  assign \a$167.sh3  = \port$3903$0 [103];
+  assign \b$168.x0  = \port$3903$0 [185:182];
+  assign \b$168.x1  = \port$3903$0 [189:186];
+  assign \b$168.x2  = \port$3903$0 [193:190];
+  assign \b$168.x3  = \port$3903$0 [197:194];
+  assign \b$168.neg0  = \port$3903$0 [198];
+  assign \b$168.sh0  = \port$3903$0 [200:199];
+  assign \b$168.neg1  = \port$3903$0 [201];
+  assign \b$168.sh1  = \port$3903$0 [202];
+  assign \b$168.neg2  = \port$3903$0 [203];
+  assign \b$168.sh2  = \port$3903$0 [205:204];
+  assign \b$168.neg3  = \port$3903$0 [206];
+  assign \b$168.sh3  = \port$3903$0 [207];
   assign \mode$169.a8  = \mode$144 [0];
   assign \mode$169.b8  = \mode$144 [1];
   assign \t__payload.data  = t__payload[607:0];
@@ -25965,7 +25965,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_0 (rst, en, \port$3871$78 , mode, sum, cin, clk);
+module \top.grid.pe_3_0 (rst, en, \port$3903$78 , mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
@@ -26201,8 +26201,8 @@ module \top.grid.pe_3_0 (rst, en, \port$3871$78 , mode, sum, cin, clk);
   wire [7:0] pair0_hi;
   (* keep = 32'd1 *)
   wire [7:0] pair1_hi;
-  input [51:0] \port$3871$78 ;
-  wire [51:0] \port$3871$78 ;
+  input [51:0] \port$3903$78 ;
+  wire [51:0] \port$3903$78 ;
   (* keep = 32'd1 *)
   wire [5:0] pp0_hi;
   (* keep = 32'd1 *)
@@ -26251,41 +26251,41 @@ module \top.grid.pe_3_0 (rst, en, \port$3871$78 , mode, sum, cin, clk);
   wire [25:0] sum1_0;
   (* init = 1'h0 *)
   wire sum1_0_c;
-  assign \$1  = \port$3871$78 [26] ? \port$3871$78 [3:0] : 4'h0;
-  assign \$3  = \port$3871$78 [27] ? \$2  : 5'h00;
+  assign \$1  = \port$3903$78 [26] ? \port$3903$78 [3:0] : 4'h0;
+  assign \$3  = \port$3903$78 [27] ? \$2  : 5'h00;
   assign pp0_lo = \$1  + \$3 ;
-  assign \$4  = \port$3871$78 [28] ? \port$3871$78 [3:0] : 4'h0;
-  assign \$6  = \port$3871$78 [29] ? \$5  : 5'h00;
+  assign \$4  = \port$3903$78 [28] ? \port$3903$78 [3:0] : 4'h0;
+  assign \$6  = \port$3903$78 [29] ? \$5  : 5'h00;
   assign pp0_hi = \$4  + \$6 ;
-  assign \$7  = \port$3871$78 [30] ? \port$3871$78 [7:4] : 4'h0;
-  assign \$9  = \port$3871$78 [31] ? \$8  : 5'h00;
+  assign \$7  = \port$3903$78 [30] ? \port$3903$78 [7:4] : 4'h0;
+  assign \$9  = \port$3903$78 [31] ? \$8  : 5'h00;
   assign pp1_lo = \$7  + \$9 ;
-  assign \$10  = \port$3871$78 [32] ? \port$3871$78 [7:4] : 4'h0;
-  assign \$12  = \port$3871$78 [33] ? \$11  : 5'h00;
+  assign \$10  = \port$3903$78 [32] ? \port$3903$78 [7:4] : 4'h0;
+  assign \$12  = \port$3903$78 [33] ? \$11  : 5'h00;
   assign pp1_hi = \$10  + \$12 ;
-  assign \$13  = \port$3871$78 [34] ? \port$3871$78 [11:8] : 4'h0;
-  assign \$15  = \port$3871$78 [35] ? \$14  : 5'h00;
+  assign \$13  = \port$3903$78 [34] ? \port$3903$78 [11:8] : 4'h0;
+  assign \$15  = \port$3903$78 [35] ? \$14  : 5'h00;
   assign pp2_lo = \$13  + \$15 ;
-  assign \$16  = \port$3871$78 [36] ? \port$3871$78 [11:8] : 4'h0;
-  assign \$18  = \port$3871$78 [37] ? \$17  : 5'h00;
+  assign \$16  = \port$3903$78 [36] ? \port$3903$78 [11:8] : 4'h0;
+  assign \$18  = \port$3903$78 [37] ? \$17  : 5'h00;
   assign pp2_hi = \$16  + \$18 ;
-  assign \$19  = \port$3871$78 [38] ? \port$3871$78 [15:12] : 4'h0;
-  assign \$21  = \port$3871$78 [39] ? \$20  : 5'h00;
+  assign \$19  = \port$3903$78 [38] ? \port$3903$78 [15:12] : 4'h0;
+  assign \$21  = \port$3903$78 [39] ? \$20  : 5'h00;
   assign pp3_lo = \$19  + \$21 ;
-  assign \$22  = \port$3871$78 [40] ? \port$3871$78 [15:12] : 4'h0;
-  assign \$24  = \port$3871$78 [41] ? \$23  : 5'h00;
+  assign \$22  = \port$3903$78 [40] ? \port$3903$78 [15:12] : 4'h0;
+  assign \$24  = \port$3903$78 [41] ? \$23  : 5'h00;
   assign pp3_hi = \$22  + \$24 ;
   assign \$25  = m0[7:4] + m1;
   assign \$26  = m2[7:4] + m3;
   assign \$27  = f3_0[11:4] + f3_2;
-  assign \$28  = \port$3871$78 [16] ^ \port$3871$78 [42];
-  assign \$29  = \port$3871$78 [19] ^ \port$3871$78 [45];
-  assign \$30  = \port$3871$78 [21] ^ \port$3871$78 [47];
-  assign \$31  = \port$3871$78 [24] ^ \port$3871$78 [50];
-  assign \$32  = \port$3871$78 [18:17] + \port$3871$78 [44:43];
-  assign \$33  = \port$3871$78 [20] + \port$3871$78 [46];
-  assign \$34  = \port$3871$78 [23:22] + \port$3871$78 [49:48];
-  assign \$35  = \port$3871$78 [25] + \port$3871$78 [51];
+  assign \$28  = \port$3903$78 [16] ^ \port$3903$78 [42];
+  assign \$29  = \port$3903$78 [19] ^ \port$3903$78 [45];
+  assign \$30  = \port$3903$78 [21] ^ \port$3903$78 [47];
+  assign \$31  = \port$3903$78 [24] ^ \port$3903$78 [50];
+  assign \$32  = \port$3903$78 [18:17] + \port$3903$78 [44:43];
+  assign \$33  = \port$3903$78 [20] + \port$3903$78 [46];
+  assign \$34  = \port$3903$78 [23:22] + \port$3903$78 [49:48];
+  assign \$35  = \port$3903$78 [25] + \port$3903$78 [51];
   assign \$37  = pp0_lo1 + \$36 ;
   assign \$39  = pp1_lo1 + \$38 ;
   assign \$41  = pp2_lo1 + \$40 ;
@@ -26926,47 +26926,47 @@ module \top.grid.pe_3_0 (rst, en, \port$3871$78 , mode, sum, cin, clk);
       \$143  = sum0_2_c;
     end
   end
-  assign b = \port$3871$78 [51:26];
-  assign a = \port$3871$78 [25:0];
+  assign b = \port$3903$78 [51:26];
+  assign a = \port$3903$78 [25:0];
   assign pair0_hi = \$25 [7:0];
   assign pair1_hi = \$26 [7:0];
   assign full_hi = \$27 [11:0];
   assign sum1_0 = sum;
   assign sum1_0_c = cin;
-  assign \b.x0  = \port$3871$78 [29:26];
-  assign \b.x1  = \port$3871$78 [33:30];
-  assign \b.x2  = \port$3871$78 [37:34];
-  assign \b.x3  = \port$3871$78 [41:38];
-  assign \b.neg0  = \port$3871$78 [42];
-  assign \b.sh0  = \port$3871$78 [44:43];
-  assign \b.neg1  = \port$3871$78 [45];
-  assign \b.sh1  = \port$3871$78 [46];
-  assign \b.neg2  = \port$3871$78 [47];
-  assign \b.sh2  = \port$3871$78 [49:48];
-  assign \b.neg3  = \port$3871$78 [50];
-  assign \b.sh3  = \port$3871$78 [51];
-  assign \a.x0  = \port$3871$78 [3:0];
-  assign \a.x1  = \port$3871$78 [7:4];
-  assign \a.x2  = \port$3871$78 [11:8];
-  assign \a.x3  = \port$3871$78 [15:12];
-  assign \a.neg0  = \port$3871$78 [16];
-  assign \a.sh0  = \port$3871$78 [18:17];
-  assign \a.neg1  = \port$3871$78 [19];
-  assign \a.sh1  = \port$3871$78 [20];
-  assign \a.neg2  = \port$3871$78 [21];
-  assign \a.sh2  = \port$3871$78 [23:22];
-  assign \a.neg3  = \port$3871$78 [24];
-  assign \a.sh3  = \port$3871$78 [25];
+  assign \b.x0  = \port$3903$78 [29:26];
+  assign \b.x1  = \port$3903$78 [33:30];
+  assign \b.x2  = \port$3903$78 [37:34];
+  assign \b.x3  = \port$3903$78 [41:38];
+  assign \b.neg0  = \port$3903$78 [42];
+  assign \b.sh0  = \port$3903$78 [44:43];
+  assign \b.neg1  = \port$3903$78 [45];
+  assign \b.sh1  = \port$3903$78 [46];
+  assign \b.neg2  = \port$3903$78 [47];
+  assign \b.sh2  = \port$3903$78 [49:48];
+  assign \b.neg3  = \port$3903$78 [50];
+  assign \b.sh3  = \port$3903$78 [51];
+  assign \a.x0  = \port$3903$78 [3:0];
+  assign \a.x1  = \port$3903$78 [7:4];
+  assign \a.x2  = \port$3903$78 [11:8];
+  assign \a.x3  = \port$3903$78 [15:12];
+  assign \a.neg0  = \port$3903$78 [16];
+  assign \a.sh0  = \port$3903$78 [18:17];
+  assign \a.neg1  = \port$3903$78 [19];
+  assign \a.sh1  = \port$3903$78 [20];
+  assign \a.neg2  = \port$3903$78 [21];
+  assign \a.sh2  = \port$3903$78 [23:22];
+  assign \a.neg3  = \port$3903$78 [24];
+  assign \a.sh3  = \port$3903$78 [25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \$2  = { \port$3871$78 [3:0], 1'h0 };
-  assign \$5  = { \port$3871$78 [3:0], 1'h0 };
-  assign \$8  = { \port$3871$78 [7:4], 1'h0 };
-  assign \$11  = { \port$3871$78 [7:4], 1'h0 };
-  assign \$14  = { \port$3871$78 [11:8], 1'h0 };
-  assign \$17  = { \port$3871$78 [11:8], 1'h0 };
-  assign \$20  = { \port$3871$78 [15:12], 1'h0 };
-  assign \$23  = { \port$3871$78 [15:12], 1'h0 };
+  assign \$2  = { \port$3903$78 [3:0], 1'h0 };
+  assign \$5  = { \port$3903$78 [3:0], 1'h0 };
+  assign \$8  = { \port$3903$78 [7:4], 1'h0 };
+  assign \$11  = { \port$3903$78 [7:4], 1'h0 };
+  assign \$14  = { \port$3903$78 [11:8], 1'h0 };
+  assign \$17  = { \port$3903$78 [11:8], 1'h0 };
+  assign \$20  = { \port$3903$78 [15:12], 1'h0 };
+  assign \$23  = { \port$3903$78 [15:12], 1'h0 };
   assign \$36  = { 1'h0, pp0_hi1, 2'h0 };
   assign \$38  = { 1'h0, pp1_hi1, 2'h0 };
   assign \$40  = { 1'h0, pp2_hi1, 2'h0 };
@@ -29995,7 +29995,7 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.out (clk, rst, i__ready, i__payload, i__valid, o__payload, o__valid, o__ready);
+module \top.out (clk, rst, i__ready, i__payload, i__valid, o__valid, o__payload, o__ready);
   input clk;
   wire clk;
   input [153:0] i__payload;
@@ -30093,16 +30093,39 @@ module \top.out (clk, rst, i__ready, i__payload, i__valid, o__payload, o__valid,
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o__valid, o__ready);
+module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__valid, o__payload, o__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire [63:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire [63:0] \$18 ;
+  wire \$19 ;
   wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire [25:0] \$24 ;
+  reg [153:0] \$25 ;
+  reg \$26 ;
+  reg \$27 ;
+  reg \$28 ;
+  reg [153:0] \$29 ;
   wire \$3 ;
+  reg \$30 ;
+  reg \$31 ;
   wire \$4 ;
-  reg [153:0] \$5 ;
-  reg \$6 ;
-  reg \$7 ;
-  reg [153:0] \$8 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input clk;
   wire clk;
   input [153:0] i__payload;
@@ -30151,66 +30174,118 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__payload, o_
   wire \skid.error ;
   wire \skid.last ;
   reg skid_valid = 1'h0;
-  assign \$1  = ~ o__valid;
-  assign \$2  = \$1  | o__ready;
-  assign \$3  = ~ skid_valid;
-  assign \$4  = i__valid & \$3 ;
-  always @(posedge clk)
-    o__payload <= \$5 ;
-  always @(posedge clk)
-    o__valid <= \$6 ;
-  always @(posedge clk)
-    skid_valid <= \$7 ;
-  always @(posedge clk)
-    skid <= \$8 ;
+  reg valid_copy0 = 1'h0;
+  reg valid_copy1 = 1'h0;
+  reg valid_copy2 = 1'h0;
   assign i__ready = ~ skid_valid;
+  assign \$1  = ~ skid_valid;
+  assign \$2  = ~ o__valid;
+  assign \$3  = \$2  | o__ready;
+  assign \$4  = ~ skid_valid;
+  assign \$5  = i__valid & \$4 ;
+  assign \$6  = skid_valid | i__valid;
+  assign \$7  = ~ valid_copy0;
+  assign \$8  = \$7  | o__ready;
+  assign \$9  = skid_valid | i__valid;
+  assign \$10  = ~ valid_copy0;
+  assign \$11  = \$10  | o__ready;
+  assign \$12  = skid_valid ? skid[63:0] : i__payload[63:0];
+  assign \$13  = ~ valid_copy1;
+  assign \$14  = \$13  | o__ready;
+  assign \$15  = skid_valid | i__valid;
+  assign \$16  = ~ valid_copy1;
+  assign \$17  = \$16  | o__ready;
+  assign \$18  = skid_valid ? skid[127:64] : i__payload[127:64];
+  assign \$19  = ~ valid_copy2;
+  assign \$20  = \$19  | o__ready;
+  assign \$21  = skid_valid | i__valid;
+  assign \$22  = ~ valid_copy2;
+  assign \$23  = \$22  | o__ready;
+  assign \$24  = skid_valid ? skid[153:128] : i__payload[153:128];
+  always @(posedge clk)
+    skid <= \$25 ;
+  always @(posedge clk)
+    o__valid <= \$26 ;
+  always @(posedge clk)
+    skid_valid <= \$27 ;
+  always @(posedge clk)
+    valid_copy0 <= \$28 ;
+  always @(posedge clk)
+    o__payload <= \$29 ;
+  always @(posedge clk)
+    valid_copy1 <= \$30 ;
+  always @(posedge clk)
+    valid_copy2 <= \$31 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$5  = o__payload;
-    if (\$2 ) begin
-      (* full_case = 32'd1 *)
-      if (skid_valid) begin
-        \$5  = skid;
-      end else begin
-        \$5  = i__payload;
-      end
+    \$25  = skid;
+    if (\$1 ) begin
+      \$25  = i__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$6  = o__valid;
-    if (\$2 ) begin
-      (* full_case = 32'd1 *)
-      if (skid_valid) begin
-        \$6  = 1'h1;
-      end else begin
-        \$6  = i__valid;
-      end
+    \$26  = o__valid;
+    if (\$3 ) begin
+      \$26  = \$6 ;
     end
     if (rst) begin
-      \$6  = 1'h0;
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$7  = skid_valid;
-    if (\$2 ) begin
-      if (skid_valid) begin
-        \$7  = 1'h0;
-      end
-    end else if (\$4 ) begin
-      \$7  = 1'h1;
+    \$27  = skid_valid;
+    if (\$3 ) begin
+      \$27  = 1'h0;
+    end else if (\$5 ) begin
+      \$27  = 1'h1;
     end
     if (rst) begin
-      \$7  = 1'h0;
+      \$27  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$8  = skid;
-    if (\$2 ) begin
-    end else if (\$4 ) begin
-      \$8  = i__payload;
+    \$28  = valid_copy0;
+    if (\$8 ) begin
+      \$28  = \$9 ;
+    end
+    if (rst) begin
+      \$28  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$29  = o__payload;
+    if (\$11 ) begin
+      \$29 [63:0] = \$12 ;
+    end
+    if (\$17 ) begin
+      \$29 [127:64] = \$18 ;
+    end
+    if (\$23 ) begin
+      \$29 [153:128] = \$24 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$30  = valid_copy1;
+    if (\$14 ) begin
+      \$30  = \$15 ;
+    end
+    if (rst) begin
+      \$30  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$31  = valid_copy2;
+    if (\$20 ) begin
+      \$31  = \$21 ;
+    end
+    if (rst) begin
+      \$31  = 1'h0;
     end
   end
   assign out = o__payload;

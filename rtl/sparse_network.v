@@ -13119,7 +13119,7 @@ module \top.block_0_1.weights (e2_rst, w_en, w_data, w_addr, rd__addr, r_data, e
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_out__ready, e3_rst, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__payload, identity__valid, e3_clk);
+module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_out__ready, e3_rst, sites_in__valid, sites_in__payload, sites_out__valid, sites_out__payload, params__payload, params__valid, identity__valid, identity__payload, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17963,7 +17963,7 @@ module \top.block_0_2.requant (e3_rst, w_en, w_data, w_addr, rd__addr, r_data, e
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__payload, identity__valid, e3_clk);
+module \top.block_0_2.requantiser (identity__ready, e3_rst, sums__valid, sums__payload, feats__payload, feats__valid, rq_data, identity__valid, identity__payload, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   wire [50:0] \$1 ;
   wire \$10 ;
@@ -27960,16 +27960,32 @@ module \top.identity1.ram (w_en, e3_rst, w_data, w_addr, rd__addr, r_data, e3_cl
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.identity1_slice (o__ready, i__ready, i__payload, e3_rst, o__payload, o__valid, i__valid, e3_clk);
+module \top.identity1_slice (o__ready, i__ready, i__payload, e3_rst, o__valid, o__payload, i__valid, e3_clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire [63:0] \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  reg [64:0] \$19 ;
   wire \$2 ;
+  reg \$20 ;
+  reg \$21 ;
+  reg \$22 ;
+  reg [64:0] \$23 ;
+  reg \$24 ;
   wire \$3 ;
   wire \$4 ;
-  reg [64:0] \$5 ;
-  reg \$6 ;
-  reg \$7 ;
-  reg [64:0] \$8 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire \$9 ;
   input e3_clk;
   wire e3_clk;
   input e3_rst;
@@ -27990,66 +28006,96 @@ module \top.identity1_slice (o__ready, i__ready, i__payload, e3_rst, o__payload,
   wire [64:0] out;
   reg [64:0] skid = 65'h00000000000000000;
   reg skid_valid = 1'h0;
-  assign \$1  = ~ o__valid;
-  assign \$2  = \$1  | o__ready;
-  assign \$3  = ~ skid_valid;
-  assign \$4  = i__valid & \$3 ;
-  always @(posedge e3_clk)
-    o__payload <= \$5 ;
-  always @(posedge e3_clk)
-    o__valid <= \$6 ;
-  always @(posedge e3_clk)
-    skid_valid <= \$7 ;
-  always @(posedge e3_clk)
-    skid <= \$8 ;
+  reg valid_copy0 = 1'h0;
+  reg valid_copy1 = 1'h0;
   assign i__ready = ~ skid_valid;
+  assign \$1  = ~ skid_valid;
+  assign \$2  = ~ o__valid;
+  assign \$3  = \$2  | o__ready;
+  assign \$4  = ~ skid_valid;
+  assign \$5  = i__valid & \$4 ;
+  assign \$6  = skid_valid | i__valid;
+  assign \$7  = ~ valid_copy0;
+  assign \$8  = \$7  | o__ready;
+  assign \$9  = skid_valid | i__valid;
+  assign \$10  = ~ valid_copy0;
+  assign \$11  = \$10  | o__ready;
+  assign \$12  = skid_valid ? skid[63:0] : i__payload[63:0];
+  assign \$13  = ~ valid_copy1;
+  assign \$14  = \$13  | o__ready;
+  assign \$15  = skid_valid | i__valid;
+  assign \$16  = ~ valid_copy1;
+  assign \$17  = \$16  | o__ready;
+  assign \$18  = skid_valid ? skid[64] : i__payload[64];
+  always @(posedge e3_clk)
+    skid <= \$19 ;
+  always @(posedge e3_clk)
+    o__valid <= \$20 ;
+  always @(posedge e3_clk)
+    skid_valid <= \$21 ;
+  always @(posedge e3_clk)
+    valid_copy0 <= \$22 ;
+  always @(posedge e3_clk)
+    o__payload <= \$23 ;
+  always @(posedge e3_clk)
+    valid_copy1 <= \$24 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$5  = o__payload;
-    if (\$2 ) begin
-      (* full_case = 32'd1 *)
-      if (skid_valid) begin
-        \$5  = skid;
-      end else begin
-        \$5  = i__payload;
-      end
+    \$19  = skid;
+    if (\$1 ) begin
+      \$19  = i__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$6  = o__valid;
-    if (\$2 ) begin
-      (* full_case = 32'd1 *)
-      if (skid_valid) begin
-        \$6  = 1'h1;
-      end else begin
-        \$6  = i__valid;
-      end
+    \$20  = o__valid;
+    if (\$3 ) begin
+      \$20  = \$6 ;
     end
     if (e3_rst) begin
-      \$6  = 1'h0;
+      \$20  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$7  = skid_valid;
-    if (\$2 ) begin
-      if (skid_valid) begin
-        \$7  = 1'h0;
-      end
-    end else if (\$4 ) begin
-      \$7  = 1'h1;
+    \$21  = skid_valid;
+    if (\$3 ) begin
+      \$21  = 1'h0;
+    end else if (\$5 ) begin
+      \$21  = 1'h1;
     end
     if (e3_rst) begin
-      \$7  = 1'h0;
+      \$21  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
-    \$8  = skid;
-    if (\$2 ) begin
-    end else if (\$4 ) begin
-      \$8  = i__payload;
+    \$22  = valid_copy0;
+    if (\$8 ) begin
+      \$22  = \$9 ;
+    end
+    if (e3_rst) begin
+      \$22  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$23  = o__payload;
+    if (\$11 ) begin
+      \$23 [63:0] = \$12 ;
+    end
+    if (\$17 ) begin
+      \$23 [64] = \$18 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    \$24  = valid_copy1;
+    if (\$14 ) begin
+      \$24  = \$15 ;
+    end
+    if (e3_rst) begin
+      \$24  = 1'h0;
     end
   end
   assign out = o__payload;
