@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, signed, unsigned
 
-__all__ = ["delay", "adder_tree", "registered_multiply", "MULTIPLY_LATENCY", "RETIME", "split_multiply",
+__all__ = ["delay", "adder_tree", "registered_multiply", "MULTIPLY_LATENCY", "split_multiply",
            "lowest_one_hot", "one_hot_index", "or_all", "saturate", "LIMB"]
 
 LIMB = 17  # unsigned limb of a split multiply: 17 bits unsigned fit an 18-bit signed multiplier input
@@ -58,10 +58,6 @@ def adder_tree(m: Module, terms: list, width: int, name: str, per_stage: int = 1
 
 
 MULTIPLY_LATENCY = 2  # registered operands, registered product
-# A fabric register after a product (`retime`): where a design fills most of the part's multipliers (a network
-# top: 124 of the LFE5U-85F's 156), the placer spreads them along the DSP rows, and a product's route to the adder
-# that takes it can cross the part (9.9 ns measured); the register splits that route in two.
-RETIME = 1
 
 
 def registered_multiply(m: Module, a, b, name: str, platform=None, en=None, signed_ops: bool = True):

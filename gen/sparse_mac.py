@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from accelkit.config.sparse_conv import SparseConvConfig
 
-from .pipeline import MULTIPLY_LATENCY, RETIME, adder_tree, delay, registered_multiply
+from .pipeline import MULTIPLY_LATENCY, adder_tree, delay, registered_multiply
 
 __all__ = ["meta_layout", "step_data_layout", "sums_layout", "MacArray", "mac_array_latency"]
 
@@ -46,7 +46,7 @@ def _tree_levels(n: int) -> int:
 def mac_array_latency(cfg: SparseConvConfig) -> int:
     """Registers from a step entering the array to its beat leaving it: operands, products (and their retiming
     register), tree, accumulate."""
-    return 2 + MULTIPLY_LATENCY + RETIME + (0 if cfg.depthwise else _tree_levels(cfg.pi))
+    return 2 + MULTIPLY_LATENCY + cfg.retime + (0 if cfg.depthwise else _tree_levels(cfg.pi))
 
 
 class MacArray(wiring.Component):
@@ -69,10 +69,10 @@ class MacArray(wiring.Component):
         xs = [(op.x[i * fb:(i + 1) * fb].as_signed() if cfg.signed_input else op.x[i * fb:(i + 1) * fb].as_unsigned())
               for i in range(PI)]
         ws = [op.w[k * wb:(k + 1) * wb].as_signed() for k in range(PI if dw else PI * PO)]
-        # products, one multiply alone per register, then a fabric register (RETIME: the route from a multiplier
+        # products, one multiply alone per register, then cfg.retime fabric registers (the route from a multiplier
         # to its adder may cross the part)
         prods = [[delay(m, registered_multiply(m, xs[i], ws[i if dw else o * PI + i], f"prod_{o}_{i}", platform),
-                        RETIME, f"prod_{o}_{i}_r", reset_less=True)
+                        cfg.retime, f"prod_{o}_{i}_r", reset_less=True)
                   for i in ([o] if dw else range(PI))] for o in range(PO)]
         # sum over PI, one tree level per stage
         sums, stages = [], 0
@@ -81,8 +81,8 @@ class MacArray(wiring.Component):
             sums.append(s)
         ctl = Signal(data.StructLayout({"first": 1, "last": 1, "meta": meta_layout(cfg)}))
         m.d.comb += [ctl.first.eq(op.first), ctl.last.eq(op.last), ctl.meta.eq(op.meta)]
-        ctl_t = delay(m, ctl, MULTIPLY_LATENCY + RETIME + stages, "mac_ctl", reset_less=True)
-        ctl_v = delay(m, op_v, MULTIPLY_LATENCY + RETIME + stages, "mac_v")
+        ctl_t = delay(m, ctl, MULTIPLY_LATENCY + cfg.retime + stages, "mac_ctl", reset_less=True)
+        ctl_v = delay(m, op_v, MULTIPLY_LATENCY + cfg.retime + stages, "mac_v")
         # accumulate (first: start from zero); a beat leaves on its last step
         acc = [Signal(signed(cfg.psum_bits), name=f"acc_{o}", reset_less=True) for o in range(PO)]  # first: 0
         with m.If(ctl_v & ~ctl_t.meta.eof):
@@ -94,5 +94,5 @@ class MacArray(wiring.Component):
         m.d.comb += self.sums.valid.eq(out_v)
         m.d.comb += self.sums.payload.meta.eq(out_meta)
         m.d.comb += [self.sums.payload.acc[o].eq(acc[o]) for o in range(PO)]
-        assert 2 + MULTIPLY_LATENCY + RETIME + stages == mac_array_latency(cfg)
+        assert 2 + MULTIPLY_LATENCY + cfg.retime + stages == mac_array_latency(cfg)
         return m

@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from accelkit.config.sparse_conv import SparseConvConfig, signed_bits
 
-from .pipeline import MULTIPLY_LATENCY, RETIME, delay, registered_multiply, saturate, split_multiply
+from .pipeline import MULTIPLY_LATENCY, delay, registered_multiply, saturate, split_multiply
 from .sparse_mac import meta_layout, sums_layout
 
 __all__ = ["feats_layout", "identity_layout", "Requantiser", "requantiser_latency", "RQ_READ_LATENCY"]
@@ -45,7 +45,7 @@ def identity_layout(cfg: SparseConvConfig) -> data.StructLayout:
 def _product_stages(cfg: SparseConvConfig) -> int:
     a_bits, b_bits = cfg.psum_bits, cfg.scale_bits
     n = -(-a_bits // 17) * -(-b_bits // 17)
-    return MULTIPLY_LATENCY + RETIME + max(0, (n - 1).bit_length())
+    return MULTIPLY_LATENCY + cfg.retime + max(0, (n - 1).bit_length())
 
 
 def requantiser_latency(cfg: SparseConvConfig) -> int:
@@ -89,7 +89,7 @@ class Requantiser(wiring.Component):
         pbits = signed_bits(min(lo * cfg.scale_max, 0), max(hi * cfg.scale_max, 0))
         prods, stages = [], 0
         for o in range(PO):
-            p, stages = split_multiply(m, t[o], sc[o], pbits, f"scaled_{o}", platform, retime=RETIME)
+            p, stages = split_multiply(m, t[o], sc[o], pbits, f"scaled_{o}", platform, retime=cfg.retime)
             prods.append(p)
         assert stages == _product_stages(cfg)
         meta = delay(m, meta, stages, "rq_meta2", reset_less=True)
@@ -135,7 +135,7 @@ class Requantiser(wiring.Component):
         # id_scale arrives with the requant word, RQ_READ_LATENCY after the beat; x_id waits for it
         x_id = [delay(m, x, RQ_READ_LATENCY - 1, f"x_id_{o}", reset_less=True) for o, x in enumerate(x_id)]
         id_scale = self.rq_data[PO * (cfg.bias_bits + cfg.scale_bits):].as_unsigned()
-        prods = [delay(m, registered_multiply(m, x_id[o], id_scale, f"id_scaled_{o}", platform), RETIME,
+        prods = [delay(m, registered_multiply(m, x_id[o], id_scale, f"id_scaled_{o}", platform), cfg.retime,
                        f"id_scaled_{o}_r", reset_less=True) for o in range(PO)]
         pb = len(prods[0])
         r_id = []
@@ -144,8 +144,8 @@ class Requantiser(wiring.Component):
             m.d.sync += t.eq((prods[o] >> E) + prods[o][E - 1])
             r_id.append(t)
         # with the word at cycle RQ_READ_LATENCY, the main path's rounding is there 1 + stages + 1 cycles later,
-        # the identity's MULTIPLY_LATENCY + RETIME + 1
-        r_id = [delay(m, t, stages + 1 - MULTIPLY_LATENCY - RETIME, f"id_rounded_{o}", reset_less=True)
+        # the identity's MULTIPLY_LATENCY + cfg.retime + 1
+        r_id = [delay(m, t, stages + 1 - MULTIPLY_LATENCY - cfg.retime, f"id_rounded_{o}", reset_less=True)
                 for o, t in enumerate(r_id)]
         total = [Signal(signed(max(len(a), len(b)) + 1), name=f"with_identity_{o}", reset_less=True)
                  for o, (a, b) in enumerate(zip(r, r_id, strict=True))]

@@ -235,7 +235,10 @@ KIND_CFGS = {
                                   signed_input=False, relu=True),
     "dw3x3s2": SparseConvConfig(kind="dw3x3s2", max_height=13, max_width=11, cin=8, cout=8, pi=2, po=2),
     "subm3x3-p8": SparseConvConfig(max_height=13, max_width=11, pi=8, po=8, signed_input=False, relu=True),
-    "subm3x3-3rows": SparseConvConfig(max_height=13, max_width=11, cin=8, cout=8, prefetch_rows=0),
+    # no retiming register after the products (a small design), and two (a network filling the part's DSPs)
+    "subm3x3-3rows": SparseConvConfig(max_height=13, max_width=11, cin=8, cout=8, prefetch_rows=0, retime=0),
+    "pw1x1-retime2": SparseConvConfig(kind="pw1x1", max_height=13, max_width=11, cin=8, cout=8, pi=4, po=4,
+                                      retime=2),
 }
 
 

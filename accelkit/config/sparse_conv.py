@@ -65,6 +65,10 @@ class SparseConvConfig(BlockConfig):
     # Rows of input the engine buffers beyond the 3-row window (stride-2 kinds: pairs of rows), so that
     # tokens of the next rows are taken while the current output row is computed. 0: the bare 3-row buffer.
     prefetch_rows: int = 1
+    # Fabric registers after every product (MAC array, requantiser, identity): where a design fills most of the
+    # part's multipliers (a network top), the placer spreads them along the DSP rows, and a product's route to
+    # the adder that takes it can cross the part; each register splits that route (gen/pipeline.py).
+    retime: int = 1
 
     def validate(self) -> None:
         require(self.kind in KINDS, "kind", f"one of {', '.join(KINDS)}", self.kind)
@@ -73,7 +77,7 @@ class SparseConvConfig(BlockConfig):
         for name, lo, hi in (("max_height", 1, MAX_DIM), ("max_width", 1, MAX_DIM), ("cin", 1, MAX_DIM),
                              ("cout", 1, MAX_DIM), ("feature_bits", 2, 16), ("weight_bits", 2, 16),
                              ("bias_bits", 1, 32), ("scale_bits", 1, 32), ("shift", 1, 62),
-                             ("prefetch_rows", 0, 4)):
+                             ("prefetch_rows", 0, 4), ("retime", 0, 4)):
             v = getattr(self, name)
             require(_is_int(v) and lo <= v <= hi, name, f"an integer in {lo}..{hi}", v)
         require(_is_int(self.pi) and 1 <= self.pi <= self.cin and self.cin % self.pi == 0, "pi",
@@ -352,7 +356,7 @@ class SparseConvConfig(BlockConfig):
         beat issued in cycle t is offered in cycle t + mac_pipeline_depth."""
         tree = 0 if self.depthwise else (self.pi - 1).bit_length()
         partials = -(-self.psum_bits // 17) * -(-self.scale_bits // 17)
-        mul = 2 + 1  # a multiply's registered operands and product, and its fabric retiming register (gen/pipeline.py)
+        mul = 2 + self.retime  # a multiply's registered operands and product, and its fabric retiming registers
         ram = 2  # a registered block RAM read (gen/memory.py)
         add = 1 if self.residual else 0
         return 2 + ram + (2 + mul + tree) + (ram + 1 + mul + (partials - 1).bit_length() + 2 + add) + 1 + 1
