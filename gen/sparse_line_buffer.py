@@ -122,8 +122,12 @@ class LineBuffer(wiring.Component):
         for k in range(2):
             writing = put & (wp == k)
             k_range, k_permit = verdicts(ent[k].tok)
+            # an entry loads whenever it is empty (the one written is empty): its payload's enable is its own
+            # valid flag, not the producer's valid, which would drive the enable of every payload bit
+            with m.If(~ent_v[k]):
+                m.d.sync += ent[k].eq(entry)
             with m.If(writing):
-                m.d.sync += [ent[k].eq(entry), ent_v[k].eq(1)]
+                m.d.sync += ent_v[k].eq(1)
             m.d.sync += [ent_range[k].eq(Mux(writing, in_range, k_range)),
                          ent_permit[k].eq(Mux(writing, in_permit, k_permit))]
         with m.If(put):

@@ -4371,70 +4371,70 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [31:0] \$130 ;
-  wire [31:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [31:0] \$134 ;
-  wire [31:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire [31:0] \$138 ;
-  wire [31:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [31:0] \$132 ;
+  wire [31:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [31:0] \$136 ;
+  wire [31:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [31:0] \$142 ;
-  wire [31:0] \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire [31:0] \$146 ;
-  wire [31:0] \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [31:0] \$140 ;
+  wire [31:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [31:0] \$144 ;
+  wire [31:0] \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire [31:0] \$148 ;
+  wire [31:0] \$149 ;
   wire \$15 ;
-  wire [31:0] \$150 ;
-  wire [31:0] \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire [31:0] \$154 ;
-  wire [31:0] \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire [31:0] \$158 ;
-  wire [31:0] \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire [31:0] \$152 ;
+  wire [31:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire [31:0] \$156 ;
+  wire [31:0] \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  reg \$160 ;
-  reg \$161 ;
-  reg [4:0] \$162 ;
-  reg [4:0] \$163 ;
+  wire [31:0] \$160 ;
+  wire [31:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
   reg [4:0] \$164 ;
   reg [4:0] \$165 ;
-  reg [47:0] \$166 ;
-  reg \$167 ;
-  reg \$168 ;
+  reg [4:0] \$166 ;
+  reg [4:0] \$167 ;
+  reg [47:0] \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg [47:0] \$170 ;
+  reg \$170 ;
   reg \$171 ;
-  reg \$172 ;
+  reg [47:0] \$172 ;
   reg \$173 ;
   reg \$174 ;
   reg \$175 ;
-  reg [6:0] \$176 ;
+  reg \$176 ;
   reg \$177 ;
-  reg \$178 ;
+  reg [6:0] \$178 ;
   reg \$179 ;
   wire \$18 ;
   reg \$180 ;
   reg \$181 ;
-  reg [4:0] \$182 ;
+  reg \$182 ;
   reg \$183 ;
-  reg \$184 ;
+  reg [4:0] \$184 ;
   reg \$185 ;
   reg \$186 ;
-  reg [31:0] \$187 ;
-  reg [5:0] \$188 ;
+  reg \$187 ;
+  reg \$188 ;
   reg [31:0] \$189 ;
   wire \$19 ;
   reg [5:0] \$190 ;
@@ -4452,6 +4452,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   reg [5:0] \$200 ;
   reg [31:0] \$201 ;
   reg [5:0] \$202 ;
+  reg [31:0] \$203 ;
+  reg [5:0] \$204 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -4772,177 +4774,179 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign \$33  = c_gi + 1'h1;
   assign \$34  = c_gi ? \$33  : 2'h0;
   assign \$35  = ! c_gi;
-  assign \$36  = entry_0_valid & entry_1_valid;
-  assign \$37  = ~ \$36 ;
-  assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$68 ;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = entry_0_valid & entry_1_valid;
-  assign \$42  = ~ \$41 ;
-  assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$68 ;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[36:32] > shape_h_m1;
-  assign \$47  = sites_in__payload[41:37] > shape_w_m1;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[36:32] > shape_h_m1;
-  assign \$50  = entry_0[41:37] > shape_w_m1;
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$45  ? \$48  : \$51 ;
-  assign \$53  = entry_0_valid & entry_1_valid;
-  assign \$54  = ~ \$53 ;
-  assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$68 ;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = sites_in__payload[36:32] < permit_row;
-  assign \$59  = entry_0[36:32] < permit_row;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = entry_0_valid & entry_1_valid;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = sites_in__valid & \$62 ;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = entry_0_valid & entry_1_valid;
-  assign \$67  = ~ \$66 ;
-  assign \$68  = sites_in__valid & \$67 ;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[36:32] > shape_h_m1;
-  assign \$72  = sites_in__payload[41:37] > shape_w_m1;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[36:32] > shape_h_m1;
-  assign \$75  = entry_1[41:37] > shape_w_m1;
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$70  ? \$73  : \$76 ;
-  assign \$78  = entry_0_valid & entry_1_valid;
-  assign \$79  = ~ \$78 ;
-  assign \$80  = sites_in__valid & \$79 ;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = sites_in__payload[36:32] < permit_row;
-  assign \$84  = entry_1[36:32] < permit_row;
-  assign \$85  = \$82  ? \$83  : \$84 ;
-  assign \$86  = entry_0_valid & entry_1_valid;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$68 ;
-  assign \$90  = ~ rp;
-  assign \$91  = ! rp;
-  assign \$92  = entry_0_valid & entry_1_valid;
-  assign \$93  = ~ \$92 ;
-  assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$68 ;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ \$96 ;
-  assign \$98  = \$91  & \$97 ;
-  assign \$100  = entry_0_valid & entry_1_valid;
-  assign \$101  = ~ \$100 ;
-  assign \$102  = sites_in__valid & \$101 ;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = ~ \$104 ;
-  assign \$106  = \$99  & \$105 ;
-  assign \$107  = \$signal$35  & open_;
-  assign \$108  = ~ got[42];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$109  & got[45];
-  assign \$111  = ~ bad;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ \$signal$48 ;
+  assign \$36  = ~ entry_0_valid;
+  assign \$37  = entry_0_valid & entry_1_valid;
+  assign \$38  = ~ \$37 ;
+  assign \$39  = sites_in__valid & \$38 ;
+  assign \$40  = ! \$signal$68 ;
+  assign \$41  = \$39  & \$40 ;
+  assign \$42  = entry_0_valid & entry_1_valid;
+  assign \$43  = ~ \$42 ;
+  assign \$44  = sites_in__valid & \$43 ;
+  assign \$45  = ! \$signal$68 ;
+  assign \$46  = \$44  & \$45 ;
+  assign \$47  = sites_in__payload[36:32] > shape_h_m1;
+  assign \$48  = sites_in__payload[41:37] > shape_w_m1;
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = entry_0[36:32] > shape_h_m1;
+  assign \$51  = entry_0[41:37] > shape_w_m1;
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$46  ? \$49  : \$52 ;
+  assign \$54  = entry_0_valid & entry_1_valid;
+  assign \$55  = ~ \$54 ;
+  assign \$56  = sites_in__valid & \$55 ;
+  assign \$57  = ! \$signal$68 ;
+  assign \$58  = \$56  & \$57 ;
+  assign \$59  = sites_in__payload[36:32] < permit_row;
+  assign \$60  = entry_0[36:32] < permit_row;
+  assign \$61  = \$58  ? \$59  : \$60 ;
+  assign \$62  = ~ entry_1_valid;
+  assign \$63  = entry_0_valid & entry_1_valid;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = sites_in__valid & \$64 ;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = entry_0_valid & entry_1_valid;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = sites_in__valid & \$69 ;
+  assign \$72  = \$70  & \$71 ;
+  assign \$73  = sites_in__payload[36:32] > shape_h_m1;
+  assign \$74  = sites_in__payload[41:37] > shape_w_m1;
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = entry_1[36:32] > shape_h_m1;
+  assign \$77  = entry_1[41:37] > shape_w_m1;
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$72  ? \$75  : \$78 ;
+  assign \$80  = entry_0_valid & entry_1_valid;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = sites_in__valid & \$81 ;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = sites_in__payload[36:32] < permit_row;
+  assign \$86  = entry_1[36:32] < permit_row;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = entry_0_valid & entry_1_valid;
+  assign \$89  = ~ \$88 ;
+  assign \$90  = sites_in__valid & \$89 ;
+  assign \$91  = ~ \$signal$68 ;
+  assign \$92  = ~ rp;
+  assign \$93  = ! rp;
+  assign \$94  = entry_0_valid & entry_1_valid;
+  assign \$95  = ~ \$94 ;
+  assign \$96  = sites_in__valid & \$95 ;
+  assign \$97  = ! \$signal$68 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ \$98 ;
+  assign \$100  = \$93  & \$99 ;
+  assign \$102  = entry_0_valid & entry_1_valid;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = sites_in__valid & \$103 ;
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ~ \$106 ;
+  assign \$108  = \$101  & \$107 ;
+  assign \$109  = \$signal$35  & open_;
+  assign \$110  = ~ got[42];
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = \$111  & got[45];
+  assign \$113  = ~ bad;
   assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ got[45];
-  assign \$116  = \$115  | got[43];
-  assign \$117  = ~ got[42];
-  assign \$118  = take & \$117 ;
-  assign \$119  = ~ \$signal$48 ;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = ~ bad;
+  assign \$115  = ~ \$signal$48 ;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = ~ got[45];
+  assign \$118  = \$117  | got[43];
+  assign \$119  = ~ got[42];
+  assign \$120  = take & \$119 ;
+  assign \$121  = ~ \$signal$48 ;
   assign \$122  = \$120  & \$121 ;
-  assign \$123  = ~ has_last;
-  assign \$124  = got[36:32] != last_y;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = got[45] & \$125 ;
-  assign \$127  = take & got[42];
-  assign \$128  = ! w_slot;
-  assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$75  ? 32'd0 : bitmap_0;
-  assign \$131  = \$130  | \$28 [31:0];
-  assign \$132  = w_slot == 1'h1;
-  assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$75  ? 32'd0 : bitmap_1;
-  assign \$135  = \$134  | \$28 [31:0];
-  assign \$136  = w_slot == 2'h2;
-  assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$75  ? 32'd0 : bitmap_2;
-  assign \$139  = \$138  | \$28 [31:0];
-  assign \$140  = w_slot == 2'h3;
-  assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$75  ? 32'd0 : bitmap_3;
-  assign \$143  = \$142  | \$28 [31:0];
-  assign \$144  = w_slot == 3'h4;
-  assign \$145  = w_en & \$144 ;
-  assign \$146  = \$signal$75  ? 32'd0 : bitmap_4;
-  assign \$147  = \$146  | \$28 [31:0];
-  assign \$148  = w_slot == 3'h5;
-  assign \$149  = w_en & \$148 ;
-  assign \$150  = \$signal$75  ? 32'd0 : bitmap_5;
-  assign \$151  = \$150  | \$28 [31:0];
-  assign \$152  = w_slot == 3'h6;
-  assign \$153  = w_en & \$152 ;
-  assign \$154  = \$signal$75  ? 32'd0 : bitmap_6;
-  assign \$155  = \$154  | \$28 [31:0];
-  assign \$156  = w_slot == 3'h7;
-  assign \$157  = w_en & \$156 ;
-  assign \$158  = \$signal$75  ? 32'd0 : bitmap_7;
-  assign \$159  = \$158  | \$28 [31:0];
+  assign \$123  = ~ bad;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = ~ has_last;
+  assign \$126  = got[36:32] != last_y;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = got[45] & \$127 ;
+  assign \$129  = take & got[42];
+  assign \$130  = ! w_slot;
+  assign \$131  = w_en & \$130 ;
+  assign \$132  = \$signal$75  ? 32'd0 : bitmap_0;
+  assign \$133  = \$132  | \$28 [31:0];
+  assign \$134  = w_slot == 1'h1;
+  assign \$135  = w_en & \$134 ;
+  assign \$136  = \$signal$75  ? 32'd0 : bitmap_1;
+  assign \$137  = \$136  | \$28 [31:0];
+  assign \$138  = w_slot == 2'h2;
+  assign \$139  = w_en & \$138 ;
+  assign \$140  = \$signal$75  ? 32'd0 : bitmap_2;
+  assign \$141  = \$140  | \$28 [31:0];
+  assign \$142  = w_slot == 2'h3;
+  assign \$143  = w_en & \$142 ;
+  assign \$144  = \$signal$75  ? 32'd0 : bitmap_3;
+  assign \$145  = \$144  | \$28 [31:0];
+  assign \$146  = w_slot == 3'h4;
+  assign \$147  = w_en & \$146 ;
+  assign \$148  = \$signal$75  ? 32'd0 : bitmap_4;
+  assign \$149  = \$148  | \$28 [31:0];
+  assign \$150  = w_slot == 3'h5;
+  assign \$151  = w_en & \$150 ;
+  assign \$152  = \$signal$75  ? 32'd0 : bitmap_5;
+  assign \$153  = \$152  | \$28 [31:0];
+  assign \$154  = w_slot == 3'h6;
+  assign \$155  = w_en & \$154 ;
+  assign \$156  = \$signal$75  ? 32'd0 : bitmap_6;
+  assign \$157  = \$156  | \$28 [31:0];
+  assign \$158  = w_slot == 3'h7;
+  assign \$159  = w_en & \$158 ;
+  assign \$160  = \$signal$75  ? 32'd0 : bitmap_7;
+  assign \$161  = \$160  | \$28 [31:0];
   always @(posedge clk)
-    c_gi <= \$160 ;
+    c_gi <= \$162 ;
   always @(posedge clk)
-    prev_any <= \$161 ;
+    prev_any <= \$163 ;
   always @(posedge clk)
-    \$signal  <= \$162 ;
+    \$signal  <= \$164 ;
   always @(posedge clk)
-    \$signal$29  <= \$163 ;
+    \$signal$29  <= \$165 ;
   always @(posedge clk)
-    shape_h_m1 <= \$164 ;
+    shape_h_m1 <= \$166 ;
   always @(posedge clk)
-    shape_w_m1 <= \$165 ;
+    shape_w_m1 <= \$167 ;
   always @(posedge clk)
-    entry_0 <= \$166 ;
+    entry_0 <= \$168 ;
   always @(posedge clk)
-    entry_0_valid <= \$167 ;
+    entry_0_valid <= \$169 ;
   always @(posedge clk)
-    entry_0_outside <= \$168 ;
+    entry_0_outside <= \$170 ;
   always @(posedge clk)
-    entry_0_permit <= \$169 ;
+    entry_0_permit <= \$171 ;
   always @(posedge clk)
-    entry_1 <= \$170 ;
+    entry_1 <= \$172 ;
   always @(posedge clk)
-    entry_1_valid <= \$171 ;
+    entry_1_valid <= \$173 ;
   always @(posedge clk)
-    entry_1_outside <= \$172 ;
+    entry_1_outside <= \$174 ;
   always @(posedge clk)
-    entry_1_permit <= \$173 ;
+    entry_1_permit <= \$175 ;
   always @(posedge clk)
-    \$signal$68  <= \$174 ;
+    \$signal$68  <= \$176 ;
   always @(posedge clk)
-    rp <= \$175 ;
+    rp <= \$177 ;
   always @(posedge clk)
-    done_rows <= \$176 ;
+    done_rows <= \$178 ;
   always @(posedge clk)
-    busy <= \$177 ;
+    busy <= \$179 ;
   always @(posedge clk)
-    eof_seen <= \$178 ;
+    eof_seen <= \$180 ;
   always @(posedge clk)
-    \$signal$48  <= \$179 ;
+    \$signal$48  <= \$181 ;
   always @(posedge clk)
-    error <= \$180 ;
+    error <= \$182 ;
   always @(posedge clk)
-    has_last <= \$181 ;
+    has_last <= \$183 ;
   always @(posedge clk)
-    last_y <= \$182 ;
+    last_y <= \$184 ;
   always @(posedge clk)
-    w_en <= \$183 ;
+    w_en <= \$185 ;
   always @(posedge clk)
-    \$signal$75  <= \$184 ;
+    \$signal$75  <= \$186 ;
   always @(posedge clk)
-    w_set <= \$185 ;
+    w_set <= \$187 ;
   always @(posedge clk)
     w_slot <= got[34:32];
   always @(posedge clk)
@@ -4954,39 +4958,39 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   always @(posedge clk)
     w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$186 ;
+    acc_eof <= \$188 ;
   always @(posedge clk)
-    bitmap_0 <= \$187 ;
+    bitmap_0 <= \$189 ;
   always @(posedge clk)
-    row_tag_0 <= \$188 ;
+    row_tag_0 <= \$190 ;
   always @(posedge clk)
-    bitmap_1 <= \$189 ;
+    bitmap_1 <= \$191 ;
   always @(posedge clk)
-    row_tag_1 <= \$190 ;
+    row_tag_1 <= \$192 ;
   always @(posedge clk)
-    bitmap_2 <= \$191 ;
+    bitmap_2 <= \$193 ;
   always @(posedge clk)
-    row_tag_2 <= \$192 ;
+    row_tag_2 <= \$194 ;
   always @(posedge clk)
-    bitmap_3 <= \$193 ;
+    bitmap_3 <= \$195 ;
   always @(posedge clk)
-    row_tag_3 <= \$194 ;
+    row_tag_3 <= \$196 ;
   always @(posedge clk)
-    bitmap_4 <= \$195 ;
+    bitmap_4 <= \$197 ;
   always @(posedge clk)
-    row_tag_4 <= \$196 ;
+    row_tag_4 <= \$198 ;
   always @(posedge clk)
-    bitmap_5 <= \$197 ;
+    bitmap_5 <= \$199 ;
   always @(posedge clk)
-    row_tag_5 <= \$198 ;
+    row_tag_5 <= \$200 ;
   always @(posedge clk)
-    bitmap_6 <= \$199 ;
+    bitmap_6 <= \$201 ;
   always @(posedge clk)
-    row_tag_6 <= \$200 ;
+    row_tag_6 <= \$202 ;
   always @(posedge clk)
-    bitmap_7 <= \$201 ;
+    bitmap_7 <= \$203 ;
   always @(posedge clk)
-    row_tag_7 <= \$202 ;
+    row_tag_7 <= \$204 ;
   \top.layer0.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -4998,185 +5002,159 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$160  = c_gi;
+    \$162  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
-        \$160  = 1'h0;
+        \$162  = 1'h0;
       end else begin
-        \$160  = \$34 [0];
+        \$162  = \$34 [0];
       end
     end
     if (rst) begin
-      \$160  = 1'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$161  = prev_any;
+    \$163  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
-        \$161  = 1'h0;
+        \$163  = 1'h0;
       end else begin
         if (\$35 ) begin
-          \$161  = 1'h1;
+          \$163  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$161  = 1'h0;
+      \$163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$162  = \$signal ;
+    \$164  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else begin
-        \$162  = sites_in__payload[36:32];
+        \$164  = sites_in__payload[36:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$163  = \$signal$29 ;
+    \$165  = \$signal$29 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[42]) begin
       end else begin
-        \$163  = sites_in__payload[41:37];
+        \$165  = sites_in__payload[41:37];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = height_m1;
+    \$166  = height_m1;
     if (rst) begin
-      \$164  = 5'h00;
+      \$166  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = width_m1;
+    \$167  = width_m1;
     if (rst) begin
-      \$165  = 5'h00;
+      \$167  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = entry_0;
-    if (\$40 ) begin
-      \$166  = entry;
+    \$168  = entry_0;
+    if (\$36 ) begin
+      \$168  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$167  = entry_0_valid;
-    if (\$40 ) begin
-      \$167  = 1'h1;
+    \$169  = entry_0_valid;
+    if (\$41 ) begin
+      \$169  = 1'h1;
     end
     if (take) begin
-      if (\$98 ) begin
-        \$167  = 1'h0;
+      if (\$100 ) begin
+        \$169  = 1'h0;
       end
     end
-    if (rst) begin
-      \$167  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$168  = \$52 ;
-    if (rst) begin
-      \$168  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$169  = \$60 ;
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = entry_1;
-    if (\$65 ) begin
-      \$170  = entry;
+    \$170  = \$53 ;
+    if (rst) begin
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = entry_1_valid;
-    if (\$65 ) begin
-      \$171  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$171  = 1'h0;
-      end
-    end
+    \$171  = \$61 ;
     if (rst) begin
       \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$172  = \$77 ;
-    if (rst) begin
-      \$172  = 1'h0;
+    \$172  = entry_1;
+    if (\$62 ) begin
+      \$172  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$173  = \$85 ;
+    \$173  = entry_1_valid;
+    if (\$67 ) begin
+      \$173  = 1'h1;
+    end
+    if (take) begin
+      if (\$108 ) begin
+        \$173  = 1'h0;
+      end
+    end
     if (rst) begin
       \$173  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$174  = \$signal$68 ;
-    if (\$88 ) begin
-      \$174  = \$89 ;
-    end
+    \$174  = \$79 ;
     if (rst) begin
       \$174  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$175  = rp;
-    if (take) begin
-      \$175  = \$90 ;
-    end
+    \$175  = \$87 ;
     if (rst) begin
       \$175  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$176  = done_rows;
-    if (\$114 ) begin
-      \$176  = { 2'h0, got[36:32] };
-    end
-    if (frame_reset) begin
-      \$176  = 7'h00;
+    \$176  = \$signal$68 ;
+    if (\$90 ) begin
+      \$176  = \$91 ;
     end
     if (rst) begin
-      \$176  = 7'h00;
+      \$176  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$177  = busy;
+    \$177  = rp;
     if (take) begin
-      \$177  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$177  = 1'h0;
+      \$177  = \$92 ;
     end
     if (rst) begin
       \$177  = 1'h0;
@@ -5184,29 +5162,22 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$178  = eof_seen;
-    if (take) begin
-      if (got[42]) begin
-        \$178  = 1'h1;
-      end
+    \$178  = done_rows;
+    if (\$116 ) begin
+      \$178  = { 2'h0, got[36:32] };
     end
     if (frame_reset) begin
-      \$178  = 1'h0;
+      \$178  = 7'h00;
     end
     if (rst) begin
-      \$178  = 1'h0;
+      \$178  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$179  = \$signal$48 ;
+    \$179  = busy;
     if (take) begin
-      if (got[42]) begin
-        \$179  = 1'h0;
-      end else if (\$signal$48 ) begin
-      end else if (bad) begin
-        \$179  = 1'h1;
-      end
+      \$179  = 1'h1;
     end
     if (frame_reset) begin
       \$179  = 1'h0;
@@ -5217,14 +5188,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$180  = error;
+    \$180  = eof_seen;
     if (take) begin
       if (got[42]) begin
-        if (\$116 ) begin
-          \$180  = 1'h1;
-        end
-      end else if (\$signal$48 ) begin
-      end else if (bad) begin
         \$180  = 1'h1;
       end
     end
@@ -5237,12 +5203,12 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$181  = has_last;
+    \$181  = \$signal$48 ;
     if (take) begin
       if (got[42]) begin
+        \$181  = 1'h0;
       end else if (\$signal$48 ) begin
       end else if (bad) begin
-      end else if (got[46]) begin
         \$181  = 1'h1;
       end
     end
@@ -5255,77 +5221,90 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$182  = last_y;
+    \$182  = error;
+    if (take) begin
+      if (got[42]) begin
+        if (\$118 ) begin
+          \$182  = 1'h1;
+        end
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+        \$182  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$182  = 1'h0;
+    end
+    if (rst) begin
+      \$182  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$183  = has_last;
     if (take) begin
       if (got[42]) begin
       end else if (\$signal$48 ) begin
       end else if (bad) begin
       end else if (got[46]) begin
-        \$182  = got[36:32];
+        \$183  = 1'h1;
       end
     end
-    if (rst) begin
-      \$182  = 5'h00;
+    if (frame_reset) begin
+      \$183  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$183  = \$122 ;
     if (rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$184  = \$126 ;
+    \$184  = last_y;
+    if (take) begin
+      if (got[42]) begin
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+      end else if (got[46]) begin
+        \$184  = got[36:32];
+      end
+    end
     if (rst) begin
-      \$184  = 1'h0;
+      \$184  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$185  = got[46];
+    \$185  = \$124 ;
     if (rst) begin
       \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$186  = \$127 ;
+    \$186  = \$128 ;
     if (rst) begin
       \$186  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$187  = bitmap_0;
-    if (\$129 ) begin
-      \$187  = \$131 ;
-    end
+    \$187  = got[46];
     if (rst) begin
-      \$187  = 32'd0;
+      \$187  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$188  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$75 ) begin
-        \$188  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$188  = 6'h3f;
-    end
+    \$188  = \$129 ;
     if (rst) begin
-      \$188  = 6'h3f;
+      \$188  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$189  = bitmap_1;
-    if (\$133 ) begin
-      \$189  = \$135 ;
+    \$189  = bitmap_0;
+    if (\$131 ) begin
+      \$189  = \$133 ;
     end
     if (rst) begin
       \$189  = 32'd0;
@@ -5333,8 +5312,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$190  = row_tag_1;
-    if (\$133 ) begin
+    \$190  = row_tag_0;
+    if (\$131 ) begin
       if (\$signal$75 ) begin
         \$190  = { 1'h0, w_y };
       end
@@ -5348,9 +5327,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$191  = bitmap_2;
-    if (\$137 ) begin
-      \$191  = \$139 ;
+    \$191  = bitmap_1;
+    if (\$135 ) begin
+      \$191  = \$137 ;
     end
     if (rst) begin
       \$191  = 32'd0;
@@ -5358,8 +5337,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$192  = row_tag_2;
-    if (\$137 ) begin
+    \$192  = row_tag_1;
+    if (\$135 ) begin
       if (\$signal$75 ) begin
         \$192  = { 1'h0, w_y };
       end
@@ -5373,9 +5352,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$193  = bitmap_3;
-    if (\$141 ) begin
-      \$193  = \$143 ;
+    \$193  = bitmap_2;
+    if (\$139 ) begin
+      \$193  = \$141 ;
     end
     if (rst) begin
       \$193  = 32'd0;
@@ -5383,8 +5362,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$194  = row_tag_3;
-    if (\$141 ) begin
+    \$194  = row_tag_2;
+    if (\$139 ) begin
       if (\$signal$75 ) begin
         \$194  = { 1'h0, w_y };
       end
@@ -5398,9 +5377,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$195  = bitmap_4;
-    if (\$145 ) begin
-      \$195  = \$147 ;
+    \$195  = bitmap_3;
+    if (\$143 ) begin
+      \$195  = \$145 ;
     end
     if (rst) begin
       \$195  = 32'd0;
@@ -5408,8 +5387,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$196  = row_tag_4;
-    if (\$145 ) begin
+    \$196  = row_tag_3;
+    if (\$143 ) begin
       if (\$signal$75 ) begin
         \$196  = { 1'h0, w_y };
       end
@@ -5423,9 +5402,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$197  = bitmap_5;
-    if (\$149 ) begin
-      \$197  = \$151 ;
+    \$197  = bitmap_4;
+    if (\$147 ) begin
+      \$197  = \$149 ;
     end
     if (rst) begin
       \$197  = 32'd0;
@@ -5433,8 +5412,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$198  = row_tag_5;
-    if (\$149 ) begin
+    \$198  = row_tag_4;
+    if (\$147 ) begin
       if (\$signal$75 ) begin
         \$198  = { 1'h0, w_y };
       end
@@ -5448,9 +5427,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$199  = bitmap_6;
-    if (\$153 ) begin
-      \$199  = \$155 ;
+    \$199  = bitmap_5;
+    if (\$151 ) begin
+      \$199  = \$153 ;
     end
     if (rst) begin
       \$199  = 32'd0;
@@ -5458,8 +5437,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$200  = row_tag_6;
-    if (\$153 ) begin
+    \$200  = row_tag_5;
+    if (\$151 ) begin
       if (\$signal$75 ) begin
         \$200  = { 1'h0, w_y };
       end
@@ -5473,9 +5452,9 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$201  = bitmap_7;
-    if (\$157 ) begin
-      \$201  = \$159 ;
+    \$201  = bitmap_6;
+    if (\$155 ) begin
+      \$201  = \$157 ;
     end
     if (rst) begin
       \$201  = 32'd0;
@@ -5483,8 +5462,8 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$202  = row_tag_7;
-    if (\$157 ) begin
+    \$202  = row_tag_6;
+    if (\$155 ) begin
       if (\$signal$75 ) begin
         \$202  = { 1'h0, w_y };
       end
@@ -5494,6 +5473,31 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
     end
     if (rst) begin
       \$202  = 6'h3f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$203  = bitmap_7;
+    if (\$159 ) begin
+      \$203  = \$161 ;
+    end
+    if (rst) begin
+      \$203  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$204  = row_tag_7;
+    if (\$159 ) begin
+      if (\$signal$75 ) begin
+        \$204  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$204  = 6'h3f;
+    end
+    if (rst) begin
+      \$204  = 6'h3f;
     end
   end
   assign rd_addr = r_addr;
@@ -5612,11 +5616,11 @@ module \top.layer0.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, si
   assign tags[17:12] = row_tag_2;
   assign tags[11:6] = row_tag_1;
   assign tags[5:0] = row_tag_0;
-  assign \$64  = \$signal$68 ;
-  assign \$69  = \$signal$68 ;
-  assign \$81  = \$signal$68 ;
-  assign \$99  = rp;
-  assign \$103  = \$signal$68 ;
+  assign \$66  = \$signal$68 ;
+  assign \$71  = \$signal$68 ;
+  assign \$83  = \$signal$68 ;
+  assign \$101  = rp;
+  assign \$105  = \$signal$68 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -11888,60 +11892,62 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [15:0] \$130 ;
-  wire [15:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [15:0] \$134 ;
-  wire [15:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire [15:0] \$138 ;
-  wire [15:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [15:0] \$132 ;
+  wire [15:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [15:0] \$136 ;
+  wire [15:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [15:0] \$142 ;
-  wire [15:0] \$143 ;
-  reg \$144 ;
-  reg \$145 ;
-  reg [3:0] \$146 ;
-  reg [3:0] \$147 ;
+  wire [15:0] \$140 ;
+  wire [15:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [15:0] \$144 ;
+  wire [15:0] \$145 ;
+  reg \$146 ;
+  reg \$147 ;
   reg [3:0] \$148 ;
   reg [3:0] \$149 ;
   wire \$15 ;
-  reg [45:0] \$150 ;
-  reg \$151 ;
-  reg \$152 ;
+  reg [3:0] \$150 ;
+  reg [3:0] \$151 ;
+  reg [45:0] \$152 ;
   reg \$153 ;
-  reg [45:0] \$154 ;
+  reg \$154 ;
   reg \$155 ;
-  reg \$156 ;
+  reg [45:0] \$156 ;
   reg \$157 ;
   reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg [5:0] \$160 ;
+  reg \$160 ;
   reg \$161 ;
-  reg \$162 ;
+  reg [5:0] \$162 ;
   reg \$163 ;
   reg \$164 ;
   reg \$165 ;
-  reg [3:0] \$166 ;
+  reg \$166 ;
   reg \$167 ;
-  reg \$168 ;
+  reg [3:0] \$168 ;
   reg \$169 ;
   wire \$17 ;
   reg \$170 ;
-  reg [15:0] \$171 ;
-  reg [4:0] \$172 ;
+  reg \$171 ;
+  reg \$172 ;
   reg [15:0] \$173 ;
   reg [4:0] \$174 ;
   reg [15:0] \$175 ;
   reg [4:0] \$176 ;
   reg [15:0] \$177 ;
   reg [4:0] \$178 ;
+  reg [15:0] \$179 ;
   wire \$18 ;
+  reg [4:0] \$180 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -12246,161 +12252,163 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$31  = sites_in__valid & \$30 ;
   assign \$33  = c_gi + 1'h1;
   assign \$34  = \$32  ? 2'h0 : \$33 ;
-  assign \$36  = entry_0_valid & entry_1_valid;
-  assign \$37  = ~ \$36 ;
-  assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$60 ;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = entry_0_valid & entry_1_valid;
-  assign \$42  = ~ \$41 ;
-  assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$60 ;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[35:32] > shape_h_m1;
-  assign \$47  = sites_in__payload[39:36] > shape_w_m1;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[35:32] > shape_h_m1;
-  assign \$50  = entry_0[39:36] > shape_w_m1;
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$45  ? \$48  : \$51 ;
-  assign \$53  = entry_0_valid & entry_1_valid;
-  assign \$54  = ~ \$53 ;
-  assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$60 ;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = sites_in__payload[35:32] < permit_row;
-  assign \$59  = entry_0[35:32] < permit_row;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = entry_0_valid & entry_1_valid;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = sites_in__valid & \$62 ;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = entry_0_valid & entry_1_valid;
-  assign \$67  = ~ \$66 ;
-  assign \$68  = sites_in__valid & \$67 ;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[35:32] > shape_h_m1;
-  assign \$72  = sites_in__payload[39:36] > shape_w_m1;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[35:32] > shape_h_m1;
-  assign \$75  = entry_1[39:36] > shape_w_m1;
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$70  ? \$73  : \$76 ;
-  assign \$78  = entry_0_valid & entry_1_valid;
-  assign \$79  = ~ \$78 ;
-  assign \$80  = sites_in__valid & \$79 ;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = sites_in__payload[35:32] < permit_row;
-  assign \$84  = entry_1[35:32] < permit_row;
-  assign \$85  = \$82  ? \$83  : \$84 ;
-  assign \$86  = entry_0_valid & entry_1_valid;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$60 ;
-  assign \$90  = ~ rp;
-  assign \$91  = ! rp;
-  assign \$92  = entry_0_valid & entry_1_valid;
-  assign \$93  = ~ \$92 ;
-  assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$60 ;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ \$96 ;
-  assign \$98  = \$91  & \$97 ;
-  assign \$100  = entry_0_valid & entry_1_valid;
-  assign \$101  = ~ \$100 ;
-  assign \$102  = sites_in__valid & \$101 ;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = ~ \$104 ;
-  assign \$106  = \$99  & \$105 ;
-  assign \$107  = \$signal$27  & open_;
-  assign \$108  = ~ got[40];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$109  & got[43];
-  assign \$111  = ~ bad;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ \$signal$40 ;
+  assign \$36  = ~ entry_0_valid;
+  assign \$37  = entry_0_valid & entry_1_valid;
+  assign \$38  = ~ \$37 ;
+  assign \$39  = sites_in__valid & \$38 ;
+  assign \$40  = ! \$signal$60 ;
+  assign \$41  = \$39  & \$40 ;
+  assign \$42  = entry_0_valid & entry_1_valid;
+  assign \$43  = ~ \$42 ;
+  assign \$44  = sites_in__valid & \$43 ;
+  assign \$45  = ! \$signal$60 ;
+  assign \$46  = \$44  & \$45 ;
+  assign \$47  = sites_in__payload[35:32] > shape_h_m1;
+  assign \$48  = sites_in__payload[39:36] > shape_w_m1;
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = entry_0[35:32] > shape_h_m1;
+  assign \$51  = entry_0[39:36] > shape_w_m1;
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$46  ? \$49  : \$52 ;
+  assign \$54  = entry_0_valid & entry_1_valid;
+  assign \$55  = ~ \$54 ;
+  assign \$56  = sites_in__valid & \$55 ;
+  assign \$57  = ! \$signal$60 ;
+  assign \$58  = \$56  & \$57 ;
+  assign \$59  = sites_in__payload[35:32] < permit_row;
+  assign \$60  = entry_0[35:32] < permit_row;
+  assign \$61  = \$58  ? \$59  : \$60 ;
+  assign \$62  = ~ entry_1_valid;
+  assign \$63  = entry_0_valid & entry_1_valid;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = sites_in__valid & \$64 ;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = entry_0_valid & entry_1_valid;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = sites_in__valid & \$69 ;
+  assign \$72  = \$70  & \$71 ;
+  assign \$73  = sites_in__payload[35:32] > shape_h_m1;
+  assign \$74  = sites_in__payload[39:36] > shape_w_m1;
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = entry_1[35:32] > shape_h_m1;
+  assign \$77  = entry_1[39:36] > shape_w_m1;
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$72  ? \$75  : \$78 ;
+  assign \$80  = entry_0_valid & entry_1_valid;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = sites_in__valid & \$81 ;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = sites_in__payload[35:32] < permit_row;
+  assign \$86  = entry_1[35:32] < permit_row;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = entry_0_valid & entry_1_valid;
+  assign \$89  = ~ \$88 ;
+  assign \$90  = sites_in__valid & \$89 ;
+  assign \$91  = ~ \$signal$60 ;
+  assign \$92  = ~ rp;
+  assign \$93  = ! rp;
+  assign \$94  = entry_0_valid & entry_1_valid;
+  assign \$95  = ~ \$94 ;
+  assign \$96  = sites_in__valid & \$95 ;
+  assign \$97  = ! \$signal$60 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ \$98 ;
+  assign \$100  = \$93  & \$99 ;
+  assign \$102  = entry_0_valid & entry_1_valid;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = sites_in__valid & \$103 ;
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ~ \$106 ;
+  assign \$108  = \$101  & \$107 ;
+  assign \$109  = \$signal$27  & open_;
+  assign \$110  = ~ got[40];
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = \$111  & got[43];
+  assign \$113  = ~ bad;
   assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ got[43];
-  assign \$116  = \$115  | got[41];
-  assign \$117  = ~ got[40];
-  assign \$118  = take & \$117 ;
-  assign \$119  = ~ \$signal$40 ;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = ~ bad;
+  assign \$115  = ~ \$signal$40 ;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = ~ got[43];
+  assign \$118  = \$117  | got[41];
+  assign \$119  = ~ got[40];
+  assign \$120  = take & \$119 ;
+  assign \$121  = ~ \$signal$40 ;
   assign \$122  = \$120  & \$121 ;
-  assign \$123  = ~ has_last;
-  assign \$124  = got[35:32] != last_y;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = got[43] & \$125 ;
-  assign \$127  = take & got[40];
-  assign \$128  = ! w_slot;
-  assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$67  ? 16'h0000 : bitmap_0;
-  assign \$131  = \$130  | \$28 [15:0];
-  assign \$132  = w_slot == 1'h1;
-  assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$67  ? 16'h0000 : bitmap_1;
-  assign \$135  = \$134  | \$28 [15:0];
-  assign \$136  = w_slot == 2'h2;
-  assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$67  ? 16'h0000 : bitmap_2;
-  assign \$139  = \$138  | \$28 [15:0];
-  assign \$140  = w_slot == 2'h3;
-  assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$67  ? 16'h0000 : bitmap_3;
-  assign \$143  = \$142  | \$28 [15:0];
+  assign \$123  = ~ bad;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = ~ has_last;
+  assign \$126  = got[35:32] != last_y;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = got[43] & \$127 ;
+  assign \$129  = take & got[40];
+  assign \$130  = ! w_slot;
+  assign \$131  = w_en & \$130 ;
+  assign \$132  = \$signal$67  ? 16'h0000 : bitmap_0;
+  assign \$133  = \$132  | \$28 [15:0];
+  assign \$134  = w_slot == 1'h1;
+  assign \$135  = w_en & \$134 ;
+  assign \$136  = \$signal$67  ? 16'h0000 : bitmap_1;
+  assign \$137  = \$136  | \$28 [15:0];
+  assign \$138  = w_slot == 2'h2;
+  assign \$139  = w_en & \$138 ;
+  assign \$140  = \$signal$67  ? 16'h0000 : bitmap_2;
+  assign \$141  = \$140  | \$28 [15:0];
+  assign \$142  = w_slot == 2'h3;
+  assign \$143  = w_en & \$142 ;
+  assign \$144  = \$signal$67  ? 16'h0000 : bitmap_3;
+  assign \$145  = \$144  | \$28 [15:0];
   always @(posedge clk)
-    c_gi <= \$144 ;
+    c_gi <= \$146 ;
   always @(posedge clk)
-    prev_any <= \$145 ;
+    prev_any <= \$147 ;
   always @(posedge clk)
-    \$signal  <= \$146 ;
+    \$signal  <= \$148 ;
   always @(posedge clk)
-    \$signal$21  <= \$147 ;
+    \$signal$21  <= \$149 ;
   always @(posedge clk)
-    shape_h_m1 <= \$148 ;
+    shape_h_m1 <= \$150 ;
   always @(posedge clk)
-    shape_w_m1 <= \$149 ;
+    shape_w_m1 <= \$151 ;
   always @(posedge clk)
-    entry_0 <= \$150 ;
+    entry_0 <= \$152 ;
   always @(posedge clk)
-    entry_0_valid <= \$151 ;
+    entry_0_valid <= \$153 ;
   always @(posedge clk)
-    entry_0_outside <= \$152 ;
+    entry_0_outside <= \$154 ;
   always @(posedge clk)
-    entry_0_permit <= \$153 ;
+    entry_0_permit <= \$155 ;
   always @(posedge clk)
-    entry_1 <= \$154 ;
+    entry_1 <= \$156 ;
   always @(posedge clk)
-    entry_1_valid <= \$155 ;
+    entry_1_valid <= \$157 ;
   always @(posedge clk)
-    entry_1_outside <= \$156 ;
+    entry_1_outside <= \$158 ;
   always @(posedge clk)
-    entry_1_permit <= \$157 ;
+    entry_1_permit <= \$159 ;
   always @(posedge clk)
-    \$signal$60  <= \$158 ;
+    \$signal$60  <= \$160 ;
   always @(posedge clk)
-    rp <= \$159 ;
+    rp <= \$161 ;
   always @(posedge clk)
-    done_rows <= \$160 ;
+    done_rows <= \$162 ;
   always @(posedge clk)
-    busy <= \$161 ;
+    busy <= \$163 ;
   always @(posedge clk)
-    eof_seen <= \$162 ;
+    eof_seen <= \$164 ;
   always @(posedge clk)
-    \$signal$40  <= \$163 ;
+    \$signal$40  <= \$165 ;
   always @(posedge clk)
-    error <= \$164 ;
+    error <= \$166 ;
   always @(posedge clk)
-    has_last <= \$165 ;
+    has_last <= \$167 ;
   always @(posedge clk)
-    last_y <= \$166 ;
+    last_y <= \$168 ;
   always @(posedge clk)
-    w_en <= \$167 ;
+    w_en <= \$169 ;
   always @(posedge clk)
-    \$signal$67  <= \$168 ;
+    \$signal$67  <= \$170 ;
   always @(posedge clk)
-    w_set <= \$169 ;
+    w_set <= \$171 ;
   always @(posedge clk)
     w_slot <= got[33:32];
   always @(posedge clk)
@@ -12412,23 +12420,23 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   always @(posedge clk)
     w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$170 ;
+    acc_eof <= \$172 ;
   always @(posedge clk)
-    bitmap_0 <= \$171 ;
+    bitmap_0 <= \$173 ;
   always @(posedge clk)
-    row_tag_0 <= \$172 ;
+    row_tag_0 <= \$174 ;
   always @(posedge clk)
-    bitmap_1 <= \$173 ;
+    bitmap_1 <= \$175 ;
   always @(posedge clk)
-    row_tag_1 <= \$174 ;
+    row_tag_1 <= \$176 ;
   always @(posedge clk)
-    bitmap_2 <= \$175 ;
+    bitmap_2 <= \$177 ;
   always @(posedge clk)
-    row_tag_2 <= \$176 ;
+    row_tag_2 <= \$178 ;
   always @(posedge clk)
-    bitmap_3 <= \$177 ;
+    bitmap_3 <= \$179 ;
   always @(posedge clk)
-    row_tag_3 <= \$178 ;
+    row_tag_3 <= \$180 ;
   \top.layer1.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -12440,185 +12448,159 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$144  = c_gi;
+    \$146  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$144  = 1'h0;
+        \$146  = 1'h0;
       end else begin
-        \$144  = \$34 [0];
+        \$146  = \$34 [0];
       end
     end
     if (rst) begin
-      \$144  = 1'h0;
+      \$146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$145  = prev_any;
+    \$147  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$145  = 1'h0;
+        \$147  = 1'h0;
       end else begin
         if (\$35 ) begin
-          \$145  = 1'h1;
+          \$147  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$145  = 1'h0;
+      \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$146  = \$signal ;
+    \$148  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$146  = sites_in__payload[35:32];
+        \$148  = sites_in__payload[35:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$147  = \$signal$21 ;
+    \$149  = \$signal$21 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$147  = sites_in__payload[39:36];
+        \$149  = sites_in__payload[39:36];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$148  = height_m1;
+    \$150  = height_m1;
     if (rst) begin
-      \$148  = 4'h0;
+      \$150  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$149  = width_m1;
+    \$151  = width_m1;
     if (rst) begin
-      \$149  = 4'h0;
+      \$151  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$150  = entry_0;
-    if (\$40 ) begin
-      \$150  = entry;
+    \$152  = entry_0;
+    if (\$36 ) begin
+      \$152  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$151  = entry_0_valid;
-    if (\$40 ) begin
-      \$151  = 1'h1;
+    \$153  = entry_0_valid;
+    if (\$41 ) begin
+      \$153  = 1'h1;
     end
     if (take) begin
-      if (\$98 ) begin
-        \$151  = 1'h0;
+      if (\$100 ) begin
+        \$153  = 1'h0;
       end
     end
-    if (rst) begin
-      \$151  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$152  = \$52 ;
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$154  = entry_1;
-    if (\$65 ) begin
-      \$154  = entry;
+    \$154  = \$53 ;
+    if (rst) begin
+      \$154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$155  = entry_1_valid;
-    if (\$65 ) begin
-      \$155  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$155  = 1'h0;
-      end
-    end
+    \$155  = \$61 ;
     if (rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$156  = \$77 ;
-    if (rst) begin
-      \$156  = 1'h0;
+    \$156  = entry_1;
+    if (\$62 ) begin
+      \$156  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$157  = \$85 ;
+    \$157  = entry_1_valid;
+    if (\$67 ) begin
+      \$157  = 1'h1;
+    end
+    if (take) begin
+      if (\$108 ) begin
+        \$157  = 1'h0;
+      end
+    end
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$158  = \$signal$60 ;
-    if (\$88 ) begin
-      \$158  = \$89 ;
-    end
+    \$158  = \$79 ;
     if (rst) begin
       \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$159  = rp;
-    if (take) begin
-      \$159  = \$90 ;
-    end
+    \$159  = \$87 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$160  = done_rows;
-    if (\$114 ) begin
-      \$160  = { 2'h0, got[35:32] };
-    end
-    if (frame_reset) begin
-      \$160  = 6'h00;
+    \$160  = \$signal$60 ;
+    if (\$90 ) begin
+      \$160  = \$91 ;
     end
     if (rst) begin
-      \$160  = 6'h00;
+      \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$161  = busy;
+    \$161  = rp;
     if (take) begin
-      \$161  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$161  = 1'h0;
+      \$161  = \$92 ;
     end
     if (rst) begin
       \$161  = 1'h0;
@@ -12626,29 +12608,22 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$162  = eof_seen;
-    if (take) begin
-      if (got[40]) begin
-        \$162  = 1'h1;
-      end
+    \$162  = done_rows;
+    if (\$116 ) begin
+      \$162  = { 2'h0, got[35:32] };
     end
     if (frame_reset) begin
-      \$162  = 1'h0;
+      \$162  = 6'h00;
     end
     if (rst) begin
-      \$162  = 1'h0;
+      \$162  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$163  = \$signal$40 ;
+    \$163  = busy;
     if (take) begin
-      if (got[40]) begin
-        \$163  = 1'h0;
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-        \$163  = 1'h1;
-      end
+      \$163  = 1'h1;
     end
     if (frame_reset) begin
       \$163  = 1'h0;
@@ -12659,14 +12634,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$164  = error;
+    \$164  = eof_seen;
     if (take) begin
       if (got[40]) begin
-        if (\$116 ) begin
-          \$164  = 1'h1;
-        end
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
         \$164  = 1'h1;
       end
     end
@@ -12679,12 +12649,12 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$165  = has_last;
+    \$165  = \$signal$40 ;
     if (take) begin
       if (got[40]) begin
+        \$165  = 1'h0;
       end else if (\$signal$40 ) begin
       end else if (bad) begin
-      end else if (got[44]) begin
         \$165  = 1'h1;
       end
     end
@@ -12697,77 +12667,90 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$166  = last_y;
+    \$166  = error;
+    if (take) begin
+      if (got[40]) begin
+        if (\$118 ) begin
+          \$166  = 1'h1;
+        end
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$166  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$166  = 1'h0;
+    end
+    if (rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$167  = has_last;
     if (take) begin
       if (got[40]) begin
       end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$166  = got[35:32];
+        \$167  = 1'h1;
       end
     end
-    if (rst) begin
-      \$166  = 4'h0;
+    if (frame_reset) begin
+      \$167  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$168  = \$126 ;
+    \$168  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$168  = got[35:32];
+      end
+    end
     if (rst) begin
-      \$168  = 1'h0;
+      \$168  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$169  = got[44];
+    \$169  = \$124 ;
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$170  = \$127 ;
+    \$170  = \$128 ;
     if (rst) begin
       \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$171  = bitmap_0;
-    if (\$129 ) begin
-      \$171  = \$131 ;
-    end
+    \$171  = got[44];
     if (rst) begin
-      \$171  = 16'h0000;
+      \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$172  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$67 ) begin
-        \$172  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$172  = 5'h1f;
-    end
+    \$172  = \$129 ;
     if (rst) begin
-      \$172  = 5'h1f;
+      \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$173  = bitmap_1;
-    if (\$133 ) begin
-      \$173  = \$135 ;
+    \$173  = bitmap_0;
+    if (\$131 ) begin
+      \$173  = \$133 ;
     end
     if (rst) begin
       \$173  = 16'h0000;
@@ -12775,8 +12758,8 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$174  = row_tag_1;
-    if (\$133 ) begin
+    \$174  = row_tag_0;
+    if (\$131 ) begin
       if (\$signal$67 ) begin
         \$174  = { 1'h0, w_y };
       end
@@ -12790,9 +12773,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$175  = bitmap_2;
-    if (\$137 ) begin
-      \$175  = \$139 ;
+    \$175  = bitmap_1;
+    if (\$135 ) begin
+      \$175  = \$137 ;
     end
     if (rst) begin
       \$175  = 16'h0000;
@@ -12800,8 +12783,8 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$176  = row_tag_2;
-    if (\$137 ) begin
+    \$176  = row_tag_1;
+    if (\$135 ) begin
       if (\$signal$67 ) begin
         \$176  = { 1'h0, w_y };
       end
@@ -12815,9 +12798,9 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$177  = bitmap_3;
-    if (\$141 ) begin
-      \$177  = \$143 ;
+    \$177  = bitmap_2;
+    if (\$139 ) begin
+      \$177  = \$141 ;
     end
     if (rst) begin
       \$177  = 16'h0000;
@@ -12825,8 +12808,8 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$178  = row_tag_3;
-    if (\$141 ) begin
+    \$178  = row_tag_2;
+    if (\$139 ) begin
       if (\$signal$67 ) begin
         \$178  = { 1'h0, w_y };
       end
@@ -12836,6 +12819,31 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
     if (rst) begin
       \$178  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$179  = bitmap_3;
+    if (\$143 ) begin
+      \$179  = \$145 ;
+    end
+    if (rst) begin
+      \$179  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$180  = row_tag_3;
+    if (\$143 ) begin
+      if (\$signal$67 ) begin
+        \$180  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$180  = 5'h1f;
+    end
+    if (rst) begin
+      \$180  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -12941,11 +12949,11 @@ module \top.layer1.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$3  = c_gi;
   assign \$32  = c_gi;
   assign \$35  = c_gi;
-  assign \$64  = \$signal$60 ;
-  assign \$69  = \$signal$60 ;
-  assign \$81  = \$signal$60 ;
-  assign \$99  = rp;
-  assign \$103  = \$signal$60 ;
+  assign \$66  = \$signal$60 ;
+  assign \$71  = \$signal$60 ;
+  assign \$83  = \$signal$60 ;
+  assign \$101  = rp;
+  assign \$105  = \$signal$60 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18179,46 +18187,48 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [15:0] \$130 ;
-  wire [15:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [15:0] \$134 ;
-  wire [15:0] \$135 ;
-  reg \$136 ;
-  reg \$137 ;
-  reg [3:0] \$138 ;
-  reg [3:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [15:0] \$132 ;
+  wire [15:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [15:0] \$136 ;
+  wire [15:0] \$137 ;
+  reg \$138 ;
+  reg \$139 ;
   wire \$14 ;
   reg [3:0] \$140 ;
   reg [3:0] \$141 ;
-  reg [45:0] \$142 ;
-  reg \$143 ;
-  reg \$144 ;
+  reg [3:0] \$142 ;
+  reg [3:0] \$143 ;
+  reg [45:0] \$144 ;
   reg \$145 ;
-  reg [45:0] \$146 ;
+  reg \$146 ;
   reg \$147 ;
-  reg \$148 ;
+  reg [45:0] \$148 ;
   reg \$149 ;
   wire \$15 ;
   reg \$150 ;
   reg \$151 ;
-  reg [5:0] \$152 ;
+  reg \$152 ;
   reg \$153 ;
-  reg \$154 ;
+  reg [5:0] \$154 ;
   reg \$155 ;
   reg \$156 ;
   reg \$157 ;
-  reg [3:0] \$158 ;
+  reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg \$160 ;
+  reg [3:0] \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [15:0] \$163 ;
-  reg [4:0] \$164 ;
+  reg \$163 ;
+  reg \$164 ;
   reg [15:0] \$165 ;
   reg [4:0] \$166 ;
+  reg [15:0] \$167 ;
+  reg [4:0] \$168 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -18517,152 +18527,154 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$31  = sites_in__valid & \$30 ;
   assign \$33  = c_gi + 1'h1;
   assign \$34  = \$32  ? 2'h0 : \$33 ;
-  assign \$36  = entry_0_valid & entry_1_valid;
-  assign \$37  = ~ \$36 ;
-  assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$56 ;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = entry_0_valid & entry_1_valid;
-  assign \$42  = ~ \$41 ;
-  assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$56 ;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[35:32] > shape_h_m1;
-  assign \$47  = sites_in__payload[39:36] > shape_w_m1;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[35:32] > shape_h_m1;
-  assign \$50  = entry_0[39:36] > shape_w_m1;
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$45  ? \$48  : \$51 ;
-  assign \$53  = entry_0_valid & entry_1_valid;
-  assign \$54  = ~ \$53 ;
-  assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$56 ;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = sites_in__payload[35:32] < permit_row;
-  assign \$59  = entry_0[35:32] < permit_row;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = entry_0_valid & entry_1_valid;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = sites_in__valid & \$62 ;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = entry_0_valid & entry_1_valid;
-  assign \$67  = ~ \$66 ;
-  assign \$68  = sites_in__valid & \$67 ;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[35:32] > shape_h_m1;
-  assign \$72  = sites_in__payload[39:36] > shape_w_m1;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[35:32] > shape_h_m1;
-  assign \$75  = entry_1[39:36] > shape_w_m1;
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$70  ? \$73  : \$76 ;
-  assign \$78  = entry_0_valid & entry_1_valid;
-  assign \$79  = ~ \$78 ;
-  assign \$80  = sites_in__valid & \$79 ;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = sites_in__payload[35:32] < permit_row;
-  assign \$84  = entry_1[35:32] < permit_row;
-  assign \$85  = \$82  ? \$83  : \$84 ;
-  assign \$86  = entry_0_valid & entry_1_valid;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$56 ;
-  assign \$90  = ~ rp;
-  assign \$91  = ! rp;
-  assign \$92  = entry_0_valid & entry_1_valid;
-  assign \$93  = ~ \$92 ;
-  assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$56 ;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ \$96 ;
-  assign \$98  = \$91  & \$97 ;
-  assign \$100  = entry_0_valid & entry_1_valid;
-  assign \$101  = ~ \$100 ;
-  assign \$102  = sites_in__valid & \$101 ;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = ~ \$104 ;
-  assign \$106  = \$99  & \$105 ;
-  assign \$107  = \$signal$23  & open_;
-  assign \$108  = ~ got[40];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$109  & got[43];
-  assign \$111  = ~ bad;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ \$signal$36 ;
+  assign \$36  = ~ entry_0_valid;
+  assign \$37  = entry_0_valid & entry_1_valid;
+  assign \$38  = ~ \$37 ;
+  assign \$39  = sites_in__valid & \$38 ;
+  assign \$40  = ! \$signal$56 ;
+  assign \$41  = \$39  & \$40 ;
+  assign \$42  = entry_0_valid & entry_1_valid;
+  assign \$43  = ~ \$42 ;
+  assign \$44  = sites_in__valid & \$43 ;
+  assign \$45  = ! \$signal$56 ;
+  assign \$46  = \$44  & \$45 ;
+  assign \$47  = sites_in__payload[35:32] > shape_h_m1;
+  assign \$48  = sites_in__payload[39:36] > shape_w_m1;
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = entry_0[35:32] > shape_h_m1;
+  assign \$51  = entry_0[39:36] > shape_w_m1;
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$46  ? \$49  : \$52 ;
+  assign \$54  = entry_0_valid & entry_1_valid;
+  assign \$55  = ~ \$54 ;
+  assign \$56  = sites_in__valid & \$55 ;
+  assign \$57  = ! \$signal$56 ;
+  assign \$58  = \$56  & \$57 ;
+  assign \$59  = sites_in__payload[35:32] < permit_row;
+  assign \$60  = entry_0[35:32] < permit_row;
+  assign \$61  = \$58  ? \$59  : \$60 ;
+  assign \$62  = ~ entry_1_valid;
+  assign \$63  = entry_0_valid & entry_1_valid;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = sites_in__valid & \$64 ;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = entry_0_valid & entry_1_valid;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = sites_in__valid & \$69 ;
+  assign \$72  = \$70  & \$71 ;
+  assign \$73  = sites_in__payload[35:32] > shape_h_m1;
+  assign \$74  = sites_in__payload[39:36] > shape_w_m1;
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = entry_1[35:32] > shape_h_m1;
+  assign \$77  = entry_1[39:36] > shape_w_m1;
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$72  ? \$75  : \$78 ;
+  assign \$80  = entry_0_valid & entry_1_valid;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = sites_in__valid & \$81 ;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = sites_in__payload[35:32] < permit_row;
+  assign \$86  = entry_1[35:32] < permit_row;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = entry_0_valid & entry_1_valid;
+  assign \$89  = ~ \$88 ;
+  assign \$90  = sites_in__valid & \$89 ;
+  assign \$91  = ~ \$signal$56 ;
+  assign \$92  = ~ rp;
+  assign \$93  = ! rp;
+  assign \$94  = entry_0_valid & entry_1_valid;
+  assign \$95  = ~ \$94 ;
+  assign \$96  = sites_in__valid & \$95 ;
+  assign \$97  = ! \$signal$56 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ \$98 ;
+  assign \$100  = \$93  & \$99 ;
+  assign \$102  = entry_0_valid & entry_1_valid;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = sites_in__valid & \$103 ;
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ~ \$106 ;
+  assign \$108  = \$101  & \$107 ;
+  assign \$109  = \$signal$23  & open_;
+  assign \$110  = ~ got[40];
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = \$111  & got[43];
+  assign \$113  = ~ bad;
   assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ got[43];
-  assign \$116  = \$115  | got[41];
-  assign \$117  = ~ got[40];
-  assign \$118  = take & \$117 ;
-  assign \$119  = ~ \$signal$36 ;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = ~ bad;
+  assign \$115  = ~ \$signal$36 ;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = ~ got[43];
+  assign \$118  = \$117  | got[41];
+  assign \$119  = ~ got[40];
+  assign \$120  = take & \$119 ;
+  assign \$121  = ~ \$signal$36 ;
   assign \$122  = \$120  & \$121 ;
-  assign \$123  = ~ has_last;
-  assign \$124  = got[35:32] != last_y;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = got[43] & \$125 ;
-  assign \$127  = take & got[40];
-  assign \$128  = ! w_slot;
-  assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$63  ? 16'h0000 : bitmap_0;
-  assign \$131  = \$130  | \$28 [15:0];
-  assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$63  ? 16'h0000 : bitmap_1;
-  assign \$135  = \$134  | \$28 [15:0];
+  assign \$123  = ~ bad;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = ~ has_last;
+  assign \$126  = got[35:32] != last_y;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = got[43] & \$127 ;
+  assign \$129  = take & got[40];
+  assign \$130  = ! w_slot;
+  assign \$131  = w_en & \$130 ;
+  assign \$132  = \$signal$63  ? 16'h0000 : bitmap_0;
+  assign \$133  = \$132  | \$28 [15:0];
+  assign \$135  = w_en & \$134 ;
+  assign \$136  = \$signal$63  ? 16'h0000 : bitmap_1;
+  assign \$137  = \$136  | \$28 [15:0];
   always @(posedge clk)
-    c_gi <= \$136 ;
+    c_gi <= \$138 ;
   always @(posedge clk)
-    prev_any <= \$137 ;
+    prev_any <= \$139 ;
   always @(posedge clk)
-    \$signal  <= \$138 ;
+    \$signal  <= \$140 ;
   always @(posedge clk)
-    \$signal$17  <= \$139 ;
+    \$signal$17  <= \$141 ;
   always @(posedge clk)
-    shape_h_m1 <= \$140 ;
+    shape_h_m1 <= \$142 ;
   always @(posedge clk)
-    shape_w_m1 <= \$141 ;
+    shape_w_m1 <= \$143 ;
   always @(posedge clk)
-    entry_0 <= \$142 ;
+    entry_0 <= \$144 ;
   always @(posedge clk)
-    entry_0_valid <= \$143 ;
+    entry_0_valid <= \$145 ;
   always @(posedge clk)
-    entry_0_outside <= \$144 ;
+    entry_0_outside <= \$146 ;
   always @(posedge clk)
-    entry_0_permit <= \$145 ;
+    entry_0_permit <= \$147 ;
   always @(posedge clk)
-    entry_1 <= \$146 ;
+    entry_1 <= \$148 ;
   always @(posedge clk)
-    entry_1_valid <= \$147 ;
+    entry_1_valid <= \$149 ;
   always @(posedge clk)
-    entry_1_outside <= \$148 ;
+    entry_1_outside <= \$150 ;
   always @(posedge clk)
-    entry_1_permit <= \$149 ;
+    entry_1_permit <= \$151 ;
   always @(posedge clk)
-    \$signal$56  <= \$150 ;
+    \$signal$56  <= \$152 ;
   always @(posedge clk)
-    rp <= \$151 ;
+    rp <= \$153 ;
   always @(posedge clk)
-    done_rows <= \$152 ;
+    done_rows <= \$154 ;
   always @(posedge clk)
-    busy <= \$153 ;
+    busy <= \$155 ;
   always @(posedge clk)
-    eof_seen <= \$154 ;
+    eof_seen <= \$156 ;
   always @(posedge clk)
-    \$signal$36  <= \$155 ;
+    \$signal$36  <= \$157 ;
   always @(posedge clk)
-    error <= \$156 ;
+    error <= \$158 ;
   always @(posedge clk)
-    has_last <= \$157 ;
+    has_last <= \$159 ;
   always @(posedge clk)
-    last_y <= \$158 ;
+    last_y <= \$160 ;
   always @(posedge clk)
-    w_en <= \$159 ;
+    w_en <= \$161 ;
   always @(posedge clk)
-    \$signal$63  <= \$160 ;
+    \$signal$63  <= \$162 ;
   always @(posedge clk)
-    w_set <= \$161 ;
+    w_set <= \$163 ;
   always @(posedge clk)
     w_slot <= got[32];
   always @(posedge clk)
@@ -18674,15 +18686,15 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   always @(posedge clk)
     w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$162 ;
+    acc_eof <= \$164 ;
   always @(posedge clk)
-    bitmap_0 <= \$163 ;
+    bitmap_0 <= \$165 ;
   always @(posedge clk)
-    row_tag_0 <= \$164 ;
+    row_tag_0 <= \$166 ;
   always @(posedge clk)
-    bitmap_1 <= \$165 ;
+    bitmap_1 <= \$167 ;
   always @(posedge clk)
-    row_tag_1 <= \$166 ;
+    row_tag_1 <= \$168 ;
   \top.layer2.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -18694,185 +18706,159 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = c_gi;
+    \$138  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$136  = 1'h0;
+        \$138  = 1'h0;
       end else begin
-        \$136  = \$34 [0];
+        \$138  = \$34 [0];
       end
     end
     if (rst) begin
-      \$136  = 1'h0;
+      \$138  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = prev_any;
+    \$139  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
-        \$137  = 1'h0;
+        \$139  = 1'h0;
       end else begin
         if (\$35 ) begin
-          \$137  = 1'h1;
+          \$139  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$137  = 1'h0;
+      \$139  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$138  = \$signal ;
+    \$140  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$138  = sites_in__payload[35:32];
+        \$140  = sites_in__payload[35:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$139  = \$signal$17 ;
+    \$141  = \$signal$17 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[40]) begin
       end else begin
-        \$139  = sites_in__payload[39:36];
+        \$141  = sites_in__payload[39:36];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = height_m1;
+    \$142  = height_m1;
     if (rst) begin
-      \$140  = 4'h0;
+      \$142  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = width_m1;
+    \$143  = width_m1;
     if (rst) begin
-      \$141  = 4'h0;
+      \$143  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142  = entry_0;
-    if (\$40 ) begin
-      \$142  = entry;
+    \$144  = entry_0;
+    if (\$36 ) begin
+      \$144  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = entry_0_valid;
-    if (\$40 ) begin
-      \$143  = 1'h1;
+    \$145  = entry_0_valid;
+    if (\$41 ) begin
+      \$145  = 1'h1;
     end
     if (take) begin
-      if (\$98 ) begin
-        \$143  = 1'h0;
+      if (\$100 ) begin
+        \$145  = 1'h0;
       end
     end
-    if (rst) begin
-      \$143  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = \$52 ;
-    if (rst) begin
-      \$144  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = \$60 ;
     if (rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = entry_1;
-    if (\$65 ) begin
-      \$146  = entry;
+    \$146  = \$53 ;
+    if (rst) begin
+      \$146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = entry_1_valid;
-    if (\$65 ) begin
-      \$147  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$147  = 1'h0;
-      end
-    end
+    \$147  = \$61 ;
     if (rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = \$77 ;
-    if (rst) begin
-      \$148  = 1'h0;
+    \$148  = entry_1;
+    if (\$62 ) begin
+      \$148  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = \$85 ;
+    \$149  = entry_1_valid;
+    if (\$67 ) begin
+      \$149  = 1'h1;
+    end
+    if (take) begin
+      if (\$108 ) begin
+        \$149  = 1'h0;
+      end
+    end
     if (rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = \$signal$56 ;
-    if (\$88 ) begin
-      \$150  = \$89 ;
-    end
+    \$150  = \$79 ;
     if (rst) begin
       \$150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = rp;
-    if (take) begin
-      \$151  = \$90 ;
-    end
+    \$151  = \$87 ;
     if (rst) begin
       \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = done_rows;
-    if (\$114 ) begin
-      \$152  = { 2'h0, got[35:32] };
-    end
-    if (frame_reset) begin
-      \$152  = 6'h00;
+    \$152  = \$signal$56 ;
+    if (\$90 ) begin
+      \$152  = \$91 ;
     end
     if (rst) begin
-      \$152  = 6'h00;
+      \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = busy;
+    \$153  = rp;
     if (take) begin
-      \$153  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$153  = 1'h0;
+      \$153  = \$92 ;
     end
     if (rst) begin
       \$153  = 1'h0;
@@ -18880,29 +18866,22 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = eof_seen;
-    if (take) begin
-      if (got[40]) begin
-        \$154  = 1'h1;
-      end
+    \$154  = done_rows;
+    if (\$116 ) begin
+      \$154  = { 2'h0, got[35:32] };
     end
     if (frame_reset) begin
-      \$154  = 1'h0;
+      \$154  = 6'h00;
     end
     if (rst) begin
-      \$154  = 1'h0;
+      \$154  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = \$signal$36 ;
+    \$155  = busy;
     if (take) begin
-      if (got[40]) begin
-        \$155  = 1'h0;
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
-        \$155  = 1'h1;
-      end
+      \$155  = 1'h1;
     end
     if (frame_reset) begin
       \$155  = 1'h0;
@@ -18913,14 +18892,9 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = error;
+    \$156  = eof_seen;
     if (take) begin
       if (got[40]) begin
-        if (\$116 ) begin
-          \$156  = 1'h1;
-        end
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
         \$156  = 1'h1;
       end
     end
@@ -18933,12 +18907,12 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = has_last;
+    \$157  = \$signal$36 ;
     if (take) begin
       if (got[40]) begin
+        \$157  = 1'h0;
       end else if (\$signal$36 ) begin
       end else if (bad) begin
-      end else if (got[44]) begin
         \$157  = 1'h1;
       end
     end
@@ -18951,77 +18925,90 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = last_y;
+    \$158  = error;
+    if (take) begin
+      if (got[40]) begin
+        if (\$118 ) begin
+          \$158  = 1'h1;
+        end
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$158  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$158  = 1'h0;
+    end
+    if (rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$159  = has_last;
     if (take) begin
       if (got[40]) begin
       end else if (\$signal$36 ) begin
       end else if (bad) begin
       end else if (got[44]) begin
-        \$158  = got[35:32];
+        \$159  = 1'h1;
       end
     end
-    if (rst) begin
-      \$158  = 4'h0;
+    if (frame_reset) begin
+      \$159  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = \$122 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = \$126 ;
+    \$160  = last_y;
+    if (take) begin
+      if (got[40]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[44]) begin
+        \$160  = got[35:32];
+      end
+    end
     if (rst) begin
-      \$160  = 1'h0;
+      \$160  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = got[44];
+    \$161  = \$124 ;
     if (rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = \$127 ;
+    \$162  = \$128 ;
     if (rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = bitmap_0;
-    if (\$129 ) begin
-      \$163  = \$131 ;
-    end
+    \$163  = got[44];
     if (rst) begin
-      \$163  = 16'h0000;
+      \$163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$63 ) begin
-        \$164  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$164  = 5'h1f;
-    end
+    \$164  = \$129 ;
     if (rst) begin
-      \$164  = 5'h1f;
+      \$164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = bitmap_1;
-    if (\$133 ) begin
-      \$165  = \$135 ;
+    \$165  = bitmap_0;
+    if (\$131 ) begin
+      \$165  = \$133 ;
     end
     if (rst) begin
       \$165  = 16'h0000;
@@ -19029,8 +19016,8 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = row_tag_1;
-    if (\$133 ) begin
+    \$166  = row_tag_0;
+    if (\$131 ) begin
       if (\$signal$63 ) begin
         \$166  = { 1'h0, w_y };
       end
@@ -19040,6 +19027,31 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
     end
     if (rst) begin
       \$166  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$167  = bitmap_1;
+    if (\$135 ) begin
+      \$167  = \$137 ;
+    end
+    if (rst) begin
+      \$167  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$168  = row_tag_1;
+    if (\$135 ) begin
+      if (\$signal$63 ) begin
+        \$168  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$168  = 5'h1f;
+    end
+    if (rst) begin
+      \$168  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -19137,12 +19149,12 @@ module \top.layer2.line_buffer (rst, hold, frame_reset, sites_in__ready, sites_i
   assign \$3  = c_gi;
   assign \$32  = c_gi;
   assign \$35  = c_gi;
-  assign \$64  = \$signal$56 ;
-  assign \$69  = \$signal$56 ;
-  assign \$81  = \$signal$56 ;
-  assign \$99  = rp;
-  assign \$103  = \$signal$56 ;
-  assign \$132  = w_slot;
+  assign \$66  = \$signal$56 ;
+  assign \$71  = \$signal$56 ;
+  assign \$83  = \$signal$56 ;
+  assign \$101  = rp;
+  assign \$105  = \$signal$56 ;
+  assign \$134  = w_slot;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -3845,60 +3845,62 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [127:0] \$130 ;
-  wire [127:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [127:0] \$134 ;
-  wire [127:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire [127:0] \$138 ;
-  wire [127:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [127:0] \$132 ;
+  wire [127:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [127:0] \$136 ;
+  wire [127:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [127:0] \$142 ;
-  wire [127:0] \$143 ;
-  reg [1:0] \$144 ;
-  reg \$145 ;
-  reg [6:0] \$146 ;
-  reg [6:0] \$147 ;
+  wire [127:0] \$140 ;
+  wire [127:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [127:0] \$144 ;
+  wire [127:0] \$145 ;
+  reg [1:0] \$146 ;
+  reg \$147 ;
   reg [6:0] \$148 ;
   reg [6:0] \$149 ;
   wire \$15 ;
-  reg [52:0] \$150 ;
-  reg \$151 ;
-  reg \$152 ;
+  reg [6:0] \$150 ;
+  reg [6:0] \$151 ;
+  reg [52:0] \$152 ;
   reg \$153 ;
-  reg [52:0] \$154 ;
+  reg \$154 ;
   reg \$155 ;
-  reg \$156 ;
+  reg [52:0] \$156 ;
   reg \$157 ;
   reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg [8:0] \$160 ;
+  reg \$160 ;
   reg \$161 ;
-  reg \$162 ;
+  reg [8:0] \$162 ;
   reg \$163 ;
   reg \$164 ;
   reg \$165 ;
-  reg [6:0] \$166 ;
+  reg \$166 ;
   reg \$167 ;
-  reg \$168 ;
+  reg [6:0] \$168 ;
   reg \$169 ;
   wire \$17 ;
   reg \$170 ;
-  reg [127:0] \$171 ;
-  reg [7:0] \$172 ;
+  reg \$171 ;
+  reg \$172 ;
   reg [127:0] \$173 ;
   reg [7:0] \$174 ;
   reg [127:0] \$175 ;
   reg [7:0] \$176 ;
   reg [127:0] \$177 ;
   reg [7:0] \$178 ;
+  reg [127:0] \$179 ;
   wire \$18 ;
+  reg [7:0] \$180 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -4206,161 +4208,163 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign \$33  = c_gi + 1'h1;
   assign \$34  = \$32  ? 3'h0 : \$33 ;
   assign \$35  = c_gi == 2'h3;
-  assign \$36  = entry_0_valid & entry_1_valid;
-  assign \$37  = ~ \$36 ;
-  assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$60 ;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = entry_0_valid & entry_1_valid;
-  assign \$42  = ~ \$41 ;
-  assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$60 ;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[38:32] > shape_h_m1;
-  assign \$47  = sites_in__payload[45:39] > shape_w_m1;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[38:32] > shape_h_m1;
-  assign \$50  = entry_0[45:39] > shape_w_m1;
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$45  ? \$48  : \$51 ;
-  assign \$53  = entry_0_valid & entry_1_valid;
-  assign \$54  = ~ \$53 ;
-  assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$60 ;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = sites_in__payload[38:32] < permit_row;
-  assign \$59  = entry_0[38:32] < permit_row;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = entry_0_valid & entry_1_valid;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = sites_in__valid & \$62 ;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = entry_0_valid & entry_1_valid;
-  assign \$67  = ~ \$66 ;
-  assign \$68  = sites_in__valid & \$67 ;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[38:32] > shape_h_m1;
-  assign \$72  = sites_in__payload[45:39] > shape_w_m1;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[38:32] > shape_h_m1;
-  assign \$75  = entry_1[45:39] > shape_w_m1;
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$70  ? \$73  : \$76 ;
-  assign \$78  = entry_0_valid & entry_1_valid;
-  assign \$79  = ~ \$78 ;
-  assign \$80  = sites_in__valid & \$79 ;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = sites_in__payload[38:32] < permit_row;
-  assign \$84  = entry_1[38:32] < permit_row;
-  assign \$85  = \$82  ? \$83  : \$84 ;
-  assign \$86  = entry_0_valid & entry_1_valid;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$60 ;
-  assign \$90  = ~ rp;
-  assign \$91  = ! rp;
-  assign \$92  = entry_0_valid & entry_1_valid;
-  assign \$93  = ~ \$92 ;
-  assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$60 ;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ \$96 ;
-  assign \$98  = \$91  & \$97 ;
-  assign \$100  = entry_0_valid & entry_1_valid;
-  assign \$101  = ~ \$100 ;
-  assign \$102  = sites_in__valid & \$101 ;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = ~ \$104 ;
-  assign \$106  = \$99  & \$105 ;
-  assign \$107  = \$signal$27  & open_;
-  assign \$108  = ~ got[46];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$109  & got[50];
-  assign \$111  = ~ bad;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ \$signal$40 ;
+  assign \$36  = ~ entry_0_valid;
+  assign \$37  = entry_0_valid & entry_1_valid;
+  assign \$38  = ~ \$37 ;
+  assign \$39  = sites_in__valid & \$38 ;
+  assign \$40  = ! \$signal$60 ;
+  assign \$41  = \$39  & \$40 ;
+  assign \$42  = entry_0_valid & entry_1_valid;
+  assign \$43  = ~ \$42 ;
+  assign \$44  = sites_in__valid & \$43 ;
+  assign \$45  = ! \$signal$60 ;
+  assign \$46  = \$44  & \$45 ;
+  assign \$47  = sites_in__payload[38:32] > shape_h_m1;
+  assign \$48  = sites_in__payload[45:39] > shape_w_m1;
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = entry_0[38:32] > shape_h_m1;
+  assign \$51  = entry_0[45:39] > shape_w_m1;
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$46  ? \$49  : \$52 ;
+  assign \$54  = entry_0_valid & entry_1_valid;
+  assign \$55  = ~ \$54 ;
+  assign \$56  = sites_in__valid & \$55 ;
+  assign \$57  = ! \$signal$60 ;
+  assign \$58  = \$56  & \$57 ;
+  assign \$59  = sites_in__payload[38:32] < permit_row;
+  assign \$60  = entry_0[38:32] < permit_row;
+  assign \$61  = \$58  ? \$59  : \$60 ;
+  assign \$62  = ~ entry_1_valid;
+  assign \$63  = entry_0_valid & entry_1_valid;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = sites_in__valid & \$64 ;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = entry_0_valid & entry_1_valid;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = sites_in__valid & \$69 ;
+  assign \$72  = \$70  & \$71 ;
+  assign \$73  = sites_in__payload[38:32] > shape_h_m1;
+  assign \$74  = sites_in__payload[45:39] > shape_w_m1;
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = entry_1[38:32] > shape_h_m1;
+  assign \$77  = entry_1[45:39] > shape_w_m1;
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$72  ? \$75  : \$78 ;
+  assign \$80  = entry_0_valid & entry_1_valid;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = sites_in__valid & \$81 ;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = sites_in__payload[38:32] < permit_row;
+  assign \$86  = entry_1[38:32] < permit_row;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = entry_0_valid & entry_1_valid;
+  assign \$89  = ~ \$88 ;
+  assign \$90  = sites_in__valid & \$89 ;
+  assign \$91  = ~ \$signal$60 ;
+  assign \$92  = ~ rp;
+  assign \$93  = ! rp;
+  assign \$94  = entry_0_valid & entry_1_valid;
+  assign \$95  = ~ \$94 ;
+  assign \$96  = sites_in__valid & \$95 ;
+  assign \$97  = ! \$signal$60 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ \$98 ;
+  assign \$100  = \$93  & \$99 ;
+  assign \$102  = entry_0_valid & entry_1_valid;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = sites_in__valid & \$103 ;
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ~ \$106 ;
+  assign \$108  = \$101  & \$107 ;
+  assign \$109  = \$signal$27  & open_;
+  assign \$110  = ~ got[46];
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = \$111  & got[50];
+  assign \$113  = ~ bad;
   assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ got[50];
-  assign \$116  = \$115  | got[47];
-  assign \$117  = ~ got[46];
-  assign \$118  = take & \$117 ;
-  assign \$119  = ~ \$signal$40 ;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = ~ bad;
+  assign \$115  = ~ \$signal$40 ;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = ~ got[50];
+  assign \$118  = \$117  | got[47];
+  assign \$119  = ~ got[46];
+  assign \$120  = take & \$119 ;
+  assign \$121  = ~ \$signal$40 ;
   assign \$122  = \$120  & \$121 ;
-  assign \$123  = ~ has_last;
-  assign \$124  = got[38:32] != last_y;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = got[50] & \$125 ;
-  assign \$127  = take & got[46];
-  assign \$128  = ! w_slot;
-  assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_0;
-  assign \$131  = \$130  | \$28 [127:0];
-  assign \$132  = w_slot == 1'h1;
-  assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_1;
-  assign \$135  = \$134  | \$28 [127:0];
-  assign \$136  = w_slot == 2'h2;
-  assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_2;
-  assign \$139  = \$138  | \$28 [127:0];
-  assign \$140  = w_slot == 2'h3;
-  assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_3;
-  assign \$143  = \$142  | \$28 [127:0];
+  assign \$123  = ~ bad;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = ~ has_last;
+  assign \$126  = got[38:32] != last_y;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = got[50] & \$127 ;
+  assign \$129  = take & got[46];
+  assign \$130  = ! w_slot;
+  assign \$131  = w_en & \$130 ;
+  assign \$132  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_0;
+  assign \$133  = \$132  | \$28 [127:0];
+  assign \$134  = w_slot == 1'h1;
+  assign \$135  = w_en & \$134 ;
+  assign \$136  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_1;
+  assign \$137  = \$136  | \$28 [127:0];
+  assign \$138  = w_slot == 2'h2;
+  assign \$139  = w_en & \$138 ;
+  assign \$140  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_2;
+  assign \$141  = \$140  | \$28 [127:0];
+  assign \$142  = w_slot == 2'h3;
+  assign \$143  = w_en & \$142 ;
+  assign \$144  = \$signal$67  ? 128'h00000000000000000000000000000000 : bitmap_3;
+  assign \$145  = \$144  | \$28 [127:0];
   always @(posedge clk)
-    c_gi <= \$144 ;
+    c_gi <= \$146 ;
   always @(posedge clk)
-    prev_any <= \$145 ;
+    prev_any <= \$147 ;
   always @(posedge clk)
-    \$signal  <= \$146 ;
+    \$signal  <= \$148 ;
   always @(posedge clk)
-    \$signal$21  <= \$147 ;
+    \$signal$21  <= \$149 ;
   always @(posedge clk)
-    shape_h_m1 <= \$148 ;
+    shape_h_m1 <= \$150 ;
   always @(posedge clk)
-    shape_w_m1 <= \$149 ;
+    shape_w_m1 <= \$151 ;
   always @(posedge clk)
-    entry_0 <= \$150 ;
+    entry_0 <= \$152 ;
   always @(posedge clk)
-    entry_0_valid <= \$151 ;
+    entry_0_valid <= \$153 ;
   always @(posedge clk)
-    entry_0_outside <= \$152 ;
+    entry_0_outside <= \$154 ;
   always @(posedge clk)
-    entry_0_permit <= \$153 ;
+    entry_0_permit <= \$155 ;
   always @(posedge clk)
-    entry_1 <= \$154 ;
+    entry_1 <= \$156 ;
   always @(posedge clk)
-    entry_1_valid <= \$155 ;
+    entry_1_valid <= \$157 ;
   always @(posedge clk)
-    entry_1_outside <= \$156 ;
+    entry_1_outside <= \$158 ;
   always @(posedge clk)
-    entry_1_permit <= \$157 ;
+    entry_1_permit <= \$159 ;
   always @(posedge clk)
-    \$signal$60  <= \$158 ;
+    \$signal$60  <= \$160 ;
   always @(posedge clk)
-    rp <= \$159 ;
+    rp <= \$161 ;
   always @(posedge clk)
-    done_rows <= \$160 ;
+    done_rows <= \$162 ;
   always @(posedge clk)
-    busy <= \$161 ;
+    busy <= \$163 ;
   always @(posedge clk)
-    eof_seen <= \$162 ;
+    eof_seen <= \$164 ;
   always @(posedge clk)
-    \$signal$40  <= \$163 ;
+    \$signal$40  <= \$165 ;
   always @(posedge clk)
-    error <= \$164 ;
+    error <= \$166 ;
   always @(posedge clk)
-    has_last <= \$165 ;
+    has_last <= \$167 ;
   always @(posedge clk)
-    last_y <= \$166 ;
+    last_y <= \$168 ;
   always @(posedge clk)
-    w_en <= \$167 ;
+    w_en <= \$169 ;
   always @(posedge clk)
-    \$signal$67  <= \$168 ;
+    \$signal$67  <= \$170 ;
   always @(posedge clk)
-    w_set <= \$169 ;
+    w_set <= \$171 ;
   always @(posedge clk)
     w_slot <= got[33:32];
   always @(posedge clk)
@@ -4372,23 +4376,23 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   always @(posedge clk)
     w_data <= got[31:0];
   always @(posedge clk)
-    acc_eof <= \$170 ;
+    acc_eof <= \$172 ;
   always @(posedge clk)
-    bitmap_0 <= \$171 ;
+    bitmap_0 <= \$173 ;
   always @(posedge clk)
-    row_tag_0 <= \$172 ;
+    row_tag_0 <= \$174 ;
   always @(posedge clk)
-    bitmap_1 <= \$173 ;
+    bitmap_1 <= \$175 ;
   always @(posedge clk)
-    row_tag_1 <= \$174 ;
+    row_tag_1 <= \$176 ;
   always @(posedge clk)
-    bitmap_2 <= \$175 ;
+    bitmap_2 <= \$177 ;
   always @(posedge clk)
-    row_tag_2 <= \$176 ;
+    row_tag_2 <= \$178 ;
   always @(posedge clk)
-    bitmap_3 <= \$177 ;
+    bitmap_3 <= \$179 ;
   always @(posedge clk)
-    row_tag_3 <= \$178 ;
+    row_tag_3 <= \$180 ;
   \top.line_buffer.mem  mem (
     .clk(clk),
     .r_data(rd_data),
@@ -4400,185 +4404,159 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = c_gi;
+    \$146  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
-        \$144  = 2'h0;
+        \$146  = 2'h0;
       end else begin
-        \$144  = \$34 [1:0];
+        \$146  = \$34 [1:0];
       end
     end
     if (rst) begin
-      \$144  = 2'h0;
+      \$146  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = prev_any;
+    \$147  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
-        \$145  = 1'h0;
+        \$147  = 1'h0;
       end else begin
         if (\$35 ) begin
-          \$145  = 1'h1;
+          \$147  = 1'h1;
         end
       end
     end
     if (rst) begin
-      \$145  = 1'h0;
+      \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = \$signal ;
+    \$148  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else begin
-        \$146  = sites_in__payload[38:32];
+        \$148  = sites_in__payload[38:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$147  = \$signal$21 ;
+    \$149  = \$signal$21 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[46]) begin
       end else begin
-        \$147  = sites_in__payload[45:39];
+        \$149  = sites_in__payload[45:39];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$148  = height_m1;
+    \$150  = height_m1;
     if (rst) begin
-      \$148  = 7'h00;
+      \$150  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$149  = width_m1;
+    \$151  = width_m1;
     if (rst) begin
-      \$149  = 7'h00;
+      \$151  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$150  = entry_0;
-    if (\$40 ) begin
-      \$150  = entry;
+    \$152  = entry_0;
+    if (\$36 ) begin
+      \$152  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$151  = entry_0_valid;
-    if (\$40 ) begin
-      \$151  = 1'h1;
+    \$153  = entry_0_valid;
+    if (\$41 ) begin
+      \$153  = 1'h1;
     end
     if (take) begin
-      if (\$98 ) begin
-        \$151  = 1'h0;
+      if (\$100 ) begin
+        \$153  = 1'h0;
       end
     end
-    if (rst) begin
-      \$151  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$152  = \$52 ;
-    if (rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$153  = \$60 ;
     if (rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$154  = entry_1;
-    if (\$65 ) begin
-      \$154  = entry;
+    \$154  = \$53 ;
+    if (rst) begin
+      \$154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$155  = entry_1_valid;
-    if (\$65 ) begin
-      \$155  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$155  = 1'h0;
-      end
-    end
+    \$155  = \$61 ;
     if (rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$156  = \$77 ;
-    if (rst) begin
-      \$156  = 1'h0;
+    \$156  = entry_1;
+    if (\$62 ) begin
+      \$156  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$157  = \$85 ;
+    \$157  = entry_1_valid;
+    if (\$67 ) begin
+      \$157  = 1'h1;
+    end
+    if (take) begin
+      if (\$108 ) begin
+        \$157  = 1'h0;
+      end
+    end
     if (rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$158  = \$signal$60 ;
-    if (\$88 ) begin
-      \$158  = \$89 ;
-    end
+    \$158  = \$79 ;
     if (rst) begin
       \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$159  = rp;
-    if (take) begin
-      \$159  = \$90 ;
-    end
+    \$159  = \$87 ;
     if (rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$160  = done_rows;
-    if (\$114 ) begin
-      \$160  = { 2'h0, got[38:32] };
-    end
-    if (frame_reset) begin
-      \$160  = 9'h000;
+    \$160  = \$signal$60 ;
+    if (\$90 ) begin
+      \$160  = \$91 ;
     end
     if (rst) begin
-      \$160  = 9'h000;
+      \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$161  = busy;
+    \$161  = rp;
     if (take) begin
-      \$161  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$161  = 1'h0;
+      \$161  = \$92 ;
     end
     if (rst) begin
       \$161  = 1'h0;
@@ -4586,29 +4564,22 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$162  = eof_seen;
-    if (take) begin
-      if (got[46]) begin
-        \$162  = 1'h1;
-      end
+    \$162  = done_rows;
+    if (\$116 ) begin
+      \$162  = { 2'h0, got[38:32] };
     end
     if (frame_reset) begin
-      \$162  = 1'h0;
+      \$162  = 9'h000;
     end
     if (rst) begin
-      \$162  = 1'h0;
+      \$162  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$163  = \$signal$40 ;
+    \$163  = busy;
     if (take) begin
-      if (got[46]) begin
-        \$163  = 1'h0;
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-        \$163  = 1'h1;
-      end
+      \$163  = 1'h1;
     end
     if (frame_reset) begin
       \$163  = 1'h0;
@@ -4619,14 +4590,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = error;
+    \$164  = eof_seen;
     if (take) begin
       if (got[46]) begin
-        if (\$116 ) begin
-          \$164  = 1'h1;
-        end
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
         \$164  = 1'h1;
       end
     end
@@ -4639,12 +4605,12 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = has_last;
+    \$165  = \$signal$40 ;
     if (take) begin
       if (got[46]) begin
+        \$165  = 1'h0;
       end else if (\$signal$40 ) begin
       end else if (bad) begin
-      end else if (got[51]) begin
         \$165  = 1'h1;
       end
     end
@@ -4657,77 +4623,90 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = last_y;
+    \$166  = error;
+    if (take) begin
+      if (got[46]) begin
+        if (\$118 ) begin
+          \$166  = 1'h1;
+        end
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$166  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$166  = 1'h0;
+    end
+    if (rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$167  = has_last;
     if (take) begin
       if (got[46]) begin
       end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[51]) begin
-        \$166  = got[38:32];
+        \$167  = 1'h1;
       end
     end
-    if (rst) begin
-      \$166  = 7'h00;
+    if (frame_reset) begin
+      \$167  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$167  = \$122 ;
     if (rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$168  = \$126 ;
+    \$168  = last_y;
+    if (take) begin
+      if (got[46]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[51]) begin
+        \$168  = got[38:32];
+      end
+    end
     if (rst) begin
-      \$168  = 1'h0;
+      \$168  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$169  = got[51];
+    \$169  = \$124 ;
     if (rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$170  = \$127 ;
+    \$170  = \$128 ;
     if (rst) begin
       \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$171  = bitmap_0;
-    if (\$129 ) begin
-      \$171  = \$131 ;
-    end
+    \$171  = got[51];
     if (rst) begin
-      \$171  = 128'h00000000000000000000000000000000;
+      \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$172  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$67 ) begin
-        \$172  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$172  = 8'hff;
-    end
+    \$172  = \$129 ;
     if (rst) begin
-      \$172  = 8'hff;
+      \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$173  = bitmap_1;
-    if (\$133 ) begin
-      \$173  = \$135 ;
+    \$173  = bitmap_0;
+    if (\$131 ) begin
+      \$173  = \$133 ;
     end
     if (rst) begin
       \$173  = 128'h00000000000000000000000000000000;
@@ -4735,8 +4714,8 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$174  = row_tag_1;
-    if (\$133 ) begin
+    \$174  = row_tag_0;
+    if (\$131 ) begin
       if (\$signal$67 ) begin
         \$174  = { 1'h0, w_y };
       end
@@ -4750,9 +4729,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$175  = bitmap_2;
-    if (\$137 ) begin
-      \$175  = \$139 ;
+    \$175  = bitmap_1;
+    if (\$135 ) begin
+      \$175  = \$137 ;
     end
     if (rst) begin
       \$175  = 128'h00000000000000000000000000000000;
@@ -4760,8 +4739,8 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$176  = row_tag_2;
-    if (\$137 ) begin
+    \$176  = row_tag_1;
+    if (\$135 ) begin
       if (\$signal$67 ) begin
         \$176  = { 1'h0, w_y };
       end
@@ -4775,9 +4754,9 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$177  = bitmap_3;
-    if (\$141 ) begin
-      \$177  = \$143 ;
+    \$177  = bitmap_2;
+    if (\$139 ) begin
+      \$177  = \$141 ;
     end
     if (rst) begin
       \$177  = 128'h00000000000000000000000000000000;
@@ -4785,8 +4764,8 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$178  = row_tag_3;
-    if (\$141 ) begin
+    \$178  = row_tag_2;
+    if (\$139 ) begin
       if (\$signal$67 ) begin
         \$178  = { 1'h0, w_y };
       end
@@ -4796,6 +4775,31 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
     end
     if (rst) begin
       \$178  = 8'hff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$179  = bitmap_3;
+    if (\$143 ) begin
+      \$179  = \$145 ;
+    end
+    if (rst) begin
+      \$179  = 128'h00000000000000000000000000000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$180  = row_tag_3;
+    if (\$143 ) begin
+      if (\$signal$67 ) begin
+        \$180  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$180  = 8'hff;
+    end
+    if (rst) begin
+      \$180  = 8'hff;
     end
   end
   assign rd_addr = r_addr;
@@ -4898,11 +4902,11 @@ module \top.line_buffer (sites_in__valid, clk, rst, hold, frame_reset, sites_in_
   assign tags[23:16] = row_tag_2;
   assign tags[15:8] = row_tag_1;
   assign tags[7:0] = row_tag_0;
-  assign \$64  = \$signal$60 ;
-  assign \$69  = \$signal$60 ;
-  assign \$81  = \$signal$60 ;
-  assign \$99  = rp;
-  assign \$103  = \$signal$60 ;
+  assign \$66  = \$signal$60 ;
+  assign \$71  = \$signal$60 ;
+  assign \$83  = \$signal$60 ;
+  assign \$101  = rp;
+  assign \$105  = \$signal$60 ;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -3152,46 +3152,48 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [7:0] \$130 ;
-  wire [7:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [7:0] \$134 ;
-  wire [7:0] \$135 ;
-  reg \$136 ;
-  reg \$137 ;
-  reg [2:0] \$138 ;
-  reg [2:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [7:0] \$132 ;
+  wire [7:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [7:0] \$136 ;
+  wire [7:0] \$137 ;
+  reg \$138 ;
+  reg \$139 ;
   wire \$14 ;
   reg [2:0] \$140 ;
   reg [2:0] \$141 ;
-  reg [75:0] \$142 ;
-  reg \$143 ;
-  reg \$144 ;
+  reg [2:0] \$142 ;
+  reg [2:0] \$143 ;
+  reg [75:0] \$144 ;
   reg \$145 ;
-  reg [75:0] \$146 ;
+  reg \$146 ;
   reg \$147 ;
-  reg \$148 ;
+  reg [75:0] \$148 ;
   reg \$149 ;
   wire \$15 ;
   reg \$150 ;
   reg \$151 ;
-  reg [4:0] \$152 ;
+  reg \$152 ;
   reg \$153 ;
-  reg \$154 ;
+  reg [4:0] \$154 ;
   reg \$155 ;
   reg \$156 ;
   reg \$157 ;
-  reg [2:0] \$158 ;
+  reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg \$160 ;
+  reg [2:0] \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [7:0] \$163 ;
-  reg [3:0] \$164 ;
+  reg \$163 ;
+  reg \$164 ;
   reg [7:0] \$165 ;
   reg [3:0] \$166 ;
+  reg [7:0] \$167 ;
+  reg [3:0] \$168 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -3519,152 +3521,154 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   assign \$33  = c_gi + 1'h1;
   assign \$34  = c_gi ? \$33  : 2'h0;
   assign \$35  = ! c_gi;
-  assign \$36  = entry_0_valid & entry_1_valid;
-  assign \$37  = ~ \$36 ;
-  assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$56 ;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = entry_0_valid & entry_1_valid;
-  assign \$42  = ~ \$41 ;
-  assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$56 ;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[66:64] > shape_h_m1;
-  assign \$47  = sites_in__payload[69:67] > shape_w_m1;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[66:64] > shape_h_m1;
-  assign \$50  = entry_0[69:67] > shape_w_m1;
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$45  ? \$48  : \$51 ;
-  assign \$53  = entry_0_valid & entry_1_valid;
-  assign \$54  = ~ \$53 ;
-  assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$56 ;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = sites_in__payload[66:64] < permit_row;
-  assign \$59  = entry_0[66:64] < permit_row;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = entry_0_valid & entry_1_valid;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = sites_in__valid & \$62 ;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = entry_0_valid & entry_1_valid;
-  assign \$67  = ~ \$66 ;
-  assign \$68  = sites_in__valid & \$67 ;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[66:64] > shape_h_m1;
-  assign \$72  = sites_in__payload[69:67] > shape_w_m1;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[66:64] > shape_h_m1;
-  assign \$75  = entry_1[69:67] > shape_w_m1;
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$70  ? \$73  : \$76 ;
-  assign \$78  = entry_0_valid & entry_1_valid;
-  assign \$79  = ~ \$78 ;
-  assign \$80  = sites_in__valid & \$79 ;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = sites_in__payload[66:64] < permit_row;
-  assign \$84  = entry_1[66:64] < permit_row;
-  assign \$85  = \$82  ? \$83  : \$84 ;
-  assign \$86  = entry_0_valid & entry_1_valid;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$56 ;
-  assign \$90  = ~ rp;
-  assign \$91  = ! rp;
-  assign \$92  = entry_0_valid & entry_1_valid;
-  assign \$93  = ~ \$92 ;
-  assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$56 ;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ \$96 ;
-  assign \$98  = \$91  & \$97 ;
-  assign \$100  = entry_0_valid & entry_1_valid;
-  assign \$101  = ~ \$100 ;
-  assign \$102  = sites_in__valid & \$101 ;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = ~ \$104 ;
-  assign \$106  = \$99  & \$105 ;
-  assign \$107  = \$signal$23  & open_;
-  assign \$108  = ~ got[70];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$109  & got[73];
-  assign \$111  = ~ bad;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ \$signal$36 ;
+  assign \$36  = ~ entry_0_valid;
+  assign \$37  = entry_0_valid & entry_1_valid;
+  assign \$38  = ~ \$37 ;
+  assign \$39  = sites_in__valid & \$38 ;
+  assign \$40  = ! \$signal$56 ;
+  assign \$41  = \$39  & \$40 ;
+  assign \$42  = entry_0_valid & entry_1_valid;
+  assign \$43  = ~ \$42 ;
+  assign \$44  = sites_in__valid & \$43 ;
+  assign \$45  = ! \$signal$56 ;
+  assign \$46  = \$44  & \$45 ;
+  assign \$47  = sites_in__payload[66:64] > shape_h_m1;
+  assign \$48  = sites_in__payload[69:67] > shape_w_m1;
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = entry_0[66:64] > shape_h_m1;
+  assign \$51  = entry_0[69:67] > shape_w_m1;
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$46  ? \$49  : \$52 ;
+  assign \$54  = entry_0_valid & entry_1_valid;
+  assign \$55  = ~ \$54 ;
+  assign \$56  = sites_in__valid & \$55 ;
+  assign \$57  = ! \$signal$56 ;
+  assign \$58  = \$56  & \$57 ;
+  assign \$59  = sites_in__payload[66:64] < permit_row;
+  assign \$60  = entry_0[66:64] < permit_row;
+  assign \$61  = \$58  ? \$59  : \$60 ;
+  assign \$62  = ~ entry_1_valid;
+  assign \$63  = entry_0_valid & entry_1_valid;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = sites_in__valid & \$64 ;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = entry_0_valid & entry_1_valid;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = sites_in__valid & \$69 ;
+  assign \$72  = \$70  & \$71 ;
+  assign \$73  = sites_in__payload[66:64] > shape_h_m1;
+  assign \$74  = sites_in__payload[69:67] > shape_w_m1;
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = entry_1[66:64] > shape_h_m1;
+  assign \$77  = entry_1[69:67] > shape_w_m1;
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$72  ? \$75  : \$78 ;
+  assign \$80  = entry_0_valid & entry_1_valid;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = sites_in__valid & \$81 ;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = sites_in__payload[66:64] < permit_row;
+  assign \$86  = entry_1[66:64] < permit_row;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = entry_0_valid & entry_1_valid;
+  assign \$89  = ~ \$88 ;
+  assign \$90  = sites_in__valid & \$89 ;
+  assign \$91  = ~ \$signal$56 ;
+  assign \$92  = ~ rp;
+  assign \$93  = ! rp;
+  assign \$94  = entry_0_valid & entry_1_valid;
+  assign \$95  = ~ \$94 ;
+  assign \$96  = sites_in__valid & \$95 ;
+  assign \$97  = ! \$signal$56 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ \$98 ;
+  assign \$100  = \$93  & \$99 ;
+  assign \$102  = entry_0_valid & entry_1_valid;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = sites_in__valid & \$103 ;
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ~ \$106 ;
+  assign \$108  = \$101  & \$107 ;
+  assign \$109  = \$signal$23  & open_;
+  assign \$110  = ~ got[70];
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = \$111  & got[73];
+  assign \$113  = ~ bad;
   assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ got[73];
-  assign \$116  = \$115  | got[71];
-  assign \$117  = ~ got[70];
-  assign \$118  = take & \$117 ;
-  assign \$119  = ~ \$signal$36 ;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = ~ bad;
+  assign \$115  = ~ \$signal$36 ;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = ~ got[73];
+  assign \$118  = \$117  | got[71];
+  assign \$119  = ~ got[70];
+  assign \$120  = take & \$119 ;
+  assign \$121  = ~ \$signal$36 ;
   assign \$122  = \$120  & \$121 ;
-  assign \$123  = ~ has_last;
-  assign \$124  = got[66:64] != last_y;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = got[73] & \$125 ;
-  assign \$127  = take & got[70];
-  assign \$128  = ! w_slot;
-  assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$63  ? 8'h00 : bitmap_0;
-  assign \$131  = \$130  | \$28 [7:0];
-  assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$63  ? 8'h00 : bitmap_1;
-  assign \$135  = \$134  | \$28 [7:0];
+  assign \$123  = ~ bad;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = ~ has_last;
+  assign \$126  = got[66:64] != last_y;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = got[73] & \$127 ;
+  assign \$129  = take & got[70];
+  assign \$130  = ! w_slot;
+  assign \$131  = w_en & \$130 ;
+  assign \$132  = \$signal$63  ? 8'h00 : bitmap_0;
+  assign \$133  = \$132  | \$28 [7:0];
+  assign \$135  = w_en & \$134 ;
+  assign \$136  = \$signal$63  ? 8'h00 : bitmap_1;
+  assign \$137  = \$136  | \$28 [7:0];
   always @(posedge e1_clk)
-    c_gi <= \$136 ;
+    c_gi <= \$138 ;
   always @(posedge e1_clk)
-    prev_any <= \$137 ;
+    prev_any <= \$139 ;
   always @(posedge e1_clk)
-    \$signal  <= \$138 ;
+    \$signal  <= \$140 ;
   always @(posedge e1_clk)
-    \$signal$17  <= \$139 ;
+    \$signal$17  <= \$141 ;
   always @(posedge e1_clk)
-    shape_h_m1 <= \$140 ;
+    shape_h_m1 <= \$142 ;
   always @(posedge e1_clk)
-    shape_w_m1 <= \$141 ;
+    shape_w_m1 <= \$143 ;
   always @(posedge e1_clk)
-    entry_0 <= \$142 ;
+    entry_0 <= \$144 ;
   always @(posedge e1_clk)
-    entry_0_valid <= \$143 ;
+    entry_0_valid <= \$145 ;
   always @(posedge e1_clk)
-    entry_0_outside <= \$144 ;
+    entry_0_outside <= \$146 ;
   always @(posedge e1_clk)
-    entry_0_permit <= \$145 ;
+    entry_0_permit <= \$147 ;
   always @(posedge e1_clk)
-    entry_1 <= \$146 ;
+    entry_1 <= \$148 ;
   always @(posedge e1_clk)
-    entry_1_valid <= \$147 ;
+    entry_1_valid <= \$149 ;
   always @(posedge e1_clk)
-    entry_1_outside <= \$148 ;
+    entry_1_outside <= \$150 ;
   always @(posedge e1_clk)
-    entry_1_permit <= \$149 ;
+    entry_1_permit <= \$151 ;
   always @(posedge e1_clk)
-    \$signal$56  <= \$150 ;
+    \$signal$56  <= \$152 ;
   always @(posedge e1_clk)
-    rp <= \$151 ;
+    rp <= \$153 ;
   always @(posedge e1_clk)
-    done_rows <= \$152 ;
+    done_rows <= \$154 ;
   always @(posedge e1_clk)
-    busy <= \$153 ;
+    busy <= \$155 ;
   always @(posedge e1_clk)
-    eof_seen <= \$154 ;
+    eof_seen <= \$156 ;
   always @(posedge e1_clk)
-    \$signal$36  <= \$155 ;
+    \$signal$36  <= \$157 ;
   always @(posedge e1_clk)
-    error <= \$156 ;
+    error <= \$158 ;
   always @(posedge e1_clk)
-    has_last <= \$157 ;
+    has_last <= \$159 ;
   always @(posedge e1_clk)
-    last_y <= \$158 ;
+    last_y <= \$160 ;
   always @(posedge e1_clk)
-    w_en <= \$159 ;
+    w_en <= \$161 ;
   always @(posedge e1_clk)
-    \$signal$63  <= \$160 ;
+    \$signal$63  <= \$162 ;
   always @(posedge e1_clk)
-    w_set <= \$161 ;
+    w_set <= \$163 ;
   always @(posedge e1_clk)
     w_slot <= got[64];
   always @(posedge e1_clk)
@@ -3676,15 +3680,15 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   always @(posedge e1_clk)
     w_data <= got[63:0];
   always @(posedge e1_clk)
-    acc_eof <= \$162 ;
+    acc_eof <= \$164 ;
   always @(posedge e1_clk)
-    bitmap_0 <= \$163 ;
+    bitmap_0 <= \$165 ;
   always @(posedge e1_clk)
-    row_tag_0 <= \$164 ;
+    row_tag_0 <= \$166 ;
   always @(posedge e1_clk)
-    bitmap_1 <= \$165 ;
+    bitmap_1 <= \$167 ;
   always @(posedge e1_clk)
-    row_tag_1 <= \$166 ;
+    row_tag_1 <= \$168 ;
   \top.block_0_0.line_buffer.mem  mem (
     .e1_clk(e1_clk),
     .e1_rst(e1_rst),
@@ -3696,185 +3700,159 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$136  = c_gi;
+    \$138  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[70]) begin
-        \$136  = 1'h0;
+        \$138  = 1'h0;
       end else begin
-        \$136  = \$34 [0];
+        \$138  = \$34 [0];
       end
     end
     if (e1_rst) begin
-      \$136  = 1'h0;
+      \$138  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$137  = prev_any;
+    \$139  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[70]) begin
-        \$137  = 1'h0;
+        \$139  = 1'h0;
       end else begin
         if (\$35 ) begin
-          \$137  = 1'h1;
+          \$139  = 1'h1;
         end
       end
     end
     if (e1_rst) begin
-      \$137  = 1'h0;
+      \$139  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$138  = \$signal ;
+    \$140  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[70]) begin
       end else begin
-        \$138  = sites_in__payload[66:64];
+        \$140  = sites_in__payload[66:64];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$139  = \$signal$17 ;
+    \$141  = \$signal$17 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[70]) begin
       end else begin
-        \$139  = sites_in__payload[69:67];
+        \$141  = sites_in__payload[69:67];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$140  = height_m1;
+    \$142  = height_m1;
     if (e1_rst) begin
-      \$140  = 3'h0;
+      \$142  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$141  = width_m1;
+    \$143  = width_m1;
     if (e1_rst) begin
-      \$141  = 3'h0;
+      \$143  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$142  = entry_0;
-    if (\$40 ) begin
-      \$142  = entry;
+    \$144  = entry_0;
+    if (\$36 ) begin
+      \$144  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$143  = entry_0_valid;
-    if (\$40 ) begin
-      \$143  = 1'h1;
+    \$145  = entry_0_valid;
+    if (\$41 ) begin
+      \$145  = 1'h1;
     end
     if (take) begin
-      if (\$98 ) begin
-        \$143  = 1'h0;
+      if (\$100 ) begin
+        \$145  = 1'h0;
       end
     end
-    if (e1_rst) begin
-      \$143  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$144  = \$52 ;
-    if (e1_rst) begin
-      \$144  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$145  = \$60 ;
     if (e1_rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$146  = entry_1;
-    if (\$65 ) begin
-      \$146  = entry;
+    \$146  = \$53 ;
+    if (e1_rst) begin
+      \$146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$147  = entry_1_valid;
-    if (\$65 ) begin
-      \$147  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$147  = 1'h0;
-      end
-    end
+    \$147  = \$61 ;
     if (e1_rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$148  = \$77 ;
-    if (e1_rst) begin
-      \$148  = 1'h0;
+    \$148  = entry_1;
+    if (\$62 ) begin
+      \$148  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$149  = \$85 ;
+    \$149  = entry_1_valid;
+    if (\$67 ) begin
+      \$149  = 1'h1;
+    end
+    if (take) begin
+      if (\$108 ) begin
+        \$149  = 1'h0;
+      end
+    end
     if (e1_rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$150  = \$signal$56 ;
-    if (\$88 ) begin
-      \$150  = \$89 ;
-    end
+    \$150  = \$79 ;
     if (e1_rst) begin
       \$150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$151  = rp;
-    if (take) begin
-      \$151  = \$90 ;
-    end
+    \$151  = \$87 ;
     if (e1_rst) begin
       \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$152  = done_rows;
-    if (\$114 ) begin
-      \$152  = { 2'h0, got[66:64] };
-    end
-    if (frame_reset) begin
-      \$152  = 5'h00;
+    \$152  = \$signal$56 ;
+    if (\$90 ) begin
+      \$152  = \$91 ;
     end
     if (e1_rst) begin
-      \$152  = 5'h00;
+      \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$153  = busy;
+    \$153  = rp;
     if (take) begin
-      \$153  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$153  = 1'h0;
+      \$153  = \$92 ;
     end
     if (e1_rst) begin
       \$153  = 1'h0;
@@ -3882,29 +3860,22 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$154  = eof_seen;
-    if (take) begin
-      if (got[70]) begin
-        \$154  = 1'h1;
-      end
+    \$154  = done_rows;
+    if (\$116 ) begin
+      \$154  = { 2'h0, got[66:64] };
     end
     if (frame_reset) begin
-      \$154  = 1'h0;
+      \$154  = 5'h00;
     end
     if (e1_rst) begin
-      \$154  = 1'h0;
+      \$154  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$155  = \$signal$36 ;
+    \$155  = busy;
     if (take) begin
-      if (got[70]) begin
-        \$155  = 1'h0;
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
-        \$155  = 1'h1;
-      end
+      \$155  = 1'h1;
     end
     if (frame_reset) begin
       \$155  = 1'h0;
@@ -3915,14 +3886,9 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$156  = error;
+    \$156  = eof_seen;
     if (take) begin
       if (got[70]) begin
-        if (\$116 ) begin
-          \$156  = 1'h1;
-        end
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
         \$156  = 1'h1;
       end
     end
@@ -3935,12 +3901,12 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$157  = has_last;
+    \$157  = \$signal$36 ;
     if (take) begin
       if (got[70]) begin
+        \$157  = 1'h0;
       end else if (\$signal$36 ) begin
       end else if (bad) begin
-      end else if (got[74]) begin
         \$157  = 1'h1;
       end
     end
@@ -3953,77 +3919,90 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$158  = last_y;
+    \$158  = error;
+    if (take) begin
+      if (got[70]) begin
+        if (\$118 ) begin
+          \$158  = 1'h1;
+        end
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$158  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$158  = 1'h0;
+    end
+    if (e1_rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$159  = has_last;
     if (take) begin
       if (got[70]) begin
       end else if (\$signal$36 ) begin
       end else if (bad) begin
       end else if (got[74]) begin
-        \$158  = got[66:64];
+        \$159  = 1'h1;
       end
     end
-    if (e1_rst) begin
-      \$158  = 3'h0;
+    if (frame_reset) begin
+      \$159  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$159  = \$122 ;
     if (e1_rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$160  = \$126 ;
+    \$160  = last_y;
+    if (take) begin
+      if (got[70]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[74]) begin
+        \$160  = got[66:64];
+      end
+    end
     if (e1_rst) begin
-      \$160  = 1'h0;
+      \$160  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$161  = got[74];
+    \$161  = \$124 ;
     if (e1_rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$162  = \$127 ;
+    \$162  = \$128 ;
     if (e1_rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$163  = bitmap_0;
-    if (\$129 ) begin
-      \$163  = \$131 ;
-    end
+    \$163  = got[74];
     if (e1_rst) begin
-      \$163  = 8'h00;
+      \$163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$164  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$63 ) begin
-        \$164  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$164  = 4'hf;
-    end
+    \$164  = \$129 ;
     if (e1_rst) begin
-      \$164  = 4'hf;
+      \$164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$165  = bitmap_1;
-    if (\$133 ) begin
-      \$165  = \$135 ;
+    \$165  = bitmap_0;
+    if (\$131 ) begin
+      \$165  = \$133 ;
     end
     if (e1_rst) begin
       \$165  = 8'h00;
@@ -4031,8 +4010,8 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$166  = row_tag_1;
-    if (\$133 ) begin
+    \$166  = row_tag_0;
+    if (\$131 ) begin
       if (\$signal$63 ) begin
         \$166  = { 1'h0, w_y };
       end
@@ -4042,6 +4021,31 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
     end
     if (e1_rst) begin
       \$166  = 4'hf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$167  = bitmap_1;
+    if (\$135 ) begin
+      \$167  = \$137 ;
+    end
+    if (e1_rst) begin
+      \$167  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$168  = row_tag_1;
+    if (\$135 ) begin
+      if (\$signal$63 ) begin
+        \$168  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$168  = 4'hf;
+    end
+    if (e1_rst) begin
+      \$168  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -4160,12 +4164,12 @@ module \top.block_0_0.line_buffer (hold, frame_reset, sites_in__ready, accepted_
   assign bitmaps[7:0] = bitmap_0;
   assign tags[7:4] = row_tag_1;
   assign tags[3:0] = row_tag_0;
-  assign \$64  = \$signal$56 ;
-  assign \$69  = \$signal$56 ;
-  assign \$81  = \$signal$56 ;
-  assign \$99  = rp;
-  assign \$103  = \$signal$56 ;
-  assign \$132  = w_slot;
+  assign \$66  = \$signal$56 ;
+  assign \$71  = \$signal$56 ;
+  assign \$83  = \$signal$56 ;
+  assign \$101  = rp;
+  assign \$105  = \$signal$56 ;
+  assign \$134  = w_slot;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9786,60 +9790,62 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [7:0] \$130 ;
-  wire [7:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [7:0] \$134 ;
-  wire [7:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire [7:0] \$138 ;
-  wire [7:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [7:0] \$132 ;
+  wire [7:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [7:0] \$136 ;
+  wire [7:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [7:0] \$142 ;
-  wire [7:0] \$143 ;
-  reg [1:0] \$144 ;
-  reg \$145 ;
-  reg [2:0] \$146 ;
-  reg [2:0] \$147 ;
+  wire [7:0] \$140 ;
+  wire [7:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [7:0] \$144 ;
+  wire [7:0] \$145 ;
+  reg [1:0] \$146 ;
+  reg \$147 ;
   reg [2:0] \$148 ;
   reg [2:0] \$149 ;
   wire \$15 ;
-  reg [44:0] \$150 ;
-  reg \$151 ;
-  reg \$152 ;
+  reg [2:0] \$150 ;
+  reg [2:0] \$151 ;
+  reg [44:0] \$152 ;
   reg \$153 ;
-  reg [44:0] \$154 ;
+  reg \$154 ;
   reg \$155 ;
-  reg \$156 ;
+  reg [44:0] \$156 ;
   reg \$157 ;
   reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg [4:0] \$160 ;
+  reg \$160 ;
   reg \$161 ;
-  reg \$162 ;
+  reg [4:0] \$162 ;
   reg \$163 ;
   reg \$164 ;
   reg \$165 ;
-  reg [2:0] \$166 ;
+  reg \$166 ;
   reg \$167 ;
-  reg \$168 ;
+  reg [2:0] \$168 ;
   reg \$169 ;
   wire \$17 ;
   reg \$170 ;
-  reg [7:0] \$171 ;
-  reg [3:0] \$172 ;
+  reg \$171 ;
+  reg \$172 ;
   reg [7:0] \$173 ;
   reg [3:0] \$174 ;
   reg [7:0] \$175 ;
   reg [3:0] \$176 ;
   reg [7:0] \$177 ;
   reg [3:0] \$178 ;
+  reg [7:0] \$179 ;
   wire \$18 ;
+  reg [3:0] \$180 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
@@ -10147,161 +10153,163 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   assign \$33  = c_gi + 1'h1;
   assign \$34  = \$32  ? 3'h0 : \$33 ;
   assign \$35  = c_gi == 2'h3;
-  assign \$36  = entry_0_valid & entry_1_valid;
-  assign \$37  = ~ \$36 ;
-  assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$60 ;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = entry_0_valid & entry_1_valid;
-  assign \$42  = ~ \$41 ;
-  assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$60 ;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[34:32] > shape_h_m1;
-  assign \$47  = sites_in__payload[37:35] > shape_w_m1;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[34:32] > shape_h_m1;
-  assign \$50  = entry_0[37:35] > shape_w_m1;
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$45  ? \$48  : \$51 ;
-  assign \$53  = entry_0_valid & entry_1_valid;
-  assign \$54  = ~ \$53 ;
-  assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$60 ;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = sites_in__payload[34:32] < permit_row;
-  assign \$59  = entry_0[34:32] < permit_row;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = entry_0_valid & entry_1_valid;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = sites_in__valid & \$62 ;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = entry_0_valid & entry_1_valid;
-  assign \$67  = ~ \$66 ;
-  assign \$68  = sites_in__valid & \$67 ;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[34:32] > shape_h_m1;
-  assign \$72  = sites_in__payload[37:35] > shape_w_m1;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[34:32] > shape_h_m1;
-  assign \$75  = entry_1[37:35] > shape_w_m1;
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$70  ? \$73  : \$76 ;
-  assign \$78  = entry_0_valid & entry_1_valid;
-  assign \$79  = ~ \$78 ;
-  assign \$80  = sites_in__valid & \$79 ;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = sites_in__payload[34:32] < permit_row;
-  assign \$84  = entry_1[34:32] < permit_row;
-  assign \$85  = \$82  ? \$83  : \$84 ;
-  assign \$86  = entry_0_valid & entry_1_valid;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$60 ;
-  assign \$90  = ~ rp;
-  assign \$91  = ! rp;
-  assign \$92  = entry_0_valid & entry_1_valid;
-  assign \$93  = ~ \$92 ;
-  assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$60 ;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ \$96 ;
-  assign \$98  = \$91  & \$97 ;
-  assign \$100  = entry_0_valid & entry_1_valid;
-  assign \$101  = ~ \$100 ;
-  assign \$102  = sites_in__valid & \$101 ;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = ~ \$104 ;
-  assign \$106  = \$99  & \$105 ;
-  assign \$107  = \$signal$27  & open_;
-  assign \$108  = ~ got[38];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$109  & got[42];
-  assign \$111  = ~ bad;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ \$signal$40 ;
+  assign \$36  = ~ entry_0_valid;
+  assign \$37  = entry_0_valid & entry_1_valid;
+  assign \$38  = ~ \$37 ;
+  assign \$39  = sites_in__valid & \$38 ;
+  assign \$40  = ! \$signal$60 ;
+  assign \$41  = \$39  & \$40 ;
+  assign \$42  = entry_0_valid & entry_1_valid;
+  assign \$43  = ~ \$42 ;
+  assign \$44  = sites_in__valid & \$43 ;
+  assign \$45  = ! \$signal$60 ;
+  assign \$46  = \$44  & \$45 ;
+  assign \$47  = sites_in__payload[34:32] > shape_h_m1;
+  assign \$48  = sites_in__payload[37:35] > shape_w_m1;
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = entry_0[34:32] > shape_h_m1;
+  assign \$51  = entry_0[37:35] > shape_w_m1;
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$46  ? \$49  : \$52 ;
+  assign \$54  = entry_0_valid & entry_1_valid;
+  assign \$55  = ~ \$54 ;
+  assign \$56  = sites_in__valid & \$55 ;
+  assign \$57  = ! \$signal$60 ;
+  assign \$58  = \$56  & \$57 ;
+  assign \$59  = sites_in__payload[34:32] < permit_row;
+  assign \$60  = entry_0[34:32] < permit_row;
+  assign \$61  = \$58  ? \$59  : \$60 ;
+  assign \$62  = ~ entry_1_valid;
+  assign \$63  = entry_0_valid & entry_1_valid;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = sites_in__valid & \$64 ;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = entry_0_valid & entry_1_valid;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = sites_in__valid & \$69 ;
+  assign \$72  = \$70  & \$71 ;
+  assign \$73  = sites_in__payload[34:32] > shape_h_m1;
+  assign \$74  = sites_in__payload[37:35] > shape_w_m1;
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = entry_1[34:32] > shape_h_m1;
+  assign \$77  = entry_1[37:35] > shape_w_m1;
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$72  ? \$75  : \$78 ;
+  assign \$80  = entry_0_valid & entry_1_valid;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = sites_in__valid & \$81 ;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = sites_in__payload[34:32] < permit_row;
+  assign \$86  = entry_1[34:32] < permit_row;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = entry_0_valid & entry_1_valid;
+  assign \$89  = ~ \$88 ;
+  assign \$90  = sites_in__valid & \$89 ;
+  assign \$91  = ~ \$signal$60 ;
+  assign \$92  = ~ rp;
+  assign \$93  = ! rp;
+  assign \$94  = entry_0_valid & entry_1_valid;
+  assign \$95  = ~ \$94 ;
+  assign \$96  = sites_in__valid & \$95 ;
+  assign \$97  = ! \$signal$60 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ \$98 ;
+  assign \$100  = \$93  & \$99 ;
+  assign \$102  = entry_0_valid & entry_1_valid;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = sites_in__valid & \$103 ;
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ~ \$106 ;
+  assign \$108  = \$101  & \$107 ;
+  assign \$109  = \$signal$27  & open_;
+  assign \$110  = ~ got[38];
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = \$111  & got[42];
+  assign \$113  = ~ bad;
   assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ got[42];
-  assign \$116  = \$115  | got[39];
-  assign \$117  = ~ got[38];
-  assign \$118  = take & \$117 ;
-  assign \$119  = ~ \$signal$40 ;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = ~ bad;
+  assign \$115  = ~ \$signal$40 ;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = ~ got[42];
+  assign \$118  = \$117  | got[39];
+  assign \$119  = ~ got[38];
+  assign \$120  = take & \$119 ;
+  assign \$121  = ~ \$signal$40 ;
   assign \$122  = \$120  & \$121 ;
-  assign \$123  = ~ has_last;
-  assign \$124  = got[34:32] != last_y;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = got[42] & \$125 ;
-  assign \$127  = take & got[38];
-  assign \$128  = ! w_slot;
-  assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$67  ? 8'h00 : bitmap_0;
-  assign \$131  = \$130  | \$28 [7:0];
-  assign \$132  = w_slot == 1'h1;
-  assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$67  ? 8'h00 : bitmap_1;
-  assign \$135  = \$134  | \$28 [7:0];
-  assign \$136  = w_slot == 2'h2;
-  assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$67  ? 8'h00 : bitmap_2;
-  assign \$139  = \$138  | \$28 [7:0];
-  assign \$140  = w_slot == 2'h3;
-  assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$67  ? 8'h00 : bitmap_3;
-  assign \$143  = \$142  | \$28 [7:0];
+  assign \$123  = ~ bad;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = ~ has_last;
+  assign \$126  = got[34:32] != last_y;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = got[42] & \$127 ;
+  assign \$129  = take & got[38];
+  assign \$130  = ! w_slot;
+  assign \$131  = w_en & \$130 ;
+  assign \$132  = \$signal$67  ? 8'h00 : bitmap_0;
+  assign \$133  = \$132  | \$28 [7:0];
+  assign \$134  = w_slot == 1'h1;
+  assign \$135  = w_en & \$134 ;
+  assign \$136  = \$signal$67  ? 8'h00 : bitmap_1;
+  assign \$137  = \$136  | \$28 [7:0];
+  assign \$138  = w_slot == 2'h2;
+  assign \$139  = w_en & \$138 ;
+  assign \$140  = \$signal$67  ? 8'h00 : bitmap_2;
+  assign \$141  = \$140  | \$28 [7:0];
+  assign \$142  = w_slot == 2'h3;
+  assign \$143  = w_en & \$142 ;
+  assign \$144  = \$signal$67  ? 8'h00 : bitmap_3;
+  assign \$145  = \$144  | \$28 [7:0];
   always @(posedge e2_clk)
-    c_gi <= \$144 ;
+    c_gi <= \$146 ;
   always @(posedge e2_clk)
-    prev_any <= \$145 ;
+    prev_any <= \$147 ;
   always @(posedge e2_clk)
-    \$signal  <= \$146 ;
+    \$signal  <= \$148 ;
   always @(posedge e2_clk)
-    \$signal$21  <= \$147 ;
+    \$signal$21  <= \$149 ;
   always @(posedge e2_clk)
-    shape_h_m1 <= \$148 ;
+    shape_h_m1 <= \$150 ;
   always @(posedge e2_clk)
-    shape_w_m1 <= \$149 ;
+    shape_w_m1 <= \$151 ;
   always @(posedge e2_clk)
-    entry_0 <= \$150 ;
+    entry_0 <= \$152 ;
   always @(posedge e2_clk)
-    entry_0_valid <= \$151 ;
+    entry_0_valid <= \$153 ;
   always @(posedge e2_clk)
-    entry_0_outside <= \$152 ;
+    entry_0_outside <= \$154 ;
   always @(posedge e2_clk)
-    entry_0_permit <= \$153 ;
+    entry_0_permit <= \$155 ;
   always @(posedge e2_clk)
-    entry_1 <= \$154 ;
+    entry_1 <= \$156 ;
   always @(posedge e2_clk)
-    entry_1_valid <= \$155 ;
+    entry_1_valid <= \$157 ;
   always @(posedge e2_clk)
-    entry_1_outside <= \$156 ;
+    entry_1_outside <= \$158 ;
   always @(posedge e2_clk)
-    entry_1_permit <= \$157 ;
+    entry_1_permit <= \$159 ;
   always @(posedge e2_clk)
-    \$signal$60  <= \$158 ;
+    \$signal$60  <= \$160 ;
   always @(posedge e2_clk)
-    rp <= \$159 ;
+    rp <= \$161 ;
   always @(posedge e2_clk)
-    done_rows <= \$160 ;
+    done_rows <= \$162 ;
   always @(posedge e2_clk)
-    busy <= \$161 ;
+    busy <= \$163 ;
   always @(posedge e2_clk)
-    eof_seen <= \$162 ;
+    eof_seen <= \$164 ;
   always @(posedge e2_clk)
-    \$signal$40  <= \$163 ;
+    \$signal$40  <= \$165 ;
   always @(posedge e2_clk)
-    error <= \$164 ;
+    error <= \$166 ;
   always @(posedge e2_clk)
-    has_last <= \$165 ;
+    has_last <= \$167 ;
   always @(posedge e2_clk)
-    last_y <= \$166 ;
+    last_y <= \$168 ;
   always @(posedge e2_clk)
-    w_en <= \$167 ;
+    w_en <= \$169 ;
   always @(posedge e2_clk)
-    \$signal$67  <= \$168 ;
+    \$signal$67  <= \$170 ;
   always @(posedge e2_clk)
-    w_set <= \$169 ;
+    w_set <= \$171 ;
   always @(posedge e2_clk)
     w_slot <= got[33:32];
   always @(posedge e2_clk)
@@ -10313,23 +10321,23 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   always @(posedge e2_clk)
     w_data <= got[31:0];
   always @(posedge e2_clk)
-    acc_eof <= \$170 ;
+    acc_eof <= \$172 ;
   always @(posedge e2_clk)
-    bitmap_0 <= \$171 ;
+    bitmap_0 <= \$173 ;
   always @(posedge e2_clk)
-    row_tag_0 <= \$172 ;
+    row_tag_0 <= \$174 ;
   always @(posedge e2_clk)
-    bitmap_1 <= \$173 ;
+    bitmap_1 <= \$175 ;
   always @(posedge e2_clk)
-    row_tag_1 <= \$174 ;
+    row_tag_1 <= \$176 ;
   always @(posedge e2_clk)
-    bitmap_2 <= \$175 ;
+    bitmap_2 <= \$177 ;
   always @(posedge e2_clk)
-    row_tag_2 <= \$176 ;
+    row_tag_2 <= \$178 ;
   always @(posedge e2_clk)
-    bitmap_3 <= \$177 ;
+    bitmap_3 <= \$179 ;
   always @(posedge e2_clk)
-    row_tag_3 <= \$178 ;
+    row_tag_3 <= \$180 ;
   \top.block_0_1.line_buffer.mem  mem (
     .e2_clk(e2_clk),
     .e2_rst(e2_rst),
@@ -10341,185 +10349,159 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$144  = c_gi;
+    \$146  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[38]) begin
-        \$144  = 2'h0;
+        \$146  = 2'h0;
       end else begin
-        \$144  = \$34 [1:0];
+        \$146  = \$34 [1:0];
       end
     end
     if (e2_rst) begin
-      \$144  = 2'h0;
+      \$146  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$145  = prev_any;
+    \$147  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[38]) begin
-        \$145  = 1'h0;
+        \$147  = 1'h0;
       end else begin
         if (\$35 ) begin
-          \$145  = 1'h1;
+          \$147  = 1'h1;
         end
       end
     end
     if (e2_rst) begin
-      \$145  = 1'h0;
+      \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$146  = \$signal ;
+    \$148  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[38]) begin
       end else begin
-        \$146  = sites_in__payload[34:32];
+        \$148  = sites_in__payload[34:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$147  = \$signal$21 ;
+    \$149  = \$signal$21 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[38]) begin
       end else begin
-        \$147  = sites_in__payload[37:35];
+        \$149  = sites_in__payload[37:35];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$148  = height_m1;
+    \$150  = height_m1;
     if (e2_rst) begin
-      \$148  = 3'h0;
+      \$150  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$149  = width_m1;
+    \$151  = width_m1;
     if (e2_rst) begin
-      \$149  = 3'h0;
+      \$151  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$150  = entry_0;
-    if (\$40 ) begin
-      \$150  = entry;
+    \$152  = entry_0;
+    if (\$36 ) begin
+      \$152  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$151  = entry_0_valid;
-    if (\$40 ) begin
-      \$151  = 1'h1;
+    \$153  = entry_0_valid;
+    if (\$41 ) begin
+      \$153  = 1'h1;
     end
     if (take) begin
-      if (\$98 ) begin
-        \$151  = 1'h0;
+      if (\$100 ) begin
+        \$153  = 1'h0;
       end
     end
-    if (e2_rst) begin
-      \$151  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$152  = \$52 ;
-    if (e2_rst) begin
-      \$152  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$153  = \$60 ;
     if (e2_rst) begin
       \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$154  = entry_1;
-    if (\$65 ) begin
-      \$154  = entry;
+    \$154  = \$53 ;
+    if (e2_rst) begin
+      \$154  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$155  = entry_1_valid;
-    if (\$65 ) begin
-      \$155  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$155  = 1'h0;
-      end
-    end
+    \$155  = \$61 ;
     if (e2_rst) begin
       \$155  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$156  = \$77 ;
-    if (e2_rst) begin
-      \$156  = 1'h0;
+    \$156  = entry_1;
+    if (\$62 ) begin
+      \$156  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$157  = \$85 ;
+    \$157  = entry_1_valid;
+    if (\$67 ) begin
+      \$157  = 1'h1;
+    end
+    if (take) begin
+      if (\$108 ) begin
+        \$157  = 1'h0;
+      end
+    end
     if (e2_rst) begin
       \$157  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$158  = \$signal$60 ;
-    if (\$88 ) begin
-      \$158  = \$89 ;
-    end
+    \$158  = \$79 ;
     if (e2_rst) begin
       \$158  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$159  = rp;
-    if (take) begin
-      \$159  = \$90 ;
-    end
+    \$159  = \$87 ;
     if (e2_rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$160  = done_rows;
-    if (\$114 ) begin
-      \$160  = { 2'h0, got[34:32] };
-    end
-    if (frame_reset) begin
-      \$160  = 5'h00;
+    \$160  = \$signal$60 ;
+    if (\$90 ) begin
+      \$160  = \$91 ;
     end
     if (e2_rst) begin
-      \$160  = 5'h00;
+      \$160  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$161  = busy;
+    \$161  = rp;
     if (take) begin
-      \$161  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$161  = 1'h0;
+      \$161  = \$92 ;
     end
     if (e2_rst) begin
       \$161  = 1'h0;
@@ -10527,29 +10509,22 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$162  = eof_seen;
-    if (take) begin
-      if (got[38]) begin
-        \$162  = 1'h1;
-      end
+    \$162  = done_rows;
+    if (\$116 ) begin
+      \$162  = { 2'h0, got[34:32] };
     end
     if (frame_reset) begin
-      \$162  = 1'h0;
+      \$162  = 5'h00;
     end
     if (e2_rst) begin
-      \$162  = 1'h0;
+      \$162  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$163  = \$signal$40 ;
+    \$163  = busy;
     if (take) begin
-      if (got[38]) begin
-        \$163  = 1'h0;
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
-        \$163  = 1'h1;
-      end
+      \$163  = 1'h1;
     end
     if (frame_reset) begin
       \$163  = 1'h0;
@@ -10560,14 +10535,9 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$164  = error;
+    \$164  = eof_seen;
     if (take) begin
       if (got[38]) begin
-        if (\$116 ) begin
-          \$164  = 1'h1;
-        end
-      end else if (\$signal$40 ) begin
-      end else if (bad) begin
         \$164  = 1'h1;
       end
     end
@@ -10580,12 +10550,12 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$165  = has_last;
+    \$165  = \$signal$40 ;
     if (take) begin
       if (got[38]) begin
+        \$165  = 1'h0;
       end else if (\$signal$40 ) begin
       end else if (bad) begin
-      end else if (got[43]) begin
         \$165  = 1'h1;
       end
     end
@@ -10598,77 +10568,90 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$166  = last_y;
+    \$166  = error;
+    if (take) begin
+      if (got[38]) begin
+        if (\$118 ) begin
+          \$166  = 1'h1;
+        end
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+        \$166  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$166  = 1'h0;
+    end
+    if (e2_rst) begin
+      \$166  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$167  = has_last;
     if (take) begin
       if (got[38]) begin
       end else if (\$signal$40 ) begin
       end else if (bad) begin
       end else if (got[43]) begin
-        \$166  = got[34:32];
+        \$167  = 1'h1;
       end
     end
-    if (e2_rst) begin
-      \$166  = 3'h0;
+    if (frame_reset) begin
+      \$167  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$167  = \$122 ;
     if (e2_rst) begin
       \$167  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$168  = \$126 ;
+    \$168  = last_y;
+    if (take) begin
+      if (got[38]) begin
+      end else if (\$signal$40 ) begin
+      end else if (bad) begin
+      end else if (got[43]) begin
+        \$168  = got[34:32];
+      end
+    end
     if (e2_rst) begin
-      \$168  = 1'h0;
+      \$168  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$169  = got[43];
+    \$169  = \$124 ;
     if (e2_rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$170  = \$127 ;
+    \$170  = \$128 ;
     if (e2_rst) begin
       \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$171  = bitmap_0;
-    if (\$129 ) begin
-      \$171  = \$131 ;
-    end
+    \$171  = got[43];
     if (e2_rst) begin
-      \$171  = 8'h00;
+      \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$172  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$67 ) begin
-        \$172  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$172  = 4'hf;
-    end
+    \$172  = \$129 ;
     if (e2_rst) begin
-      \$172  = 4'hf;
+      \$172  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$173  = bitmap_1;
-    if (\$133 ) begin
-      \$173  = \$135 ;
+    \$173  = bitmap_0;
+    if (\$131 ) begin
+      \$173  = \$133 ;
     end
     if (e2_rst) begin
       \$173  = 8'h00;
@@ -10676,8 +10659,8 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$174  = row_tag_1;
-    if (\$133 ) begin
+    \$174  = row_tag_0;
+    if (\$131 ) begin
       if (\$signal$67 ) begin
         \$174  = { 1'h0, w_y };
       end
@@ -10691,9 +10674,9 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$175  = bitmap_2;
-    if (\$137 ) begin
-      \$175  = \$139 ;
+    \$175  = bitmap_1;
+    if (\$135 ) begin
+      \$175  = \$137 ;
     end
     if (e2_rst) begin
       \$175  = 8'h00;
@@ -10701,8 +10684,8 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$176  = row_tag_2;
-    if (\$137 ) begin
+    \$176  = row_tag_1;
+    if (\$135 ) begin
       if (\$signal$67 ) begin
         \$176  = { 1'h0, w_y };
       end
@@ -10716,9 +10699,9 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$177  = bitmap_3;
-    if (\$141 ) begin
-      \$177  = \$143 ;
+    \$177  = bitmap_2;
+    if (\$139 ) begin
+      \$177  = \$141 ;
     end
     if (e2_rst) begin
       \$177  = 8'h00;
@@ -10726,8 +10709,8 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
-    \$178  = row_tag_3;
-    if (\$141 ) begin
+    \$178  = row_tag_2;
+    if (\$139 ) begin
       if (\$signal$67 ) begin
         \$178  = { 1'h0, w_y };
       end
@@ -10737,6 +10720,31 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
     end
     if (e2_rst) begin
       \$178  = 4'hf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$179  = bitmap_3;
+    if (\$143 ) begin
+      \$179  = \$145 ;
+    end
+    if (e2_rst) begin
+      \$179  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    \$180  = row_tag_3;
+    if (\$143 ) begin
+      if (\$signal$67 ) begin
+        \$180  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$180  = 4'hf;
+    end
+    if (e2_rst) begin
+      \$180  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -10839,11 +10847,11 @@ module \top.block_0_1.line_buffer (hold, frame_reset, sites_in__ready, e2_rst, s
   assign tags[11:8] = row_tag_2;
   assign tags[7:4] = row_tag_1;
   assign tags[3:0] = row_tag_0;
-  assign \$64  = \$signal$60 ;
-  assign \$69  = \$signal$60 ;
-  assign \$81  = \$signal$60 ;
-  assign \$99  = rp;
-  assign \$103  = \$signal$60 ;
+  assign \$66  = \$signal$60 ;
+  assign \$71  = \$signal$60 ;
+  assign \$83  = \$signal$60 ;
+  assign \$101  = rp;
+  assign \$105  = \$signal$60 ;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15659,46 +15667,48 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [7:0] \$130 ;
-  wire [7:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [7:0] \$134 ;
-  wire [7:0] \$135 ;
-  reg [1:0] \$136 ;
-  reg \$137 ;
-  reg [2:0] \$138 ;
-  reg [2:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [7:0] \$132 ;
+  wire [7:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [7:0] \$136 ;
+  wire [7:0] \$137 ;
+  reg [1:0] \$138 ;
+  reg \$139 ;
   wire \$14 ;
   reg [2:0] \$140 ;
   reg [2:0] \$141 ;
-  reg [44:0] \$142 ;
-  reg \$143 ;
-  reg \$144 ;
+  reg [2:0] \$142 ;
+  reg [2:0] \$143 ;
+  reg [44:0] \$144 ;
   reg \$145 ;
-  reg [44:0] \$146 ;
+  reg \$146 ;
   reg \$147 ;
-  reg \$148 ;
+  reg [44:0] \$148 ;
   reg \$149 ;
   wire \$15 ;
   reg \$150 ;
   reg \$151 ;
-  reg [4:0] \$152 ;
+  reg \$152 ;
   reg \$153 ;
-  reg \$154 ;
+  reg [4:0] \$154 ;
   reg \$155 ;
   reg \$156 ;
   reg \$157 ;
-  reg [2:0] \$158 ;
+  reg \$158 ;
   reg \$159 ;
   wire \$16 ;
-  reg \$160 ;
+  reg [2:0] \$160 ;
   reg \$161 ;
   reg \$162 ;
-  reg [7:0] \$163 ;
-  reg [3:0] \$164 ;
+  reg \$163 ;
+  reg \$164 ;
   reg [7:0] \$165 ;
   reg [3:0] \$166 ;
+  reg [7:0] \$167 ;
+  reg [3:0] \$168 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
@@ -16000,152 +16010,154 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   assign \$33  = c_gi + 1'h1;
   assign \$34  = \$32  ? 3'h0 : \$33 ;
   assign \$35  = c_gi == 2'h3;
-  assign \$36  = entry_0_valid & entry_1_valid;
-  assign \$37  = ~ \$36 ;
-  assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$56 ;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = entry_0_valid & entry_1_valid;
-  assign \$42  = ~ \$41 ;
-  assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$56 ;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[34:32] > shape_h_m1;
-  assign \$47  = sites_in__payload[37:35] > shape_w_m1;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[34:32] > shape_h_m1;
-  assign \$50  = entry_0[37:35] > shape_w_m1;
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$45  ? \$48  : \$51 ;
-  assign \$53  = entry_0_valid & entry_1_valid;
-  assign \$54  = ~ \$53 ;
-  assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$56 ;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = sites_in__payload[34:32] < permit_row;
-  assign \$59  = entry_0[34:32] < permit_row;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = entry_0_valid & entry_1_valid;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = sites_in__valid & \$62 ;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = entry_0_valid & entry_1_valid;
-  assign \$67  = ~ \$66 ;
-  assign \$68  = sites_in__valid & \$67 ;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[34:32] > shape_h_m1;
-  assign \$72  = sites_in__payload[37:35] > shape_w_m1;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[34:32] > shape_h_m1;
-  assign \$75  = entry_1[37:35] > shape_w_m1;
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$70  ? \$73  : \$76 ;
-  assign \$78  = entry_0_valid & entry_1_valid;
-  assign \$79  = ~ \$78 ;
-  assign \$80  = sites_in__valid & \$79 ;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = sites_in__payload[34:32] < permit_row;
-  assign \$84  = entry_1[34:32] < permit_row;
-  assign \$85  = \$82  ? \$83  : \$84 ;
-  assign \$86  = entry_0_valid & entry_1_valid;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$56 ;
-  assign \$90  = ~ rp;
-  assign \$91  = ! rp;
-  assign \$92  = entry_0_valid & entry_1_valid;
-  assign \$93  = ~ \$92 ;
-  assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$56 ;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ \$96 ;
-  assign \$98  = \$91  & \$97 ;
-  assign \$100  = entry_0_valid & entry_1_valid;
-  assign \$101  = ~ \$100 ;
-  assign \$102  = sites_in__valid & \$101 ;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = ~ \$104 ;
-  assign \$106  = \$99  & \$105 ;
-  assign \$107  = \$signal$23  & open_;
-  assign \$108  = ~ got[38];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$109  & got[42];
-  assign \$111  = ~ bad;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ \$signal$36 ;
+  assign \$36  = ~ entry_0_valid;
+  assign \$37  = entry_0_valid & entry_1_valid;
+  assign \$38  = ~ \$37 ;
+  assign \$39  = sites_in__valid & \$38 ;
+  assign \$40  = ! \$signal$56 ;
+  assign \$41  = \$39  & \$40 ;
+  assign \$42  = entry_0_valid & entry_1_valid;
+  assign \$43  = ~ \$42 ;
+  assign \$44  = sites_in__valid & \$43 ;
+  assign \$45  = ! \$signal$56 ;
+  assign \$46  = \$44  & \$45 ;
+  assign \$47  = sites_in__payload[34:32] > shape_h_m1;
+  assign \$48  = sites_in__payload[37:35] > shape_w_m1;
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = entry_0[34:32] > shape_h_m1;
+  assign \$51  = entry_0[37:35] > shape_w_m1;
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$46  ? \$49  : \$52 ;
+  assign \$54  = entry_0_valid & entry_1_valid;
+  assign \$55  = ~ \$54 ;
+  assign \$56  = sites_in__valid & \$55 ;
+  assign \$57  = ! \$signal$56 ;
+  assign \$58  = \$56  & \$57 ;
+  assign \$59  = sites_in__payload[34:32] < permit_row;
+  assign \$60  = entry_0[34:32] < permit_row;
+  assign \$61  = \$58  ? \$59  : \$60 ;
+  assign \$62  = ~ entry_1_valid;
+  assign \$63  = entry_0_valid & entry_1_valid;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = sites_in__valid & \$64 ;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = entry_0_valid & entry_1_valid;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = sites_in__valid & \$69 ;
+  assign \$72  = \$70  & \$71 ;
+  assign \$73  = sites_in__payload[34:32] > shape_h_m1;
+  assign \$74  = sites_in__payload[37:35] > shape_w_m1;
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = entry_1[34:32] > shape_h_m1;
+  assign \$77  = entry_1[37:35] > shape_w_m1;
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$72  ? \$75  : \$78 ;
+  assign \$80  = entry_0_valid & entry_1_valid;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = sites_in__valid & \$81 ;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = sites_in__payload[34:32] < permit_row;
+  assign \$86  = entry_1[34:32] < permit_row;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = entry_0_valid & entry_1_valid;
+  assign \$89  = ~ \$88 ;
+  assign \$90  = sites_in__valid & \$89 ;
+  assign \$91  = ~ \$signal$56 ;
+  assign \$92  = ~ rp;
+  assign \$93  = ! rp;
+  assign \$94  = entry_0_valid & entry_1_valid;
+  assign \$95  = ~ \$94 ;
+  assign \$96  = sites_in__valid & \$95 ;
+  assign \$97  = ! \$signal$56 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ \$98 ;
+  assign \$100  = \$93  & \$99 ;
+  assign \$102  = entry_0_valid & entry_1_valid;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = sites_in__valid & \$103 ;
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ~ \$106 ;
+  assign \$108  = \$101  & \$107 ;
+  assign \$109  = \$signal$23  & open_;
+  assign \$110  = ~ got[38];
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = \$111  & got[42];
+  assign \$113  = ~ bad;
   assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ got[42];
-  assign \$116  = \$115  | got[39];
-  assign \$117  = ~ got[38];
-  assign \$118  = take & \$117 ;
-  assign \$119  = ~ \$signal$36 ;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = ~ bad;
+  assign \$115  = ~ \$signal$36 ;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = ~ got[42];
+  assign \$118  = \$117  | got[39];
+  assign \$119  = ~ got[38];
+  assign \$120  = take & \$119 ;
+  assign \$121  = ~ \$signal$36 ;
   assign \$122  = \$120  & \$121 ;
-  assign \$123  = ~ has_last;
-  assign \$124  = got[34:32] != last_y;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = got[42] & \$125 ;
-  assign \$127  = take & got[38];
-  assign \$128  = ! w_slot;
-  assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$63  ? 8'h00 : bitmap_0;
-  assign \$131  = \$130  | \$28 [7:0];
-  assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$63  ? 8'h00 : bitmap_1;
-  assign \$135  = \$134  | \$28 [7:0];
+  assign \$123  = ~ bad;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = ~ has_last;
+  assign \$126  = got[34:32] != last_y;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = got[42] & \$127 ;
+  assign \$129  = take & got[38];
+  assign \$130  = ! w_slot;
+  assign \$131  = w_en & \$130 ;
+  assign \$132  = \$signal$63  ? 8'h00 : bitmap_0;
+  assign \$133  = \$132  | \$28 [7:0];
+  assign \$135  = w_en & \$134 ;
+  assign \$136  = \$signal$63  ? 8'h00 : bitmap_1;
+  assign \$137  = \$136  | \$28 [7:0];
   always @(posedge e3_clk)
-    c_gi <= \$136 ;
+    c_gi <= \$138 ;
   always @(posedge e3_clk)
-    prev_any <= \$137 ;
+    prev_any <= \$139 ;
   always @(posedge e3_clk)
-    \$signal  <= \$138 ;
+    \$signal  <= \$140 ;
   always @(posedge e3_clk)
-    \$signal$17  <= \$139 ;
+    \$signal$17  <= \$141 ;
   always @(posedge e3_clk)
-    shape_h_m1 <= \$140 ;
+    shape_h_m1 <= \$142 ;
   always @(posedge e3_clk)
-    shape_w_m1 <= \$141 ;
+    shape_w_m1 <= \$143 ;
   always @(posedge e3_clk)
-    entry_0 <= \$142 ;
+    entry_0 <= \$144 ;
   always @(posedge e3_clk)
-    entry_0_valid <= \$143 ;
+    entry_0_valid <= \$145 ;
   always @(posedge e3_clk)
-    entry_0_outside <= \$144 ;
+    entry_0_outside <= \$146 ;
   always @(posedge e3_clk)
-    entry_0_permit <= \$145 ;
+    entry_0_permit <= \$147 ;
   always @(posedge e3_clk)
-    entry_1 <= \$146 ;
+    entry_1 <= \$148 ;
   always @(posedge e3_clk)
-    entry_1_valid <= \$147 ;
+    entry_1_valid <= \$149 ;
   always @(posedge e3_clk)
-    entry_1_outside <= \$148 ;
+    entry_1_outside <= \$150 ;
   always @(posedge e3_clk)
-    entry_1_permit <= \$149 ;
+    entry_1_permit <= \$151 ;
   always @(posedge e3_clk)
-    \$signal$56  <= \$150 ;
+    \$signal$56  <= \$152 ;
   always @(posedge e3_clk)
-    rp <= \$151 ;
+    rp <= \$153 ;
   always @(posedge e3_clk)
-    done_rows <= \$152 ;
+    done_rows <= \$154 ;
   always @(posedge e3_clk)
-    busy <= \$153 ;
+    busy <= \$155 ;
   always @(posedge e3_clk)
-    eof_seen <= \$154 ;
+    eof_seen <= \$156 ;
   always @(posedge e3_clk)
-    \$signal$36  <= \$155 ;
+    \$signal$36  <= \$157 ;
   always @(posedge e3_clk)
-    error <= \$156 ;
+    error <= \$158 ;
   always @(posedge e3_clk)
-    has_last <= \$157 ;
+    has_last <= \$159 ;
   always @(posedge e3_clk)
-    last_y <= \$158 ;
+    last_y <= \$160 ;
   always @(posedge e3_clk)
-    w_en <= \$159 ;
+    w_en <= \$161 ;
   always @(posedge e3_clk)
-    \$signal$63  <= \$160 ;
+    \$signal$63  <= \$162 ;
   always @(posedge e3_clk)
-    w_set <= \$161 ;
+    w_set <= \$163 ;
   always @(posedge e3_clk)
     w_slot <= got[32];
   always @(posedge e3_clk)
@@ -16157,15 +16169,15 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   always @(posedge e3_clk)
     w_data <= got[31:0];
   always @(posedge e3_clk)
-    acc_eof <= \$162 ;
+    acc_eof <= \$164 ;
   always @(posedge e3_clk)
-    bitmap_0 <= \$163 ;
+    bitmap_0 <= \$165 ;
   always @(posedge e3_clk)
-    row_tag_0 <= \$164 ;
+    row_tag_0 <= \$166 ;
   always @(posedge e3_clk)
-    bitmap_1 <= \$165 ;
+    bitmap_1 <= \$167 ;
   always @(posedge e3_clk)
-    row_tag_1 <= \$166 ;
+    row_tag_1 <= \$168 ;
   \top.block_0_2.line_buffer.mem  mem (
     .e3_clk(e3_clk),
     .e3_rst(e3_rst),
@@ -16177,185 +16189,159 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$136  = c_gi;
+    \$138  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[38]) begin
-        \$136  = 2'h0;
+        \$138  = 2'h0;
       end else begin
-        \$136  = \$34 [1:0];
+        \$138  = \$34 [1:0];
       end
     end
     if (e3_rst) begin
-      \$136  = 2'h0;
+      \$138  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$137  = prev_any;
+    \$139  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[38]) begin
-        \$137  = 1'h0;
+        \$139  = 1'h0;
       end else begin
         if (\$35 ) begin
-          \$137  = 1'h1;
+          \$139  = 1'h1;
         end
       end
     end
     if (e3_rst) begin
-      \$137  = 1'h0;
+      \$139  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$138  = \$signal ;
+    \$140  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[38]) begin
       end else begin
-        \$138  = sites_in__payload[34:32];
+        \$140  = sites_in__payload[34:32];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$139  = \$signal$17 ;
+    \$141  = \$signal$17 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[38]) begin
       end else begin
-        \$139  = sites_in__payload[37:35];
+        \$141  = sites_in__payload[37:35];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$140  = height_m1;
+    \$142  = height_m1;
     if (e3_rst) begin
-      \$140  = 3'h0;
+      \$142  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$141  = width_m1;
+    \$143  = width_m1;
     if (e3_rst) begin
-      \$141  = 3'h0;
+      \$143  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$142  = entry_0;
-    if (\$40 ) begin
-      \$142  = entry;
+    \$144  = entry_0;
+    if (\$36 ) begin
+      \$144  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$143  = entry_0_valid;
-    if (\$40 ) begin
-      \$143  = 1'h1;
+    \$145  = entry_0_valid;
+    if (\$41 ) begin
+      \$145  = 1'h1;
     end
     if (take) begin
-      if (\$98 ) begin
-        \$143  = 1'h0;
+      if (\$100 ) begin
+        \$145  = 1'h0;
       end
     end
-    if (e3_rst) begin
-      \$143  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$144  = \$52 ;
-    if (e3_rst) begin
-      \$144  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$145  = \$60 ;
     if (e3_rst) begin
       \$145  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$146  = entry_1;
-    if (\$65 ) begin
-      \$146  = entry;
+    \$146  = \$53 ;
+    if (e3_rst) begin
+      \$146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$147  = entry_1_valid;
-    if (\$65 ) begin
-      \$147  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$147  = 1'h0;
-      end
-    end
+    \$147  = \$61 ;
     if (e3_rst) begin
       \$147  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$148  = \$77 ;
-    if (e3_rst) begin
-      \$148  = 1'h0;
+    \$148  = entry_1;
+    if (\$62 ) begin
+      \$148  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$149  = \$85 ;
+    \$149  = entry_1_valid;
+    if (\$67 ) begin
+      \$149  = 1'h1;
+    end
+    if (take) begin
+      if (\$108 ) begin
+        \$149  = 1'h0;
+      end
+    end
     if (e3_rst) begin
       \$149  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$150  = \$signal$56 ;
-    if (\$88 ) begin
-      \$150  = \$89 ;
-    end
+    \$150  = \$79 ;
     if (e3_rst) begin
       \$150  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$151  = rp;
-    if (take) begin
-      \$151  = \$90 ;
-    end
+    \$151  = \$87 ;
     if (e3_rst) begin
       \$151  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$152  = done_rows;
-    if (\$114 ) begin
-      \$152  = { 2'h0, got[34:32] };
-    end
-    if (frame_reset) begin
-      \$152  = 5'h00;
+    \$152  = \$signal$56 ;
+    if (\$90 ) begin
+      \$152  = \$91 ;
     end
     if (e3_rst) begin
-      \$152  = 5'h00;
+      \$152  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$153  = busy;
+    \$153  = rp;
     if (take) begin
-      \$153  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$153  = 1'h0;
+      \$153  = \$92 ;
     end
     if (e3_rst) begin
       \$153  = 1'h0;
@@ -16363,29 +16349,22 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$154  = eof_seen;
-    if (take) begin
-      if (got[38]) begin
-        \$154  = 1'h1;
-      end
+    \$154  = done_rows;
+    if (\$116 ) begin
+      \$154  = { 2'h0, got[34:32] };
     end
     if (frame_reset) begin
-      \$154  = 1'h0;
+      \$154  = 5'h00;
     end
     if (e3_rst) begin
-      \$154  = 1'h0;
+      \$154  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$155  = \$signal$36 ;
+    \$155  = busy;
     if (take) begin
-      if (got[38]) begin
-        \$155  = 1'h0;
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
-        \$155  = 1'h1;
-      end
+      \$155  = 1'h1;
     end
     if (frame_reset) begin
       \$155  = 1'h0;
@@ -16396,14 +16375,9 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$156  = error;
+    \$156  = eof_seen;
     if (take) begin
       if (got[38]) begin
-        if (\$116 ) begin
-          \$156  = 1'h1;
-        end
-      end else if (\$signal$36 ) begin
-      end else if (bad) begin
         \$156  = 1'h1;
       end
     end
@@ -16416,12 +16390,12 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$157  = has_last;
+    \$157  = \$signal$36 ;
     if (take) begin
       if (got[38]) begin
+        \$157  = 1'h0;
       end else if (\$signal$36 ) begin
       end else if (bad) begin
-      end else if (got[43]) begin
         \$157  = 1'h1;
       end
     end
@@ -16434,77 +16408,90 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$158  = last_y;
+    \$158  = error;
+    if (take) begin
+      if (got[38]) begin
+        if (\$118 ) begin
+          \$158  = 1'h1;
+        end
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+        \$158  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$158  = 1'h0;
+    end
+    if (e3_rst) begin
+      \$158  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$159  = has_last;
     if (take) begin
       if (got[38]) begin
       end else if (\$signal$36 ) begin
       end else if (bad) begin
       end else if (got[43]) begin
-        \$158  = got[34:32];
+        \$159  = 1'h1;
       end
     end
-    if (e3_rst) begin
-      \$158  = 3'h0;
+    if (frame_reset) begin
+      \$159  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$159  = \$122 ;
     if (e3_rst) begin
       \$159  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$160  = \$126 ;
+    \$160  = last_y;
+    if (take) begin
+      if (got[38]) begin
+      end else if (\$signal$36 ) begin
+      end else if (bad) begin
+      end else if (got[43]) begin
+        \$160  = got[34:32];
+      end
+    end
     if (e3_rst) begin
-      \$160  = 1'h0;
+      \$160  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$161  = got[43];
+    \$161  = \$124 ;
     if (e3_rst) begin
       \$161  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$162  = \$127 ;
+    \$162  = \$128 ;
     if (e3_rst) begin
       \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$163  = bitmap_0;
-    if (\$129 ) begin
-      \$163  = \$131 ;
-    end
+    \$163  = got[43];
     if (e3_rst) begin
-      \$163  = 8'h00;
+      \$163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$164  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$63 ) begin
-        \$164  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$164  = 4'hf;
-    end
+    \$164  = \$129 ;
     if (e3_rst) begin
-      \$164  = 4'hf;
+      \$164  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$165  = bitmap_1;
-    if (\$133 ) begin
-      \$165  = \$135 ;
+    \$165  = bitmap_0;
+    if (\$131 ) begin
+      \$165  = \$133 ;
     end
     if (e3_rst) begin
       \$165  = 8'h00;
@@ -16512,8 +16499,8 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
-    \$166  = row_tag_1;
-    if (\$133 ) begin
+    \$166  = row_tag_0;
+    if (\$131 ) begin
       if (\$signal$63 ) begin
         \$166  = { 1'h0, w_y };
       end
@@ -16523,6 +16510,31 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
     end
     if (e3_rst) begin
       \$166  = 4'hf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$167  = bitmap_1;
+    if (\$135 ) begin
+      \$167  = \$137 ;
+    end
+    if (e3_rst) begin
+      \$167  = 8'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$168  = row_tag_1;
+    if (\$135 ) begin
+      if (\$signal$63 ) begin
+        \$168  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$168  = 4'hf;
+    end
+    if (e3_rst) begin
+      \$168  = 4'hf;
     end
   end
   assign rd_addr = r_addr;
@@ -16617,12 +16629,12 @@ module \top.block_0_2.line_buffer (hold, frame_reset, sites_in__ready, e3_rst, s
   assign bitmaps[7:0] = bitmap_0;
   assign tags[7:4] = row_tag_1;
   assign tags[3:0] = row_tag_0;
-  assign \$64  = \$signal$56 ;
-  assign \$69  = \$signal$56 ;
-  assign \$81  = \$signal$56 ;
-  assign \$99  = rp;
-  assign \$103  = \$signal$56 ;
-  assign \$132  = w_slot;
+  assign \$66  = \$signal$56 ;
+  assign \$71  = \$signal$56 ;
+  assign \$83  = \$signal$56 ;
+  assign \$101  = rp;
+  assign \$105  = \$signal$56 ;
+  assign \$134  = w_slot;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -23555,70 +23567,70 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   wire \$128 ;
   wire \$129 ;
   wire \$13 ;
-  wire [15:0] \$130 ;
-  wire [15:0] \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [15:0] \$134 ;
-  wire [15:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire [15:0] \$138 ;
-  wire [15:0] \$139 ;
+  wire \$130 ;
+  wire \$131 ;
+  wire [15:0] \$132 ;
+  wire [15:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [15:0] \$136 ;
+  wire [15:0] \$137 ;
+  wire \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire [15:0] \$142 ;
-  wire [15:0] \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire [15:0] \$146 ;
-  wire [15:0] \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [15:0] \$140 ;
+  wire [15:0] \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [15:0] \$144 ;
+  wire [15:0] \$145 ;
+  wire \$146 ;
+  wire \$147 ;
+  wire [15:0] \$148 ;
+  wire [15:0] \$149 ;
   wire \$15 ;
-  wire [15:0] \$150 ;
-  wire [15:0] \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire [15:0] \$154 ;
-  wire [15:0] \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire [15:0] \$158 ;
-  wire [15:0] \$159 ;
+  wire \$150 ;
+  wire \$151 ;
+  wire [15:0] \$152 ;
+  wire [15:0] \$153 ;
+  wire \$154 ;
+  wire \$155 ;
+  wire [15:0] \$156 ;
+  wire [15:0] \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
-  reg \$160 ;
-  reg \$161 ;
-  reg [3:0] \$162 ;
-  reg [3:0] \$163 ;
+  wire [15:0] \$160 ;
+  wire [15:0] \$161 ;
+  reg \$162 ;
+  reg \$163 ;
   reg [3:0] \$164 ;
   reg [3:0] \$165 ;
-  reg [29:0] \$166 ;
-  reg \$167 ;
-  reg \$168 ;
+  reg [3:0] \$166 ;
+  reg [3:0] \$167 ;
+  reg [29:0] \$168 ;
   reg \$169 ;
   wire \$17 ;
-  reg [29:0] \$170 ;
+  reg \$170 ;
   reg \$171 ;
-  reg \$172 ;
+  reg [29:0] \$172 ;
   reg \$173 ;
   reg \$174 ;
   reg \$175 ;
-  reg [5:0] \$176 ;
+  reg \$176 ;
   reg \$177 ;
-  reg \$178 ;
+  reg [5:0] \$178 ;
   reg \$179 ;
   wire \$18 ;
   reg \$180 ;
   reg \$181 ;
-  reg [3:0] \$182 ;
+  reg \$182 ;
   reg \$183 ;
-  reg \$184 ;
+  reg [3:0] \$184 ;
   reg \$185 ;
   reg \$186 ;
-  reg [15:0] \$187 ;
-  reg [4:0] \$188 ;
+  reg \$187 ;
+  reg \$188 ;
   reg [15:0] \$189 ;
   wire \$19 ;
   reg [4:0] \$190 ;
@@ -23636,6 +23648,8 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   reg [4:0] \$200 ;
   reg [15:0] \$201 ;
   reg [4:0] \$202 ;
+  reg [15:0] \$203 ;
+  reg [4:0] \$204 ;
   wire \$21 ;
   wire \$22 ;
   wire \$23 ;
@@ -23944,177 +23958,179 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   assign \$33  = c_gi + 1'h1;
   assign \$34  = c_gi ? \$33  : 2'h0;
   assign \$35  = ! c_gi;
-  assign \$36  = entry_0_valid & entry_1_valid;
-  assign \$37  = ~ \$36 ;
-  assign \$38  = sites_in__valid & \$37 ;
-  assign \$39  = ! \$signal$68 ;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = entry_0_valid & entry_1_valid;
-  assign \$42  = ~ \$41 ;
-  assign \$43  = sites_in__valid & \$42 ;
-  assign \$44  = ! \$signal$68 ;
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = sites_in__payload[19:16] > shape_h_m1;
-  assign \$47  = sites_in__payload[23:20] > shape_w_m1;
-  assign \$48  = \$46  | \$47 ;
-  assign \$49  = entry_0[19:16] > shape_h_m1;
-  assign \$50  = entry_0[23:20] > shape_w_m1;
-  assign \$51  = \$49  | \$50 ;
-  assign \$52  = \$45  ? \$48  : \$51 ;
-  assign \$53  = entry_0_valid & entry_1_valid;
-  assign \$54  = ~ \$53 ;
-  assign \$55  = sites_in__valid & \$54 ;
-  assign \$56  = ! \$signal$68 ;
-  assign \$57  = \$55  & \$56 ;
-  assign \$58  = sites_in__payload[19:16] < permit_row;
-  assign \$59  = entry_0[19:16] < permit_row;
-  assign \$60  = \$57  ? \$58  : \$59 ;
-  assign \$61  = entry_0_valid & entry_1_valid;
-  assign \$62  = ~ \$61 ;
-  assign \$63  = sites_in__valid & \$62 ;
-  assign \$65  = \$63  & \$64 ;
-  assign \$66  = entry_0_valid & entry_1_valid;
-  assign \$67  = ~ \$66 ;
-  assign \$68  = sites_in__valid & \$67 ;
-  assign \$70  = \$68  & \$69 ;
-  assign \$71  = sites_in__payload[19:16] > shape_h_m1;
-  assign \$72  = sites_in__payload[23:20] > shape_w_m1;
-  assign \$73  = \$71  | \$72 ;
-  assign \$74  = entry_1[19:16] > shape_h_m1;
-  assign \$75  = entry_1[23:20] > shape_w_m1;
-  assign \$76  = \$74  | \$75 ;
-  assign \$77  = \$70  ? \$73  : \$76 ;
-  assign \$78  = entry_0_valid & entry_1_valid;
-  assign \$79  = ~ \$78 ;
-  assign \$80  = sites_in__valid & \$79 ;
-  assign \$82  = \$80  & \$81 ;
-  assign \$83  = sites_in__payload[19:16] < permit_row;
-  assign \$84  = entry_1[19:16] < permit_row;
-  assign \$85  = \$82  ? \$83  : \$84 ;
-  assign \$86  = entry_0_valid & entry_1_valid;
-  assign \$87  = ~ \$86 ;
-  assign \$88  = sites_in__valid & \$87 ;
-  assign \$89  = ~ \$signal$68 ;
-  assign \$90  = ~ rp;
-  assign \$91  = ! rp;
-  assign \$92  = entry_0_valid & entry_1_valid;
-  assign \$93  = ~ \$92 ;
-  assign \$94  = sites_in__valid & \$93 ;
-  assign \$95  = ! \$signal$68 ;
-  assign \$96  = \$94  & \$95 ;
-  assign \$97  = ~ \$96 ;
-  assign \$98  = \$91  & \$97 ;
-  assign \$100  = entry_0_valid & entry_1_valid;
-  assign \$101  = ~ \$100 ;
-  assign \$102  = sites_in__valid & \$101 ;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = ~ \$104 ;
-  assign \$106  = \$99  & \$105 ;
-  assign \$107  = \$signal$35  & open_;
-  assign \$108  = ~ got[24];
-  assign \$109  = \$107  & \$108 ;
-  assign \$110  = \$109  & got[27];
-  assign \$111  = ~ bad;
-  assign \$112  = \$110  & \$111 ;
-  assign \$113  = ~ \$signal$48 ;
+  assign \$36  = ~ entry_0_valid;
+  assign \$37  = entry_0_valid & entry_1_valid;
+  assign \$38  = ~ \$37 ;
+  assign \$39  = sites_in__valid & \$38 ;
+  assign \$40  = ! \$signal$68 ;
+  assign \$41  = \$39  & \$40 ;
+  assign \$42  = entry_0_valid & entry_1_valid;
+  assign \$43  = ~ \$42 ;
+  assign \$44  = sites_in__valid & \$43 ;
+  assign \$45  = ! \$signal$68 ;
+  assign \$46  = \$44  & \$45 ;
+  assign \$47  = sites_in__payload[19:16] > shape_h_m1;
+  assign \$48  = sites_in__payload[23:20] > shape_w_m1;
+  assign \$49  = \$47  | \$48 ;
+  assign \$50  = entry_0[19:16] > shape_h_m1;
+  assign \$51  = entry_0[23:20] > shape_w_m1;
+  assign \$52  = \$50  | \$51 ;
+  assign \$53  = \$46  ? \$49  : \$52 ;
+  assign \$54  = entry_0_valid & entry_1_valid;
+  assign \$55  = ~ \$54 ;
+  assign \$56  = sites_in__valid & \$55 ;
+  assign \$57  = ! \$signal$68 ;
+  assign \$58  = \$56  & \$57 ;
+  assign \$59  = sites_in__payload[19:16] < permit_row;
+  assign \$60  = entry_0[19:16] < permit_row;
+  assign \$61  = \$58  ? \$59  : \$60 ;
+  assign \$62  = ~ entry_1_valid;
+  assign \$63  = entry_0_valid & entry_1_valid;
+  assign \$64  = ~ \$63 ;
+  assign \$65  = sites_in__valid & \$64 ;
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = entry_0_valid & entry_1_valid;
+  assign \$69  = ~ \$68 ;
+  assign \$70  = sites_in__valid & \$69 ;
+  assign \$72  = \$70  & \$71 ;
+  assign \$73  = sites_in__payload[19:16] > shape_h_m1;
+  assign \$74  = sites_in__payload[23:20] > shape_w_m1;
+  assign \$75  = \$73  | \$74 ;
+  assign \$76  = entry_1[19:16] > shape_h_m1;
+  assign \$77  = entry_1[23:20] > shape_w_m1;
+  assign \$78  = \$76  | \$77 ;
+  assign \$79  = \$72  ? \$75  : \$78 ;
+  assign \$80  = entry_0_valid & entry_1_valid;
+  assign \$81  = ~ \$80 ;
+  assign \$82  = sites_in__valid & \$81 ;
+  assign \$84  = \$82  & \$83 ;
+  assign \$85  = sites_in__payload[19:16] < permit_row;
+  assign \$86  = entry_1[19:16] < permit_row;
+  assign \$87  = \$84  ? \$85  : \$86 ;
+  assign \$88  = entry_0_valid & entry_1_valid;
+  assign \$89  = ~ \$88 ;
+  assign \$90  = sites_in__valid & \$89 ;
+  assign \$91  = ~ \$signal$68 ;
+  assign \$92  = ~ rp;
+  assign \$93  = ! rp;
+  assign \$94  = entry_0_valid & entry_1_valid;
+  assign \$95  = ~ \$94 ;
+  assign \$96  = sites_in__valid & \$95 ;
+  assign \$97  = ! \$signal$68 ;
+  assign \$98  = \$96  & \$97 ;
+  assign \$99  = ~ \$98 ;
+  assign \$100  = \$93  & \$99 ;
+  assign \$102  = entry_0_valid & entry_1_valid;
+  assign \$103  = ~ \$102 ;
+  assign \$104  = sites_in__valid & \$103 ;
+  assign \$106  = \$104  & \$105 ;
+  assign \$107  = ~ \$106 ;
+  assign \$108  = \$101  & \$107 ;
+  assign \$109  = \$signal$35  & open_;
+  assign \$110  = ~ got[24];
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = \$111  & got[27];
+  assign \$113  = ~ bad;
   assign \$114  = \$112  & \$113 ;
-  assign \$115  = ~ got[27];
-  assign \$116  = \$115  | got[25];
-  assign \$117  = ~ got[24];
-  assign \$118  = take & \$117 ;
-  assign \$119  = ~ \$signal$48 ;
-  assign \$120  = \$118  & \$119 ;
-  assign \$121  = ~ bad;
+  assign \$115  = ~ \$signal$48 ;
+  assign \$116  = \$114  & \$115 ;
+  assign \$117  = ~ got[27];
+  assign \$118  = \$117  | got[25];
+  assign \$119  = ~ got[24];
+  assign \$120  = take & \$119 ;
+  assign \$121  = ~ \$signal$48 ;
   assign \$122  = \$120  & \$121 ;
-  assign \$123  = ~ has_last;
-  assign \$124  = got[19:16] != last_y;
-  assign \$125  = \$123  | \$124 ;
-  assign \$126  = got[27] & \$125 ;
-  assign \$127  = take & got[24];
-  assign \$128  = ! w_slot;
-  assign \$129  = w_en & \$128 ;
-  assign \$130  = \$signal$75  ? 16'h0000 : bitmap_0;
-  assign \$131  = \$130  | \$28 [15:0];
-  assign \$132  = w_slot == 1'h1;
-  assign \$133  = w_en & \$132 ;
-  assign \$134  = \$signal$75  ? 16'h0000 : bitmap_1;
-  assign \$135  = \$134  | \$28 [15:0];
-  assign \$136  = w_slot == 2'h2;
-  assign \$137  = w_en & \$136 ;
-  assign \$138  = \$signal$75  ? 16'h0000 : bitmap_2;
-  assign \$139  = \$138  | \$28 [15:0];
-  assign \$140  = w_slot == 2'h3;
-  assign \$141  = w_en & \$140 ;
-  assign \$142  = \$signal$75  ? 16'h0000 : bitmap_3;
-  assign \$143  = \$142  | \$28 [15:0];
-  assign \$144  = w_slot == 3'h4;
-  assign \$145  = w_en & \$144 ;
-  assign \$146  = \$signal$75  ? 16'h0000 : bitmap_4;
-  assign \$147  = \$146  | \$28 [15:0];
-  assign \$148  = w_slot == 3'h5;
-  assign \$149  = w_en & \$148 ;
-  assign \$150  = \$signal$75  ? 16'h0000 : bitmap_5;
-  assign \$151  = \$150  | \$28 [15:0];
-  assign \$152  = w_slot == 3'h6;
-  assign \$153  = w_en & \$152 ;
-  assign \$154  = \$signal$75  ? 16'h0000 : bitmap_6;
-  assign \$155  = \$154  | \$28 [15:0];
-  assign \$156  = w_slot == 3'h7;
-  assign \$157  = w_en & \$156 ;
-  assign \$158  = \$signal$75  ? 16'h0000 : bitmap_7;
-  assign \$159  = \$158  | \$28 [15:0];
+  assign \$123  = ~ bad;
+  assign \$124  = \$122  & \$123 ;
+  assign \$125  = ~ has_last;
+  assign \$126  = got[19:16] != last_y;
+  assign \$127  = \$125  | \$126 ;
+  assign \$128  = got[27] & \$127 ;
+  assign \$129  = take & got[24];
+  assign \$130  = ! w_slot;
+  assign \$131  = w_en & \$130 ;
+  assign \$132  = \$signal$75  ? 16'h0000 : bitmap_0;
+  assign \$133  = \$132  | \$28 [15:0];
+  assign \$134  = w_slot == 1'h1;
+  assign \$135  = w_en & \$134 ;
+  assign \$136  = \$signal$75  ? 16'h0000 : bitmap_1;
+  assign \$137  = \$136  | \$28 [15:0];
+  assign \$138  = w_slot == 2'h2;
+  assign \$139  = w_en & \$138 ;
+  assign \$140  = \$signal$75  ? 16'h0000 : bitmap_2;
+  assign \$141  = \$140  | \$28 [15:0];
+  assign \$142  = w_slot == 2'h3;
+  assign \$143  = w_en & \$142 ;
+  assign \$144  = \$signal$75  ? 16'h0000 : bitmap_3;
+  assign \$145  = \$144  | \$28 [15:0];
+  assign \$146  = w_slot == 3'h4;
+  assign \$147  = w_en & \$146 ;
+  assign \$148  = \$signal$75  ? 16'h0000 : bitmap_4;
+  assign \$149  = \$148  | \$28 [15:0];
+  assign \$150  = w_slot == 3'h5;
+  assign \$151  = w_en & \$150 ;
+  assign \$152  = \$signal$75  ? 16'h0000 : bitmap_5;
+  assign \$153  = \$152  | \$28 [15:0];
+  assign \$154  = w_slot == 3'h6;
+  assign \$155  = w_en & \$154 ;
+  assign \$156  = \$signal$75  ? 16'h0000 : bitmap_6;
+  assign \$157  = \$156  | \$28 [15:0];
+  assign \$158  = w_slot == 3'h7;
+  assign \$159  = w_en & \$158 ;
+  assign \$160  = \$signal$75  ? 16'h0000 : bitmap_7;
+  assign \$161  = \$160  | \$28 [15:0];
   always @(posedge e0_clk)
-    c_gi <= \$160 ;
+    c_gi <= \$162 ;
   always @(posedge e0_clk)
-    prev_any <= \$161 ;
+    prev_any <= \$163 ;
   always @(posedge e0_clk)
-    \$signal  <= \$162 ;
+    \$signal  <= \$164 ;
   always @(posedge e0_clk)
-    \$signal$29  <= \$163 ;
+    \$signal$29  <= \$165 ;
   always @(posedge e0_clk)
-    shape_h_m1 <= \$164 ;
+    shape_h_m1 <= \$166 ;
   always @(posedge e0_clk)
-    shape_w_m1 <= \$165 ;
+    shape_w_m1 <= \$167 ;
   always @(posedge e0_clk)
-    entry_0 <= \$166 ;
+    entry_0 <= \$168 ;
   always @(posedge e0_clk)
-    entry_0_valid <= \$167 ;
+    entry_0_valid <= \$169 ;
   always @(posedge e0_clk)
-    entry_0_outside <= \$168 ;
+    entry_0_outside <= \$170 ;
   always @(posedge e0_clk)
-    entry_0_permit <= \$169 ;
+    entry_0_permit <= \$171 ;
   always @(posedge e0_clk)
-    entry_1 <= \$170 ;
+    entry_1 <= \$172 ;
   always @(posedge e0_clk)
-    entry_1_valid <= \$171 ;
+    entry_1_valid <= \$173 ;
   always @(posedge e0_clk)
-    entry_1_outside <= \$172 ;
+    entry_1_outside <= \$174 ;
   always @(posedge e0_clk)
-    entry_1_permit <= \$173 ;
+    entry_1_permit <= \$175 ;
   always @(posedge e0_clk)
-    \$signal$68  <= \$174 ;
+    \$signal$68  <= \$176 ;
   always @(posedge e0_clk)
-    rp <= \$175 ;
+    rp <= \$177 ;
   always @(posedge e0_clk)
-    done_rows <= \$176 ;
+    done_rows <= \$178 ;
   always @(posedge e0_clk)
-    busy <= \$177 ;
+    busy <= \$179 ;
   always @(posedge e0_clk)
-    eof_seen <= \$178 ;
+    eof_seen <= \$180 ;
   always @(posedge e0_clk)
-    \$signal$48  <= \$179 ;
+    \$signal$48  <= \$181 ;
   always @(posedge e0_clk)
-    error <= \$180 ;
+    error <= \$182 ;
   always @(posedge e0_clk)
-    has_last <= \$181 ;
+    has_last <= \$183 ;
   always @(posedge e0_clk)
-    last_y <= \$182 ;
+    last_y <= \$184 ;
   always @(posedge e0_clk)
-    w_en <= \$183 ;
+    w_en <= \$185 ;
   always @(posedge e0_clk)
-    \$signal$75  <= \$184 ;
+    \$signal$75  <= \$186 ;
   always @(posedge e0_clk)
-    w_set <= \$185 ;
+    w_set <= \$187 ;
   always @(posedge e0_clk)
     w_slot <= got[18:16];
   always @(posedge e0_clk)
@@ -24126,39 +24142,39 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   always @(posedge e0_clk)
     w_data <= got[15:0];
   always @(posedge e0_clk)
-    acc_eof <= \$186 ;
+    acc_eof <= \$188 ;
   always @(posedge e0_clk)
-    bitmap_0 <= \$187 ;
+    bitmap_0 <= \$189 ;
   always @(posedge e0_clk)
-    row_tag_0 <= \$188 ;
+    row_tag_0 <= \$190 ;
   always @(posedge e0_clk)
-    bitmap_1 <= \$189 ;
+    bitmap_1 <= \$191 ;
   always @(posedge e0_clk)
-    row_tag_1 <= \$190 ;
+    row_tag_1 <= \$192 ;
   always @(posedge e0_clk)
-    bitmap_2 <= \$191 ;
+    bitmap_2 <= \$193 ;
   always @(posedge e0_clk)
-    row_tag_2 <= \$192 ;
+    row_tag_2 <= \$194 ;
   always @(posedge e0_clk)
-    bitmap_3 <= \$193 ;
+    bitmap_3 <= \$195 ;
   always @(posedge e0_clk)
-    row_tag_3 <= \$194 ;
+    row_tag_3 <= \$196 ;
   always @(posedge e0_clk)
-    bitmap_4 <= \$195 ;
+    bitmap_4 <= \$197 ;
   always @(posedge e0_clk)
-    row_tag_4 <= \$196 ;
+    row_tag_4 <= \$198 ;
   always @(posedge e0_clk)
-    bitmap_5 <= \$197 ;
+    bitmap_5 <= \$199 ;
   always @(posedge e0_clk)
-    row_tag_5 <= \$198 ;
+    row_tag_5 <= \$200 ;
   always @(posedge e0_clk)
-    bitmap_6 <= \$199 ;
+    bitmap_6 <= \$201 ;
   always @(posedge e0_clk)
-    row_tag_6 <= \$200 ;
+    row_tag_6 <= \$202 ;
   always @(posedge e0_clk)
-    bitmap_7 <= \$201 ;
+    bitmap_7 <= \$203 ;
   always @(posedge e0_clk)
-    row_tag_7 <= \$202 ;
+    row_tag_7 <= \$204 ;
   \top.conv1.line_buffer.mem  mem (
     .e0_clk(e0_clk),
     .e0_rst(e0_rst),
@@ -24170,185 +24186,159 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$160  = c_gi;
+    \$162  = c_gi;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[24]) begin
-        \$160  = 1'h0;
+        \$162  = 1'h0;
       end else begin
-        \$160  = \$34 [0];
+        \$162  = \$34 [0];
       end
     end
     if (e0_rst) begin
-      \$160  = 1'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$161  = prev_any;
+    \$163  = prev_any;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[24]) begin
-        \$161  = 1'h0;
+        \$163  = 1'h0;
       end else begin
         if (\$35 ) begin
-          \$161  = 1'h1;
+          \$163  = 1'h1;
         end
       end
     end
     if (e0_rst) begin
-      \$161  = 1'h0;
+      \$163  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$162  = \$signal ;
+    \$164  = \$signal ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[24]) begin
       end else begin
-        \$162  = sites_in__payload[19:16];
+        \$164  = sites_in__payload[19:16];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$163  = \$signal$29 ;
+    \$165  = \$signal$29 ;
     if (\$31 ) begin
       (* full_case = 32'd1 *)
       if (sites_in__payload[24]) begin
       end else begin
-        \$163  = sites_in__payload[23:20];
+        \$165  = sites_in__payload[23:20];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$164  = height_m1;
+    \$166  = height_m1;
     if (e0_rst) begin
-      \$164  = 4'h0;
+      \$166  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$165  = width_m1;
+    \$167  = width_m1;
     if (e0_rst) begin
-      \$165  = 4'h0;
+      \$167  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$166  = entry_0;
-    if (\$40 ) begin
-      \$166  = entry;
+    \$168  = entry_0;
+    if (\$36 ) begin
+      \$168  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$167  = entry_0_valid;
-    if (\$40 ) begin
-      \$167  = 1'h1;
+    \$169  = entry_0_valid;
+    if (\$41 ) begin
+      \$169  = 1'h1;
     end
     if (take) begin
-      if (\$98 ) begin
-        \$167  = 1'h0;
+      if (\$100 ) begin
+        \$169  = 1'h0;
       end
     end
-    if (e0_rst) begin
-      \$167  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$168  = \$52 ;
-    if (e0_rst) begin
-      \$168  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$169  = \$60 ;
     if (e0_rst) begin
       \$169  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$170  = entry_1;
-    if (\$65 ) begin
-      \$170  = entry;
+    \$170  = \$53 ;
+    if (e0_rst) begin
+      \$170  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$171  = entry_1_valid;
-    if (\$65 ) begin
-      \$171  = 1'h1;
-    end
-    if (take) begin
-      if (\$106 ) begin
-        \$171  = 1'h0;
-      end
-    end
+    \$171  = \$61 ;
     if (e0_rst) begin
       \$171  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$172  = \$77 ;
-    if (e0_rst) begin
-      \$172  = 1'h0;
+    \$172  = entry_1;
+    if (\$62 ) begin
+      \$172  = entry;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$173  = \$85 ;
+    \$173  = entry_1_valid;
+    if (\$67 ) begin
+      \$173  = 1'h1;
+    end
+    if (take) begin
+      if (\$108 ) begin
+        \$173  = 1'h0;
+      end
+    end
     if (e0_rst) begin
       \$173  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$174  = \$signal$68 ;
-    if (\$88 ) begin
-      \$174  = \$89 ;
-    end
+    \$174  = \$79 ;
     if (e0_rst) begin
       \$174  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$175  = rp;
-    if (take) begin
-      \$175  = \$90 ;
-    end
+    \$175  = \$87 ;
     if (e0_rst) begin
       \$175  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$176  = done_rows;
-    if (\$114 ) begin
-      \$176  = { 2'h0, got[19:16] };
-    end
-    if (frame_reset) begin
-      \$176  = 6'h00;
+    \$176  = \$signal$68 ;
+    if (\$90 ) begin
+      \$176  = \$91 ;
     end
     if (e0_rst) begin
-      \$176  = 6'h00;
+      \$176  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$177  = busy;
+    \$177  = rp;
     if (take) begin
-      \$177  = 1'h1;
-    end
-    if (frame_reset) begin
-      \$177  = 1'h0;
+      \$177  = \$92 ;
     end
     if (e0_rst) begin
       \$177  = 1'h0;
@@ -24356,29 +24346,22 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$178  = eof_seen;
-    if (take) begin
-      if (got[24]) begin
-        \$178  = 1'h1;
-      end
+    \$178  = done_rows;
+    if (\$116 ) begin
+      \$178  = { 2'h0, got[19:16] };
     end
     if (frame_reset) begin
-      \$178  = 1'h0;
+      \$178  = 6'h00;
     end
     if (e0_rst) begin
-      \$178  = 1'h0;
+      \$178  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$179  = \$signal$48 ;
+    \$179  = busy;
     if (take) begin
-      if (got[24]) begin
-        \$179  = 1'h0;
-      end else if (\$signal$48 ) begin
-      end else if (bad) begin
-        \$179  = 1'h1;
-      end
+      \$179  = 1'h1;
     end
     if (frame_reset) begin
       \$179  = 1'h0;
@@ -24389,14 +24372,9 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$180  = error;
+    \$180  = eof_seen;
     if (take) begin
       if (got[24]) begin
-        if (\$116 ) begin
-          \$180  = 1'h1;
-        end
-      end else if (\$signal$48 ) begin
-      end else if (bad) begin
         \$180  = 1'h1;
       end
     end
@@ -24409,12 +24387,12 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$181  = has_last;
+    \$181  = \$signal$48 ;
     if (take) begin
       if (got[24]) begin
+        \$181  = 1'h0;
       end else if (\$signal$48 ) begin
       end else if (bad) begin
-      end else if (got[28]) begin
         \$181  = 1'h1;
       end
     end
@@ -24427,77 +24405,90 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$182  = last_y;
+    \$182  = error;
+    if (take) begin
+      if (got[24]) begin
+        if (\$118 ) begin
+          \$182  = 1'h1;
+        end
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+        \$182  = 1'h1;
+      end
+    end
+    if (frame_reset) begin
+      \$182  = 1'h0;
+    end
+    if (e0_rst) begin
+      \$182  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$183  = has_last;
     if (take) begin
       if (got[24]) begin
       end else if (\$signal$48 ) begin
       end else if (bad) begin
       end else if (got[28]) begin
-        \$182  = got[19:16];
+        \$183  = 1'h1;
       end
     end
-    if (e0_rst) begin
-      \$182  = 4'h0;
+    if (frame_reset) begin
+      \$183  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$183  = \$122 ;
     if (e0_rst) begin
       \$183  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$184  = \$126 ;
+    \$184  = last_y;
+    if (take) begin
+      if (got[24]) begin
+      end else if (\$signal$48 ) begin
+      end else if (bad) begin
+      end else if (got[28]) begin
+        \$184  = got[19:16];
+      end
+    end
     if (e0_rst) begin
-      \$184  = 1'h0;
+      \$184  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$185  = got[28];
+    \$185  = \$124 ;
     if (e0_rst) begin
       \$185  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$186  = \$127 ;
+    \$186  = \$128 ;
     if (e0_rst) begin
       \$186  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$187  = bitmap_0;
-    if (\$129 ) begin
-      \$187  = \$131 ;
-    end
+    \$187  = got[28];
     if (e0_rst) begin
-      \$187  = 16'h0000;
+      \$187  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$188  = row_tag_0;
-    if (\$129 ) begin
-      if (\$signal$75 ) begin
-        \$188  = { 1'h0, w_y };
-      end
-    end
-    if (frame_reset) begin
-      \$188  = 5'h1f;
-    end
+    \$188  = \$129 ;
     if (e0_rst) begin
-      \$188  = 5'h1f;
+      \$188  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$189  = bitmap_1;
-    if (\$133 ) begin
-      \$189  = \$135 ;
+    \$189  = bitmap_0;
+    if (\$131 ) begin
+      \$189  = \$133 ;
     end
     if (e0_rst) begin
       \$189  = 16'h0000;
@@ -24505,8 +24496,8 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$190  = row_tag_1;
-    if (\$133 ) begin
+    \$190  = row_tag_0;
+    if (\$131 ) begin
       if (\$signal$75 ) begin
         \$190  = { 1'h0, w_y };
       end
@@ -24520,9 +24511,9 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$191  = bitmap_2;
-    if (\$137 ) begin
-      \$191  = \$139 ;
+    \$191  = bitmap_1;
+    if (\$135 ) begin
+      \$191  = \$137 ;
     end
     if (e0_rst) begin
       \$191  = 16'h0000;
@@ -24530,8 +24521,8 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$192  = row_tag_2;
-    if (\$137 ) begin
+    \$192  = row_tag_1;
+    if (\$135 ) begin
       if (\$signal$75 ) begin
         \$192  = { 1'h0, w_y };
       end
@@ -24545,9 +24536,9 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$193  = bitmap_3;
-    if (\$141 ) begin
-      \$193  = \$143 ;
+    \$193  = bitmap_2;
+    if (\$139 ) begin
+      \$193  = \$141 ;
     end
     if (e0_rst) begin
       \$193  = 16'h0000;
@@ -24555,8 +24546,8 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$194  = row_tag_3;
-    if (\$141 ) begin
+    \$194  = row_tag_2;
+    if (\$139 ) begin
       if (\$signal$75 ) begin
         \$194  = { 1'h0, w_y };
       end
@@ -24570,9 +24561,9 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$195  = bitmap_4;
-    if (\$145 ) begin
-      \$195  = \$147 ;
+    \$195  = bitmap_3;
+    if (\$143 ) begin
+      \$195  = \$145 ;
     end
     if (e0_rst) begin
       \$195  = 16'h0000;
@@ -24580,8 +24571,8 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$196  = row_tag_4;
-    if (\$145 ) begin
+    \$196  = row_tag_3;
+    if (\$143 ) begin
       if (\$signal$75 ) begin
         \$196  = { 1'h0, w_y };
       end
@@ -24595,9 +24586,9 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$197  = bitmap_5;
-    if (\$149 ) begin
-      \$197  = \$151 ;
+    \$197  = bitmap_4;
+    if (\$147 ) begin
+      \$197  = \$149 ;
     end
     if (e0_rst) begin
       \$197  = 16'h0000;
@@ -24605,8 +24596,8 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$198  = row_tag_5;
-    if (\$149 ) begin
+    \$198  = row_tag_4;
+    if (\$147 ) begin
       if (\$signal$75 ) begin
         \$198  = { 1'h0, w_y };
       end
@@ -24620,9 +24611,9 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$199  = bitmap_6;
-    if (\$153 ) begin
-      \$199  = \$155 ;
+    \$199  = bitmap_5;
+    if (\$151 ) begin
+      \$199  = \$153 ;
     end
     if (e0_rst) begin
       \$199  = 16'h0000;
@@ -24630,8 +24621,8 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$200  = row_tag_6;
-    if (\$153 ) begin
+    \$200  = row_tag_5;
+    if (\$151 ) begin
       if (\$signal$75 ) begin
         \$200  = { 1'h0, w_y };
       end
@@ -24645,9 +24636,9 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$201  = bitmap_7;
-    if (\$157 ) begin
-      \$201  = \$159 ;
+    \$201  = bitmap_6;
+    if (\$155 ) begin
+      \$201  = \$157 ;
     end
     if (e0_rst) begin
       \$201  = 16'h0000;
@@ -24655,8 +24646,8 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$202  = row_tag_7;
-    if (\$157 ) begin
+    \$202  = row_tag_6;
+    if (\$155 ) begin
       if (\$signal$75 ) begin
         \$202  = { 1'h0, w_y };
       end
@@ -24666,6 +24657,31 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
     end
     if (e0_rst) begin
       \$202  = 5'h1f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$203  = bitmap_7;
+    if (\$159 ) begin
+      \$203  = \$161 ;
+    end
+    if (e0_rst) begin
+      \$203  = 16'h0000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$204  = row_tag_7;
+    if (\$159 ) begin
+      if (\$signal$75 ) begin
+        \$204  = { 1'h0, w_y };
+      end
+    end
+    if (frame_reset) begin
+      \$204  = 5'h1f;
+    end
+    if (e0_rst) begin
+      \$204  = 5'h1f;
     end
   end
   assign rd_addr = r_addr;
@@ -24772,11 +24788,11 @@ module \top.conv1.line_buffer (e0_clk, sites_in__valid, hold, frame_reset, sites
   assign tags[14:10] = row_tag_2;
   assign tags[9:5] = row_tag_1;
   assign tags[4:0] = row_tag_0;
-  assign \$64  = \$signal$68 ;
-  assign \$69  = \$signal$68 ;
-  assign \$81  = \$signal$68 ;
-  assign \$99  = rp;
-  assign \$103  = \$signal$68 ;
+  assign \$66  = \$signal$68 ;
+  assign \$71  = \$signal$68 ;
+  assign \$83  = \$signal$68 ;
+  assign \$101  = rp;
+  assign \$105  = \$signal$68 ;
 endmodule
 
 (* generator = "Amaranth" *)
