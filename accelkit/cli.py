@@ -253,6 +253,8 @@ def cmd_report(args) -> int:
 
 
 def main(argv=None) -> int:
+    from accelkit.flows.synth import add_place_route_args
+
     p = argparse.ArgumentParser(prog="accelkit", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     blocks = sorted(BLOCKS)
@@ -278,16 +280,7 @@ def main(argv=None) -> int:
     s.add_argument("--stall", type=float, default=0.0, help="chance of an output stall per cycle")
     s.set_defaults(func=cmd_sim)
     s = block_cmd("synth", "synthesise a block with yosys (ECP5, Xilinx UltraScale+) and place it with nextpnr-ecp5")
-    s.add_argument("--device", default="85k", help="ECP5 part for Fmax: 25k, 45k, 85k (LFE5U, speed 6), "
-                   "um5g-25k, um5g-45k, um5g-85k (LFE5UM5G, speed 8); default 85k")
-    s.add_argument("--seeds", type=int, default=3, metavar="N",
-                   help="nextpnr seeds 1..N; Fmax is their median (default 3)")
-    s.add_argument("--no-fmax", action="store_true", help="area only, skip place and route")
-    s.add_argument("--seed-jobs", type=int, choices=(1, 2), default=2, metavar="N",
-                   help="nextpnr seeds run side by side: 1 or 2 (default 2; 1 on a shared machine or a large design)")
-    s.add_argument("--router", choices=("router1", "router2"), default=None,
-                   help="nextpnr's router (default: nextpnr's own, router1; runs with --router are cached apart, "
-                        "under fmax-<device>-<router>)")
+    add_place_route_args(s)
     s.set_defaults(func=cmd_synth)
     s = block_cmd("sweep", "measure area, Fmax and cycles over a grid of configs: JSON, CSV and a plot")
     s.add_argument("-o", "--out", default="sweep", help="output folder (default: sweep/)")

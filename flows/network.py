@@ -244,6 +244,8 @@ def cmd_synth(args) -> int:
 
 
 def add_parser(sub) -> None:
+    from accelkit.flows.synth import add_place_route_args
+
     n = sub.add_parser("network", help="compile, simulate and synthesise a whole sparse network",
                        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     nsub = n.add_subparsers(dest="network_cmd", required=True)
@@ -275,11 +277,5 @@ def add_parser(sub) -> None:
     s.set_defaults(func=cmd_sim)
     y = nsub.add_parser("synth", help="area (ECP5, Xilinx) and ECP5 Fmax of a compiled network")
     y.add_argument("--config", required=True)
-    y.add_argument("--device", default="85k")
-    y.add_argument("--seeds", type=int, default=3)
-    y.add_argument("--no-fmax", action="store_true")
-    y.add_argument("--seed-jobs", type=int, choices=(1, 2), default=1,
-                   help="nextpnr seeds run side by side (each placement of a network top takes tens of minutes)")
-    y.add_argument("--router", choices=("router1", "router2"), default=None,
-                   help="nextpnr's router (default: nextpnr's, router1; router2 is far quicker on a network top)")
+    add_place_route_args(y, seed_jobs=1)
     y.set_defaults(func=cmd_synth)

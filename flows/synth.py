@@ -503,6 +503,22 @@ def _write_result(path: Path, result: dict) -> None:
     tmp.replace(path)
 
 
+def add_place_route_args(parser, seed_jobs: int = 2) -> None:
+    """The place-and-route options of `accelkit synth` and `accelkit network synth`: device, seeds, --no-fmax,
+    seeds side by side, router (`seed_jobs`: the default of --seed-jobs)."""
+    parser.add_argument("--device", default="85k", help="ECP5 part for Fmax: 25k, 45k, 85k (LFE5U, speed 6), "
+                        "um5g-25k, um5g-45k, um5g-85k (LFE5UM5G, speed 8); default 85k")
+    parser.add_argument("--seeds", type=int, default=3, metavar="N",
+                        help="nextpnr seeds 1..N; Fmax is their median (default 3)")
+    parser.add_argument("--no-fmax", action="store_true", help="area only, skip place and route")
+    parser.add_argument("--seed-jobs", type=int, choices=(1, 2), default=seed_jobs, metavar="N",
+                        help=f"nextpnr seeds run side by side: 1 or 2 (default {seed_jobs}; 1 on a shared machine "
+                             "or a large design)")
+    parser.add_argument("--router", choices=("router1", "router2"), default=None,
+                        help="nextpnr's router (default: nextpnr's own, router1; router2 is far quicker on a large "
+                             "design; runs with --router are cached apart, under fmax-<device>-<router>)")
+
+
 def synth_config(cfg: BlockConfig, targets: Iterable[str] = ("ecp5", "xilinx"), fmax: bool = True,
                  device: str = DEFAULT_DEVICE, seeds: Iterable[int] = DEFAULT_SEEDS, seed_jobs: int = 1,
                  router: str | None = None) -> dict:
