@@ -86,11 +86,13 @@ def _load_config(path: str) -> SparseNetworkConfig:
 
 
 def compile_and_predict(net: SparseNetwork, frames: list[SparseFrame], budget: int | None, device: str | None = None,
-                        link_depth: int | str = "auto", max_link_depth: int = 1024) -> tuple[SparseNetworkConfig, dict]:
+                        link_depth: int | str = "auto", max_link_depth: int = 1024,
+                        retime: int = 1) -> tuple[SparseNetworkConfig, dict]:
     """`accelkit network compile`'s figures (the report's network section shows the same): the compiler's
     allocation and summary (`compile_network`), the link FIFOs (`link_depth` beats each, or "auto": each sized
     by `choose_link_depths`, up to `max_link_depth`), and the whole pipeline's cycle model on `frames` back to
-    back (`predicted_interval`, `predicted_latency` per frame)."""
+    back (`predicted_interval`, `predicted_latency` per frame). `retime`: fabric registers after every product
+    (`SparseNetworkConfig.retimed`; they cost flip-flops and latency, no multiplier or block RAM)."""
     from accelkit.flows.compile import choose_link_depths, compile_network, predicted_interval
     from accelkit.flows.resources import network_resources
 
@@ -98,6 +100,8 @@ def compile_and_predict(net: SparseNetwork, frames: list[SparseFrame], budget: i
     with progress.step(f"network: allocation for {what}: each layer's work on {len(frames)} frames, the MILP over "
                        "every layer's PI and PO, solved again on the RTL cycle model near the bottleneck"):
         cfg, summary = compile_network(net, frames, budget, device=device)
+    cfg = cfg.retimed(retime)
+    summary.update(retime=retime)
     if link_depth == "auto":
         with progress.step(f"network: link FIFO depths, each the shallowest (up to {max_link_depth}) that keeps the "
                            f"cycle model's interval on {len(frames)} frames within 0.5% of all at {max_link_depth}"):
@@ -166,7 +170,7 @@ def cmd_compile(args) -> int:
         net, default = load_network(args.net)
         frames = load_frames(args.frames, net, default)
         cfg, summary = compile_and_predict(net, frames, args.budget, args.device, args.link_depth,
-                                           args.max_link_depth)
+                                           args.max_link_depth, args.retime)
         out = Path(args.out)
         with progress.step(f"network: writing {out / 'config.json'}, {out / 'compile.json'}"):
             out.mkdir(parents=True, exist_ok=True)
@@ -262,6 +266,9 @@ def add_parser(sub) -> None:
                         "interval within 0.5%% of all at --max-link-depth), or one depth for all (0: wired directly)")
     c.add_argument("--max-link-depth", type=int, default=1024, help="the deepest link --link-depth auto tries "
                    "(default 1024; a power of two up to 4096)")
+    c.add_argument("--retime", type=int, default=1, choices=range(5), metavar="N",
+                   help="fabric registers after every multiplier's product, 0 to 4 (default 1; 2 for a network that "
+                        "fills most of the part's multipliers, whose placement spreads them far from their adders)")
     c.add_argument("-o", "--out", required=True)
     c.set_defaults(func=cmd_compile)
     s = nsub.add_parser("sim", help="run the compiled network's RTL on frames, bit-exact against the golden net")

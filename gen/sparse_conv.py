@@ -231,7 +231,11 @@ class SparseConvEngine(wiring.Component):
             m.d.sync += out.valid.eq(0)
         inflight = Signal(range(depth + 1))
         out_fire = self.sites_out.valid & self.sites_out.ready
-        m.d.sync += inflight.eq(inflight + sq.beat - out_fire)
+        # the count with this cycle's issue comes from local registers; the consumer's ready (through out_fire)
+        # only selects it or it minus one, after the carry chains, not into them
+        issued = Signal(range(depth + 2))
+        m.d.comb += issued.eq(inflight + sq.beat)
+        m.d.sync += inflight.eq(Mux(out_fire, issued - 1, issued))
         m.d.comb += sq.can_emit.eq(inflight < depth)
         m.d.comb += frame_reset.eq(rq.feats.valid & feats.meta.eof)
         return m

@@ -276,50 +276,51 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [1:0] \$11 ;
+  wire \$11 ;
   wire [1:0] \$12 ;
-  wire \$13 ;
+  wire [1:0] \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire [1:0] \$16 ;
-  wire \$17 ;
-  wire [4:0] \$18 ;
-  wire [5:0] \$19 ;
+  wire [1:0] \$17 ;
+  wire \$18 ;
+  wire [4:0] \$19 ;
   wire \$2 ;
-  wire [6:0] \$20 ;
-  wire [3:0] \$21 ;
-  wire [5:0] \$22 ;
-  wire [6:0] \$23 ;
-  wire \$24 ;
+  wire [5:0] \$20 ;
+  wire [6:0] \$21 ;
+  wire [3:0] \$22 ;
+  wire [5:0] \$23 ;
+  wire [6:0] \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [6:0] \$27 ;
+  wire \$27 ;
   wire \$28 ;
-  wire [7:0] \$29 ;
+  wire [6:0] \$29 ;
   wire \$3 ;
-  reg \$30 ;
+  wire [6:0] \$30 ;
   reg \$31 ;
-  reg [127:0] \$32 ;
-  reg [4:0] \$33 ;
-  reg \$34 ;
-  reg [4:0] \$35 ;
+  reg \$32 ;
+  reg [127:0] \$33 ;
+  reg [4:0] \$34 ;
+  reg \$35 ;
   reg [4:0] \$36 ;
-  reg \$37 ;
+  reg [4:0] \$37 ;
   reg \$38 ;
-  reg [3:0] \$39 ;
+  reg \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [4:0] \$41 ;
-  reg [6:0] \$42 ;
-  reg \$43 ;
+  reg [3:0] \$40 ;
+  reg \$41 ;
+  reg [4:0] \$42 ;
+  reg [6:0] \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg [41:0] \$46 ;
-  reg [5:0] \$47 ;
-  wire \$5 ;
+  reg \$46 ;
+  reg [41:0] \$47 ;
+  reg [5:0] \$48 ;
+  wire [6:0] \$5 ;
   wire \$6 ;
-  wire [5:0] \$7 ;
-  wire \$8 ;
+  wire \$7 ;
+  wire [5:0] \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
@@ -345,7 +346,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire [31:0] \bitmaps[6] ;
   wire [31:0] \bitmaps[7] ;
   wire busy;
-  wire \busy$91 ;
+  wire \busy$93 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -379,6 +380,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   reg [4:0] height_m1 = 5'h00;
   wire hold;
   reg [5:0] inflight = 6'h00;
+  wire [5:0] issued;
   wire [4:0] last_y;
   wire [4:0] \last_y$42 ;
   reg loaded = 1'h0;
@@ -416,8 +418,8 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire [4:0] r_addr;
   wire \r_addr$67 ;
   wire [127:0] r_data;
+  wire [41:0] \r_data$101 ;
   wire [127:0] \r_data$70 ;
-  wire [41:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [7:0] rd_addr;
@@ -442,7 +444,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [3:0] row;
-  wire [3:0] \row$93 ;
+  wire [3:0] \row$95 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -528,7 +530,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   wire [3:0] \steps__payload.meta.oy ;
   wire [4:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$95 ;
+  wire \steps__valid$97 ;
   wire [98:0] sums__payload;
   wire [98:0] \sums__payload$64 ;
   wire [87:0] \sums__payload$64.acc ;
@@ -596,19 +598,21 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   (* init = 5'h00 *)
   wire [4:0] \width_m1$26 ;
   always @(posedge clk)
-    c_out <= \$38 ;
+    c_in <= \$38 ;
   always @(posedge clk)
-    c_tap <= \$39 ;
+    c_out <= \$39 ;
   always @(posedge clk)
-    \w_addr$8  <= \$40 ;
+    c_tap <= \$40 ;
   always @(posedge clk)
-    w_addr <= \$41 ;
+    \w_addr$8  <= \$41 ;
   always @(posedge clk)
-    permit_row <= \$42 ;
+    w_addr <= \$42 ;
   always @(posedge clk)
-    read_v_d1 <= \$43 ;
+    permit_row <= \$43 ;
   always @(posedge clk)
-    steps__valid <= \$44 ;
+    read_v_d1 <= \$44 ;
+  always @(posedge clk)
+    steps__valid <= \$45 ;
   always @(posedge clk)
     read_first_d1 <= steps__payload[13];
   always @(posedge clk)
@@ -622,11 +626,11 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   always @(posedge clk)
     read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$45 ;
+    sites_out__valid <= \$46 ;
   always @(posedge clk)
-    sites_out__payload <= \$46 ;
+    sites_out__payload <= \$47 ;
   always @(posedge clk)
-    inflight <= \$47 ;
+    inflight <= \$48 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -634,47 +638,46 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \$3  = ~ sites_out__valid;
   assign \$4  = \$3  | sites_out__ready;
   assign r_en = r_rdy & \$4 ;
+  assign \$5  = inflight + beat;
   assign can_emit = inflight < 6'h20;
   assign frame_reset = \w_en$73  & feats__payload[41];
-  assign \$5  = params__valid & params__ready;
-  assign \$6  = pcount == 5'h14;
-  assign \$7  = pcount + 1'h1;
-  assign \$8  = ! pcount;
-  assign \$9  = pcount <= 5'h12;
-  assign \$10  = ! c_in;
-  assign \$11  = c_in + 1'h1;
-  assign \$12  = c_in ? \$11  : 2'h0;
-  assign \$13  = ! c_in;
-  assign \$15  = c_out + 1'h1;
-  assign \$16  = \$14  ? 2'h0 : \$15 ;
-  assign \$18  = c_tap + 1'h1;
-  assign \$19  = pcount - 1'h1;
-  assign \$20  = $signed(\$19 ) - $signed(6'h12);
-  assign \$21  = \busy$91  ? \row$93  : row;
-  assign \$22  = \$21  * 2'h2;
-  assign \$23  = \$22  + 3'h7;
-  assign \$24  = ~ sites_out__valid;
-  assign \$25  = \$24  | sites_out__ready;
-  assign \$26  = r_rdy & \$25 ;
-  assign \$27  = inflight + beat;
+  assign \$6  = params__valid & params__ready;
+  assign \$7  = pcount == 5'h14;
+  assign \$8  = pcount + 1'h1;
+  assign \$9  = ! pcount;
+  assign \$10  = pcount <= 5'h12;
+  assign \$11  = ! c_in;
+  assign \$12  = c_in + 1'h1;
+  assign \$13  = c_in ? \$12  : 2'h0;
+  assign \$14  = ! c_in;
+  assign \$16  = c_out + 1'h1;
+  assign \$17  = \$15  ? 2'h0 : \$16 ;
+  assign \$19  = c_tap + 1'h1;
+  assign \$20  = pcount - 1'h1;
+  assign \$21  = $signed(\$20 ) - $signed(6'h12);
+  assign \$22  = \busy$93  ? \row$95  : row;
+  assign \$23  = \$22  * 2'h2;
+  assign \$24  = \$23  + 3'h7;
+  assign \$25  = ~ sites_out__valid;
+  assign \$26  = \$25  | sites_out__ready;
+  assign \$27  = r_rdy & \$26 ;
   assign \$28  = sites_out__valid & sites_out__ready;
-  assign \$29  = \$27  - \$28 ;
+  assign \$29  = \$5 [5:0] - 1'h1;
+  assign \$30  = \$28  ? \$29  : { 1'h0, \$5 [5:0] };
   always @(posedge clk)
-    w_en <= \$30 ;
+    w_en <= \$31 ;
   always @(posedge clk)
-    \w_en$11  <= \$31 ;
+    \w_en$11  <= \$32 ;
   always @(posedge clk)
-    w_data <= \$32 ;
+    w_data <= \$33 ;
   always @(posedge clk)
-    pcount <= \$33 ;
+    pcount <= \$34 ;
   always @(posedge clk)
-    loaded <= \$34 ;
+    loaded <= \$35 ;
   always @(posedge clk)
-    height_m1 <= \$35 ;
+    height_m1 <= \$36 ;
   always @(posedge clk)
-    width_m1 <= \$36 ;
-  always @(posedge clk)
-    c_in <= \$37 ;
+    width_m1 <= \$37 ;
   \top.layer0.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -724,7 +727,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   );
   \top.layer0.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$99 ),
+    .r_data(\r_data$101 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -751,16 +754,16 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   );
   \top.layer0.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$91 ),
+    .busy(\busy$93 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$93 ),
+    .row(\row$95 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$95 )
+    .steps__valid(\steps__valid$97 )
   );
   \top.layer0.weights  weights (
     .clk(clk),
@@ -773,14 +776,12 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$38  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
+    \$38  = c_in;
+    if (\$6 ) begin
+      if (\$9 ) begin
         \$38  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$38  = \$16 [0];
-        end
+      end else if (\$10 ) begin
+        \$38  = \$13 [0];
       end
     end
     if (rst) begin
@@ -789,93 +790,109 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = c_tap;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$39  = 4'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          if (\$17 ) begin
-            \$39  = \$18 [3:0];
+    \$39  = c_out;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$39  = 1'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          \$39  = \$17 [0];
+        end
+      end
+    end
+    if (rst) begin
+      \$39  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$40  = c_tap;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$40  = 4'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          if (\$18 ) begin
+            \$40  = \$19 [3:0];
           end
         end
       end
     end
     if (rst) begin
-      \$39  = 4'h0;
+      \$40  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = \w_addr$8 ;
-    if (\$5 ) begin
+    \$41  = \w_addr$8 ;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$8 ) begin
-        \$40  = 1'h0;
-      end else if (\$9 ) begin
+      if (\$9 ) begin
+        \$41  = 1'h0;
+      end else if (\$10 ) begin
       end else begin
-        \$40  = \$20 [0];
+        \$41  = \$21 [0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = w_addr;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$41  = { c_tap, c_out };
+    \$42  = w_addr;
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
+        \$42  = { c_tap, c_out };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = \$23 ;
+    \$43  = \$24 ;
     if (frame_reset) begin
-      \$42  = 7'h07;
+      \$43  = 7'h07;
     end
     if (rst) begin
-      \$42  = 7'h00;
+      \$43  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = \steps__valid$95 ;
-    if (rst) begin
-      \$43  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = read_v_d1;
+    \$44  = \steps__valid$97 ;
     if (rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = sites_out__valid;
-    if (\$26 ) begin
-      \$45  = 1'h1;
+    \$45  = read_v_d1;
+    if (rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$46  = sites_out__valid;
+    if (\$27 ) begin
+      \$46  = 1'h1;
     end else if (sites_out__ready) begin
-      \$45  = 1'h0;
+      \$46  = 1'h0;
     end
     if (rst) begin
-      \$45  = 1'h0;
+      \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = sites_out__payload;
-    if (\$26 ) begin
-      \$46  = \r_data$99 ;
+    \$47  = sites_out__payload;
+    if (\$27 ) begin
+      \$47  = \r_data$101 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = \$29 [5:0];
+    \$48  = \$30 [5:0];
     if (rst) begin
-      \$47  = 6'h00;
+      \$48  = 6'h00;
     end
   end
   always @* begin
@@ -895,25 +912,10 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$30  = 1'h0;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$30  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$30  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$31  = 1'h0;
-    if (\$5 ) begin
-      (* full_case = 32'd1 *)
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-      end else begin
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
         \$31  = 1'h1;
       end
     end
@@ -923,59 +925,62 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$32  = w_data;
-    if (\$5 ) begin
-      \$32  = params__payload;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$33  = pcount;
-    if (\$5 ) begin
+    \$32  = 1'h0;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        \$33  = 5'h00;
+      if (\$9 ) begin
+      end else if (\$10 ) begin
       end else begin
-        \$33  = \$7 [4:0];
+        \$32  = 1'h1;
       end
     end
     if (rst) begin
-      \$33  = 5'h00;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$34  = loaded;
-    if (\$5 ) begin
-      if (\$6 ) begin
-        \$34  = 1'h1;
-      end
-      if (\$8 ) begin
-        \$34  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$34  = 1'h0;
+    \$33  = w_data;
+    if (\$6 ) begin
+      \$33  = params__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[4:0];
+    \$34  = pcount;
+    if (\$6 ) begin
+      (* full_case = 32'd1 *)
+      if (\$7 ) begin
+        \$34  = 5'h00;
+      end else begin
+        \$34  = \$8 [4:0];
       end
     end
     if (rst) begin
-      \$35  = 5'h00;
+      \$34  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = params__payload[9:5];
+    \$35  = loaded;
+    if (\$6 ) begin
+      if (\$7 ) begin
+        \$35  = 1'h1;
+      end
+      if (\$9 ) begin
+        \$35  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$35  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = height_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$36  = params__payload[4:0];
       end
     end
     if (rst) begin
@@ -984,16 +989,14 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        \$37  = \$12 [0];
+    \$37  = width_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$37  = params__payload[9:5];
       end
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$37  = 5'h00;
     end
   end
   assign p_waddr = w_addr;
@@ -1032,6 +1035,7 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
   assign out_reg = sites_out__payload;
+  assign issued = \$5 [5:0];
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -1187,8 +1191,8 @@ module \top.layer0 (params__valid, sites_in__payload, sites_in__valid, clk, rst,
   assign \steps__payload$57 [160] = read_first_d2;
   assign \steps__payload$57 [159:32] = r_data;
   assign \steps__payload$57 [31:0] = rd_data;
-  assign \$14  = c_out;
-  assign \$17  = c_out;
+  assign \$15  = c_out;
+  assign \$18  = c_out;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -8298,49 +8302,50 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [1:0] \$11 ;
+  wire \$11 ;
   wire [1:0] \$12 ;
-  wire \$13 ;
+  wire [1:0] \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire [1:0] \$16 ;
-  wire \$17 ;
-  wire [4:0] \$18 ;
-  wire [6:0] \$19 ;
+  wire [1:0] \$17 ;
+  wire \$18 ;
+  wire [4:0] \$19 ;
   wire \$2 ;
-  wire [7:0] \$20 ;
-  wire [3:0] \$21 ;
-  wire [4:0] \$22 ;
-  wire \$23 ;
+  wire [6:0] \$20 ;
+  wire [7:0] \$21 ;
+  wire [3:0] \$22 ;
+  wire [4:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [6:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
-  wire [7:0] \$28 ;
-  reg \$29 ;
+  wire [6:0] \$28 ;
+  wire [6:0] \$29 ;
   wire \$3 ;
   reg \$30 ;
-  reg [127:0] \$31 ;
-  reg [5:0] \$32 ;
-  reg \$33 ;
-  reg [3:0] \$34 ;
+  reg \$31 ;
+  reg [127:0] \$32 ;
+  reg [5:0] \$33 ;
+  reg \$34 ;
   reg [3:0] \$35 ;
-  reg \$36 ;
+  reg [3:0] \$36 ;
   reg \$37 ;
-  reg [3:0] \$38 ;
-  reg \$39 ;
+  reg \$38 ;
+  reg [3:0] \$39 ;
   wire \$4 ;
-  reg [5:0] \$40 ;
+  reg \$40 ;
   reg [5:0] \$41 ;
-  reg \$42 ;
+  reg [5:0] \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg [41:0] \$45 ;
-  reg [5:0] \$46 ;
-  wire \$5 ;
+  reg \$45 ;
+  reg [41:0] \$46 ;
+  reg [5:0] \$47 ;
+  wire [6:0] \$5 ;
   wire \$6 ;
-  wire [6:0] \$7 ;
-  wire \$8 ;
+  wire \$7 ;
+  wire [6:0] \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
@@ -8358,7 +8363,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire [15:0] \bitmaps[2] ;
   wire [15:0] \bitmaps[3] ;
   wire busy;
-  wire \busy$91 ;
+  wire \busy$93 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -8392,6 +8397,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   reg [3:0] height_m1 = 4'h0;
   wire hold;
   reg [5:0] inflight = 6'h00;
+  wire [5:0] issued;
   wire [3:0] last_y;
   wire [3:0] \last_y$42 ;
   reg loaded = 1'h0;
@@ -8429,8 +8435,8 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire [5:0] r_addr;
   wire \r_addr$67 ;
   wire [127:0] r_data;
+  wire [41:0] \r_data$101 ;
   wire [127:0] \r_data$70 ;
-  wire [41:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [6:0] rd_addr;
@@ -8455,7 +8461,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [3:0] row;
-  wire [3:0] \row$93 ;
+  wire [3:0] \row$95 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -8541,7 +8547,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   wire [3:0] \steps__payload.meta.oy ;
   wire [5:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$95 ;
+  wire \steps__valid$97 ;
   wire [98:0] sums__payload;
   wire [98:0] \sums__payload$64 ;
   wire [87:0] \sums__payload$64.acc ;
@@ -8601,17 +8607,19 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
   always @(posedge clk)
-    c_tap <= \$38 ;
+    c_out <= \$38 ;
   always @(posedge clk)
-    \w_addr$8  <= \$39 ;
+    c_tap <= \$39 ;
   always @(posedge clk)
-    w_addr <= \$40 ;
+    \w_addr$8  <= \$40 ;
   always @(posedge clk)
-    permit_row <= \$41 ;
+    w_addr <= \$41 ;
   always @(posedge clk)
-    read_v_d1 <= \$42 ;
+    permit_row <= \$42 ;
   always @(posedge clk)
-    steps__valid <= \$43 ;
+    read_v_d1 <= \$43 ;
+  always @(posedge clk)
+    steps__valid <= \$44 ;
   always @(posedge clk)
     read_first_d1 <= steps__payload[13];
   always @(posedge clk)
@@ -8625,11 +8633,11 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   always @(posedge clk)
     read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$44 ;
+    sites_out__valid <= \$45 ;
   always @(posedge clk)
-    sites_out__payload <= \$45 ;
+    sites_out__payload <= \$46 ;
   always @(posedge clk)
-    inflight <= \$46 ;
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -8637,46 +8645,45 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \$3  = ~ sites_out__valid;
   assign \$4  = \$3  | sites_out__ready;
   assign r_en = r_rdy & \$4 ;
+  assign \$5  = inflight + beat;
   assign can_emit = inflight < 6'h20;
   assign frame_reset = \w_en$73  & feats__payload[41];
-  assign \$5  = params__valid & params__ready;
-  assign \$6  = pcount == 6'h26;
-  assign \$7  = pcount + 1'h1;
-  assign \$8  = ! pcount;
-  assign \$9  = pcount <= 6'h24;
-  assign \$11  = c_in + 1'h1;
-  assign \$12  = \$10  ? 2'h0 : \$11 ;
-  assign \$15  = c_out + 1'h1;
-  assign \$16  = \$14  ? 2'h0 : \$15 ;
-  assign \$18  = c_tap + 1'h1;
-  assign \$19  = pcount - 1'h1;
-  assign \$20  = $signed(\$19 ) - $signed(7'h24);
-  assign \$21  = \busy$91  ? \row$93  : row;
-  assign \$22  = \$21  + 2'h3;
-  assign \$23  = ~ sites_out__valid;
-  assign \$24  = \$23  | sites_out__ready;
-  assign \$25  = r_rdy & \$24 ;
-  assign \$26  = inflight + beat;
+  assign \$6  = params__valid & params__ready;
+  assign \$7  = pcount == 6'h26;
+  assign \$8  = pcount + 1'h1;
+  assign \$9  = ! pcount;
+  assign \$10  = pcount <= 6'h24;
+  assign \$12  = c_in + 1'h1;
+  assign \$13  = \$11  ? 2'h0 : \$12 ;
+  assign \$16  = c_out + 1'h1;
+  assign \$17  = \$15  ? 2'h0 : \$16 ;
+  assign \$19  = c_tap + 1'h1;
+  assign \$20  = pcount - 1'h1;
+  assign \$21  = $signed(\$20 ) - $signed(7'h24);
+  assign \$22  = \busy$93  ? \row$95  : row;
+  assign \$23  = \$22  + 2'h3;
+  assign \$24  = ~ sites_out__valid;
+  assign \$25  = \$24  | sites_out__ready;
+  assign \$26  = r_rdy & \$25 ;
   assign \$27  = sites_out__valid & sites_out__ready;
-  assign \$28  = \$26  - \$27 ;
+  assign \$28  = \$5 [5:0] - 1'h1;
+  assign \$29  = \$27  ? \$28  : { 1'h0, \$5 [5:0] };
   always @(posedge clk)
-    w_en <= \$29 ;
+    w_en <= \$30 ;
   always @(posedge clk)
-    \w_en$11  <= \$30 ;
+    \w_en$11  <= \$31 ;
   always @(posedge clk)
-    w_data <= \$31 ;
+    w_data <= \$32 ;
   always @(posedge clk)
-    pcount <= \$32 ;
+    pcount <= \$33 ;
   always @(posedge clk)
-    loaded <= \$33 ;
+    loaded <= \$34 ;
   always @(posedge clk)
-    height_m1 <= \$34 ;
+    height_m1 <= \$35 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
+    width_m1 <= \$36 ;
   always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
+    c_in <= \$37 ;
   \top.layer1.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -8726,7 +8733,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   );
   \top.layer1.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$99 ),
+    .r_data(\r_data$101 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -8753,16 +8760,16 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   );
   \top.layer1.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$91 ),
+    .busy(\busy$93 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$93 ),
+    .row(\row$95 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$95 )
+    .steps__valid(\steps__valid$97 )
   );
   \top.layer1.weights  weights (
     .clk(clk),
@@ -8775,93 +8782,109 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$38  = c_tap;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$38  = 4'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          if (\$17 ) begin
-            \$38  = \$18 [3:0];
+    \$38  = c_out;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$38  = 1'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          \$38  = \$17 [0];
+        end
+      end
+    end
+    if (rst) begin
+      \$38  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$39  = c_tap;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$39  = 4'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          if (\$18 ) begin
+            \$39  = \$19 [3:0];
           end
         end
       end
     end
     if (rst) begin
-      \$38  = 4'h0;
+      \$39  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$39  = \w_addr$8 ;
-    if (\$5 ) begin
+    \$40  = \w_addr$8 ;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$8 ) begin
-        \$39  = 1'h0;
-      end else if (\$9 ) begin
+      if (\$9 ) begin
+        \$40  = 1'h0;
+      end else if (\$10 ) begin
       end else begin
-        \$39  = \$20 [0];
+        \$40  = \$21 [0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$40  = w_addr;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$40  = { c_tap, c_out, c_in };
+    \$41  = w_addr;
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
+        \$41  = { c_tap, c_out, c_in };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$41  = { 1'h0, \$22  };
+    \$42  = { 1'h0, \$23  };
     if (frame_reset) begin
-      \$41  = 6'h03;
+      \$42  = 6'h03;
     end
     if (rst) begin
-      \$41  = 6'h00;
+      \$42  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$42  = \steps__valid$95 ;
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$43  = read_v_d1;
+    \$43  = \steps__valid$97 ;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$44  = sites_out__valid;
-    if (\$25 ) begin
-      \$44  = 1'h1;
+    \$44  = read_v_d1;
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
     end else if (sites_out__ready) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
     if (rst) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$45  = sites_out__payload;
-    if (\$25 ) begin
-      \$45  = \r_data$99 ;
+    \$46  = sites_out__payload;
+    if (\$26 ) begin
+      \$46  = \r_data$101 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$46  = \$28 [5:0];
+    \$47  = \$29 [5:0];
     if (rst) begin
-      \$46  = 6'h00;
+      \$47  = 6'h00;
     end
   end
   always @* begin
@@ -8881,25 +8904,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$29  = 1'h0;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$29  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$29  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$30  = 1'h0;
-    if (\$5 ) begin
-      (* full_case = 32'd1 *)
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-      end else begin
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
         \$30  = 1'h1;
       end
     end
@@ -8909,59 +8917,62 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$31  = w_data;
-    if (\$5 ) begin
-      \$31  = params__payload;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$32  = pcount;
-    if (\$5 ) begin
+    \$31  = 1'h0;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        \$32  = 6'h00;
+      if (\$9 ) begin
+      end else if (\$10 ) begin
       end else begin
-        \$32  = \$7 [5:0];
+        \$31  = 1'h1;
       end
     end
     if (rst) begin
-      \$32  = 6'h00;
+      \$31  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$33  = loaded;
-    if (\$5 ) begin
-      if (\$6 ) begin
-        \$33  = 1'h1;
-      end
-      if (\$8 ) begin
-        \$33  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$33  = 1'h0;
+    \$32  = w_data;
+    if (\$6 ) begin
+      \$32  = params__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$34  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$34  = params__payload[3:0];
+    \$33  = pcount;
+    if (\$6 ) begin
+      (* full_case = 32'd1 *)
+      if (\$7 ) begin
+        \$33  = 6'h00;
+      end else begin
+        \$33  = \$8 [5:0];
       end
     end
     if (rst) begin
-      \$34  = 4'h0;
+      \$33  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[7:4];
+    \$34  = loaded;
+    if (\$6 ) begin
+      if (\$7 ) begin
+        \$34  = 1'h1;
+      end
+      if (\$9 ) begin
+        \$34  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$35  = height_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$35  = params__payload[3:0];
       end
     end
     if (rst) begin
@@ -8970,28 +8981,24 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 1'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [0];
+    \$36  = width_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$36  = params__payload[7:4];
       end
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
+    \$37  = c_in;
+    if (\$6 ) begin
+      if (\$9 ) begin
         \$37  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [0];
-        end
+      end else if (\$10 ) begin
+        \$37  = \$13 [0];
       end
     end
     if (rst) begin
@@ -9034,6 +9041,7 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
   assign out_reg = sites_out__payload;
+  assign issued = \$5 [5:0];
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -9173,10 +9181,10 @@ module \top.layer1 (params__valid, clk, rst, params__ready, sites_in__ready, sit
   assign \steps__payload$57 [160] = read_first_d2;
   assign \steps__payload$57 [159:32] = r_data;
   assign \steps__payload$57 [31:0] = rd_data;
-  assign \$10  = c_in;
-  assign \$13  = c_in;
-  assign \$14  = c_out;
-  assign \$17  = c_out;
+  assign \$11  = c_in;
+  assign \$14  = c_in;
+  assign \$15  = c_out;
+  assign \$18  = c_out;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15523,49 +15531,50 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [1:0] \$11 ;
+  wire \$11 ;
   wire [1:0] \$12 ;
-  wire \$13 ;
+  wire [1:0] \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire [1:0] \$16 ;
-  wire \$17 ;
-  wire [4:0] \$18 ;
-  wire [2:0] \$19 ;
+  wire [1:0] \$17 ;
+  wire \$18 ;
+  wire [4:0] \$19 ;
   wire \$2 ;
-  wire [3:0] \$20 ;
+  wire [2:0] \$20 ;
   wire [3:0] \$21 ;
-  wire [4:0] \$22 ;
-  wire \$23 ;
+  wire [3:0] \$22 ;
+  wire [4:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [6:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
-  wire [7:0] \$28 ;
-  reg \$29 ;
+  wire [6:0] \$28 ;
+  wire [6:0] \$29 ;
   wire \$3 ;
   reg \$30 ;
-  reg [127:0] \$31 ;
-  reg [1:0] \$32 ;
-  reg \$33 ;
-  reg [3:0] \$34 ;
+  reg \$31 ;
+  reg [127:0] \$32 ;
+  reg [1:0] \$33 ;
+  reg \$34 ;
   reg [3:0] \$35 ;
-  reg \$36 ;
+  reg [3:0] \$36 ;
   reg \$37 ;
-  reg [3:0] \$38 ;
-  reg \$39 ;
+  reg \$38 ;
+  reg [3:0] \$39 ;
   wire \$4 ;
   reg \$40 ;
-  reg [5:0] \$41 ;
-  reg \$42 ;
+  reg \$41 ;
+  reg [5:0] \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg [41:0] \$45 ;
-  reg [5:0] \$46 ;
-  wire \$5 ;
+  reg \$45 ;
+  reg [41:0] \$46 ;
+  reg [5:0] \$47 ;
+  wire [6:0] \$5 ;
   wire \$6 ;
-  wire [2:0] \$7 ;
-  wire \$8 ;
+  wire \$7 ;
+  wire [2:0] \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
@@ -15579,7 +15588,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire [15:0] \bitmaps[0] ;
   wire [15:0] \bitmaps[1] ;
   wire busy;
-  wire \busy$91 ;
+  wire \busy$93 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -15613,6 +15622,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   reg [3:0] height_m1 = 4'h0;
   wire hold;
   reg [5:0] inflight = 6'h00;
+  wire [5:0] issued;
   wire [3:0] last_y;
   wire [3:0] \last_y$42 ;
   reg loaded = 1'h0;
@@ -15650,8 +15660,8 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire r_addr;
   wire \r_addr$67 ;
   wire [127:0] r_data;
+  wire [41:0] \r_data$101 ;
   wire [127:0] \r_data$70 ;
-  wire [41:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [5:0] rd_addr;
@@ -15676,7 +15686,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [3:0] row;
-  wire [3:0] \row$93 ;
+  wire [3:0] \row$95 ;
   wire rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -15762,7 +15772,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   wire [3:0] \steps__payload.meta.oy ;
   wire \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$95 ;
+  wire \steps__valid$97 ;
   wire [86:0] sums__payload;
   wire [86:0] \sums__payload$64 ;
   wire [75:0] \sums__payload$64.acc ;
@@ -15818,17 +15828,19 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
   always @(posedge clk)
-    c_tap <= \$38 ;
+    c_out <= \$38 ;
   always @(posedge clk)
-    \w_addr$8  <= \$39 ;
+    c_tap <= \$39 ;
   always @(posedge clk)
-    w_addr <= \$40 ;
+    \w_addr$8  <= \$40 ;
   always @(posedge clk)
-    permit_row <= \$41 ;
+    w_addr <= \$41 ;
   always @(posedge clk)
-    read_v_d1 <= \$42 ;
+    permit_row <= \$42 ;
   always @(posedge clk)
-    steps__valid <= \$43 ;
+    read_v_d1 <= \$43 ;
+  always @(posedge clk)
+    steps__valid <= \$44 ;
   always @(posedge clk)
     read_first_d1 <= steps__payload[7];
   always @(posedge clk)
@@ -15842,11 +15854,11 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   always @(posedge clk)
     read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$44 ;
+    sites_out__valid <= \$45 ;
   always @(posedge clk)
-    sites_out__payload <= \$45 ;
+    sites_out__payload <= \$46 ;
   always @(posedge clk)
-    inflight <= \$46 ;
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -15854,48 +15866,47 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \$3  = ~ sites_out__valid;
   assign \$4  = \$3  | sites_out__ready;
   assign r_en = r_rdy & \$4 ;
+  assign \$5  = inflight + beat;
   assign can_emit = inflight < 6'h20;
   assign frame_reset = \w_en$73  & feats__payload[41];
-  assign \$5  = params__valid & params__ready;
-  assign \$6  = pcount == 2'h3;
-  assign \$7  = pcount + 1'h1;
-  assign \$8  = ! pcount;
-  assign \$9  = pcount <= 2'h2;
-  assign \$11  = c_in + 1'h1;
-  assign \$12  = \$10  ? 2'h0 : \$11 ;
-  assign \$14  = ! c_out;
-  assign \$15  = c_out + 1'h1;
-  assign \$16  = c_out ? \$15  : 2'h0;
-  assign \$17  = ! c_out;
-  assign \$18  = c_tap + 1'h1;
-  assign \$19  = pcount - 1'h1;
-  assign \$20  = $signed(\$19 ) - $signed(3'h2);
-  assign \$21  = \busy$91  ? \row$93  : row;
-  assign \$22  = \$21  + 2'h2;
-  assign \$23  = ~ sites_out__valid;
-  assign \$24  = \$23  | sites_out__ready;
-  assign \$25  = r_rdy & \$24 ;
-  assign \$26  = inflight + beat;
+  assign \$6  = params__valid & params__ready;
+  assign \$7  = pcount == 2'h3;
+  assign \$8  = pcount + 1'h1;
+  assign \$9  = ! pcount;
+  assign \$10  = pcount <= 2'h2;
+  assign \$12  = c_in + 1'h1;
+  assign \$13  = \$11  ? 2'h0 : \$12 ;
+  assign \$15  = ! c_out;
+  assign \$16  = c_out + 1'h1;
+  assign \$17  = c_out ? \$16  : 2'h0;
+  assign \$18  = ! c_out;
+  assign \$19  = c_tap + 1'h1;
+  assign \$20  = pcount - 1'h1;
+  assign \$21  = $signed(\$20 ) - $signed(3'h2);
+  assign \$22  = \busy$93  ? \row$95  : row;
+  assign \$23  = \$22  + 2'h2;
+  assign \$24  = ~ sites_out__valid;
+  assign \$25  = \$24  | sites_out__ready;
+  assign \$26  = r_rdy & \$25 ;
   assign \$27  = sites_out__valid & sites_out__ready;
-  assign \$28  = \$26  - \$27 ;
+  assign \$28  = \$5 [5:0] - 1'h1;
+  assign \$29  = \$27  ? \$28  : { 1'h0, \$5 [5:0] };
   always @(posedge clk)
-    w_en <= \$29 ;
+    w_en <= \$30 ;
   always @(posedge clk)
-    \w_en$11  <= \$30 ;
+    \w_en$11  <= \$31 ;
   always @(posedge clk)
-    w_data <= \$31 ;
+    w_data <= \$32 ;
   always @(posedge clk)
-    pcount <= \$32 ;
+    pcount <= \$33 ;
   always @(posedge clk)
-    loaded <= \$33 ;
+    loaded <= \$34 ;
   always @(posedge clk)
-    height_m1 <= \$34 ;
+    height_m1 <= \$35 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
+    width_m1 <= \$36 ;
   always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
+    c_in <= \$37 ;
   \top.layer2.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -15945,7 +15956,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   );
   \top.layer2.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$99 ),
+    .r_data(\r_data$101 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -15972,16 +15983,16 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   );
   \top.layer2.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$91 ),
+    .busy(\busy$93 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$93 ),
+    .row(\row$95 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$95 )
+    .steps__valid(\steps__valid$97 )
   );
   \top.layer2.weights  weights (
     .clk(clk),
@@ -15994,93 +16005,109 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$38  = c_tap;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$38  = 4'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          if (\$17 ) begin
-            \$38  = \$18 [3:0];
+    \$38  = c_out;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$38  = 1'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          \$38  = \$17 [0];
+        end
+      end
+    end
+    if (rst) begin
+      \$38  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$39  = c_tap;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$39  = 4'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          if (\$18 ) begin
+            \$39  = \$19 [3:0];
           end
         end
       end
     end
     if (rst) begin
-      \$38  = 4'h0;
+      \$39  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$39  = \w_addr$8 ;
-    if (\$5 ) begin
+    \$40  = \w_addr$8 ;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$8 ) begin
-        \$39  = 1'h0;
-      end else if (\$9 ) begin
+      if (\$9 ) begin
+        \$40  = 1'h0;
+      end else if (\$10 ) begin
       end else begin
-        \$39  = \$20 [0];
+        \$40  = \$21 [0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$40  = w_addr;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$40  = c_in;
+    \$41  = w_addr;
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
+        \$41  = c_in;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$41  = { 1'h0, \$22  };
+    \$42  = { 1'h0, \$23  };
     if (frame_reset) begin
-      \$41  = 6'h02;
+      \$42  = 6'h02;
     end
     if (rst) begin
-      \$41  = 6'h00;
+      \$42  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$42  = \steps__valid$95 ;
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$43  = read_v_d1;
+    \$43  = \steps__valid$97 ;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$44  = sites_out__valid;
-    if (\$25 ) begin
-      \$44  = 1'h1;
+    \$44  = read_v_d1;
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
     end else if (sites_out__ready) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
     if (rst) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$45  = sites_out__payload;
-    if (\$25 ) begin
-      \$45  = \r_data$99 ;
+    \$46  = sites_out__payload;
+    if (\$26 ) begin
+      \$46  = \r_data$101 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$46  = \$28 [5:0];
+    \$47  = \$29 [5:0];
     if (rst) begin
-      \$46  = 6'h00;
+      \$47  = 6'h00;
     end
   end
   always @* begin
@@ -16100,25 +16127,10 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$29  = 1'h0;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$29  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$29  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$30  = 1'h0;
-    if (\$5 ) begin
-      (* full_case = 32'd1 *)
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-      end else begin
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
         \$30  = 1'h1;
       end
     end
@@ -16128,59 +16140,62 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$31  = w_data;
-    if (\$5 ) begin
-      \$31  = params__payload;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$32  = pcount;
-    if (\$5 ) begin
+    \$31  = 1'h0;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        \$32  = 2'h0;
+      if (\$9 ) begin
+      end else if (\$10 ) begin
       end else begin
-        \$32  = \$7 [1:0];
+        \$31  = 1'h1;
       end
     end
     if (rst) begin
-      \$32  = 2'h0;
+      \$31  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$33  = loaded;
-    if (\$5 ) begin
-      if (\$6 ) begin
-        \$33  = 1'h1;
-      end
-      if (\$8 ) begin
-        \$33  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$33  = 1'h0;
+    \$32  = w_data;
+    if (\$6 ) begin
+      \$32  = params__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$34  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$34  = params__payload[3:0];
+    \$33  = pcount;
+    if (\$6 ) begin
+      (* full_case = 32'd1 *)
+      if (\$7 ) begin
+        \$33  = 2'h0;
+      end else begin
+        \$33  = \$8 [1:0];
       end
     end
     if (rst) begin
-      \$34  = 4'h0;
+      \$33  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[7:4];
+    \$34  = loaded;
+    if (\$6 ) begin
+      if (\$7 ) begin
+        \$34  = 1'h1;
+      end
+      if (\$9 ) begin
+        \$34  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$35  = height_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$35  = params__payload[3:0];
       end
     end
     if (rst) begin
@@ -16189,28 +16204,24 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 1'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [0];
+    \$36  = width_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$36  = params__payload[7:4];
       end
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$36  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
+    \$37  = c_in;
+    if (\$6 ) begin
+      if (\$9 ) begin
         \$37  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [0];
-        end
+      end else if (\$10 ) begin
+        \$37  = \$13 [0];
       end
     end
     if (rst) begin
@@ -16253,6 +16264,7 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
   assign out_reg = sites_out__payload;
+  assign issued = \$5 [5:0];
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -16384,8 +16396,8 @@ module \top.layer2 (params__valid, sites_out__ready, clk, rst, params__ready, si
   assign \steps__payload$57 [160] = read_first_d2;
   assign \steps__payload$57 [159:32] = r_data;
   assign \steps__payload$57 [31:0] = rd_data;
-  assign \$10  = c_in;
-  assign \$13  = c_in;
+  assign \$11  = c_in;
+  assign \$14  = c_in;
 endmodule
 
 (* generator = "Amaranth" *)

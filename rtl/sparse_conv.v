@@ -7,49 +7,50 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [2:0] \$11 ;
+  wire \$11 ;
   wire [2:0] \$12 ;
-  wire \$13 ;
+  wire [2:0] \$13 ;
   wire \$14 ;
-  wire [2:0] \$15 ;
+  wire \$15 ;
   wire [2:0] \$16 ;
-  wire \$17 ;
-  wire [4:0] \$18 ;
-  wire [8:0] \$19 ;
+  wire [2:0] \$17 ;
+  wire \$18 ;
+  wire [4:0] \$19 ;
   wire \$2 ;
-  wire [9:0] \$20 ;
-  wire [6:0] \$21 ;
-  wire [7:0] \$22 ;
-  wire \$23 ;
+  wire [8:0] \$20 ;
+  wire [9:0] \$21 ;
+  wire [6:0] \$22 ;
+  wire [7:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [6:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
-  wire [7:0] \$28 ;
-  reg \$29 ;
+  wire [6:0] \$28 ;
+  wire [6:0] \$29 ;
   wire \$3 ;
   reg \$30 ;
-  reg [127:0] \$31 ;
-  reg [7:0] \$32 ;
-  reg \$33 ;
-  reg [6:0] \$34 ;
+  reg \$31 ;
+  reg [127:0] \$32 ;
+  reg [7:0] \$33 ;
+  reg \$34 ;
   reg [6:0] \$35 ;
-  reg [1:0] \$36 ;
+  reg [6:0] \$36 ;
   reg [1:0] \$37 ;
-  reg [3:0] \$38 ;
-  reg [1:0] \$39 ;
+  reg [1:0] \$38 ;
+  reg [3:0] \$39 ;
   wire \$4 ;
-  reg [7:0] \$40 ;
-  reg [8:0] \$41 ;
-  reg \$42 ;
+  reg [1:0] \$40 ;
+  reg [7:0] \$41 ;
+  reg [8:0] \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg [47:0] \$45 ;
-  reg [5:0] \$46 ;
-  wire \$5 ;
+  reg \$45 ;
+  reg [47:0] \$46 ;
+  reg [5:0] \$47 ;
+  wire [6:0] \$5 ;
   wire \$6 ;
-  wire [8:0] \$7 ;
-  wire \$8 ;
+  wire \$7 ;
+  wire [8:0] \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
@@ -67,7 +68,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [127:0] \bitmaps[2] ;
   wire [127:0] \bitmaps[3] ;
   wire busy;
-  wire \busy$91 ;
+  wire \busy$93 ;
   reg [1:0] c_in = 2'h0;
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
@@ -101,6 +102,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   reg [6:0] height_m1 = 7'h00;
   wire hold;
   reg [5:0] inflight = 6'h00;
+  wire [5:0] issued;
   wire [6:0] last_y;
   wire [6:0] \last_y$48 ;
   reg loaded = 1'h0;
@@ -138,8 +140,8 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [7:0] r_addr;
   wire [1:0] \r_addr$73 ;
   wire [127:0] r_data;
+  wire [47:0] \r_data$101 ;
   wire [127:0] \r_data$76 ;
-  wire [47:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [10:0] rd_addr;
@@ -164,7 +166,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [6:0] row;
-  wire [6:0] \row$93 ;
+  wire [6:0] \row$95 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
   input rst;
@@ -250,7 +252,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   wire [6:0] \steps__payload.meta.oy ;
   wire [7:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$95 ;
+  wire \steps__valid$97 ;
   wire [109:0] sums__payload;
   wire [109:0] \sums__payload$70 ;
   wire [91:0] \sums__payload$70.acc ;
@@ -310,17 +312,19 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   (* init = 7'h00 *)
   wire [6:0] \width_m1$32 ;
   always @(posedge clk)
-    c_tap <= \$38 ;
+    c_out <= \$38 ;
   always @(posedge clk)
-    \w_addr$18  <= \$39 ;
+    c_tap <= \$39 ;
   always @(posedge clk)
-    w_addr <= \$40 ;
+    \w_addr$18  <= \$40 ;
   always @(posedge clk)
-    permit_row <= \$41 ;
+    w_addr <= \$41 ;
   always @(posedge clk)
-    read_v_d1 <= \$42 ;
+    permit_row <= \$42 ;
   always @(posedge clk)
-    steps__valid <= \$43 ;
+    read_v_d1 <= \$43 ;
+  always @(posedge clk)
+    steps__valid <= \$44 ;
   always @(posedge clk)
     read_first_d1 <= steps__payload[19];
   always @(posedge clk)
@@ -334,11 +338,11 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   always @(posedge clk)
     read_meta_d2 <= read_meta_d1;
   always @(posedge clk)
-    sites_out__valid <= \$44 ;
+    sites_out__valid <= \$45 ;
   always @(posedge clk)
-    sites_out__payload <= \$45 ;
+    sites_out__payload <= \$46 ;
   always @(posedge clk)
-    inflight <= \$46 ;
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -346,50 +350,49 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign \$3  = ~ sites_out__valid;
   assign \$4  = \$3  | sites_out__ready;
   assign r_en = r_rdy & \$4 ;
+  assign \$5  = inflight + beat;
   assign can_emit = inflight < 6'h20;
   assign frame_reset = \w_en$79  & feats__payload[48];
-  assign \$5  = params__valid & params__ready;
-  assign \$6  = pcount == 8'h94;
-  assign \$7  = pcount + 1'h1;
-  assign \$8  = ! pcount;
-  assign \$9  = pcount <= 8'h90;
-  assign \$10  = c_in == 2'h3;
-  assign \$11  = c_in + 1'h1;
-  assign \$12  = \$10  ? 3'h0 : \$11 ;
-  assign \$13  = c_in == 2'h3;
-  assign \$14  = c_out == 2'h3;
-  assign \$15  = c_out + 1'h1;
-  assign \$16  = \$14  ? 3'h0 : \$15 ;
-  assign \$17  = c_out == 2'h3;
-  assign \$18  = c_tap + 1'h1;
-  assign \$19  = pcount - 1'h1;
-  assign \$20  = $signed(\$19 ) - $signed(9'h090);
-  assign \$21  = \busy$91  ? \row$93  : row;
-  assign \$22  = \$21  + 2'h3;
-  assign \$23  = ~ sites_out__valid;
-  assign \$24  = \$23  | sites_out__ready;
-  assign \$25  = r_rdy & \$24 ;
-  assign \$26  = inflight + beat;
+  assign \$6  = params__valid & params__ready;
+  assign \$7  = pcount == 8'h94;
+  assign \$8  = pcount + 1'h1;
+  assign \$9  = ! pcount;
+  assign \$10  = pcount <= 8'h90;
+  assign \$11  = c_in == 2'h3;
+  assign \$12  = c_in + 1'h1;
+  assign \$13  = \$11  ? 3'h0 : \$12 ;
+  assign \$14  = c_in == 2'h3;
+  assign \$15  = c_out == 2'h3;
+  assign \$16  = c_out + 1'h1;
+  assign \$17  = \$15  ? 3'h0 : \$16 ;
+  assign \$18  = c_out == 2'h3;
+  assign \$19  = c_tap + 1'h1;
+  assign \$20  = pcount - 1'h1;
+  assign \$21  = $signed(\$20 ) - $signed(9'h090);
+  assign \$22  = \busy$93  ? \row$95  : row;
+  assign \$23  = \$22  + 2'h3;
+  assign \$24  = ~ sites_out__valid;
+  assign \$25  = \$24  | sites_out__ready;
+  assign \$26  = r_rdy & \$25 ;
   assign \$27  = sites_out__valid & sites_out__ready;
-  assign \$28  = \$26  - \$27 ;
+  assign \$28  = \$5 [5:0] - 1'h1;
+  assign \$29  = \$27  ? \$28  : { 1'h0, \$5 [5:0] };
   always @(posedge clk)
-    w_en <= \$29 ;
+    w_en <= \$30 ;
   always @(posedge clk)
-    \w_en$21  <= \$30 ;
+    \w_en$21  <= \$31 ;
   always @(posedge clk)
-    w_data <= \$31 ;
+    w_data <= \$32 ;
   always @(posedge clk)
-    pcount <= \$32 ;
+    pcount <= \$33 ;
   always @(posedge clk)
-    loaded <= \$33 ;
+    loaded <= \$34 ;
   always @(posedge clk)
-    height_m1 <= \$34 ;
+    height_m1 <= \$35 ;
   always @(posedge clk)
-    width_m1 <= \$35 ;
+    width_m1 <= \$36 ;
   always @(posedge clk)
-    c_in <= \$36 ;
-  always @(posedge clk)
-    c_out <= \$37 ;
+    c_in <= \$37 ;
   \top.finder  finder (
     .bitmaps(bitmaps),
     .clk(clk),
@@ -439,7 +442,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   );
   \top.out_queue  out_queue (
     .clk(clk),
-    .r_data(\r_data$99 ),
+    .r_data(\r_data$101 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .rst(rst),
@@ -466,16 +469,16 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   );
   \top.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$91 ),
+    .busy(\busy$93 ),
     .can_emit(can_emit),
     .clk(clk),
-    .row(\row$93 ),
+    .row(\row$95 ),
     .rst(rst),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$95 )
+    .steps__valid(\steps__valid$97 )
   );
   \top.weights  weights (
     .clk(clk),
@@ -488,93 +491,109 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$38  = c_tap;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$38  = 4'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          if (\$17 ) begin
-            \$38  = \$18 [3:0];
+    \$38  = c_out;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$38  = 2'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          \$38  = \$17 [1:0];
+        end
+      end
+    end
+    if (rst) begin
+      \$38  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$39  = c_tap;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$39  = 4'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          if (\$18 ) begin
+            \$39  = \$19 [3:0];
           end
         end
       end
     end
     if (rst) begin
-      \$38  = 4'h0;
+      \$39  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = \w_addr$18 ;
-    if (\$5 ) begin
+    \$40  = \w_addr$18 ;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$8 ) begin
-        \$39  = 2'h0;
-      end else if (\$9 ) begin
+      if (\$9 ) begin
+        \$40  = 2'h0;
+      end else if (\$10 ) begin
       end else begin
-        \$39  = \$20 [1:0];
+        \$40  = \$21 [1:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = w_addr;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$40  = { c_tap, c_out, c_in };
+    \$41  = w_addr;
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
+        \$41  = { c_tap, c_out, c_in };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = { 1'h0, \$22  };
+    \$42  = { 1'h0, \$23  };
     if (frame_reset) begin
-      \$41  = 9'h003;
+      \$42  = 9'h003;
     end
     if (rst) begin
-      \$41  = 9'h000;
+      \$42  = 9'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = \steps__valid$95 ;
-    if (rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = read_v_d1;
+    \$43  = \steps__valid$97 ;
     if (rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = sites_out__valid;
-    if (\$25 ) begin
-      \$44  = 1'h1;
+    \$44  = read_v_d1;
+    if (rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
     end else if (sites_out__ready) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
     if (rst) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = sites_out__payload;
-    if (\$25 ) begin
-      \$45  = \r_data$99 ;
+    \$46  = sites_out__payload;
+    if (\$26 ) begin
+      \$46  = \r_data$101 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = \$28 [5:0];
+    \$47  = \$29 [5:0];
     if (rst) begin
-      \$46  = 6'h00;
+      \$47  = 6'h00;
     end
   end
   always @* begin
@@ -594,25 +613,10 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = 1'h0;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$29  = 1'h1;
-      end
-    end
-    if (rst) begin
-      \$29  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$30  = 1'h0;
-    if (\$5 ) begin
-      (* full_case = 32'd1 *)
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-      end else begin
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
         \$30  = 1'h1;
       end
     end
@@ -622,59 +626,62 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$31  = w_data;
-    if (\$5 ) begin
-      \$31  = params__payload;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$32  = pcount;
-    if (\$5 ) begin
+    \$31  = 1'h0;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        \$32  = 8'h00;
+      if (\$9 ) begin
+      end else if (\$10 ) begin
       end else begin
-        \$32  = \$7 [7:0];
+        \$31  = 1'h1;
       end
     end
     if (rst) begin
-      \$32  = 8'h00;
+      \$31  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$33  = loaded;
-    if (\$5 ) begin
-      if (\$6 ) begin
-        \$33  = 1'h1;
-      end
-      if (\$8 ) begin
-        \$33  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$33  = 1'h0;
+    \$32  = w_data;
+    if (\$6 ) begin
+      \$32  = params__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$34  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$34  = params__payload[6:0];
+    \$33  = pcount;
+    if (\$6 ) begin
+      (* full_case = 32'd1 *)
+      if (\$7 ) begin
+        \$33  = 8'h00;
+      end else begin
+        \$33  = \$8 [7:0];
       end
     end
     if (rst) begin
-      \$34  = 7'h00;
+      \$33  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[13:7];
+    \$34  = loaded;
+    if (\$6 ) begin
+      if (\$7 ) begin
+        \$34  = 1'h1;
+      end
+      if (\$9 ) begin
+        \$34  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = height_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$35  = params__payload[6:0];
       end
     end
     if (rst) begin
@@ -683,28 +690,24 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 2'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [1:0];
+    \$36  = width_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$36  = params__payload[13:7];
       end
     end
     if (rst) begin
-      \$36  = 2'h0;
+      \$36  = 7'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
+    \$37  = c_in;
+    if (\$6 ) begin
+      if (\$9 ) begin
         \$37  = 2'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [1:0];
-        end
+      end else if (\$10 ) begin
+        \$37  = \$13 [1:0];
       end
     end
     if (rst) begin
@@ -747,6 +750,7 @@ module top(params__valid, sites_in__payload, sites_in__valid, sites_out__ready, 
   assign feats__valid = \w_en$79 ;
   assign \w_data$81  = tok;
   assign out_reg = sites_out__payload;
+  assign issued = \$5 [5:0];
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];

@@ -653,49 +653,50 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [1:0] \$11 ;
+  wire \$11 ;
   wire [1:0] \$12 ;
-  wire \$13 ;
+  wire [1:0] \$13 ;
   wire \$14 ;
-  wire [2:0] \$15 ;
+  wire \$15 ;
   wire [2:0] \$16 ;
-  wire \$17 ;
-  wire [4:0] \$18 ;
+  wire [2:0] \$17 ;
+  wire \$18 ;
   wire [4:0] \$19 ;
   wire \$2 ;
-  wire [5:0] \$20 ;
-  wire [2:0] \$21 ;
-  wire [3:0] \$22 ;
-  wire \$23 ;
+  wire [4:0] \$20 ;
+  wire [5:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [6:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
-  wire [7:0] \$28 ;
-  reg \$29 ;
+  wire [6:0] \$28 ;
+  wire [6:0] \$29 ;
   wire \$3 ;
   reg \$30 ;
-  reg [255:0] \$31 ;
-  reg [3:0] \$32 ;
-  reg \$33 ;
-  reg [2:0] \$34 ;
+  reg \$31 ;
+  reg [255:0] \$32 ;
+  reg [3:0] \$33 ;
+  reg \$34 ;
   reg [2:0] \$35 ;
-  reg \$36 ;
-  reg [1:0] \$37 ;
-  reg [3:0] \$38 ;
-  reg [1:0] \$39 ;
+  reg [2:0] \$36 ;
+  reg \$37 ;
+  reg [1:0] \$38 ;
+  reg [3:0] \$39 ;
   wire \$4 ;
   reg [1:0] \$40 ;
-  reg [4:0] \$41 ;
-  reg \$42 ;
+  reg [1:0] \$41 ;
+  reg [4:0] \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg [39:0] \$45 ;
-  reg [5:0] \$46 ;
-  wire \$5 ;
+  reg \$45 ;
+  reg [39:0] \$46 ;
+  reg [5:0] \$47 ;
+  wire [6:0] \$5 ;
   wire \$6 ;
-  wire [4:0] \$7 ;
-  wire \$8 ;
+  wire \$7 ;
+  wire [4:0] \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
@@ -721,7 +722,7 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   wire [7:0] \bitmaps[0] ;
   wire [7:0] \bitmaps[1] ;
   wire busy;
-  wire \busy$95 ;
+  wire \busy$97 ;
   reg c_in = 1'h0;
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
@@ -771,6 +772,7 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   output identity_out__valid;
   wire identity_out__valid;
   reg [5:0] inflight = 6'h00;
+  wire [5:0] issued;
   wire [2:0] last_y;
   wire [2:0] \last_y$42 ;
   reg loaded = 1'h0;
@@ -808,7 +810,7 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   wire [1:0] r_addr;
   wire [1:0] \r_addr$71 ;
   wire [255:0] r_data;
-  wire [39:0] \r_data$103 ;
+  wire [39:0] \r_data$105 ;
   wire [127:0] \r_data$74 ;
   wire r_en;
   wire r_rdy;
@@ -834,7 +836,7 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$97 ;
+  wire [2:0] \row$99 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
   wire [8:0] sites__payload;
@@ -926,7 +928,7 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   wire [2:0] \steps__payload.meta.oy ;
   wire [1:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$99 ;
+  wire \steps__valid$101 ;
   wire [85:0] sums__payload;
   wire [85:0] \sums__payload$64 ;
   wire [75:0] \sums__payload$64.acc ;
@@ -981,17 +983,19 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
   always @(posedge e1_clk)
-    c_tap <= \$38 ;
+    c_out <= \$38 ;
   always @(posedge e1_clk)
-    \w_addr$8  <= \$39 ;
+    c_tap <= \$39 ;
   always @(posedge e1_clk)
-    w_addr <= \$40 ;
+    \w_addr$8  <= \$40 ;
   always @(posedge e1_clk)
-    permit_row <= \$41 ;
+    w_addr <= \$41 ;
   always @(posedge e1_clk)
-    read_v_d1 <= \$42 ;
+    permit_row <= \$42 ;
   always @(posedge e1_clk)
-    steps__valid <= \$43 ;
+    read_v_d1 <= \$43 ;
+  always @(posedge e1_clk)
+    steps__valid <= \$44 ;
   always @(posedge e1_clk)
     read_first_d1 <= steps__payload[6];
   always @(posedge e1_clk)
@@ -1005,11 +1009,11 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   always @(posedge e1_clk)
     read_meta_d2 <= read_meta_d1;
   always @(posedge e1_clk)
-    sites_out__valid <= \$44 ;
+    sites_out__valid <= \$45 ;
   always @(posedge e1_clk)
-    sites_out__payload <= \$45 ;
+    sites_out__payload <= \$46 ;
   always @(posedge e1_clk)
-    inflight <= \$46 ;
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -1017,50 +1021,49 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   assign \$3  = ~ sites_out__valid;
   assign \$4  = \$3  | sites_out__ready;
   assign r_en = r_rdy & \$4 ;
+  assign \$5  = inflight + beat;
   assign can_emit = inflight < 6'h20;
   assign frame_reset = \w_en$77  & feats__payload[40];
-  assign \$5  = params__valid & params__ready;
-  assign \$6  = pcount == 4'h8;
-  assign \$7  = pcount + 1'h1;
-  assign \$8  = ! pcount;
-  assign \$9  = pcount <= 3'h4;
-  assign \$10  = ! c_in;
-  assign \$11  = c_in + 1'h1;
-  assign \$12  = c_in ? \$11  : 2'h0;
-  assign \$13  = ! c_in;
-  assign \$14  = c_out == 2'h3;
-  assign \$15  = c_out + 1'h1;
-  assign \$16  = \$14  ? 3'h0 : \$15 ;
-  assign \$17  = c_out == 2'h3;
-  assign \$18  = c_tap + 1'h1;
-  assign \$19  = pcount - 1'h1;
-  assign \$20  = $signed(\$19 ) - $signed(4'h4);
-  assign \$21  = \busy$95  ? \row$97  : row;
-  assign \$22  = \$21  + 2'h2;
-  assign \$23  = ~ sites_out__valid;
-  assign \$24  = \$23  | sites_out__ready;
-  assign \$25  = r_rdy & \$24 ;
-  assign \$26  = inflight + beat;
+  assign \$6  = params__valid & params__ready;
+  assign \$7  = pcount == 4'h8;
+  assign \$8  = pcount + 1'h1;
+  assign \$9  = ! pcount;
+  assign \$10  = pcount <= 3'h4;
+  assign \$11  = ! c_in;
+  assign \$12  = c_in + 1'h1;
+  assign \$13  = c_in ? \$12  : 2'h0;
+  assign \$14  = ! c_in;
+  assign \$15  = c_out == 2'h3;
+  assign \$16  = c_out + 1'h1;
+  assign \$17  = \$15  ? 3'h0 : \$16 ;
+  assign \$18  = c_out == 2'h3;
+  assign \$19  = c_tap + 1'h1;
+  assign \$20  = pcount - 1'h1;
+  assign \$21  = $signed(\$20 ) - $signed(4'h4);
+  assign \$22  = \busy$97  ? \row$99  : row;
+  assign \$23  = \$22  + 2'h2;
+  assign \$24  = ~ sites_out__valid;
+  assign \$25  = \$24  | sites_out__ready;
+  assign \$26  = r_rdy & \$25 ;
   assign \$27  = sites_out__valid & sites_out__ready;
-  assign \$28  = \$26  - \$27 ;
+  assign \$28  = \$5 [5:0] - 1'h1;
+  assign \$29  = \$27  ? \$28  : { 1'h0, \$5 [5:0] };
   always @(posedge e1_clk)
-    w_en <= \$29 ;
+    w_en <= \$30 ;
   always @(posedge e1_clk)
-    \w_en$11  <= \$30 ;
+    \w_en$11  <= \$31 ;
   always @(posedge e1_clk)
-    w_data <= \$31 ;
+    w_data <= \$32 ;
   always @(posedge e1_clk)
-    pcount <= \$32 ;
+    pcount <= \$33 ;
   always @(posedge e1_clk)
-    loaded <= \$33 ;
+    loaded <= \$34 ;
   always @(posedge e1_clk)
-    height_m1 <= \$34 ;
+    height_m1 <= \$35 ;
   always @(posedge e1_clk)
-    width_m1 <= \$35 ;
+    width_m1 <= \$36 ;
   always @(posedge e1_clk)
-    c_in <= \$36 ;
-  always @(posedge e1_clk)
-    c_out <= \$37 ;
+    c_in <= \$37 ;
   \top.block_0_0.finder  finder (
     .bitmaps(bitmaps),
     .done_rows(done_rows),
@@ -1113,7 +1116,7 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   \top.block_0_0.out_queue  out_queue (
     .e1_clk(e1_clk),
     .e1_rst(e1_rst),
-    .r_data(\r_data$103 ),
+    .r_data(\r_data$105 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .w_en(\w_en$77 ),
@@ -1139,16 +1142,16 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   );
   \top.block_0_0.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$95 ),
+    .busy(\busy$97 ),
     .can_emit(can_emit),
     .e1_clk(e1_clk),
     .e1_rst(e1_rst),
-    .row(\row$97 ),
+    .row(\row$99 ),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$99 )
+    .steps__valid(\steps__valid$101 )
   );
   \top.block_0_0.weights  weights (
     .e1_clk(e1_clk),
@@ -1161,93 +1164,109 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$38  = c_tap;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$38  = 4'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          if (\$17 ) begin
-            \$38  = \$18 [3:0];
+    \$38  = c_out;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$38  = 2'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          \$38  = \$17 [1:0];
+        end
+      end
+    end
+    if (e1_rst) begin
+      \$38  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$39  = c_tap;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$39  = 4'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          if (\$18 ) begin
+            \$39  = \$19 [3:0];
           end
         end
       end
     end
     if (e1_rst) begin
-      \$38  = 4'h0;
+      \$39  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = \w_addr$8 ;
-    if (\$5 ) begin
+    \$40  = \w_addr$8 ;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$8 ) begin
-        \$39  = 2'h0;
-      end else if (\$9 ) begin
+      if (\$9 ) begin
+        \$40  = 2'h0;
+      end else if (\$10 ) begin
       end else begin
-        \$39  = \$20 [1:0];
+        \$40  = \$21 [1:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = w_addr;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$40  = c_out;
+    \$41  = w_addr;
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
+        \$41  = c_out;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = { 1'h0, \$22  };
+    \$42  = { 1'h0, \$23  };
     if (frame_reset) begin
-      \$41  = 5'h02;
+      \$42  = 5'h02;
     end
     if (e1_rst) begin
-      \$41  = 5'h00;
+      \$42  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = \steps__valid$99 ;
-    if (e1_rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = read_v_d1;
+    \$43  = \steps__valid$101 ;
     if (e1_rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = sites_out__valid;
-    if (\$25 ) begin
-      \$44  = 1'h1;
+    \$44  = read_v_d1;
+    if (e1_rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
     end else if (sites_out__ready) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
     if (e1_rst) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = sites_out__payload;
-    if (\$25 ) begin
-      \$45  = \r_data$103 ;
+    \$46  = sites_out__payload;
+    if (\$26 ) begin
+      \$46  = \r_data$105 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = \$28 [5:0];
+    \$47  = \$29 [5:0];
     if (e1_rst) begin
-      \$46  = 6'h00;
+      \$47  = 6'h00;
     end
   end
   always @* begin
@@ -1267,25 +1286,10 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = 1'h0;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$29  = 1'h1;
-      end
-    end
-    if (e1_rst) begin
-      \$29  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$30  = 1'h0;
-    if (\$5 ) begin
-      (* full_case = 32'd1 *)
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-      end else begin
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
         \$30  = 1'h1;
       end
     end
@@ -1295,59 +1299,62 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$31  = w_data;
-    if (\$5 ) begin
-      \$31  = params__payload;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$32  = pcount;
-    if (\$5 ) begin
+    \$31  = 1'h0;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        \$32  = 4'h0;
+      if (\$9 ) begin
+      end else if (\$10 ) begin
       end else begin
-        \$32  = \$7 [3:0];
+        \$31  = 1'h1;
       end
     end
     if (e1_rst) begin
-      \$32  = 4'h0;
+      \$31  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$33  = loaded;
-    if (\$5 ) begin
-      if (\$6 ) begin
-        \$33  = 1'h1;
-      end
-      if (\$8 ) begin
-        \$33  = 1'h0;
-      end
-    end
-    if (e1_rst) begin
-      \$33  = 1'h0;
+    \$32  = w_data;
+    if (\$6 ) begin
+      \$32  = params__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$34  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$34  = params__payload[2:0];
+    \$33  = pcount;
+    if (\$6 ) begin
+      (* full_case = 32'd1 *)
+      if (\$7 ) begin
+        \$33  = 4'h0;
+      end else begin
+        \$33  = \$8 [3:0];
       end
     end
     if (e1_rst) begin
-      \$34  = 3'h0;
+      \$33  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[5:3];
+    \$34  = loaded;
+    if (\$6 ) begin
+      if (\$7 ) begin
+        \$34  = 1'h1;
+      end
+      if (\$9 ) begin
+        \$34  = 1'h0;
+      end
+    end
+    if (e1_rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = height_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$35  = params__payload[2:0];
       end
     end
     if (e1_rst) begin
@@ -1356,32 +1363,28 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 1'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [0];
+    \$36  = width_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$36  = params__payload[5:3];
       end
     end
     if (e1_rst) begin
-      \$36  = 1'h0;
+      \$36  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 2'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [1:0];
-        end
+    \$37  = c_in;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$37  = 1'h0;
+      end else if (\$10 ) begin
+        \$37  = \$13 [0];
       end
     end
     if (e1_rst) begin
-      \$37  = 2'h0;
+      \$37  = 1'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -1422,6 +1425,7 @@ module \top.block_0_0 (params__ready, sites_in__ready, identity_out__valid, site
   assign feats__valid = \w_en$77 ;
   assign \w_data$79  = tok;
   assign out_reg = sites_out__payload;
+  assign issued = \$5 [5:0];
   assign \sites_in__payload.data  = sites_in__payload[63:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -6715,49 +6719,50 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [2:0] \$11 ;
+  wire \$11 ;
   wire [2:0] \$12 ;
-  wire \$13 ;
+  wire [2:0] \$13 ;
   wire \$14 ;
-  wire [2:0] \$15 ;
+  wire \$15 ;
   wire [2:0] \$16 ;
-  wire \$17 ;
-  wire [4:0] \$18 ;
-  wire [6:0] \$19 ;
+  wire [2:0] \$17 ;
+  wire \$18 ;
+  wire [4:0] \$19 ;
   wire \$2 ;
-  wire [7:0] \$20 ;
-  wire [2:0] \$21 ;
-  wire [3:0] \$22 ;
-  wire \$23 ;
+  wire [6:0] \$20 ;
+  wire [7:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [6:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
-  wire [7:0] \$28 ;
-  reg \$29 ;
+  wire [6:0] \$28 ;
+  wire [6:0] \$29 ;
   wire \$3 ;
   reg \$30 ;
-  reg [127:0] \$31 ;
-  reg [5:0] \$32 ;
-  reg \$33 ;
-  reg [2:0] \$34 ;
+  reg \$31 ;
+  reg [127:0] \$32 ;
+  reg [5:0] \$33 ;
+  reg \$34 ;
   reg [2:0] \$35 ;
-  reg [1:0] \$36 ;
+  reg [2:0] \$36 ;
   reg [1:0] \$37 ;
-  reg [3:0] \$38 ;
-  reg [1:0] \$39 ;
+  reg [1:0] \$38 ;
+  reg [3:0] \$39 ;
   wire \$4 ;
-  reg [5:0] \$40 ;
-  reg [4:0] \$41 ;
-  reg \$42 ;
+  reg [1:0] \$40 ;
+  reg [5:0] \$41 ;
+  reg [4:0] \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg [39:0] \$45 ;
-  reg [5:0] \$46 ;
-  wire \$5 ;
+  reg \$45 ;
+  reg [39:0] \$46 ;
+  reg [5:0] \$47 ;
+  wire [6:0] \$5 ;
   wire \$6 ;
-  wire [6:0] \$7 ;
-  wire \$8 ;
+  wire \$7 ;
+  wire [6:0] \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
@@ -6775,7 +6780,7 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   wire [7:0] \bitmaps[2] ;
   wire [7:0] \bitmaps[3] ;
   wire busy;
-  wire \busy$91 ;
+  wire \busy$93 ;
   reg [1:0] c_in = 2'h0;
   reg [1:0] c_out = 2'h0;
   reg [3:0] c_tap = 4'h0;
@@ -6811,6 +6816,7 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   reg [2:0] height_m1 = 3'h0;
   wire hold;
   reg [5:0] inflight = 6'h00;
+  wire [5:0] issued;
   wire [2:0] last_y;
   wire [2:0] \last_y$42 ;
   reg loaded = 1'h0;
@@ -6847,8 +6853,8 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   wire [5:0] r_addr;
   wire [1:0] \r_addr$67 ;
   wire [31:0] r_data;
+  wire [39:0] \r_data$101 ;
   wire [127:0] \r_data$70 ;
-  wire [39:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [6:0] rd_addr;
@@ -6873,7 +6879,7 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$93 ;
+  wire [2:0] \row$95 ;
   wire [1:0] rq_addr;
   wire [127:0] rq_data;
   wire [16:0] sites__payload;
@@ -6957,7 +6963,7 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   wire [2:0] \steps__payload.meta.oy ;
   wire [5:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$95 ;
+  wire \steps__valid$97 ;
   wire [85:0] sums__payload;
   wire [85:0] \sums__payload$64 ;
   wire [75:0] \sums__payload$64.acc ;
@@ -7017,17 +7023,19 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
   always @(posedge e2_clk)
-    c_tap <= \$38 ;
+    c_out <= \$38 ;
   always @(posedge e2_clk)
-    \w_addr$8  <= \$39 ;
+    c_tap <= \$39 ;
   always @(posedge e2_clk)
-    w_addr <= \$40 ;
+    \w_addr$8  <= \$40 ;
   always @(posedge e2_clk)
-    permit_row <= \$41 ;
+    w_addr <= \$41 ;
   always @(posedge e2_clk)
-    read_v_d1 <= \$42 ;
+    permit_row <= \$42 ;
   always @(posedge e2_clk)
-    steps__valid <= \$43 ;
+    read_v_d1 <= \$43 ;
+  always @(posedge e2_clk)
+    steps__valid <= \$44 ;
   always @(posedge e2_clk)
     read_first_d1 <= steps__payload[13];
   always @(posedge e2_clk)
@@ -7041,11 +7049,11 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   always @(posedge e2_clk)
     read_meta_d2 <= read_meta_d1;
   always @(posedge e2_clk)
-    sites_out__valid <= \$44 ;
+    sites_out__valid <= \$45 ;
   always @(posedge e2_clk)
-    sites_out__payload <= \$45 ;
+    sites_out__payload <= \$46 ;
   always @(posedge e2_clk)
-    inflight <= \$46 ;
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -7053,50 +7061,49 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   assign \$3  = ~ sites_out__valid;
   assign \$4  = \$3  | sites_out__ready;
   assign r_en = r_rdy & \$4 ;
+  assign \$5  = inflight + beat;
   assign can_emit = inflight < 6'h20;
   assign frame_reset = \w_en$73  & feats__payload[40];
-  assign \$5  = params__valid & params__ready;
-  assign \$6  = pcount == 6'h28;
-  assign \$7  = pcount + 1'h1;
-  assign \$8  = ! pcount;
-  assign \$9  = pcount <= 6'h24;
-  assign \$10  = c_in == 2'h3;
-  assign \$11  = c_in + 1'h1;
-  assign \$12  = \$10  ? 3'h0 : \$11 ;
-  assign \$13  = c_in == 2'h3;
-  assign \$14  = ! c_out;
-  assign \$15  = c_out + 1'h1;
-  assign \$16  = \$14  ? 3'h0 : \$15 ;
-  assign \$17  = ! c_out;
-  assign \$18  = c_tap + 1'h1;
-  assign \$19  = pcount - 1'h1;
-  assign \$20  = $signed(\$19 ) - $signed(7'h24);
-  assign \$21  = \busy$91  ? \row$93  : row;
-  assign \$22  = \$21  + 2'h3;
-  assign \$23  = ~ sites_out__valid;
-  assign \$24  = \$23  | sites_out__ready;
-  assign \$25  = r_rdy & \$24 ;
-  assign \$26  = inflight + beat;
+  assign \$6  = params__valid & params__ready;
+  assign \$7  = pcount == 6'h28;
+  assign \$8  = pcount + 1'h1;
+  assign \$9  = ! pcount;
+  assign \$10  = pcount <= 6'h24;
+  assign \$11  = c_in == 2'h3;
+  assign \$12  = c_in + 1'h1;
+  assign \$13  = \$11  ? 3'h0 : \$12 ;
+  assign \$14  = c_in == 2'h3;
+  assign \$15  = ! c_out;
+  assign \$16  = c_out + 1'h1;
+  assign \$17  = \$15  ? 3'h0 : \$16 ;
+  assign \$18  = ! c_out;
+  assign \$19  = c_tap + 1'h1;
+  assign \$20  = pcount - 1'h1;
+  assign \$21  = $signed(\$20 ) - $signed(7'h24);
+  assign \$22  = \busy$93  ? \row$95  : row;
+  assign \$23  = \$22  + 2'h3;
+  assign \$24  = ~ sites_out__valid;
+  assign \$25  = \$24  | sites_out__ready;
+  assign \$26  = r_rdy & \$25 ;
   assign \$27  = sites_out__valid & sites_out__ready;
-  assign \$28  = \$26  - \$27 ;
+  assign \$28  = \$5 [5:0] - 1'h1;
+  assign \$29  = \$27  ? \$28  : { 1'h0, \$5 [5:0] };
   always @(posedge e2_clk)
-    w_en <= \$29 ;
+    w_en <= \$30 ;
   always @(posedge e2_clk)
-    \w_en$11  <= \$30 ;
+    \w_en$11  <= \$31 ;
   always @(posedge e2_clk)
-    p_data <= \$31 ;
+    p_data <= \$32 ;
   always @(posedge e2_clk)
-    pcount <= \$32 ;
+    pcount <= \$33 ;
   always @(posedge e2_clk)
-    loaded <= \$33 ;
+    loaded <= \$34 ;
   always @(posedge e2_clk)
-    height_m1 <= \$34 ;
+    height_m1 <= \$35 ;
   always @(posedge e2_clk)
-    width_m1 <= \$35 ;
+    width_m1 <= \$36 ;
   always @(posedge e2_clk)
-    c_in <= \$36 ;
-  always @(posedge e2_clk)
-    c_out <= \$37 ;
+    c_in <= \$37 ;
   \top.block_0_1.finder  finder (
     .bitmaps(bitmaps),
     .done_rows(done_rows),
@@ -7147,7 +7154,7 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   \top.block_0_1.out_queue  out_queue (
     .e2_clk(e2_clk),
     .e2_rst(e2_rst),
-    .r_data(\r_data$99 ),
+    .r_data(\r_data$101 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .w_en(\w_en$73 ),
@@ -7173,16 +7180,16 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   );
   \top.block_0_1.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$91 ),
+    .busy(\busy$93 ),
     .can_emit(can_emit),
     .e2_clk(e2_clk),
     .e2_rst(e2_rst),
-    .row(\row$93 ),
+    .row(\row$95 ),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$95 )
+    .steps__valid(\steps__valid$97 )
   );
   \top.block_0_1.weights  weights (
     .e2_clk(e2_clk),
@@ -7195,93 +7202,109 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$38  = c_tap;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$38  = 4'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          if (\$17 ) begin
-            \$38  = \$18 [3:0];
+    \$38  = c_out;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$38  = 2'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          \$38  = \$17 [1:0];
+        end
+      end
+    end
+    if (e2_rst) begin
+      \$38  = 2'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$39  = c_tap;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$39  = 4'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          if (\$18 ) begin
+            \$39  = \$19 [3:0];
           end
         end
       end
     end
     if (e2_rst) begin
-      \$38  = 4'h0;
+      \$39  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$39  = \w_addr$8 ;
-    if (\$5 ) begin
+    \$40  = \w_addr$8 ;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$8 ) begin
-        \$39  = 2'h0;
-      end else if (\$9 ) begin
+      if (\$9 ) begin
+        \$40  = 2'h0;
+      end else if (\$10 ) begin
       end else begin
-        \$39  = \$20 [1:0];
+        \$40  = \$21 [1:0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$40  = w_addr;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$40  = { c_tap, c_in };
+    \$41  = w_addr;
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
+        \$41  = { c_tap, c_in };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$41  = { 1'h0, \$22  };
+    \$42  = { 1'h0, \$23  };
     if (frame_reset) begin
-      \$41  = 5'h03;
+      \$42  = 5'h03;
     end
     if (e2_rst) begin
-      \$41  = 5'h00;
+      \$42  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$42  = \steps__valid$95 ;
-    if (e2_rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$43  = read_v_d1;
+    \$43  = \steps__valid$97 ;
     if (e2_rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$44  = sites_out__valid;
-    if (\$25 ) begin
-      \$44  = 1'h1;
+    \$44  = read_v_d1;
+    if (e2_rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
     end else if (sites_out__ready) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
     if (e2_rst) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$45  = sites_out__payload;
-    if (\$25 ) begin
-      \$45  = \r_data$99 ;
+    \$46  = sites_out__payload;
+    if (\$26 ) begin
+      \$46  = \r_data$101 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$46  = \$28 [5:0];
+    \$47  = \$29 [5:0];
     if (e2_rst) begin
-      \$46  = 6'h00;
+      \$47  = 6'h00;
     end
   end
   always @* begin
@@ -7301,25 +7324,10 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$29  = 1'h0;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$29  = 1'h1;
-      end
-    end
-    if (e2_rst) begin
-      \$29  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$30  = 1'h0;
-    if (\$5 ) begin
-      (* full_case = 32'd1 *)
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-      end else begin
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
         \$30  = 1'h1;
       end
     end
@@ -7329,59 +7337,62 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$31  = p_data;
-    if (\$5 ) begin
-      \$31  = params__payload;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$32  = pcount;
-    if (\$5 ) begin
+    \$31  = 1'h0;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        \$32  = 6'h00;
+      if (\$9 ) begin
+      end else if (\$10 ) begin
       end else begin
-        \$32  = \$7 [5:0];
+        \$31  = 1'h1;
       end
     end
     if (e2_rst) begin
-      \$32  = 6'h00;
+      \$31  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$33  = loaded;
-    if (\$5 ) begin
-      if (\$6 ) begin
-        \$33  = 1'h1;
-      end
-      if (\$8 ) begin
-        \$33  = 1'h0;
-      end
-    end
-    if (e2_rst) begin
-      \$33  = 1'h0;
+    \$32  = p_data;
+    if (\$6 ) begin
+      \$32  = params__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$34  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$34  = params__payload[2:0];
+    \$33  = pcount;
+    if (\$6 ) begin
+      (* full_case = 32'd1 *)
+      if (\$7 ) begin
+        \$33  = 6'h00;
+      end else begin
+        \$33  = \$8 [5:0];
       end
     end
     if (e2_rst) begin
-      \$34  = 3'h0;
+      \$33  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[5:3];
+    \$34  = loaded;
+    if (\$6 ) begin
+      if (\$7 ) begin
+        \$34  = 1'h1;
+      end
+      if (\$9 ) begin
+        \$34  = 1'h0;
+      end
+    end
+    if (e2_rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$35  = height_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$35  = params__payload[2:0];
       end
     end
     if (e2_rst) begin
@@ -7390,28 +7401,24 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 2'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [1:0];
+    \$36  = width_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$36  = params__payload[5:3];
       end
     end
     if (e2_rst) begin
-      \$36  = 2'h0;
+      \$36  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
+    \$37  = c_in;
+    if (\$6 ) begin
+      if (\$9 ) begin
         \$37  = 2'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [1:0];
-        end
+      end else if (\$10 ) begin
+        \$37  = \$13 [1:0];
       end
     end
     if (e2_rst) begin
@@ -7454,6 +7461,7 @@ module \top.block_0_1 (params__ready, sites_in__ready, sites_out__ready, e2_rst,
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
   assign out_reg = sites_out__payload;
+  assign issued = \$5 [5:0];
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -13131,49 +13139,50 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [2:0] \$11 ;
+  wire \$11 ;
   wire [2:0] \$12 ;
-  wire \$13 ;
+  wire [2:0] \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire [1:0] \$16 ;
-  wire \$17 ;
-  wire [4:0] \$18 ;
-  wire [3:0] \$19 ;
+  wire [1:0] \$17 ;
+  wire \$18 ;
+  wire [4:0] \$19 ;
   wire \$2 ;
-  wire [4:0] \$20 ;
-  wire [2:0] \$21 ;
-  wire [3:0] \$22 ;
-  wire \$23 ;
+  wire [3:0] \$20 ;
+  wire [4:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [3:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
-  wire [6:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
-  wire [7:0] \$28 ;
-  reg \$29 ;
+  wire [6:0] \$28 ;
+  wire [6:0] \$29 ;
   wire \$3 ;
   reg \$30 ;
-  reg [271:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg \$33 ;
-  reg [2:0] \$34 ;
+  reg \$31 ;
+  reg [271:0] \$32 ;
+  reg [2:0] \$33 ;
+  reg \$34 ;
   reg [2:0] \$35 ;
-  reg [1:0] \$36 ;
-  reg \$37 ;
-  reg [3:0] \$38 ;
-  reg \$39 ;
+  reg [2:0] \$36 ;
+  reg [1:0] \$37 ;
+  reg \$38 ;
+  reg [3:0] \$39 ;
   wire \$4 ;
-  reg [1:0] \$40 ;
-  reg [4:0] \$41 ;
-  reg \$42 ;
+  reg \$40 ;
+  reg [1:0] \$41 ;
+  reg [4:0] \$42 ;
   reg \$43 ;
   reg \$44 ;
-  reg [71:0] \$45 ;
-  reg [5:0] \$46 ;
-  wire \$5 ;
+  reg \$45 ;
+  reg [71:0] \$46 ;
+  reg [5:0] \$47 ;
+  wire [6:0] \$5 ;
   wire \$6 ;
-  wire [3:0] \$7 ;
-  wire \$8 ;
+  wire \$7 ;
+  wire [3:0] \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
@@ -13187,7 +13196,7 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   wire [7:0] \bitmaps[0] ;
   wire [7:0] \bitmaps[1] ;
   wire busy;
-  wire \busy$97 ;
+  wire \busy$99 ;
   reg [1:0] c_in = 2'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -13256,6 +13265,7 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   wire identity__valid;
   wire \identity__valid$72 ;
   reg [5:0] inflight = 6'h00;
+  wire [5:0] issued;
   wire [2:0] last_y;
   wire [2:0] \last_y$42 ;
   reg loaded = 1'h0;
@@ -13296,7 +13306,7 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   wire [1:0] r_addr;
   wire \r_addr$73 ;
   wire [255:0] r_data;
-  wire [71:0] \r_data$105 ;
+  wire [71:0] \r_data$107 ;
   wire [271:0] \r_data$76 ;
   wire r_en;
   wire r_rdy;
@@ -13322,7 +13332,7 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$99 ;
+  wire [2:0] \row$101 ;
   wire rq_addr;
   wire [271:0] rq_data;
   wire [8:0] sites__payload;
@@ -13410,7 +13420,7 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   wire [2:0] \steps__payload.meta.oy ;
   wire [1:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$101 ;
+  wire \steps__valid$103 ;
   wire [168:0] sums__payload;
   wire [168:0] \sums__payload$64 ;
   wire [159:0] \sums__payload$64.acc ;
@@ -13478,17 +13488,19 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   (* init = 3'h0 *)
   wire [2:0] \width_m1$26 ;
   always @(posedge e3_clk)
-    c_tap <= \$38 ;
+    c_out <= \$38 ;
   always @(posedge e3_clk)
-    \w_addr$8  <= \$39 ;
+    c_tap <= \$39 ;
   always @(posedge e3_clk)
-    w_addr <= \$40 ;
+    \w_addr$8  <= \$40 ;
   always @(posedge e3_clk)
-    permit_row <= \$41 ;
+    w_addr <= \$41 ;
   always @(posedge e3_clk)
-    read_v_d1 <= \$42 ;
+    permit_row <= \$42 ;
   always @(posedge e3_clk)
-    steps__valid <= \$43 ;
+    read_v_d1 <= \$43 ;
+  always @(posedge e3_clk)
+    steps__valid <= \$44 ;
   always @(posedge e3_clk)
     read_first_d1 <= steps__payload[8];
   always @(posedge e3_clk)
@@ -13502,11 +13514,11 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   always @(posedge e3_clk)
     read_meta_d2 <= read_meta_d1;
   always @(posedge e3_clk)
-    sites_out__valid <= \$44 ;
+    sites_out__valid <= \$45 ;
   always @(posedge e3_clk)
-    sites_out__payload <= \$45 ;
+    sites_out__payload <= \$46 ;
   always @(posedge e3_clk)
-    inflight <= \$46 ;
+    inflight <= \$47 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -13514,50 +13526,49 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   assign \$3  = ~ sites_out__valid;
   assign \$4  = \$3  | sites_out__ready;
   assign r_en = r_rdy & \$4 ;
+  assign \$5  = inflight + beat;
   assign can_emit = inflight < 6'h20;
   assign frame_reset = \w_en$79  & feats__payload[71];
-  assign \$5  = params__valid & params__ready;
-  assign \$6  = pcount == 3'h5;
-  assign \$7  = pcount + 1'h1;
-  assign \$8  = ! pcount;
-  assign \$9  = pcount <= 3'h4;
-  assign \$10  = c_in == 2'h3;
-  assign \$11  = c_in + 1'h1;
-  assign \$12  = \$10  ? 3'h0 : \$11 ;
-  assign \$13  = c_in == 2'h3;
-  assign \$14  = ! c_out;
-  assign \$15  = c_out + 1'h1;
-  assign \$16  = c_out ? \$15  : 2'h0;
-  assign \$17  = ! c_out;
-  assign \$18  = c_tap + 1'h1;
-  assign \$19  = pcount - 1'h1;
-  assign \$20  = $signed(\$19 ) - $signed(4'h4);
-  assign \$21  = \busy$97  ? \row$99  : row;
-  assign \$22  = \$21  + 2'h2;
-  assign \$23  = ~ sites_out__valid;
-  assign \$24  = \$23  | sites_out__ready;
-  assign \$25  = r_rdy & \$24 ;
-  assign \$26  = inflight + beat;
+  assign \$6  = params__valid & params__ready;
+  assign \$7  = pcount == 3'h5;
+  assign \$8  = pcount + 1'h1;
+  assign \$9  = ! pcount;
+  assign \$10  = pcount <= 3'h4;
+  assign \$11  = c_in == 2'h3;
+  assign \$12  = c_in + 1'h1;
+  assign \$13  = \$11  ? 3'h0 : \$12 ;
+  assign \$14  = c_in == 2'h3;
+  assign \$15  = ! c_out;
+  assign \$16  = c_out + 1'h1;
+  assign \$17  = c_out ? \$16  : 2'h0;
+  assign \$18  = ! c_out;
+  assign \$19  = c_tap + 1'h1;
+  assign \$20  = pcount - 1'h1;
+  assign \$21  = $signed(\$20 ) - $signed(4'h4);
+  assign \$22  = \busy$99  ? \row$101  : row;
+  assign \$23  = \$22  + 2'h2;
+  assign \$24  = ~ sites_out__valid;
+  assign \$25  = \$24  | sites_out__ready;
+  assign \$26  = r_rdy & \$25 ;
   assign \$27  = sites_out__valid & sites_out__ready;
-  assign \$28  = \$26  - \$27 ;
+  assign \$28  = \$5 [5:0] - 1'h1;
+  assign \$29  = \$27  ? \$28  : { 1'h0, \$5 [5:0] };
   always @(posedge e3_clk)
-    w_en <= \$29 ;
+    w_en <= \$30 ;
   always @(posedge e3_clk)
-    \w_en$11  <= \$30 ;
+    \w_en$11  <= \$31 ;
   always @(posedge e3_clk)
-    p_data <= \$31 ;
+    p_data <= \$32 ;
   always @(posedge e3_clk)
-    pcount <= \$32 ;
+    pcount <= \$33 ;
   always @(posedge e3_clk)
-    loaded <= \$33 ;
+    loaded <= \$34 ;
   always @(posedge e3_clk)
-    height_m1 <= \$34 ;
+    height_m1 <= \$35 ;
   always @(posedge e3_clk)
-    width_m1 <= \$35 ;
+    width_m1 <= \$36 ;
   always @(posedge e3_clk)
-    c_in <= \$36 ;
-  always @(posedge e3_clk)
-    c_out <= \$37 ;
+    c_in <= \$37 ;
   \top.block_0_2.finder  finder (
     .bitmaps(bitmaps),
     .done_rows(done_rows),
@@ -13608,7 +13619,7 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   \top.block_0_2.out_queue  out_queue (
     .e3_clk(e3_clk),
     .e3_rst(e3_rst),
-    .r_data(\r_data$105 ),
+    .r_data(\r_data$107 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .w_en(\w_en$79 ),
@@ -13637,16 +13648,16 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   );
   \top.block_0_2.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$97 ),
+    .busy(\busy$99 ),
     .can_emit(can_emit),
     .e3_clk(e3_clk),
     .e3_rst(e3_rst),
-    .row(\row$99 ),
+    .row(\row$101 ),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$101 )
+    .steps__valid(\steps__valid$103 )
   );
   \top.block_0_2.weights  weights (
     .e3_clk(e3_clk),
@@ -13659,93 +13670,109 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$38  = c_tap;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$38  = 4'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          if (\$17 ) begin
-            \$38  = \$18 [3:0];
+    \$38  = c_out;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$38  = 1'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          \$38  = \$17 [0];
+        end
+      end
+    end
+    if (e3_rst) begin
+      \$38  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$39  = c_tap;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$39  = 4'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          if (\$18 ) begin
+            \$39  = \$19 [3:0];
           end
         end
       end
     end
     if (e3_rst) begin
-      \$38  = 4'h0;
+      \$39  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$39  = \w_addr$8 ;
-    if (\$5 ) begin
+    \$40  = \w_addr$8 ;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$8 ) begin
-        \$39  = 1'h0;
-      end else if (\$9 ) begin
+      if (\$9 ) begin
+        \$40  = 1'h0;
+      end else if (\$10 ) begin
       end else begin
-        \$39  = \$20 [0];
+        \$40  = \$21 [0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$40  = w_addr;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$40  = c_in;
+    \$41  = w_addr;
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
+        \$41  = c_in;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$41  = { 1'h0, \$22  };
+    \$42  = { 1'h0, \$23  };
     if (frame_reset) begin
-      \$41  = 5'h02;
+      \$42  = 5'h02;
     end
     if (e3_rst) begin
-      \$41  = 5'h00;
+      \$42  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$42  = \steps__valid$101 ;
-    if (e3_rst) begin
-      \$42  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$43  = read_v_d1;
+    \$43  = \steps__valid$103 ;
     if (e3_rst) begin
       \$43  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$44  = sites_out__valid;
-    if (\$25 ) begin
-      \$44  = 1'h1;
+    \$44  = read_v_d1;
+    if (e3_rst) begin
+      \$44  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$45  = sites_out__valid;
+    if (\$26 ) begin
+      \$45  = 1'h1;
     end else if (sites_out__ready) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
     if (e3_rst) begin
-      \$44  = 1'h0;
+      \$45  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$45  = sites_out__payload;
-    if (\$25 ) begin
-      \$45  = \r_data$105 ;
+    \$46  = sites_out__payload;
+    if (\$26 ) begin
+      \$46  = \r_data$107 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$46  = \$28 [5:0];
+    \$47  = \$29 [5:0];
     if (e3_rst) begin
-      \$46  = 6'h00;
+      \$47  = 6'h00;
     end
   end
   always @* begin
@@ -13765,25 +13792,10 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$29  = 1'h0;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$29  = 1'h1;
-      end
-    end
-    if (e3_rst) begin
-      \$29  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     \$30  = 1'h0;
-    if (\$5 ) begin
-      (* full_case = 32'd1 *)
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-      end else begin
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
         \$30  = 1'h1;
       end
     end
@@ -13793,59 +13805,62 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$31  = p_data;
-    if (\$5 ) begin
-      \$31  = params__payload;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$32  = pcount;
-    if (\$5 ) begin
+    \$31  = 1'h0;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        \$32  = 3'h0;
+      if (\$9 ) begin
+      end else if (\$10 ) begin
       end else begin
-        \$32  = \$7 [2:0];
+        \$31  = 1'h1;
       end
     end
     if (e3_rst) begin
-      \$32  = 3'h0;
+      \$31  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$33  = loaded;
-    if (\$5 ) begin
-      if (\$6 ) begin
-        \$33  = 1'h1;
-      end
-      if (\$8 ) begin
-        \$33  = 1'h0;
-      end
-    end
-    if (e3_rst) begin
-      \$33  = 1'h0;
+    \$32  = p_data;
+    if (\$6 ) begin
+      \$32  = params__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$34  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$34  = params__payload[2:0];
+    \$33  = pcount;
+    if (\$6 ) begin
+      (* full_case = 32'd1 *)
+      if (\$7 ) begin
+        \$33  = 3'h0;
+      end else begin
+        \$33  = \$8 [2:0];
       end
     end
     if (e3_rst) begin
-      \$34  = 3'h0;
+      \$33  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$35  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[5:3];
+    \$34  = loaded;
+    if (\$6 ) begin
+      if (\$7 ) begin
+        \$34  = 1'h1;
+      end
+      if (\$9 ) begin
+        \$34  = 1'h0;
+      end
+    end
+    if (e3_rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    \$35  = height_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$35  = params__payload[2:0];
       end
     end
     if (e3_rst) begin
@@ -13854,32 +13869,28 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$36  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = 2'h0;
-      end else if (\$9 ) begin
-        \$36  = \$12 [1:0];
+    \$36  = width_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$36  = params__payload[5:3];
       end
     end
     if (e3_rst) begin
-      \$36  = 2'h0;
+      \$36  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
-    \$37  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$37  = \$16 [0];
-        end
+    \$37  = c_in;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$37  = 2'h0;
+      end else if (\$10 ) begin
+        \$37  = \$13 [1:0];
       end
     end
     if (e3_rst) begin
-      \$37  = 1'h0;
+      \$37  = 2'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -13921,6 +13932,7 @@ module \top.block_0_2 (params__ready, sites_in__ready, identity__ready, sites_ou
   assign feats__valid = \w_en$79 ;
   assign \w_data$81  = tok;
   assign out_reg = sites_out__payload;
+  assign issued = \$5 [5:0];
   assign \sites_in__payload.data  = sites_in__payload[31:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -20143,50 +20155,51 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [1:0] \$11 ;
+  wire \$11 ;
   wire [1:0] \$12 ;
-  wire \$13 ;
+  wire [1:0] \$13 ;
   wire \$14 ;
-  wire [1:0] \$15 ;
+  wire \$15 ;
   wire [1:0] \$16 ;
-  wire \$17 ;
-  wire [4:0] \$18 ;
-  wire [5:0] \$19 ;
+  wire [1:0] \$17 ;
+  wire \$18 ;
+  wire [4:0] \$19 ;
   wire \$2 ;
-  wire [6:0] \$20 ;
-  wire [2:0] \$21 ;
-  wire [4:0] \$22 ;
-  wire [5:0] \$23 ;
-  wire \$24 ;
+  wire [5:0] \$20 ;
+  wire [6:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [4:0] \$23 ;
+  wire [5:0] \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [6:0] \$27 ;
+  wire \$27 ;
   wire \$28 ;
-  wire [7:0] \$29 ;
+  wire [6:0] \$29 ;
   wire \$3 ;
-  reg \$30 ;
+  wire [6:0] \$30 ;
   reg \$31 ;
-  reg [127:0] \$32 ;
-  reg [4:0] \$33 ;
-  reg \$34 ;
-  reg [3:0] \$35 ;
+  reg \$32 ;
+  reg [127:0] \$33 ;
+  reg [4:0] \$34 ;
+  reg \$35 ;
   reg [3:0] \$36 ;
-  reg \$37 ;
+  reg [3:0] \$37 ;
   reg \$38 ;
-  reg [3:0] \$39 ;
+  reg \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [4:0] \$41 ;
-  reg [5:0] \$42 ;
-  reg \$43 ;
+  reg [3:0] \$40 ;
+  reg \$41 ;
+  reg [4:0] \$42 ;
+  reg [5:0] \$43 ;
   reg \$44 ;
   reg \$45 ;
-  reg [39:0] \$46 ;
-  reg [5:0] \$47 ;
-  wire \$5 ;
+  reg \$46 ;
+  reg [39:0] \$47 ;
+  reg [5:0] \$48 ;
+  wire [6:0] \$5 ;
   wire \$6 ;
-  wire [5:0] \$7 ;
-  wire \$8 ;
+  wire \$7 ;
+  wire [5:0] \$8 ;
   wire \$9 ;
   (* init = 1'h0 *)
   wire \$signal ;
@@ -20212,7 +20225,7 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   wire [15:0] \bitmaps[6] ;
   wire [15:0] \bitmaps[7] ;
   wire busy;
-  wire \busy$91 ;
+  wire \busy$93 ;
   reg c_in = 1'h0;
   reg c_out = 1'h0;
   reg [3:0] c_tap = 4'h0;
@@ -20248,6 +20261,7 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   reg [3:0] height_m1 = 4'h0;
   wire hold;
   reg [5:0] inflight = 6'h00;
+  wire [5:0] issued;
   wire [3:0] last_y;
   wire [3:0] \last_y$42 ;
   reg loaded = 1'h0;
@@ -20284,8 +20298,8 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   wire [4:0] r_addr;
   wire \r_addr$67 ;
   wire [63:0] r_data;
+  wire [39:0] \r_data$101 ;
   wire [127:0] \r_data$70 ;
-  wire [39:0] \r_data$99 ;
   wire r_en;
   wire r_rdy;
   wire [6:0] rd_addr;
@@ -20310,7 +20324,7 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   (* init = 1'h0 *)
   wire read_v_d2;
   wire [2:0] row;
-  wire [2:0] \row$93 ;
+  wire [2:0] \row$95 ;
   wire rq_addr;
   wire [127:0] rq_data;
   wire [16:0] sites__payload;
@@ -20390,7 +20404,7 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   wire [2:0] \steps__payload.meta.oy ;
   wire [4:0] \steps__payload.w_addr ;
   reg steps__valid = 1'h0;
-  wire \steps__valid$95 ;
+  wire \steps__valid$97 ;
   wire [88:0] sums__payload;
   wire [88:0] \sums__payload$64 ;
   wire [79:0] \sums__payload$64.acc ;
@@ -20458,19 +20472,21 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   (* init = 4'h0 *)
   wire [3:0] \width_m1$26 ;
   always @(posedge e0_clk)
-    c_out <= \$38 ;
+    c_in <= \$38 ;
   always @(posedge e0_clk)
-    c_tap <= \$39 ;
+    c_out <= \$39 ;
   always @(posedge e0_clk)
-    \w_addr$8  <= \$40 ;
+    c_tap <= \$40 ;
   always @(posedge e0_clk)
-    w_addr <= \$41 ;
+    \w_addr$8  <= \$41 ;
   always @(posedge e0_clk)
-    permit_row <= \$42 ;
+    w_addr <= \$42 ;
   always @(posedge e0_clk)
-    read_v_d1 <= \$43 ;
+    permit_row <= \$43 ;
   always @(posedge e0_clk)
-    steps__valid <= \$44 ;
+    read_v_d1 <= \$44 ;
+  always @(posedge e0_clk)
+    steps__valid <= \$45 ;
   always @(posedge e0_clk)
     read_first_d1 <= steps__payload[12];
   always @(posedge e0_clk)
@@ -20484,11 +20500,11 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   always @(posedge e0_clk)
     read_meta_d2 <= read_meta_d1;
   always @(posedge e0_clk)
-    sites_out__valid <= \$45 ;
+    sites_out__valid <= \$46 ;
   always @(posedge e0_clk)
-    sites_out__payload <= \$46 ;
+    sites_out__payload <= \$47 ;
   always @(posedge e0_clk)
-    inflight <= \$47 ;
+    inflight <= \$48 ;
   assign params__ready = ~ busy;
   assign \$1  = ~ busy;
   assign hold = params__valid & \$1 ;
@@ -20496,47 +20512,46 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   assign \$3  = ~ sites_out__valid;
   assign \$4  = \$3  | sites_out__ready;
   assign r_en = r_rdy & \$4 ;
+  assign \$5  = inflight + beat;
   assign can_emit = inflight < 6'h20;
   assign frame_reset = \w_en$73  & feats__payload[39];
-  assign \$5  = params__valid & params__ready;
-  assign \$6  = pcount == 5'h14;
-  assign \$7  = pcount + 1'h1;
-  assign \$8  = ! pcount;
-  assign \$9  = pcount <= 5'h12;
-  assign \$10  = ! c_in;
-  assign \$11  = c_in + 1'h1;
-  assign \$12  = c_in ? \$11  : 2'h0;
-  assign \$13  = ! c_in;
-  assign \$15  = c_out + 1'h1;
-  assign \$16  = \$14  ? 2'h0 : \$15 ;
-  assign \$18  = c_tap + 1'h1;
-  assign \$19  = pcount - 1'h1;
-  assign \$20  = $signed(\$19 ) - $signed(6'h12);
-  assign \$21  = \busy$91  ? \row$93  : row;
-  assign \$22  = \$21  * 2'h2;
-  assign \$23  = \$22  + 3'h7;
-  assign \$24  = ~ sites_out__valid;
-  assign \$25  = \$24  | sites_out__ready;
-  assign \$26  = r_rdy & \$25 ;
-  assign \$27  = inflight + beat;
+  assign \$6  = params__valid & params__ready;
+  assign \$7  = pcount == 5'h14;
+  assign \$8  = pcount + 1'h1;
+  assign \$9  = ! pcount;
+  assign \$10  = pcount <= 5'h12;
+  assign \$11  = ! c_in;
+  assign \$12  = c_in + 1'h1;
+  assign \$13  = c_in ? \$12  : 2'h0;
+  assign \$14  = ! c_in;
+  assign \$16  = c_out + 1'h1;
+  assign \$17  = \$15  ? 2'h0 : \$16 ;
+  assign \$19  = c_tap + 1'h1;
+  assign \$20  = pcount - 1'h1;
+  assign \$21  = $signed(\$20 ) - $signed(6'h12);
+  assign \$22  = \busy$93  ? \row$95  : row;
+  assign \$23  = \$22  * 2'h2;
+  assign \$24  = \$23  + 3'h7;
+  assign \$25  = ~ sites_out__valid;
+  assign \$26  = \$25  | sites_out__ready;
+  assign \$27  = r_rdy & \$26 ;
   assign \$28  = sites_out__valid & sites_out__ready;
-  assign \$29  = \$27  - \$28 ;
+  assign \$29  = \$5 [5:0] - 1'h1;
+  assign \$30  = \$28  ? \$29  : { 1'h0, \$5 [5:0] };
   always @(posedge e0_clk)
-    w_en <= \$30 ;
+    w_en <= \$31 ;
   always @(posedge e0_clk)
-    \w_en$11  <= \$31 ;
+    \w_en$11  <= \$32 ;
   always @(posedge e0_clk)
-    p_data <= \$32 ;
+    p_data <= \$33 ;
   always @(posedge e0_clk)
-    pcount <= \$33 ;
+    pcount <= \$34 ;
   always @(posedge e0_clk)
-    loaded <= \$34 ;
+    loaded <= \$35 ;
   always @(posedge e0_clk)
-    height_m1 <= \$35 ;
+    height_m1 <= \$36 ;
   always @(posedge e0_clk)
-    width_m1 <= \$36 ;
-  always @(posedge e0_clk)
-    c_in <= \$37 ;
+    width_m1 <= \$37 ;
   \top.conv1.finder  finder (
     .bitmaps(bitmaps),
     .done_rows(done_rows),
@@ -20587,7 +20602,7 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   \top.conv1.out_queue  out_queue (
     .e0_clk(e0_clk),
     .e0_rst(e0_rst),
-    .r_data(\r_data$99 ),
+    .r_data(\r_data$101 ),
     .r_en(r_en),
     .r_rdy(r_rdy),
     .w_en(\w_en$73 ),
@@ -20613,16 +20628,16 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   );
   \top.conv1.sequencer  sequencer (
     .beat(beat),
-    .busy(\busy$91 ),
+    .busy(\busy$93 ),
     .can_emit(can_emit),
     .e0_clk(e0_clk),
     .e0_rst(e0_rst),
-    .row(\row$93 ),
+    .row(\row$95 ),
     .sites__payload(sites__payload),
     .sites__ready(sites__ready),
     .sites__valid(sites__valid),
     .steps__payload(steps__payload),
-    .steps__valid(\steps__valid$95 )
+    .steps__valid(\steps__valid$97 )
   );
   \top.conv1.weights  weights (
     .e0_clk(e0_clk),
@@ -20635,14 +20650,12 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$38  = c_out;
-    if (\$5 ) begin
-      if (\$8 ) begin
+    \$38  = c_in;
+    if (\$6 ) begin
+      if (\$9 ) begin
         \$38  = 1'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          \$38  = \$16 [0];
-        end
+      end else if (\$10 ) begin
+        \$38  = \$13 [0];
       end
     end
     if (e0_rst) begin
@@ -20651,93 +20664,109 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$39  = c_tap;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$39  = 4'h0;
-      end else if (\$9 ) begin
-        if (\$13 ) begin
-          if (\$17 ) begin
-            \$39  = \$18 [3:0];
+    \$39  = c_out;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$39  = 1'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          \$39  = \$17 [0];
+        end
+      end
+    end
+    if (e0_rst) begin
+      \$39  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$40  = c_tap;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$40  = 4'h0;
+      end else if (\$10 ) begin
+        if (\$14 ) begin
+          if (\$18 ) begin
+            \$40  = \$19 [3:0];
           end
         end
       end
     end
     if (e0_rst) begin
-      \$39  = 4'h0;
+      \$40  = 4'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$40  = \w_addr$8 ;
-    if (\$5 ) begin
+    \$41  = \w_addr$8 ;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$8 ) begin
-        \$40  = 1'h0;
-      end else if (\$9 ) begin
+      if (\$9 ) begin
+        \$41  = 1'h0;
+      end else if (\$10 ) begin
       end else begin
-        \$40  = \$20 [0];
+        \$41  = \$21 [0];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$41  = w_addr;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$41  = { c_tap, c_out };
+    \$42  = w_addr;
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
+        \$42  = { c_tap, c_out };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$42  = \$23 ;
+    \$43  = \$24 ;
     if (frame_reset) begin
-      \$42  = 6'h07;
+      \$43  = 6'h07;
     end
     if (e0_rst) begin
-      \$42  = 6'h00;
+      \$43  = 6'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$43  = \steps__valid$95 ;
-    if (e0_rst) begin
-      \$43  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$44  = read_v_d1;
+    \$44  = \steps__valid$97 ;
     if (e0_rst) begin
       \$44  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$45  = sites_out__valid;
-    if (\$26 ) begin
-      \$45  = 1'h1;
+    \$45  = read_v_d1;
+    if (e0_rst) begin
+      \$45  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$46  = sites_out__valid;
+    if (\$27 ) begin
+      \$46  = 1'h1;
     end else if (sites_out__ready) begin
-      \$45  = 1'h0;
+      \$46  = 1'h0;
     end
     if (e0_rst) begin
-      \$45  = 1'h0;
+      \$46  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$46  = sites_out__payload;
-    if (\$26 ) begin
-      \$46  = \r_data$99 ;
+    \$47  = sites_out__payload;
+    if (\$27 ) begin
+      \$47  = \r_data$101 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$47  = \$29 [5:0];
+    \$48  = \$30 [5:0];
     if (e0_rst) begin
-      \$47  = 6'h00;
+      \$48  = 6'h00;
     end
   end
   always @* begin
@@ -20757,25 +20786,10 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$30  = 1'h0;
-    if (\$5 ) begin
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-        \$30  = 1'h1;
-      end
-    end
-    if (e0_rst) begin
-      \$30  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$31  = 1'h0;
-    if (\$5 ) begin
-      (* full_case = 32'd1 *)
-      if (\$8 ) begin
-      end else if (\$9 ) begin
-      end else begin
+    if (\$6 ) begin
+      if (\$9 ) begin
+      end else if (\$10 ) begin
         \$31  = 1'h1;
       end
     end
@@ -20785,59 +20799,62 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$32  = p_data;
-    if (\$5 ) begin
-      \$32  = params__payload;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$33  = pcount;
-    if (\$5 ) begin
+    \$32  = 1'h0;
+    if (\$6 ) begin
       (* full_case = 32'd1 *)
-      if (\$6 ) begin
-        \$33  = 5'h00;
+      if (\$9 ) begin
+      end else if (\$10 ) begin
       end else begin
-        \$33  = \$7 [4:0];
+        \$32  = 1'h1;
       end
     end
     if (e0_rst) begin
-      \$33  = 5'h00;
+      \$32  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$34  = loaded;
-    if (\$5 ) begin
-      if (\$6 ) begin
-        \$34  = 1'h1;
-      end
-      if (\$8 ) begin
-        \$34  = 1'h0;
-      end
-    end
-    if (e0_rst) begin
-      \$34  = 1'h0;
+    \$33  = p_data;
+    if (\$6 ) begin
+      \$33  = params__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$35  = height_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$35  = params__payload[3:0];
+    \$34  = pcount;
+    if (\$6 ) begin
+      (* full_case = 32'd1 *)
+      if (\$7 ) begin
+        \$34  = 5'h00;
+      end else begin
+        \$34  = \$8 [4:0];
       end
     end
     if (e0_rst) begin
-      \$35  = 4'h0;
+      \$34  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$36  = width_m1;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$36  = params__payload[7:4];
+    \$35  = loaded;
+    if (\$6 ) begin
+      if (\$7 ) begin
+        \$35  = 1'h1;
+      end
+      if (\$9 ) begin
+        \$35  = 1'h0;
+      end
+    end
+    if (e0_rst) begin
+      \$35  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$36  = height_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$36  = params__payload[3:0];
       end
     end
     if (e0_rst) begin
@@ -20846,16 +20863,14 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$37  = c_in;
-    if (\$5 ) begin
-      if (\$8 ) begin
-        \$37  = 1'h0;
-      end else if (\$9 ) begin
-        \$37  = \$12 [0];
+    \$37  = width_m1;
+    if (\$6 ) begin
+      if (\$9 ) begin
+        \$37  = params__payload[7:4];
       end
     end
     if (e0_rst) begin
-      \$37  = 1'h0;
+      \$37  = 4'h0;
     end
   end
   assign p_waddr = w_addr;
@@ -20894,6 +20909,7 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   assign feats__valid = \w_en$73 ;
   assign \w_data$75  = tok;
   assign out_reg = sites_out__payload;
+  assign issued = \$5 [5:0];
   assign \sites_in__payload.data  = sites_in__payload[15:0];
   assign \sites_in__payload.data[0]  = sites_in__payload[7:0];
   assign \sites_in__payload.data[1]  = sites_in__payload[15:8];
@@ -21045,8 +21061,8 @@ module \top.conv1 (e0_clk, sites_in__valid, params__ready, sites_in__ready, site
   assign \steps__payload$57 [80] = read_first_d2;
   assign \steps__payload$57 [79:16] = r_data;
   assign \steps__payload$57 [15:0] = rd_data;
-  assign \$14  = c_out;
-  assign \$17  = c_out;
+  assign \$15  = c_out;
+  assign \$18  = c_out;
 endmodule
 
 (* generator = "Amaranth" *)

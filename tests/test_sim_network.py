@@ -124,7 +124,7 @@ def test_residual_network_rtl_with_gaps_and_stalls(residual_net):
     """With two retiming registers after every product (`retime=2`, as for a network filling the part's
     multipliers): the identity's delay follows the main path's."""
     net, frames, cfg = residual_net
-    cfg = cfg.replace(layers=tuple(l.replace(retime=2) for l in cfg.layers))
+    cfg = cfg.retimed(2)
     run = run_network(cfg, net, frames, gap=0.3, stall=0.5, seed=7)
     for k, f in enumerate(frames):
         assert torch.equal(run.pooled[k], net(f)), k

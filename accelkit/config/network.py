@@ -118,6 +118,11 @@ class SparseNetworkConfig(BlockConfig):
     def last(self) -> SparseConvConfig:
         return self.layers[-1]
 
+    def retimed(self, retime: int) -> SparseNetworkConfig:
+        """This network with `retime` fabric registers after every product of every engine
+        (`SparseConvConfig.retime`: 2 where the engines fill most of the part's multipliers)."""
+        return self.replace(layers=tuple(l.replace(retime=retime) for l in self.layers))
+
     @property
     def link_depths(self) -> tuple[int, ...]:
         """The depth of every link FIFO: entry i - 1 joins layer i - 1 to layer i (0: wired directly)."""
