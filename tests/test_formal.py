@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from accelkit.config import BlockConfig
 from accelkit.flows import formal
 from accelkit.flows.formal import FormalFailure, Liveness, Target, prove, require_pass
+from accelkit.gen.hyft import SoftmaxUnit
 
 PROOFS = [(t, prop) for t in formal.targets() for prop in t.plan]
 
@@ -32,6 +33,45 @@ def test_block_proof(target: Target, prop: str):
 def test_sparse_engine_with_params_offered_for_ever():
     """A params load offered while a frame is offered too: it once deadlocked the engine (docs/formal.md)."""
     require_pass(prove(formal.reload_target(), "progress"))
+
+
+# ---- the softmax units' liveness proofs catch a unit off its cycle model ---------------------------------------------
+
+class SoftmaxFlawed(SoftmaxUnit):
+    """The softmax unit with one flaw in its hand-over from B to C (the per-vector value, `vector_value`):
+
+    late-sum: one register more than the config's `fin` stages (the cycle model, and the bounds, are a cycle short);
+    never-summed: no bank is ever handed to C (a deadlock once every bank holds a vector).
+    """
+
+    def __init__(self, cfg, flaw: str):
+        self.flaw = flaw
+        super().__init__(cfg)
+
+    def elaborate(self, platform):
+        inner = self.dp.vector_value
+
+        def flawed(m, p, beat, bt):
+            vec, v, bank = inner(m, p, beat, bt)
+            if self.flaw == "never-summed":
+                return vec, 0, bank
+            return p.reg(vec, name="late_vec"), p.reg(v, name="late_v"), p.reg(bank, name="late_bank")
+
+        self.dp.vector_value = flawed
+        return super().elaborate(platform)
+
+
+@pytest.mark.formal
+@pytest.mark.parametrize(("arch", "flaw", "prop"), [("hyft", "late-sum", "response"), ("float", "late-sum", "response"),
+                                                     ("hyft", "never-summed", "progress")])
+def test_a_softmax_unit_off_its_cycle_model_fails_liveness(arch, flaw, prop):
+    """The response bound is the cycle model's, and tight: one cycle more before C starts fails it; a unit that
+    never hands a bank to C fails progress."""
+    t = formal.get_target(f"{arch}-softmax")
+    t = dataclasses.replace(t, name=f"{t.name}-{flaw}")
+    bound = t.liveness.bound(prop)
+    with pytest.raises(FormalFailure, match=rf"'{prop}: .* at least every {bound} cycles' fails at step \d+"):
+        require_pass(prove(t, prop, component=SoftmaxFlawed(t.config, flaw)))
 
 
 # ---- the streams are found from the signature -----------------------------------------------------------------------
