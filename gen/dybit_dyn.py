@@ -169,7 +169,8 @@ class OperandDecoder(wiring.Component):
     two register stages: `lane`, `fmt` and `mode` of the beat entering; the first stage (registered here when
     `en`) holds each code's prefix decode (`decode_prefix`) and the beat's mode, `dec` (combinational from it,
     for the front end's output register) is the nibbles each sub-multiplier takes and each product lane's sign
-    and shift. `wide` (combinational, of the entering beat) flags nonzero bits above the job's P codes."""
+    and shift. `wide` (registered in the first stage, beside the prefix decode) flags nonzero bits above the job's
+    P codes in the lane of the beat in that stage."""
 
     def __init__(self, cfg: DyBitDynConfig, side: str):
         self.cfg, self.side = cfg, side
@@ -180,10 +181,13 @@ class OperandDecoder(wiring.Component):
         cfg, side = self.cfg, self.side
         m = Module()
         lane, dec = self.lane, self.dec
-        own8 = self.mode.a8 if side == "a" else self.mode.b8
         other8 = self.mode.b8 if side == "a" else self.mode.a8
-        # the lane holds 64 / n_other bits of codes (P codes of n_own bits): above that must be zero
-        m.d.comb += self.wide.eq(other8 & lane[8:].any())
+        # the lane holds 64 / n_other bits of codes (P codes of n_own bits): above that must be zero. Registered
+        # (no reset: the front end reads it beside its stage-1 valid), so the OR over the lanes starts at flip-flops
+        wide = Signal(name="wide1", reset_less=True)
+        m.d.comb += self.wide.eq(wide)
+        with m.If(self.en):
+            m.d.sync += wide.eq(other8 & lane[8:].any())
 
         def stage1(n, count):
             regs = []
@@ -395,7 +399,8 @@ class FrontEnd(wiring.Component):
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
         super().__init__({"a": In(stream.Signature(a_layout(cfg))), "b": In(stream.Signature(b_layout(cfg))),
-                          "d": Out(stream.Signature(beat_layout(cfg))), "lane_en": In(cfg.rows + cfg.cols)})
+                          "d": Out(stream.Signature(beat_layout(cfg))), "lane_en": In(cfg.rows + cfg.cols),
+                          "ctl_en": In(1)})
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -403,7 +408,9 @@ class FrontEnd(wiring.Component):
         m = Module()
         a, b, d = self.a, self.b, self.d
         # `lane_en`: R + C copies of d.ready (rows, then columns), each moving one decoder and its lane of d: the
-        # grid keeps them (`MacGrid.enable_copy`) so that no one net enables every register of the front end
+        # grid keeps them (`MacGrid.enable_copy`) so that no one net enables every register of the front end.
+        # `ctl_en`: one more copy, for the front end's control (handshakes, formats, flags, the valids), so that
+        # the stall (the drain's bank valid -> t.ready -> d.ready) does not reach the front end as logic
 
         # ---- the job's formats, from its header
         fa, fb = Signal(FormatLayout()), Signal(FormatLayout())
@@ -426,7 +433,7 @@ class FrontEnd(wiring.Component):
         hdr_bad = Cat(*bad).any() | others
 
         # ---- handshakes: a header alone, a data beat with its b beat; the registers move when d is ready
-        advance = d.ready
+        advance = self.ctl_en  # = d.ready in every cycle
         is_hdr = a.payload.header
         fire_data = Signal()
         m.d.comb += [
@@ -449,17 +456,20 @@ class FrontEnd(wiring.Component):
                              dec.mode.eq(mode)]
                 out.append(dec.dec)
                 wides.append(dec.wide)
-        wide_now = Cat(*wides).any()
-
-        # stage 1: the beat's control beside the decoders' first stage
+        # stage 1: the beat's control beside the decoders' first stage. `wide1`: the beat in stage 1 has a lane
+        # with bits above its codes (each decoder registers its lane's flag). A beat's error flag is the header's,
+        # the job's earlier beats' (`job_wide`, set from stage 1, so the beat just ahead, in stage 1 as this one
+        # enters, is counted apart) and its own (added entering d).
         v1, last1, err1 = Signal(), Signal(), Signal()
+        wide1 = Signal()
+        m.d.comb += wide1.eq(v1 & Cat(*wides).any())
         mode1 = Signal(ModeLayout(), reset_less=True)
         with m.If(advance):
-            m.d.sync += [v1.eq(fire_data), last1.eq(a.payload.last), err1.eq(hdr_err | job_wide | wide_now),
+            m.d.sync += [v1.eq(fire_data), last1.eq(a.payload.last), err1.eq(hdr_err | job_wide | wide1),
                          mode1.eq(mode)]
-        with m.If(fire_data):
-            m.d.sync += job_wide.eq(job_wide | wide_now)
-        with m.If(advance & a.valid & is_hdr):
+        with m.If(wide1):  # the beat in stage 1 is of the current job: no header enters between two data beats
+            m.d.sync += job_wide.eq(1)
+        with m.If(advance & a.valid & is_hdr):  # a header entering: stage 1's beat (if any) is of the job before
             (a8, ai, ak), (b8, bi, bk) = parsed
             m.d.sync += [fa.is8.eq(a8), fa.is_int.eq(ai), fa.kmax.eq(ak),
                          fb.is8.eq(b8), fb.is_int.eq(bi), fb.kmax.eq(bk),
@@ -472,7 +482,8 @@ class FrontEnd(wiring.Component):
         m.d.comb += [d.payload.rows[i].eq(rows[i]) for i in range(R)]
         m.d.comb += [d.payload.cols[j].eq(cols[j]) for j in range(C)]
         with m.If(advance):
-            m.d.sync += [d.valid.eq(v1), mode2.eq(mode1), d.payload.last.eq(last1), d.payload.err.eq(err1)]
+            m.d.sync += [d.valid.eq(v1), mode2.eq(mode1), d.payload.last.eq(last1),
+                         d.payload.err.eq(err1 | wide1)]
         for i in range(R):
             with m.If(self.lane_en[i]):
                 m.d.sync += rows[i].eq(a_dec[i])
@@ -491,7 +502,7 @@ class MacGrid(wiring.Component):
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
         super().__init__({"d": In(stream.Signature(beat_layout(cfg))), "t": Out(stream.Signature(tile_layout(cfg))),
-                          "freed": In(1), "lane_en": Out(cfg.rows + cfg.cols)})
+                          "freed_next": In(1), "lane_en": Out(cfg.rows + cfg.cols), "ctl_en": Out(1)})
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -513,12 +524,24 @@ class MacGrid(wiring.Component):
             for s in range(1, stages):
                 m.d.sync += [v[s].eq(v[s - 1]), last[s].eq(last[s - 1]), err[s].eq(err[s - 1])]
 
-        def enable_copy(name: str):
+        # the drain's `freed` (its bank's last row leaves: the bank is empty from the next cycle), one register per
+        # row of the grid: the drain hands `freed_next`, the value `freed` will have in the next cycle, so each
+        # register holds this cycle's `freed` and clears the busy flags of its group of enable copies only (no
+        # net from the drain to the whole array). `freed` is never 1 in two cycles running (the bank refills
+        # after a cycle empty at least), so `& ~q` changes nothing but makes each register's next state depend
+        # on itself: yosys cannot merge them.
+        freed_q = [Signal(name=f"freed_q{g}") for g in range(R)]
+        for q in freed_q:
+            m.d.sync += q.eq(self.freed_next & ~q)
+        self.freed_copies = freed_q  # for the tests: each equals the drain's `freed` in every cycle
+
+        def enable_copy(name: str, group: int):
             """A copy of `advance` (= d.ready, "the pipeline moves") from its own copy of the state that decides it:
-            the last stage's valid and last flags and the bank's busy flag (set when t fires, cleared when the
-            drain reports `freed`, as in RowDrain). Each copy enables one group of registers (a PE, a decoder,
-            a broadcast row), so that no net drives the enables of the whole array. The copies' next states
-            depend on themselves, so yosys cannot merge them (nor needs to: they are equal in every cycle)."""
+            the last stage's valid and last flags and the bank's busy flag (set when t fires, cleared by its
+            group's copy of the drain's `freed`, as in RowDrain). Each copy enables one group of registers (a PE,
+            a decoder, a broadcast row), so that no net drives the enables of the whole array. The copies' next
+            states depend on themselves, so yosys cannot merge them (nor needs to: they are equal in every
+            cycle)."""
             vq, lq, bq = Signal(name=f"{name}_v"), Signal(name=f"{name}_last"), Signal(name=f"{name}_bank")
             en = Signal(name=f"{name}_en")
             m.d.comb += en.eq(~(vq & lq & bq))
@@ -526,11 +549,19 @@ class MacGrid(wiring.Component):
                 m.d.sync += [vq.eq(v[-2]), lq.eq(last[-2])]
             with m.If(vq & lq & ~bq):
                 m.d.sync += bq.eq(1)
-            with m.If(self.freed):
+            with m.If(freed_q[group]):
                 m.d.sync += bq.eq(0)
+            self.enable_copies.append(en)
             return en, vq, lq
 
-        m.d.comb += [self.lane_en[k].eq(enable_copy(f"en_dec{k}")[0]) for k in range(R + C)]
+        def col_group(j: int) -> int:  # a column's copies go with a row's freed register, spread evenly
+            return j * R // C
+
+        self.enable_copies = []  # for the tests: each equals `advance` in every cycle
+
+        m.d.comb += [self.lane_en[k].eq(enable_copy(f"en_dec{k}", k if k < R else col_group(k - R))[0])
+                     for k in range(R + C)]
+        m.d.comb += self.ctl_en.eq(enable_copy("en_front", 0)[0])
 
         # the operand broadcast: a tree of registers per row (and per column), each driving at most
         # BROADCAST_FANOUT PEs
@@ -538,10 +569,10 @@ class MacGrid(wiring.Component):
         require(groups * BROADCAST_FANOUT >= max(R, C), "broadcast_stages",
                 f"enough for {max(R, C)} PEs per row or column at {BROADCAST_FANOUT} per register", nb)
         a_lay, b_lay = side_layout(cfg, "a"), side_layout(cfg, "b")
-        rows = [[a_lay(x) for x in fanout_tree(m, d.payload.rows[i], nb, enable_copy(f"en_bcr{i}")[0],
+        rows = [[a_lay(x) for x in fanout_tree(m, d.payload.rows[i], nb, enable_copy(f"en_bcr{i}", i)[0],
                                                 f"bc_row{i}")] for i in range(R)] if nb else \
             [[d.payload.rows[i]] for i in range(R)]
-        cols = [[b_lay(x) for x in fanout_tree(m, d.payload.cols[j], nb, enable_copy(f"en_bcc{j}")[0],
+        cols = [[b_lay(x) for x in fanout_tree(m, d.payload.cols[j], nb, enable_copy(f"en_bcc{j}", col_group(j))[0],
                                                 f"bc_col{j}")] for j in range(C)] if nb else \
             [[d.payload.cols[j]] for j in range(C)]
         # the mode, wanted by the PEs' third stage: a tree over the stages before it, one register per
@@ -561,7 +592,7 @@ class MacGrid(wiring.Component):
             for j in range(C):
                 pe = FusedPE(cfg)
                 m.submodules[f"pe_{i}_{j}"] = pe
-                pe_en[i][j] = en = enable_copy(f"en_pe_{i}_{j}")
+                pe_en[i][j] = en = enable_copy(f"en_pe_{i}_{j}", i)
                 m.d.comb += [pe.en.eq(en[0]), pe.a.eq(rows[i][j * groups // C]),
                              pe.b.eq(cols[j][i * groups // R]),
                              pe.mode.eq(modes[(i * C + j) * len(modes) // (R * C)])]
@@ -595,12 +626,15 @@ class MacGrid(wiring.Component):
 
 
 class RowDrain(wiring.Component):
-    """The shadow bank: takes a finished tile when empty and sends it row by row."""
+    """The shadow bank: takes a finished tile when empty and sends it row by row. `c_ready_next` is the value
+    ``c.ready`` will have in the next cycle (the output slice's `StreamSlice.ready_next`); from it and the drain's
+    flip-flops, `freed_next` is the value `freed` (the last row leaves, the bank is empty from the next cycle) will
+    have in the next cycle, for the grid to register near its loads."""
 
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
         super().__init__({"t": In(stream.Signature(tile_layout(cfg))), "c": Out(stream.Signature(c_layout(cfg))),
-                          "freed": Out(1)})
+                          "c_ready_next": In(1), "freed": Out(1), "freed_next": Out(1)})
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -611,7 +645,7 @@ class RowDrain(wiring.Component):
                 for i in range(R)]  # payload: bank_valid has the reset
         bank_valid, bank_err = Signal(), Signal()
         row = Signal(range(R), name="drain_row") if R > 1 else Const(0, 1)
-        # row == R - 1 as a flip-flop: `freed` (to every enable copy of the grid) is then two gates deep
+        # row == R - 1 as a flip-flop
         last_row = Signal(init=R == 1)
         m.d.comb += [
             t.ready.eq(~bank_valid),
@@ -620,6 +654,16 @@ class RowDrain(wiring.Component):
             c.payload.error.eq(bank_err),
             self.freed.eq(c.valid & c.ready & last_row),  # the bank is empty from the next cycle
         ]
+        # freed's next value: the bank valid, on its last row and c ready, all in the next cycle. R > 1: a bank
+        # that is not valid now is not on its last row next cycle (a tile enters at row 0), so the bank's valid
+        # next cycle is its valid now unless its last row leaves now, and the last-row flag moves when a row
+        # leaves. R = 1: a tile taken now is on its last row next cycle.
+        if R > 1:
+            last_next = Mux(c.ready, ~last_row & (row == R - 2), last_row)
+            m.d.comb += self.freed_next.eq(bank_valid & last_next & self.c_ready_next)
+        else:
+            valid_next = Mux(bank_valid, ~c.ready, t.valid)
+            m.d.comb += self.freed_next.eq(valid_next & self.c_ready_next)
         m.d.comb += [c.payload.data[j].eq(bank[0][j]) for j in range(C)]
         with m.If(t.valid & t.ready):
             m.d.sync += [bank[i][j].eq(t.payload.data[i][j]) for i in range(R) for j in range(C)]
@@ -642,13 +686,19 @@ class OutputSlice(wiring.Component):
 
     def __init__(self, cfg: DyBitDynConfig):
         self.cfg = cfg
-        super().__init__({"i": In(stream.Signature(c_layout(cfg))), "o": Out(stream.Signature(c_layout(cfg)))})
+        super().__init__({"i": In(stream.Signature(c_layout(cfg))), "o": Out(stream.Signature(c_layout(cfg))),
+                          "i_ready_next": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
+        require(self.cfg.output_stages >= 1, "output_stages",
+                "at least 1: the drain's freed_next needs the next cycle's i.ready (StreamSlice.ready_next)",
+                self.cfg.output_stages)
         src = wiring.flipped(self.i)
         for k in range(self.cfg.output_stages):
             m.submodules[f"slice{k}"] = sl = StreamSlice(c_layout(self.cfg))
+            if k == 0:
+                m.d.comb += self.i_ready_next.eq(sl.ready_next)
             wiring.connect(m, src, sl.i)
             src = sl.o
         wiring.connect(m, src, wiring.flipped(self.o))
@@ -667,11 +717,13 @@ class DyBitDynArray(wiring.Component):
         m.submodules.grid = grid = MacGrid(self.cfg)
         m.submodules.drain = drain = RowDrain(self.cfg)
         m.submodules.out = out = OutputSlice(self.cfg)
+        self.grid, self.drain = grid, drain  # for the tests (the enable and freed copies)
         wiring.connect(m, wiring.flipped(self.a), front.a)
         wiring.connect(m, wiring.flipped(self.b), front.b)
         wiring.connect(m, front.d, grid.d)
         wiring.connect(m, grid.t, drain.t)
-        m.d.comb += [grid.freed.eq(drain.freed), front.lane_en.eq(grid.lane_en)]
+        m.d.comb += [grid.freed_next.eq(drain.freed_next), drain.c_ready_next.eq(out.i_ready_next),
+                     front.lane_en.eq(grid.lane_en), front.ctl_en.eq(grid.ctl_en)]
         wiring.connect(m, drain.c, out.i)
         wiring.connect(m, out.o, wiring.flipped(self.c))
         return m

@@ -38,6 +38,16 @@ class StreamSlice(wiring.Component):
         # one copy of o.valid per chunk when there is more than one chunk
         self.valid_copies = [Signal(name=f"valid_copy{k}") for k in range(len(self.chunks))] \
             if len(self.chunks) > 1 else []
+        self._ready_next = None
+
+    @property
+    def ready_next(self) -> Signal:
+        """The value ``i.ready`` will have in the next cycle (combinational, from this cycle's flip-flops, ``i.valid``
+        and ``o.ready``): a producer can register its own copy of a function of ``i.ready`` a cycle early. Built
+        only when asked for (before elaboration), so the slices that do not use it are unchanged."""
+        if self._ready_next is None:
+            self._ready_next = Signal(name="ready_next")
+        return self._ready_next
 
     def invariants(self) -> list[tuple[Value, str]]:
         """Every copy of the output valid equals it (the formal proof's k-induction needs it: from a state where
@@ -58,6 +68,8 @@ class StreamSlice(wiring.Component):
             m.d.sync += [self.o.valid.eq(skid_valid | self.i.valid), skid_valid.eq(0)]
         with m.Elif(self.i.valid & ~skid_valid):
             m.d.sync += skid_valid.eq(1)
+        if self._ready_next is not None:  # ~(skid_valid's next state)
+            m.d.comb += self._ready_next.eq(load | ~(skid_valid | self.i.valid))
         bits_in, bits_skid, bits_out = Value.cast(self.i.payload), Value.cast(skid), Value.cast(out)
         for k, (lo, hi) in enumerate(self.chunks):
             chunk_load = load

@@ -50,14 +50,14 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \b__valid$16 ;
   output [153:0] c__payload;
   wire [153:0] c__payload;
-  wire [153:0] \c__payload$34 ;
-  wire [151:0] \c__payload$34.data ;
-  wire [37:0] \c__payload$34.data[0] ;
-  wire [37:0] \c__payload$34.data[1] ;
-  wire [37:0] \c__payload$34.data[2] ;
-  wire [37:0] \c__payload$34.data[3] ;
-  wire \c__payload$34.error ;
-  wire \c__payload$34.last ;
+  wire [153:0] \c__payload$38 ;
+  wire [151:0] \c__payload$38.data ;
+  wire [37:0] \c__payload$38.data[0] ;
+  wire [37:0] \c__payload$38.data[1] ;
+  wire [37:0] \c__payload$38.data[2] ;
+  wire [37:0] \c__payload$38.data[3] ;
+  wire \c__payload$38.error ;
+  wire \c__payload$38.last ;
   wire [151:0] \c__payload.data ;
   wire [37:0] \c__payload.data[0] ;
   wire [37:0] \c__payload.data[1] ;
@@ -67,12 +67,15 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \c__payload.last ;
   input c__ready;
   wire c__ready;
-  wire \c__ready$35 ;
+  wire \c__ready$39 ;
   output c__valid;
   wire c__valid;
-  wire \c__valid$38 ;
+  wire \c__valid$42 ;
+  wire c_ready_next;
   input clk;
   wire clk;
+  wire ctl_en;
+  wire \ctl_en$36 ;
   wire [211:0] d__payload;
   wire [211:0] \d__payload$18 ;
   wire [103:0] \d__payload$18.cols ;
@@ -301,8 +304,8 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \d__ready$20 ;
   wire d__valid;
   wire \d__valid$22 ;
-  wire freed;
-  wire \freed$30 ;
+  wire freed_next;
+  wire \freed_next$30 ;
   wire [153:0] i__payload;
   wire [151:0] \i__payload.data ;
   wire [37:0] \i__payload.data[0] ;
@@ -313,8 +316,9 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \i__payload.last ;
   wire i__ready;
   wire i__valid;
+  wire i_ready_next;
   wire [7:0] lane_en;
-  wire [7:0] \lane_en$32 ;
+  wire [7:0] \lane_en$34 ;
   wire [153:0] o__payload;
   wire [151:0] \o__payload.data ;
   wire [37:0] \o__payload.data[0] ;
@@ -379,10 +383,11 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   wire \t__valid$28 ;
   \top.drain  drain (
     .c__payload(i__payload),
-    .c__ready(\c__ready$35 ),
+    .c__ready(\c__ready$39 ),
     .c__valid(i__valid),
+    .c_ready_next(c_ready_next),
     .clk(clk),
-    .freed(freed),
+    .freed_next(freed_next),
     .rst(rst),
     .t__payload(t__payload),
     .t__ready(t__ready),
@@ -396,21 +401,22 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
     .b__ready(b__ready),
     .b__valid(b__valid),
     .clk(clk),
-    .d__ready(d__ready),
+    .ctl_en(ctl_en),
     .d__valid(d__valid),
     .lane_en(lane_en),
-    .\port$3903$0 (\$1 ),
-    .\port$3907$0 (\$2 ),
+    .\port$3954$0 (\$1 ),
+    .\port$3958$0 (\$2 ),
     .rst(rst)
   );
   \top.grid  grid (
     .advance(d__ready),
     .clk(clk),
     .d__valid(d__valid),
-    .freed(freed),
+    .en_front_en(ctl_en),
+    .freed_next(freed_next),
     .lane_en(lane_en),
-    .\port$3903$0 (\$1 ),
-    .\port$3907$0 (\$2 ),
+    .\port$3954$0 (\$1 ),
+    .\port$3958$0 (\$2 ),
     .rst(rst),
     .t__payload(t__payload),
     .t__ready(t__ready),
@@ -419,8 +425,9 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   \top.out  out (
     .clk(clk),
     .i__payload(i__payload),
-    .i__ready(\c__ready$35 ),
+    .i__ready(\c__ready$39 ),
     .i__valid(i__valid),
+    .i_ready_next(c_ready_next),
     .o__payload(c__payload),
     .o__ready(c__ready),
     .o__valid(c__valid),
@@ -439,11 +446,13 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   assign \t__payload$24  = t__payload;
   assign \t__ready$26  = t__ready;
   assign \t__valid$28  = t__valid;
-  assign \freed$30  = freed;
-  assign \lane_en$32  = lane_en;
-  assign \c__payload$34  = i__payload;
-  assign i__ready = \c__ready$35 ;
-  assign \c__valid$38  = i__valid;
+  assign \freed_next$30  = freed_next;
+  assign i_ready_next = c_ready_next;
+  assign \lane_en$34  = lane_en;
+  assign \ctl_en$36  = ctl_en;
+  assign \c__payload$38  = i__payload;
+  assign i__ready = \c__ready$39 ;
+  assign \c__valid$42  = i__valid;
   assign o__payload = c__payload;
   assign o__ready = c__ready;
   assign o__valid = c__valid;
@@ -751,13 +760,13 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
   assign \i__payload.data[3]  = i__payload[151:114];
   assign \i__payload.last  = i__payload[152];
   assign \i__payload.error  = i__payload[153];
-  assign \c__payload$34.data  = i__payload[151:0];
-  assign \c__payload$34.data[0]  = i__payload[37:0];
-  assign \c__payload$34.data[1]  = i__payload[75:38];
-  assign \c__payload$34.data[2]  = i__payload[113:76];
-  assign \c__payload$34.data[3]  = i__payload[151:114];
-  assign \c__payload$34.last  = i__payload[152];
-  assign \c__payload$34.error  = i__payload[153];
+  assign \c__payload$38.data  = i__payload[151:0];
+  assign \c__payload$38.data[0]  = i__payload[37:0];
+  assign \c__payload$38.data[1]  = i__payload[75:38];
+  assign \c__payload$38.data[2]  = i__payload[113:76];
+  assign \c__payload$38.data[3]  = i__payload[151:114];
+  assign \c__payload$38.last  = i__payload[152];
+  assign \c__payload$38.error  = i__payload[153];
   assign \o__payload.data  = c__payload[151:0];
   assign \o__payload.data[0]  = c__payload[37:0];
   assign \o__payload.data[1]  = c__payload[75:38];
@@ -768,10 +777,10 @@ module top(a__valid, b__payload, b__valid, c__ready, clk, rst, a__ready, b__read
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payload, c__valid, clk);
+module \top.drain (rst, t__valid, t__ready, freed_next, c__ready, c_ready_next, t__payload, c__payload, c__valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  reg [37:0] \$10 ;
+  wire \$10 ;
   reg [37:0] \$11 ;
   reg [37:0] \$12 ;
   reg [37:0] \$13 ;
@@ -784,17 +793,22 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
   wire \$2 ;
   reg [37:0] \$20 ;
   reg [37:0] \$21 ;
-  reg \$22 ;
-  reg \$23 ;
-  reg [1:0] \$24 ;
-  reg \$25 ;
+  reg [37:0] \$22 ;
+  reg [37:0] \$23 ;
+  reg [37:0] \$24 ;
+  reg [37:0] \$25 ;
+  reg [37:0] \$26 ;
+  reg \$27 ;
+  reg \$28 ;
+  reg [1:0] \$29 ;
   wire \$3 ;
-  wire [2:0] \$4 ;
+  reg \$30 ;
+  wire \$4 ;
   wire \$5 ;
-  reg [37:0] \$6 ;
-  reg [37:0] \$7 ;
-  reg [37:0] \$8 ;
-  reg [37:0] \$9 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [2:0] \$9 ;
   reg \$signal  = 1'h0;
   reg [37:0] bank_0_0 = 38'h0000000000;
   reg [37:0] bank_0_1 = 38'h0000000000;
@@ -827,11 +841,14 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
   (* init = 1'h0 *)
   output c__valid;
   wire c__valid;
+  input c_ready_next;
+  wire c_ready_next;
   input clk;
   wire clk;
   reg [1:0] drain_row = 2'h0;
-  output freed;
   wire freed;
+  output freed_next;
+  wire freed_next;
   reg last_row = 1'h0;
   input rst;
   wire rst;
@@ -866,251 +883,257 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
   assign t__ready = ~ \$signal ;
   assign \$1  = \$signal  & c__ready;
   assign freed = \$1  & last_row;
-  assign \$2  = t__valid & t__ready;
-  assign \$3  = \$signal  & c__ready;
-  assign \$4  = drain_row + 1'h1;
-  assign \$5  = drain_row == 2'h2;
+  assign \$2  = ~ last_row;
+  assign \$3  = drain_row == 2'h2;
+  assign \$4  = \$2  & \$3 ;
+  assign \$5  = c__ready ? \$4  : last_row;
+  assign \$6  = \$signal  & \$5 ;
+  assign freed_next = \$6  & c_ready_next;
+  assign \$7  = t__valid & t__ready;
+  assign \$8  = \$signal  & c__ready;
+  assign \$9  = drain_row + 1'h1;
+  assign \$10  = drain_row == 2'h2;
   always @(posedge clk)
-    bank_0_0 <= \$6 ;
+    bank_0_0 <= \$11 ;
   always @(posedge clk)
-    bank_0_1 <= \$7 ;
+    bank_0_1 <= \$12 ;
   always @(posedge clk)
-    bank_0_2 <= \$8 ;
+    bank_0_2 <= \$13 ;
   always @(posedge clk)
-    bank_0_3 <= \$9 ;
+    bank_0_3 <= \$14 ;
   always @(posedge clk)
-    bank_1_0 <= \$10 ;
+    bank_1_0 <= \$15 ;
   always @(posedge clk)
-    bank_1_1 <= \$11 ;
+    bank_1_1 <= \$16 ;
   always @(posedge clk)
-    bank_1_2 <= \$12 ;
+    bank_1_2 <= \$17 ;
   always @(posedge clk)
-    bank_1_3 <= \$13 ;
+    bank_1_3 <= \$18 ;
   always @(posedge clk)
-    bank_2_0 <= \$14 ;
+    bank_2_0 <= \$19 ;
   always @(posedge clk)
-    bank_2_1 <= \$15 ;
+    bank_2_1 <= \$20 ;
   always @(posedge clk)
-    bank_2_2 <= \$16 ;
+    bank_2_2 <= \$21 ;
   always @(posedge clk)
-    bank_2_3 <= \$17 ;
+    bank_2_3 <= \$22 ;
   always @(posedge clk)
-    bank_3_0 <= \$18 ;
+    bank_3_0 <= \$23 ;
   always @(posedge clk)
-    bank_3_1 <= \$19 ;
+    bank_3_1 <= \$24 ;
   always @(posedge clk)
-    bank_3_2 <= \$20 ;
+    bank_3_2 <= \$25 ;
   always @(posedge clk)
-    bank_3_3 <= \$21 ;
+    bank_3_3 <= \$26 ;
   always @(posedge clk)
-    \$signal  <= \$22 ;
+    \$signal  <= \$27 ;
   always @(posedge clk)
-    bank_err <= \$23 ;
+    bank_err <= \$28 ;
   always @(posedge clk)
-    drain_row <= \$24 ;
+    drain_row <= \$29 ;
   always @(posedge clk)
-    last_row <= \$25 ;
+    last_row <= \$30 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$6  = bank_0_0;
-    if (\$2 ) begin
-      \$6  = t__payload[37:0];
+    \$11  = bank_0_0;
+    if (\$7 ) begin
+      \$11  = t__payload[37:0];
     end
-    if (\$3 ) begin
-      \$6  = bank_1_0;
+    if (\$8 ) begin
+      \$11  = bank_1_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$7  = bank_0_1;
-    if (\$2 ) begin
-      \$7  = t__payload[75:38];
+    \$12  = bank_0_1;
+    if (\$7 ) begin
+      \$12  = t__payload[75:38];
     end
-    if (\$3 ) begin
-      \$7  = bank_1_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$8  = bank_0_2;
-    if (\$2 ) begin
-      \$8  = t__payload[113:76];
-    end
-    if (\$3 ) begin
-      \$8  = bank_1_2;
+    if (\$8 ) begin
+      \$12  = bank_1_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$9  = bank_0_3;
-    if (\$2 ) begin
-      \$9  = t__payload[151:114];
+    \$13  = bank_0_2;
+    if (\$7 ) begin
+      \$13  = t__payload[113:76];
     end
-    if (\$3 ) begin
-      \$9  = bank_1_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$10  = bank_1_0;
-    if (\$2 ) begin
-      \$10  = t__payload[189:152];
-    end
-    if (\$3 ) begin
-      \$10  = bank_2_0;
+    if (\$8 ) begin
+      \$13  = bank_1_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$11  = bank_1_1;
-    if (\$2 ) begin
-      \$11  = t__payload[227:190];
+    \$14  = bank_0_3;
+    if (\$7 ) begin
+      \$14  = t__payload[151:114];
     end
-    if (\$3 ) begin
-      \$11  = bank_2_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12  = bank_1_2;
-    if (\$2 ) begin
-      \$12  = t__payload[265:228];
-    end
-    if (\$3 ) begin
-      \$12  = bank_2_2;
+    if (\$8 ) begin
+      \$14  = bank_1_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$13  = bank_1_3;
-    if (\$2 ) begin
-      \$13  = t__payload[303:266];
+    \$15  = bank_1_0;
+    if (\$7 ) begin
+      \$15  = t__payload[189:152];
     end
-    if (\$3 ) begin
-      \$13  = bank_2_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$14  = bank_2_0;
-    if (\$2 ) begin
-      \$14  = t__payload[341:304];
-    end
-    if (\$3 ) begin
-      \$14  = bank_3_0;
+    if (\$8 ) begin
+      \$15  = bank_2_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$15  = bank_2_1;
-    if (\$2 ) begin
-      \$15  = t__payload[379:342];
+    \$16  = bank_1_1;
+    if (\$7 ) begin
+      \$16  = t__payload[227:190];
     end
-    if (\$3 ) begin
-      \$15  = bank_3_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$16  = bank_2_2;
-    if (\$2 ) begin
-      \$16  = t__payload[417:380];
-    end
-    if (\$3 ) begin
-      \$16  = bank_3_2;
+    if (\$8 ) begin
+      \$16  = bank_2_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$17  = bank_2_3;
-    if (\$2 ) begin
-      \$17  = t__payload[455:418];
+    \$17  = bank_1_2;
+    if (\$7 ) begin
+      \$17  = t__payload[265:228];
     end
-    if (\$3 ) begin
-      \$17  = bank_3_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$18  = bank_3_0;
-    if (\$2 ) begin
-      \$18  = t__payload[493:456];
+    if (\$8 ) begin
+      \$17  = bank_2_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$19  = bank_3_1;
-    if (\$2 ) begin
-      \$19  = t__payload[531:494];
+    \$18  = bank_1_3;
+    if (\$7 ) begin
+      \$18  = t__payload[303:266];
+    end
+    if (\$8 ) begin
+      \$18  = bank_2_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = bank_3_2;
-    if (\$2 ) begin
-      \$20  = t__payload[569:532];
+    \$19  = bank_2_0;
+    if (\$7 ) begin
+      \$19  = t__payload[341:304];
+    end
+    if (\$8 ) begin
+      \$19  = bank_3_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = bank_3_3;
-    if (\$2 ) begin
-      \$21  = t__payload[607:570];
+    \$20  = bank_2_1;
+    if (\$7 ) begin
+      \$20  = t__payload[379:342];
+    end
+    if (\$8 ) begin
+      \$20  = bank_3_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = \$signal ;
-    if (\$2 ) begin
-      \$22  = 1'h1;
+    \$21  = bank_2_2;
+    if (\$7 ) begin
+      \$21  = t__payload[417:380];
     end
-    if (\$3 ) begin
+    if (\$8 ) begin
+      \$21  = bank_3_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$22  = bank_2_3;
+    if (\$7 ) begin
+      \$22  = t__payload[455:418];
+    end
+    if (\$8 ) begin
+      \$22  = bank_3_3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$23  = bank_3_0;
+    if (\$7 ) begin
+      \$23  = t__payload[493:456];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$24  = bank_3_1;
+    if (\$7 ) begin
+      \$24  = t__payload[531:494];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$25  = bank_3_2;
+    if (\$7 ) begin
+      \$25  = t__payload[569:532];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$26  = bank_3_3;
+    if (\$7 ) begin
+      \$26  = t__payload[607:570];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$27  = \$signal ;
+    if (\$7 ) begin
+      \$27  = 1'h1;
+    end
+    if (\$8 ) begin
       if (last_row) begin
-        \$22  = 1'h0;
+        \$27  = 1'h0;
       end
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$27  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = bank_err;
-    if (\$2 ) begin
-      \$23  = t__payload[608];
+    \$28  = bank_err;
+    if (\$7 ) begin
+      \$28  = t__payload[608];
     end
     if (rst) begin
-      \$23  = 1'h0;
+      \$28  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = drain_row;
-    if (\$3 ) begin
+    \$29  = drain_row;
+    if (\$8 ) begin
       (* full_case = 32'd1 *)
       if (last_row) begin
-        \$24  = 2'h0;
+        \$29  = 2'h0;
       end else begin
-        \$24  = \$4 [1:0];
+        \$29  = \$9 [1:0];
       end
     end
     if (rst) begin
-      \$24  = 2'h0;
+      \$29  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = last_row;
-    if (\$3 ) begin
+    \$30  = last_row;
+    if (\$8 ) begin
       (* full_case = 32'd1 *)
       if (last_row) begin
-        \$25  = 1'h0;
+        \$30  = 1'h0;
       end else begin
-        \$25  = \$5 ;
+        \$30  = \$10 ;
       end
     end
     if (rst) begin
-      \$25  = 1'h0;
+      \$30  = 1'h0;
     end
   end
   assign c__valid = \$signal ;
@@ -1152,7 +1175,7 @@ module \top.drain (rst, t__valid, t__ready, freed, c__ready, t__payload, c__payl
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready, d__ready, \port$3903$0 , \port$3907$0 , d__valid, lane_en, a__payload);
+module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready, ctl_en, \port$3954$0 , \port$3958$0 , d__valid, lane_en, a__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -1171,9 +1194,9 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire \$22 ;
   wire \$23 ;
   wire \$24 ;
-  wire \$25 ;
+  wire [2:0] \$25 ;
   wire \$26 ;
-  wire [2:0] \$27 ;
+  wire \$27 ;
   wire \$28 ;
   wire \$29 ;
   wire \$3 ;
@@ -1188,9 +1211,9 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [2:0] \$40 ;
   wire \$41 ;
-  wire [2:0] \$42 ;
+  wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
@@ -1199,21 +1222,21 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
-  wire [209:0] \$51 ;
-  reg [1:0] \$52 ;
-  reg [1:0] \$53  = 2'h0;
+  wire [209:0] \$50 ;
+  reg [1:0] \$51 ;
+  reg [1:0] \$52  = 2'h0;
+  reg \$53 ;
   reg \$54 ;
   reg \$55 ;
-  reg \$56 ;
-  reg [1:0] \$57 ;
-  reg \$58 ;
+  reg [1:0] \$56 ;
+  reg \$57 ;
+  reg [4:0] \$58 ;
   reg [4:0] \$59 ;
   wire \$6 ;
-  reg [4:0] \$60 ;
+  reg \$60 ;
   reg \$61 ;
-  reg \$62 ;
-  reg [1:0] \$63 ;
+  reg [1:0] \$62 ;
+  reg [25:0] \$63 ;
   reg [25:0] \$64 ;
   reg [25:0] \$65 ;
   reg [25:0] \$66 ;
@@ -1222,12 +1245,11 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   reg [25:0] \$69 ;
   wire \$7 ;
   reg [25:0] \$70 ;
-  reg [25:0] \$71 ;
   wire \$8 ;
   wire \$9 ;
   reg [4:0] \$signal  = 5'h00;
-  reg \$signal$56  = 1'h0;
-  reg \$signal$57  = 1'h0;
+  reg \$signal$45  = 1'h0;
+  reg \$signal$66  = 1'h0;
   wire \$signal.is8 ;
   wire \$signal.is_int ;
   wire [2:0] \$signal.kmax ;
@@ -1257,6 +1279,8 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire b__valid;
   input clk;
   wire clk;
+  input ctl_en;
+  wire ctl_en;
   wire [211:0] d__payload;
   wire [103:0] \d__payload.cols ;
   wire [25:0] \d__payload.cols[0] ;
@@ -1369,8 +1393,6 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire [3:0] \d__payload.rows[3].x1 ;
   wire [3:0] \d__payload.rows[3].x2 ;
   wire [3:0] \d__payload.rows[3].x3 ;
-  input d__ready;
-  wire d__ready;
   output d__valid;
   reg d__valid = 1'h0;
   reg [25:0] d_col0 = 26'h0000000;
@@ -1481,19 +1503,6 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire [3:0] \d_row3.x2 ;
   wire [3:0] \d_row3.x3 ;
   wire [25:0] dec;
-  wire [25:0] \dec$72 ;
-  wire \dec$72.neg0 ;
-  wire \dec$72.neg1 ;
-  wire \dec$72.neg2 ;
-  wire \dec$72.neg3 ;
-  wire [1:0] \dec$72.sh0 ;
-  wire \dec$72.sh1 ;
-  wire [1:0] \dec$72.sh2 ;
-  wire \dec$72.sh3 ;
-  wire [3:0] \dec$72.x0 ;
-  wire [3:0] \dec$72.x1 ;
-  wire [3:0] \dec$72.x2 ;
-  wire [3:0] \dec$72.x3 ;
   wire [25:0] \dec$73 ;
   wire \dec$73.neg0 ;
   wire \dec$73.neg1 ;
@@ -1572,6 +1581,19 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   wire [3:0] \dec$78.x1 ;
   wire [3:0] \dec$78.x2 ;
   wire [3:0] \dec$78.x3 ;
+  wire [25:0] \dec$79 ;
+  wire \dec$79.neg0 ;
+  wire \dec$79.neg1 ;
+  wire \dec$79.neg2 ;
+  wire \dec$79.neg3 ;
+  wire [1:0] \dec$79.sh0 ;
+  wire \dec$79.sh1 ;
+  wire [1:0] \dec$79.sh2 ;
+  wire \dec$79.sh3 ;
+  wire [3:0] \dec$79.x0 ;
+  wire [3:0] \dec$79.x1 ;
+  wire [3:0] \dec$79.x2 ;
+  wire [3:0] \dec$79.x3 ;
   wire \dec.neg0 ;
   wire \dec.neg1 ;
   wire \dec.neg2 ;
@@ -1680,112 +1702,113 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   reg [1:0] mode1 = 2'h0;
   wire \mode1.a8 ;
   wire \mode1.b8 ;
-  output [209:0] \port$3903$0 ;
-  wire [209:0] \port$3903$0 ;
+  output [209:0] \port$3954$0 ;
+  wire [209:0] \port$3954$0 ;
   (* init = 2'h0 *)
-  output [1:0] \port$3907$0 ;
-  wire [1:0] \port$3907$0 ;
+  output [1:0] \port$3958$0 ;
+  wire [1:0] \port$3958$0 ;
   input rst;
   wire rst;
   wire wide;
-  wire \wide$62 ;
-  wire \wide$63 ;
-  wire \wide$64 ;
-  wire \wide$65 ;
-  wire \wide$66 ;
-  wire \wide$67 ;
-  wire \wide$68 ;
-  assign \$26  = a__payload[2:0] == 3'h7;
-  assign \$27  = \$26  ? 3'h7 : 3'h3;
-  assign \$28  = a__payload[5:3] <= \$27 ;
-  assign \$29  = \$25  & \$28 ;
-  assign \$30  = \$21  ? \$22  : \$29 ;
-  assign \$31  = \$20  & \$30 ;
-  assign \$32  = ~ \$31 ;
-  assign \$33  = a__payload[10:8] == 2'h3;
-  assign \$34  = a__payload[10:8] == 3'h7;
-  assign \$35  = | { \$34 , \$33  };
-  assign \$36  = a__payload[15:14] == 1'h1;
-  assign \$37  = ! a__payload[13:11];
-  assign \$38  = ! a__payload[15:14];
-  assign \$39  = a__payload[13:11] >= 1'h1;
-  assign \$40  = \$38  & \$39 ;
-  assign \$41  = a__payload[10:8] == 3'h7;
-  assign \$42  = \$41  ? 3'h7 : 3'h3;
-  assign \$43  = a__payload[13:11] <= \$42 ;
-  assign \$44  = \$40  & \$43 ;
-  assign \$45  = \$36  ? \$37  : \$44 ;
-  assign \$46  = \$35  & \$45 ;
-  assign \$47  = ~ \$46 ;
-  assign \$48  = | { \$47 , \$32  };
-  assign \$49  = | a__payload[63:16];
-  assign \$50  = \$48  | \$49 ;
+  wire \wide$47 ;
+  wire \wide$48 ;
+  wire \wide$49 ;
+  wire \wide$50 ;
+  wire \wide$51 ;
+  wire \wide$52 ;
+  wire \wide$53 ;
+  wire wide1;
+  assign \$26  = a__payload[5:3] <= \$25 ;
+  assign \$27  = \$23  & \$26 ;
+  assign \$28  = \$19  ? \$20  : \$27 ;
+  assign \$29  = \$18  & \$28 ;
+  assign \$30  = ~ \$29 ;
+  assign \$31  = a__payload[10:8] == 2'h3;
+  assign \$32  = a__payload[10:8] == 3'h7;
+  assign \$33  = | { \$32 , \$31  };
+  assign \$34  = a__payload[15:14] == 1'h1;
+  assign \$35  = ! a__payload[13:11];
+  assign \$36  = ! a__payload[15:14];
+  assign \$37  = a__payload[13:11] >= 1'h1;
+  assign \$38  = \$36  & \$37 ;
+  assign \$39  = a__payload[10:8] == 3'h7;
+  assign \$40  = \$39  ? 3'h7 : 3'h3;
+  assign \$41  = a__payload[13:11] <= \$40 ;
+  assign \$42  = \$38  & \$41 ;
+  assign \$43  = \$34  ? \$35  : \$42 ;
+  assign \$44  = \$33  & \$43 ;
+  assign \$45  = ~ \$44 ;
+  assign \$46  = | { \$45 , \$30  };
+  assign \$47  = | a__payload[63:16];
+  assign \$48  = \$46  | \$47 ;
+  assign \$49  = err1 | wide1;
   always @(posedge clk)
-    \$53  <= \$52 ;
+    \$52  <= \$51 ;
   always @(posedge clk)
-    \$signal$56  <= \$54 ;
+    \$signal$45  <= \$53 ;
   always @(posedge clk)
-    \$signal$57  <= \$55 ;
+    \$signal$66  <= \$54 ;
   always @(posedge clk)
-    err1 <= \$56 ;
+    err1 <= \$55 ;
   always @(posedge clk)
-    mode1 <= \$57 ;
+    mode1 <= \$56 ;
   always @(posedge clk)
-    job_wide <= \$58 ;
+    job_wide <= \$57 ;
   always @(posedge clk)
-    \$signal  <= \$59 ;
+    \$signal  <= \$58 ;
   always @(posedge clk)
-    fb <= \$60 ;
+    fb <= \$59 ;
   always @(posedge clk)
-    hdr_err <= \$61 ;
+    hdr_err <= \$60 ;
   always @(posedge clk)
-    d__valid <= \$62 ;
+    d__valid <= \$61 ;
   always @(posedge clk)
-    d_mode <= \$63 ;
+    d_mode <= \$62 ;
   always @(posedge clk)
-    d_row0 <= \$64 ;
+    d_row0 <= \$63 ;
   always @(posedge clk)
-    d_row1 <= \$65 ;
+    d_row1 <= \$64 ;
   always @(posedge clk)
-    d_row2 <= \$66 ;
+    d_row2 <= \$65 ;
   always @(posedge clk)
-    d_row3 <= \$67 ;
+    d_row3 <= \$66 ;
   always @(posedge clk)
-    d_col0 <= \$68 ;
+    d_col0 <= \$67 ;
   always @(posedge clk)
-    d_col1 <= \$69 ;
+    d_col1 <= \$68 ;
   always @(posedge clk)
-    d_col2 <= \$70 ;
+    d_col2 <= \$69 ;
   always @(posedge clk)
-    d_col3 <= \$71 ;
+    d_col3 <= \$70 ;
   assign \$1  = a__payload[65] | b__valid;
-  assign a__ready = d__ready & \$1 ;
-  assign \$2  = d__ready & a__valid;
+  assign a__ready = ctl_en & \$1 ;
+  assign \$2  = ctl_en & a__valid;
   assign \$3  = ~ a__payload[65];
   assign b__ready = \$2  & \$3 ;
-  assign \$4  = d__ready & a__valid;
+  assign \$4  = ctl_en & a__valid;
   assign \$5  = \$4  & b__valid;
   assign \$6  = ~ a__payload[65];
   assign fire_data = \$5  & \$6 ;
-  assign \$7  = hdr_err | job_wide;
-  assign \$8  = | { \wide$68 , \wide$67 , \wide$66 , \wide$65 , \wide$64 , \wide$63 , \wide$62 , wide };
-  assign \$9  = \$7  | \$8 ;
-  assign \$10  = | { \wide$68 , \wide$67 , \wide$66 , \wide$65 , \wide$64 , \wide$63 , \wide$62 , wide };
-  assign \$11  = job_wide | \$10 ;
-  assign \$12  = d__ready & a__valid;
-  assign \$13  = \$12  & a__payload[65];
-  assign \$14  = a__payload[2:0] == 3'h7;
-  assign \$15  = a__payload[7:6] == 1'h1;
-  assign \$16  = a__payload[10:8] == 3'h7;
-  assign \$17  = a__payload[15:14] == 1'h1;
-  assign \$18  = a__payload[2:0] == 2'h3;
-  assign \$19  = a__payload[2:0] == 3'h7;
-  assign \$20  = | { \$19 , \$18  };
-  assign \$21  = a__payload[7:6] == 1'h1;
-  assign \$22  = ! a__payload[5:3];
-  assign \$23  = ! a__payload[7:6];
-  assign \$24  = a__payload[5:3] >= 1'h1;
-  assign \$25  = \$23  & \$24 ;
+  assign \$7  = | { \wide$53 , \wide$52 , \wide$51 , \wide$50 , \wide$49 , \wide$48 , \wide$47 , wide };
+  assign wide1 = \$signal$45  & \$7 ;
+  assign \$8  = hdr_err | job_wide;
+  assign \$9  = \$8  | wide1;
+  assign \$10  = ctl_en & a__valid;
+  assign \$11  = \$10  & a__payload[65];
+  assign \$12  = a__payload[2:0] == 3'h7;
+  assign \$13  = a__payload[7:6] == 1'h1;
+  assign \$14  = a__payload[10:8] == 3'h7;
+  assign \$15  = a__payload[15:14] == 1'h1;
+  assign \$16  = a__payload[2:0] == 2'h3;
+  assign \$17  = a__payload[2:0] == 3'h7;
+  assign \$18  = | { \$17 , \$16  };
+  assign \$19  = a__payload[7:6] == 1'h1;
+  assign \$20  = ! a__payload[5:3];
+  assign \$21  = ! a__payload[7:6];
+  assign \$22  = a__payload[5:3] >= 1'h1;
+  assign \$23  = \$21  & \$22 ;
+  assign \$24  = a__payload[2:0] == 3'h7;
+  assign \$25  = \$24  ? 3'h7 : 3'h3;
   \top.front.dec_a0  dec_a0 (
     .clk(clk),
     .dec(dec),
@@ -1798,90 +1821,100 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   );
   \top.front.dec_a1  dec_a1 (
     .clk(clk),
-    .dec(\dec$72 ),
+    .dec(\dec$73 ),
     .en(lane_en[1]),
     .fmt(\$signal ),
     .lane(a__payload[31:16]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$62 )
+    .wide(\wide$47 )
   );
   \top.front.dec_a2  dec_a2 (
     .clk(clk),
-    .dec(\dec$73 ),
+    .dec(\dec$74 ),
     .en(lane_en[2]),
     .fmt(\$signal ),
     .lane(a__payload[47:32]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$63 )
+    .wide(\wide$48 )
   );
   \top.front.dec_a3  dec_a3 (
     .clk(clk),
-    .dec(\dec$74 ),
+    .dec(\dec$75 ),
     .en(lane_en[3]),
     .fmt(\$signal ),
     .lane(a__payload[63:48]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$64 )
+    .wide(\wide$49 )
   );
   \top.front.dec_b0  dec_b0 (
     .clk(clk),
-    .dec(\dec$75 ),
+    .dec(\dec$76 ),
     .en(lane_en[4]),
     .fmt(fb),
     .lane(b__payload[15:0]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$65 )
+    .wide(\wide$50 )
   );
   \top.front.dec_b1  dec_b1 (
     .clk(clk),
-    .dec(\dec$76 ),
+    .dec(\dec$77 ),
     .en(lane_en[5]),
     .fmt(fb),
     .lane(b__payload[31:16]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$66 )
+    .wide(\wide$51 )
   );
   \top.front.dec_b2  dec_b2 (
     .clk(clk),
-    .dec(\dec$77 ),
+    .dec(\dec$78 ),
     .en(lane_en[6]),
     .fmt(fb),
     .lane(b__payload[47:32]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$67 )
+    .wide(\wide$52 )
   );
   \top.front.dec_b3  dec_b3 (
     .clk(clk),
-    .dec(\dec$78 ),
+    .dec(\dec$79 ),
     .en(lane_en[7]),
     .fmt(fb),
     .lane(b__payload[63:48]),
     .mode(mode),
     .rst(rst),
-    .wide(\wide$68 )
+    .wide(\wide$53 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$52  = \$53 ;
-    if (d__ready) begin
-      \$52 [0] = \$signal$57 ;
-      \$52 [1] = err1;
+    \$51  = \$52 ;
+    if (ctl_en) begin
+      \$51 [0] = \$signal$66 ;
+      \$51 [1] = \$49 ;
     end
     if (rst) begin
-      \$52  = 2'h0;
+      \$51  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$54  = \$signal$56 ;
-    if (d__ready) begin
-      \$54  = fire_data;
+    \$53  = \$signal$45 ;
+    if (ctl_en) begin
+      \$53  = fire_data;
+    end
+    if (rst) begin
+      \$53  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$54  = \$signal$66 ;
+    if (ctl_en) begin
+      \$54  = a__payload[64];
     end
     if (rst) begin
       \$54  = 1'h0;
@@ -1889,9 +1922,9 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$55  = \$signal$57 ;
-    if (d__ready) begin
-      \$55  = a__payload[64];
+    \$55  = err1;
+    if (ctl_en) begin
+      \$55  = \$9 ;
     end
     if (rst) begin
       \$55  = 1'h0;
@@ -1899,41 +1932,43 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$56  = err1;
-    if (d__ready) begin
-      \$56  = \$9 ;
+    \$56  = mode1;
+    if (ctl_en) begin
+      \$56  = mode;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$57  = job_wide;
+    if (wide1) begin
+      \$57  = 1'h1;
+    end
+    if (\$11 ) begin
+      \$57  = 1'h0;
     end
     if (rst) begin
-      \$56  = 1'h0;
+      \$57  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$57  = mode1;
-    if (d__ready) begin
-      \$57  = mode;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$58  = job_wide;
-    if (fire_data) begin
-      \$58  = \$11 ;
-    end
-    if (\$13 ) begin
-      \$58  = 1'h0;
+    \$58  = \$signal ;
+    if (\$11 ) begin
+      \$58 [0] = \$12 ;
+      \$58 [1] = \$13 ;
+      \$58 [4:2] = a__payload[5:3];
     end
     if (rst) begin
-      \$58  = 1'h0;
+      \$58  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$59  = \$signal ;
-    if (\$13 ) begin
+    \$59  = fb;
+    if (\$11 ) begin
       \$59 [0] = \$14 ;
       \$59 [1] = \$15 ;
-      \$59 [4:2] = a__payload[5:3];
+      \$59 [4:2] = a__payload[13:11];
     end
     if (rst) begin
       \$59  = 5'h00;
@@ -1941,97 +1976,85 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$60  = fb;
-    if (\$13 ) begin
-      \$60 [0] = \$16 ;
-      \$60 [1] = \$17 ;
-      \$60 [4:2] = a__payload[13:11];
+    \$60  = hdr_err;
+    if (\$11 ) begin
+      \$60  = \$48 ;
     end
     if (rst) begin
-      \$60  = 5'h00;
+      \$60  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$61  = hdr_err;
-    if (\$13 ) begin
-      \$61  = \$50 ;
+    \$61  = d__valid;
+    if (ctl_en) begin
+      \$61  = \$signal$45 ;
     end
     if (rst) begin
-      \$61  = 1'h1;
+      \$61  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$62  = d__valid;
-    if (d__ready) begin
-      \$62  = \$signal$56 ;
-    end
-    if (rst) begin
-      \$62  = 1'h0;
+    \$62  = d_mode;
+    if (ctl_en) begin
+      \$62  = mode1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$63  = d_mode;
-    if (d__ready) begin
-      \$63  = mode1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$64  = d_row0;
+    \$63  = d_row0;
     if (lane_en[0]) begin
-      \$64  = dec;
+      \$63  = dec;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$65  = d_row1;
+    \$64  = d_row1;
     if (lane_en[1]) begin
-      \$65  = \dec$72 ;
+      \$64  = \dec$73 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$66  = d_row2;
+    \$65  = d_row2;
     if (lane_en[2]) begin
-      \$66  = \dec$73 ;
+      \$65  = \dec$74 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$67  = d_row3;
+    \$66  = d_row3;
     if (lane_en[3]) begin
-      \$67  = \dec$74 ;
+      \$66  = \dec$75 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$68  = d_col0;
+    \$67  = d_col0;
     if (lane_en[4]) begin
-      \$68  = \dec$75 ;
+      \$67  = \dec$76 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$69  = d_col1;
+    \$68  = d_col1;
     if (lane_en[5]) begin
-      \$69  = \dec$76 ;
+      \$68  = \dec$77 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$70  = d_col2;
+    \$69  = d_col2;
     if (lane_en[6]) begin
-      \$70  = \dec$77 ;
+      \$69  = \dec$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$71  = d_col3;
+    \$70  = d_col3;
     if (lane_en[7]) begin
-      \$71  = \dec$78 ;
+      \$70  = \dec$79 ;
     end
   end
   assign en = lane_en[0];
@@ -2066,9 +2089,9 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \lane$41  = b__payload[63:48];
   assign \fmt$42  = fb;
   assign \mode$43  = mode;
-  assign d__payload = { \$53 , \$51  };
-  assign \port$3903$0  = \$51 ;
-  assign \port$3907$0  = \$53 ;
+  assign d__payload = { \$52 , \$50  };
+  assign \port$3954$0  = \$50 ;
+  assign \port$3958$0  = \$52 ;
   assign \a__payload.data  = a__payload[63:0];
   assign \a__payload.data[0]  = a__payload[15:0];
   assign \a__payload.data[1]  = a__payload[31:16];
@@ -2129,117 +2152,117 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \fmt$42.kmax  = fb[4:2];
   assign \mode$43.a8  = mode[0];
   assign \mode$43.b8  = mode[1];
-  assign \d__payload.rows  = \$51 [103:0];
-  assign \d__payload.rows[0]  = \$51 [25:0];
-  assign \d__payload.rows[0].x0  = \$51 [3:0];
-  assign \d__payload.rows[0].x1  = \$51 [7:4];
-  assign \d__payload.rows[0].x2  = \$51 [11:8];
-  assign \d__payload.rows[0].x3  = \$51 [15:12];
-  assign \d__payload.rows[0].neg0  = \$51 [16];
-  assign \d__payload.rows[0].sh0  = \$51 [18:17];
-  assign \d__payload.rows[0].neg1  = \$51 [19];
-  assign \d__payload.rows[0].sh1  = \$51 [20];
-  assign \d__payload.rows[0].neg2  = \$51 [21];
-  assign \d__payload.rows[0].sh2  = \$51 [23:22];
-  assign \d__payload.rows[0].neg3  = \$51 [24];
-  assign \d__payload.rows[0].sh3  = \$51 [25];
-  assign \d__payload.rows[1]  = \$51 [51:26];
-  assign \d__payload.rows[1].x0  = \$51 [29:26];
-  assign \d__payload.rows[1].x1  = \$51 [33:30];
-  assign \d__payload.rows[1].x2  = \$51 [37:34];
-  assign \d__payload.rows[1].x3  = \$51 [41:38];
-  assign \d__payload.rows[1].neg0  = \$51 [42];
-  assign \d__payload.rows[1].sh0  = \$51 [44:43];
-  assign \d__payload.rows[1].neg1  = \$51 [45];
-  assign \d__payload.rows[1].sh1  = \$51 [46];
-  assign \d__payload.rows[1].neg2  = \$51 [47];
-  assign \d__payload.rows[1].sh2  = \$51 [49:48];
-  assign \d__payload.rows[1].neg3  = \$51 [50];
-  assign \d__payload.rows[1].sh3  = \$51 [51];
-  assign \d__payload.rows[2]  = \$51 [77:52];
-  assign \d__payload.rows[2].x0  = \$51 [55:52];
-  assign \d__payload.rows[2].x1  = \$51 [59:56];
-  assign \d__payload.rows[2].x2  = \$51 [63:60];
-  assign \d__payload.rows[2].x3  = \$51 [67:64];
-  assign \d__payload.rows[2].neg0  = \$51 [68];
-  assign \d__payload.rows[2].sh0  = \$51 [70:69];
-  assign \d__payload.rows[2].neg1  = \$51 [71];
-  assign \d__payload.rows[2].sh1  = \$51 [72];
-  assign \d__payload.rows[2].neg2  = \$51 [73];
-  assign \d__payload.rows[2].sh2  = \$51 [75:74];
-  assign \d__payload.rows[2].neg3  = \$51 [76];
-  assign \d__payload.rows[2].sh3  = \$51 [77];
-  assign \d__payload.rows[3]  = \$51 [103:78];
-  assign \d__payload.rows[3].x0  = \$51 [81:78];
-  assign \d__payload.rows[3].x1  = \$51 [85:82];
-  assign \d__payload.rows[3].x2  = \$51 [89:86];
-  assign \d__payload.rows[3].x3  = \$51 [93:90];
-  assign \d__payload.rows[3].neg0  = \$51 [94];
-  assign \d__payload.rows[3].sh0  = \$51 [96:95];
-  assign \d__payload.rows[3].neg1  = \$51 [97];
-  assign \d__payload.rows[3].sh1  = \$51 [98];
-  assign \d__payload.rows[3].neg2  = \$51 [99];
-  assign \d__payload.rows[3].sh2  = \$51 [101:100];
-  assign \d__payload.rows[3].neg3  = \$51 [102];
-  assign \d__payload.rows[3].sh3  = \$51 [103];
-  assign \d__payload.cols  = \$51 [207:104];
-  assign \d__payload.cols[0]  = \$51 [129:104];
-  assign \d__payload.cols[0].x0  = \$51 [107:104];
-  assign \d__payload.cols[0].x1  = \$51 [111:108];
-  assign \d__payload.cols[0].x2  = \$51 [115:112];
-  assign \d__payload.cols[0].x3  = \$51 [119:116];
-  assign \d__payload.cols[0].neg0  = \$51 [120];
-  assign \d__payload.cols[0].sh0  = \$51 [122:121];
-  assign \d__payload.cols[0].neg1  = \$51 [123];
-  assign \d__payload.cols[0].sh1  = \$51 [124];
-  assign \d__payload.cols[0].neg2  = \$51 [125];
-  assign \d__payload.cols[0].sh2  = \$51 [127:126];
-  assign \d__payload.cols[0].neg3  = \$51 [128];
-  assign \d__payload.cols[0].sh3  = \$51 [129];
-  assign \d__payload.cols[1]  = \$51 [155:130];
-  assign \d__payload.cols[1].x0  = \$51 [133:130];
-  assign \d__payload.cols[1].x1  = \$51 [137:134];
-  assign \d__payload.cols[1].x2  = \$51 [141:138];
-  assign \d__payload.cols[1].x3  = \$51 [145:142];
-  assign \d__payload.cols[1].neg0  = \$51 [146];
-  assign \d__payload.cols[1].sh0  = \$51 [148:147];
-  assign \d__payload.cols[1].neg1  = \$51 [149];
-  assign \d__payload.cols[1].sh1  = \$51 [150];
-  assign \d__payload.cols[1].neg2  = \$51 [151];
-  assign \d__payload.cols[1].sh2  = \$51 [153:152];
-  assign \d__payload.cols[1].neg3  = \$51 [154];
-  assign \d__payload.cols[1].sh3  = \$51 [155];
-  assign \d__payload.cols[2]  = \$51 [181:156];
-  assign \d__payload.cols[2].x0  = \$51 [159:156];
-  assign \d__payload.cols[2].x1  = \$51 [163:160];
-  assign \d__payload.cols[2].x2  = \$51 [167:164];
-  assign \d__payload.cols[2].x3  = \$51 [171:168];
-  assign \d__payload.cols[2].neg0  = \$51 [172];
-  assign \d__payload.cols[2].sh0  = \$51 [174:173];
-  assign \d__payload.cols[2].neg1  = \$51 [175];
-  assign \d__payload.cols[2].sh1  = \$51 [176];
-  assign \d__payload.cols[2].neg2  = \$51 [177];
-  assign \d__payload.cols[2].sh2  = \$51 [179:178];
-  assign \d__payload.cols[2].neg3  = \$51 [180];
-  assign \d__payload.cols[2].sh3  = \$51 [181];
-  assign \d__payload.cols[3]  = \$51 [207:182];
-  assign \d__payload.cols[3].x0  = \$51 [185:182];
-  assign \d__payload.cols[3].x1  = \$51 [189:186];
-  assign \d__payload.cols[3].x2  = \$51 [193:190];
-  assign \d__payload.cols[3].x3  = \$51 [197:194];
-  assign \d__payload.cols[3].neg0  = \$51 [198];
-  assign \d__payload.cols[3].sh0  = \$51 [200:199];
-  assign \d__payload.cols[3].neg1  = \$51 [201];
-  assign \d__payload.cols[3].sh1  = \$51 [202];
-  assign \d__payload.cols[3].neg2  = \$51 [203];
-  assign \d__payload.cols[3].sh2  = \$51 [205:204];
-  assign \d__payload.cols[3].neg3  = \$51 [206];
-  assign \d__payload.cols[3].sh3  = \$51 [207];
-  assign \d__payload.mode  = \$51 [209:208];
-  assign \d__payload.mode.a8  = \$51 [208];
-  assign \d__payload.mode.b8  = \$51 [209];
-  assign \d__payload.last  = \$53 [0];
-  assign \d__payload.err  = \$53 [1];
+  assign \d__payload.rows  = \$50 [103:0];
+  assign \d__payload.rows[0]  = \$50 [25:0];
+  assign \d__payload.rows[0].x0  = \$50 [3:0];
+  assign \d__payload.rows[0].x1  = \$50 [7:4];
+  assign \d__payload.rows[0].x2  = \$50 [11:8];
+  assign \d__payload.rows[0].x3  = \$50 [15:12];
+  assign \d__payload.rows[0].neg0  = \$50 [16];
+  assign \d__payload.rows[0].sh0  = \$50 [18:17];
+  assign \d__payload.rows[0].neg1  = \$50 [19];
+  assign \d__payload.rows[0].sh1  = \$50 [20];
+  assign \d__payload.rows[0].neg2  = \$50 [21];
+  assign \d__payload.rows[0].sh2  = \$50 [23:22];
+  assign \d__payload.rows[0].neg3  = \$50 [24];
+  assign \d__payload.rows[0].sh3  = \$50 [25];
+  assign \d__payload.rows[1]  = \$50 [51:26];
+  assign \d__payload.rows[1].x0  = \$50 [29:26];
+  assign \d__payload.rows[1].x1  = \$50 [33:30];
+  assign \d__payload.rows[1].x2  = \$50 [37:34];
+  assign \d__payload.rows[1].x3  = \$50 [41:38];
+  assign \d__payload.rows[1].neg0  = \$50 [42];
+  assign \d__payload.rows[1].sh0  = \$50 [44:43];
+  assign \d__payload.rows[1].neg1  = \$50 [45];
+  assign \d__payload.rows[1].sh1  = \$50 [46];
+  assign \d__payload.rows[1].neg2  = \$50 [47];
+  assign \d__payload.rows[1].sh2  = \$50 [49:48];
+  assign \d__payload.rows[1].neg3  = \$50 [50];
+  assign \d__payload.rows[1].sh3  = \$50 [51];
+  assign \d__payload.rows[2]  = \$50 [77:52];
+  assign \d__payload.rows[2].x0  = \$50 [55:52];
+  assign \d__payload.rows[2].x1  = \$50 [59:56];
+  assign \d__payload.rows[2].x2  = \$50 [63:60];
+  assign \d__payload.rows[2].x3  = \$50 [67:64];
+  assign \d__payload.rows[2].neg0  = \$50 [68];
+  assign \d__payload.rows[2].sh0  = \$50 [70:69];
+  assign \d__payload.rows[2].neg1  = \$50 [71];
+  assign \d__payload.rows[2].sh1  = \$50 [72];
+  assign \d__payload.rows[2].neg2  = \$50 [73];
+  assign \d__payload.rows[2].sh2  = \$50 [75:74];
+  assign \d__payload.rows[2].neg3  = \$50 [76];
+  assign \d__payload.rows[2].sh3  = \$50 [77];
+  assign \d__payload.rows[3]  = \$50 [103:78];
+  assign \d__payload.rows[3].x0  = \$50 [81:78];
+  assign \d__payload.rows[3].x1  = \$50 [85:82];
+  assign \d__payload.rows[3].x2  = \$50 [89:86];
+  assign \d__payload.rows[3].x3  = \$50 [93:90];
+  assign \d__payload.rows[3].neg0  = \$50 [94];
+  assign \d__payload.rows[3].sh0  = \$50 [96:95];
+  assign \d__payload.rows[3].neg1  = \$50 [97];
+  assign \d__payload.rows[3].sh1  = \$50 [98];
+  assign \d__payload.rows[3].neg2  = \$50 [99];
+  assign \d__payload.rows[3].sh2  = \$50 [101:100];
+  assign \d__payload.rows[3].neg3  = \$50 [102];
+  assign \d__payload.rows[3].sh3  = \$50 [103];
+  assign \d__payload.cols  = \$50 [207:104];
+  assign \d__payload.cols[0]  = \$50 [129:104];
+  assign \d__payload.cols[0].x0  = \$50 [107:104];
+  assign \d__payload.cols[0].x1  = \$50 [111:108];
+  assign \d__payload.cols[0].x2  = \$50 [115:112];
+  assign \d__payload.cols[0].x3  = \$50 [119:116];
+  assign \d__payload.cols[0].neg0  = \$50 [120];
+  assign \d__payload.cols[0].sh0  = \$50 [122:121];
+  assign \d__payload.cols[0].neg1  = \$50 [123];
+  assign \d__payload.cols[0].sh1  = \$50 [124];
+  assign \d__payload.cols[0].neg2  = \$50 [125];
+  assign \d__payload.cols[0].sh2  = \$50 [127:126];
+  assign \d__payload.cols[0].neg3  = \$50 [128];
+  assign \d__payload.cols[0].sh3  = \$50 [129];
+  assign \d__payload.cols[1]  = \$50 [155:130];
+  assign \d__payload.cols[1].x0  = \$50 [133:130];
+  assign \d__payload.cols[1].x1  = \$50 [137:134];
+  assign \d__payload.cols[1].x2  = \$50 [141:138];
+  assign \d__payload.cols[1].x3  = \$50 [145:142];
+  assign \d__payload.cols[1].neg0  = \$50 [146];
+  assign \d__payload.cols[1].sh0  = \$50 [148:147];
+  assign \d__payload.cols[1].neg1  = \$50 [149];
+  assign \d__payload.cols[1].sh1  = \$50 [150];
+  assign \d__payload.cols[1].neg2  = \$50 [151];
+  assign \d__payload.cols[1].sh2  = \$50 [153:152];
+  assign \d__payload.cols[1].neg3  = \$50 [154];
+  assign \d__payload.cols[1].sh3  = \$50 [155];
+  assign \d__payload.cols[2]  = \$50 [181:156];
+  assign \d__payload.cols[2].x0  = \$50 [159:156];
+  assign \d__payload.cols[2].x1  = \$50 [163:160];
+  assign \d__payload.cols[2].x2  = \$50 [167:164];
+  assign \d__payload.cols[2].x3  = \$50 [171:168];
+  assign \d__payload.cols[2].neg0  = \$50 [172];
+  assign \d__payload.cols[2].sh0  = \$50 [174:173];
+  assign \d__payload.cols[2].neg1  = \$50 [175];
+  assign \d__payload.cols[2].sh1  = \$50 [176];
+  assign \d__payload.cols[2].neg2  = \$50 [177];
+  assign \d__payload.cols[2].sh2  = \$50 [179:178];
+  assign \d__payload.cols[2].neg3  = \$50 [180];
+  assign \d__payload.cols[2].sh3  = \$50 [181];
+  assign \d__payload.cols[3]  = \$50 [207:182];
+  assign \d__payload.cols[3].x0  = \$50 [185:182];
+  assign \d__payload.cols[3].x1  = \$50 [189:186];
+  assign \d__payload.cols[3].x2  = \$50 [193:190];
+  assign \d__payload.cols[3].x3  = \$50 [197:194];
+  assign \d__payload.cols[3].neg0  = \$50 [198];
+  assign \d__payload.cols[3].sh0  = \$50 [200:199];
+  assign \d__payload.cols[3].neg1  = \$50 [201];
+  assign \d__payload.cols[3].sh1  = \$50 [202];
+  assign \d__payload.cols[3].neg2  = \$50 [203];
+  assign \d__payload.cols[3].sh2  = \$50 [205:204];
+  assign \d__payload.cols[3].neg3  = \$50 [206];
+  assign \d__payload.cols[3].sh3  = \$50 [207];
+  assign \d__payload.mode  = \$50 [209:208];
+  assign \d__payload.mode.a8  = \$50 [208];
+  assign \d__payload.mode.b8  = \$50 [209];
+  assign \d__payload.last  = \$52 [0];
+  assign \d__payload.err  = \$52 [1];
   assign \d_mode.a8  = d_mode[0];
   assign \d_mode.b8  = d_mode[1];
   assign \d_row0.x0  = d_row0[3:0];
@@ -2352,18 +2375,6 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \dec.sh2  = dec[23:22];
   assign \dec.neg3  = dec[24];
   assign \dec.sh3  = dec[25];
-  assign \dec$72.x0  = \dec$72 [3:0];
-  assign \dec$72.x1  = \dec$72 [7:4];
-  assign \dec$72.x2  = \dec$72 [11:8];
-  assign \dec$72.x3  = \dec$72 [15:12];
-  assign \dec$72.neg0  = \dec$72 [16];
-  assign \dec$72.sh0  = \dec$72 [18:17];
-  assign \dec$72.neg1  = \dec$72 [19];
-  assign \dec$72.sh1  = \dec$72 [20];
-  assign \dec$72.neg2  = \dec$72 [21];
-  assign \dec$72.sh2  = \dec$72 [23:22];
-  assign \dec$72.neg3  = \dec$72 [24];
-  assign \dec$72.sh3  = \dec$72 [25];
   assign \dec$73.x0  = \dec$73 [3:0];
   assign \dec$73.x1  = \dec$73 [7:4];
   assign \dec$73.x2  = \dec$73 [11:8];
@@ -2436,173 +2447,187 @@ module \top.front (a__valid, b__payload, b__valid, clk, rst, a__ready, b__ready,
   assign \dec$78.sh2  = \dec$78 [23:22];
   assign \dec$78.neg3  = \dec$78 [24];
   assign \dec$78.sh3  = \dec$78 [25];
-  assign \$51 [207:182] = d_col3;
-  assign \$51 [181:156] = d_col2;
-  assign \$51 [155:130] = d_col1;
-  assign \$51 [129:104] = d_col0;
-  assign \$51 [103:78] = d_row3;
-  assign \$51 [77:52] = d_row2;
-  assign \$51 [51:26] = d_row1;
-  assign \$51 [25:0] = d_row0;
-  assign \$51 [209:208] = d_mode;
+  assign \dec$79.x0  = \dec$79 [3:0];
+  assign \dec$79.x1  = \dec$79 [7:4];
+  assign \dec$79.x2  = \dec$79 [11:8];
+  assign \dec$79.x3  = \dec$79 [15:12];
+  assign \dec$79.neg0  = \dec$79 [16];
+  assign \dec$79.sh0  = \dec$79 [18:17];
+  assign \dec$79.neg1  = \dec$79 [19];
+  assign \dec$79.sh1  = \dec$79 [20];
+  assign \dec$79.neg2  = \dec$79 [21];
+  assign \dec$79.sh2  = \dec$79 [23:22];
+  assign \dec$79.neg3  = \dec$79 [24];
+  assign \dec$79.sh3  = \dec$79 [25];
+  assign \$50 [207:182] = d_col3;
+  assign \$50 [181:156] = d_col2;
+  assign \$50 [155:130] = d_col1;
+  assign \$50 [129:104] = d_col0;
+  assign \$50 [103:78] = d_row3;
+  assign \$50 [77:52] = d_row2;
+  assign \$50 [51:26] = d_row1;
+  assign \$50 [25:0] = d_row0;
+  assign \$50 [209:208] = d_mode;
   assign mode[1] = fb[0];
   assign mode[0] = \$signal [0];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
+module \top.front.dec_a0 (clk, rst, mode, fmt, dec, wide, en, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [13:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire [7:0] \$103 ;
+  wire [7:0] \$102 ;
+  wire [13:0] \$103 ;
   wire [13:0] \$104 ;
-  wire [13:0] \$105 ;
+  wire \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$107 ;
+  wire [13:0] \$108 ;
   wire [13:0] \$109 ;
   wire [2:0] \$11 ;
-  wire [13:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [7:0] \$113 ;
+  wire [7:0] \$112 ;
+  wire [13:0] \$113 ;
   wire [13:0] \$114 ;
-  wire [13:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire [7:0] \$118 ;
+  wire [7:0] \$117 ;
+  wire [13:0] \$118 ;
   wire [13:0] \$119 ;
   wire [2:0] \$12 ;
-  wire [13:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire [7:0] \$123 ;
+  wire [7:0] \$122 ;
+  wire [5:0] \$123 ;
   wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire [3:0] \$128 ;
+  wire [3:0] \$127 ;
+  wire [5:0] \$128 ;
   wire [5:0] \$129 ;
   wire [2:0] \$13 ;
-  wire [5:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire [3:0] \$133 ;
+  wire [3:0] \$132 ;
+  wire [5:0] \$133 ;
   wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$135 ;
   wire \$136 ;
-  wire \$137 ;
-  wire [3:0] \$138 ;
+  wire [3:0] \$137 ;
+  wire [5:0] \$138 ;
   wire [5:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [5:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire [3:0] \$143 ;
+  wire [3:0] \$142 ;
+  wire [5:0] \$143 ;
   wire [5:0] \$144 ;
-  wire [5:0] \$145 ;
+  wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
+  wire [3:0] \$147 ;
+  wire [5:0] \$148 ;
   wire [5:0] \$149 ;
-  wire [2:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire \$15 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
+  wire [3:0] \$152 ;
+  wire [5:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire [3:0] \$158 ;
+  wire [3:0] \$157 ;
+  wire [5:0] \$158 ;
   wire [5:0] \$159 ;
-  wire \$16 ;
-  wire [5:0] \$160 ;
+  wire [2:0] \$16 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [3:0] \$163 ;
-  wire [8:0] \$164 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
   wire [8:0] \$165 ;
   wire [8:0] \$166 ;
-  wire \$167 ;
+  wire [8:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [2:0] \$17 ;
+  wire [3:0] \$17 ;
   wire \$170 ;
-  wire [3:0] \$171 ;
+  wire \$171 ;
   wire [3:0] \$172 ;
   wire [3:0] \$173 ;
-  wire [8:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [8:0] \$175 ;
   wire [8:0] \$176 ;
-  wire \$177 ;
+  wire [8:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [3:0] \$18 ;
   wire \$180 ;
-  wire [3:0] \$181 ;
+  wire \$181 ;
   wire [3:0] \$182 ;
   wire [3:0] \$183 ;
-  wire [4:0] \$184 ;
+  wire [3:0] \$184 ;
   wire [4:0] \$185 ;
   wire [4:0] \$186 ;
-  wire \$187 ;
+  wire [4:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
+  wire [4:0] \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire \$191 ;
   wire [2:0] \$192 ;
   wire [2:0] \$193 ;
-  wire [4:0] \$194 ;
+  wire [2:0] \$194 ;
   wire [4:0] \$195 ;
   wire [4:0] \$196 ;
-  wire \$197 ;
+  wire [4:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [4:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
-  wire [2:0] \$201 ;
+  wire \$201 ;
   wire [2:0] \$202 ;
   wire [2:0] \$203 ;
-  wire [4:0] \$204 ;
+  wire [2:0] \$204 ;
   wire [4:0] \$205 ;
   wire [4:0] \$206 ;
-  wire \$207 ;
+  wire [4:0] \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [2:0] \$211 ;
+  wire \$211 ;
   wire [2:0] \$212 ;
   wire [2:0] \$213 ;
-  wire [4:0] \$214 ;
+  wire [2:0] \$214 ;
   wire [4:0] \$215 ;
   wire [4:0] \$216 ;
-  wire \$217 ;
+  wire [4:0] \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [2:0] \$221 ;
+  wire \$221 ;
   wire [2:0] \$222 ;
   wire [2:0] \$223 ;
-  reg [1:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [9:0] \$227 ;
-  reg [9:0] \$228 ;
+  wire [2:0] \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg [15:0] \$227 ;
+  reg [15:0] \$228 ;
   reg [9:0] \$229 ;
   wire \$23 ;
   reg [9:0] \$230 ;
+  reg [9:0] \$231 ;
+  reg [9:0] \$232 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
+  wire [2:0] \$27 ;
   wire [2:0] \$28 ;
   wire [2:0] \$29 ;
   wire \$3 ;
@@ -2610,77 +2635,77 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
   wire [2:0] \$31 ;
   wire [2:0] \$32 ;
   wire [2:0] \$33 ;
-  wire [2:0] \$34 ;
-  wire \$35 ;
-  wire [2:0] \$36 ;
+  wire \$34 ;
+  wire [2:0] \$35 ;
+  wire [3:0] \$36 ;
   wire [3:0] \$37 ;
-  wire [3:0] \$38 ;
-  wire [4:0] \$39 ;
+  wire [4:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
+  wire [1:0] \$42 ;
   wire [1:0] \$43 ;
   wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [2:0] \$46 ;
   wire [2:0] \$47 ;
   wire [2:0] \$48 ;
-  wire [2:0] \$49 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [3:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
+  wire [1:0] \$53 ;
   wire [1:0] \$54 ;
   wire [1:0] \$55 ;
-  wire [1:0] \$56 ;
-  wire \$57 ;
+  wire \$56 ;
+  wire [2:0] \$57 ;
   wire [2:0] \$58 ;
   wire [2:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire [3:0] \$61 ;
+  wire [3:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
+  wire [1:0] \$64 ;
   wire [1:0] \$65 ;
   wire [1:0] \$66 ;
-  wire [1:0] \$67 ;
-  wire \$68 ;
+  wire \$67 ;
+  wire [2:0] \$68 ;
   wire [2:0] \$69 ;
   wire \$7 ;
   wire [2:0] \$70 ;
-  wire [2:0] \$71 ;
-  wire [3:0] \$72 ;
+  wire [3:0] \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$75 ;
   wire [1:0] \$76 ;
   wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
-  wire \$8 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$80 ;
   wire [2:0] \$81 ;
-  wire [2:0] \$82 ;
-  wire [3:0] \$83 ;
+  wire [3:0] \$82 ;
+  wire [13:0] \$83 ;
   wire [13:0] \$84 ;
-  wire [13:0] \$85 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [7:0] \$88 ;
+  wire [7:0] \$87 ;
+  wire [13:0] \$88 ;
   wire [13:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [13:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [7:0] \$93 ;
+  wire [7:0] \$92 ;
+  wire [13:0] \$93 ;
   wire [13:0] \$94 ;
-  wire [13:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire [7:0] \$98 ;
+  wire [7:0] \$97 ;
+  wire [13:0] \$98 ;
   wire [13:0] \$99 ;
   reg [9:0] c4_0 = 10'h000;
   wire [1:0] \c4_0.j ;
@@ -2783,405 +2808,409 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
   input rst;
   wire rst;
   output wide;
-  wire wide;
-  assign \$1  = | lane[15:8];
-  assign wide = mode[1] & \$1 ;
-  assign \$2  = ~ lane[6];
-  assign \$3  = ~ lane[5];
-  assign \$4  = ~ lane[4];
-  assign \$5  = ~ lane[3];
-  assign \$6  = ~ lane[2];
-  assign \$7  = ~ lane[1];
-  assign \$8  = ~ lane[0];
-  assign \$9  = lane[0] ? 3'h7 : 3'h6;
-  assign \$10  = lane[1] ? \$9  : 3'h5;
-  assign \$11  = lane[2] ? \$10  : 3'h4;
-  assign \$12  = lane[3] ? \$11  : 3'h3;
-  assign \$13  = lane[4] ? \$12  : 3'h2;
-  assign \$14  = lane[5] ? \$13  : 3'h1;
-  assign \$15  = lane[6] ? \$14  : 3'h0;
-  assign \$16  = c8_0_lead < fmt[4:2];
-  assign \$17  = c8_0_below ? c8_0_lead : fmt[4:2];
-  assign \$18  = c8_0_lead + 1'h1;
-  assign \$19  = c8_0_below ? \$18  : { 1'h0, fmt[4:2] };
-  assign \$20  = \$19  - c8_0_k[0];
-  assign \$21  = ~ lane[14];
-  assign \$22  = ~ lane[13];
-  assign \$23  = ~ lane[12];
-  assign \$24  = ~ lane[11];
-  assign \$25  = ~ lane[10];
-  assign \$26  = ~ lane[9];
-  assign \$27  = ~ lane[8];
-  assign \$28  = lane[8] ? 3'h7 : 3'h6;
-  assign \$29  = lane[9] ? \$28  : 3'h5;
-  assign \$30  = lane[10] ? \$29  : 3'h4;
-  assign \$31  = lane[11] ? \$30  : 3'h3;
-  assign \$32  = lane[12] ? \$31  : 3'h2;
-  assign \$33  = lane[13] ? \$32  : 3'h1;
-  assign \$34  = lane[14] ? \$33  : 3'h0;
-  assign \$35  = c8_1_lead < fmt[4:2];
-  assign \$36  = c8_1_below ? c8_1_lead : fmt[4:2];
-  assign \$37  = c8_1_lead + 1'h1;
-  assign \$38  = c8_1_below ? \$37  : { 1'h0, fmt[4:2] };
-  assign \$39  = \$38  - c8_1_k[0];
-  assign \$40  = ~ lane[2];
-  assign \$41  = ~ lane[1];
-  assign \$42  = ~ lane[0];
-  assign \$43  = lane[0] ? 2'h3 : 2'h2;
-  assign \$44  = lane[1] ? \$43  : 2'h1;
-  assign \$45  = lane[2] ? \$44  : 2'h0;
-  assign \$46  = c4_0_lead < fmt[4:2];
-  assign \$47  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
-  assign \$48  = c4_0_lead + 1'h1;
-  assign \$49  = c4_0_below ? \$48  : fmt[4:2];
-  assign \$50  = \$49  - c4_0_k[0];
-  assign \$51  = ~ lane[6];
-  assign \$52  = ~ lane[5];
-  assign \$53  = ~ lane[4];
-  assign \$54  = lane[4] ? 2'h3 : 2'h2;
-  assign \$55  = lane[5] ? \$54  : 2'h1;
-  assign \$56  = lane[6] ? \$55  : 2'h0;
-  assign \$57  = c4_1_lead < fmt[4:2];
-  assign \$58  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
-  assign \$59  = c4_1_lead + 1'h1;
-  assign \$60  = c4_1_below ? \$59  : fmt[4:2];
-  assign \$61  = \$60  - c4_1_k[0];
-  assign \$62  = ~ lane[10];
-  assign \$63  = ~ lane[9];
-  assign \$64  = ~ lane[8];
-  assign \$65  = lane[8] ? 2'h3 : 2'h2;
-  assign \$66  = lane[9] ? \$65  : 2'h1;
-  assign \$67  = lane[10] ? \$66  : 2'h0;
-  assign \$68  = c4_2_lead < fmt[4:2];
-  assign \$69  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
-  assign \$70  = c4_2_lead + 1'h1;
-  assign \$71  = c4_2_below ? \$70  : fmt[4:2];
-  assign \$72  = \$71  - c4_2_k[0];
-  assign \$73  = ~ lane[14];
-  assign \$74  = ~ lane[13];
-  assign \$75  = ~ lane[12];
-  assign \$76  = lane[12] ? 2'h3 : 2'h2;
-  assign \$77  = lane[13] ? \$76  : 2'h1;
-  assign \$78  = lane[14] ? \$77  : 2'h0;
-  assign \$79  = c4_3_lead < fmt[4:2];
-  assign \$80  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
-  assign \$81  = c4_3_lead + 1'h1;
-  assign \$82  = c4_3_below ? \$81  : fmt[4:2];
-  assign \$83  = \$82  - c4_3_k[0];
+  reg wide = 1'h0;
+  (* init = 1'h0 *)
+  wire wide1;
+  assign \$1  = ~ lane[6];
+  assign \$2  = ~ lane[5];
+  assign \$3  = ~ lane[4];
+  assign \$4  = ~ lane[3];
+  assign \$5  = ~ lane[2];
+  assign \$6  = ~ lane[1];
+  assign \$7  = ~ lane[0];
+  assign \$8  = lane[0] ? 3'h7 : 3'h6;
+  assign \$9  = lane[1] ? \$8  : 3'h5;
+  assign \$10  = lane[2] ? \$9  : 3'h4;
+  assign \$11  = lane[3] ? \$10  : 3'h3;
+  assign \$12  = lane[4] ? \$11  : 3'h2;
+  assign \$13  = lane[5] ? \$12  : 3'h1;
+  assign \$14  = lane[6] ? \$13  : 3'h0;
+  assign \$15  = c8_0_lead < fmt[4:2];
+  assign \$16  = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$17  = c8_0_lead + 1'h1;
+  assign \$18  = c8_0_below ? \$17  : { 1'h0, fmt[4:2] };
+  assign \$19  = \$18  - c8_0_k[0];
+  assign \$20  = ~ lane[14];
+  assign \$21  = ~ lane[13];
+  assign \$22  = ~ lane[12];
+  assign \$23  = ~ lane[11];
+  assign \$24  = ~ lane[10];
+  assign \$25  = ~ lane[9];
+  assign \$26  = ~ lane[8];
+  assign \$27  = lane[8] ? 3'h7 : 3'h6;
+  assign \$28  = lane[9] ? \$27  : 3'h5;
+  assign \$29  = lane[10] ? \$28  : 3'h4;
+  assign \$30  = lane[11] ? \$29  : 3'h3;
+  assign \$31  = lane[12] ? \$30  : 3'h2;
+  assign \$32  = lane[13] ? \$31  : 3'h1;
+  assign \$33  = lane[14] ? \$32  : 3'h0;
+  assign \$34  = c8_1_lead < fmt[4:2];
+  assign \$35  = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$36  = c8_1_lead + 1'h1;
+  assign \$37  = c8_1_below ? \$36  : { 1'h0, fmt[4:2] };
+  assign \$38  = \$37  - c8_1_k[0];
+  assign \$39  = ~ lane[2];
+  assign \$40  = ~ lane[1];
+  assign \$41  = ~ lane[0];
+  assign \$42  = lane[0] ? 2'h3 : 2'h2;
+  assign \$43  = lane[1] ? \$42  : 2'h1;
+  assign \$44  = lane[2] ? \$43  : 2'h0;
+  assign \$45  = c4_0_lead < fmt[4:2];
+  assign \$46  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$47  = c4_0_lead + 1'h1;
+  assign \$48  = c4_0_below ? \$47  : fmt[4:2];
+  assign \$49  = \$48  - c4_0_k[0];
+  assign \$50  = ~ lane[6];
+  assign \$51  = ~ lane[5];
+  assign \$52  = ~ lane[4];
+  assign \$53  = lane[4] ? 2'h3 : 2'h2;
+  assign \$54  = lane[5] ? \$53  : 2'h1;
+  assign \$55  = lane[6] ? \$54  : 2'h0;
+  assign \$56  = c4_1_lead < fmt[4:2];
+  assign \$57  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$58  = c4_1_lead + 1'h1;
+  assign \$59  = c4_1_below ? \$58  : fmt[4:2];
+  assign \$60  = \$59  - c4_1_k[0];
+  assign \$61  = ~ lane[10];
+  assign \$62  = ~ lane[9];
+  assign \$63  = ~ lane[8];
+  assign \$64  = lane[8] ? 2'h3 : 2'h2;
+  assign \$65  = lane[9] ? \$64  : 2'h1;
+  assign \$66  = lane[10] ? \$65  : 2'h0;
+  assign \$67  = c4_2_lead < fmt[4:2];
+  assign \$68  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$69  = c4_2_lead + 1'h1;
+  assign \$70  = c4_2_below ? \$69  : fmt[4:2];
+  assign \$71  = \$70  - c4_2_k[0];
+  assign \$72  = ~ lane[14];
+  assign \$73  = ~ lane[13];
+  assign \$74  = ~ lane[12];
+  assign \$75  = lane[12] ? 2'h3 : 2'h2;
+  assign \$76  = lane[13] ? \$75  : 2'h1;
+  assign \$77  = lane[14] ? \$76  : 2'h0;
+  assign \$78  = c4_3_lead < fmt[4:2];
+  assign \$79  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$80  = c4_3_lead + 1'h1;
+  assign \$81  = c4_3_below ? \$80  : fmt[4:2];
+  assign \$82  = \$81  - c4_3_k[0];
+  assign \$83  = c8_0[6:0] << c8_0[10:8];
   assign \$84  = c8_0[6:0] << c8_0[10:8];
-  assign \$85  = c8_0[6:0] << c8_0[10:8];
-  assign \$86  = c8_0[11] | \$85 [6];
-  assign \$87  = ~ c8_0[11];
-  assign \$88  = c8_0[12] ? c8_0[7:0] : { \$87 , \$86 , \$84 [5:0] };
+  assign \$85  = c8_0[11] | \$84 [6];
+  assign \$86  = ~ c8_0[11];
+  assign \$87  = c8_0[12] ? c8_0[7:0] : { \$86 , \$85 , \$83 [5:0] };
+  assign \$88  = c8_0[6:0] << c8_0[10:8];
   assign \$89  = c8_0[6:0] << c8_0[10:8];
-  assign \$90  = c8_0[6:0] << c8_0[10:8];
-  assign \$91  = c8_0[11] | \$90 [6];
-  assign \$92  = ~ c8_0[11];
-  assign \$93  = c8_0[12] ? c8_0[7:0] : { \$92 , \$91 , \$89 [5:0] };
+  assign \$90  = c8_0[11] | \$89 [6];
+  assign \$91  = ~ c8_0[11];
+  assign \$92  = c8_0[12] ? c8_0[7:0] : { \$91 , \$90 , \$88 [5:0] };
+  assign \$93  = c8_0[6:0] << c8_0[10:8];
   assign \$94  = c8_0[6:0] << c8_0[10:8];
-  assign \$95  = c8_0[6:0] << c8_0[10:8];
-  assign \$96  = c8_0[11] | \$95 [6];
-  assign \$97  = ~ c8_0[11];
-  assign \$98  = c8_0[12] ? c8_0[7:0] : { \$97 , \$96 , \$94 [5:0] };
+  assign \$95  = c8_0[11] | \$94 [6];
+  assign \$96  = ~ c8_0[11];
+  assign \$97  = c8_0[12] ? c8_0[7:0] : { \$96 , \$95 , \$93 [5:0] };
+  assign \$98  = c8_0[6:0] << c8_0[10:8];
   assign \$99  = c8_0[6:0] << c8_0[10:8];
-  assign \$100  = c8_0[6:0] << c8_0[10:8];
-  assign \$101  = c8_0[11] | \$100 [6];
-  assign \$102  = ~ c8_0[11];
-  assign \$103  = c8_0[12] ? c8_0[7:0] : { \$102 , \$101 , \$99 [5:0] };
+  assign \$100  = c8_0[11] | \$99 [6];
+  assign \$101  = ~ c8_0[11];
+  assign \$102  = c8_0[12] ? c8_0[7:0] : { \$101 , \$100 , \$98 [5:0] };
+  assign \$103  = c8_0[6:0] << c8_0[10:8];
   assign \$104  = c8_0[6:0] << c8_0[10:8];
-  assign \$105  = c8_0[6:0] << c8_0[10:8];
-  assign \$106  = c8_0[11] | \$105 [6];
-  assign \$107  = ~ c8_0[11];
-  assign \$108  = c8_0[12] ? c8_0[7:0] : { \$107 , \$106 , \$104 [5:0] };
+  assign \$105  = c8_0[11] | \$104 [6];
+  assign \$106  = ~ c8_0[11];
+  assign \$107  = c8_0[12] ? c8_0[7:0] : { \$106 , \$105 , \$103 [5:0] };
+  assign \$108  = c8_0[6:0] << c8_0[10:8];
   assign \$109  = c8_0[6:0] << c8_0[10:8];
-  assign \$110  = c8_0[6:0] << c8_0[10:8];
-  assign \$111  = c8_0[11] | \$110 [6];
-  assign \$112  = ~ c8_0[11];
-  assign \$113  = c8_0[12] ? c8_0[7:0] : { \$112 , \$111 , \$109 [5:0] };
+  assign \$110  = c8_0[11] | \$109 [6];
+  assign \$111  = ~ c8_0[11];
+  assign \$112  = c8_0[12] ? c8_0[7:0] : { \$111 , \$110 , \$108 [5:0] };
+  assign \$113  = c8_1[6:0] << c8_1[10:8];
   assign \$114  = c8_1[6:0] << c8_1[10:8];
-  assign \$115  = c8_1[6:0] << c8_1[10:8];
-  assign \$116  = c8_1[11] | \$115 [6];
-  assign \$117  = ~ c8_1[11];
-  assign \$118  = c8_1[12] ? c8_1[7:0] : { \$117 , \$116 , \$114 [5:0] };
+  assign \$115  = c8_1[11] | \$114 [6];
+  assign \$116  = ~ c8_1[11];
+  assign \$117  = c8_1[12] ? c8_1[7:0] : { \$116 , \$115 , \$113 [5:0] };
+  assign \$118  = c8_1[6:0] << c8_1[10:8];
   assign \$119  = c8_1[6:0] << c8_1[10:8];
-  assign \$120  = c8_1[6:0] << c8_1[10:8];
-  assign \$121  = c8_1[11] | \$120 [6];
-  assign \$122  = ~ c8_1[11];
-  assign \$123  = c8_1[12] ? c8_1[7:0] : { \$122 , \$121 , \$119 [5:0] };
+  assign \$120  = c8_1[11] | \$119 [6];
+  assign \$121  = ~ c8_1[11];
+  assign \$122  = c8_1[12] ? c8_1[7:0] : { \$121 , \$120 , \$118 [5:0] };
+  assign \$123  = c4_0[2:0] << c4_0[5:4];
   assign \$124  = c4_0[2:0] << c4_0[5:4];
-  assign \$125  = c4_0[2:0] << c4_0[5:4];
-  assign \$126  = c4_0[6] | \$125 [2];
-  assign \$127  = ~ c4_0[6];
-  assign \$128  = c4_0[7] ? c4_0[3:0] : { \$127 , \$126 , \$124 [1:0] };
+  assign \$125  = c4_0[6] | \$124 [2];
+  assign \$126  = ~ c4_0[6];
+  assign \$127  = c4_0[7] ? c4_0[3:0] : { \$126 , \$125 , \$123 [1:0] };
+  assign \$128  = c4_0[2:0] << c4_0[5:4];
   assign \$129  = c4_0[2:0] << c4_0[5:4];
-  assign \$130  = c4_0[2:0] << c4_0[5:4];
-  assign \$131  = c4_0[6] | \$130 [2];
-  assign \$132  = ~ c4_0[6];
-  assign \$133  = c4_0[7] ? c4_0[3:0] : { \$132 , \$131 , \$129 [1:0] };
+  assign \$130  = c4_0[6] | \$129 [2];
+  assign \$131  = ~ c4_0[6];
+  assign \$132  = c4_0[7] ? c4_0[3:0] : { \$131 , \$130 , \$128 [1:0] };
+  assign \$133  = c4_1[2:0] << c4_1[5:4];
   assign \$134  = c4_1[2:0] << c4_1[5:4];
-  assign \$135  = c4_1[2:0] << c4_1[5:4];
-  assign \$136  = c4_1[6] | \$135 [2];
-  assign \$137  = ~ c4_1[6];
-  assign \$138  = c4_1[7] ? c4_1[3:0] : { \$137 , \$136 , \$134 [1:0] };
+  assign \$135  = c4_1[6] | \$134 [2];
+  assign \$136  = ~ c4_1[6];
+  assign \$137  = c4_1[7] ? c4_1[3:0] : { \$136 , \$135 , \$133 [1:0] };
+  assign \$138  = c4_1[2:0] << c4_1[5:4];
   assign \$139  = c4_1[2:0] << c4_1[5:4];
-  assign \$140  = c4_1[2:0] << c4_1[5:4];
-  assign \$141  = c4_1[6] | \$140 [2];
-  assign \$142  = ~ c4_1[6];
-  assign \$143  = c4_1[7] ? c4_1[3:0] : { \$142 , \$141 , \$139 [1:0] };
+  assign \$140  = c4_1[6] | \$139 [2];
+  assign \$141  = ~ c4_1[6];
+  assign \$142  = c4_1[7] ? c4_1[3:0] : { \$141 , \$140 , \$138 [1:0] };
+  assign \$143  = c4_0[2:0] << c4_0[5:4];
   assign \$144  = c4_0[2:0] << c4_0[5:4];
-  assign \$145  = c4_0[2:0] << c4_0[5:4];
-  assign \$146  = c4_0[6] | \$145 [2];
-  assign \$147  = ~ c4_0[6];
-  assign \$148  = c4_0[7] ? c4_0[3:0] : { \$147 , \$146 , \$144 [1:0] };
+  assign \$145  = c4_0[6] | \$144 [2];
+  assign \$146  = ~ c4_0[6];
+  assign \$147  = c4_0[7] ? c4_0[3:0] : { \$146 , \$145 , \$143 [1:0] };
+  assign \$148  = c4_1[2:0] << c4_1[5:4];
   assign \$149  = c4_1[2:0] << c4_1[5:4];
-  assign \$150  = c4_1[2:0] << c4_1[5:4];
-  assign \$151  = c4_1[6] | \$150 [2];
-  assign \$152  = ~ c4_1[6];
-  assign \$153  = c4_1[7] ? c4_1[3:0] : { \$152 , \$151 , \$149 [1:0] };
+  assign \$150  = c4_1[6] | \$149 [2];
+  assign \$151  = ~ c4_1[6];
+  assign \$152  = c4_1[7] ? c4_1[3:0] : { \$151 , \$150 , \$148 [1:0] };
+  assign \$153  = c4_2[2:0] << c4_2[5:4];
   assign \$154  = c4_2[2:0] << c4_2[5:4];
-  assign \$155  = c4_2[2:0] << c4_2[5:4];
-  assign \$156  = c4_2[6] | \$155 [2];
-  assign \$157  = ~ c4_2[6];
-  assign \$158  = c4_2[7] ? c4_2[3:0] : { \$157 , \$156 , \$154 [1:0] };
+  assign \$155  = c4_2[6] | \$154 [2];
+  assign \$156  = ~ c4_2[6];
+  assign \$157  = c4_2[7] ? c4_2[3:0] : { \$156 , \$155 , \$153 [1:0] };
+  assign \$158  = c4_3[2:0] << c4_3[5:4];
   assign \$159  = c4_3[2:0] << c4_3[5:4];
-  assign \$160  = c4_3[2:0] << c4_3[5:4];
-  assign \$161  = c4_3[6] | \$160 [2];
-  assign \$162  = ~ c4_3[6];
-  assign \$163  = c4_3[7] ? c4_3[3:0] : { \$162 , \$161 , \$159 [1:0] };
-  assign \$164  = - $signed(lane[7:0]);
-  assign \$165  = lane[7] ? \$164  : { 1'h0, lane[7:0] };
-  assign \$166  = fmt[1] ? \$165  : { 2'h0, lane[6:0] };
-  assign \$167  = ! c8_0_k;
-  assign \$168  = fmt[1] | \$167 ;
-  assign \$169  = ! c8_0_k;
-  assign \$170  = fmt[1] | \$169 ;
-  assign \$171  = c8_0_k - 1'h1;
-  assign \$173  = \$170  ? 4'h0 : \$172 ;
-  assign \$174  = - $signed(lane[15:8]);
-  assign \$175  = lane[15] ? \$174  : { 1'h0, lane[15:8] };
-  assign \$176  = fmt[1] ? \$175  : { 2'h0, lane[14:8] };
-  assign \$177  = ! c8_1_k;
-  assign \$178  = fmt[1] | \$177 ;
-  assign \$179  = ! c8_1_k;
-  assign \$180  = fmt[1] | \$179 ;
-  assign \$181  = c8_1_k - 1'h1;
-  assign \$183  = \$180  ? 4'h0 : \$182 ;
-  assign \$184  = - $signed(lane[3:0]);
-  assign \$185  = lane[3] ? \$184  : { 1'h0, lane[3:0] };
-  assign \$186  = fmt[1] ? \$185  : { 2'h0, lane[2:0] };
-  assign \$187  = ! c4_0_k;
-  assign \$188  = fmt[1] | \$187 ;
-  assign \$189  = ! c4_0_k;
-  assign \$190  = fmt[1] | \$189 ;
-  assign \$191  = c4_0_k - 1'h1;
-  assign \$193  = \$190  ? 3'h0 : \$192 ;
-  assign \$194  = - $signed(lane[7:4]);
-  assign \$195  = lane[7] ? \$194  : { 1'h0, lane[7:4] };
-  assign \$196  = fmt[1] ? \$195  : { 2'h0, lane[6:4] };
-  assign \$197  = ! c4_1_k;
-  assign \$198  = fmt[1] | \$197 ;
-  assign \$199  = ! c4_1_k;
-  assign \$200  = fmt[1] | \$199 ;
-  assign \$201  = c4_1_k - 1'h1;
-  assign \$203  = \$200  ? 3'h0 : \$202 ;
-  assign \$204  = - $signed(lane[11:8]);
-  assign \$205  = lane[11] ? \$204  : { 1'h0, lane[11:8] };
-  assign \$206  = fmt[1] ? \$205  : { 2'h0, lane[10:8] };
-  assign \$207  = ! c4_2_k;
-  assign \$208  = fmt[1] | \$207 ;
-  assign \$209  = ! c4_2_k;
-  assign \$210  = fmt[1] | \$209 ;
-  assign \$211  = c4_2_k - 1'h1;
-  assign \$213  = \$210  ? 3'h0 : \$212 ;
-  assign \$214  = - $signed(lane[15:12]);
-  assign \$215  = lane[15] ? \$214  : { 1'h0, lane[15:12] };
-  assign \$216  = fmt[1] ? \$215  : { 2'h0, lane[14:12] };
-  assign \$217  = ! c4_3_k;
-  assign \$218  = fmt[1] | \$217 ;
-  assign \$219  = ! c4_3_k;
-  assign \$220  = fmt[1] | \$219 ;
-  assign \$221  = c4_3_k - 1'h1;
-  assign \$223  = \$220  ? 3'h0 : \$222 ;
+  assign \$160  = c4_3[6] | \$159 [2];
+  assign \$161  = ~ c4_3[6];
+  assign \$162  = c4_3[7] ? c4_3[3:0] : { \$161 , \$160 , \$158 [1:0] };
+  assign \$163  = | lane[15:8];
+  assign \$164  = mode[1] & \$163 ;
+  assign \$165  = - $signed(lane[7:0]);
+  assign \$166  = lane[7] ? \$165  : { 1'h0, lane[7:0] };
+  assign \$167  = fmt[1] ? \$166  : { 2'h0, lane[6:0] };
+  assign \$168  = ! c8_0_k;
+  assign \$169  = fmt[1] | \$168 ;
+  assign \$170  = ! c8_0_k;
+  assign \$171  = fmt[1] | \$170 ;
+  assign \$172  = c8_0_k - 1'h1;
+  assign \$174  = \$171  ? 4'h0 : \$173 ;
+  assign \$175  = - $signed(lane[15:8]);
+  assign \$176  = lane[15] ? \$175  : { 1'h0, lane[15:8] };
+  assign \$177  = fmt[1] ? \$176  : { 2'h0, lane[14:8] };
+  assign \$178  = ! c8_1_k;
+  assign \$179  = fmt[1] | \$178 ;
+  assign \$180  = ! c8_1_k;
+  assign \$181  = fmt[1] | \$180 ;
+  assign \$182  = c8_1_k - 1'h1;
+  assign \$184  = \$181  ? 4'h0 : \$183 ;
+  assign \$185  = - $signed(lane[3:0]);
+  assign \$186  = lane[3] ? \$185  : { 1'h0, lane[3:0] };
+  assign \$187  = fmt[1] ? \$186  : { 2'h0, lane[2:0] };
+  assign \$188  = ! c4_0_k;
+  assign \$189  = fmt[1] | \$188 ;
+  assign \$190  = ! c4_0_k;
+  assign \$191  = fmt[1] | \$190 ;
+  assign \$192  = c4_0_k - 1'h1;
+  assign \$194  = \$191  ? 3'h0 : \$193 ;
+  assign \$195  = - $signed(lane[7:4]);
+  assign \$196  = lane[7] ? \$195  : { 1'h0, lane[7:4] };
+  assign \$197  = fmt[1] ? \$196  : { 2'h0, lane[6:4] };
+  assign \$198  = ! c4_1_k;
+  assign \$199  = fmt[1] | \$198 ;
+  assign \$200  = ! c4_1_k;
+  assign \$201  = fmt[1] | \$200 ;
+  assign \$202  = c4_1_k - 1'h1;
+  assign \$204  = \$201  ? 3'h0 : \$203 ;
+  assign \$205  = - $signed(lane[11:8]);
+  assign \$206  = lane[11] ? \$205  : { 1'h0, lane[11:8] };
+  assign \$207  = fmt[1] ? \$206  : { 2'h0, lane[10:8] };
+  assign \$208  = ! c4_2_k;
+  assign \$209  = fmt[1] | \$208 ;
+  assign \$210  = ! c4_2_k;
+  assign \$211  = fmt[1] | \$210 ;
+  assign \$212  = c4_2_k - 1'h1;
+  assign \$214  = \$211  ? 3'h0 : \$213 ;
+  assign \$215  = - $signed(lane[15:12]);
+  assign \$216  = lane[15] ? \$215  : { 1'h0, lane[15:12] };
+  assign \$217  = fmt[1] ? \$216  : { 2'h0, lane[14:12] };
+  assign \$218  = ! c4_3_k;
+  assign \$219  = fmt[1] | \$218 ;
+  assign \$220  = ! c4_3_k;
+  assign \$221  = fmt[1] | \$220 ;
+  assign \$222  = c4_3_k - 1'h1;
+  assign \$224  = \$221  ? 3'h0 : \$223 ;
   always @(posedge clk)
-    mode1 <= \$224 ;
+    wide <= \$225 ;
   always @(posedge clk)
-    c8_0 <= \$225 ;
+    mode1 <= \$226 ;
   always @(posedge clk)
-    c8_1 <= \$226 ;
+    c8_0 <= \$227 ;
   always @(posedge clk)
-    c4_0 <= \$227 ;
+    c8_1 <= \$228 ;
   always @(posedge clk)
-    c4_1 <= \$228 ;
+    c4_0 <= \$229 ;
   always @(posedge clk)
-    c4_2 <= \$229 ;
+    c4_1 <= \$230 ;
   always @(posedge clk)
-    c4_3 <= \$230 ;
+    c4_2 <= \$231 ;
+  always @(posedge clk)
+    c4_3 <= \$232 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c8_0_lead = 3'h0;
     if (en) begin
-      c8_0_lead = \$15 ;
+      c8_0_lead = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c8_0_below = 1'h0;
     if (en) begin
-      c8_0_below = \$16 ;
+      c8_0_below = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c8_0_k = 3'h0;
     if (en) begin
-      c8_0_k = \$17 ;
+      c8_0_k = \$16 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c8_0_j = 3'h0;
     if (en) begin
-      c8_0_j = \$20 [2:0];
+      c8_0_j = \$19 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c8_1_lead = 3'h0;
     if (en) begin
-      c8_1_lead = \$34 ;
+      c8_1_lead = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c8_1_below = 1'h0;
     if (en) begin
-      c8_1_below = \$35 ;
+      c8_1_below = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c8_1_k = 3'h0;
     if (en) begin
-      c8_1_k = \$36 ;
+      c8_1_k = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c8_1_j = 3'h0;
     if (en) begin
-      c8_1_j = \$39 [2:0];
+      c8_1_j = \$38 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_0_lead = 2'h0;
     if (en) begin
-      c4_0_lead = \$45 ;
+      c4_0_lead = \$44 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_0_below = 1'h0;
     if (en) begin
-      c4_0_below = \$46 ;
+      c4_0_below = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_0_k = 2'h0;
     if (en) begin
-      c4_0_k = \$47 [1:0];
+      c4_0_k = \$46 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_0_j = 2'h0;
     if (en) begin
-      c4_0_j = \$50 [1:0];
+      c4_0_j = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_1_lead = 2'h0;
     if (en) begin
-      c4_1_lead = \$56 ;
+      c4_1_lead = \$55 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_1_below = 1'h0;
     if (en) begin
-      c4_1_below = \$57 ;
+      c4_1_below = \$56 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_1_k = 2'h0;
     if (en) begin
-      c4_1_k = \$58 [1:0];
+      c4_1_k = \$57 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_1_j = 2'h0;
     if (en) begin
-      c4_1_j = \$61 [1:0];
+      c4_1_j = \$60 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_2_lead = 2'h0;
     if (en) begin
-      c4_2_lead = \$67 ;
+      c4_2_lead = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_2_below = 1'h0;
     if (en) begin
-      c4_2_below = \$68 ;
+      c4_2_below = \$67 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_2_k = 2'h0;
     if (en) begin
-      c4_2_k = \$69 [1:0];
+      c4_2_k = \$68 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_2_j = 2'h0;
     if (en) begin
-      c4_2_j = \$72 [1:0];
+      c4_2_j = \$71 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_3_lead = 2'h0;
     if (en) begin
-      c4_3_lead = \$78 ;
+      c4_3_lead = \$77 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_3_below = 1'h0;
     if (en) begin
-      c4_3_below = \$79 ;
+      c4_3_below = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_3_k = 2'h0;
     if (en) begin
-      c4_3_k = \$80 [1:0];
+      c4_3_k = \$79 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     c4_3_j = 2'h0;
     if (en) begin
-      c4_3_j = \$83 [1:0];
+      c4_3_j = \$82 [1:0];
     end
   end
   always @* begin
@@ -3190,10 +3219,10 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
     casez ({ mode1[0], mode1[1] })
       2'h3:
         begin
-          dec[3:0] = \$88 [3:0];
-          dec[7:4] = \$93 [7:4];
-          dec[11:8] = \$98 [3:0];
-          dec[15:12] = \$103 [7:4];
+          dec[3:0] = \$87 [3:0];
+          dec[7:4] = \$92 [7:4];
+          dec[11:8] = \$97 [3:0];
+          dec[15:12] = \$102 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -3205,10 +3234,10 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h2:
         begin
-          dec[3:0] = \$108 [3:0];
-          dec[7:4] = \$113 [7:4];
-          dec[11:8] = \$118 [3:0];
-          dec[15:12] = \$123 [7:4];
+          dec[3:0] = \$107 [3:0];
+          dec[7:4] = \$112 [7:4];
+          dec[11:8] = \$117 [3:0];
+          dec[15:12] = \$122 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -3220,10 +3249,10 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h1:
         begin
-          dec[3:0] = \$128 ;
-          dec[7:4] = \$133 ;
-          dec[11:8] = \$138 ;
-          dec[15:12] = \$143 ;
+          dec[3:0] = \$127 ;
+          dec[7:4] = \$132 ;
+          dec[11:8] = \$137 ;
+          dec[15:12] = \$142 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = 1'h0;
@@ -3235,10 +3264,10 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h0:
         begin
-          dec[3:0] = \$148 ;
-          dec[7:4] = \$153 ;
-          dec[11:8] = \$158 ;
-          dec[15:12] = \$163 ;
+          dec[3:0] = \$147 ;
+          dec[7:4] = \$152 ;
+          dec[11:8] = \$157 ;
+          dec[15:12] = \$162 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = c4_1[9];
@@ -3252,85 +3281,91 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$224  = mode1;
+    \$225  = wide;
     if (en) begin
-      \$224  = mode;
+      \$225  = \$164 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$225  = c8_0;
+    \$226  = mode1;
     if (en) begin
-      \$225 [7:0] = \$166 [7:0];
-      \$225 [10:8] = c8_0_j;
-      \$225 [11] = c8_0_k[0];
-      \$225 [12] = \$168 ;
-      \$225 [14:13] = \$173 [1:0];
-      \$225 [15] = lane[7];
+      \$226  = mode;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$226  = c8_1;
+    \$227  = c8_0;
     if (en) begin
-      \$226 [7:0] = \$176 [7:0];
-      \$226 [10:8] = c8_1_j;
-      \$226 [11] = c8_1_k[0];
-      \$226 [12] = \$178 ;
-      \$226 [14:13] = \$183 [1:0];
-      \$226 [15] = lane[15];
+      \$227 [7:0] = \$167 [7:0];
+      \$227 [10:8] = c8_0_j;
+      \$227 [11] = c8_0_k[0];
+      \$227 [12] = \$169 ;
+      \$227 [14:13] = \$174 [1:0];
+      \$227 [15] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$227  = c4_0;
+    \$228  = c8_1;
     if (en) begin
-      \$227 [3:0] = \$186 [3:0];
-      \$227 [5:4] = c4_0_j;
-      \$227 [6] = c4_0_k[0];
-      \$227 [7] = \$188 ;
-      \$227 [8] = \$193 [0];
-      \$227 [9] = lane[3];
+      \$228 [7:0] = \$177 [7:0];
+      \$228 [10:8] = c8_1_j;
+      \$228 [11] = c8_1_k[0];
+      \$228 [12] = \$179 ;
+      \$228 [14:13] = \$184 [1:0];
+      \$228 [15] = lane[15];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$228  = c4_1;
+    \$229  = c4_0;
     if (en) begin
-      \$228 [3:0] = \$196 [3:0];
-      \$228 [5:4] = c4_1_j;
-      \$228 [6] = c4_1_k[0];
-      \$228 [7] = \$198 ;
-      \$228 [8] = \$203 [0];
-      \$228 [9] = lane[7];
+      \$229 [3:0] = \$187 [3:0];
+      \$229 [5:4] = c4_0_j;
+      \$229 [6] = c4_0_k[0];
+      \$229 [7] = \$189 ;
+      \$229 [8] = \$194 [0];
+      \$229 [9] = lane[3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$229  = c4_2;
+    \$230  = c4_1;
     if (en) begin
-      \$229 [3:0] = \$206 [3:0];
-      \$229 [5:4] = c4_2_j;
-      \$229 [6] = c4_2_k[0];
-      \$229 [7] = \$208 ;
-      \$229 [8] = \$213 [0];
-      \$229 [9] = lane[11];
+      \$230 [3:0] = \$197 [3:0];
+      \$230 [5:4] = c4_1_j;
+      \$230 [6] = c4_1_k[0];
+      \$230 [7] = \$199 ;
+      \$230 [8] = \$204 [0];
+      \$230 [9] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$230  = c4_3;
+    \$231  = c4_2;
     if (en) begin
-      \$230 [3:0] = \$216 [3:0];
-      \$230 [5:4] = c4_3_j;
-      \$230 [6] = c4_3_k[0];
-      \$230 [7] = \$218 ;
-      \$230 [8] = \$223 [0];
-      \$230 [9] = lane[15];
+      \$231 [3:0] = \$207 [3:0];
+      \$231 [5:4] = c4_2_j;
+      \$231 [6] = c4_2_k[0];
+      \$231 [7] = \$209 ;
+      \$231 [8] = \$214 [0];
+      \$231 [9] = lane[11];
     end
   end
-  assign \mode.a8  = mode[0];
-  assign \mode.b8  = mode[1];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$232  = c4_3;
+    if (en) begin
+      \$232 [3:0] = \$217 [3:0];
+      \$232 [5:4] = c4_3_j;
+      \$232 [6] = c4_3_k[0];
+      \$232 [7] = \$219 ;
+      \$232 [8] = \$224 [0];
+      \$232 [9] = lane[15];
+    end
+  end
+  assign wide1 = wide;
   assign \fmt.is8  = fmt[0];
   assign \fmt.is_int  = fmt[1];
   assign \fmt.kmax  = fmt[4:2];
@@ -3384,168 +3419,172 @@ module \top.front.dec_a0 (clk, rst, wide, mode, fmt, dec, en, lane);
   assign \c4_3.plain  = c4_3[7];
   assign \c4_3.sh  = c4_3[8];
   assign \c4_3.neg  = c4_3[9];
-  assign \$172  = { \$171 [3], \$171 [3:1] };
-  assign \$182  = { \$181 [3], \$181 [3:1] };
-  assign \$192  = { \$191 [2], \$191 [2:1] };
-  assign \$202  = { \$201 [2], \$201 [2:1] };
-  assign \$212  = { \$211 [2], \$211 [2:1] };
-  assign \$222  = { \$221 [2], \$221 [2:1] };
+  assign \mode.a8  = mode[0];
+  assign \mode.b8  = mode[1];
+  assign \$173  = { \$172 [3], \$172 [3:1] };
+  assign \$183  = { \$182 [3], \$182 [3:1] };
+  assign \$193  = { \$192 [2], \$192 [2:1] };
+  assign \$203  = { \$202 [2], \$202 [2:1] };
+  assign \$213  = { \$212 [2], \$212 [2:1] };
+  assign \$223  = { \$222 [2], \$222 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
+module \top.front.dec_a1 (clk, rst, mode, fmt, dec, wide, en, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [13:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire [7:0] \$103 ;
+  wire [7:0] \$102 ;
+  wire [13:0] \$103 ;
   wire [13:0] \$104 ;
-  wire [13:0] \$105 ;
+  wire \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$107 ;
+  wire [13:0] \$108 ;
   wire [13:0] \$109 ;
   wire [2:0] \$11 ;
-  wire [13:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [7:0] \$113 ;
+  wire [7:0] \$112 ;
+  wire [13:0] \$113 ;
   wire [13:0] \$114 ;
-  wire [13:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire [7:0] \$118 ;
+  wire [7:0] \$117 ;
+  wire [13:0] \$118 ;
   wire [13:0] \$119 ;
   wire [2:0] \$12 ;
-  wire [13:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire [7:0] \$123 ;
+  wire [7:0] \$122 ;
+  wire [5:0] \$123 ;
   wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire [3:0] \$128 ;
+  wire [3:0] \$127 ;
+  wire [5:0] \$128 ;
   wire [5:0] \$129 ;
   wire [2:0] \$13 ;
-  wire [5:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire [3:0] \$133 ;
+  wire [3:0] \$132 ;
+  wire [5:0] \$133 ;
   wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$135 ;
   wire \$136 ;
-  wire \$137 ;
-  wire [3:0] \$138 ;
+  wire [3:0] \$137 ;
+  wire [5:0] \$138 ;
   wire [5:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [5:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire [3:0] \$143 ;
+  wire [3:0] \$142 ;
+  wire [5:0] \$143 ;
   wire [5:0] \$144 ;
-  wire [5:0] \$145 ;
+  wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
+  wire [3:0] \$147 ;
+  wire [5:0] \$148 ;
   wire [5:0] \$149 ;
-  wire [2:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire \$15 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
+  wire [3:0] \$152 ;
+  wire [5:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire [3:0] \$158 ;
+  wire [3:0] \$157 ;
+  wire [5:0] \$158 ;
   wire [5:0] \$159 ;
-  wire \$16 ;
-  wire [5:0] \$160 ;
+  wire [2:0] \$16 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [3:0] \$163 ;
-  wire [8:0] \$164 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
   wire [8:0] \$165 ;
   wire [8:0] \$166 ;
-  wire \$167 ;
+  wire [8:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [2:0] \$17 ;
+  wire [3:0] \$17 ;
   wire \$170 ;
-  wire [3:0] \$171 ;
+  wire \$171 ;
   wire [3:0] \$172 ;
   wire [3:0] \$173 ;
-  wire [8:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [8:0] \$175 ;
   wire [8:0] \$176 ;
-  wire \$177 ;
+  wire [8:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [3:0] \$18 ;
   wire \$180 ;
-  wire [3:0] \$181 ;
+  wire \$181 ;
   wire [3:0] \$182 ;
   wire [3:0] \$183 ;
-  wire [4:0] \$184 ;
+  wire [3:0] \$184 ;
   wire [4:0] \$185 ;
   wire [4:0] \$186 ;
-  wire \$187 ;
+  wire [4:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
+  wire [4:0] \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire \$191 ;
   wire [2:0] \$192 ;
   wire [2:0] \$193 ;
-  wire [4:0] \$194 ;
+  wire [2:0] \$194 ;
   wire [4:0] \$195 ;
   wire [4:0] \$196 ;
-  wire \$197 ;
+  wire [4:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [4:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
-  wire [2:0] \$201 ;
+  wire \$201 ;
   wire [2:0] \$202 ;
   wire [2:0] \$203 ;
-  wire [4:0] \$204 ;
+  wire [2:0] \$204 ;
   wire [4:0] \$205 ;
   wire [4:0] \$206 ;
-  wire \$207 ;
+  wire [4:0] \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [2:0] \$211 ;
+  wire \$211 ;
   wire [2:0] \$212 ;
   wire [2:0] \$213 ;
-  wire [4:0] \$214 ;
+  wire [2:0] \$214 ;
   wire [4:0] \$215 ;
   wire [4:0] \$216 ;
-  wire \$217 ;
+  wire [4:0] \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [2:0] \$221 ;
+  wire \$221 ;
   wire [2:0] \$222 ;
   wire [2:0] \$223 ;
-  reg [1:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [9:0] \$227 ;
-  reg [9:0] \$228 ;
+  wire [2:0] \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg [15:0] \$227 ;
+  reg [15:0] \$228 ;
   reg [9:0] \$229 ;
   wire \$23 ;
   reg [9:0] \$230 ;
+  reg [9:0] \$231 ;
+  reg [9:0] \$232 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
+  wire [2:0] \$27 ;
   wire [2:0] \$28 ;
   wire [2:0] \$29 ;
   wire \$3 ;
@@ -3553,77 +3592,77 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
   wire [2:0] \$31 ;
   wire [2:0] \$32 ;
   wire [2:0] \$33 ;
-  wire [2:0] \$34 ;
-  wire \$35 ;
-  wire [2:0] \$36 ;
+  wire \$34 ;
+  wire [2:0] \$35 ;
+  wire [3:0] \$36 ;
   wire [3:0] \$37 ;
-  wire [3:0] \$38 ;
-  wire [4:0] \$39 ;
+  wire [4:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
+  wire [1:0] \$42 ;
   wire [1:0] \$43 ;
   wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [2:0] \$46 ;
   wire [2:0] \$47 ;
   wire [2:0] \$48 ;
-  wire [2:0] \$49 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [3:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
+  wire [1:0] \$53 ;
   wire [1:0] \$54 ;
   wire [1:0] \$55 ;
-  wire [1:0] \$56 ;
-  wire \$57 ;
+  wire \$56 ;
+  wire [2:0] \$57 ;
   wire [2:0] \$58 ;
   wire [2:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire [3:0] \$61 ;
+  wire [3:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
+  wire [1:0] \$64 ;
   wire [1:0] \$65 ;
   wire [1:0] \$66 ;
-  wire [1:0] \$67 ;
-  wire \$68 ;
+  wire \$67 ;
+  wire [2:0] \$68 ;
   wire [2:0] \$69 ;
   wire \$7 ;
   wire [2:0] \$70 ;
-  wire [2:0] \$71 ;
-  wire [3:0] \$72 ;
+  wire [3:0] \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$75 ;
   wire [1:0] \$76 ;
   wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
-  wire \$8 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$80 ;
   wire [2:0] \$81 ;
-  wire [2:0] \$82 ;
-  wire [3:0] \$83 ;
+  wire [3:0] \$82 ;
+  wire [13:0] \$83 ;
   wire [13:0] \$84 ;
-  wire [13:0] \$85 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [7:0] \$88 ;
+  wire [7:0] \$87 ;
+  wire [13:0] \$88 ;
   wire [13:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [13:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [7:0] \$93 ;
+  wire [7:0] \$92 ;
+  wire [13:0] \$93 ;
   wire [13:0] \$94 ;
-  wire [13:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire [7:0] \$98 ;
+  wire [7:0] \$97 ;
+  wire [13:0] \$98 ;
   wire [13:0] \$99 ;
   reg [9:0] c4_0 = 10'h000;
   wire [1:0] \c4_0.j ;
@@ -3726,405 +3765,409 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
   input rst;
   wire rst;
   output wide;
-  wire wide;
-  assign \$1  = | lane[15:8];
-  assign wide = mode[1] & \$1 ;
-  assign \$2  = ~ lane[6];
-  assign \$3  = ~ lane[5];
-  assign \$4  = ~ lane[4];
-  assign \$5  = ~ lane[3];
-  assign \$6  = ~ lane[2];
-  assign \$7  = ~ lane[1];
-  assign \$8  = ~ lane[0];
-  assign \$9  = lane[0] ? 3'h7 : 3'h6;
-  assign \$10  = lane[1] ? \$9  : 3'h5;
-  assign \$11  = lane[2] ? \$10  : 3'h4;
-  assign \$12  = lane[3] ? \$11  : 3'h3;
-  assign \$13  = lane[4] ? \$12  : 3'h2;
-  assign \$14  = lane[5] ? \$13  : 3'h1;
-  assign \$15  = lane[6] ? \$14  : 3'h0;
-  assign \$16  = c8_0_lead < fmt[4:2];
-  assign \$17  = c8_0_below ? c8_0_lead : fmt[4:2];
-  assign \$18  = c8_0_lead + 1'h1;
-  assign \$19  = c8_0_below ? \$18  : { 1'h0, fmt[4:2] };
-  assign \$20  = \$19  - c8_0_k[0];
-  assign \$21  = ~ lane[14];
-  assign \$22  = ~ lane[13];
-  assign \$23  = ~ lane[12];
-  assign \$24  = ~ lane[11];
-  assign \$25  = ~ lane[10];
-  assign \$26  = ~ lane[9];
-  assign \$27  = ~ lane[8];
-  assign \$28  = lane[8] ? 3'h7 : 3'h6;
-  assign \$29  = lane[9] ? \$28  : 3'h5;
-  assign \$30  = lane[10] ? \$29  : 3'h4;
-  assign \$31  = lane[11] ? \$30  : 3'h3;
-  assign \$32  = lane[12] ? \$31  : 3'h2;
-  assign \$33  = lane[13] ? \$32  : 3'h1;
-  assign \$34  = lane[14] ? \$33  : 3'h0;
-  assign \$35  = c8_1_lead < fmt[4:2];
-  assign \$36  = c8_1_below ? c8_1_lead : fmt[4:2];
-  assign \$37  = c8_1_lead + 1'h1;
-  assign \$38  = c8_1_below ? \$37  : { 1'h0, fmt[4:2] };
-  assign \$39  = \$38  - c8_1_k[0];
-  assign \$40  = ~ lane[2];
-  assign \$41  = ~ lane[1];
-  assign \$42  = ~ lane[0];
-  assign \$43  = lane[0] ? 2'h3 : 2'h2;
-  assign \$44  = lane[1] ? \$43  : 2'h1;
-  assign \$45  = lane[2] ? \$44  : 2'h0;
-  assign \$46  = c4_0_lead < fmt[4:2];
-  assign \$47  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
-  assign \$48  = c4_0_lead + 1'h1;
-  assign \$49  = c4_0_below ? \$48  : fmt[4:2];
-  assign \$50  = \$49  - c4_0_k[0];
-  assign \$51  = ~ lane[6];
-  assign \$52  = ~ lane[5];
-  assign \$53  = ~ lane[4];
-  assign \$54  = lane[4] ? 2'h3 : 2'h2;
-  assign \$55  = lane[5] ? \$54  : 2'h1;
-  assign \$56  = lane[6] ? \$55  : 2'h0;
-  assign \$57  = c4_1_lead < fmt[4:2];
-  assign \$58  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
-  assign \$59  = c4_1_lead + 1'h1;
-  assign \$60  = c4_1_below ? \$59  : fmt[4:2];
-  assign \$61  = \$60  - c4_1_k[0];
-  assign \$62  = ~ lane[10];
-  assign \$63  = ~ lane[9];
-  assign \$64  = ~ lane[8];
-  assign \$65  = lane[8] ? 2'h3 : 2'h2;
-  assign \$66  = lane[9] ? \$65  : 2'h1;
-  assign \$67  = lane[10] ? \$66  : 2'h0;
-  assign \$68  = c4_2_lead < fmt[4:2];
-  assign \$69  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
-  assign \$70  = c4_2_lead + 1'h1;
-  assign \$71  = c4_2_below ? \$70  : fmt[4:2];
-  assign \$72  = \$71  - c4_2_k[0];
-  assign \$73  = ~ lane[14];
-  assign \$74  = ~ lane[13];
-  assign \$75  = ~ lane[12];
-  assign \$76  = lane[12] ? 2'h3 : 2'h2;
-  assign \$77  = lane[13] ? \$76  : 2'h1;
-  assign \$78  = lane[14] ? \$77  : 2'h0;
-  assign \$79  = c4_3_lead < fmt[4:2];
-  assign \$80  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
-  assign \$81  = c4_3_lead + 1'h1;
-  assign \$82  = c4_3_below ? \$81  : fmt[4:2];
-  assign \$83  = \$82  - c4_3_k[0];
+  reg wide = 1'h0;
+  (* init = 1'h0 *)
+  wire wide1;
+  assign \$1  = ~ lane[6];
+  assign \$2  = ~ lane[5];
+  assign \$3  = ~ lane[4];
+  assign \$4  = ~ lane[3];
+  assign \$5  = ~ lane[2];
+  assign \$6  = ~ lane[1];
+  assign \$7  = ~ lane[0];
+  assign \$8  = lane[0] ? 3'h7 : 3'h6;
+  assign \$9  = lane[1] ? \$8  : 3'h5;
+  assign \$10  = lane[2] ? \$9  : 3'h4;
+  assign \$11  = lane[3] ? \$10  : 3'h3;
+  assign \$12  = lane[4] ? \$11  : 3'h2;
+  assign \$13  = lane[5] ? \$12  : 3'h1;
+  assign \$14  = lane[6] ? \$13  : 3'h0;
+  assign \$15  = c8_0_lead < fmt[4:2];
+  assign \$16  = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$17  = c8_0_lead + 1'h1;
+  assign \$18  = c8_0_below ? \$17  : { 1'h0, fmt[4:2] };
+  assign \$19  = \$18  - c8_0_k[0];
+  assign \$20  = ~ lane[14];
+  assign \$21  = ~ lane[13];
+  assign \$22  = ~ lane[12];
+  assign \$23  = ~ lane[11];
+  assign \$24  = ~ lane[10];
+  assign \$25  = ~ lane[9];
+  assign \$26  = ~ lane[8];
+  assign \$27  = lane[8] ? 3'h7 : 3'h6;
+  assign \$28  = lane[9] ? \$27  : 3'h5;
+  assign \$29  = lane[10] ? \$28  : 3'h4;
+  assign \$30  = lane[11] ? \$29  : 3'h3;
+  assign \$31  = lane[12] ? \$30  : 3'h2;
+  assign \$32  = lane[13] ? \$31  : 3'h1;
+  assign \$33  = lane[14] ? \$32  : 3'h0;
+  assign \$34  = c8_1_lead < fmt[4:2];
+  assign \$35  = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$36  = c8_1_lead + 1'h1;
+  assign \$37  = c8_1_below ? \$36  : { 1'h0, fmt[4:2] };
+  assign \$38  = \$37  - c8_1_k[0];
+  assign \$39  = ~ lane[2];
+  assign \$40  = ~ lane[1];
+  assign \$41  = ~ lane[0];
+  assign \$42  = lane[0] ? 2'h3 : 2'h2;
+  assign \$43  = lane[1] ? \$42  : 2'h1;
+  assign \$44  = lane[2] ? \$43  : 2'h0;
+  assign \$45  = c4_0_lead < fmt[4:2];
+  assign \$46  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$47  = c4_0_lead + 1'h1;
+  assign \$48  = c4_0_below ? \$47  : fmt[4:2];
+  assign \$49  = \$48  - c4_0_k[0];
+  assign \$50  = ~ lane[6];
+  assign \$51  = ~ lane[5];
+  assign \$52  = ~ lane[4];
+  assign \$53  = lane[4] ? 2'h3 : 2'h2;
+  assign \$54  = lane[5] ? \$53  : 2'h1;
+  assign \$55  = lane[6] ? \$54  : 2'h0;
+  assign \$56  = c4_1_lead < fmt[4:2];
+  assign \$57  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$58  = c4_1_lead + 1'h1;
+  assign \$59  = c4_1_below ? \$58  : fmt[4:2];
+  assign \$60  = \$59  - c4_1_k[0];
+  assign \$61  = ~ lane[10];
+  assign \$62  = ~ lane[9];
+  assign \$63  = ~ lane[8];
+  assign \$64  = lane[8] ? 2'h3 : 2'h2;
+  assign \$65  = lane[9] ? \$64  : 2'h1;
+  assign \$66  = lane[10] ? \$65  : 2'h0;
+  assign \$67  = c4_2_lead < fmt[4:2];
+  assign \$68  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$69  = c4_2_lead + 1'h1;
+  assign \$70  = c4_2_below ? \$69  : fmt[4:2];
+  assign \$71  = \$70  - c4_2_k[0];
+  assign \$72  = ~ lane[14];
+  assign \$73  = ~ lane[13];
+  assign \$74  = ~ lane[12];
+  assign \$75  = lane[12] ? 2'h3 : 2'h2;
+  assign \$76  = lane[13] ? \$75  : 2'h1;
+  assign \$77  = lane[14] ? \$76  : 2'h0;
+  assign \$78  = c4_3_lead < fmt[4:2];
+  assign \$79  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$80  = c4_3_lead + 1'h1;
+  assign \$81  = c4_3_below ? \$80  : fmt[4:2];
+  assign \$82  = \$81  - c4_3_k[0];
+  assign \$83  = c8_0[6:0] << c8_0[10:8];
   assign \$84  = c8_0[6:0] << c8_0[10:8];
-  assign \$85  = c8_0[6:0] << c8_0[10:8];
-  assign \$86  = c8_0[11] | \$85 [6];
-  assign \$87  = ~ c8_0[11];
-  assign \$88  = c8_0[12] ? c8_0[7:0] : { \$87 , \$86 , \$84 [5:0] };
+  assign \$85  = c8_0[11] | \$84 [6];
+  assign \$86  = ~ c8_0[11];
+  assign \$87  = c8_0[12] ? c8_0[7:0] : { \$86 , \$85 , \$83 [5:0] };
+  assign \$88  = c8_0[6:0] << c8_0[10:8];
   assign \$89  = c8_0[6:0] << c8_0[10:8];
-  assign \$90  = c8_0[6:0] << c8_0[10:8];
-  assign \$91  = c8_0[11] | \$90 [6];
-  assign \$92  = ~ c8_0[11];
-  assign \$93  = c8_0[12] ? c8_0[7:0] : { \$92 , \$91 , \$89 [5:0] };
+  assign \$90  = c8_0[11] | \$89 [6];
+  assign \$91  = ~ c8_0[11];
+  assign \$92  = c8_0[12] ? c8_0[7:0] : { \$91 , \$90 , \$88 [5:0] };
+  assign \$93  = c8_0[6:0] << c8_0[10:8];
   assign \$94  = c8_0[6:0] << c8_0[10:8];
-  assign \$95  = c8_0[6:0] << c8_0[10:8];
-  assign \$96  = c8_0[11] | \$95 [6];
-  assign \$97  = ~ c8_0[11];
-  assign \$98  = c8_0[12] ? c8_0[7:0] : { \$97 , \$96 , \$94 [5:0] };
+  assign \$95  = c8_0[11] | \$94 [6];
+  assign \$96  = ~ c8_0[11];
+  assign \$97  = c8_0[12] ? c8_0[7:0] : { \$96 , \$95 , \$93 [5:0] };
+  assign \$98  = c8_0[6:0] << c8_0[10:8];
   assign \$99  = c8_0[6:0] << c8_0[10:8];
-  assign \$100  = c8_0[6:0] << c8_0[10:8];
-  assign \$101  = c8_0[11] | \$100 [6];
-  assign \$102  = ~ c8_0[11];
-  assign \$103  = c8_0[12] ? c8_0[7:0] : { \$102 , \$101 , \$99 [5:0] };
+  assign \$100  = c8_0[11] | \$99 [6];
+  assign \$101  = ~ c8_0[11];
+  assign \$102  = c8_0[12] ? c8_0[7:0] : { \$101 , \$100 , \$98 [5:0] };
+  assign \$103  = c8_0[6:0] << c8_0[10:8];
   assign \$104  = c8_0[6:0] << c8_0[10:8];
-  assign \$105  = c8_0[6:0] << c8_0[10:8];
-  assign \$106  = c8_0[11] | \$105 [6];
-  assign \$107  = ~ c8_0[11];
-  assign \$108  = c8_0[12] ? c8_0[7:0] : { \$107 , \$106 , \$104 [5:0] };
+  assign \$105  = c8_0[11] | \$104 [6];
+  assign \$106  = ~ c8_0[11];
+  assign \$107  = c8_0[12] ? c8_0[7:0] : { \$106 , \$105 , \$103 [5:0] };
+  assign \$108  = c8_0[6:0] << c8_0[10:8];
   assign \$109  = c8_0[6:0] << c8_0[10:8];
-  assign \$110  = c8_0[6:0] << c8_0[10:8];
-  assign \$111  = c8_0[11] | \$110 [6];
-  assign \$112  = ~ c8_0[11];
-  assign \$113  = c8_0[12] ? c8_0[7:0] : { \$112 , \$111 , \$109 [5:0] };
+  assign \$110  = c8_0[11] | \$109 [6];
+  assign \$111  = ~ c8_0[11];
+  assign \$112  = c8_0[12] ? c8_0[7:0] : { \$111 , \$110 , \$108 [5:0] };
+  assign \$113  = c8_1[6:0] << c8_1[10:8];
   assign \$114  = c8_1[6:0] << c8_1[10:8];
-  assign \$115  = c8_1[6:0] << c8_1[10:8];
-  assign \$116  = c8_1[11] | \$115 [6];
-  assign \$117  = ~ c8_1[11];
-  assign \$118  = c8_1[12] ? c8_1[7:0] : { \$117 , \$116 , \$114 [5:0] };
+  assign \$115  = c8_1[11] | \$114 [6];
+  assign \$116  = ~ c8_1[11];
+  assign \$117  = c8_1[12] ? c8_1[7:0] : { \$116 , \$115 , \$113 [5:0] };
+  assign \$118  = c8_1[6:0] << c8_1[10:8];
   assign \$119  = c8_1[6:0] << c8_1[10:8];
-  assign \$120  = c8_1[6:0] << c8_1[10:8];
-  assign \$121  = c8_1[11] | \$120 [6];
-  assign \$122  = ~ c8_1[11];
-  assign \$123  = c8_1[12] ? c8_1[7:0] : { \$122 , \$121 , \$119 [5:0] };
+  assign \$120  = c8_1[11] | \$119 [6];
+  assign \$121  = ~ c8_1[11];
+  assign \$122  = c8_1[12] ? c8_1[7:0] : { \$121 , \$120 , \$118 [5:0] };
+  assign \$123  = c4_0[2:0] << c4_0[5:4];
   assign \$124  = c4_0[2:0] << c4_0[5:4];
-  assign \$125  = c4_0[2:0] << c4_0[5:4];
-  assign \$126  = c4_0[6] | \$125 [2];
-  assign \$127  = ~ c4_0[6];
-  assign \$128  = c4_0[7] ? c4_0[3:0] : { \$127 , \$126 , \$124 [1:0] };
+  assign \$125  = c4_0[6] | \$124 [2];
+  assign \$126  = ~ c4_0[6];
+  assign \$127  = c4_0[7] ? c4_0[3:0] : { \$126 , \$125 , \$123 [1:0] };
+  assign \$128  = c4_0[2:0] << c4_0[5:4];
   assign \$129  = c4_0[2:0] << c4_0[5:4];
-  assign \$130  = c4_0[2:0] << c4_0[5:4];
-  assign \$131  = c4_0[6] | \$130 [2];
-  assign \$132  = ~ c4_0[6];
-  assign \$133  = c4_0[7] ? c4_0[3:0] : { \$132 , \$131 , \$129 [1:0] };
+  assign \$130  = c4_0[6] | \$129 [2];
+  assign \$131  = ~ c4_0[6];
+  assign \$132  = c4_0[7] ? c4_0[3:0] : { \$131 , \$130 , \$128 [1:0] };
+  assign \$133  = c4_1[2:0] << c4_1[5:4];
   assign \$134  = c4_1[2:0] << c4_1[5:4];
-  assign \$135  = c4_1[2:0] << c4_1[5:4];
-  assign \$136  = c4_1[6] | \$135 [2];
-  assign \$137  = ~ c4_1[6];
-  assign \$138  = c4_1[7] ? c4_1[3:0] : { \$137 , \$136 , \$134 [1:0] };
+  assign \$135  = c4_1[6] | \$134 [2];
+  assign \$136  = ~ c4_1[6];
+  assign \$137  = c4_1[7] ? c4_1[3:0] : { \$136 , \$135 , \$133 [1:0] };
+  assign \$138  = c4_1[2:0] << c4_1[5:4];
   assign \$139  = c4_1[2:0] << c4_1[5:4];
-  assign \$140  = c4_1[2:0] << c4_1[5:4];
-  assign \$141  = c4_1[6] | \$140 [2];
-  assign \$142  = ~ c4_1[6];
-  assign \$143  = c4_1[7] ? c4_1[3:0] : { \$142 , \$141 , \$139 [1:0] };
+  assign \$140  = c4_1[6] | \$139 [2];
+  assign \$141  = ~ c4_1[6];
+  assign \$142  = c4_1[7] ? c4_1[3:0] : { \$141 , \$140 , \$138 [1:0] };
+  assign \$143  = c4_0[2:0] << c4_0[5:4];
   assign \$144  = c4_0[2:0] << c4_0[5:4];
-  assign \$145  = c4_0[2:0] << c4_0[5:4];
-  assign \$146  = c4_0[6] | \$145 [2];
-  assign \$147  = ~ c4_0[6];
-  assign \$148  = c4_0[7] ? c4_0[3:0] : { \$147 , \$146 , \$144 [1:0] };
+  assign \$145  = c4_0[6] | \$144 [2];
+  assign \$146  = ~ c4_0[6];
+  assign \$147  = c4_0[7] ? c4_0[3:0] : { \$146 , \$145 , \$143 [1:0] };
+  assign \$148  = c4_1[2:0] << c4_1[5:4];
   assign \$149  = c4_1[2:0] << c4_1[5:4];
-  assign \$150  = c4_1[2:0] << c4_1[5:4];
-  assign \$151  = c4_1[6] | \$150 [2];
-  assign \$152  = ~ c4_1[6];
-  assign \$153  = c4_1[7] ? c4_1[3:0] : { \$152 , \$151 , \$149 [1:0] };
+  assign \$150  = c4_1[6] | \$149 [2];
+  assign \$151  = ~ c4_1[6];
+  assign \$152  = c4_1[7] ? c4_1[3:0] : { \$151 , \$150 , \$148 [1:0] };
+  assign \$153  = c4_2[2:0] << c4_2[5:4];
   assign \$154  = c4_2[2:0] << c4_2[5:4];
-  assign \$155  = c4_2[2:0] << c4_2[5:4];
-  assign \$156  = c4_2[6] | \$155 [2];
-  assign \$157  = ~ c4_2[6];
-  assign \$158  = c4_2[7] ? c4_2[3:0] : { \$157 , \$156 , \$154 [1:0] };
+  assign \$155  = c4_2[6] | \$154 [2];
+  assign \$156  = ~ c4_2[6];
+  assign \$157  = c4_2[7] ? c4_2[3:0] : { \$156 , \$155 , \$153 [1:0] };
+  assign \$158  = c4_3[2:0] << c4_3[5:4];
   assign \$159  = c4_3[2:0] << c4_3[5:4];
-  assign \$160  = c4_3[2:0] << c4_3[5:4];
-  assign \$161  = c4_3[6] | \$160 [2];
-  assign \$162  = ~ c4_3[6];
-  assign \$163  = c4_3[7] ? c4_3[3:0] : { \$162 , \$161 , \$159 [1:0] };
-  assign \$164  = - $signed(lane[7:0]);
-  assign \$165  = lane[7] ? \$164  : { 1'h0, lane[7:0] };
-  assign \$166  = fmt[1] ? \$165  : { 2'h0, lane[6:0] };
-  assign \$167  = ! c8_0_k;
-  assign \$168  = fmt[1] | \$167 ;
-  assign \$169  = ! c8_0_k;
-  assign \$170  = fmt[1] | \$169 ;
-  assign \$171  = c8_0_k - 1'h1;
-  assign \$173  = \$170  ? 4'h0 : \$172 ;
-  assign \$174  = - $signed(lane[15:8]);
-  assign \$175  = lane[15] ? \$174  : { 1'h0, lane[15:8] };
-  assign \$176  = fmt[1] ? \$175  : { 2'h0, lane[14:8] };
-  assign \$177  = ! c8_1_k;
-  assign \$178  = fmt[1] | \$177 ;
-  assign \$179  = ! c8_1_k;
-  assign \$180  = fmt[1] | \$179 ;
-  assign \$181  = c8_1_k - 1'h1;
-  assign \$183  = \$180  ? 4'h0 : \$182 ;
-  assign \$184  = - $signed(lane[3:0]);
-  assign \$185  = lane[3] ? \$184  : { 1'h0, lane[3:0] };
-  assign \$186  = fmt[1] ? \$185  : { 2'h0, lane[2:0] };
-  assign \$187  = ! c4_0_k;
-  assign \$188  = fmt[1] | \$187 ;
-  assign \$189  = ! c4_0_k;
-  assign \$190  = fmt[1] | \$189 ;
-  assign \$191  = c4_0_k - 1'h1;
-  assign \$193  = \$190  ? 3'h0 : \$192 ;
-  assign \$194  = - $signed(lane[7:4]);
-  assign \$195  = lane[7] ? \$194  : { 1'h0, lane[7:4] };
-  assign \$196  = fmt[1] ? \$195  : { 2'h0, lane[6:4] };
-  assign \$197  = ! c4_1_k;
-  assign \$198  = fmt[1] | \$197 ;
-  assign \$199  = ! c4_1_k;
-  assign \$200  = fmt[1] | \$199 ;
-  assign \$201  = c4_1_k - 1'h1;
-  assign \$203  = \$200  ? 3'h0 : \$202 ;
-  assign \$204  = - $signed(lane[11:8]);
-  assign \$205  = lane[11] ? \$204  : { 1'h0, lane[11:8] };
-  assign \$206  = fmt[1] ? \$205  : { 2'h0, lane[10:8] };
-  assign \$207  = ! c4_2_k;
-  assign \$208  = fmt[1] | \$207 ;
-  assign \$209  = ! c4_2_k;
-  assign \$210  = fmt[1] | \$209 ;
-  assign \$211  = c4_2_k - 1'h1;
-  assign \$213  = \$210  ? 3'h0 : \$212 ;
-  assign \$214  = - $signed(lane[15:12]);
-  assign \$215  = lane[15] ? \$214  : { 1'h0, lane[15:12] };
-  assign \$216  = fmt[1] ? \$215  : { 2'h0, lane[14:12] };
-  assign \$217  = ! c4_3_k;
-  assign \$218  = fmt[1] | \$217 ;
-  assign \$219  = ! c4_3_k;
-  assign \$220  = fmt[1] | \$219 ;
-  assign \$221  = c4_3_k - 1'h1;
-  assign \$223  = \$220  ? 3'h0 : \$222 ;
+  assign \$160  = c4_3[6] | \$159 [2];
+  assign \$161  = ~ c4_3[6];
+  assign \$162  = c4_3[7] ? c4_3[3:0] : { \$161 , \$160 , \$158 [1:0] };
+  assign \$163  = | lane[15:8];
+  assign \$164  = mode[1] & \$163 ;
+  assign \$165  = - $signed(lane[7:0]);
+  assign \$166  = lane[7] ? \$165  : { 1'h0, lane[7:0] };
+  assign \$167  = fmt[1] ? \$166  : { 2'h0, lane[6:0] };
+  assign \$168  = ! c8_0_k;
+  assign \$169  = fmt[1] | \$168 ;
+  assign \$170  = ! c8_0_k;
+  assign \$171  = fmt[1] | \$170 ;
+  assign \$172  = c8_0_k - 1'h1;
+  assign \$174  = \$171  ? 4'h0 : \$173 ;
+  assign \$175  = - $signed(lane[15:8]);
+  assign \$176  = lane[15] ? \$175  : { 1'h0, lane[15:8] };
+  assign \$177  = fmt[1] ? \$176  : { 2'h0, lane[14:8] };
+  assign \$178  = ! c8_1_k;
+  assign \$179  = fmt[1] | \$178 ;
+  assign \$180  = ! c8_1_k;
+  assign \$181  = fmt[1] | \$180 ;
+  assign \$182  = c8_1_k - 1'h1;
+  assign \$184  = \$181  ? 4'h0 : \$183 ;
+  assign \$185  = - $signed(lane[3:0]);
+  assign \$186  = lane[3] ? \$185  : { 1'h0, lane[3:0] };
+  assign \$187  = fmt[1] ? \$186  : { 2'h0, lane[2:0] };
+  assign \$188  = ! c4_0_k;
+  assign \$189  = fmt[1] | \$188 ;
+  assign \$190  = ! c4_0_k;
+  assign \$191  = fmt[1] | \$190 ;
+  assign \$192  = c4_0_k - 1'h1;
+  assign \$194  = \$191  ? 3'h0 : \$193 ;
+  assign \$195  = - $signed(lane[7:4]);
+  assign \$196  = lane[7] ? \$195  : { 1'h0, lane[7:4] };
+  assign \$197  = fmt[1] ? \$196  : { 2'h0, lane[6:4] };
+  assign \$198  = ! c4_1_k;
+  assign \$199  = fmt[1] | \$198 ;
+  assign \$200  = ! c4_1_k;
+  assign \$201  = fmt[1] | \$200 ;
+  assign \$202  = c4_1_k - 1'h1;
+  assign \$204  = \$201  ? 3'h0 : \$203 ;
+  assign \$205  = - $signed(lane[11:8]);
+  assign \$206  = lane[11] ? \$205  : { 1'h0, lane[11:8] };
+  assign \$207  = fmt[1] ? \$206  : { 2'h0, lane[10:8] };
+  assign \$208  = ! c4_2_k;
+  assign \$209  = fmt[1] | \$208 ;
+  assign \$210  = ! c4_2_k;
+  assign \$211  = fmt[1] | \$210 ;
+  assign \$212  = c4_2_k - 1'h1;
+  assign \$214  = \$211  ? 3'h0 : \$213 ;
+  assign \$215  = - $signed(lane[15:12]);
+  assign \$216  = lane[15] ? \$215  : { 1'h0, lane[15:12] };
+  assign \$217  = fmt[1] ? \$216  : { 2'h0, lane[14:12] };
+  assign \$218  = ! c4_3_k;
+  assign \$219  = fmt[1] | \$218 ;
+  assign \$220  = ! c4_3_k;
+  assign \$221  = fmt[1] | \$220 ;
+  assign \$222  = c4_3_k - 1'h1;
+  assign \$224  = \$221  ? 3'h0 : \$223 ;
   always @(posedge clk)
-    mode1 <= \$224 ;
+    wide <= \$225 ;
   always @(posedge clk)
-    c8_0 <= \$225 ;
+    mode1 <= \$226 ;
   always @(posedge clk)
-    c8_1 <= \$226 ;
+    c8_0 <= \$227 ;
   always @(posedge clk)
-    c4_0 <= \$227 ;
+    c8_1 <= \$228 ;
   always @(posedge clk)
-    c4_1 <= \$228 ;
+    c4_0 <= \$229 ;
   always @(posedge clk)
-    c4_2 <= \$229 ;
+    c4_1 <= \$230 ;
   always @(posedge clk)
-    c4_3 <= \$230 ;
+    c4_2 <= \$231 ;
+  always @(posedge clk)
+    c4_3 <= \$232 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c8_0_lead = 3'h0;
     if (en) begin
-      c8_0_lead = \$15 ;
+      c8_0_lead = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c8_0_below = 1'h0;
     if (en) begin
-      c8_0_below = \$16 ;
+      c8_0_below = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c8_0_k = 3'h0;
     if (en) begin
-      c8_0_k = \$17 ;
+      c8_0_k = \$16 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c8_0_j = 3'h0;
     if (en) begin
-      c8_0_j = \$20 [2:0];
+      c8_0_j = \$19 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c8_1_lead = 3'h0;
     if (en) begin
-      c8_1_lead = \$34 ;
+      c8_1_lead = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c8_1_below = 1'h0;
     if (en) begin
-      c8_1_below = \$35 ;
+      c8_1_below = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c8_1_k = 3'h0;
     if (en) begin
-      c8_1_k = \$36 ;
+      c8_1_k = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c8_1_j = 3'h0;
     if (en) begin
-      c8_1_j = \$39 [2:0];
+      c8_1_j = \$38 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_0_lead = 2'h0;
     if (en) begin
-      c4_0_lead = \$45 ;
+      c4_0_lead = \$44 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_0_below = 1'h0;
     if (en) begin
-      c4_0_below = \$46 ;
+      c4_0_below = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_0_k = 2'h0;
     if (en) begin
-      c4_0_k = \$47 [1:0];
+      c4_0_k = \$46 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_0_j = 2'h0;
     if (en) begin
-      c4_0_j = \$50 [1:0];
+      c4_0_j = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_1_lead = 2'h0;
     if (en) begin
-      c4_1_lead = \$56 ;
+      c4_1_lead = \$55 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_1_below = 1'h0;
     if (en) begin
-      c4_1_below = \$57 ;
+      c4_1_below = \$56 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_1_k = 2'h0;
     if (en) begin
-      c4_1_k = \$58 [1:0];
+      c4_1_k = \$57 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_1_j = 2'h0;
     if (en) begin
-      c4_1_j = \$61 [1:0];
+      c4_1_j = \$60 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_2_lead = 2'h0;
     if (en) begin
-      c4_2_lead = \$67 ;
+      c4_2_lead = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_2_below = 1'h0;
     if (en) begin
-      c4_2_below = \$68 ;
+      c4_2_below = \$67 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_2_k = 2'h0;
     if (en) begin
-      c4_2_k = \$69 [1:0];
+      c4_2_k = \$68 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_2_j = 2'h0;
     if (en) begin
-      c4_2_j = \$72 [1:0];
+      c4_2_j = \$71 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_3_lead = 2'h0;
     if (en) begin
-      c4_3_lead = \$78 ;
+      c4_3_lead = \$77 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_3_below = 1'h0;
     if (en) begin
-      c4_3_below = \$79 ;
+      c4_3_below = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_3_k = 2'h0;
     if (en) begin
-      c4_3_k = \$80 [1:0];
+      c4_3_k = \$79 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     c4_3_j = 2'h0;
     if (en) begin
-      c4_3_j = \$83 [1:0];
+      c4_3_j = \$82 [1:0];
     end
   end
   always @* begin
@@ -4133,10 +4176,10 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
     casez ({ mode1[0], mode1[1] })
       2'h3:
         begin
-          dec[3:0] = \$88 [3:0];
-          dec[7:4] = \$93 [7:4];
-          dec[11:8] = \$98 [3:0];
-          dec[15:12] = \$103 [7:4];
+          dec[3:0] = \$87 [3:0];
+          dec[7:4] = \$92 [7:4];
+          dec[11:8] = \$97 [3:0];
+          dec[15:12] = \$102 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -4148,10 +4191,10 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h2:
         begin
-          dec[3:0] = \$108 [3:0];
-          dec[7:4] = \$113 [7:4];
-          dec[11:8] = \$118 [3:0];
-          dec[15:12] = \$123 [7:4];
+          dec[3:0] = \$107 [3:0];
+          dec[7:4] = \$112 [7:4];
+          dec[11:8] = \$117 [3:0];
+          dec[15:12] = \$122 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -4163,10 +4206,10 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h1:
         begin
-          dec[3:0] = \$128 ;
-          dec[7:4] = \$133 ;
-          dec[11:8] = \$138 ;
-          dec[15:12] = \$143 ;
+          dec[3:0] = \$127 ;
+          dec[7:4] = \$132 ;
+          dec[11:8] = \$137 ;
+          dec[15:12] = \$142 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = 1'h0;
@@ -4178,10 +4221,10 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h0:
         begin
-          dec[3:0] = \$148 ;
-          dec[7:4] = \$153 ;
-          dec[11:8] = \$158 ;
-          dec[15:12] = \$163 ;
+          dec[3:0] = \$147 ;
+          dec[7:4] = \$152 ;
+          dec[11:8] = \$157 ;
+          dec[15:12] = \$162 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = c4_1[9];
@@ -4195,85 +4238,91 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$224  = mode1;
+    \$225  = wide;
     if (en) begin
-      \$224  = mode;
+      \$225  = \$164 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$225  = c8_0;
+    \$226  = mode1;
     if (en) begin
-      \$225 [7:0] = \$166 [7:0];
-      \$225 [10:8] = c8_0_j;
-      \$225 [11] = c8_0_k[0];
-      \$225 [12] = \$168 ;
-      \$225 [14:13] = \$173 [1:0];
-      \$225 [15] = lane[7];
+      \$226  = mode;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$226  = c8_1;
+    \$227  = c8_0;
     if (en) begin
-      \$226 [7:0] = \$176 [7:0];
-      \$226 [10:8] = c8_1_j;
-      \$226 [11] = c8_1_k[0];
-      \$226 [12] = \$178 ;
-      \$226 [14:13] = \$183 [1:0];
-      \$226 [15] = lane[15];
+      \$227 [7:0] = \$167 [7:0];
+      \$227 [10:8] = c8_0_j;
+      \$227 [11] = c8_0_k[0];
+      \$227 [12] = \$169 ;
+      \$227 [14:13] = \$174 [1:0];
+      \$227 [15] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$227  = c4_0;
+    \$228  = c8_1;
     if (en) begin
-      \$227 [3:0] = \$186 [3:0];
-      \$227 [5:4] = c4_0_j;
-      \$227 [6] = c4_0_k[0];
-      \$227 [7] = \$188 ;
-      \$227 [8] = \$193 [0];
-      \$227 [9] = lane[3];
+      \$228 [7:0] = \$177 [7:0];
+      \$228 [10:8] = c8_1_j;
+      \$228 [11] = c8_1_k[0];
+      \$228 [12] = \$179 ;
+      \$228 [14:13] = \$184 [1:0];
+      \$228 [15] = lane[15];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$228  = c4_1;
+    \$229  = c4_0;
     if (en) begin
-      \$228 [3:0] = \$196 [3:0];
-      \$228 [5:4] = c4_1_j;
-      \$228 [6] = c4_1_k[0];
-      \$228 [7] = \$198 ;
-      \$228 [8] = \$203 [0];
-      \$228 [9] = lane[7];
+      \$229 [3:0] = \$187 [3:0];
+      \$229 [5:4] = c4_0_j;
+      \$229 [6] = c4_0_k[0];
+      \$229 [7] = \$189 ;
+      \$229 [8] = \$194 [0];
+      \$229 [9] = lane[3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$229  = c4_2;
+    \$230  = c4_1;
     if (en) begin
-      \$229 [3:0] = \$206 [3:0];
-      \$229 [5:4] = c4_2_j;
-      \$229 [6] = c4_2_k[0];
-      \$229 [7] = \$208 ;
-      \$229 [8] = \$213 [0];
-      \$229 [9] = lane[11];
+      \$230 [3:0] = \$197 [3:0];
+      \$230 [5:4] = c4_1_j;
+      \$230 [6] = c4_1_k[0];
+      \$230 [7] = \$199 ;
+      \$230 [8] = \$204 [0];
+      \$230 [9] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$230  = c4_3;
+    \$231  = c4_2;
     if (en) begin
-      \$230 [3:0] = \$216 [3:0];
-      \$230 [5:4] = c4_3_j;
-      \$230 [6] = c4_3_k[0];
-      \$230 [7] = \$218 ;
-      \$230 [8] = \$223 [0];
-      \$230 [9] = lane[15];
+      \$231 [3:0] = \$207 [3:0];
+      \$231 [5:4] = c4_2_j;
+      \$231 [6] = c4_2_k[0];
+      \$231 [7] = \$209 ;
+      \$231 [8] = \$214 [0];
+      \$231 [9] = lane[11];
     end
   end
-  assign \mode.a8  = mode[0];
-  assign \mode.b8  = mode[1];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$232  = c4_3;
+    if (en) begin
+      \$232 [3:0] = \$217 [3:0];
+      \$232 [5:4] = c4_3_j;
+      \$232 [6] = c4_3_k[0];
+      \$232 [7] = \$219 ;
+      \$232 [8] = \$224 [0];
+      \$232 [9] = lane[15];
+    end
+  end
+  assign wide1 = wide;
   assign \fmt.is8  = fmt[0];
   assign \fmt.is_int  = fmt[1];
   assign \fmt.kmax  = fmt[4:2];
@@ -4327,168 +4376,172 @@ module \top.front.dec_a1 (clk, rst, wide, mode, fmt, dec, en, lane);
   assign \c4_3.plain  = c4_3[7];
   assign \c4_3.sh  = c4_3[8];
   assign \c4_3.neg  = c4_3[9];
-  assign \$172  = { \$171 [3], \$171 [3:1] };
-  assign \$182  = { \$181 [3], \$181 [3:1] };
-  assign \$192  = { \$191 [2], \$191 [2:1] };
-  assign \$202  = { \$201 [2], \$201 [2:1] };
-  assign \$212  = { \$211 [2], \$211 [2:1] };
-  assign \$222  = { \$221 [2], \$221 [2:1] };
+  assign \mode.a8  = mode[0];
+  assign \mode.b8  = mode[1];
+  assign \$173  = { \$172 [3], \$172 [3:1] };
+  assign \$183  = { \$182 [3], \$182 [3:1] };
+  assign \$193  = { \$192 [2], \$192 [2:1] };
+  assign \$203  = { \$202 [2], \$202 [2:1] };
+  assign \$213  = { \$212 [2], \$212 [2:1] };
+  assign \$223  = { \$222 [2], \$222 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
+module \top.front.dec_a2 (clk, rst, mode, fmt, dec, wide, en, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [13:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire [7:0] \$103 ;
+  wire [7:0] \$102 ;
+  wire [13:0] \$103 ;
   wire [13:0] \$104 ;
-  wire [13:0] \$105 ;
+  wire \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$107 ;
+  wire [13:0] \$108 ;
   wire [13:0] \$109 ;
   wire [2:0] \$11 ;
-  wire [13:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [7:0] \$113 ;
+  wire [7:0] \$112 ;
+  wire [13:0] \$113 ;
   wire [13:0] \$114 ;
-  wire [13:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire [7:0] \$118 ;
+  wire [7:0] \$117 ;
+  wire [13:0] \$118 ;
   wire [13:0] \$119 ;
   wire [2:0] \$12 ;
-  wire [13:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire [7:0] \$123 ;
+  wire [7:0] \$122 ;
+  wire [5:0] \$123 ;
   wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire [3:0] \$128 ;
+  wire [3:0] \$127 ;
+  wire [5:0] \$128 ;
   wire [5:0] \$129 ;
   wire [2:0] \$13 ;
-  wire [5:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire [3:0] \$133 ;
+  wire [3:0] \$132 ;
+  wire [5:0] \$133 ;
   wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$135 ;
   wire \$136 ;
-  wire \$137 ;
-  wire [3:0] \$138 ;
+  wire [3:0] \$137 ;
+  wire [5:0] \$138 ;
   wire [5:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [5:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire [3:0] \$143 ;
+  wire [3:0] \$142 ;
+  wire [5:0] \$143 ;
   wire [5:0] \$144 ;
-  wire [5:0] \$145 ;
+  wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
+  wire [3:0] \$147 ;
+  wire [5:0] \$148 ;
   wire [5:0] \$149 ;
-  wire [2:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire \$15 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
+  wire [3:0] \$152 ;
+  wire [5:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire [3:0] \$158 ;
+  wire [3:0] \$157 ;
+  wire [5:0] \$158 ;
   wire [5:0] \$159 ;
-  wire \$16 ;
-  wire [5:0] \$160 ;
+  wire [2:0] \$16 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [3:0] \$163 ;
-  wire [8:0] \$164 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
   wire [8:0] \$165 ;
   wire [8:0] \$166 ;
-  wire \$167 ;
+  wire [8:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [2:0] \$17 ;
+  wire [3:0] \$17 ;
   wire \$170 ;
-  wire [3:0] \$171 ;
+  wire \$171 ;
   wire [3:0] \$172 ;
   wire [3:0] \$173 ;
-  wire [8:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [8:0] \$175 ;
   wire [8:0] \$176 ;
-  wire \$177 ;
+  wire [8:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [3:0] \$18 ;
   wire \$180 ;
-  wire [3:0] \$181 ;
+  wire \$181 ;
   wire [3:0] \$182 ;
   wire [3:0] \$183 ;
-  wire [4:0] \$184 ;
+  wire [3:0] \$184 ;
   wire [4:0] \$185 ;
   wire [4:0] \$186 ;
-  wire \$187 ;
+  wire [4:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
+  wire [4:0] \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire \$191 ;
   wire [2:0] \$192 ;
   wire [2:0] \$193 ;
-  wire [4:0] \$194 ;
+  wire [2:0] \$194 ;
   wire [4:0] \$195 ;
   wire [4:0] \$196 ;
-  wire \$197 ;
+  wire [4:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [4:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
-  wire [2:0] \$201 ;
+  wire \$201 ;
   wire [2:0] \$202 ;
   wire [2:0] \$203 ;
-  wire [4:0] \$204 ;
+  wire [2:0] \$204 ;
   wire [4:0] \$205 ;
   wire [4:0] \$206 ;
-  wire \$207 ;
+  wire [4:0] \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [2:0] \$211 ;
+  wire \$211 ;
   wire [2:0] \$212 ;
   wire [2:0] \$213 ;
-  wire [4:0] \$214 ;
+  wire [2:0] \$214 ;
   wire [4:0] \$215 ;
   wire [4:0] \$216 ;
-  wire \$217 ;
+  wire [4:0] \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [2:0] \$221 ;
+  wire \$221 ;
   wire [2:0] \$222 ;
   wire [2:0] \$223 ;
-  reg [1:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [9:0] \$227 ;
-  reg [9:0] \$228 ;
+  wire [2:0] \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg [15:0] \$227 ;
+  reg [15:0] \$228 ;
   reg [9:0] \$229 ;
   wire \$23 ;
   reg [9:0] \$230 ;
+  reg [9:0] \$231 ;
+  reg [9:0] \$232 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
+  wire [2:0] \$27 ;
   wire [2:0] \$28 ;
   wire [2:0] \$29 ;
   wire \$3 ;
@@ -4496,77 +4549,77 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
   wire [2:0] \$31 ;
   wire [2:0] \$32 ;
   wire [2:0] \$33 ;
-  wire [2:0] \$34 ;
-  wire \$35 ;
-  wire [2:0] \$36 ;
+  wire \$34 ;
+  wire [2:0] \$35 ;
+  wire [3:0] \$36 ;
   wire [3:0] \$37 ;
-  wire [3:0] \$38 ;
-  wire [4:0] \$39 ;
+  wire [4:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
+  wire [1:0] \$42 ;
   wire [1:0] \$43 ;
   wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [2:0] \$46 ;
   wire [2:0] \$47 ;
   wire [2:0] \$48 ;
-  wire [2:0] \$49 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [3:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
+  wire [1:0] \$53 ;
   wire [1:0] \$54 ;
   wire [1:0] \$55 ;
-  wire [1:0] \$56 ;
-  wire \$57 ;
+  wire \$56 ;
+  wire [2:0] \$57 ;
   wire [2:0] \$58 ;
   wire [2:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire [3:0] \$61 ;
+  wire [3:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
+  wire [1:0] \$64 ;
   wire [1:0] \$65 ;
   wire [1:0] \$66 ;
-  wire [1:0] \$67 ;
-  wire \$68 ;
+  wire \$67 ;
+  wire [2:0] \$68 ;
   wire [2:0] \$69 ;
   wire \$7 ;
   wire [2:0] \$70 ;
-  wire [2:0] \$71 ;
-  wire [3:0] \$72 ;
+  wire [3:0] \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$75 ;
   wire [1:0] \$76 ;
   wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
-  wire \$8 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$80 ;
   wire [2:0] \$81 ;
-  wire [2:0] \$82 ;
-  wire [3:0] \$83 ;
+  wire [3:0] \$82 ;
+  wire [13:0] \$83 ;
   wire [13:0] \$84 ;
-  wire [13:0] \$85 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [7:0] \$88 ;
+  wire [7:0] \$87 ;
+  wire [13:0] \$88 ;
   wire [13:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [13:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [7:0] \$93 ;
+  wire [7:0] \$92 ;
+  wire [13:0] \$93 ;
   wire [13:0] \$94 ;
-  wire [13:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire [7:0] \$98 ;
+  wire [7:0] \$97 ;
+  wire [13:0] \$98 ;
   wire [13:0] \$99 ;
   reg [9:0] c4_0 = 10'h000;
   wire [1:0] \c4_0.j ;
@@ -4669,405 +4722,409 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
   input rst;
   wire rst;
   output wide;
-  wire wide;
-  assign \$1  = | lane[15:8];
-  assign wide = mode[1] & \$1 ;
-  assign \$2  = ~ lane[6];
-  assign \$3  = ~ lane[5];
-  assign \$4  = ~ lane[4];
-  assign \$5  = ~ lane[3];
-  assign \$6  = ~ lane[2];
-  assign \$7  = ~ lane[1];
-  assign \$8  = ~ lane[0];
-  assign \$9  = lane[0] ? 3'h7 : 3'h6;
-  assign \$10  = lane[1] ? \$9  : 3'h5;
-  assign \$11  = lane[2] ? \$10  : 3'h4;
-  assign \$12  = lane[3] ? \$11  : 3'h3;
-  assign \$13  = lane[4] ? \$12  : 3'h2;
-  assign \$14  = lane[5] ? \$13  : 3'h1;
-  assign \$15  = lane[6] ? \$14  : 3'h0;
-  assign \$16  = c8_0_lead < fmt[4:2];
-  assign \$17  = c8_0_below ? c8_0_lead : fmt[4:2];
-  assign \$18  = c8_0_lead + 1'h1;
-  assign \$19  = c8_0_below ? \$18  : { 1'h0, fmt[4:2] };
-  assign \$20  = \$19  - c8_0_k[0];
-  assign \$21  = ~ lane[14];
-  assign \$22  = ~ lane[13];
-  assign \$23  = ~ lane[12];
-  assign \$24  = ~ lane[11];
-  assign \$25  = ~ lane[10];
-  assign \$26  = ~ lane[9];
-  assign \$27  = ~ lane[8];
-  assign \$28  = lane[8] ? 3'h7 : 3'h6;
-  assign \$29  = lane[9] ? \$28  : 3'h5;
-  assign \$30  = lane[10] ? \$29  : 3'h4;
-  assign \$31  = lane[11] ? \$30  : 3'h3;
-  assign \$32  = lane[12] ? \$31  : 3'h2;
-  assign \$33  = lane[13] ? \$32  : 3'h1;
-  assign \$34  = lane[14] ? \$33  : 3'h0;
-  assign \$35  = c8_1_lead < fmt[4:2];
-  assign \$36  = c8_1_below ? c8_1_lead : fmt[4:2];
-  assign \$37  = c8_1_lead + 1'h1;
-  assign \$38  = c8_1_below ? \$37  : { 1'h0, fmt[4:2] };
-  assign \$39  = \$38  - c8_1_k[0];
-  assign \$40  = ~ lane[2];
-  assign \$41  = ~ lane[1];
-  assign \$42  = ~ lane[0];
-  assign \$43  = lane[0] ? 2'h3 : 2'h2;
-  assign \$44  = lane[1] ? \$43  : 2'h1;
-  assign \$45  = lane[2] ? \$44  : 2'h0;
-  assign \$46  = c4_0_lead < fmt[4:2];
-  assign \$47  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
-  assign \$48  = c4_0_lead + 1'h1;
-  assign \$49  = c4_0_below ? \$48  : fmt[4:2];
-  assign \$50  = \$49  - c4_0_k[0];
-  assign \$51  = ~ lane[6];
-  assign \$52  = ~ lane[5];
-  assign \$53  = ~ lane[4];
-  assign \$54  = lane[4] ? 2'h3 : 2'h2;
-  assign \$55  = lane[5] ? \$54  : 2'h1;
-  assign \$56  = lane[6] ? \$55  : 2'h0;
-  assign \$57  = c4_1_lead < fmt[4:2];
-  assign \$58  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
-  assign \$59  = c4_1_lead + 1'h1;
-  assign \$60  = c4_1_below ? \$59  : fmt[4:2];
-  assign \$61  = \$60  - c4_1_k[0];
-  assign \$62  = ~ lane[10];
-  assign \$63  = ~ lane[9];
-  assign \$64  = ~ lane[8];
-  assign \$65  = lane[8] ? 2'h3 : 2'h2;
-  assign \$66  = lane[9] ? \$65  : 2'h1;
-  assign \$67  = lane[10] ? \$66  : 2'h0;
-  assign \$68  = c4_2_lead < fmt[4:2];
-  assign \$69  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
-  assign \$70  = c4_2_lead + 1'h1;
-  assign \$71  = c4_2_below ? \$70  : fmt[4:2];
-  assign \$72  = \$71  - c4_2_k[0];
-  assign \$73  = ~ lane[14];
-  assign \$74  = ~ lane[13];
-  assign \$75  = ~ lane[12];
-  assign \$76  = lane[12] ? 2'h3 : 2'h2;
-  assign \$77  = lane[13] ? \$76  : 2'h1;
-  assign \$78  = lane[14] ? \$77  : 2'h0;
-  assign \$79  = c4_3_lead < fmt[4:2];
-  assign \$80  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
-  assign \$81  = c4_3_lead + 1'h1;
-  assign \$82  = c4_3_below ? \$81  : fmt[4:2];
-  assign \$83  = \$82  - c4_3_k[0];
+  reg wide = 1'h0;
+  (* init = 1'h0 *)
+  wire wide1;
+  assign \$1  = ~ lane[6];
+  assign \$2  = ~ lane[5];
+  assign \$3  = ~ lane[4];
+  assign \$4  = ~ lane[3];
+  assign \$5  = ~ lane[2];
+  assign \$6  = ~ lane[1];
+  assign \$7  = ~ lane[0];
+  assign \$8  = lane[0] ? 3'h7 : 3'h6;
+  assign \$9  = lane[1] ? \$8  : 3'h5;
+  assign \$10  = lane[2] ? \$9  : 3'h4;
+  assign \$11  = lane[3] ? \$10  : 3'h3;
+  assign \$12  = lane[4] ? \$11  : 3'h2;
+  assign \$13  = lane[5] ? \$12  : 3'h1;
+  assign \$14  = lane[6] ? \$13  : 3'h0;
+  assign \$15  = c8_0_lead < fmt[4:2];
+  assign \$16  = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$17  = c8_0_lead + 1'h1;
+  assign \$18  = c8_0_below ? \$17  : { 1'h0, fmt[4:2] };
+  assign \$19  = \$18  - c8_0_k[0];
+  assign \$20  = ~ lane[14];
+  assign \$21  = ~ lane[13];
+  assign \$22  = ~ lane[12];
+  assign \$23  = ~ lane[11];
+  assign \$24  = ~ lane[10];
+  assign \$25  = ~ lane[9];
+  assign \$26  = ~ lane[8];
+  assign \$27  = lane[8] ? 3'h7 : 3'h6;
+  assign \$28  = lane[9] ? \$27  : 3'h5;
+  assign \$29  = lane[10] ? \$28  : 3'h4;
+  assign \$30  = lane[11] ? \$29  : 3'h3;
+  assign \$31  = lane[12] ? \$30  : 3'h2;
+  assign \$32  = lane[13] ? \$31  : 3'h1;
+  assign \$33  = lane[14] ? \$32  : 3'h0;
+  assign \$34  = c8_1_lead < fmt[4:2];
+  assign \$35  = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$36  = c8_1_lead + 1'h1;
+  assign \$37  = c8_1_below ? \$36  : { 1'h0, fmt[4:2] };
+  assign \$38  = \$37  - c8_1_k[0];
+  assign \$39  = ~ lane[2];
+  assign \$40  = ~ lane[1];
+  assign \$41  = ~ lane[0];
+  assign \$42  = lane[0] ? 2'h3 : 2'h2;
+  assign \$43  = lane[1] ? \$42  : 2'h1;
+  assign \$44  = lane[2] ? \$43  : 2'h0;
+  assign \$45  = c4_0_lead < fmt[4:2];
+  assign \$46  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$47  = c4_0_lead + 1'h1;
+  assign \$48  = c4_0_below ? \$47  : fmt[4:2];
+  assign \$49  = \$48  - c4_0_k[0];
+  assign \$50  = ~ lane[6];
+  assign \$51  = ~ lane[5];
+  assign \$52  = ~ lane[4];
+  assign \$53  = lane[4] ? 2'h3 : 2'h2;
+  assign \$54  = lane[5] ? \$53  : 2'h1;
+  assign \$55  = lane[6] ? \$54  : 2'h0;
+  assign \$56  = c4_1_lead < fmt[4:2];
+  assign \$57  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$58  = c4_1_lead + 1'h1;
+  assign \$59  = c4_1_below ? \$58  : fmt[4:2];
+  assign \$60  = \$59  - c4_1_k[0];
+  assign \$61  = ~ lane[10];
+  assign \$62  = ~ lane[9];
+  assign \$63  = ~ lane[8];
+  assign \$64  = lane[8] ? 2'h3 : 2'h2;
+  assign \$65  = lane[9] ? \$64  : 2'h1;
+  assign \$66  = lane[10] ? \$65  : 2'h0;
+  assign \$67  = c4_2_lead < fmt[4:2];
+  assign \$68  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$69  = c4_2_lead + 1'h1;
+  assign \$70  = c4_2_below ? \$69  : fmt[4:2];
+  assign \$71  = \$70  - c4_2_k[0];
+  assign \$72  = ~ lane[14];
+  assign \$73  = ~ lane[13];
+  assign \$74  = ~ lane[12];
+  assign \$75  = lane[12] ? 2'h3 : 2'h2;
+  assign \$76  = lane[13] ? \$75  : 2'h1;
+  assign \$77  = lane[14] ? \$76  : 2'h0;
+  assign \$78  = c4_3_lead < fmt[4:2];
+  assign \$79  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$80  = c4_3_lead + 1'h1;
+  assign \$81  = c4_3_below ? \$80  : fmt[4:2];
+  assign \$82  = \$81  - c4_3_k[0];
+  assign \$83  = c8_0[6:0] << c8_0[10:8];
   assign \$84  = c8_0[6:0] << c8_0[10:8];
-  assign \$85  = c8_0[6:0] << c8_0[10:8];
-  assign \$86  = c8_0[11] | \$85 [6];
-  assign \$87  = ~ c8_0[11];
-  assign \$88  = c8_0[12] ? c8_0[7:0] : { \$87 , \$86 , \$84 [5:0] };
+  assign \$85  = c8_0[11] | \$84 [6];
+  assign \$86  = ~ c8_0[11];
+  assign \$87  = c8_0[12] ? c8_0[7:0] : { \$86 , \$85 , \$83 [5:0] };
+  assign \$88  = c8_0[6:0] << c8_0[10:8];
   assign \$89  = c8_0[6:0] << c8_0[10:8];
-  assign \$90  = c8_0[6:0] << c8_0[10:8];
-  assign \$91  = c8_0[11] | \$90 [6];
-  assign \$92  = ~ c8_0[11];
-  assign \$93  = c8_0[12] ? c8_0[7:0] : { \$92 , \$91 , \$89 [5:0] };
+  assign \$90  = c8_0[11] | \$89 [6];
+  assign \$91  = ~ c8_0[11];
+  assign \$92  = c8_0[12] ? c8_0[7:0] : { \$91 , \$90 , \$88 [5:0] };
+  assign \$93  = c8_0[6:0] << c8_0[10:8];
   assign \$94  = c8_0[6:0] << c8_0[10:8];
-  assign \$95  = c8_0[6:0] << c8_0[10:8];
-  assign \$96  = c8_0[11] | \$95 [6];
-  assign \$97  = ~ c8_0[11];
-  assign \$98  = c8_0[12] ? c8_0[7:0] : { \$97 , \$96 , \$94 [5:0] };
+  assign \$95  = c8_0[11] | \$94 [6];
+  assign \$96  = ~ c8_0[11];
+  assign \$97  = c8_0[12] ? c8_0[7:0] : { \$96 , \$95 , \$93 [5:0] };
+  assign \$98  = c8_0[6:0] << c8_0[10:8];
   assign \$99  = c8_0[6:0] << c8_0[10:8];
-  assign \$100  = c8_0[6:0] << c8_0[10:8];
-  assign \$101  = c8_0[11] | \$100 [6];
-  assign \$102  = ~ c8_0[11];
-  assign \$103  = c8_0[12] ? c8_0[7:0] : { \$102 , \$101 , \$99 [5:0] };
+  assign \$100  = c8_0[11] | \$99 [6];
+  assign \$101  = ~ c8_0[11];
+  assign \$102  = c8_0[12] ? c8_0[7:0] : { \$101 , \$100 , \$98 [5:0] };
+  assign \$103  = c8_0[6:0] << c8_0[10:8];
   assign \$104  = c8_0[6:0] << c8_0[10:8];
-  assign \$105  = c8_0[6:0] << c8_0[10:8];
-  assign \$106  = c8_0[11] | \$105 [6];
-  assign \$107  = ~ c8_0[11];
-  assign \$108  = c8_0[12] ? c8_0[7:0] : { \$107 , \$106 , \$104 [5:0] };
+  assign \$105  = c8_0[11] | \$104 [6];
+  assign \$106  = ~ c8_0[11];
+  assign \$107  = c8_0[12] ? c8_0[7:0] : { \$106 , \$105 , \$103 [5:0] };
+  assign \$108  = c8_0[6:0] << c8_0[10:8];
   assign \$109  = c8_0[6:0] << c8_0[10:8];
-  assign \$110  = c8_0[6:0] << c8_0[10:8];
-  assign \$111  = c8_0[11] | \$110 [6];
-  assign \$112  = ~ c8_0[11];
-  assign \$113  = c8_0[12] ? c8_0[7:0] : { \$112 , \$111 , \$109 [5:0] };
+  assign \$110  = c8_0[11] | \$109 [6];
+  assign \$111  = ~ c8_0[11];
+  assign \$112  = c8_0[12] ? c8_0[7:0] : { \$111 , \$110 , \$108 [5:0] };
+  assign \$113  = c8_1[6:0] << c8_1[10:8];
   assign \$114  = c8_1[6:0] << c8_1[10:8];
-  assign \$115  = c8_1[6:0] << c8_1[10:8];
-  assign \$116  = c8_1[11] | \$115 [6];
-  assign \$117  = ~ c8_1[11];
-  assign \$118  = c8_1[12] ? c8_1[7:0] : { \$117 , \$116 , \$114 [5:0] };
+  assign \$115  = c8_1[11] | \$114 [6];
+  assign \$116  = ~ c8_1[11];
+  assign \$117  = c8_1[12] ? c8_1[7:0] : { \$116 , \$115 , \$113 [5:0] };
+  assign \$118  = c8_1[6:0] << c8_1[10:8];
   assign \$119  = c8_1[6:0] << c8_1[10:8];
-  assign \$120  = c8_1[6:0] << c8_1[10:8];
-  assign \$121  = c8_1[11] | \$120 [6];
-  assign \$122  = ~ c8_1[11];
-  assign \$123  = c8_1[12] ? c8_1[7:0] : { \$122 , \$121 , \$119 [5:0] };
+  assign \$120  = c8_1[11] | \$119 [6];
+  assign \$121  = ~ c8_1[11];
+  assign \$122  = c8_1[12] ? c8_1[7:0] : { \$121 , \$120 , \$118 [5:0] };
+  assign \$123  = c4_0[2:0] << c4_0[5:4];
   assign \$124  = c4_0[2:0] << c4_0[5:4];
-  assign \$125  = c4_0[2:0] << c4_0[5:4];
-  assign \$126  = c4_0[6] | \$125 [2];
-  assign \$127  = ~ c4_0[6];
-  assign \$128  = c4_0[7] ? c4_0[3:0] : { \$127 , \$126 , \$124 [1:0] };
+  assign \$125  = c4_0[6] | \$124 [2];
+  assign \$126  = ~ c4_0[6];
+  assign \$127  = c4_0[7] ? c4_0[3:0] : { \$126 , \$125 , \$123 [1:0] };
+  assign \$128  = c4_0[2:0] << c4_0[5:4];
   assign \$129  = c4_0[2:0] << c4_0[5:4];
-  assign \$130  = c4_0[2:0] << c4_0[5:4];
-  assign \$131  = c4_0[6] | \$130 [2];
-  assign \$132  = ~ c4_0[6];
-  assign \$133  = c4_0[7] ? c4_0[3:0] : { \$132 , \$131 , \$129 [1:0] };
+  assign \$130  = c4_0[6] | \$129 [2];
+  assign \$131  = ~ c4_0[6];
+  assign \$132  = c4_0[7] ? c4_0[3:0] : { \$131 , \$130 , \$128 [1:0] };
+  assign \$133  = c4_1[2:0] << c4_1[5:4];
   assign \$134  = c4_1[2:0] << c4_1[5:4];
-  assign \$135  = c4_1[2:0] << c4_1[5:4];
-  assign \$136  = c4_1[6] | \$135 [2];
-  assign \$137  = ~ c4_1[6];
-  assign \$138  = c4_1[7] ? c4_1[3:0] : { \$137 , \$136 , \$134 [1:0] };
+  assign \$135  = c4_1[6] | \$134 [2];
+  assign \$136  = ~ c4_1[6];
+  assign \$137  = c4_1[7] ? c4_1[3:0] : { \$136 , \$135 , \$133 [1:0] };
+  assign \$138  = c4_1[2:0] << c4_1[5:4];
   assign \$139  = c4_1[2:0] << c4_1[5:4];
-  assign \$140  = c4_1[2:0] << c4_1[5:4];
-  assign \$141  = c4_1[6] | \$140 [2];
-  assign \$142  = ~ c4_1[6];
-  assign \$143  = c4_1[7] ? c4_1[3:0] : { \$142 , \$141 , \$139 [1:0] };
+  assign \$140  = c4_1[6] | \$139 [2];
+  assign \$141  = ~ c4_1[6];
+  assign \$142  = c4_1[7] ? c4_1[3:0] : { \$141 , \$140 , \$138 [1:0] };
+  assign \$143  = c4_0[2:0] << c4_0[5:4];
   assign \$144  = c4_0[2:0] << c4_0[5:4];
-  assign \$145  = c4_0[2:0] << c4_0[5:4];
-  assign \$146  = c4_0[6] | \$145 [2];
-  assign \$147  = ~ c4_0[6];
-  assign \$148  = c4_0[7] ? c4_0[3:0] : { \$147 , \$146 , \$144 [1:0] };
+  assign \$145  = c4_0[6] | \$144 [2];
+  assign \$146  = ~ c4_0[6];
+  assign \$147  = c4_0[7] ? c4_0[3:0] : { \$146 , \$145 , \$143 [1:0] };
+  assign \$148  = c4_1[2:0] << c4_1[5:4];
   assign \$149  = c4_1[2:0] << c4_1[5:4];
-  assign \$150  = c4_1[2:0] << c4_1[5:4];
-  assign \$151  = c4_1[6] | \$150 [2];
-  assign \$152  = ~ c4_1[6];
-  assign \$153  = c4_1[7] ? c4_1[3:0] : { \$152 , \$151 , \$149 [1:0] };
+  assign \$150  = c4_1[6] | \$149 [2];
+  assign \$151  = ~ c4_1[6];
+  assign \$152  = c4_1[7] ? c4_1[3:0] : { \$151 , \$150 , \$148 [1:0] };
+  assign \$153  = c4_2[2:0] << c4_2[5:4];
   assign \$154  = c4_2[2:0] << c4_2[5:4];
-  assign \$155  = c4_2[2:0] << c4_2[5:4];
-  assign \$156  = c4_2[6] | \$155 [2];
-  assign \$157  = ~ c4_2[6];
-  assign \$158  = c4_2[7] ? c4_2[3:0] : { \$157 , \$156 , \$154 [1:0] };
+  assign \$155  = c4_2[6] | \$154 [2];
+  assign \$156  = ~ c4_2[6];
+  assign \$157  = c4_2[7] ? c4_2[3:0] : { \$156 , \$155 , \$153 [1:0] };
+  assign \$158  = c4_3[2:0] << c4_3[5:4];
   assign \$159  = c4_3[2:0] << c4_3[5:4];
-  assign \$160  = c4_3[2:0] << c4_3[5:4];
-  assign \$161  = c4_3[6] | \$160 [2];
-  assign \$162  = ~ c4_3[6];
-  assign \$163  = c4_3[7] ? c4_3[3:0] : { \$162 , \$161 , \$159 [1:0] };
-  assign \$164  = - $signed(lane[7:0]);
-  assign \$165  = lane[7] ? \$164  : { 1'h0, lane[7:0] };
-  assign \$166  = fmt[1] ? \$165  : { 2'h0, lane[6:0] };
-  assign \$167  = ! c8_0_k;
-  assign \$168  = fmt[1] | \$167 ;
-  assign \$169  = ! c8_0_k;
-  assign \$170  = fmt[1] | \$169 ;
-  assign \$171  = c8_0_k - 1'h1;
-  assign \$173  = \$170  ? 4'h0 : \$172 ;
-  assign \$174  = - $signed(lane[15:8]);
-  assign \$175  = lane[15] ? \$174  : { 1'h0, lane[15:8] };
-  assign \$176  = fmt[1] ? \$175  : { 2'h0, lane[14:8] };
-  assign \$177  = ! c8_1_k;
-  assign \$178  = fmt[1] | \$177 ;
-  assign \$179  = ! c8_1_k;
-  assign \$180  = fmt[1] | \$179 ;
-  assign \$181  = c8_1_k - 1'h1;
-  assign \$183  = \$180  ? 4'h0 : \$182 ;
-  assign \$184  = - $signed(lane[3:0]);
-  assign \$185  = lane[3] ? \$184  : { 1'h0, lane[3:0] };
-  assign \$186  = fmt[1] ? \$185  : { 2'h0, lane[2:0] };
-  assign \$187  = ! c4_0_k;
-  assign \$188  = fmt[1] | \$187 ;
-  assign \$189  = ! c4_0_k;
-  assign \$190  = fmt[1] | \$189 ;
-  assign \$191  = c4_0_k - 1'h1;
-  assign \$193  = \$190  ? 3'h0 : \$192 ;
-  assign \$194  = - $signed(lane[7:4]);
-  assign \$195  = lane[7] ? \$194  : { 1'h0, lane[7:4] };
-  assign \$196  = fmt[1] ? \$195  : { 2'h0, lane[6:4] };
-  assign \$197  = ! c4_1_k;
-  assign \$198  = fmt[1] | \$197 ;
-  assign \$199  = ! c4_1_k;
-  assign \$200  = fmt[1] | \$199 ;
-  assign \$201  = c4_1_k - 1'h1;
-  assign \$203  = \$200  ? 3'h0 : \$202 ;
-  assign \$204  = - $signed(lane[11:8]);
-  assign \$205  = lane[11] ? \$204  : { 1'h0, lane[11:8] };
-  assign \$206  = fmt[1] ? \$205  : { 2'h0, lane[10:8] };
-  assign \$207  = ! c4_2_k;
-  assign \$208  = fmt[1] | \$207 ;
-  assign \$209  = ! c4_2_k;
-  assign \$210  = fmt[1] | \$209 ;
-  assign \$211  = c4_2_k - 1'h1;
-  assign \$213  = \$210  ? 3'h0 : \$212 ;
-  assign \$214  = - $signed(lane[15:12]);
-  assign \$215  = lane[15] ? \$214  : { 1'h0, lane[15:12] };
-  assign \$216  = fmt[1] ? \$215  : { 2'h0, lane[14:12] };
-  assign \$217  = ! c4_3_k;
-  assign \$218  = fmt[1] | \$217 ;
-  assign \$219  = ! c4_3_k;
-  assign \$220  = fmt[1] | \$219 ;
-  assign \$221  = c4_3_k - 1'h1;
-  assign \$223  = \$220  ? 3'h0 : \$222 ;
+  assign \$160  = c4_3[6] | \$159 [2];
+  assign \$161  = ~ c4_3[6];
+  assign \$162  = c4_3[7] ? c4_3[3:0] : { \$161 , \$160 , \$158 [1:0] };
+  assign \$163  = | lane[15:8];
+  assign \$164  = mode[1] & \$163 ;
+  assign \$165  = - $signed(lane[7:0]);
+  assign \$166  = lane[7] ? \$165  : { 1'h0, lane[7:0] };
+  assign \$167  = fmt[1] ? \$166  : { 2'h0, lane[6:0] };
+  assign \$168  = ! c8_0_k;
+  assign \$169  = fmt[1] | \$168 ;
+  assign \$170  = ! c8_0_k;
+  assign \$171  = fmt[1] | \$170 ;
+  assign \$172  = c8_0_k - 1'h1;
+  assign \$174  = \$171  ? 4'h0 : \$173 ;
+  assign \$175  = - $signed(lane[15:8]);
+  assign \$176  = lane[15] ? \$175  : { 1'h0, lane[15:8] };
+  assign \$177  = fmt[1] ? \$176  : { 2'h0, lane[14:8] };
+  assign \$178  = ! c8_1_k;
+  assign \$179  = fmt[1] | \$178 ;
+  assign \$180  = ! c8_1_k;
+  assign \$181  = fmt[1] | \$180 ;
+  assign \$182  = c8_1_k - 1'h1;
+  assign \$184  = \$181  ? 4'h0 : \$183 ;
+  assign \$185  = - $signed(lane[3:0]);
+  assign \$186  = lane[3] ? \$185  : { 1'h0, lane[3:0] };
+  assign \$187  = fmt[1] ? \$186  : { 2'h0, lane[2:0] };
+  assign \$188  = ! c4_0_k;
+  assign \$189  = fmt[1] | \$188 ;
+  assign \$190  = ! c4_0_k;
+  assign \$191  = fmt[1] | \$190 ;
+  assign \$192  = c4_0_k - 1'h1;
+  assign \$194  = \$191  ? 3'h0 : \$193 ;
+  assign \$195  = - $signed(lane[7:4]);
+  assign \$196  = lane[7] ? \$195  : { 1'h0, lane[7:4] };
+  assign \$197  = fmt[1] ? \$196  : { 2'h0, lane[6:4] };
+  assign \$198  = ! c4_1_k;
+  assign \$199  = fmt[1] | \$198 ;
+  assign \$200  = ! c4_1_k;
+  assign \$201  = fmt[1] | \$200 ;
+  assign \$202  = c4_1_k - 1'h1;
+  assign \$204  = \$201  ? 3'h0 : \$203 ;
+  assign \$205  = - $signed(lane[11:8]);
+  assign \$206  = lane[11] ? \$205  : { 1'h0, lane[11:8] };
+  assign \$207  = fmt[1] ? \$206  : { 2'h0, lane[10:8] };
+  assign \$208  = ! c4_2_k;
+  assign \$209  = fmt[1] | \$208 ;
+  assign \$210  = ! c4_2_k;
+  assign \$211  = fmt[1] | \$210 ;
+  assign \$212  = c4_2_k - 1'h1;
+  assign \$214  = \$211  ? 3'h0 : \$213 ;
+  assign \$215  = - $signed(lane[15:12]);
+  assign \$216  = lane[15] ? \$215  : { 1'h0, lane[15:12] };
+  assign \$217  = fmt[1] ? \$216  : { 2'h0, lane[14:12] };
+  assign \$218  = ! c4_3_k;
+  assign \$219  = fmt[1] | \$218 ;
+  assign \$220  = ! c4_3_k;
+  assign \$221  = fmt[1] | \$220 ;
+  assign \$222  = c4_3_k - 1'h1;
+  assign \$224  = \$221  ? 3'h0 : \$223 ;
   always @(posedge clk)
-    mode1 <= \$224 ;
+    wide <= \$225 ;
   always @(posedge clk)
-    c8_0 <= \$225 ;
+    mode1 <= \$226 ;
   always @(posedge clk)
-    c8_1 <= \$226 ;
+    c8_0 <= \$227 ;
   always @(posedge clk)
-    c4_0 <= \$227 ;
+    c8_1 <= \$228 ;
   always @(posedge clk)
-    c4_1 <= \$228 ;
+    c4_0 <= \$229 ;
   always @(posedge clk)
-    c4_2 <= \$229 ;
+    c4_1 <= \$230 ;
   always @(posedge clk)
-    c4_3 <= \$230 ;
+    c4_2 <= \$231 ;
+  always @(posedge clk)
+    c4_3 <= \$232 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c8_0_lead = 3'h0;
     if (en) begin
-      c8_0_lead = \$15 ;
+      c8_0_lead = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c8_0_below = 1'h0;
     if (en) begin
-      c8_0_below = \$16 ;
+      c8_0_below = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c8_0_k = 3'h0;
     if (en) begin
-      c8_0_k = \$17 ;
+      c8_0_k = \$16 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c8_0_j = 3'h0;
     if (en) begin
-      c8_0_j = \$20 [2:0];
+      c8_0_j = \$19 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c8_1_lead = 3'h0;
     if (en) begin
-      c8_1_lead = \$34 ;
+      c8_1_lead = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c8_1_below = 1'h0;
     if (en) begin
-      c8_1_below = \$35 ;
+      c8_1_below = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c8_1_k = 3'h0;
     if (en) begin
-      c8_1_k = \$36 ;
+      c8_1_k = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c8_1_j = 3'h0;
     if (en) begin
-      c8_1_j = \$39 [2:0];
+      c8_1_j = \$38 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_0_lead = 2'h0;
     if (en) begin
-      c4_0_lead = \$45 ;
+      c4_0_lead = \$44 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_0_below = 1'h0;
     if (en) begin
-      c4_0_below = \$46 ;
+      c4_0_below = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_0_k = 2'h0;
     if (en) begin
-      c4_0_k = \$47 [1:0];
+      c4_0_k = \$46 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_0_j = 2'h0;
     if (en) begin
-      c4_0_j = \$50 [1:0];
+      c4_0_j = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_1_lead = 2'h0;
     if (en) begin
-      c4_1_lead = \$56 ;
+      c4_1_lead = \$55 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_1_below = 1'h0;
     if (en) begin
-      c4_1_below = \$57 ;
+      c4_1_below = \$56 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_1_k = 2'h0;
     if (en) begin
-      c4_1_k = \$58 [1:0];
+      c4_1_k = \$57 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_1_j = 2'h0;
     if (en) begin
-      c4_1_j = \$61 [1:0];
+      c4_1_j = \$60 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_2_lead = 2'h0;
     if (en) begin
-      c4_2_lead = \$67 ;
+      c4_2_lead = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_2_below = 1'h0;
     if (en) begin
-      c4_2_below = \$68 ;
+      c4_2_below = \$67 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_2_k = 2'h0;
     if (en) begin
-      c4_2_k = \$69 [1:0];
+      c4_2_k = \$68 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_2_j = 2'h0;
     if (en) begin
-      c4_2_j = \$72 [1:0];
+      c4_2_j = \$71 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_3_lead = 2'h0;
     if (en) begin
-      c4_3_lead = \$78 ;
+      c4_3_lead = \$77 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_3_below = 1'h0;
     if (en) begin
-      c4_3_below = \$79 ;
+      c4_3_below = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_3_k = 2'h0;
     if (en) begin
-      c4_3_k = \$80 [1:0];
+      c4_3_k = \$79 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     c4_3_j = 2'h0;
     if (en) begin
-      c4_3_j = \$83 [1:0];
+      c4_3_j = \$82 [1:0];
     end
   end
   always @* begin
@@ -5076,10 +5133,10 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
     casez ({ mode1[0], mode1[1] })
       2'h3:
         begin
-          dec[3:0] = \$88 [3:0];
-          dec[7:4] = \$93 [7:4];
-          dec[11:8] = \$98 [3:0];
-          dec[15:12] = \$103 [7:4];
+          dec[3:0] = \$87 [3:0];
+          dec[7:4] = \$92 [7:4];
+          dec[11:8] = \$97 [3:0];
+          dec[15:12] = \$102 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -5091,10 +5148,10 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h2:
         begin
-          dec[3:0] = \$108 [3:0];
-          dec[7:4] = \$113 [7:4];
-          dec[11:8] = \$118 [3:0];
-          dec[15:12] = \$123 [7:4];
+          dec[3:0] = \$107 [3:0];
+          dec[7:4] = \$112 [7:4];
+          dec[11:8] = \$117 [3:0];
+          dec[15:12] = \$122 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -5106,10 +5163,10 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h1:
         begin
-          dec[3:0] = \$128 ;
-          dec[7:4] = \$133 ;
-          dec[11:8] = \$138 ;
-          dec[15:12] = \$143 ;
+          dec[3:0] = \$127 ;
+          dec[7:4] = \$132 ;
+          dec[11:8] = \$137 ;
+          dec[15:12] = \$142 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = 1'h0;
@@ -5121,10 +5178,10 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h0:
         begin
-          dec[3:0] = \$148 ;
-          dec[7:4] = \$153 ;
-          dec[11:8] = \$158 ;
-          dec[15:12] = \$163 ;
+          dec[3:0] = \$147 ;
+          dec[7:4] = \$152 ;
+          dec[11:8] = \$157 ;
+          dec[15:12] = \$162 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = c4_1[9];
@@ -5138,85 +5195,91 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$224  = mode1;
+    \$225  = wide;
     if (en) begin
-      \$224  = mode;
+      \$225  = \$164 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$225  = c8_0;
+    \$226  = mode1;
     if (en) begin
-      \$225 [7:0] = \$166 [7:0];
-      \$225 [10:8] = c8_0_j;
-      \$225 [11] = c8_0_k[0];
-      \$225 [12] = \$168 ;
-      \$225 [14:13] = \$173 [1:0];
-      \$225 [15] = lane[7];
+      \$226  = mode;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$226  = c8_1;
+    \$227  = c8_0;
     if (en) begin
-      \$226 [7:0] = \$176 [7:0];
-      \$226 [10:8] = c8_1_j;
-      \$226 [11] = c8_1_k[0];
-      \$226 [12] = \$178 ;
-      \$226 [14:13] = \$183 [1:0];
-      \$226 [15] = lane[15];
+      \$227 [7:0] = \$167 [7:0];
+      \$227 [10:8] = c8_0_j;
+      \$227 [11] = c8_0_k[0];
+      \$227 [12] = \$169 ;
+      \$227 [14:13] = \$174 [1:0];
+      \$227 [15] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$227  = c4_0;
+    \$228  = c8_1;
     if (en) begin
-      \$227 [3:0] = \$186 [3:0];
-      \$227 [5:4] = c4_0_j;
-      \$227 [6] = c4_0_k[0];
-      \$227 [7] = \$188 ;
-      \$227 [8] = \$193 [0];
-      \$227 [9] = lane[3];
+      \$228 [7:0] = \$177 [7:0];
+      \$228 [10:8] = c8_1_j;
+      \$228 [11] = c8_1_k[0];
+      \$228 [12] = \$179 ;
+      \$228 [14:13] = \$184 [1:0];
+      \$228 [15] = lane[15];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$228  = c4_1;
+    \$229  = c4_0;
     if (en) begin
-      \$228 [3:0] = \$196 [3:0];
-      \$228 [5:4] = c4_1_j;
-      \$228 [6] = c4_1_k[0];
-      \$228 [7] = \$198 ;
-      \$228 [8] = \$203 [0];
-      \$228 [9] = lane[7];
+      \$229 [3:0] = \$187 [3:0];
+      \$229 [5:4] = c4_0_j;
+      \$229 [6] = c4_0_k[0];
+      \$229 [7] = \$189 ;
+      \$229 [8] = \$194 [0];
+      \$229 [9] = lane[3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$229  = c4_2;
+    \$230  = c4_1;
     if (en) begin
-      \$229 [3:0] = \$206 [3:0];
-      \$229 [5:4] = c4_2_j;
-      \$229 [6] = c4_2_k[0];
-      \$229 [7] = \$208 ;
-      \$229 [8] = \$213 [0];
-      \$229 [9] = lane[11];
+      \$230 [3:0] = \$197 [3:0];
+      \$230 [5:4] = c4_1_j;
+      \$230 [6] = c4_1_k[0];
+      \$230 [7] = \$199 ;
+      \$230 [8] = \$204 [0];
+      \$230 [9] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    \$230  = c4_3;
+    \$231  = c4_2;
     if (en) begin
-      \$230 [3:0] = \$216 [3:0];
-      \$230 [5:4] = c4_3_j;
-      \$230 [6] = c4_3_k[0];
-      \$230 [7] = \$218 ;
-      \$230 [8] = \$223 [0];
-      \$230 [9] = lane[15];
+      \$231 [3:0] = \$207 [3:0];
+      \$231 [5:4] = c4_2_j;
+      \$231 [6] = c4_2_k[0];
+      \$231 [7] = \$209 ;
+      \$231 [8] = \$214 [0];
+      \$231 [9] = lane[11];
     end
   end
-  assign \mode.a8  = mode[0];
-  assign \mode.b8  = mode[1];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$232  = c4_3;
+    if (en) begin
+      \$232 [3:0] = \$217 [3:0];
+      \$232 [5:4] = c4_3_j;
+      \$232 [6] = c4_3_k[0];
+      \$232 [7] = \$219 ;
+      \$232 [8] = \$224 [0];
+      \$232 [9] = lane[15];
+    end
+  end
+  assign wide1 = wide;
   assign \fmt.is8  = fmt[0];
   assign \fmt.is_int  = fmt[1];
   assign \fmt.kmax  = fmt[4:2];
@@ -5270,168 +5333,172 @@ module \top.front.dec_a2 (clk, rst, wide, mode, fmt, dec, en, lane);
   assign \c4_3.plain  = c4_3[7];
   assign \c4_3.sh  = c4_3[8];
   assign \c4_3.neg  = c4_3[9];
-  assign \$172  = { \$171 [3], \$171 [3:1] };
-  assign \$182  = { \$181 [3], \$181 [3:1] };
-  assign \$192  = { \$191 [2], \$191 [2:1] };
-  assign \$202  = { \$201 [2], \$201 [2:1] };
-  assign \$212  = { \$211 [2], \$211 [2:1] };
-  assign \$222  = { \$221 [2], \$221 [2:1] };
+  assign \mode.a8  = mode[0];
+  assign \mode.b8  = mode[1];
+  assign \$173  = { \$172 [3], \$172 [3:1] };
+  assign \$183  = { \$182 [3], \$182 [3:1] };
+  assign \$193  = { \$192 [2], \$192 [2:1] };
+  assign \$203  = { \$202 [2], \$202 [2:1] };
+  assign \$213  = { \$212 [2], \$212 [2:1] };
+  assign \$223  = { \$222 [2], \$222 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
+module \top.front.dec_a3 (clk, rst, mode, fmt, dec, wide, en, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [13:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire [7:0] \$103 ;
+  wire [7:0] \$102 ;
+  wire [13:0] \$103 ;
   wire [13:0] \$104 ;
-  wire [13:0] \$105 ;
+  wire \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$107 ;
+  wire [13:0] \$108 ;
   wire [13:0] \$109 ;
   wire [2:0] \$11 ;
-  wire [13:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [7:0] \$113 ;
+  wire [7:0] \$112 ;
+  wire [13:0] \$113 ;
   wire [13:0] \$114 ;
-  wire [13:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire [7:0] \$118 ;
+  wire [7:0] \$117 ;
+  wire [13:0] \$118 ;
   wire [13:0] \$119 ;
   wire [2:0] \$12 ;
-  wire [13:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire [7:0] \$123 ;
+  wire [7:0] \$122 ;
+  wire [5:0] \$123 ;
   wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire [3:0] \$128 ;
+  wire [3:0] \$127 ;
+  wire [5:0] \$128 ;
   wire [5:0] \$129 ;
   wire [2:0] \$13 ;
-  wire [5:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire [3:0] \$133 ;
+  wire [3:0] \$132 ;
+  wire [5:0] \$133 ;
   wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$135 ;
   wire \$136 ;
-  wire \$137 ;
-  wire [3:0] \$138 ;
+  wire [3:0] \$137 ;
+  wire [5:0] \$138 ;
   wire [5:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [5:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire [3:0] \$143 ;
+  wire [3:0] \$142 ;
+  wire [5:0] \$143 ;
   wire [5:0] \$144 ;
-  wire [5:0] \$145 ;
+  wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
+  wire [3:0] \$147 ;
+  wire [5:0] \$148 ;
   wire [5:0] \$149 ;
-  wire [2:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire \$15 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
+  wire [3:0] \$152 ;
+  wire [5:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire [3:0] \$158 ;
+  wire [3:0] \$157 ;
+  wire [5:0] \$158 ;
   wire [5:0] \$159 ;
-  wire \$16 ;
-  wire [5:0] \$160 ;
+  wire [2:0] \$16 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [3:0] \$163 ;
-  wire [8:0] \$164 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
   wire [8:0] \$165 ;
   wire [8:0] \$166 ;
-  wire \$167 ;
+  wire [8:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [2:0] \$17 ;
+  wire [3:0] \$17 ;
   wire \$170 ;
-  wire [3:0] \$171 ;
+  wire \$171 ;
   wire [3:0] \$172 ;
   wire [3:0] \$173 ;
-  wire [8:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [8:0] \$175 ;
   wire [8:0] \$176 ;
-  wire \$177 ;
+  wire [8:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [3:0] \$18 ;
   wire \$180 ;
-  wire [3:0] \$181 ;
+  wire \$181 ;
   wire [3:0] \$182 ;
   wire [3:0] \$183 ;
-  wire [4:0] \$184 ;
+  wire [3:0] \$184 ;
   wire [4:0] \$185 ;
   wire [4:0] \$186 ;
-  wire \$187 ;
+  wire [4:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
+  wire [4:0] \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire \$191 ;
   wire [2:0] \$192 ;
   wire [2:0] \$193 ;
-  wire [4:0] \$194 ;
+  wire [2:0] \$194 ;
   wire [4:0] \$195 ;
   wire [4:0] \$196 ;
-  wire \$197 ;
+  wire [4:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [4:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
-  wire [2:0] \$201 ;
+  wire \$201 ;
   wire [2:0] \$202 ;
   wire [2:0] \$203 ;
-  wire [4:0] \$204 ;
+  wire [2:0] \$204 ;
   wire [4:0] \$205 ;
   wire [4:0] \$206 ;
-  wire \$207 ;
+  wire [4:0] \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [2:0] \$211 ;
+  wire \$211 ;
   wire [2:0] \$212 ;
   wire [2:0] \$213 ;
-  wire [4:0] \$214 ;
+  wire [2:0] \$214 ;
   wire [4:0] \$215 ;
   wire [4:0] \$216 ;
-  wire \$217 ;
+  wire [4:0] \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [2:0] \$221 ;
+  wire \$221 ;
   wire [2:0] \$222 ;
   wire [2:0] \$223 ;
-  reg [1:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [9:0] \$227 ;
-  reg [9:0] \$228 ;
+  wire [2:0] \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg [15:0] \$227 ;
+  reg [15:0] \$228 ;
   reg [9:0] \$229 ;
   wire \$23 ;
   reg [9:0] \$230 ;
+  reg [9:0] \$231 ;
+  reg [9:0] \$232 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
+  wire [2:0] \$27 ;
   wire [2:0] \$28 ;
   wire [2:0] \$29 ;
   wire \$3 ;
@@ -5439,77 +5506,77 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
   wire [2:0] \$31 ;
   wire [2:0] \$32 ;
   wire [2:0] \$33 ;
-  wire [2:0] \$34 ;
-  wire \$35 ;
-  wire [2:0] \$36 ;
+  wire \$34 ;
+  wire [2:0] \$35 ;
+  wire [3:0] \$36 ;
   wire [3:0] \$37 ;
-  wire [3:0] \$38 ;
-  wire [4:0] \$39 ;
+  wire [4:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
+  wire [1:0] \$42 ;
   wire [1:0] \$43 ;
   wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [2:0] \$46 ;
   wire [2:0] \$47 ;
   wire [2:0] \$48 ;
-  wire [2:0] \$49 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [3:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
+  wire [1:0] \$53 ;
   wire [1:0] \$54 ;
   wire [1:0] \$55 ;
-  wire [1:0] \$56 ;
-  wire \$57 ;
+  wire \$56 ;
+  wire [2:0] \$57 ;
   wire [2:0] \$58 ;
   wire [2:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire [3:0] \$61 ;
+  wire [3:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
+  wire [1:0] \$64 ;
   wire [1:0] \$65 ;
   wire [1:0] \$66 ;
-  wire [1:0] \$67 ;
-  wire \$68 ;
+  wire \$67 ;
+  wire [2:0] \$68 ;
   wire [2:0] \$69 ;
   wire \$7 ;
   wire [2:0] \$70 ;
-  wire [2:0] \$71 ;
-  wire [3:0] \$72 ;
+  wire [3:0] \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$75 ;
   wire [1:0] \$76 ;
   wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
-  wire \$8 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$80 ;
   wire [2:0] \$81 ;
-  wire [2:0] \$82 ;
-  wire [3:0] \$83 ;
+  wire [3:0] \$82 ;
+  wire [13:0] \$83 ;
   wire [13:0] \$84 ;
-  wire [13:0] \$85 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [7:0] \$88 ;
+  wire [7:0] \$87 ;
+  wire [13:0] \$88 ;
   wire [13:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [13:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [7:0] \$93 ;
+  wire [7:0] \$92 ;
+  wire [13:0] \$93 ;
   wire [13:0] \$94 ;
-  wire [13:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire [7:0] \$98 ;
+  wire [7:0] \$97 ;
+  wire [13:0] \$98 ;
   wire [13:0] \$99 ;
   reg [9:0] c4_0 = 10'h000;
   wire [1:0] \c4_0.j ;
@@ -5612,405 +5679,409 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
   input rst;
   wire rst;
   output wide;
-  wire wide;
-  assign \$1  = | lane[15:8];
-  assign wide = mode[1] & \$1 ;
-  assign \$2  = ~ lane[6];
-  assign \$3  = ~ lane[5];
-  assign \$4  = ~ lane[4];
-  assign \$5  = ~ lane[3];
-  assign \$6  = ~ lane[2];
-  assign \$7  = ~ lane[1];
-  assign \$8  = ~ lane[0];
-  assign \$9  = lane[0] ? 3'h7 : 3'h6;
-  assign \$10  = lane[1] ? \$9  : 3'h5;
-  assign \$11  = lane[2] ? \$10  : 3'h4;
-  assign \$12  = lane[3] ? \$11  : 3'h3;
-  assign \$13  = lane[4] ? \$12  : 3'h2;
-  assign \$14  = lane[5] ? \$13  : 3'h1;
-  assign \$15  = lane[6] ? \$14  : 3'h0;
-  assign \$16  = c8_0_lead < fmt[4:2];
-  assign \$17  = c8_0_below ? c8_0_lead : fmt[4:2];
-  assign \$18  = c8_0_lead + 1'h1;
-  assign \$19  = c8_0_below ? \$18  : { 1'h0, fmt[4:2] };
-  assign \$20  = \$19  - c8_0_k[0];
-  assign \$21  = ~ lane[14];
-  assign \$22  = ~ lane[13];
-  assign \$23  = ~ lane[12];
-  assign \$24  = ~ lane[11];
-  assign \$25  = ~ lane[10];
-  assign \$26  = ~ lane[9];
-  assign \$27  = ~ lane[8];
-  assign \$28  = lane[8] ? 3'h7 : 3'h6;
-  assign \$29  = lane[9] ? \$28  : 3'h5;
-  assign \$30  = lane[10] ? \$29  : 3'h4;
-  assign \$31  = lane[11] ? \$30  : 3'h3;
-  assign \$32  = lane[12] ? \$31  : 3'h2;
-  assign \$33  = lane[13] ? \$32  : 3'h1;
-  assign \$34  = lane[14] ? \$33  : 3'h0;
-  assign \$35  = c8_1_lead < fmt[4:2];
-  assign \$36  = c8_1_below ? c8_1_lead : fmt[4:2];
-  assign \$37  = c8_1_lead + 1'h1;
-  assign \$38  = c8_1_below ? \$37  : { 1'h0, fmt[4:2] };
-  assign \$39  = \$38  - c8_1_k[0];
-  assign \$40  = ~ lane[2];
-  assign \$41  = ~ lane[1];
-  assign \$42  = ~ lane[0];
-  assign \$43  = lane[0] ? 2'h3 : 2'h2;
-  assign \$44  = lane[1] ? \$43  : 2'h1;
-  assign \$45  = lane[2] ? \$44  : 2'h0;
-  assign \$46  = c4_0_lead < fmt[4:2];
-  assign \$47  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
-  assign \$48  = c4_0_lead + 1'h1;
-  assign \$49  = c4_0_below ? \$48  : fmt[4:2];
-  assign \$50  = \$49  - c4_0_k[0];
-  assign \$51  = ~ lane[6];
-  assign \$52  = ~ lane[5];
-  assign \$53  = ~ lane[4];
-  assign \$54  = lane[4] ? 2'h3 : 2'h2;
-  assign \$55  = lane[5] ? \$54  : 2'h1;
-  assign \$56  = lane[6] ? \$55  : 2'h0;
-  assign \$57  = c4_1_lead < fmt[4:2];
-  assign \$58  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
-  assign \$59  = c4_1_lead + 1'h1;
-  assign \$60  = c4_1_below ? \$59  : fmt[4:2];
-  assign \$61  = \$60  - c4_1_k[0];
-  assign \$62  = ~ lane[10];
-  assign \$63  = ~ lane[9];
-  assign \$64  = ~ lane[8];
-  assign \$65  = lane[8] ? 2'h3 : 2'h2;
-  assign \$66  = lane[9] ? \$65  : 2'h1;
-  assign \$67  = lane[10] ? \$66  : 2'h0;
-  assign \$68  = c4_2_lead < fmt[4:2];
-  assign \$69  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
-  assign \$70  = c4_2_lead + 1'h1;
-  assign \$71  = c4_2_below ? \$70  : fmt[4:2];
-  assign \$72  = \$71  - c4_2_k[0];
-  assign \$73  = ~ lane[14];
-  assign \$74  = ~ lane[13];
-  assign \$75  = ~ lane[12];
-  assign \$76  = lane[12] ? 2'h3 : 2'h2;
-  assign \$77  = lane[13] ? \$76  : 2'h1;
-  assign \$78  = lane[14] ? \$77  : 2'h0;
-  assign \$79  = c4_3_lead < fmt[4:2];
-  assign \$80  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
-  assign \$81  = c4_3_lead + 1'h1;
-  assign \$82  = c4_3_below ? \$81  : fmt[4:2];
-  assign \$83  = \$82  - c4_3_k[0];
+  reg wide = 1'h0;
+  (* init = 1'h0 *)
+  wire wide1;
+  assign \$1  = ~ lane[6];
+  assign \$2  = ~ lane[5];
+  assign \$3  = ~ lane[4];
+  assign \$4  = ~ lane[3];
+  assign \$5  = ~ lane[2];
+  assign \$6  = ~ lane[1];
+  assign \$7  = ~ lane[0];
+  assign \$8  = lane[0] ? 3'h7 : 3'h6;
+  assign \$9  = lane[1] ? \$8  : 3'h5;
+  assign \$10  = lane[2] ? \$9  : 3'h4;
+  assign \$11  = lane[3] ? \$10  : 3'h3;
+  assign \$12  = lane[4] ? \$11  : 3'h2;
+  assign \$13  = lane[5] ? \$12  : 3'h1;
+  assign \$14  = lane[6] ? \$13  : 3'h0;
+  assign \$15  = c8_0_lead < fmt[4:2];
+  assign \$16  = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$17  = c8_0_lead + 1'h1;
+  assign \$18  = c8_0_below ? \$17  : { 1'h0, fmt[4:2] };
+  assign \$19  = \$18  - c8_0_k[0];
+  assign \$20  = ~ lane[14];
+  assign \$21  = ~ lane[13];
+  assign \$22  = ~ lane[12];
+  assign \$23  = ~ lane[11];
+  assign \$24  = ~ lane[10];
+  assign \$25  = ~ lane[9];
+  assign \$26  = ~ lane[8];
+  assign \$27  = lane[8] ? 3'h7 : 3'h6;
+  assign \$28  = lane[9] ? \$27  : 3'h5;
+  assign \$29  = lane[10] ? \$28  : 3'h4;
+  assign \$30  = lane[11] ? \$29  : 3'h3;
+  assign \$31  = lane[12] ? \$30  : 3'h2;
+  assign \$32  = lane[13] ? \$31  : 3'h1;
+  assign \$33  = lane[14] ? \$32  : 3'h0;
+  assign \$34  = c8_1_lead < fmt[4:2];
+  assign \$35  = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$36  = c8_1_lead + 1'h1;
+  assign \$37  = c8_1_below ? \$36  : { 1'h0, fmt[4:2] };
+  assign \$38  = \$37  - c8_1_k[0];
+  assign \$39  = ~ lane[2];
+  assign \$40  = ~ lane[1];
+  assign \$41  = ~ lane[0];
+  assign \$42  = lane[0] ? 2'h3 : 2'h2;
+  assign \$43  = lane[1] ? \$42  : 2'h1;
+  assign \$44  = lane[2] ? \$43  : 2'h0;
+  assign \$45  = c4_0_lead < fmt[4:2];
+  assign \$46  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$47  = c4_0_lead + 1'h1;
+  assign \$48  = c4_0_below ? \$47  : fmt[4:2];
+  assign \$49  = \$48  - c4_0_k[0];
+  assign \$50  = ~ lane[6];
+  assign \$51  = ~ lane[5];
+  assign \$52  = ~ lane[4];
+  assign \$53  = lane[4] ? 2'h3 : 2'h2;
+  assign \$54  = lane[5] ? \$53  : 2'h1;
+  assign \$55  = lane[6] ? \$54  : 2'h0;
+  assign \$56  = c4_1_lead < fmt[4:2];
+  assign \$57  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$58  = c4_1_lead + 1'h1;
+  assign \$59  = c4_1_below ? \$58  : fmt[4:2];
+  assign \$60  = \$59  - c4_1_k[0];
+  assign \$61  = ~ lane[10];
+  assign \$62  = ~ lane[9];
+  assign \$63  = ~ lane[8];
+  assign \$64  = lane[8] ? 2'h3 : 2'h2;
+  assign \$65  = lane[9] ? \$64  : 2'h1;
+  assign \$66  = lane[10] ? \$65  : 2'h0;
+  assign \$67  = c4_2_lead < fmt[4:2];
+  assign \$68  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$69  = c4_2_lead + 1'h1;
+  assign \$70  = c4_2_below ? \$69  : fmt[4:2];
+  assign \$71  = \$70  - c4_2_k[0];
+  assign \$72  = ~ lane[14];
+  assign \$73  = ~ lane[13];
+  assign \$74  = ~ lane[12];
+  assign \$75  = lane[12] ? 2'h3 : 2'h2;
+  assign \$76  = lane[13] ? \$75  : 2'h1;
+  assign \$77  = lane[14] ? \$76  : 2'h0;
+  assign \$78  = c4_3_lead < fmt[4:2];
+  assign \$79  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$80  = c4_3_lead + 1'h1;
+  assign \$81  = c4_3_below ? \$80  : fmt[4:2];
+  assign \$82  = \$81  - c4_3_k[0];
+  assign \$83  = c8_0[6:0] << c8_0[10:8];
   assign \$84  = c8_0[6:0] << c8_0[10:8];
-  assign \$85  = c8_0[6:0] << c8_0[10:8];
-  assign \$86  = c8_0[11] | \$85 [6];
-  assign \$87  = ~ c8_0[11];
-  assign \$88  = c8_0[12] ? c8_0[7:0] : { \$87 , \$86 , \$84 [5:0] };
+  assign \$85  = c8_0[11] | \$84 [6];
+  assign \$86  = ~ c8_0[11];
+  assign \$87  = c8_0[12] ? c8_0[7:0] : { \$86 , \$85 , \$83 [5:0] };
+  assign \$88  = c8_0[6:0] << c8_0[10:8];
   assign \$89  = c8_0[6:0] << c8_0[10:8];
-  assign \$90  = c8_0[6:0] << c8_0[10:8];
-  assign \$91  = c8_0[11] | \$90 [6];
-  assign \$92  = ~ c8_0[11];
-  assign \$93  = c8_0[12] ? c8_0[7:0] : { \$92 , \$91 , \$89 [5:0] };
+  assign \$90  = c8_0[11] | \$89 [6];
+  assign \$91  = ~ c8_0[11];
+  assign \$92  = c8_0[12] ? c8_0[7:0] : { \$91 , \$90 , \$88 [5:0] };
+  assign \$93  = c8_0[6:0] << c8_0[10:8];
   assign \$94  = c8_0[6:0] << c8_0[10:8];
-  assign \$95  = c8_0[6:0] << c8_0[10:8];
-  assign \$96  = c8_0[11] | \$95 [6];
-  assign \$97  = ~ c8_0[11];
-  assign \$98  = c8_0[12] ? c8_0[7:0] : { \$97 , \$96 , \$94 [5:0] };
+  assign \$95  = c8_0[11] | \$94 [6];
+  assign \$96  = ~ c8_0[11];
+  assign \$97  = c8_0[12] ? c8_0[7:0] : { \$96 , \$95 , \$93 [5:0] };
+  assign \$98  = c8_0[6:0] << c8_0[10:8];
   assign \$99  = c8_0[6:0] << c8_0[10:8];
-  assign \$100  = c8_0[6:0] << c8_0[10:8];
-  assign \$101  = c8_0[11] | \$100 [6];
-  assign \$102  = ~ c8_0[11];
-  assign \$103  = c8_0[12] ? c8_0[7:0] : { \$102 , \$101 , \$99 [5:0] };
+  assign \$100  = c8_0[11] | \$99 [6];
+  assign \$101  = ~ c8_0[11];
+  assign \$102  = c8_0[12] ? c8_0[7:0] : { \$101 , \$100 , \$98 [5:0] };
+  assign \$103  = c8_0[6:0] << c8_0[10:8];
   assign \$104  = c8_0[6:0] << c8_0[10:8];
-  assign \$105  = c8_0[6:0] << c8_0[10:8];
-  assign \$106  = c8_0[11] | \$105 [6];
-  assign \$107  = ~ c8_0[11];
-  assign \$108  = c8_0[12] ? c8_0[7:0] : { \$107 , \$106 , \$104 [5:0] };
+  assign \$105  = c8_0[11] | \$104 [6];
+  assign \$106  = ~ c8_0[11];
+  assign \$107  = c8_0[12] ? c8_0[7:0] : { \$106 , \$105 , \$103 [5:0] };
+  assign \$108  = c8_0[6:0] << c8_0[10:8];
   assign \$109  = c8_0[6:0] << c8_0[10:8];
-  assign \$110  = c8_0[6:0] << c8_0[10:8];
-  assign \$111  = c8_0[11] | \$110 [6];
-  assign \$112  = ~ c8_0[11];
-  assign \$113  = c8_0[12] ? c8_0[7:0] : { \$112 , \$111 , \$109 [5:0] };
+  assign \$110  = c8_0[11] | \$109 [6];
+  assign \$111  = ~ c8_0[11];
+  assign \$112  = c8_0[12] ? c8_0[7:0] : { \$111 , \$110 , \$108 [5:0] };
+  assign \$113  = c8_1[6:0] << c8_1[10:8];
   assign \$114  = c8_1[6:0] << c8_1[10:8];
-  assign \$115  = c8_1[6:0] << c8_1[10:8];
-  assign \$116  = c8_1[11] | \$115 [6];
-  assign \$117  = ~ c8_1[11];
-  assign \$118  = c8_1[12] ? c8_1[7:0] : { \$117 , \$116 , \$114 [5:0] };
+  assign \$115  = c8_1[11] | \$114 [6];
+  assign \$116  = ~ c8_1[11];
+  assign \$117  = c8_1[12] ? c8_1[7:0] : { \$116 , \$115 , \$113 [5:0] };
+  assign \$118  = c8_1[6:0] << c8_1[10:8];
   assign \$119  = c8_1[6:0] << c8_1[10:8];
-  assign \$120  = c8_1[6:0] << c8_1[10:8];
-  assign \$121  = c8_1[11] | \$120 [6];
-  assign \$122  = ~ c8_1[11];
-  assign \$123  = c8_1[12] ? c8_1[7:0] : { \$122 , \$121 , \$119 [5:0] };
+  assign \$120  = c8_1[11] | \$119 [6];
+  assign \$121  = ~ c8_1[11];
+  assign \$122  = c8_1[12] ? c8_1[7:0] : { \$121 , \$120 , \$118 [5:0] };
+  assign \$123  = c4_0[2:0] << c4_0[5:4];
   assign \$124  = c4_0[2:0] << c4_0[5:4];
-  assign \$125  = c4_0[2:0] << c4_0[5:4];
-  assign \$126  = c4_0[6] | \$125 [2];
-  assign \$127  = ~ c4_0[6];
-  assign \$128  = c4_0[7] ? c4_0[3:0] : { \$127 , \$126 , \$124 [1:0] };
+  assign \$125  = c4_0[6] | \$124 [2];
+  assign \$126  = ~ c4_0[6];
+  assign \$127  = c4_0[7] ? c4_0[3:0] : { \$126 , \$125 , \$123 [1:0] };
+  assign \$128  = c4_0[2:0] << c4_0[5:4];
   assign \$129  = c4_0[2:0] << c4_0[5:4];
-  assign \$130  = c4_0[2:0] << c4_0[5:4];
-  assign \$131  = c4_0[6] | \$130 [2];
-  assign \$132  = ~ c4_0[6];
-  assign \$133  = c4_0[7] ? c4_0[3:0] : { \$132 , \$131 , \$129 [1:0] };
+  assign \$130  = c4_0[6] | \$129 [2];
+  assign \$131  = ~ c4_0[6];
+  assign \$132  = c4_0[7] ? c4_0[3:0] : { \$131 , \$130 , \$128 [1:0] };
+  assign \$133  = c4_1[2:0] << c4_1[5:4];
   assign \$134  = c4_1[2:0] << c4_1[5:4];
-  assign \$135  = c4_1[2:0] << c4_1[5:4];
-  assign \$136  = c4_1[6] | \$135 [2];
-  assign \$137  = ~ c4_1[6];
-  assign \$138  = c4_1[7] ? c4_1[3:0] : { \$137 , \$136 , \$134 [1:0] };
+  assign \$135  = c4_1[6] | \$134 [2];
+  assign \$136  = ~ c4_1[6];
+  assign \$137  = c4_1[7] ? c4_1[3:0] : { \$136 , \$135 , \$133 [1:0] };
+  assign \$138  = c4_1[2:0] << c4_1[5:4];
   assign \$139  = c4_1[2:0] << c4_1[5:4];
-  assign \$140  = c4_1[2:0] << c4_1[5:4];
-  assign \$141  = c4_1[6] | \$140 [2];
-  assign \$142  = ~ c4_1[6];
-  assign \$143  = c4_1[7] ? c4_1[3:0] : { \$142 , \$141 , \$139 [1:0] };
+  assign \$140  = c4_1[6] | \$139 [2];
+  assign \$141  = ~ c4_1[6];
+  assign \$142  = c4_1[7] ? c4_1[3:0] : { \$141 , \$140 , \$138 [1:0] };
+  assign \$143  = c4_0[2:0] << c4_0[5:4];
   assign \$144  = c4_0[2:0] << c4_0[5:4];
-  assign \$145  = c4_0[2:0] << c4_0[5:4];
-  assign \$146  = c4_0[6] | \$145 [2];
-  assign \$147  = ~ c4_0[6];
-  assign \$148  = c4_0[7] ? c4_0[3:0] : { \$147 , \$146 , \$144 [1:0] };
+  assign \$145  = c4_0[6] | \$144 [2];
+  assign \$146  = ~ c4_0[6];
+  assign \$147  = c4_0[7] ? c4_0[3:0] : { \$146 , \$145 , \$143 [1:0] };
+  assign \$148  = c4_1[2:0] << c4_1[5:4];
   assign \$149  = c4_1[2:0] << c4_1[5:4];
-  assign \$150  = c4_1[2:0] << c4_1[5:4];
-  assign \$151  = c4_1[6] | \$150 [2];
-  assign \$152  = ~ c4_1[6];
-  assign \$153  = c4_1[7] ? c4_1[3:0] : { \$152 , \$151 , \$149 [1:0] };
+  assign \$150  = c4_1[6] | \$149 [2];
+  assign \$151  = ~ c4_1[6];
+  assign \$152  = c4_1[7] ? c4_1[3:0] : { \$151 , \$150 , \$148 [1:0] };
+  assign \$153  = c4_2[2:0] << c4_2[5:4];
   assign \$154  = c4_2[2:0] << c4_2[5:4];
-  assign \$155  = c4_2[2:0] << c4_2[5:4];
-  assign \$156  = c4_2[6] | \$155 [2];
-  assign \$157  = ~ c4_2[6];
-  assign \$158  = c4_2[7] ? c4_2[3:0] : { \$157 , \$156 , \$154 [1:0] };
+  assign \$155  = c4_2[6] | \$154 [2];
+  assign \$156  = ~ c4_2[6];
+  assign \$157  = c4_2[7] ? c4_2[3:0] : { \$156 , \$155 , \$153 [1:0] };
+  assign \$158  = c4_3[2:0] << c4_3[5:4];
   assign \$159  = c4_3[2:0] << c4_3[5:4];
-  assign \$160  = c4_3[2:0] << c4_3[5:4];
-  assign \$161  = c4_3[6] | \$160 [2];
-  assign \$162  = ~ c4_3[6];
-  assign \$163  = c4_3[7] ? c4_3[3:0] : { \$162 , \$161 , \$159 [1:0] };
-  assign \$164  = - $signed(lane[7:0]);
-  assign \$165  = lane[7] ? \$164  : { 1'h0, lane[7:0] };
-  assign \$166  = fmt[1] ? \$165  : { 2'h0, lane[6:0] };
-  assign \$167  = ! c8_0_k;
-  assign \$168  = fmt[1] | \$167 ;
-  assign \$169  = ! c8_0_k;
-  assign \$170  = fmt[1] | \$169 ;
-  assign \$171  = c8_0_k - 1'h1;
-  assign \$173  = \$170  ? 4'h0 : \$172 ;
-  assign \$174  = - $signed(lane[15:8]);
-  assign \$175  = lane[15] ? \$174  : { 1'h0, lane[15:8] };
-  assign \$176  = fmt[1] ? \$175  : { 2'h0, lane[14:8] };
-  assign \$177  = ! c8_1_k;
-  assign \$178  = fmt[1] | \$177 ;
-  assign \$179  = ! c8_1_k;
-  assign \$180  = fmt[1] | \$179 ;
-  assign \$181  = c8_1_k - 1'h1;
-  assign \$183  = \$180  ? 4'h0 : \$182 ;
-  assign \$184  = - $signed(lane[3:0]);
-  assign \$185  = lane[3] ? \$184  : { 1'h0, lane[3:0] };
-  assign \$186  = fmt[1] ? \$185  : { 2'h0, lane[2:0] };
-  assign \$187  = ! c4_0_k;
-  assign \$188  = fmt[1] | \$187 ;
-  assign \$189  = ! c4_0_k;
-  assign \$190  = fmt[1] | \$189 ;
-  assign \$191  = c4_0_k - 1'h1;
-  assign \$193  = \$190  ? 3'h0 : \$192 ;
-  assign \$194  = - $signed(lane[7:4]);
-  assign \$195  = lane[7] ? \$194  : { 1'h0, lane[7:4] };
-  assign \$196  = fmt[1] ? \$195  : { 2'h0, lane[6:4] };
-  assign \$197  = ! c4_1_k;
-  assign \$198  = fmt[1] | \$197 ;
-  assign \$199  = ! c4_1_k;
-  assign \$200  = fmt[1] | \$199 ;
-  assign \$201  = c4_1_k - 1'h1;
-  assign \$203  = \$200  ? 3'h0 : \$202 ;
-  assign \$204  = - $signed(lane[11:8]);
-  assign \$205  = lane[11] ? \$204  : { 1'h0, lane[11:8] };
-  assign \$206  = fmt[1] ? \$205  : { 2'h0, lane[10:8] };
-  assign \$207  = ! c4_2_k;
-  assign \$208  = fmt[1] | \$207 ;
-  assign \$209  = ! c4_2_k;
-  assign \$210  = fmt[1] | \$209 ;
-  assign \$211  = c4_2_k - 1'h1;
-  assign \$213  = \$210  ? 3'h0 : \$212 ;
-  assign \$214  = - $signed(lane[15:12]);
-  assign \$215  = lane[15] ? \$214  : { 1'h0, lane[15:12] };
-  assign \$216  = fmt[1] ? \$215  : { 2'h0, lane[14:12] };
-  assign \$217  = ! c4_3_k;
-  assign \$218  = fmt[1] | \$217 ;
-  assign \$219  = ! c4_3_k;
-  assign \$220  = fmt[1] | \$219 ;
-  assign \$221  = c4_3_k - 1'h1;
-  assign \$223  = \$220  ? 3'h0 : \$222 ;
+  assign \$160  = c4_3[6] | \$159 [2];
+  assign \$161  = ~ c4_3[6];
+  assign \$162  = c4_3[7] ? c4_3[3:0] : { \$161 , \$160 , \$158 [1:0] };
+  assign \$163  = | lane[15:8];
+  assign \$164  = mode[1] & \$163 ;
+  assign \$165  = - $signed(lane[7:0]);
+  assign \$166  = lane[7] ? \$165  : { 1'h0, lane[7:0] };
+  assign \$167  = fmt[1] ? \$166  : { 2'h0, lane[6:0] };
+  assign \$168  = ! c8_0_k;
+  assign \$169  = fmt[1] | \$168 ;
+  assign \$170  = ! c8_0_k;
+  assign \$171  = fmt[1] | \$170 ;
+  assign \$172  = c8_0_k - 1'h1;
+  assign \$174  = \$171  ? 4'h0 : \$173 ;
+  assign \$175  = - $signed(lane[15:8]);
+  assign \$176  = lane[15] ? \$175  : { 1'h0, lane[15:8] };
+  assign \$177  = fmt[1] ? \$176  : { 2'h0, lane[14:8] };
+  assign \$178  = ! c8_1_k;
+  assign \$179  = fmt[1] | \$178 ;
+  assign \$180  = ! c8_1_k;
+  assign \$181  = fmt[1] | \$180 ;
+  assign \$182  = c8_1_k - 1'h1;
+  assign \$184  = \$181  ? 4'h0 : \$183 ;
+  assign \$185  = - $signed(lane[3:0]);
+  assign \$186  = lane[3] ? \$185  : { 1'h0, lane[3:0] };
+  assign \$187  = fmt[1] ? \$186  : { 2'h0, lane[2:0] };
+  assign \$188  = ! c4_0_k;
+  assign \$189  = fmt[1] | \$188 ;
+  assign \$190  = ! c4_0_k;
+  assign \$191  = fmt[1] | \$190 ;
+  assign \$192  = c4_0_k - 1'h1;
+  assign \$194  = \$191  ? 3'h0 : \$193 ;
+  assign \$195  = - $signed(lane[7:4]);
+  assign \$196  = lane[7] ? \$195  : { 1'h0, lane[7:4] };
+  assign \$197  = fmt[1] ? \$196  : { 2'h0, lane[6:4] };
+  assign \$198  = ! c4_1_k;
+  assign \$199  = fmt[1] | \$198 ;
+  assign \$200  = ! c4_1_k;
+  assign \$201  = fmt[1] | \$200 ;
+  assign \$202  = c4_1_k - 1'h1;
+  assign \$204  = \$201  ? 3'h0 : \$203 ;
+  assign \$205  = - $signed(lane[11:8]);
+  assign \$206  = lane[11] ? \$205  : { 1'h0, lane[11:8] };
+  assign \$207  = fmt[1] ? \$206  : { 2'h0, lane[10:8] };
+  assign \$208  = ! c4_2_k;
+  assign \$209  = fmt[1] | \$208 ;
+  assign \$210  = ! c4_2_k;
+  assign \$211  = fmt[1] | \$210 ;
+  assign \$212  = c4_2_k - 1'h1;
+  assign \$214  = \$211  ? 3'h0 : \$213 ;
+  assign \$215  = - $signed(lane[15:12]);
+  assign \$216  = lane[15] ? \$215  : { 1'h0, lane[15:12] };
+  assign \$217  = fmt[1] ? \$216  : { 2'h0, lane[14:12] };
+  assign \$218  = ! c4_3_k;
+  assign \$219  = fmt[1] | \$218 ;
+  assign \$220  = ! c4_3_k;
+  assign \$221  = fmt[1] | \$220 ;
+  assign \$222  = c4_3_k - 1'h1;
+  assign \$224  = \$221  ? 3'h0 : \$223 ;
   always @(posedge clk)
-    mode1 <= \$224 ;
+    wide <= \$225 ;
   always @(posedge clk)
-    c8_0 <= \$225 ;
+    mode1 <= \$226 ;
   always @(posedge clk)
-    c8_1 <= \$226 ;
+    c8_0 <= \$227 ;
   always @(posedge clk)
-    c4_0 <= \$227 ;
+    c8_1 <= \$228 ;
   always @(posedge clk)
-    c4_1 <= \$228 ;
+    c4_0 <= \$229 ;
   always @(posedge clk)
-    c4_2 <= \$229 ;
+    c4_1 <= \$230 ;
   always @(posedge clk)
-    c4_3 <= \$230 ;
+    c4_2 <= \$231 ;
+  always @(posedge clk)
+    c4_3 <= \$232 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c8_0_lead = 3'h0;
     if (en) begin
-      c8_0_lead = \$15 ;
+      c8_0_lead = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c8_0_below = 1'h0;
     if (en) begin
-      c8_0_below = \$16 ;
+      c8_0_below = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c8_0_k = 3'h0;
     if (en) begin
-      c8_0_k = \$17 ;
+      c8_0_k = \$16 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c8_0_j = 3'h0;
     if (en) begin
-      c8_0_j = \$20 [2:0];
+      c8_0_j = \$19 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c8_1_lead = 3'h0;
     if (en) begin
-      c8_1_lead = \$34 ;
+      c8_1_lead = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c8_1_below = 1'h0;
     if (en) begin
-      c8_1_below = \$35 ;
+      c8_1_below = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c8_1_k = 3'h0;
     if (en) begin
-      c8_1_k = \$36 ;
+      c8_1_k = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c8_1_j = 3'h0;
     if (en) begin
-      c8_1_j = \$39 [2:0];
+      c8_1_j = \$38 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_0_lead = 2'h0;
     if (en) begin
-      c4_0_lead = \$45 ;
+      c4_0_lead = \$44 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_0_below = 1'h0;
     if (en) begin
-      c4_0_below = \$46 ;
+      c4_0_below = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_0_k = 2'h0;
     if (en) begin
-      c4_0_k = \$47 [1:0];
+      c4_0_k = \$46 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_0_j = 2'h0;
     if (en) begin
-      c4_0_j = \$50 [1:0];
+      c4_0_j = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_1_lead = 2'h0;
     if (en) begin
-      c4_1_lead = \$56 ;
+      c4_1_lead = \$55 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_1_below = 1'h0;
     if (en) begin
-      c4_1_below = \$57 ;
+      c4_1_below = \$56 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_1_k = 2'h0;
     if (en) begin
-      c4_1_k = \$58 [1:0];
+      c4_1_k = \$57 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_1_j = 2'h0;
     if (en) begin
-      c4_1_j = \$61 [1:0];
+      c4_1_j = \$60 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_2_lead = 2'h0;
     if (en) begin
-      c4_2_lead = \$67 ;
+      c4_2_lead = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_2_below = 1'h0;
     if (en) begin
-      c4_2_below = \$68 ;
+      c4_2_below = \$67 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_2_k = 2'h0;
     if (en) begin
-      c4_2_k = \$69 [1:0];
+      c4_2_k = \$68 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_2_j = 2'h0;
     if (en) begin
-      c4_2_j = \$72 [1:0];
+      c4_2_j = \$71 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_3_lead = 2'h0;
     if (en) begin
-      c4_3_lead = \$78 ;
+      c4_3_lead = \$77 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_3_below = 1'h0;
     if (en) begin
-      c4_3_below = \$79 ;
+      c4_3_below = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_3_k = 2'h0;
     if (en) begin
-      c4_3_k = \$80 [1:0];
+      c4_3_k = \$79 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     c4_3_j = 2'h0;
     if (en) begin
-      c4_3_j = \$83 [1:0];
+      c4_3_j = \$82 [1:0];
     end
   end
   always @* begin
@@ -6019,10 +6090,10 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
     casez ({ mode1[0], mode1[1] })
       2'h3:
         begin
-          dec[3:0] = \$88 [3:0];
-          dec[7:4] = \$93 [7:4];
-          dec[11:8] = \$98 [3:0];
-          dec[15:12] = \$103 [7:4];
+          dec[3:0] = \$87 [3:0];
+          dec[7:4] = \$92 [7:4];
+          dec[11:8] = \$97 [3:0];
+          dec[15:12] = \$102 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -6034,10 +6105,10 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h2:
         begin
-          dec[3:0] = \$108 [3:0];
-          dec[7:4] = \$113 [7:4];
-          dec[11:8] = \$118 [3:0];
-          dec[15:12] = \$123 [7:4];
+          dec[3:0] = \$107 [3:0];
+          dec[7:4] = \$112 [7:4];
+          dec[11:8] = \$117 [3:0];
+          dec[15:12] = \$122 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -6049,10 +6120,10 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h1:
         begin
-          dec[3:0] = \$128 ;
-          dec[7:4] = \$133 ;
-          dec[11:8] = \$138 ;
-          dec[15:12] = \$143 ;
+          dec[3:0] = \$127 ;
+          dec[7:4] = \$132 ;
+          dec[11:8] = \$137 ;
+          dec[15:12] = \$142 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = 1'h0;
@@ -6064,10 +6135,10 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h0:
         begin
-          dec[3:0] = \$148 ;
-          dec[7:4] = \$153 ;
-          dec[11:8] = \$158 ;
-          dec[15:12] = \$163 ;
+          dec[3:0] = \$147 ;
+          dec[7:4] = \$152 ;
+          dec[11:8] = \$157 ;
+          dec[15:12] = \$162 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = c4_1[9];
@@ -6081,85 +6152,91 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$224  = mode1;
+    \$225  = wide;
     if (en) begin
-      \$224  = mode;
+      \$225  = \$164 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$225  = c8_0;
+    \$226  = mode1;
     if (en) begin
-      \$225 [7:0] = \$166 [7:0];
-      \$225 [10:8] = c8_0_j;
-      \$225 [11] = c8_0_k[0];
-      \$225 [12] = \$168 ;
-      \$225 [14:13] = \$173 [1:0];
-      \$225 [15] = lane[7];
+      \$226  = mode;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$226  = c8_1;
+    \$227  = c8_0;
     if (en) begin
-      \$226 [7:0] = \$176 [7:0];
-      \$226 [10:8] = c8_1_j;
-      \$226 [11] = c8_1_k[0];
-      \$226 [12] = \$178 ;
-      \$226 [14:13] = \$183 [1:0];
-      \$226 [15] = lane[15];
+      \$227 [7:0] = \$167 [7:0];
+      \$227 [10:8] = c8_0_j;
+      \$227 [11] = c8_0_k[0];
+      \$227 [12] = \$169 ;
+      \$227 [14:13] = \$174 [1:0];
+      \$227 [15] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$227  = c4_0;
+    \$228  = c8_1;
     if (en) begin
-      \$227 [3:0] = \$186 [3:0];
-      \$227 [5:4] = c4_0_j;
-      \$227 [6] = c4_0_k[0];
-      \$227 [7] = \$188 ;
-      \$227 [8] = \$193 [0];
-      \$227 [9] = lane[3];
+      \$228 [7:0] = \$177 [7:0];
+      \$228 [10:8] = c8_1_j;
+      \$228 [11] = c8_1_k[0];
+      \$228 [12] = \$179 ;
+      \$228 [14:13] = \$184 [1:0];
+      \$228 [15] = lane[15];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$228  = c4_1;
+    \$229  = c4_0;
     if (en) begin
-      \$228 [3:0] = \$196 [3:0];
-      \$228 [5:4] = c4_1_j;
-      \$228 [6] = c4_1_k[0];
-      \$228 [7] = \$198 ;
-      \$228 [8] = \$203 [0];
-      \$228 [9] = lane[7];
+      \$229 [3:0] = \$187 [3:0];
+      \$229 [5:4] = c4_0_j;
+      \$229 [6] = c4_0_k[0];
+      \$229 [7] = \$189 ;
+      \$229 [8] = \$194 [0];
+      \$229 [9] = lane[3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$229  = c4_2;
+    \$230  = c4_1;
     if (en) begin
-      \$229 [3:0] = \$206 [3:0];
-      \$229 [5:4] = c4_2_j;
-      \$229 [6] = c4_2_k[0];
-      \$229 [7] = \$208 ;
-      \$229 [8] = \$213 [0];
-      \$229 [9] = lane[11];
+      \$230 [3:0] = \$197 [3:0];
+      \$230 [5:4] = c4_1_j;
+      \$230 [6] = c4_1_k[0];
+      \$230 [7] = \$199 ;
+      \$230 [8] = \$204 [0];
+      \$230 [9] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
-    \$230  = c4_3;
+    \$231  = c4_2;
     if (en) begin
-      \$230 [3:0] = \$216 [3:0];
-      \$230 [5:4] = c4_3_j;
-      \$230 [6] = c4_3_k[0];
-      \$230 [7] = \$218 ;
-      \$230 [8] = \$223 [0];
-      \$230 [9] = lane[15];
+      \$231 [3:0] = \$207 [3:0];
+      \$231 [5:4] = c4_2_j;
+      \$231 [6] = c4_2_k[0];
+      \$231 [7] = \$209 ;
+      \$231 [8] = \$214 [0];
+      \$231 [9] = lane[11];
     end
   end
-  assign \mode.a8  = mode[0];
-  assign \mode.b8  = mode[1];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    \$232  = c4_3;
+    if (en) begin
+      \$232 [3:0] = \$217 [3:0];
+      \$232 [5:4] = c4_3_j;
+      \$232 [6] = c4_3_k[0];
+      \$232 [7] = \$219 ;
+      \$232 [8] = \$224 [0];
+      \$232 [9] = lane[15];
+    end
+  end
+  assign wide1 = wide;
   assign \fmt.is8  = fmt[0];
   assign \fmt.is_int  = fmt[1];
   assign \fmt.kmax  = fmt[4:2];
@@ -6213,168 +6290,172 @@ module \top.front.dec_a3 (clk, rst, wide, mode, fmt, dec, en, lane);
   assign \c4_3.plain  = c4_3[7];
   assign \c4_3.sh  = c4_3[8];
   assign \c4_3.neg  = c4_3[9];
-  assign \$172  = { \$171 [3], \$171 [3:1] };
-  assign \$182  = { \$181 [3], \$181 [3:1] };
-  assign \$192  = { \$191 [2], \$191 [2:1] };
-  assign \$202  = { \$201 [2], \$201 [2:1] };
-  assign \$212  = { \$211 [2], \$211 [2:1] };
-  assign \$222  = { \$221 [2], \$221 [2:1] };
+  assign \mode.a8  = mode[0];
+  assign \mode.b8  = mode[1];
+  assign \$173  = { \$172 [3], \$172 [3:1] };
+  assign \$183  = { \$182 [3], \$182 [3:1] };
+  assign \$193  = { \$192 [2], \$192 [2:1] };
+  assign \$203  = { \$202 [2], \$202 [2:1] };
+  assign \$213  = { \$212 [2], \$212 [2:1] };
+  assign \$223  = { \$222 [2], \$222 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
+module \top.front.dec_b0 (clk, rst, mode, fmt, dec, wide, en, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [13:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire [7:0] \$103 ;
+  wire [7:0] \$102 ;
+  wire [13:0] \$103 ;
   wire [13:0] \$104 ;
-  wire [13:0] \$105 ;
+  wire \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$107 ;
+  wire [13:0] \$108 ;
   wire [13:0] \$109 ;
   wire [2:0] \$11 ;
-  wire [13:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [7:0] \$113 ;
+  wire [7:0] \$112 ;
+  wire [13:0] \$113 ;
   wire [13:0] \$114 ;
-  wire [13:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire [7:0] \$118 ;
+  wire [7:0] \$117 ;
+  wire [13:0] \$118 ;
   wire [13:0] \$119 ;
   wire [2:0] \$12 ;
-  wire [13:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire [7:0] \$123 ;
+  wire [7:0] \$122 ;
+  wire [5:0] \$123 ;
   wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire [3:0] \$128 ;
+  wire [3:0] \$127 ;
+  wire [5:0] \$128 ;
   wire [5:0] \$129 ;
   wire [2:0] \$13 ;
-  wire [5:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire [3:0] \$133 ;
+  wire [3:0] \$132 ;
+  wire [5:0] \$133 ;
   wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$135 ;
   wire \$136 ;
-  wire \$137 ;
-  wire [3:0] \$138 ;
+  wire [3:0] \$137 ;
+  wire [5:0] \$138 ;
   wire [5:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [5:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire [3:0] \$143 ;
+  wire [3:0] \$142 ;
+  wire [5:0] \$143 ;
   wire [5:0] \$144 ;
-  wire [5:0] \$145 ;
+  wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
+  wire [3:0] \$147 ;
+  wire [5:0] \$148 ;
   wire [5:0] \$149 ;
-  wire [2:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire \$15 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
+  wire [3:0] \$152 ;
+  wire [5:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire [3:0] \$158 ;
+  wire [3:0] \$157 ;
+  wire [5:0] \$158 ;
   wire [5:0] \$159 ;
-  wire \$16 ;
-  wire [5:0] \$160 ;
+  wire [2:0] \$16 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [3:0] \$163 ;
-  wire [8:0] \$164 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
   wire [8:0] \$165 ;
   wire [8:0] \$166 ;
-  wire \$167 ;
+  wire [8:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [2:0] \$17 ;
+  wire [3:0] \$17 ;
   wire \$170 ;
-  wire [3:0] \$171 ;
+  wire \$171 ;
   wire [3:0] \$172 ;
   wire [3:0] \$173 ;
-  wire [8:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [8:0] \$175 ;
   wire [8:0] \$176 ;
-  wire \$177 ;
+  wire [8:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [3:0] \$18 ;
   wire \$180 ;
-  wire [3:0] \$181 ;
+  wire \$181 ;
   wire [3:0] \$182 ;
   wire [3:0] \$183 ;
-  wire [4:0] \$184 ;
+  wire [3:0] \$184 ;
   wire [4:0] \$185 ;
   wire [4:0] \$186 ;
-  wire \$187 ;
+  wire [4:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
+  wire [4:0] \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire \$191 ;
   wire [2:0] \$192 ;
   wire [2:0] \$193 ;
-  wire [4:0] \$194 ;
+  wire [2:0] \$194 ;
   wire [4:0] \$195 ;
   wire [4:0] \$196 ;
-  wire \$197 ;
+  wire [4:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [4:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
-  wire [2:0] \$201 ;
+  wire \$201 ;
   wire [2:0] \$202 ;
   wire [2:0] \$203 ;
-  wire [4:0] \$204 ;
+  wire [2:0] \$204 ;
   wire [4:0] \$205 ;
   wire [4:0] \$206 ;
-  wire \$207 ;
+  wire [4:0] \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [2:0] \$211 ;
+  wire \$211 ;
   wire [2:0] \$212 ;
   wire [2:0] \$213 ;
-  wire [4:0] \$214 ;
+  wire [2:0] \$214 ;
   wire [4:0] \$215 ;
   wire [4:0] \$216 ;
-  wire \$217 ;
+  wire [4:0] \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [2:0] \$221 ;
+  wire \$221 ;
   wire [2:0] \$222 ;
   wire [2:0] \$223 ;
-  reg [1:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [9:0] \$227 ;
-  reg [9:0] \$228 ;
+  wire [2:0] \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg [15:0] \$227 ;
+  reg [15:0] \$228 ;
   reg [9:0] \$229 ;
   wire \$23 ;
   reg [9:0] \$230 ;
+  reg [9:0] \$231 ;
+  reg [9:0] \$232 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
+  wire [2:0] \$27 ;
   wire [2:0] \$28 ;
   wire [2:0] \$29 ;
   wire \$3 ;
@@ -6382,77 +6463,77 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
   wire [2:0] \$31 ;
   wire [2:0] \$32 ;
   wire [2:0] \$33 ;
-  wire [2:0] \$34 ;
-  wire \$35 ;
-  wire [2:0] \$36 ;
+  wire \$34 ;
+  wire [2:0] \$35 ;
+  wire [3:0] \$36 ;
   wire [3:0] \$37 ;
-  wire [3:0] \$38 ;
-  wire [4:0] \$39 ;
+  wire [4:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
+  wire [1:0] \$42 ;
   wire [1:0] \$43 ;
   wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [2:0] \$46 ;
   wire [2:0] \$47 ;
   wire [2:0] \$48 ;
-  wire [2:0] \$49 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [3:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
+  wire [1:0] \$53 ;
   wire [1:0] \$54 ;
   wire [1:0] \$55 ;
-  wire [1:0] \$56 ;
-  wire \$57 ;
+  wire \$56 ;
+  wire [2:0] \$57 ;
   wire [2:0] \$58 ;
   wire [2:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire [3:0] \$61 ;
+  wire [3:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
+  wire [1:0] \$64 ;
   wire [1:0] \$65 ;
   wire [1:0] \$66 ;
-  wire [1:0] \$67 ;
-  wire \$68 ;
+  wire \$67 ;
+  wire [2:0] \$68 ;
   wire [2:0] \$69 ;
   wire \$7 ;
   wire [2:0] \$70 ;
-  wire [2:0] \$71 ;
-  wire [3:0] \$72 ;
+  wire [3:0] \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$75 ;
   wire [1:0] \$76 ;
   wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
-  wire \$8 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$80 ;
   wire [2:0] \$81 ;
-  wire [2:0] \$82 ;
-  wire [3:0] \$83 ;
+  wire [3:0] \$82 ;
+  wire [13:0] \$83 ;
   wire [13:0] \$84 ;
-  wire [13:0] \$85 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [7:0] \$88 ;
+  wire [7:0] \$87 ;
+  wire [13:0] \$88 ;
   wire [13:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [13:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [7:0] \$93 ;
+  wire [7:0] \$92 ;
+  wire [13:0] \$93 ;
   wire [13:0] \$94 ;
-  wire [13:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire [7:0] \$98 ;
+  wire [7:0] \$97 ;
+  wire [13:0] \$98 ;
   wire [13:0] \$99 ;
   reg [9:0] c4_0 = 10'h000;
   wire [1:0] \c4_0.j ;
@@ -6555,405 +6636,409 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
   input rst;
   wire rst;
   output wide;
-  wire wide;
-  assign \$1  = | lane[15:8];
-  assign wide = mode[0] & \$1 ;
-  assign \$2  = ~ lane[6];
-  assign \$3  = ~ lane[5];
-  assign \$4  = ~ lane[4];
-  assign \$5  = ~ lane[3];
-  assign \$6  = ~ lane[2];
-  assign \$7  = ~ lane[1];
-  assign \$8  = ~ lane[0];
-  assign \$9  = lane[0] ? 3'h7 : 3'h6;
-  assign \$10  = lane[1] ? \$9  : 3'h5;
-  assign \$11  = lane[2] ? \$10  : 3'h4;
-  assign \$12  = lane[3] ? \$11  : 3'h3;
-  assign \$13  = lane[4] ? \$12  : 3'h2;
-  assign \$14  = lane[5] ? \$13  : 3'h1;
-  assign \$15  = lane[6] ? \$14  : 3'h0;
-  assign \$16  = c8_0_lead < fmt[4:2];
-  assign \$17  = c8_0_below ? c8_0_lead : fmt[4:2];
-  assign \$18  = c8_0_lead + 1'h1;
-  assign \$19  = c8_0_below ? \$18  : { 1'h0, fmt[4:2] };
-  assign \$20  = \$19  - c8_0_k[0];
-  assign \$21  = ~ lane[14];
-  assign \$22  = ~ lane[13];
-  assign \$23  = ~ lane[12];
-  assign \$24  = ~ lane[11];
-  assign \$25  = ~ lane[10];
-  assign \$26  = ~ lane[9];
-  assign \$27  = ~ lane[8];
-  assign \$28  = lane[8] ? 3'h7 : 3'h6;
-  assign \$29  = lane[9] ? \$28  : 3'h5;
-  assign \$30  = lane[10] ? \$29  : 3'h4;
-  assign \$31  = lane[11] ? \$30  : 3'h3;
-  assign \$32  = lane[12] ? \$31  : 3'h2;
-  assign \$33  = lane[13] ? \$32  : 3'h1;
-  assign \$34  = lane[14] ? \$33  : 3'h0;
-  assign \$35  = c8_1_lead < fmt[4:2];
-  assign \$36  = c8_1_below ? c8_1_lead : fmt[4:2];
-  assign \$37  = c8_1_lead + 1'h1;
-  assign \$38  = c8_1_below ? \$37  : { 1'h0, fmt[4:2] };
-  assign \$39  = \$38  - c8_1_k[0];
-  assign \$40  = ~ lane[2];
-  assign \$41  = ~ lane[1];
-  assign \$42  = ~ lane[0];
-  assign \$43  = lane[0] ? 2'h3 : 2'h2;
-  assign \$44  = lane[1] ? \$43  : 2'h1;
-  assign \$45  = lane[2] ? \$44  : 2'h0;
-  assign \$46  = c4_0_lead < fmt[4:2];
-  assign \$47  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
-  assign \$48  = c4_0_lead + 1'h1;
-  assign \$49  = c4_0_below ? \$48  : fmt[4:2];
-  assign \$50  = \$49  - c4_0_k[0];
-  assign \$51  = ~ lane[6];
-  assign \$52  = ~ lane[5];
-  assign \$53  = ~ lane[4];
-  assign \$54  = lane[4] ? 2'h3 : 2'h2;
-  assign \$55  = lane[5] ? \$54  : 2'h1;
-  assign \$56  = lane[6] ? \$55  : 2'h0;
-  assign \$57  = c4_1_lead < fmt[4:2];
-  assign \$58  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
-  assign \$59  = c4_1_lead + 1'h1;
-  assign \$60  = c4_1_below ? \$59  : fmt[4:2];
-  assign \$61  = \$60  - c4_1_k[0];
-  assign \$62  = ~ lane[10];
-  assign \$63  = ~ lane[9];
-  assign \$64  = ~ lane[8];
-  assign \$65  = lane[8] ? 2'h3 : 2'h2;
-  assign \$66  = lane[9] ? \$65  : 2'h1;
-  assign \$67  = lane[10] ? \$66  : 2'h0;
-  assign \$68  = c4_2_lead < fmt[4:2];
-  assign \$69  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
-  assign \$70  = c4_2_lead + 1'h1;
-  assign \$71  = c4_2_below ? \$70  : fmt[4:2];
-  assign \$72  = \$71  - c4_2_k[0];
-  assign \$73  = ~ lane[14];
-  assign \$74  = ~ lane[13];
-  assign \$75  = ~ lane[12];
-  assign \$76  = lane[12] ? 2'h3 : 2'h2;
-  assign \$77  = lane[13] ? \$76  : 2'h1;
-  assign \$78  = lane[14] ? \$77  : 2'h0;
-  assign \$79  = c4_3_lead < fmt[4:2];
-  assign \$80  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
-  assign \$81  = c4_3_lead + 1'h1;
-  assign \$82  = c4_3_below ? \$81  : fmt[4:2];
-  assign \$83  = \$82  - c4_3_k[0];
+  reg wide = 1'h0;
+  (* init = 1'h0 *)
+  wire wide1;
+  assign \$1  = ~ lane[6];
+  assign \$2  = ~ lane[5];
+  assign \$3  = ~ lane[4];
+  assign \$4  = ~ lane[3];
+  assign \$5  = ~ lane[2];
+  assign \$6  = ~ lane[1];
+  assign \$7  = ~ lane[0];
+  assign \$8  = lane[0] ? 3'h7 : 3'h6;
+  assign \$9  = lane[1] ? \$8  : 3'h5;
+  assign \$10  = lane[2] ? \$9  : 3'h4;
+  assign \$11  = lane[3] ? \$10  : 3'h3;
+  assign \$12  = lane[4] ? \$11  : 3'h2;
+  assign \$13  = lane[5] ? \$12  : 3'h1;
+  assign \$14  = lane[6] ? \$13  : 3'h0;
+  assign \$15  = c8_0_lead < fmt[4:2];
+  assign \$16  = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$17  = c8_0_lead + 1'h1;
+  assign \$18  = c8_0_below ? \$17  : { 1'h0, fmt[4:2] };
+  assign \$19  = \$18  - c8_0_k[0];
+  assign \$20  = ~ lane[14];
+  assign \$21  = ~ lane[13];
+  assign \$22  = ~ lane[12];
+  assign \$23  = ~ lane[11];
+  assign \$24  = ~ lane[10];
+  assign \$25  = ~ lane[9];
+  assign \$26  = ~ lane[8];
+  assign \$27  = lane[8] ? 3'h7 : 3'h6;
+  assign \$28  = lane[9] ? \$27  : 3'h5;
+  assign \$29  = lane[10] ? \$28  : 3'h4;
+  assign \$30  = lane[11] ? \$29  : 3'h3;
+  assign \$31  = lane[12] ? \$30  : 3'h2;
+  assign \$32  = lane[13] ? \$31  : 3'h1;
+  assign \$33  = lane[14] ? \$32  : 3'h0;
+  assign \$34  = c8_1_lead < fmt[4:2];
+  assign \$35  = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$36  = c8_1_lead + 1'h1;
+  assign \$37  = c8_1_below ? \$36  : { 1'h0, fmt[4:2] };
+  assign \$38  = \$37  - c8_1_k[0];
+  assign \$39  = ~ lane[2];
+  assign \$40  = ~ lane[1];
+  assign \$41  = ~ lane[0];
+  assign \$42  = lane[0] ? 2'h3 : 2'h2;
+  assign \$43  = lane[1] ? \$42  : 2'h1;
+  assign \$44  = lane[2] ? \$43  : 2'h0;
+  assign \$45  = c4_0_lead < fmt[4:2];
+  assign \$46  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$47  = c4_0_lead + 1'h1;
+  assign \$48  = c4_0_below ? \$47  : fmt[4:2];
+  assign \$49  = \$48  - c4_0_k[0];
+  assign \$50  = ~ lane[6];
+  assign \$51  = ~ lane[5];
+  assign \$52  = ~ lane[4];
+  assign \$53  = lane[4] ? 2'h3 : 2'h2;
+  assign \$54  = lane[5] ? \$53  : 2'h1;
+  assign \$55  = lane[6] ? \$54  : 2'h0;
+  assign \$56  = c4_1_lead < fmt[4:2];
+  assign \$57  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$58  = c4_1_lead + 1'h1;
+  assign \$59  = c4_1_below ? \$58  : fmt[4:2];
+  assign \$60  = \$59  - c4_1_k[0];
+  assign \$61  = ~ lane[10];
+  assign \$62  = ~ lane[9];
+  assign \$63  = ~ lane[8];
+  assign \$64  = lane[8] ? 2'h3 : 2'h2;
+  assign \$65  = lane[9] ? \$64  : 2'h1;
+  assign \$66  = lane[10] ? \$65  : 2'h0;
+  assign \$67  = c4_2_lead < fmt[4:2];
+  assign \$68  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$69  = c4_2_lead + 1'h1;
+  assign \$70  = c4_2_below ? \$69  : fmt[4:2];
+  assign \$71  = \$70  - c4_2_k[0];
+  assign \$72  = ~ lane[14];
+  assign \$73  = ~ lane[13];
+  assign \$74  = ~ lane[12];
+  assign \$75  = lane[12] ? 2'h3 : 2'h2;
+  assign \$76  = lane[13] ? \$75  : 2'h1;
+  assign \$77  = lane[14] ? \$76  : 2'h0;
+  assign \$78  = c4_3_lead < fmt[4:2];
+  assign \$79  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$80  = c4_3_lead + 1'h1;
+  assign \$81  = c4_3_below ? \$80  : fmt[4:2];
+  assign \$82  = \$81  - c4_3_k[0];
+  assign \$83  = c8_0[6:0] << c8_0[10:8];
   assign \$84  = c8_0[6:0] << c8_0[10:8];
-  assign \$85  = c8_0[6:0] << c8_0[10:8];
-  assign \$86  = c8_0[11] | \$85 [6];
-  assign \$87  = ~ c8_0[11];
-  assign \$88  = c8_0[12] ? c8_0[7:0] : { \$87 , \$86 , \$84 [5:0] };
+  assign \$85  = c8_0[11] | \$84 [6];
+  assign \$86  = ~ c8_0[11];
+  assign \$87  = c8_0[12] ? c8_0[7:0] : { \$86 , \$85 , \$83 [5:0] };
+  assign \$88  = c8_0[6:0] << c8_0[10:8];
   assign \$89  = c8_0[6:0] << c8_0[10:8];
-  assign \$90  = c8_0[6:0] << c8_0[10:8];
-  assign \$91  = c8_0[11] | \$90 [6];
-  assign \$92  = ~ c8_0[11];
-  assign \$93  = c8_0[12] ? c8_0[7:0] : { \$92 , \$91 , \$89 [5:0] };
+  assign \$90  = c8_0[11] | \$89 [6];
+  assign \$91  = ~ c8_0[11];
+  assign \$92  = c8_0[12] ? c8_0[7:0] : { \$91 , \$90 , \$88 [5:0] };
+  assign \$93  = c8_0[6:0] << c8_0[10:8];
   assign \$94  = c8_0[6:0] << c8_0[10:8];
-  assign \$95  = c8_0[6:0] << c8_0[10:8];
-  assign \$96  = c8_0[11] | \$95 [6];
-  assign \$97  = ~ c8_0[11];
-  assign \$98  = c8_0[12] ? c8_0[7:0] : { \$97 , \$96 , \$94 [5:0] };
+  assign \$95  = c8_0[11] | \$94 [6];
+  assign \$96  = ~ c8_0[11];
+  assign \$97  = c8_0[12] ? c8_0[7:0] : { \$96 , \$95 , \$93 [5:0] };
+  assign \$98  = c8_0[6:0] << c8_0[10:8];
   assign \$99  = c8_0[6:0] << c8_0[10:8];
-  assign \$100  = c8_0[6:0] << c8_0[10:8];
-  assign \$101  = c8_0[11] | \$100 [6];
-  assign \$102  = ~ c8_0[11];
-  assign \$103  = c8_0[12] ? c8_0[7:0] : { \$102 , \$101 , \$99 [5:0] };
+  assign \$100  = c8_0[11] | \$99 [6];
+  assign \$101  = ~ c8_0[11];
+  assign \$102  = c8_0[12] ? c8_0[7:0] : { \$101 , \$100 , \$98 [5:0] };
+  assign \$103  = c8_0[6:0] << c8_0[10:8];
   assign \$104  = c8_0[6:0] << c8_0[10:8];
-  assign \$105  = c8_0[6:0] << c8_0[10:8];
-  assign \$106  = c8_0[11] | \$105 [6];
-  assign \$107  = ~ c8_0[11];
-  assign \$108  = c8_0[12] ? c8_0[7:0] : { \$107 , \$106 , \$104 [5:0] };
+  assign \$105  = c8_0[11] | \$104 [6];
+  assign \$106  = ~ c8_0[11];
+  assign \$107  = c8_0[12] ? c8_0[7:0] : { \$106 , \$105 , \$103 [5:0] };
+  assign \$108  = c8_0[6:0] << c8_0[10:8];
   assign \$109  = c8_0[6:0] << c8_0[10:8];
-  assign \$110  = c8_0[6:0] << c8_0[10:8];
-  assign \$111  = c8_0[11] | \$110 [6];
-  assign \$112  = ~ c8_0[11];
-  assign \$113  = c8_0[12] ? c8_0[7:0] : { \$112 , \$111 , \$109 [5:0] };
+  assign \$110  = c8_0[11] | \$109 [6];
+  assign \$111  = ~ c8_0[11];
+  assign \$112  = c8_0[12] ? c8_0[7:0] : { \$111 , \$110 , \$108 [5:0] };
+  assign \$113  = c8_1[6:0] << c8_1[10:8];
   assign \$114  = c8_1[6:0] << c8_1[10:8];
-  assign \$115  = c8_1[6:0] << c8_1[10:8];
-  assign \$116  = c8_1[11] | \$115 [6];
-  assign \$117  = ~ c8_1[11];
-  assign \$118  = c8_1[12] ? c8_1[7:0] : { \$117 , \$116 , \$114 [5:0] };
+  assign \$115  = c8_1[11] | \$114 [6];
+  assign \$116  = ~ c8_1[11];
+  assign \$117  = c8_1[12] ? c8_1[7:0] : { \$116 , \$115 , \$113 [5:0] };
+  assign \$118  = c8_1[6:0] << c8_1[10:8];
   assign \$119  = c8_1[6:0] << c8_1[10:8];
-  assign \$120  = c8_1[6:0] << c8_1[10:8];
-  assign \$121  = c8_1[11] | \$120 [6];
-  assign \$122  = ~ c8_1[11];
-  assign \$123  = c8_1[12] ? c8_1[7:0] : { \$122 , \$121 , \$119 [5:0] };
+  assign \$120  = c8_1[11] | \$119 [6];
+  assign \$121  = ~ c8_1[11];
+  assign \$122  = c8_1[12] ? c8_1[7:0] : { \$121 , \$120 , \$118 [5:0] };
+  assign \$123  = c4_0[2:0] << c4_0[5:4];
   assign \$124  = c4_0[2:0] << c4_0[5:4];
-  assign \$125  = c4_0[2:0] << c4_0[5:4];
-  assign \$126  = c4_0[6] | \$125 [2];
-  assign \$127  = ~ c4_0[6];
-  assign \$128  = c4_0[7] ? c4_0[3:0] : { \$127 , \$126 , \$124 [1:0] };
+  assign \$125  = c4_0[6] | \$124 [2];
+  assign \$126  = ~ c4_0[6];
+  assign \$127  = c4_0[7] ? c4_0[3:0] : { \$126 , \$125 , \$123 [1:0] };
+  assign \$128  = c4_0[2:0] << c4_0[5:4];
   assign \$129  = c4_0[2:0] << c4_0[5:4];
-  assign \$130  = c4_0[2:0] << c4_0[5:4];
-  assign \$131  = c4_0[6] | \$130 [2];
-  assign \$132  = ~ c4_0[6];
-  assign \$133  = c4_0[7] ? c4_0[3:0] : { \$132 , \$131 , \$129 [1:0] };
+  assign \$130  = c4_0[6] | \$129 [2];
+  assign \$131  = ~ c4_0[6];
+  assign \$132  = c4_0[7] ? c4_0[3:0] : { \$131 , \$130 , \$128 [1:0] };
+  assign \$133  = c4_1[2:0] << c4_1[5:4];
   assign \$134  = c4_1[2:0] << c4_1[5:4];
-  assign \$135  = c4_1[2:0] << c4_1[5:4];
-  assign \$136  = c4_1[6] | \$135 [2];
-  assign \$137  = ~ c4_1[6];
-  assign \$138  = c4_1[7] ? c4_1[3:0] : { \$137 , \$136 , \$134 [1:0] };
+  assign \$135  = c4_1[6] | \$134 [2];
+  assign \$136  = ~ c4_1[6];
+  assign \$137  = c4_1[7] ? c4_1[3:0] : { \$136 , \$135 , \$133 [1:0] };
+  assign \$138  = c4_1[2:0] << c4_1[5:4];
   assign \$139  = c4_1[2:0] << c4_1[5:4];
-  assign \$140  = c4_1[2:0] << c4_1[5:4];
-  assign \$141  = c4_1[6] | \$140 [2];
-  assign \$142  = ~ c4_1[6];
-  assign \$143  = c4_1[7] ? c4_1[3:0] : { \$142 , \$141 , \$139 [1:0] };
+  assign \$140  = c4_1[6] | \$139 [2];
+  assign \$141  = ~ c4_1[6];
+  assign \$142  = c4_1[7] ? c4_1[3:0] : { \$141 , \$140 , \$138 [1:0] };
+  assign \$143  = c4_0[2:0] << c4_0[5:4];
   assign \$144  = c4_0[2:0] << c4_0[5:4];
-  assign \$145  = c4_0[2:0] << c4_0[5:4];
-  assign \$146  = c4_0[6] | \$145 [2];
-  assign \$147  = ~ c4_0[6];
-  assign \$148  = c4_0[7] ? c4_0[3:0] : { \$147 , \$146 , \$144 [1:0] };
+  assign \$145  = c4_0[6] | \$144 [2];
+  assign \$146  = ~ c4_0[6];
+  assign \$147  = c4_0[7] ? c4_0[3:0] : { \$146 , \$145 , \$143 [1:0] };
+  assign \$148  = c4_1[2:0] << c4_1[5:4];
   assign \$149  = c4_1[2:0] << c4_1[5:4];
-  assign \$150  = c4_1[2:0] << c4_1[5:4];
-  assign \$151  = c4_1[6] | \$150 [2];
-  assign \$152  = ~ c4_1[6];
-  assign \$153  = c4_1[7] ? c4_1[3:0] : { \$152 , \$151 , \$149 [1:0] };
+  assign \$150  = c4_1[6] | \$149 [2];
+  assign \$151  = ~ c4_1[6];
+  assign \$152  = c4_1[7] ? c4_1[3:0] : { \$151 , \$150 , \$148 [1:0] };
+  assign \$153  = c4_2[2:0] << c4_2[5:4];
   assign \$154  = c4_2[2:0] << c4_2[5:4];
-  assign \$155  = c4_2[2:0] << c4_2[5:4];
-  assign \$156  = c4_2[6] | \$155 [2];
-  assign \$157  = ~ c4_2[6];
-  assign \$158  = c4_2[7] ? c4_2[3:0] : { \$157 , \$156 , \$154 [1:0] };
+  assign \$155  = c4_2[6] | \$154 [2];
+  assign \$156  = ~ c4_2[6];
+  assign \$157  = c4_2[7] ? c4_2[3:0] : { \$156 , \$155 , \$153 [1:0] };
+  assign \$158  = c4_3[2:0] << c4_3[5:4];
   assign \$159  = c4_3[2:0] << c4_3[5:4];
-  assign \$160  = c4_3[2:0] << c4_3[5:4];
-  assign \$161  = c4_3[6] | \$160 [2];
-  assign \$162  = ~ c4_3[6];
-  assign \$163  = c4_3[7] ? c4_3[3:0] : { \$162 , \$161 , \$159 [1:0] };
-  assign \$164  = - $signed(lane[7:0]);
-  assign \$165  = lane[7] ? \$164  : { 1'h0, lane[7:0] };
-  assign \$166  = fmt[1] ? \$165  : { 2'h0, lane[6:0] };
-  assign \$167  = ! c8_0_k;
-  assign \$168  = fmt[1] | \$167 ;
-  assign \$169  = ! c8_0_k;
-  assign \$170  = fmt[1] | \$169 ;
-  assign \$171  = c8_0_k - 1'h1;
-  assign \$173  = \$170  ? 4'h0 : \$172 ;
-  assign \$174  = - $signed(lane[15:8]);
-  assign \$175  = lane[15] ? \$174  : { 1'h0, lane[15:8] };
-  assign \$176  = fmt[1] ? \$175  : { 2'h0, lane[14:8] };
-  assign \$177  = ! c8_1_k;
-  assign \$178  = fmt[1] | \$177 ;
-  assign \$179  = ! c8_1_k;
-  assign \$180  = fmt[1] | \$179 ;
-  assign \$181  = c8_1_k - 1'h1;
-  assign \$183  = \$180  ? 4'h0 : \$182 ;
-  assign \$184  = - $signed(lane[3:0]);
-  assign \$185  = lane[3] ? \$184  : { 1'h0, lane[3:0] };
-  assign \$186  = fmt[1] ? \$185  : { 2'h0, lane[2:0] };
-  assign \$187  = ! c4_0_k;
-  assign \$188  = fmt[1] | \$187 ;
-  assign \$189  = ! c4_0_k;
-  assign \$190  = fmt[1] | \$189 ;
-  assign \$191  = c4_0_k - 1'h1;
-  assign \$193  = \$190  ? 3'h0 : \$192 ;
-  assign \$194  = - $signed(lane[7:4]);
-  assign \$195  = lane[7] ? \$194  : { 1'h0, lane[7:4] };
-  assign \$196  = fmt[1] ? \$195  : { 2'h0, lane[6:4] };
-  assign \$197  = ! c4_1_k;
-  assign \$198  = fmt[1] | \$197 ;
-  assign \$199  = ! c4_1_k;
-  assign \$200  = fmt[1] | \$199 ;
-  assign \$201  = c4_1_k - 1'h1;
-  assign \$203  = \$200  ? 3'h0 : \$202 ;
-  assign \$204  = - $signed(lane[11:8]);
-  assign \$205  = lane[11] ? \$204  : { 1'h0, lane[11:8] };
-  assign \$206  = fmt[1] ? \$205  : { 2'h0, lane[10:8] };
-  assign \$207  = ! c4_2_k;
-  assign \$208  = fmt[1] | \$207 ;
-  assign \$209  = ! c4_2_k;
-  assign \$210  = fmt[1] | \$209 ;
-  assign \$211  = c4_2_k - 1'h1;
-  assign \$213  = \$210  ? 3'h0 : \$212 ;
-  assign \$214  = - $signed(lane[15:12]);
-  assign \$215  = lane[15] ? \$214  : { 1'h0, lane[15:12] };
-  assign \$216  = fmt[1] ? \$215  : { 2'h0, lane[14:12] };
-  assign \$217  = ! c4_3_k;
-  assign \$218  = fmt[1] | \$217 ;
-  assign \$219  = ! c4_3_k;
-  assign \$220  = fmt[1] | \$219 ;
-  assign \$221  = c4_3_k - 1'h1;
-  assign \$223  = \$220  ? 3'h0 : \$222 ;
+  assign \$160  = c4_3[6] | \$159 [2];
+  assign \$161  = ~ c4_3[6];
+  assign \$162  = c4_3[7] ? c4_3[3:0] : { \$161 , \$160 , \$158 [1:0] };
+  assign \$163  = | lane[15:8];
+  assign \$164  = mode[0] & \$163 ;
+  assign \$165  = - $signed(lane[7:0]);
+  assign \$166  = lane[7] ? \$165  : { 1'h0, lane[7:0] };
+  assign \$167  = fmt[1] ? \$166  : { 2'h0, lane[6:0] };
+  assign \$168  = ! c8_0_k;
+  assign \$169  = fmt[1] | \$168 ;
+  assign \$170  = ! c8_0_k;
+  assign \$171  = fmt[1] | \$170 ;
+  assign \$172  = c8_0_k - 1'h1;
+  assign \$174  = \$171  ? 4'h0 : \$173 ;
+  assign \$175  = - $signed(lane[15:8]);
+  assign \$176  = lane[15] ? \$175  : { 1'h0, lane[15:8] };
+  assign \$177  = fmt[1] ? \$176  : { 2'h0, lane[14:8] };
+  assign \$178  = ! c8_1_k;
+  assign \$179  = fmt[1] | \$178 ;
+  assign \$180  = ! c8_1_k;
+  assign \$181  = fmt[1] | \$180 ;
+  assign \$182  = c8_1_k - 1'h1;
+  assign \$184  = \$181  ? 4'h0 : \$183 ;
+  assign \$185  = - $signed(lane[3:0]);
+  assign \$186  = lane[3] ? \$185  : { 1'h0, lane[3:0] };
+  assign \$187  = fmt[1] ? \$186  : { 2'h0, lane[2:0] };
+  assign \$188  = ! c4_0_k;
+  assign \$189  = fmt[1] | \$188 ;
+  assign \$190  = ! c4_0_k;
+  assign \$191  = fmt[1] | \$190 ;
+  assign \$192  = c4_0_k - 1'h1;
+  assign \$194  = \$191  ? 3'h0 : \$193 ;
+  assign \$195  = - $signed(lane[7:4]);
+  assign \$196  = lane[7] ? \$195  : { 1'h0, lane[7:4] };
+  assign \$197  = fmt[1] ? \$196  : { 2'h0, lane[6:4] };
+  assign \$198  = ! c4_1_k;
+  assign \$199  = fmt[1] | \$198 ;
+  assign \$200  = ! c4_1_k;
+  assign \$201  = fmt[1] | \$200 ;
+  assign \$202  = c4_1_k - 1'h1;
+  assign \$204  = \$201  ? 3'h0 : \$203 ;
+  assign \$205  = - $signed(lane[11:8]);
+  assign \$206  = lane[11] ? \$205  : { 1'h0, lane[11:8] };
+  assign \$207  = fmt[1] ? \$206  : { 2'h0, lane[10:8] };
+  assign \$208  = ! c4_2_k;
+  assign \$209  = fmt[1] | \$208 ;
+  assign \$210  = ! c4_2_k;
+  assign \$211  = fmt[1] | \$210 ;
+  assign \$212  = c4_2_k - 1'h1;
+  assign \$214  = \$211  ? 3'h0 : \$213 ;
+  assign \$215  = - $signed(lane[15:12]);
+  assign \$216  = lane[15] ? \$215  : { 1'h0, lane[15:12] };
+  assign \$217  = fmt[1] ? \$216  : { 2'h0, lane[14:12] };
+  assign \$218  = ! c4_3_k;
+  assign \$219  = fmt[1] | \$218 ;
+  assign \$220  = ! c4_3_k;
+  assign \$221  = fmt[1] | \$220 ;
+  assign \$222  = c4_3_k - 1'h1;
+  assign \$224  = \$221  ? 3'h0 : \$223 ;
   always @(posedge clk)
-    mode1 <= \$224 ;
+    wide <= \$225 ;
   always @(posedge clk)
-    c8_0 <= \$225 ;
+    mode1 <= \$226 ;
   always @(posedge clk)
-    c8_1 <= \$226 ;
+    c8_0 <= \$227 ;
   always @(posedge clk)
-    c4_0 <= \$227 ;
+    c8_1 <= \$228 ;
   always @(posedge clk)
-    c4_1 <= \$228 ;
+    c4_0 <= \$229 ;
   always @(posedge clk)
-    c4_2 <= \$229 ;
+    c4_1 <= \$230 ;
   always @(posedge clk)
-    c4_3 <= \$230 ;
+    c4_2 <= \$231 ;
+  always @(posedge clk)
+    c4_3 <= \$232 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c8_0_lead = 3'h0;
     if (en) begin
-      c8_0_lead = \$15 ;
+      c8_0_lead = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c8_0_below = 1'h0;
     if (en) begin
-      c8_0_below = \$16 ;
+      c8_0_below = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c8_0_k = 3'h0;
     if (en) begin
-      c8_0_k = \$17 ;
+      c8_0_k = \$16 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c8_0_j = 3'h0;
     if (en) begin
-      c8_0_j = \$20 [2:0];
+      c8_0_j = \$19 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c8_1_lead = 3'h0;
     if (en) begin
-      c8_1_lead = \$34 ;
+      c8_1_lead = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c8_1_below = 1'h0;
     if (en) begin
-      c8_1_below = \$35 ;
+      c8_1_below = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c8_1_k = 3'h0;
     if (en) begin
-      c8_1_k = \$36 ;
+      c8_1_k = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c8_1_j = 3'h0;
     if (en) begin
-      c8_1_j = \$39 [2:0];
+      c8_1_j = \$38 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_0_lead = 2'h0;
     if (en) begin
-      c4_0_lead = \$45 ;
+      c4_0_lead = \$44 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_0_below = 1'h0;
     if (en) begin
-      c4_0_below = \$46 ;
+      c4_0_below = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_0_k = 2'h0;
     if (en) begin
-      c4_0_k = \$47 [1:0];
+      c4_0_k = \$46 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_0_j = 2'h0;
     if (en) begin
-      c4_0_j = \$50 [1:0];
+      c4_0_j = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_1_lead = 2'h0;
     if (en) begin
-      c4_1_lead = \$56 ;
+      c4_1_lead = \$55 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_1_below = 1'h0;
     if (en) begin
-      c4_1_below = \$57 ;
+      c4_1_below = \$56 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_1_k = 2'h0;
     if (en) begin
-      c4_1_k = \$58 [1:0];
+      c4_1_k = \$57 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_1_j = 2'h0;
     if (en) begin
-      c4_1_j = \$61 [1:0];
+      c4_1_j = \$60 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_2_lead = 2'h0;
     if (en) begin
-      c4_2_lead = \$67 ;
+      c4_2_lead = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_2_below = 1'h0;
     if (en) begin
-      c4_2_below = \$68 ;
+      c4_2_below = \$67 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_2_k = 2'h0;
     if (en) begin
-      c4_2_k = \$69 [1:0];
+      c4_2_k = \$68 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_2_j = 2'h0;
     if (en) begin
-      c4_2_j = \$72 [1:0];
+      c4_2_j = \$71 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_3_lead = 2'h0;
     if (en) begin
-      c4_3_lead = \$78 ;
+      c4_3_lead = \$77 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_3_below = 1'h0;
     if (en) begin
-      c4_3_below = \$79 ;
+      c4_3_below = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_3_k = 2'h0;
     if (en) begin
-      c4_3_k = \$80 [1:0];
+      c4_3_k = \$79 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     c4_3_j = 2'h0;
     if (en) begin
-      c4_3_j = \$83 [1:0];
+      c4_3_j = \$82 [1:0];
     end
   end
   always @* begin
@@ -6962,10 +7047,10 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
     casez (mode1)
       2'h3:
         begin
-          dec[3:0] = \$88 [3:0];
-          dec[7:4] = \$93 [3:0];
-          dec[11:8] = \$98 [7:4];
-          dec[15:12] = \$103 [7:4];
+          dec[3:0] = \$87 [3:0];
+          dec[7:4] = \$92 [3:0];
+          dec[11:8] = \$97 [7:4];
+          dec[15:12] = \$102 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -6977,10 +7062,10 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h2:
         begin
-          dec[3:0] = \$108 [3:0];
-          dec[7:4] = \$113 [7:4];
-          dec[11:8] = \$118 [3:0];
-          dec[15:12] = \$123 [7:4];
+          dec[3:0] = \$107 [3:0];
+          dec[7:4] = \$112 [7:4];
+          dec[11:8] = \$117 [3:0];
+          dec[15:12] = \$122 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -6992,10 +7077,10 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h1:
         begin
-          dec[3:0] = \$128 ;
-          dec[7:4] = \$133 ;
-          dec[11:8] = \$138 ;
-          dec[15:12] = \$143 ;
+          dec[3:0] = \$127 ;
+          dec[7:4] = \$132 ;
+          dec[11:8] = \$137 ;
+          dec[15:12] = \$142 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = 1'h0;
@@ -7007,10 +7092,10 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h0:
         begin
-          dec[3:0] = \$148 ;
-          dec[7:4] = \$153 ;
-          dec[11:8] = \$158 ;
-          dec[15:12] = \$163 ;
+          dec[3:0] = \$147 ;
+          dec[7:4] = \$152 ;
+          dec[11:8] = \$157 ;
+          dec[15:12] = \$162 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = c4_1[9];
@@ -7024,85 +7109,91 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$224  = mode1;
+    \$225  = wide;
     if (en) begin
-      \$224  = mode;
+      \$225  = \$164 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$225  = c8_0;
+    \$226  = mode1;
     if (en) begin
-      \$225 [7:0] = \$166 [7:0];
-      \$225 [10:8] = c8_0_j;
-      \$225 [11] = c8_0_k[0];
-      \$225 [12] = \$168 ;
-      \$225 [14:13] = \$173 [1:0];
-      \$225 [15] = lane[7];
+      \$226  = mode;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$226  = c8_1;
+    \$227  = c8_0;
     if (en) begin
-      \$226 [7:0] = \$176 [7:0];
-      \$226 [10:8] = c8_1_j;
-      \$226 [11] = c8_1_k[0];
-      \$226 [12] = \$178 ;
-      \$226 [14:13] = \$183 [1:0];
-      \$226 [15] = lane[15];
+      \$227 [7:0] = \$167 [7:0];
+      \$227 [10:8] = c8_0_j;
+      \$227 [11] = c8_0_k[0];
+      \$227 [12] = \$169 ;
+      \$227 [14:13] = \$174 [1:0];
+      \$227 [15] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$227  = c4_0;
+    \$228  = c8_1;
     if (en) begin
-      \$227 [3:0] = \$186 [3:0];
-      \$227 [5:4] = c4_0_j;
-      \$227 [6] = c4_0_k[0];
-      \$227 [7] = \$188 ;
-      \$227 [8] = \$193 [0];
-      \$227 [9] = lane[3];
+      \$228 [7:0] = \$177 [7:0];
+      \$228 [10:8] = c8_1_j;
+      \$228 [11] = c8_1_k[0];
+      \$228 [12] = \$179 ;
+      \$228 [14:13] = \$184 [1:0];
+      \$228 [15] = lane[15];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$228  = c4_1;
+    \$229  = c4_0;
     if (en) begin
-      \$228 [3:0] = \$196 [3:0];
-      \$228 [5:4] = c4_1_j;
-      \$228 [6] = c4_1_k[0];
-      \$228 [7] = \$198 ;
-      \$228 [8] = \$203 [0];
-      \$228 [9] = lane[7];
+      \$229 [3:0] = \$187 [3:0];
+      \$229 [5:4] = c4_0_j;
+      \$229 [6] = c4_0_k[0];
+      \$229 [7] = \$189 ;
+      \$229 [8] = \$194 [0];
+      \$229 [9] = lane[3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$229  = c4_2;
+    \$230  = c4_1;
     if (en) begin
-      \$229 [3:0] = \$206 [3:0];
-      \$229 [5:4] = c4_2_j;
-      \$229 [6] = c4_2_k[0];
-      \$229 [7] = \$208 ;
-      \$229 [8] = \$213 [0];
-      \$229 [9] = lane[11];
+      \$230 [3:0] = \$197 [3:0];
+      \$230 [5:4] = c4_1_j;
+      \$230 [6] = c4_1_k[0];
+      \$230 [7] = \$199 ;
+      \$230 [8] = \$204 [0];
+      \$230 [9] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$230  = c4_3;
+    \$231  = c4_2;
     if (en) begin
-      \$230 [3:0] = \$216 [3:0];
-      \$230 [5:4] = c4_3_j;
-      \$230 [6] = c4_3_k[0];
-      \$230 [7] = \$218 ;
-      \$230 [8] = \$223 [0];
-      \$230 [9] = lane[15];
+      \$231 [3:0] = \$207 [3:0];
+      \$231 [5:4] = c4_2_j;
+      \$231 [6] = c4_2_k[0];
+      \$231 [7] = \$209 ;
+      \$231 [8] = \$214 [0];
+      \$231 [9] = lane[11];
     end
   end
-  assign \mode.a8  = mode[0];
-  assign \mode.b8  = mode[1];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    \$232  = c4_3;
+    if (en) begin
+      \$232 [3:0] = \$217 [3:0];
+      \$232 [5:4] = c4_3_j;
+      \$232 [6] = c4_3_k[0];
+      \$232 [7] = \$219 ;
+      \$232 [8] = \$224 [0];
+      \$232 [9] = lane[15];
+    end
+  end
+  assign wide1 = wide;
   assign \fmt.is8  = fmt[0];
   assign \fmt.is_int  = fmt[1];
   assign \fmt.kmax  = fmt[4:2];
@@ -7156,168 +7247,172 @@ module \top.front.dec_b0 (clk, rst, wide, mode, fmt, dec, en, lane);
   assign \c4_3.plain  = c4_3[7];
   assign \c4_3.sh  = c4_3[8];
   assign \c4_3.neg  = c4_3[9];
-  assign \$172  = { \$171 [3], \$171 [3:1] };
-  assign \$182  = { \$181 [3], \$181 [3:1] };
-  assign \$192  = { \$191 [2], \$191 [2:1] };
-  assign \$202  = { \$201 [2], \$201 [2:1] };
-  assign \$212  = { \$211 [2], \$211 [2:1] };
-  assign \$222  = { \$221 [2], \$221 [2:1] };
+  assign \mode.a8  = mode[0];
+  assign \mode.b8  = mode[1];
+  assign \$173  = { \$172 [3], \$172 [3:1] };
+  assign \$183  = { \$182 [3], \$182 [3:1] };
+  assign \$193  = { \$192 [2], \$192 [2:1] };
+  assign \$203  = { \$202 [2], \$202 [2:1] };
+  assign \$213  = { \$212 [2], \$212 [2:1] };
+  assign \$223  = { \$222 [2], \$222 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
+module \top.front.dec_b1 (clk, rst, mode, fmt, dec, wide, en, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [13:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire [7:0] \$103 ;
+  wire [7:0] \$102 ;
+  wire [13:0] \$103 ;
   wire [13:0] \$104 ;
-  wire [13:0] \$105 ;
+  wire \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$107 ;
+  wire [13:0] \$108 ;
   wire [13:0] \$109 ;
   wire [2:0] \$11 ;
-  wire [13:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [7:0] \$113 ;
+  wire [7:0] \$112 ;
+  wire [13:0] \$113 ;
   wire [13:0] \$114 ;
-  wire [13:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire [7:0] \$118 ;
+  wire [7:0] \$117 ;
+  wire [13:0] \$118 ;
   wire [13:0] \$119 ;
   wire [2:0] \$12 ;
-  wire [13:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire [7:0] \$123 ;
+  wire [7:0] \$122 ;
+  wire [5:0] \$123 ;
   wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire [3:0] \$128 ;
+  wire [3:0] \$127 ;
+  wire [5:0] \$128 ;
   wire [5:0] \$129 ;
   wire [2:0] \$13 ;
-  wire [5:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire [3:0] \$133 ;
+  wire [3:0] \$132 ;
+  wire [5:0] \$133 ;
   wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$135 ;
   wire \$136 ;
-  wire \$137 ;
-  wire [3:0] \$138 ;
+  wire [3:0] \$137 ;
+  wire [5:0] \$138 ;
   wire [5:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [5:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire [3:0] \$143 ;
+  wire [3:0] \$142 ;
+  wire [5:0] \$143 ;
   wire [5:0] \$144 ;
-  wire [5:0] \$145 ;
+  wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
+  wire [3:0] \$147 ;
+  wire [5:0] \$148 ;
   wire [5:0] \$149 ;
-  wire [2:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire \$15 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
+  wire [3:0] \$152 ;
+  wire [5:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire [3:0] \$158 ;
+  wire [3:0] \$157 ;
+  wire [5:0] \$158 ;
   wire [5:0] \$159 ;
-  wire \$16 ;
-  wire [5:0] \$160 ;
+  wire [2:0] \$16 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [3:0] \$163 ;
-  wire [8:0] \$164 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
   wire [8:0] \$165 ;
   wire [8:0] \$166 ;
-  wire \$167 ;
+  wire [8:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [2:0] \$17 ;
+  wire [3:0] \$17 ;
   wire \$170 ;
-  wire [3:0] \$171 ;
+  wire \$171 ;
   wire [3:0] \$172 ;
   wire [3:0] \$173 ;
-  wire [8:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [8:0] \$175 ;
   wire [8:0] \$176 ;
-  wire \$177 ;
+  wire [8:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [3:0] \$18 ;
   wire \$180 ;
-  wire [3:0] \$181 ;
+  wire \$181 ;
   wire [3:0] \$182 ;
   wire [3:0] \$183 ;
-  wire [4:0] \$184 ;
+  wire [3:0] \$184 ;
   wire [4:0] \$185 ;
   wire [4:0] \$186 ;
-  wire \$187 ;
+  wire [4:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
+  wire [4:0] \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire \$191 ;
   wire [2:0] \$192 ;
   wire [2:0] \$193 ;
-  wire [4:0] \$194 ;
+  wire [2:0] \$194 ;
   wire [4:0] \$195 ;
   wire [4:0] \$196 ;
-  wire \$197 ;
+  wire [4:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [4:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
-  wire [2:0] \$201 ;
+  wire \$201 ;
   wire [2:0] \$202 ;
   wire [2:0] \$203 ;
-  wire [4:0] \$204 ;
+  wire [2:0] \$204 ;
   wire [4:0] \$205 ;
   wire [4:0] \$206 ;
-  wire \$207 ;
+  wire [4:0] \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [2:0] \$211 ;
+  wire \$211 ;
   wire [2:0] \$212 ;
   wire [2:0] \$213 ;
-  wire [4:0] \$214 ;
+  wire [2:0] \$214 ;
   wire [4:0] \$215 ;
   wire [4:0] \$216 ;
-  wire \$217 ;
+  wire [4:0] \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [2:0] \$221 ;
+  wire \$221 ;
   wire [2:0] \$222 ;
   wire [2:0] \$223 ;
-  reg [1:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [9:0] \$227 ;
-  reg [9:0] \$228 ;
+  wire [2:0] \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg [15:0] \$227 ;
+  reg [15:0] \$228 ;
   reg [9:0] \$229 ;
   wire \$23 ;
   reg [9:0] \$230 ;
+  reg [9:0] \$231 ;
+  reg [9:0] \$232 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
+  wire [2:0] \$27 ;
   wire [2:0] \$28 ;
   wire [2:0] \$29 ;
   wire \$3 ;
@@ -7325,77 +7420,77 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
   wire [2:0] \$31 ;
   wire [2:0] \$32 ;
   wire [2:0] \$33 ;
-  wire [2:0] \$34 ;
-  wire \$35 ;
-  wire [2:0] \$36 ;
+  wire \$34 ;
+  wire [2:0] \$35 ;
+  wire [3:0] \$36 ;
   wire [3:0] \$37 ;
-  wire [3:0] \$38 ;
-  wire [4:0] \$39 ;
+  wire [4:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
+  wire [1:0] \$42 ;
   wire [1:0] \$43 ;
   wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [2:0] \$46 ;
   wire [2:0] \$47 ;
   wire [2:0] \$48 ;
-  wire [2:0] \$49 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [3:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
+  wire [1:0] \$53 ;
   wire [1:0] \$54 ;
   wire [1:0] \$55 ;
-  wire [1:0] \$56 ;
-  wire \$57 ;
+  wire \$56 ;
+  wire [2:0] \$57 ;
   wire [2:0] \$58 ;
   wire [2:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire [3:0] \$61 ;
+  wire [3:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
+  wire [1:0] \$64 ;
   wire [1:0] \$65 ;
   wire [1:0] \$66 ;
-  wire [1:0] \$67 ;
-  wire \$68 ;
+  wire \$67 ;
+  wire [2:0] \$68 ;
   wire [2:0] \$69 ;
   wire \$7 ;
   wire [2:0] \$70 ;
-  wire [2:0] \$71 ;
-  wire [3:0] \$72 ;
+  wire [3:0] \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$75 ;
   wire [1:0] \$76 ;
   wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
-  wire \$8 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$80 ;
   wire [2:0] \$81 ;
-  wire [2:0] \$82 ;
-  wire [3:0] \$83 ;
+  wire [3:0] \$82 ;
+  wire [13:0] \$83 ;
   wire [13:0] \$84 ;
-  wire [13:0] \$85 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [7:0] \$88 ;
+  wire [7:0] \$87 ;
+  wire [13:0] \$88 ;
   wire [13:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [13:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [7:0] \$93 ;
+  wire [7:0] \$92 ;
+  wire [13:0] \$93 ;
   wire [13:0] \$94 ;
-  wire [13:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire [7:0] \$98 ;
+  wire [7:0] \$97 ;
+  wire [13:0] \$98 ;
   wire [13:0] \$99 ;
   reg [9:0] c4_0 = 10'h000;
   wire [1:0] \c4_0.j ;
@@ -7498,405 +7593,409 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
   input rst;
   wire rst;
   output wide;
-  wire wide;
-  assign \$1  = | lane[15:8];
-  assign wide = mode[0] & \$1 ;
-  assign \$2  = ~ lane[6];
-  assign \$3  = ~ lane[5];
-  assign \$4  = ~ lane[4];
-  assign \$5  = ~ lane[3];
-  assign \$6  = ~ lane[2];
-  assign \$7  = ~ lane[1];
-  assign \$8  = ~ lane[0];
-  assign \$9  = lane[0] ? 3'h7 : 3'h6;
-  assign \$10  = lane[1] ? \$9  : 3'h5;
-  assign \$11  = lane[2] ? \$10  : 3'h4;
-  assign \$12  = lane[3] ? \$11  : 3'h3;
-  assign \$13  = lane[4] ? \$12  : 3'h2;
-  assign \$14  = lane[5] ? \$13  : 3'h1;
-  assign \$15  = lane[6] ? \$14  : 3'h0;
-  assign \$16  = c8_0_lead < fmt[4:2];
-  assign \$17  = c8_0_below ? c8_0_lead : fmt[4:2];
-  assign \$18  = c8_0_lead + 1'h1;
-  assign \$19  = c8_0_below ? \$18  : { 1'h0, fmt[4:2] };
-  assign \$20  = \$19  - c8_0_k[0];
-  assign \$21  = ~ lane[14];
-  assign \$22  = ~ lane[13];
-  assign \$23  = ~ lane[12];
-  assign \$24  = ~ lane[11];
-  assign \$25  = ~ lane[10];
-  assign \$26  = ~ lane[9];
-  assign \$27  = ~ lane[8];
-  assign \$28  = lane[8] ? 3'h7 : 3'h6;
-  assign \$29  = lane[9] ? \$28  : 3'h5;
-  assign \$30  = lane[10] ? \$29  : 3'h4;
-  assign \$31  = lane[11] ? \$30  : 3'h3;
-  assign \$32  = lane[12] ? \$31  : 3'h2;
-  assign \$33  = lane[13] ? \$32  : 3'h1;
-  assign \$34  = lane[14] ? \$33  : 3'h0;
-  assign \$35  = c8_1_lead < fmt[4:2];
-  assign \$36  = c8_1_below ? c8_1_lead : fmt[4:2];
-  assign \$37  = c8_1_lead + 1'h1;
-  assign \$38  = c8_1_below ? \$37  : { 1'h0, fmt[4:2] };
-  assign \$39  = \$38  - c8_1_k[0];
-  assign \$40  = ~ lane[2];
-  assign \$41  = ~ lane[1];
-  assign \$42  = ~ lane[0];
-  assign \$43  = lane[0] ? 2'h3 : 2'h2;
-  assign \$44  = lane[1] ? \$43  : 2'h1;
-  assign \$45  = lane[2] ? \$44  : 2'h0;
-  assign \$46  = c4_0_lead < fmt[4:2];
-  assign \$47  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
-  assign \$48  = c4_0_lead + 1'h1;
-  assign \$49  = c4_0_below ? \$48  : fmt[4:2];
-  assign \$50  = \$49  - c4_0_k[0];
-  assign \$51  = ~ lane[6];
-  assign \$52  = ~ lane[5];
-  assign \$53  = ~ lane[4];
-  assign \$54  = lane[4] ? 2'h3 : 2'h2;
-  assign \$55  = lane[5] ? \$54  : 2'h1;
-  assign \$56  = lane[6] ? \$55  : 2'h0;
-  assign \$57  = c4_1_lead < fmt[4:2];
-  assign \$58  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
-  assign \$59  = c4_1_lead + 1'h1;
-  assign \$60  = c4_1_below ? \$59  : fmt[4:2];
-  assign \$61  = \$60  - c4_1_k[0];
-  assign \$62  = ~ lane[10];
-  assign \$63  = ~ lane[9];
-  assign \$64  = ~ lane[8];
-  assign \$65  = lane[8] ? 2'h3 : 2'h2;
-  assign \$66  = lane[9] ? \$65  : 2'h1;
-  assign \$67  = lane[10] ? \$66  : 2'h0;
-  assign \$68  = c4_2_lead < fmt[4:2];
-  assign \$69  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
-  assign \$70  = c4_2_lead + 1'h1;
-  assign \$71  = c4_2_below ? \$70  : fmt[4:2];
-  assign \$72  = \$71  - c4_2_k[0];
-  assign \$73  = ~ lane[14];
-  assign \$74  = ~ lane[13];
-  assign \$75  = ~ lane[12];
-  assign \$76  = lane[12] ? 2'h3 : 2'h2;
-  assign \$77  = lane[13] ? \$76  : 2'h1;
-  assign \$78  = lane[14] ? \$77  : 2'h0;
-  assign \$79  = c4_3_lead < fmt[4:2];
-  assign \$80  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
-  assign \$81  = c4_3_lead + 1'h1;
-  assign \$82  = c4_3_below ? \$81  : fmt[4:2];
-  assign \$83  = \$82  - c4_3_k[0];
+  reg wide = 1'h0;
+  (* init = 1'h0 *)
+  wire wide1;
+  assign \$1  = ~ lane[6];
+  assign \$2  = ~ lane[5];
+  assign \$3  = ~ lane[4];
+  assign \$4  = ~ lane[3];
+  assign \$5  = ~ lane[2];
+  assign \$6  = ~ lane[1];
+  assign \$7  = ~ lane[0];
+  assign \$8  = lane[0] ? 3'h7 : 3'h6;
+  assign \$9  = lane[1] ? \$8  : 3'h5;
+  assign \$10  = lane[2] ? \$9  : 3'h4;
+  assign \$11  = lane[3] ? \$10  : 3'h3;
+  assign \$12  = lane[4] ? \$11  : 3'h2;
+  assign \$13  = lane[5] ? \$12  : 3'h1;
+  assign \$14  = lane[6] ? \$13  : 3'h0;
+  assign \$15  = c8_0_lead < fmt[4:2];
+  assign \$16  = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$17  = c8_0_lead + 1'h1;
+  assign \$18  = c8_0_below ? \$17  : { 1'h0, fmt[4:2] };
+  assign \$19  = \$18  - c8_0_k[0];
+  assign \$20  = ~ lane[14];
+  assign \$21  = ~ lane[13];
+  assign \$22  = ~ lane[12];
+  assign \$23  = ~ lane[11];
+  assign \$24  = ~ lane[10];
+  assign \$25  = ~ lane[9];
+  assign \$26  = ~ lane[8];
+  assign \$27  = lane[8] ? 3'h7 : 3'h6;
+  assign \$28  = lane[9] ? \$27  : 3'h5;
+  assign \$29  = lane[10] ? \$28  : 3'h4;
+  assign \$30  = lane[11] ? \$29  : 3'h3;
+  assign \$31  = lane[12] ? \$30  : 3'h2;
+  assign \$32  = lane[13] ? \$31  : 3'h1;
+  assign \$33  = lane[14] ? \$32  : 3'h0;
+  assign \$34  = c8_1_lead < fmt[4:2];
+  assign \$35  = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$36  = c8_1_lead + 1'h1;
+  assign \$37  = c8_1_below ? \$36  : { 1'h0, fmt[4:2] };
+  assign \$38  = \$37  - c8_1_k[0];
+  assign \$39  = ~ lane[2];
+  assign \$40  = ~ lane[1];
+  assign \$41  = ~ lane[0];
+  assign \$42  = lane[0] ? 2'h3 : 2'h2;
+  assign \$43  = lane[1] ? \$42  : 2'h1;
+  assign \$44  = lane[2] ? \$43  : 2'h0;
+  assign \$45  = c4_0_lead < fmt[4:2];
+  assign \$46  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$47  = c4_0_lead + 1'h1;
+  assign \$48  = c4_0_below ? \$47  : fmt[4:2];
+  assign \$49  = \$48  - c4_0_k[0];
+  assign \$50  = ~ lane[6];
+  assign \$51  = ~ lane[5];
+  assign \$52  = ~ lane[4];
+  assign \$53  = lane[4] ? 2'h3 : 2'h2;
+  assign \$54  = lane[5] ? \$53  : 2'h1;
+  assign \$55  = lane[6] ? \$54  : 2'h0;
+  assign \$56  = c4_1_lead < fmt[4:2];
+  assign \$57  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$58  = c4_1_lead + 1'h1;
+  assign \$59  = c4_1_below ? \$58  : fmt[4:2];
+  assign \$60  = \$59  - c4_1_k[0];
+  assign \$61  = ~ lane[10];
+  assign \$62  = ~ lane[9];
+  assign \$63  = ~ lane[8];
+  assign \$64  = lane[8] ? 2'h3 : 2'h2;
+  assign \$65  = lane[9] ? \$64  : 2'h1;
+  assign \$66  = lane[10] ? \$65  : 2'h0;
+  assign \$67  = c4_2_lead < fmt[4:2];
+  assign \$68  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$69  = c4_2_lead + 1'h1;
+  assign \$70  = c4_2_below ? \$69  : fmt[4:2];
+  assign \$71  = \$70  - c4_2_k[0];
+  assign \$72  = ~ lane[14];
+  assign \$73  = ~ lane[13];
+  assign \$74  = ~ lane[12];
+  assign \$75  = lane[12] ? 2'h3 : 2'h2;
+  assign \$76  = lane[13] ? \$75  : 2'h1;
+  assign \$77  = lane[14] ? \$76  : 2'h0;
+  assign \$78  = c4_3_lead < fmt[4:2];
+  assign \$79  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$80  = c4_3_lead + 1'h1;
+  assign \$81  = c4_3_below ? \$80  : fmt[4:2];
+  assign \$82  = \$81  - c4_3_k[0];
+  assign \$83  = c8_0[6:0] << c8_0[10:8];
   assign \$84  = c8_0[6:0] << c8_0[10:8];
-  assign \$85  = c8_0[6:0] << c8_0[10:8];
-  assign \$86  = c8_0[11] | \$85 [6];
-  assign \$87  = ~ c8_0[11];
-  assign \$88  = c8_0[12] ? c8_0[7:0] : { \$87 , \$86 , \$84 [5:0] };
+  assign \$85  = c8_0[11] | \$84 [6];
+  assign \$86  = ~ c8_0[11];
+  assign \$87  = c8_0[12] ? c8_0[7:0] : { \$86 , \$85 , \$83 [5:0] };
+  assign \$88  = c8_0[6:0] << c8_0[10:8];
   assign \$89  = c8_0[6:0] << c8_0[10:8];
-  assign \$90  = c8_0[6:0] << c8_0[10:8];
-  assign \$91  = c8_0[11] | \$90 [6];
-  assign \$92  = ~ c8_0[11];
-  assign \$93  = c8_0[12] ? c8_0[7:0] : { \$92 , \$91 , \$89 [5:0] };
+  assign \$90  = c8_0[11] | \$89 [6];
+  assign \$91  = ~ c8_0[11];
+  assign \$92  = c8_0[12] ? c8_0[7:0] : { \$91 , \$90 , \$88 [5:0] };
+  assign \$93  = c8_0[6:0] << c8_0[10:8];
   assign \$94  = c8_0[6:0] << c8_0[10:8];
-  assign \$95  = c8_0[6:0] << c8_0[10:8];
-  assign \$96  = c8_0[11] | \$95 [6];
-  assign \$97  = ~ c8_0[11];
-  assign \$98  = c8_0[12] ? c8_0[7:0] : { \$97 , \$96 , \$94 [5:0] };
+  assign \$95  = c8_0[11] | \$94 [6];
+  assign \$96  = ~ c8_0[11];
+  assign \$97  = c8_0[12] ? c8_0[7:0] : { \$96 , \$95 , \$93 [5:0] };
+  assign \$98  = c8_0[6:0] << c8_0[10:8];
   assign \$99  = c8_0[6:0] << c8_0[10:8];
-  assign \$100  = c8_0[6:0] << c8_0[10:8];
-  assign \$101  = c8_0[11] | \$100 [6];
-  assign \$102  = ~ c8_0[11];
-  assign \$103  = c8_0[12] ? c8_0[7:0] : { \$102 , \$101 , \$99 [5:0] };
+  assign \$100  = c8_0[11] | \$99 [6];
+  assign \$101  = ~ c8_0[11];
+  assign \$102  = c8_0[12] ? c8_0[7:0] : { \$101 , \$100 , \$98 [5:0] };
+  assign \$103  = c8_0[6:0] << c8_0[10:8];
   assign \$104  = c8_0[6:0] << c8_0[10:8];
-  assign \$105  = c8_0[6:0] << c8_0[10:8];
-  assign \$106  = c8_0[11] | \$105 [6];
-  assign \$107  = ~ c8_0[11];
-  assign \$108  = c8_0[12] ? c8_0[7:0] : { \$107 , \$106 , \$104 [5:0] };
+  assign \$105  = c8_0[11] | \$104 [6];
+  assign \$106  = ~ c8_0[11];
+  assign \$107  = c8_0[12] ? c8_0[7:0] : { \$106 , \$105 , \$103 [5:0] };
+  assign \$108  = c8_0[6:0] << c8_0[10:8];
   assign \$109  = c8_0[6:0] << c8_0[10:8];
-  assign \$110  = c8_0[6:0] << c8_0[10:8];
-  assign \$111  = c8_0[11] | \$110 [6];
-  assign \$112  = ~ c8_0[11];
-  assign \$113  = c8_0[12] ? c8_0[7:0] : { \$112 , \$111 , \$109 [5:0] };
+  assign \$110  = c8_0[11] | \$109 [6];
+  assign \$111  = ~ c8_0[11];
+  assign \$112  = c8_0[12] ? c8_0[7:0] : { \$111 , \$110 , \$108 [5:0] };
+  assign \$113  = c8_1[6:0] << c8_1[10:8];
   assign \$114  = c8_1[6:0] << c8_1[10:8];
-  assign \$115  = c8_1[6:0] << c8_1[10:8];
-  assign \$116  = c8_1[11] | \$115 [6];
-  assign \$117  = ~ c8_1[11];
-  assign \$118  = c8_1[12] ? c8_1[7:0] : { \$117 , \$116 , \$114 [5:0] };
+  assign \$115  = c8_1[11] | \$114 [6];
+  assign \$116  = ~ c8_1[11];
+  assign \$117  = c8_1[12] ? c8_1[7:0] : { \$116 , \$115 , \$113 [5:0] };
+  assign \$118  = c8_1[6:0] << c8_1[10:8];
   assign \$119  = c8_1[6:0] << c8_1[10:8];
-  assign \$120  = c8_1[6:0] << c8_1[10:8];
-  assign \$121  = c8_1[11] | \$120 [6];
-  assign \$122  = ~ c8_1[11];
-  assign \$123  = c8_1[12] ? c8_1[7:0] : { \$122 , \$121 , \$119 [5:0] };
+  assign \$120  = c8_1[11] | \$119 [6];
+  assign \$121  = ~ c8_1[11];
+  assign \$122  = c8_1[12] ? c8_1[7:0] : { \$121 , \$120 , \$118 [5:0] };
+  assign \$123  = c4_0[2:0] << c4_0[5:4];
   assign \$124  = c4_0[2:0] << c4_0[5:4];
-  assign \$125  = c4_0[2:0] << c4_0[5:4];
-  assign \$126  = c4_0[6] | \$125 [2];
-  assign \$127  = ~ c4_0[6];
-  assign \$128  = c4_0[7] ? c4_0[3:0] : { \$127 , \$126 , \$124 [1:0] };
+  assign \$125  = c4_0[6] | \$124 [2];
+  assign \$126  = ~ c4_0[6];
+  assign \$127  = c4_0[7] ? c4_0[3:0] : { \$126 , \$125 , \$123 [1:0] };
+  assign \$128  = c4_0[2:0] << c4_0[5:4];
   assign \$129  = c4_0[2:0] << c4_0[5:4];
-  assign \$130  = c4_0[2:0] << c4_0[5:4];
-  assign \$131  = c4_0[6] | \$130 [2];
-  assign \$132  = ~ c4_0[6];
-  assign \$133  = c4_0[7] ? c4_0[3:0] : { \$132 , \$131 , \$129 [1:0] };
+  assign \$130  = c4_0[6] | \$129 [2];
+  assign \$131  = ~ c4_0[6];
+  assign \$132  = c4_0[7] ? c4_0[3:0] : { \$131 , \$130 , \$128 [1:0] };
+  assign \$133  = c4_1[2:0] << c4_1[5:4];
   assign \$134  = c4_1[2:0] << c4_1[5:4];
-  assign \$135  = c4_1[2:0] << c4_1[5:4];
-  assign \$136  = c4_1[6] | \$135 [2];
-  assign \$137  = ~ c4_1[6];
-  assign \$138  = c4_1[7] ? c4_1[3:0] : { \$137 , \$136 , \$134 [1:0] };
+  assign \$135  = c4_1[6] | \$134 [2];
+  assign \$136  = ~ c4_1[6];
+  assign \$137  = c4_1[7] ? c4_1[3:0] : { \$136 , \$135 , \$133 [1:0] };
+  assign \$138  = c4_1[2:0] << c4_1[5:4];
   assign \$139  = c4_1[2:0] << c4_1[5:4];
-  assign \$140  = c4_1[2:0] << c4_1[5:4];
-  assign \$141  = c4_1[6] | \$140 [2];
-  assign \$142  = ~ c4_1[6];
-  assign \$143  = c4_1[7] ? c4_1[3:0] : { \$142 , \$141 , \$139 [1:0] };
+  assign \$140  = c4_1[6] | \$139 [2];
+  assign \$141  = ~ c4_1[6];
+  assign \$142  = c4_1[7] ? c4_1[3:0] : { \$141 , \$140 , \$138 [1:0] };
+  assign \$143  = c4_0[2:0] << c4_0[5:4];
   assign \$144  = c4_0[2:0] << c4_0[5:4];
-  assign \$145  = c4_0[2:0] << c4_0[5:4];
-  assign \$146  = c4_0[6] | \$145 [2];
-  assign \$147  = ~ c4_0[6];
-  assign \$148  = c4_0[7] ? c4_0[3:0] : { \$147 , \$146 , \$144 [1:0] };
+  assign \$145  = c4_0[6] | \$144 [2];
+  assign \$146  = ~ c4_0[6];
+  assign \$147  = c4_0[7] ? c4_0[3:0] : { \$146 , \$145 , \$143 [1:0] };
+  assign \$148  = c4_1[2:0] << c4_1[5:4];
   assign \$149  = c4_1[2:0] << c4_1[5:4];
-  assign \$150  = c4_1[2:0] << c4_1[5:4];
-  assign \$151  = c4_1[6] | \$150 [2];
-  assign \$152  = ~ c4_1[6];
-  assign \$153  = c4_1[7] ? c4_1[3:0] : { \$152 , \$151 , \$149 [1:0] };
+  assign \$150  = c4_1[6] | \$149 [2];
+  assign \$151  = ~ c4_1[6];
+  assign \$152  = c4_1[7] ? c4_1[3:0] : { \$151 , \$150 , \$148 [1:0] };
+  assign \$153  = c4_2[2:0] << c4_2[5:4];
   assign \$154  = c4_2[2:0] << c4_2[5:4];
-  assign \$155  = c4_2[2:0] << c4_2[5:4];
-  assign \$156  = c4_2[6] | \$155 [2];
-  assign \$157  = ~ c4_2[6];
-  assign \$158  = c4_2[7] ? c4_2[3:0] : { \$157 , \$156 , \$154 [1:0] };
+  assign \$155  = c4_2[6] | \$154 [2];
+  assign \$156  = ~ c4_2[6];
+  assign \$157  = c4_2[7] ? c4_2[3:0] : { \$156 , \$155 , \$153 [1:0] };
+  assign \$158  = c4_3[2:0] << c4_3[5:4];
   assign \$159  = c4_3[2:0] << c4_3[5:4];
-  assign \$160  = c4_3[2:0] << c4_3[5:4];
-  assign \$161  = c4_3[6] | \$160 [2];
-  assign \$162  = ~ c4_3[6];
-  assign \$163  = c4_3[7] ? c4_3[3:0] : { \$162 , \$161 , \$159 [1:0] };
-  assign \$164  = - $signed(lane[7:0]);
-  assign \$165  = lane[7] ? \$164  : { 1'h0, lane[7:0] };
-  assign \$166  = fmt[1] ? \$165  : { 2'h0, lane[6:0] };
-  assign \$167  = ! c8_0_k;
-  assign \$168  = fmt[1] | \$167 ;
-  assign \$169  = ! c8_0_k;
-  assign \$170  = fmt[1] | \$169 ;
-  assign \$171  = c8_0_k - 1'h1;
-  assign \$173  = \$170  ? 4'h0 : \$172 ;
-  assign \$174  = - $signed(lane[15:8]);
-  assign \$175  = lane[15] ? \$174  : { 1'h0, lane[15:8] };
-  assign \$176  = fmt[1] ? \$175  : { 2'h0, lane[14:8] };
-  assign \$177  = ! c8_1_k;
-  assign \$178  = fmt[1] | \$177 ;
-  assign \$179  = ! c8_1_k;
-  assign \$180  = fmt[1] | \$179 ;
-  assign \$181  = c8_1_k - 1'h1;
-  assign \$183  = \$180  ? 4'h0 : \$182 ;
-  assign \$184  = - $signed(lane[3:0]);
-  assign \$185  = lane[3] ? \$184  : { 1'h0, lane[3:0] };
-  assign \$186  = fmt[1] ? \$185  : { 2'h0, lane[2:0] };
-  assign \$187  = ! c4_0_k;
-  assign \$188  = fmt[1] | \$187 ;
-  assign \$189  = ! c4_0_k;
-  assign \$190  = fmt[1] | \$189 ;
-  assign \$191  = c4_0_k - 1'h1;
-  assign \$193  = \$190  ? 3'h0 : \$192 ;
-  assign \$194  = - $signed(lane[7:4]);
-  assign \$195  = lane[7] ? \$194  : { 1'h0, lane[7:4] };
-  assign \$196  = fmt[1] ? \$195  : { 2'h0, lane[6:4] };
-  assign \$197  = ! c4_1_k;
-  assign \$198  = fmt[1] | \$197 ;
-  assign \$199  = ! c4_1_k;
-  assign \$200  = fmt[1] | \$199 ;
-  assign \$201  = c4_1_k - 1'h1;
-  assign \$203  = \$200  ? 3'h0 : \$202 ;
-  assign \$204  = - $signed(lane[11:8]);
-  assign \$205  = lane[11] ? \$204  : { 1'h0, lane[11:8] };
-  assign \$206  = fmt[1] ? \$205  : { 2'h0, lane[10:8] };
-  assign \$207  = ! c4_2_k;
-  assign \$208  = fmt[1] | \$207 ;
-  assign \$209  = ! c4_2_k;
-  assign \$210  = fmt[1] | \$209 ;
-  assign \$211  = c4_2_k - 1'h1;
-  assign \$213  = \$210  ? 3'h0 : \$212 ;
-  assign \$214  = - $signed(lane[15:12]);
-  assign \$215  = lane[15] ? \$214  : { 1'h0, lane[15:12] };
-  assign \$216  = fmt[1] ? \$215  : { 2'h0, lane[14:12] };
-  assign \$217  = ! c4_3_k;
-  assign \$218  = fmt[1] | \$217 ;
-  assign \$219  = ! c4_3_k;
-  assign \$220  = fmt[1] | \$219 ;
-  assign \$221  = c4_3_k - 1'h1;
-  assign \$223  = \$220  ? 3'h0 : \$222 ;
+  assign \$160  = c4_3[6] | \$159 [2];
+  assign \$161  = ~ c4_3[6];
+  assign \$162  = c4_3[7] ? c4_3[3:0] : { \$161 , \$160 , \$158 [1:0] };
+  assign \$163  = | lane[15:8];
+  assign \$164  = mode[0] & \$163 ;
+  assign \$165  = - $signed(lane[7:0]);
+  assign \$166  = lane[7] ? \$165  : { 1'h0, lane[7:0] };
+  assign \$167  = fmt[1] ? \$166  : { 2'h0, lane[6:0] };
+  assign \$168  = ! c8_0_k;
+  assign \$169  = fmt[1] | \$168 ;
+  assign \$170  = ! c8_0_k;
+  assign \$171  = fmt[1] | \$170 ;
+  assign \$172  = c8_0_k - 1'h1;
+  assign \$174  = \$171  ? 4'h0 : \$173 ;
+  assign \$175  = - $signed(lane[15:8]);
+  assign \$176  = lane[15] ? \$175  : { 1'h0, lane[15:8] };
+  assign \$177  = fmt[1] ? \$176  : { 2'h0, lane[14:8] };
+  assign \$178  = ! c8_1_k;
+  assign \$179  = fmt[1] | \$178 ;
+  assign \$180  = ! c8_1_k;
+  assign \$181  = fmt[1] | \$180 ;
+  assign \$182  = c8_1_k - 1'h1;
+  assign \$184  = \$181  ? 4'h0 : \$183 ;
+  assign \$185  = - $signed(lane[3:0]);
+  assign \$186  = lane[3] ? \$185  : { 1'h0, lane[3:0] };
+  assign \$187  = fmt[1] ? \$186  : { 2'h0, lane[2:0] };
+  assign \$188  = ! c4_0_k;
+  assign \$189  = fmt[1] | \$188 ;
+  assign \$190  = ! c4_0_k;
+  assign \$191  = fmt[1] | \$190 ;
+  assign \$192  = c4_0_k - 1'h1;
+  assign \$194  = \$191  ? 3'h0 : \$193 ;
+  assign \$195  = - $signed(lane[7:4]);
+  assign \$196  = lane[7] ? \$195  : { 1'h0, lane[7:4] };
+  assign \$197  = fmt[1] ? \$196  : { 2'h0, lane[6:4] };
+  assign \$198  = ! c4_1_k;
+  assign \$199  = fmt[1] | \$198 ;
+  assign \$200  = ! c4_1_k;
+  assign \$201  = fmt[1] | \$200 ;
+  assign \$202  = c4_1_k - 1'h1;
+  assign \$204  = \$201  ? 3'h0 : \$203 ;
+  assign \$205  = - $signed(lane[11:8]);
+  assign \$206  = lane[11] ? \$205  : { 1'h0, lane[11:8] };
+  assign \$207  = fmt[1] ? \$206  : { 2'h0, lane[10:8] };
+  assign \$208  = ! c4_2_k;
+  assign \$209  = fmt[1] | \$208 ;
+  assign \$210  = ! c4_2_k;
+  assign \$211  = fmt[1] | \$210 ;
+  assign \$212  = c4_2_k - 1'h1;
+  assign \$214  = \$211  ? 3'h0 : \$213 ;
+  assign \$215  = - $signed(lane[15:12]);
+  assign \$216  = lane[15] ? \$215  : { 1'h0, lane[15:12] };
+  assign \$217  = fmt[1] ? \$216  : { 2'h0, lane[14:12] };
+  assign \$218  = ! c4_3_k;
+  assign \$219  = fmt[1] | \$218 ;
+  assign \$220  = ! c4_3_k;
+  assign \$221  = fmt[1] | \$220 ;
+  assign \$222  = c4_3_k - 1'h1;
+  assign \$224  = \$221  ? 3'h0 : \$223 ;
   always @(posedge clk)
-    mode1 <= \$224 ;
+    wide <= \$225 ;
   always @(posedge clk)
-    c8_0 <= \$225 ;
+    mode1 <= \$226 ;
   always @(posedge clk)
-    c8_1 <= \$226 ;
+    c8_0 <= \$227 ;
   always @(posedge clk)
-    c4_0 <= \$227 ;
+    c8_1 <= \$228 ;
   always @(posedge clk)
-    c4_1 <= \$228 ;
+    c4_0 <= \$229 ;
   always @(posedge clk)
-    c4_2 <= \$229 ;
+    c4_1 <= \$230 ;
   always @(posedge clk)
-    c4_3 <= \$230 ;
+    c4_2 <= \$231 ;
+  always @(posedge clk)
+    c4_3 <= \$232 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c8_0_lead = 3'h0;
     if (en) begin
-      c8_0_lead = \$15 ;
+      c8_0_lead = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c8_0_below = 1'h0;
     if (en) begin
-      c8_0_below = \$16 ;
+      c8_0_below = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c8_0_k = 3'h0;
     if (en) begin
-      c8_0_k = \$17 ;
+      c8_0_k = \$16 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c8_0_j = 3'h0;
     if (en) begin
-      c8_0_j = \$20 [2:0];
+      c8_0_j = \$19 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c8_1_lead = 3'h0;
     if (en) begin
-      c8_1_lead = \$34 ;
+      c8_1_lead = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c8_1_below = 1'h0;
     if (en) begin
-      c8_1_below = \$35 ;
+      c8_1_below = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c8_1_k = 3'h0;
     if (en) begin
-      c8_1_k = \$36 ;
+      c8_1_k = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c8_1_j = 3'h0;
     if (en) begin
-      c8_1_j = \$39 [2:0];
+      c8_1_j = \$38 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_0_lead = 2'h0;
     if (en) begin
-      c4_0_lead = \$45 ;
+      c4_0_lead = \$44 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_0_below = 1'h0;
     if (en) begin
-      c4_0_below = \$46 ;
+      c4_0_below = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_0_k = 2'h0;
     if (en) begin
-      c4_0_k = \$47 [1:0];
+      c4_0_k = \$46 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_0_j = 2'h0;
     if (en) begin
-      c4_0_j = \$50 [1:0];
+      c4_0_j = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_1_lead = 2'h0;
     if (en) begin
-      c4_1_lead = \$56 ;
+      c4_1_lead = \$55 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_1_below = 1'h0;
     if (en) begin
-      c4_1_below = \$57 ;
+      c4_1_below = \$56 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_1_k = 2'h0;
     if (en) begin
-      c4_1_k = \$58 [1:0];
+      c4_1_k = \$57 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_1_j = 2'h0;
     if (en) begin
-      c4_1_j = \$61 [1:0];
+      c4_1_j = \$60 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_2_lead = 2'h0;
     if (en) begin
-      c4_2_lead = \$67 ;
+      c4_2_lead = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_2_below = 1'h0;
     if (en) begin
-      c4_2_below = \$68 ;
+      c4_2_below = \$67 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_2_k = 2'h0;
     if (en) begin
-      c4_2_k = \$69 [1:0];
+      c4_2_k = \$68 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_2_j = 2'h0;
     if (en) begin
-      c4_2_j = \$72 [1:0];
+      c4_2_j = \$71 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_3_lead = 2'h0;
     if (en) begin
-      c4_3_lead = \$78 ;
+      c4_3_lead = \$77 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_3_below = 1'h0;
     if (en) begin
-      c4_3_below = \$79 ;
+      c4_3_below = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_3_k = 2'h0;
     if (en) begin
-      c4_3_k = \$80 [1:0];
+      c4_3_k = \$79 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     c4_3_j = 2'h0;
     if (en) begin
-      c4_3_j = \$83 [1:0];
+      c4_3_j = \$82 [1:0];
     end
   end
   always @* begin
@@ -7905,10 +8004,10 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
     casez (mode1)
       2'h3:
         begin
-          dec[3:0] = \$88 [3:0];
-          dec[7:4] = \$93 [3:0];
-          dec[11:8] = \$98 [7:4];
-          dec[15:12] = \$103 [7:4];
+          dec[3:0] = \$87 [3:0];
+          dec[7:4] = \$92 [3:0];
+          dec[11:8] = \$97 [7:4];
+          dec[15:12] = \$102 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -7920,10 +8019,10 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h2:
         begin
-          dec[3:0] = \$108 [3:0];
-          dec[7:4] = \$113 [7:4];
-          dec[11:8] = \$118 [3:0];
-          dec[15:12] = \$123 [7:4];
+          dec[3:0] = \$107 [3:0];
+          dec[7:4] = \$112 [7:4];
+          dec[11:8] = \$117 [3:0];
+          dec[15:12] = \$122 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -7935,10 +8034,10 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h1:
         begin
-          dec[3:0] = \$128 ;
-          dec[7:4] = \$133 ;
-          dec[11:8] = \$138 ;
-          dec[15:12] = \$143 ;
+          dec[3:0] = \$127 ;
+          dec[7:4] = \$132 ;
+          dec[11:8] = \$137 ;
+          dec[15:12] = \$142 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = 1'h0;
@@ -7950,10 +8049,10 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h0:
         begin
-          dec[3:0] = \$148 ;
-          dec[7:4] = \$153 ;
-          dec[11:8] = \$158 ;
-          dec[15:12] = \$163 ;
+          dec[3:0] = \$147 ;
+          dec[7:4] = \$152 ;
+          dec[11:8] = \$157 ;
+          dec[15:12] = \$162 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = c4_1[9];
@@ -7967,85 +8066,91 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$224  = mode1;
+    \$225  = wide;
     if (en) begin
-      \$224  = mode;
+      \$225  = \$164 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$225  = c8_0;
+    \$226  = mode1;
     if (en) begin
-      \$225 [7:0] = \$166 [7:0];
-      \$225 [10:8] = c8_0_j;
-      \$225 [11] = c8_0_k[0];
-      \$225 [12] = \$168 ;
-      \$225 [14:13] = \$173 [1:0];
-      \$225 [15] = lane[7];
+      \$226  = mode;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$226  = c8_1;
+    \$227  = c8_0;
     if (en) begin
-      \$226 [7:0] = \$176 [7:0];
-      \$226 [10:8] = c8_1_j;
-      \$226 [11] = c8_1_k[0];
-      \$226 [12] = \$178 ;
-      \$226 [14:13] = \$183 [1:0];
-      \$226 [15] = lane[15];
+      \$227 [7:0] = \$167 [7:0];
+      \$227 [10:8] = c8_0_j;
+      \$227 [11] = c8_0_k[0];
+      \$227 [12] = \$169 ;
+      \$227 [14:13] = \$174 [1:0];
+      \$227 [15] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$227  = c4_0;
+    \$228  = c8_1;
     if (en) begin
-      \$227 [3:0] = \$186 [3:0];
-      \$227 [5:4] = c4_0_j;
-      \$227 [6] = c4_0_k[0];
-      \$227 [7] = \$188 ;
-      \$227 [8] = \$193 [0];
-      \$227 [9] = lane[3];
+      \$228 [7:0] = \$177 [7:0];
+      \$228 [10:8] = c8_1_j;
+      \$228 [11] = c8_1_k[0];
+      \$228 [12] = \$179 ;
+      \$228 [14:13] = \$184 [1:0];
+      \$228 [15] = lane[15];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$228  = c4_1;
+    \$229  = c4_0;
     if (en) begin
-      \$228 [3:0] = \$196 [3:0];
-      \$228 [5:4] = c4_1_j;
-      \$228 [6] = c4_1_k[0];
-      \$228 [7] = \$198 ;
-      \$228 [8] = \$203 [0];
-      \$228 [9] = lane[7];
+      \$229 [3:0] = \$187 [3:0];
+      \$229 [5:4] = c4_0_j;
+      \$229 [6] = c4_0_k[0];
+      \$229 [7] = \$189 ;
+      \$229 [8] = \$194 [0];
+      \$229 [9] = lane[3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$229  = c4_2;
+    \$230  = c4_1;
     if (en) begin
-      \$229 [3:0] = \$206 [3:0];
-      \$229 [5:4] = c4_2_j;
-      \$229 [6] = c4_2_k[0];
-      \$229 [7] = \$208 ;
-      \$229 [8] = \$213 [0];
-      \$229 [9] = lane[11];
+      \$230 [3:0] = \$197 [3:0];
+      \$230 [5:4] = c4_1_j;
+      \$230 [6] = c4_1_k[0];
+      \$230 [7] = \$199 ;
+      \$230 [8] = \$204 [0];
+      \$230 [9] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
-    \$230  = c4_3;
+    \$231  = c4_2;
     if (en) begin
-      \$230 [3:0] = \$216 [3:0];
-      \$230 [5:4] = c4_3_j;
-      \$230 [6] = c4_3_k[0];
-      \$230 [7] = \$218 ;
-      \$230 [8] = \$223 [0];
-      \$230 [9] = lane[15];
+      \$231 [3:0] = \$207 [3:0];
+      \$231 [5:4] = c4_2_j;
+      \$231 [6] = c4_2_k[0];
+      \$231 [7] = \$209 ;
+      \$231 [8] = \$214 [0];
+      \$231 [9] = lane[11];
     end
   end
-  assign \mode.a8  = mode[0];
-  assign \mode.b8  = mode[1];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    \$232  = c4_3;
+    if (en) begin
+      \$232 [3:0] = \$217 [3:0];
+      \$232 [5:4] = c4_3_j;
+      \$232 [6] = c4_3_k[0];
+      \$232 [7] = \$219 ;
+      \$232 [8] = \$224 [0];
+      \$232 [9] = lane[15];
+    end
+  end
+  assign wide1 = wide;
   assign \fmt.is8  = fmt[0];
   assign \fmt.is_int  = fmt[1];
   assign \fmt.kmax  = fmt[4:2];
@@ -8099,168 +8204,172 @@ module \top.front.dec_b1 (clk, rst, wide, mode, fmt, dec, en, lane);
   assign \c4_3.plain  = c4_3[7];
   assign \c4_3.sh  = c4_3[8];
   assign \c4_3.neg  = c4_3[9];
-  assign \$172  = { \$171 [3], \$171 [3:1] };
-  assign \$182  = { \$181 [3], \$181 [3:1] };
-  assign \$192  = { \$191 [2], \$191 [2:1] };
-  assign \$202  = { \$201 [2], \$201 [2:1] };
-  assign \$212  = { \$211 [2], \$211 [2:1] };
-  assign \$222  = { \$221 [2], \$221 [2:1] };
+  assign \mode.a8  = mode[0];
+  assign \mode.b8  = mode[1];
+  assign \$173  = { \$172 [3], \$172 [3:1] };
+  assign \$183  = { \$182 [3], \$182 [3:1] };
+  assign \$193  = { \$192 [2], \$192 [2:1] };
+  assign \$203  = { \$202 [2], \$202 [2:1] };
+  assign \$213  = { \$212 [2], \$212 [2:1] };
+  assign \$223  = { \$222 [2], \$222 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
+module \top.front.dec_b2 (clk, rst, mode, fmt, dec, wide, en, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [13:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire [7:0] \$103 ;
+  wire [7:0] \$102 ;
+  wire [13:0] \$103 ;
   wire [13:0] \$104 ;
-  wire [13:0] \$105 ;
+  wire \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$107 ;
+  wire [13:0] \$108 ;
   wire [13:0] \$109 ;
   wire [2:0] \$11 ;
-  wire [13:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [7:0] \$113 ;
+  wire [7:0] \$112 ;
+  wire [13:0] \$113 ;
   wire [13:0] \$114 ;
-  wire [13:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire [7:0] \$118 ;
+  wire [7:0] \$117 ;
+  wire [13:0] \$118 ;
   wire [13:0] \$119 ;
   wire [2:0] \$12 ;
-  wire [13:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire [7:0] \$123 ;
+  wire [7:0] \$122 ;
+  wire [5:0] \$123 ;
   wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire [3:0] \$128 ;
+  wire [3:0] \$127 ;
+  wire [5:0] \$128 ;
   wire [5:0] \$129 ;
   wire [2:0] \$13 ;
-  wire [5:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire [3:0] \$133 ;
+  wire [3:0] \$132 ;
+  wire [5:0] \$133 ;
   wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$135 ;
   wire \$136 ;
-  wire \$137 ;
-  wire [3:0] \$138 ;
+  wire [3:0] \$137 ;
+  wire [5:0] \$138 ;
   wire [5:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [5:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire [3:0] \$143 ;
+  wire [3:0] \$142 ;
+  wire [5:0] \$143 ;
   wire [5:0] \$144 ;
-  wire [5:0] \$145 ;
+  wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
+  wire [3:0] \$147 ;
+  wire [5:0] \$148 ;
   wire [5:0] \$149 ;
-  wire [2:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire \$15 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
+  wire [3:0] \$152 ;
+  wire [5:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire [3:0] \$158 ;
+  wire [3:0] \$157 ;
+  wire [5:0] \$158 ;
   wire [5:0] \$159 ;
-  wire \$16 ;
-  wire [5:0] \$160 ;
+  wire [2:0] \$16 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [3:0] \$163 ;
-  wire [8:0] \$164 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
   wire [8:0] \$165 ;
   wire [8:0] \$166 ;
-  wire \$167 ;
+  wire [8:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [2:0] \$17 ;
+  wire [3:0] \$17 ;
   wire \$170 ;
-  wire [3:0] \$171 ;
+  wire \$171 ;
   wire [3:0] \$172 ;
   wire [3:0] \$173 ;
-  wire [8:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [8:0] \$175 ;
   wire [8:0] \$176 ;
-  wire \$177 ;
+  wire [8:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [3:0] \$18 ;
   wire \$180 ;
-  wire [3:0] \$181 ;
+  wire \$181 ;
   wire [3:0] \$182 ;
   wire [3:0] \$183 ;
-  wire [4:0] \$184 ;
+  wire [3:0] \$184 ;
   wire [4:0] \$185 ;
   wire [4:0] \$186 ;
-  wire \$187 ;
+  wire [4:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
+  wire [4:0] \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire \$191 ;
   wire [2:0] \$192 ;
   wire [2:0] \$193 ;
-  wire [4:0] \$194 ;
+  wire [2:0] \$194 ;
   wire [4:0] \$195 ;
   wire [4:0] \$196 ;
-  wire \$197 ;
+  wire [4:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [4:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
-  wire [2:0] \$201 ;
+  wire \$201 ;
   wire [2:0] \$202 ;
   wire [2:0] \$203 ;
-  wire [4:0] \$204 ;
+  wire [2:0] \$204 ;
   wire [4:0] \$205 ;
   wire [4:0] \$206 ;
-  wire \$207 ;
+  wire [4:0] \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [2:0] \$211 ;
+  wire \$211 ;
   wire [2:0] \$212 ;
   wire [2:0] \$213 ;
-  wire [4:0] \$214 ;
+  wire [2:0] \$214 ;
   wire [4:0] \$215 ;
   wire [4:0] \$216 ;
-  wire \$217 ;
+  wire [4:0] \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [2:0] \$221 ;
+  wire \$221 ;
   wire [2:0] \$222 ;
   wire [2:0] \$223 ;
-  reg [1:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [9:0] \$227 ;
-  reg [9:0] \$228 ;
+  wire [2:0] \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg [15:0] \$227 ;
+  reg [15:0] \$228 ;
   reg [9:0] \$229 ;
   wire \$23 ;
   reg [9:0] \$230 ;
+  reg [9:0] \$231 ;
+  reg [9:0] \$232 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
+  wire [2:0] \$27 ;
   wire [2:0] \$28 ;
   wire [2:0] \$29 ;
   wire \$3 ;
@@ -8268,77 +8377,77 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
   wire [2:0] \$31 ;
   wire [2:0] \$32 ;
   wire [2:0] \$33 ;
-  wire [2:0] \$34 ;
-  wire \$35 ;
-  wire [2:0] \$36 ;
+  wire \$34 ;
+  wire [2:0] \$35 ;
+  wire [3:0] \$36 ;
   wire [3:0] \$37 ;
-  wire [3:0] \$38 ;
-  wire [4:0] \$39 ;
+  wire [4:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
+  wire [1:0] \$42 ;
   wire [1:0] \$43 ;
   wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [2:0] \$46 ;
   wire [2:0] \$47 ;
   wire [2:0] \$48 ;
-  wire [2:0] \$49 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [3:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
+  wire [1:0] \$53 ;
   wire [1:0] \$54 ;
   wire [1:0] \$55 ;
-  wire [1:0] \$56 ;
-  wire \$57 ;
+  wire \$56 ;
+  wire [2:0] \$57 ;
   wire [2:0] \$58 ;
   wire [2:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire [3:0] \$61 ;
+  wire [3:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
+  wire [1:0] \$64 ;
   wire [1:0] \$65 ;
   wire [1:0] \$66 ;
-  wire [1:0] \$67 ;
-  wire \$68 ;
+  wire \$67 ;
+  wire [2:0] \$68 ;
   wire [2:0] \$69 ;
   wire \$7 ;
   wire [2:0] \$70 ;
-  wire [2:0] \$71 ;
-  wire [3:0] \$72 ;
+  wire [3:0] \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$75 ;
   wire [1:0] \$76 ;
   wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
-  wire \$8 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$80 ;
   wire [2:0] \$81 ;
-  wire [2:0] \$82 ;
-  wire [3:0] \$83 ;
+  wire [3:0] \$82 ;
+  wire [13:0] \$83 ;
   wire [13:0] \$84 ;
-  wire [13:0] \$85 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [7:0] \$88 ;
+  wire [7:0] \$87 ;
+  wire [13:0] \$88 ;
   wire [13:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [13:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [7:0] \$93 ;
+  wire [7:0] \$92 ;
+  wire [13:0] \$93 ;
   wire [13:0] \$94 ;
-  wire [13:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire [7:0] \$98 ;
+  wire [7:0] \$97 ;
+  wire [13:0] \$98 ;
   wire [13:0] \$99 ;
   reg [9:0] c4_0 = 10'h000;
   wire [1:0] \c4_0.j ;
@@ -8441,405 +8550,409 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
   input rst;
   wire rst;
   output wide;
-  wire wide;
-  assign \$1  = | lane[15:8];
-  assign wide = mode[0] & \$1 ;
-  assign \$2  = ~ lane[6];
-  assign \$3  = ~ lane[5];
-  assign \$4  = ~ lane[4];
-  assign \$5  = ~ lane[3];
-  assign \$6  = ~ lane[2];
-  assign \$7  = ~ lane[1];
-  assign \$8  = ~ lane[0];
-  assign \$9  = lane[0] ? 3'h7 : 3'h6;
-  assign \$10  = lane[1] ? \$9  : 3'h5;
-  assign \$11  = lane[2] ? \$10  : 3'h4;
-  assign \$12  = lane[3] ? \$11  : 3'h3;
-  assign \$13  = lane[4] ? \$12  : 3'h2;
-  assign \$14  = lane[5] ? \$13  : 3'h1;
-  assign \$15  = lane[6] ? \$14  : 3'h0;
-  assign \$16  = c8_0_lead < fmt[4:2];
-  assign \$17  = c8_0_below ? c8_0_lead : fmt[4:2];
-  assign \$18  = c8_0_lead + 1'h1;
-  assign \$19  = c8_0_below ? \$18  : { 1'h0, fmt[4:2] };
-  assign \$20  = \$19  - c8_0_k[0];
-  assign \$21  = ~ lane[14];
-  assign \$22  = ~ lane[13];
-  assign \$23  = ~ lane[12];
-  assign \$24  = ~ lane[11];
-  assign \$25  = ~ lane[10];
-  assign \$26  = ~ lane[9];
-  assign \$27  = ~ lane[8];
-  assign \$28  = lane[8] ? 3'h7 : 3'h6;
-  assign \$29  = lane[9] ? \$28  : 3'h5;
-  assign \$30  = lane[10] ? \$29  : 3'h4;
-  assign \$31  = lane[11] ? \$30  : 3'h3;
-  assign \$32  = lane[12] ? \$31  : 3'h2;
-  assign \$33  = lane[13] ? \$32  : 3'h1;
-  assign \$34  = lane[14] ? \$33  : 3'h0;
-  assign \$35  = c8_1_lead < fmt[4:2];
-  assign \$36  = c8_1_below ? c8_1_lead : fmt[4:2];
-  assign \$37  = c8_1_lead + 1'h1;
-  assign \$38  = c8_1_below ? \$37  : { 1'h0, fmt[4:2] };
-  assign \$39  = \$38  - c8_1_k[0];
-  assign \$40  = ~ lane[2];
-  assign \$41  = ~ lane[1];
-  assign \$42  = ~ lane[0];
-  assign \$43  = lane[0] ? 2'h3 : 2'h2;
-  assign \$44  = lane[1] ? \$43  : 2'h1;
-  assign \$45  = lane[2] ? \$44  : 2'h0;
-  assign \$46  = c4_0_lead < fmt[4:2];
-  assign \$47  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
-  assign \$48  = c4_0_lead + 1'h1;
-  assign \$49  = c4_0_below ? \$48  : fmt[4:2];
-  assign \$50  = \$49  - c4_0_k[0];
-  assign \$51  = ~ lane[6];
-  assign \$52  = ~ lane[5];
-  assign \$53  = ~ lane[4];
-  assign \$54  = lane[4] ? 2'h3 : 2'h2;
-  assign \$55  = lane[5] ? \$54  : 2'h1;
-  assign \$56  = lane[6] ? \$55  : 2'h0;
-  assign \$57  = c4_1_lead < fmt[4:2];
-  assign \$58  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
-  assign \$59  = c4_1_lead + 1'h1;
-  assign \$60  = c4_1_below ? \$59  : fmt[4:2];
-  assign \$61  = \$60  - c4_1_k[0];
-  assign \$62  = ~ lane[10];
-  assign \$63  = ~ lane[9];
-  assign \$64  = ~ lane[8];
-  assign \$65  = lane[8] ? 2'h3 : 2'h2;
-  assign \$66  = lane[9] ? \$65  : 2'h1;
-  assign \$67  = lane[10] ? \$66  : 2'h0;
-  assign \$68  = c4_2_lead < fmt[4:2];
-  assign \$69  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
-  assign \$70  = c4_2_lead + 1'h1;
-  assign \$71  = c4_2_below ? \$70  : fmt[4:2];
-  assign \$72  = \$71  - c4_2_k[0];
-  assign \$73  = ~ lane[14];
-  assign \$74  = ~ lane[13];
-  assign \$75  = ~ lane[12];
-  assign \$76  = lane[12] ? 2'h3 : 2'h2;
-  assign \$77  = lane[13] ? \$76  : 2'h1;
-  assign \$78  = lane[14] ? \$77  : 2'h0;
-  assign \$79  = c4_3_lead < fmt[4:2];
-  assign \$80  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
-  assign \$81  = c4_3_lead + 1'h1;
-  assign \$82  = c4_3_below ? \$81  : fmt[4:2];
-  assign \$83  = \$82  - c4_3_k[0];
+  reg wide = 1'h0;
+  (* init = 1'h0 *)
+  wire wide1;
+  assign \$1  = ~ lane[6];
+  assign \$2  = ~ lane[5];
+  assign \$3  = ~ lane[4];
+  assign \$4  = ~ lane[3];
+  assign \$5  = ~ lane[2];
+  assign \$6  = ~ lane[1];
+  assign \$7  = ~ lane[0];
+  assign \$8  = lane[0] ? 3'h7 : 3'h6;
+  assign \$9  = lane[1] ? \$8  : 3'h5;
+  assign \$10  = lane[2] ? \$9  : 3'h4;
+  assign \$11  = lane[3] ? \$10  : 3'h3;
+  assign \$12  = lane[4] ? \$11  : 3'h2;
+  assign \$13  = lane[5] ? \$12  : 3'h1;
+  assign \$14  = lane[6] ? \$13  : 3'h0;
+  assign \$15  = c8_0_lead < fmt[4:2];
+  assign \$16  = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$17  = c8_0_lead + 1'h1;
+  assign \$18  = c8_0_below ? \$17  : { 1'h0, fmt[4:2] };
+  assign \$19  = \$18  - c8_0_k[0];
+  assign \$20  = ~ lane[14];
+  assign \$21  = ~ lane[13];
+  assign \$22  = ~ lane[12];
+  assign \$23  = ~ lane[11];
+  assign \$24  = ~ lane[10];
+  assign \$25  = ~ lane[9];
+  assign \$26  = ~ lane[8];
+  assign \$27  = lane[8] ? 3'h7 : 3'h6;
+  assign \$28  = lane[9] ? \$27  : 3'h5;
+  assign \$29  = lane[10] ? \$28  : 3'h4;
+  assign \$30  = lane[11] ? \$29  : 3'h3;
+  assign \$31  = lane[12] ? \$30  : 3'h2;
+  assign \$32  = lane[13] ? \$31  : 3'h1;
+  assign \$33  = lane[14] ? \$32  : 3'h0;
+  assign \$34  = c8_1_lead < fmt[4:2];
+  assign \$35  = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$36  = c8_1_lead + 1'h1;
+  assign \$37  = c8_1_below ? \$36  : { 1'h0, fmt[4:2] };
+  assign \$38  = \$37  - c8_1_k[0];
+  assign \$39  = ~ lane[2];
+  assign \$40  = ~ lane[1];
+  assign \$41  = ~ lane[0];
+  assign \$42  = lane[0] ? 2'h3 : 2'h2;
+  assign \$43  = lane[1] ? \$42  : 2'h1;
+  assign \$44  = lane[2] ? \$43  : 2'h0;
+  assign \$45  = c4_0_lead < fmt[4:2];
+  assign \$46  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$47  = c4_0_lead + 1'h1;
+  assign \$48  = c4_0_below ? \$47  : fmt[4:2];
+  assign \$49  = \$48  - c4_0_k[0];
+  assign \$50  = ~ lane[6];
+  assign \$51  = ~ lane[5];
+  assign \$52  = ~ lane[4];
+  assign \$53  = lane[4] ? 2'h3 : 2'h2;
+  assign \$54  = lane[5] ? \$53  : 2'h1;
+  assign \$55  = lane[6] ? \$54  : 2'h0;
+  assign \$56  = c4_1_lead < fmt[4:2];
+  assign \$57  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$58  = c4_1_lead + 1'h1;
+  assign \$59  = c4_1_below ? \$58  : fmt[4:2];
+  assign \$60  = \$59  - c4_1_k[0];
+  assign \$61  = ~ lane[10];
+  assign \$62  = ~ lane[9];
+  assign \$63  = ~ lane[8];
+  assign \$64  = lane[8] ? 2'h3 : 2'h2;
+  assign \$65  = lane[9] ? \$64  : 2'h1;
+  assign \$66  = lane[10] ? \$65  : 2'h0;
+  assign \$67  = c4_2_lead < fmt[4:2];
+  assign \$68  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$69  = c4_2_lead + 1'h1;
+  assign \$70  = c4_2_below ? \$69  : fmt[4:2];
+  assign \$71  = \$70  - c4_2_k[0];
+  assign \$72  = ~ lane[14];
+  assign \$73  = ~ lane[13];
+  assign \$74  = ~ lane[12];
+  assign \$75  = lane[12] ? 2'h3 : 2'h2;
+  assign \$76  = lane[13] ? \$75  : 2'h1;
+  assign \$77  = lane[14] ? \$76  : 2'h0;
+  assign \$78  = c4_3_lead < fmt[4:2];
+  assign \$79  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$80  = c4_3_lead + 1'h1;
+  assign \$81  = c4_3_below ? \$80  : fmt[4:2];
+  assign \$82  = \$81  - c4_3_k[0];
+  assign \$83  = c8_0[6:0] << c8_0[10:8];
   assign \$84  = c8_0[6:0] << c8_0[10:8];
-  assign \$85  = c8_0[6:0] << c8_0[10:8];
-  assign \$86  = c8_0[11] | \$85 [6];
-  assign \$87  = ~ c8_0[11];
-  assign \$88  = c8_0[12] ? c8_0[7:0] : { \$87 , \$86 , \$84 [5:0] };
+  assign \$85  = c8_0[11] | \$84 [6];
+  assign \$86  = ~ c8_0[11];
+  assign \$87  = c8_0[12] ? c8_0[7:0] : { \$86 , \$85 , \$83 [5:0] };
+  assign \$88  = c8_0[6:0] << c8_0[10:8];
   assign \$89  = c8_0[6:0] << c8_0[10:8];
-  assign \$90  = c8_0[6:0] << c8_0[10:8];
-  assign \$91  = c8_0[11] | \$90 [6];
-  assign \$92  = ~ c8_0[11];
-  assign \$93  = c8_0[12] ? c8_0[7:0] : { \$92 , \$91 , \$89 [5:0] };
+  assign \$90  = c8_0[11] | \$89 [6];
+  assign \$91  = ~ c8_0[11];
+  assign \$92  = c8_0[12] ? c8_0[7:0] : { \$91 , \$90 , \$88 [5:0] };
+  assign \$93  = c8_0[6:0] << c8_0[10:8];
   assign \$94  = c8_0[6:0] << c8_0[10:8];
-  assign \$95  = c8_0[6:0] << c8_0[10:8];
-  assign \$96  = c8_0[11] | \$95 [6];
-  assign \$97  = ~ c8_0[11];
-  assign \$98  = c8_0[12] ? c8_0[7:0] : { \$97 , \$96 , \$94 [5:0] };
+  assign \$95  = c8_0[11] | \$94 [6];
+  assign \$96  = ~ c8_0[11];
+  assign \$97  = c8_0[12] ? c8_0[7:0] : { \$96 , \$95 , \$93 [5:0] };
+  assign \$98  = c8_0[6:0] << c8_0[10:8];
   assign \$99  = c8_0[6:0] << c8_0[10:8];
-  assign \$100  = c8_0[6:0] << c8_0[10:8];
-  assign \$101  = c8_0[11] | \$100 [6];
-  assign \$102  = ~ c8_0[11];
-  assign \$103  = c8_0[12] ? c8_0[7:0] : { \$102 , \$101 , \$99 [5:0] };
+  assign \$100  = c8_0[11] | \$99 [6];
+  assign \$101  = ~ c8_0[11];
+  assign \$102  = c8_0[12] ? c8_0[7:0] : { \$101 , \$100 , \$98 [5:0] };
+  assign \$103  = c8_0[6:0] << c8_0[10:8];
   assign \$104  = c8_0[6:0] << c8_0[10:8];
-  assign \$105  = c8_0[6:0] << c8_0[10:8];
-  assign \$106  = c8_0[11] | \$105 [6];
-  assign \$107  = ~ c8_0[11];
-  assign \$108  = c8_0[12] ? c8_0[7:0] : { \$107 , \$106 , \$104 [5:0] };
+  assign \$105  = c8_0[11] | \$104 [6];
+  assign \$106  = ~ c8_0[11];
+  assign \$107  = c8_0[12] ? c8_0[7:0] : { \$106 , \$105 , \$103 [5:0] };
+  assign \$108  = c8_0[6:0] << c8_0[10:8];
   assign \$109  = c8_0[6:0] << c8_0[10:8];
-  assign \$110  = c8_0[6:0] << c8_0[10:8];
-  assign \$111  = c8_0[11] | \$110 [6];
-  assign \$112  = ~ c8_0[11];
-  assign \$113  = c8_0[12] ? c8_0[7:0] : { \$112 , \$111 , \$109 [5:0] };
+  assign \$110  = c8_0[11] | \$109 [6];
+  assign \$111  = ~ c8_0[11];
+  assign \$112  = c8_0[12] ? c8_0[7:0] : { \$111 , \$110 , \$108 [5:0] };
+  assign \$113  = c8_1[6:0] << c8_1[10:8];
   assign \$114  = c8_1[6:0] << c8_1[10:8];
-  assign \$115  = c8_1[6:0] << c8_1[10:8];
-  assign \$116  = c8_1[11] | \$115 [6];
-  assign \$117  = ~ c8_1[11];
-  assign \$118  = c8_1[12] ? c8_1[7:0] : { \$117 , \$116 , \$114 [5:0] };
+  assign \$115  = c8_1[11] | \$114 [6];
+  assign \$116  = ~ c8_1[11];
+  assign \$117  = c8_1[12] ? c8_1[7:0] : { \$116 , \$115 , \$113 [5:0] };
+  assign \$118  = c8_1[6:0] << c8_1[10:8];
   assign \$119  = c8_1[6:0] << c8_1[10:8];
-  assign \$120  = c8_1[6:0] << c8_1[10:8];
-  assign \$121  = c8_1[11] | \$120 [6];
-  assign \$122  = ~ c8_1[11];
-  assign \$123  = c8_1[12] ? c8_1[7:0] : { \$122 , \$121 , \$119 [5:0] };
+  assign \$120  = c8_1[11] | \$119 [6];
+  assign \$121  = ~ c8_1[11];
+  assign \$122  = c8_1[12] ? c8_1[7:0] : { \$121 , \$120 , \$118 [5:0] };
+  assign \$123  = c4_0[2:0] << c4_0[5:4];
   assign \$124  = c4_0[2:0] << c4_0[5:4];
-  assign \$125  = c4_0[2:0] << c4_0[5:4];
-  assign \$126  = c4_0[6] | \$125 [2];
-  assign \$127  = ~ c4_0[6];
-  assign \$128  = c4_0[7] ? c4_0[3:0] : { \$127 , \$126 , \$124 [1:0] };
+  assign \$125  = c4_0[6] | \$124 [2];
+  assign \$126  = ~ c4_0[6];
+  assign \$127  = c4_0[7] ? c4_0[3:0] : { \$126 , \$125 , \$123 [1:0] };
+  assign \$128  = c4_0[2:0] << c4_0[5:4];
   assign \$129  = c4_0[2:0] << c4_0[5:4];
-  assign \$130  = c4_0[2:0] << c4_0[5:4];
-  assign \$131  = c4_0[6] | \$130 [2];
-  assign \$132  = ~ c4_0[6];
-  assign \$133  = c4_0[7] ? c4_0[3:0] : { \$132 , \$131 , \$129 [1:0] };
+  assign \$130  = c4_0[6] | \$129 [2];
+  assign \$131  = ~ c4_0[6];
+  assign \$132  = c4_0[7] ? c4_0[3:0] : { \$131 , \$130 , \$128 [1:0] };
+  assign \$133  = c4_1[2:0] << c4_1[5:4];
   assign \$134  = c4_1[2:0] << c4_1[5:4];
-  assign \$135  = c4_1[2:0] << c4_1[5:4];
-  assign \$136  = c4_1[6] | \$135 [2];
-  assign \$137  = ~ c4_1[6];
-  assign \$138  = c4_1[7] ? c4_1[3:0] : { \$137 , \$136 , \$134 [1:0] };
+  assign \$135  = c4_1[6] | \$134 [2];
+  assign \$136  = ~ c4_1[6];
+  assign \$137  = c4_1[7] ? c4_1[3:0] : { \$136 , \$135 , \$133 [1:0] };
+  assign \$138  = c4_1[2:0] << c4_1[5:4];
   assign \$139  = c4_1[2:0] << c4_1[5:4];
-  assign \$140  = c4_1[2:0] << c4_1[5:4];
-  assign \$141  = c4_1[6] | \$140 [2];
-  assign \$142  = ~ c4_1[6];
-  assign \$143  = c4_1[7] ? c4_1[3:0] : { \$142 , \$141 , \$139 [1:0] };
+  assign \$140  = c4_1[6] | \$139 [2];
+  assign \$141  = ~ c4_1[6];
+  assign \$142  = c4_1[7] ? c4_1[3:0] : { \$141 , \$140 , \$138 [1:0] };
+  assign \$143  = c4_0[2:0] << c4_0[5:4];
   assign \$144  = c4_0[2:0] << c4_0[5:4];
-  assign \$145  = c4_0[2:0] << c4_0[5:4];
-  assign \$146  = c4_0[6] | \$145 [2];
-  assign \$147  = ~ c4_0[6];
-  assign \$148  = c4_0[7] ? c4_0[3:0] : { \$147 , \$146 , \$144 [1:0] };
+  assign \$145  = c4_0[6] | \$144 [2];
+  assign \$146  = ~ c4_0[6];
+  assign \$147  = c4_0[7] ? c4_0[3:0] : { \$146 , \$145 , \$143 [1:0] };
+  assign \$148  = c4_1[2:0] << c4_1[5:4];
   assign \$149  = c4_1[2:0] << c4_1[5:4];
-  assign \$150  = c4_1[2:0] << c4_1[5:4];
-  assign \$151  = c4_1[6] | \$150 [2];
-  assign \$152  = ~ c4_1[6];
-  assign \$153  = c4_1[7] ? c4_1[3:0] : { \$152 , \$151 , \$149 [1:0] };
+  assign \$150  = c4_1[6] | \$149 [2];
+  assign \$151  = ~ c4_1[6];
+  assign \$152  = c4_1[7] ? c4_1[3:0] : { \$151 , \$150 , \$148 [1:0] };
+  assign \$153  = c4_2[2:0] << c4_2[5:4];
   assign \$154  = c4_2[2:0] << c4_2[5:4];
-  assign \$155  = c4_2[2:0] << c4_2[5:4];
-  assign \$156  = c4_2[6] | \$155 [2];
-  assign \$157  = ~ c4_2[6];
-  assign \$158  = c4_2[7] ? c4_2[3:0] : { \$157 , \$156 , \$154 [1:0] };
+  assign \$155  = c4_2[6] | \$154 [2];
+  assign \$156  = ~ c4_2[6];
+  assign \$157  = c4_2[7] ? c4_2[3:0] : { \$156 , \$155 , \$153 [1:0] };
+  assign \$158  = c4_3[2:0] << c4_3[5:4];
   assign \$159  = c4_3[2:0] << c4_3[5:4];
-  assign \$160  = c4_3[2:0] << c4_3[5:4];
-  assign \$161  = c4_3[6] | \$160 [2];
-  assign \$162  = ~ c4_3[6];
-  assign \$163  = c4_3[7] ? c4_3[3:0] : { \$162 , \$161 , \$159 [1:0] };
-  assign \$164  = - $signed(lane[7:0]);
-  assign \$165  = lane[7] ? \$164  : { 1'h0, lane[7:0] };
-  assign \$166  = fmt[1] ? \$165  : { 2'h0, lane[6:0] };
-  assign \$167  = ! c8_0_k;
-  assign \$168  = fmt[1] | \$167 ;
-  assign \$169  = ! c8_0_k;
-  assign \$170  = fmt[1] | \$169 ;
-  assign \$171  = c8_0_k - 1'h1;
-  assign \$173  = \$170  ? 4'h0 : \$172 ;
-  assign \$174  = - $signed(lane[15:8]);
-  assign \$175  = lane[15] ? \$174  : { 1'h0, lane[15:8] };
-  assign \$176  = fmt[1] ? \$175  : { 2'h0, lane[14:8] };
-  assign \$177  = ! c8_1_k;
-  assign \$178  = fmt[1] | \$177 ;
-  assign \$179  = ! c8_1_k;
-  assign \$180  = fmt[1] | \$179 ;
-  assign \$181  = c8_1_k - 1'h1;
-  assign \$183  = \$180  ? 4'h0 : \$182 ;
-  assign \$184  = - $signed(lane[3:0]);
-  assign \$185  = lane[3] ? \$184  : { 1'h0, lane[3:0] };
-  assign \$186  = fmt[1] ? \$185  : { 2'h0, lane[2:0] };
-  assign \$187  = ! c4_0_k;
-  assign \$188  = fmt[1] | \$187 ;
-  assign \$189  = ! c4_0_k;
-  assign \$190  = fmt[1] | \$189 ;
-  assign \$191  = c4_0_k - 1'h1;
-  assign \$193  = \$190  ? 3'h0 : \$192 ;
-  assign \$194  = - $signed(lane[7:4]);
-  assign \$195  = lane[7] ? \$194  : { 1'h0, lane[7:4] };
-  assign \$196  = fmt[1] ? \$195  : { 2'h0, lane[6:4] };
-  assign \$197  = ! c4_1_k;
-  assign \$198  = fmt[1] | \$197 ;
-  assign \$199  = ! c4_1_k;
-  assign \$200  = fmt[1] | \$199 ;
-  assign \$201  = c4_1_k - 1'h1;
-  assign \$203  = \$200  ? 3'h0 : \$202 ;
-  assign \$204  = - $signed(lane[11:8]);
-  assign \$205  = lane[11] ? \$204  : { 1'h0, lane[11:8] };
-  assign \$206  = fmt[1] ? \$205  : { 2'h0, lane[10:8] };
-  assign \$207  = ! c4_2_k;
-  assign \$208  = fmt[1] | \$207 ;
-  assign \$209  = ! c4_2_k;
-  assign \$210  = fmt[1] | \$209 ;
-  assign \$211  = c4_2_k - 1'h1;
-  assign \$213  = \$210  ? 3'h0 : \$212 ;
-  assign \$214  = - $signed(lane[15:12]);
-  assign \$215  = lane[15] ? \$214  : { 1'h0, lane[15:12] };
-  assign \$216  = fmt[1] ? \$215  : { 2'h0, lane[14:12] };
-  assign \$217  = ! c4_3_k;
-  assign \$218  = fmt[1] | \$217 ;
-  assign \$219  = ! c4_3_k;
-  assign \$220  = fmt[1] | \$219 ;
-  assign \$221  = c4_3_k - 1'h1;
-  assign \$223  = \$220  ? 3'h0 : \$222 ;
+  assign \$160  = c4_3[6] | \$159 [2];
+  assign \$161  = ~ c4_3[6];
+  assign \$162  = c4_3[7] ? c4_3[3:0] : { \$161 , \$160 , \$158 [1:0] };
+  assign \$163  = | lane[15:8];
+  assign \$164  = mode[0] & \$163 ;
+  assign \$165  = - $signed(lane[7:0]);
+  assign \$166  = lane[7] ? \$165  : { 1'h0, lane[7:0] };
+  assign \$167  = fmt[1] ? \$166  : { 2'h0, lane[6:0] };
+  assign \$168  = ! c8_0_k;
+  assign \$169  = fmt[1] | \$168 ;
+  assign \$170  = ! c8_0_k;
+  assign \$171  = fmt[1] | \$170 ;
+  assign \$172  = c8_0_k - 1'h1;
+  assign \$174  = \$171  ? 4'h0 : \$173 ;
+  assign \$175  = - $signed(lane[15:8]);
+  assign \$176  = lane[15] ? \$175  : { 1'h0, lane[15:8] };
+  assign \$177  = fmt[1] ? \$176  : { 2'h0, lane[14:8] };
+  assign \$178  = ! c8_1_k;
+  assign \$179  = fmt[1] | \$178 ;
+  assign \$180  = ! c8_1_k;
+  assign \$181  = fmt[1] | \$180 ;
+  assign \$182  = c8_1_k - 1'h1;
+  assign \$184  = \$181  ? 4'h0 : \$183 ;
+  assign \$185  = - $signed(lane[3:0]);
+  assign \$186  = lane[3] ? \$185  : { 1'h0, lane[3:0] };
+  assign \$187  = fmt[1] ? \$186  : { 2'h0, lane[2:0] };
+  assign \$188  = ! c4_0_k;
+  assign \$189  = fmt[1] | \$188 ;
+  assign \$190  = ! c4_0_k;
+  assign \$191  = fmt[1] | \$190 ;
+  assign \$192  = c4_0_k - 1'h1;
+  assign \$194  = \$191  ? 3'h0 : \$193 ;
+  assign \$195  = - $signed(lane[7:4]);
+  assign \$196  = lane[7] ? \$195  : { 1'h0, lane[7:4] };
+  assign \$197  = fmt[1] ? \$196  : { 2'h0, lane[6:4] };
+  assign \$198  = ! c4_1_k;
+  assign \$199  = fmt[1] | \$198 ;
+  assign \$200  = ! c4_1_k;
+  assign \$201  = fmt[1] | \$200 ;
+  assign \$202  = c4_1_k - 1'h1;
+  assign \$204  = \$201  ? 3'h0 : \$203 ;
+  assign \$205  = - $signed(lane[11:8]);
+  assign \$206  = lane[11] ? \$205  : { 1'h0, lane[11:8] };
+  assign \$207  = fmt[1] ? \$206  : { 2'h0, lane[10:8] };
+  assign \$208  = ! c4_2_k;
+  assign \$209  = fmt[1] | \$208 ;
+  assign \$210  = ! c4_2_k;
+  assign \$211  = fmt[1] | \$210 ;
+  assign \$212  = c4_2_k - 1'h1;
+  assign \$214  = \$211  ? 3'h0 : \$213 ;
+  assign \$215  = - $signed(lane[15:12]);
+  assign \$216  = lane[15] ? \$215  : { 1'h0, lane[15:12] };
+  assign \$217  = fmt[1] ? \$216  : { 2'h0, lane[14:12] };
+  assign \$218  = ! c4_3_k;
+  assign \$219  = fmt[1] | \$218 ;
+  assign \$220  = ! c4_3_k;
+  assign \$221  = fmt[1] | \$220 ;
+  assign \$222  = c4_3_k - 1'h1;
+  assign \$224  = \$221  ? 3'h0 : \$223 ;
   always @(posedge clk)
-    mode1 <= \$224 ;
+    wide <= \$225 ;
   always @(posedge clk)
-    c8_0 <= \$225 ;
+    mode1 <= \$226 ;
   always @(posedge clk)
-    c8_1 <= \$226 ;
+    c8_0 <= \$227 ;
   always @(posedge clk)
-    c4_0 <= \$227 ;
+    c8_1 <= \$228 ;
   always @(posedge clk)
-    c4_1 <= \$228 ;
+    c4_0 <= \$229 ;
   always @(posedge clk)
-    c4_2 <= \$229 ;
+    c4_1 <= \$230 ;
   always @(posedge clk)
-    c4_3 <= \$230 ;
+    c4_2 <= \$231 ;
+  always @(posedge clk)
+    c4_3 <= \$232 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c8_0_lead = 3'h0;
     if (en) begin
-      c8_0_lead = \$15 ;
+      c8_0_lead = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c8_0_below = 1'h0;
     if (en) begin
-      c8_0_below = \$16 ;
+      c8_0_below = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c8_0_k = 3'h0;
     if (en) begin
-      c8_0_k = \$17 ;
+      c8_0_k = \$16 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c8_0_j = 3'h0;
     if (en) begin
-      c8_0_j = \$20 [2:0];
+      c8_0_j = \$19 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c8_1_lead = 3'h0;
     if (en) begin
-      c8_1_lead = \$34 ;
+      c8_1_lead = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c8_1_below = 1'h0;
     if (en) begin
-      c8_1_below = \$35 ;
+      c8_1_below = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c8_1_k = 3'h0;
     if (en) begin
-      c8_1_k = \$36 ;
+      c8_1_k = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c8_1_j = 3'h0;
     if (en) begin
-      c8_1_j = \$39 [2:0];
+      c8_1_j = \$38 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_0_lead = 2'h0;
     if (en) begin
-      c4_0_lead = \$45 ;
+      c4_0_lead = \$44 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_0_below = 1'h0;
     if (en) begin
-      c4_0_below = \$46 ;
+      c4_0_below = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_0_k = 2'h0;
     if (en) begin
-      c4_0_k = \$47 [1:0];
+      c4_0_k = \$46 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_0_j = 2'h0;
     if (en) begin
-      c4_0_j = \$50 [1:0];
+      c4_0_j = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_1_lead = 2'h0;
     if (en) begin
-      c4_1_lead = \$56 ;
+      c4_1_lead = \$55 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_1_below = 1'h0;
     if (en) begin
-      c4_1_below = \$57 ;
+      c4_1_below = \$56 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_1_k = 2'h0;
     if (en) begin
-      c4_1_k = \$58 [1:0];
+      c4_1_k = \$57 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_1_j = 2'h0;
     if (en) begin
-      c4_1_j = \$61 [1:0];
+      c4_1_j = \$60 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_2_lead = 2'h0;
     if (en) begin
-      c4_2_lead = \$67 ;
+      c4_2_lead = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_2_below = 1'h0;
     if (en) begin
-      c4_2_below = \$68 ;
+      c4_2_below = \$67 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_2_k = 2'h0;
     if (en) begin
-      c4_2_k = \$69 [1:0];
+      c4_2_k = \$68 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_2_j = 2'h0;
     if (en) begin
-      c4_2_j = \$72 [1:0];
+      c4_2_j = \$71 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_3_lead = 2'h0;
     if (en) begin
-      c4_3_lead = \$78 ;
+      c4_3_lead = \$77 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_3_below = 1'h0;
     if (en) begin
-      c4_3_below = \$79 ;
+      c4_3_below = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_3_k = 2'h0;
     if (en) begin
-      c4_3_k = \$80 [1:0];
+      c4_3_k = \$79 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     c4_3_j = 2'h0;
     if (en) begin
-      c4_3_j = \$83 [1:0];
+      c4_3_j = \$82 [1:0];
     end
   end
   always @* begin
@@ -8848,10 +8961,10 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
     casez (mode1)
       2'h3:
         begin
-          dec[3:0] = \$88 [3:0];
-          dec[7:4] = \$93 [3:0];
-          dec[11:8] = \$98 [7:4];
-          dec[15:12] = \$103 [7:4];
+          dec[3:0] = \$87 [3:0];
+          dec[7:4] = \$92 [3:0];
+          dec[11:8] = \$97 [7:4];
+          dec[15:12] = \$102 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -8863,10 +8976,10 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h2:
         begin
-          dec[3:0] = \$108 [3:0];
-          dec[7:4] = \$113 [7:4];
-          dec[11:8] = \$118 [3:0];
-          dec[15:12] = \$123 [7:4];
+          dec[3:0] = \$107 [3:0];
+          dec[7:4] = \$112 [7:4];
+          dec[11:8] = \$117 [3:0];
+          dec[15:12] = \$122 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -8878,10 +8991,10 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h1:
         begin
-          dec[3:0] = \$128 ;
-          dec[7:4] = \$133 ;
-          dec[11:8] = \$138 ;
-          dec[15:12] = \$143 ;
+          dec[3:0] = \$127 ;
+          dec[7:4] = \$132 ;
+          dec[11:8] = \$137 ;
+          dec[15:12] = \$142 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = 1'h0;
@@ -8893,10 +9006,10 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h0:
         begin
-          dec[3:0] = \$148 ;
-          dec[7:4] = \$153 ;
-          dec[11:8] = \$158 ;
-          dec[15:12] = \$163 ;
+          dec[3:0] = \$147 ;
+          dec[7:4] = \$152 ;
+          dec[11:8] = \$157 ;
+          dec[15:12] = \$162 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = c4_1[9];
@@ -8910,85 +9023,91 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$224  = mode1;
+    \$225  = wide;
     if (en) begin
-      \$224  = mode;
+      \$225  = \$164 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$225  = c8_0;
+    \$226  = mode1;
     if (en) begin
-      \$225 [7:0] = \$166 [7:0];
-      \$225 [10:8] = c8_0_j;
-      \$225 [11] = c8_0_k[0];
-      \$225 [12] = \$168 ;
-      \$225 [14:13] = \$173 [1:0];
-      \$225 [15] = lane[7];
+      \$226  = mode;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$226  = c8_1;
+    \$227  = c8_0;
     if (en) begin
-      \$226 [7:0] = \$176 [7:0];
-      \$226 [10:8] = c8_1_j;
-      \$226 [11] = c8_1_k[0];
-      \$226 [12] = \$178 ;
-      \$226 [14:13] = \$183 [1:0];
-      \$226 [15] = lane[15];
+      \$227 [7:0] = \$167 [7:0];
+      \$227 [10:8] = c8_0_j;
+      \$227 [11] = c8_0_k[0];
+      \$227 [12] = \$169 ;
+      \$227 [14:13] = \$174 [1:0];
+      \$227 [15] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$227  = c4_0;
+    \$228  = c8_1;
     if (en) begin
-      \$227 [3:0] = \$186 [3:0];
-      \$227 [5:4] = c4_0_j;
-      \$227 [6] = c4_0_k[0];
-      \$227 [7] = \$188 ;
-      \$227 [8] = \$193 [0];
-      \$227 [9] = lane[3];
+      \$228 [7:0] = \$177 [7:0];
+      \$228 [10:8] = c8_1_j;
+      \$228 [11] = c8_1_k[0];
+      \$228 [12] = \$179 ;
+      \$228 [14:13] = \$184 [1:0];
+      \$228 [15] = lane[15];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$228  = c4_1;
+    \$229  = c4_0;
     if (en) begin
-      \$228 [3:0] = \$196 [3:0];
-      \$228 [5:4] = c4_1_j;
-      \$228 [6] = c4_1_k[0];
-      \$228 [7] = \$198 ;
-      \$228 [8] = \$203 [0];
-      \$228 [9] = lane[7];
+      \$229 [3:0] = \$187 [3:0];
+      \$229 [5:4] = c4_0_j;
+      \$229 [6] = c4_0_k[0];
+      \$229 [7] = \$189 ;
+      \$229 [8] = \$194 [0];
+      \$229 [9] = lane[3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$229  = c4_2;
+    \$230  = c4_1;
     if (en) begin
-      \$229 [3:0] = \$206 [3:0];
-      \$229 [5:4] = c4_2_j;
-      \$229 [6] = c4_2_k[0];
-      \$229 [7] = \$208 ;
-      \$229 [8] = \$213 [0];
-      \$229 [9] = lane[11];
+      \$230 [3:0] = \$197 [3:0];
+      \$230 [5:4] = c4_1_j;
+      \$230 [6] = c4_1_k[0];
+      \$230 [7] = \$199 ;
+      \$230 [8] = \$204 [0];
+      \$230 [9] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$230  = c4_3;
+    \$231  = c4_2;
     if (en) begin
-      \$230 [3:0] = \$216 [3:0];
-      \$230 [5:4] = c4_3_j;
-      \$230 [6] = c4_3_k[0];
-      \$230 [7] = \$218 ;
-      \$230 [8] = \$223 [0];
-      \$230 [9] = lane[15];
+      \$231 [3:0] = \$207 [3:0];
+      \$231 [5:4] = c4_2_j;
+      \$231 [6] = c4_2_k[0];
+      \$231 [7] = \$209 ;
+      \$231 [8] = \$214 [0];
+      \$231 [9] = lane[11];
     end
   end
-  assign \mode.a8  = mode[0];
-  assign \mode.b8  = mode[1];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$232  = c4_3;
+    if (en) begin
+      \$232 [3:0] = \$217 [3:0];
+      \$232 [5:4] = c4_3_j;
+      \$232 [6] = c4_3_k[0];
+      \$232 [7] = \$219 ;
+      \$232 [8] = \$224 [0];
+      \$232 [9] = lane[15];
+    end
+  end
+  assign wide1 = wide;
   assign \fmt.is8  = fmt[0];
   assign \fmt.is_int  = fmt[1];
   assign \fmt.kmax  = fmt[4:2];
@@ -9042,168 +9161,172 @@ module \top.front.dec_b2 (clk, rst, wide, mode, fmt, dec, en, lane);
   assign \c4_3.plain  = c4_3[7];
   assign \c4_3.sh  = c4_3[8];
   assign \c4_3.neg  = c4_3[9];
-  assign \$172  = { \$171 [3], \$171 [3:1] };
-  assign \$182  = { \$181 [3], \$181 [3:1] };
-  assign \$192  = { \$191 [2], \$191 [2:1] };
-  assign \$202  = { \$201 [2], \$201 [2:1] };
-  assign \$212  = { \$211 [2], \$211 [2:1] };
-  assign \$222  = { \$221 [2], \$221 [2:1] };
+  assign \mode.a8  = mode[0];
+  assign \mode.b8  = mode[1];
+  assign \$173  = { \$172 [3], \$172 [3:1] };
+  assign \$183  = { \$182 [3], \$182 [3:1] };
+  assign \$193  = { \$192 [2], \$192 [2:1] };
+  assign \$203  = { \$202 [2], \$202 [2:1] };
+  assign \$213  = { \$212 [2], \$212 [2:1] };
+  assign \$223  = { \$222 [2], \$222 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
+module \top.front.dec_b3 (clk, rst, mode, fmt, dec, wide, en, lane);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire [2:0] \$10 ;
-  wire [13:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire [7:0] \$103 ;
+  wire [7:0] \$102 ;
+  wire [13:0] \$103 ;
   wire [13:0] \$104 ;
-  wire [13:0] \$105 ;
+  wire \$105 ;
   wire \$106 ;
-  wire \$107 ;
-  wire [7:0] \$108 ;
+  wire [7:0] \$107 ;
+  wire [13:0] \$108 ;
   wire [13:0] \$109 ;
   wire [2:0] \$11 ;
-  wire [13:0] \$110 ;
+  wire \$110 ;
   wire \$111 ;
-  wire \$112 ;
-  wire [7:0] \$113 ;
+  wire [7:0] \$112 ;
+  wire [13:0] \$113 ;
   wire [13:0] \$114 ;
-  wire [13:0] \$115 ;
+  wire \$115 ;
   wire \$116 ;
-  wire \$117 ;
-  wire [7:0] \$118 ;
+  wire [7:0] \$117 ;
+  wire [13:0] \$118 ;
   wire [13:0] \$119 ;
   wire [2:0] \$12 ;
-  wire [13:0] \$120 ;
+  wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire [7:0] \$123 ;
+  wire [7:0] \$122 ;
+  wire [5:0] \$123 ;
   wire [5:0] \$124 ;
-  wire [5:0] \$125 ;
+  wire \$125 ;
   wire \$126 ;
-  wire \$127 ;
-  wire [3:0] \$128 ;
+  wire [3:0] \$127 ;
+  wire [5:0] \$128 ;
   wire [5:0] \$129 ;
   wire [2:0] \$13 ;
-  wire [5:0] \$130 ;
+  wire \$130 ;
   wire \$131 ;
-  wire \$132 ;
-  wire [3:0] \$133 ;
+  wire [3:0] \$132 ;
+  wire [5:0] \$133 ;
   wire [5:0] \$134 ;
-  wire [5:0] \$135 ;
+  wire \$135 ;
   wire \$136 ;
-  wire \$137 ;
-  wire [3:0] \$138 ;
+  wire [3:0] \$137 ;
+  wire [5:0] \$138 ;
   wire [5:0] \$139 ;
   wire [2:0] \$14 ;
-  wire [5:0] \$140 ;
+  wire \$140 ;
   wire \$141 ;
-  wire \$142 ;
-  wire [3:0] \$143 ;
+  wire [3:0] \$142 ;
+  wire [5:0] \$143 ;
   wire [5:0] \$144 ;
-  wire [5:0] \$145 ;
+  wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
-  wire [3:0] \$148 ;
+  wire [3:0] \$147 ;
+  wire [5:0] \$148 ;
   wire [5:0] \$149 ;
-  wire [2:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire \$15 ;
+  wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire [3:0] \$153 ;
+  wire [3:0] \$152 ;
+  wire [5:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
+  wire \$155 ;
   wire \$156 ;
-  wire \$157 ;
-  wire [3:0] \$158 ;
+  wire [3:0] \$157 ;
+  wire [5:0] \$158 ;
   wire [5:0] \$159 ;
-  wire \$16 ;
-  wire [5:0] \$160 ;
+  wire [2:0] \$16 ;
+  wire \$160 ;
   wire \$161 ;
-  wire \$162 ;
-  wire [3:0] \$163 ;
-  wire [8:0] \$164 ;
+  wire [3:0] \$162 ;
+  wire \$163 ;
+  wire \$164 ;
   wire [8:0] \$165 ;
   wire [8:0] \$166 ;
-  wire \$167 ;
+  wire [8:0] \$167 ;
   wire \$168 ;
   wire \$169 ;
-  wire [2:0] \$17 ;
+  wire [3:0] \$17 ;
   wire \$170 ;
-  wire [3:0] \$171 ;
+  wire \$171 ;
   wire [3:0] \$172 ;
   wire [3:0] \$173 ;
-  wire [8:0] \$174 ;
+  wire [3:0] \$174 ;
   wire [8:0] \$175 ;
   wire [8:0] \$176 ;
-  wire \$177 ;
+  wire [8:0] \$177 ;
   wire \$178 ;
   wire \$179 ;
   wire [3:0] \$18 ;
   wire \$180 ;
-  wire [3:0] \$181 ;
+  wire \$181 ;
   wire [3:0] \$182 ;
   wire [3:0] \$183 ;
-  wire [4:0] \$184 ;
+  wire [3:0] \$184 ;
   wire [4:0] \$185 ;
   wire [4:0] \$186 ;
-  wire \$187 ;
+  wire [4:0] \$187 ;
   wire \$188 ;
   wire \$189 ;
-  wire [3:0] \$19 ;
+  wire [4:0] \$19 ;
   wire \$190 ;
-  wire [2:0] \$191 ;
+  wire \$191 ;
   wire [2:0] \$192 ;
   wire [2:0] \$193 ;
-  wire [4:0] \$194 ;
+  wire [2:0] \$194 ;
   wire [4:0] \$195 ;
   wire [4:0] \$196 ;
-  wire \$197 ;
+  wire [4:0] \$197 ;
   wire \$198 ;
   wire \$199 ;
   wire \$2 ;
-  wire [4:0] \$20 ;
+  wire \$20 ;
   wire \$200 ;
-  wire [2:0] \$201 ;
+  wire \$201 ;
   wire [2:0] \$202 ;
   wire [2:0] \$203 ;
-  wire [4:0] \$204 ;
+  wire [2:0] \$204 ;
   wire [4:0] \$205 ;
   wire [4:0] \$206 ;
-  wire \$207 ;
+  wire [4:0] \$207 ;
   wire \$208 ;
   wire \$209 ;
   wire \$21 ;
   wire \$210 ;
-  wire [2:0] \$211 ;
+  wire \$211 ;
   wire [2:0] \$212 ;
   wire [2:0] \$213 ;
-  wire [4:0] \$214 ;
+  wire [2:0] \$214 ;
   wire [4:0] \$215 ;
   wire [4:0] \$216 ;
-  wire \$217 ;
+  wire [4:0] \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
   wire \$220 ;
-  wire [2:0] \$221 ;
+  wire \$221 ;
   wire [2:0] \$222 ;
   wire [2:0] \$223 ;
-  reg [1:0] \$224 ;
-  reg [15:0] \$225 ;
-  reg [15:0] \$226 ;
-  reg [9:0] \$227 ;
-  reg [9:0] \$228 ;
+  wire [2:0] \$224 ;
+  reg \$225 ;
+  reg [1:0] \$226 ;
+  reg [15:0] \$227 ;
+  reg [15:0] \$228 ;
   reg [9:0] \$229 ;
   wire \$23 ;
   reg [9:0] \$230 ;
+  reg [9:0] \$231 ;
+  reg [9:0] \$232 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire \$27 ;
+  wire [2:0] \$27 ;
   wire [2:0] \$28 ;
   wire [2:0] \$29 ;
   wire \$3 ;
@@ -9211,77 +9334,77 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
   wire [2:0] \$31 ;
   wire [2:0] \$32 ;
   wire [2:0] \$33 ;
-  wire [2:0] \$34 ;
-  wire \$35 ;
-  wire [2:0] \$36 ;
+  wire \$34 ;
+  wire [2:0] \$35 ;
+  wire [3:0] \$36 ;
   wire [3:0] \$37 ;
-  wire [3:0] \$38 ;
-  wire [4:0] \$39 ;
+  wire [4:0] \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
-  wire \$42 ;
+  wire [1:0] \$42 ;
   wire [1:0] \$43 ;
   wire [1:0] \$44 ;
-  wire [1:0] \$45 ;
-  wire \$46 ;
+  wire \$45 ;
+  wire [2:0] \$46 ;
   wire [2:0] \$47 ;
   wire [2:0] \$48 ;
-  wire [2:0] \$49 ;
+  wire [3:0] \$49 ;
   wire \$5 ;
-  wire [3:0] \$50 ;
+  wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
+  wire [1:0] \$53 ;
   wire [1:0] \$54 ;
   wire [1:0] \$55 ;
-  wire [1:0] \$56 ;
-  wire \$57 ;
+  wire \$56 ;
+  wire [2:0] \$57 ;
   wire [2:0] \$58 ;
   wire [2:0] \$59 ;
   wire \$6 ;
-  wire [2:0] \$60 ;
-  wire [3:0] \$61 ;
+  wire [3:0] \$60 ;
+  wire \$61 ;
   wire \$62 ;
   wire \$63 ;
-  wire \$64 ;
+  wire [1:0] \$64 ;
   wire [1:0] \$65 ;
   wire [1:0] \$66 ;
-  wire [1:0] \$67 ;
-  wire \$68 ;
+  wire \$67 ;
+  wire [2:0] \$68 ;
   wire [2:0] \$69 ;
   wire \$7 ;
   wire [2:0] \$70 ;
-  wire [2:0] \$71 ;
-  wire [3:0] \$72 ;
+  wire [3:0] \$71 ;
+  wire \$72 ;
   wire \$73 ;
   wire \$74 ;
-  wire \$75 ;
+  wire [1:0] \$75 ;
   wire [1:0] \$76 ;
   wire [1:0] \$77 ;
-  wire [1:0] \$78 ;
-  wire \$79 ;
-  wire \$8 ;
+  wire \$78 ;
+  wire [2:0] \$79 ;
+  wire [2:0] \$8 ;
   wire [2:0] \$80 ;
   wire [2:0] \$81 ;
-  wire [2:0] \$82 ;
-  wire [3:0] \$83 ;
+  wire [3:0] \$82 ;
+  wire [13:0] \$83 ;
   wire [13:0] \$84 ;
-  wire [13:0] \$85 ;
+  wire \$85 ;
   wire \$86 ;
-  wire \$87 ;
-  wire [7:0] \$88 ;
+  wire [7:0] \$87 ;
+  wire [13:0] \$88 ;
   wire [13:0] \$89 ;
   wire [2:0] \$9 ;
-  wire [13:0] \$90 ;
+  wire \$90 ;
   wire \$91 ;
-  wire \$92 ;
-  wire [7:0] \$93 ;
+  wire [7:0] \$92 ;
+  wire [13:0] \$93 ;
   wire [13:0] \$94 ;
-  wire [13:0] \$95 ;
+  wire \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire [7:0] \$98 ;
+  wire [7:0] \$97 ;
+  wire [13:0] \$98 ;
   wire [13:0] \$99 ;
   reg [9:0] c4_0 = 10'h000;
   wire [1:0] \c4_0.j ;
@@ -9384,405 +9507,409 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
   input rst;
   wire rst;
   output wide;
-  wire wide;
-  assign \$1  = | lane[15:8];
-  assign wide = mode[0] & \$1 ;
-  assign \$2  = ~ lane[6];
-  assign \$3  = ~ lane[5];
-  assign \$4  = ~ lane[4];
-  assign \$5  = ~ lane[3];
-  assign \$6  = ~ lane[2];
-  assign \$7  = ~ lane[1];
-  assign \$8  = ~ lane[0];
-  assign \$9  = lane[0] ? 3'h7 : 3'h6;
-  assign \$10  = lane[1] ? \$9  : 3'h5;
-  assign \$11  = lane[2] ? \$10  : 3'h4;
-  assign \$12  = lane[3] ? \$11  : 3'h3;
-  assign \$13  = lane[4] ? \$12  : 3'h2;
-  assign \$14  = lane[5] ? \$13  : 3'h1;
-  assign \$15  = lane[6] ? \$14  : 3'h0;
-  assign \$16  = c8_0_lead < fmt[4:2];
-  assign \$17  = c8_0_below ? c8_0_lead : fmt[4:2];
-  assign \$18  = c8_0_lead + 1'h1;
-  assign \$19  = c8_0_below ? \$18  : { 1'h0, fmt[4:2] };
-  assign \$20  = \$19  - c8_0_k[0];
-  assign \$21  = ~ lane[14];
-  assign \$22  = ~ lane[13];
-  assign \$23  = ~ lane[12];
-  assign \$24  = ~ lane[11];
-  assign \$25  = ~ lane[10];
-  assign \$26  = ~ lane[9];
-  assign \$27  = ~ lane[8];
-  assign \$28  = lane[8] ? 3'h7 : 3'h6;
-  assign \$29  = lane[9] ? \$28  : 3'h5;
-  assign \$30  = lane[10] ? \$29  : 3'h4;
-  assign \$31  = lane[11] ? \$30  : 3'h3;
-  assign \$32  = lane[12] ? \$31  : 3'h2;
-  assign \$33  = lane[13] ? \$32  : 3'h1;
-  assign \$34  = lane[14] ? \$33  : 3'h0;
-  assign \$35  = c8_1_lead < fmt[4:2];
-  assign \$36  = c8_1_below ? c8_1_lead : fmt[4:2];
-  assign \$37  = c8_1_lead + 1'h1;
-  assign \$38  = c8_1_below ? \$37  : { 1'h0, fmt[4:2] };
-  assign \$39  = \$38  - c8_1_k[0];
-  assign \$40  = ~ lane[2];
-  assign \$41  = ~ lane[1];
-  assign \$42  = ~ lane[0];
-  assign \$43  = lane[0] ? 2'h3 : 2'h2;
-  assign \$44  = lane[1] ? \$43  : 2'h1;
-  assign \$45  = lane[2] ? \$44  : 2'h0;
-  assign \$46  = c4_0_lead < fmt[4:2];
-  assign \$47  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
-  assign \$48  = c4_0_lead + 1'h1;
-  assign \$49  = c4_0_below ? \$48  : fmt[4:2];
-  assign \$50  = \$49  - c4_0_k[0];
-  assign \$51  = ~ lane[6];
-  assign \$52  = ~ lane[5];
-  assign \$53  = ~ lane[4];
-  assign \$54  = lane[4] ? 2'h3 : 2'h2;
-  assign \$55  = lane[5] ? \$54  : 2'h1;
-  assign \$56  = lane[6] ? \$55  : 2'h0;
-  assign \$57  = c4_1_lead < fmt[4:2];
-  assign \$58  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
-  assign \$59  = c4_1_lead + 1'h1;
-  assign \$60  = c4_1_below ? \$59  : fmt[4:2];
-  assign \$61  = \$60  - c4_1_k[0];
-  assign \$62  = ~ lane[10];
-  assign \$63  = ~ lane[9];
-  assign \$64  = ~ lane[8];
-  assign \$65  = lane[8] ? 2'h3 : 2'h2;
-  assign \$66  = lane[9] ? \$65  : 2'h1;
-  assign \$67  = lane[10] ? \$66  : 2'h0;
-  assign \$68  = c4_2_lead < fmt[4:2];
-  assign \$69  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
-  assign \$70  = c4_2_lead + 1'h1;
-  assign \$71  = c4_2_below ? \$70  : fmt[4:2];
-  assign \$72  = \$71  - c4_2_k[0];
-  assign \$73  = ~ lane[14];
-  assign \$74  = ~ lane[13];
-  assign \$75  = ~ lane[12];
-  assign \$76  = lane[12] ? 2'h3 : 2'h2;
-  assign \$77  = lane[13] ? \$76  : 2'h1;
-  assign \$78  = lane[14] ? \$77  : 2'h0;
-  assign \$79  = c4_3_lead < fmt[4:2];
-  assign \$80  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
-  assign \$81  = c4_3_lead + 1'h1;
-  assign \$82  = c4_3_below ? \$81  : fmt[4:2];
-  assign \$83  = \$82  - c4_3_k[0];
+  reg wide = 1'h0;
+  (* init = 1'h0 *)
+  wire wide1;
+  assign \$1  = ~ lane[6];
+  assign \$2  = ~ lane[5];
+  assign \$3  = ~ lane[4];
+  assign \$4  = ~ lane[3];
+  assign \$5  = ~ lane[2];
+  assign \$6  = ~ lane[1];
+  assign \$7  = ~ lane[0];
+  assign \$8  = lane[0] ? 3'h7 : 3'h6;
+  assign \$9  = lane[1] ? \$8  : 3'h5;
+  assign \$10  = lane[2] ? \$9  : 3'h4;
+  assign \$11  = lane[3] ? \$10  : 3'h3;
+  assign \$12  = lane[4] ? \$11  : 3'h2;
+  assign \$13  = lane[5] ? \$12  : 3'h1;
+  assign \$14  = lane[6] ? \$13  : 3'h0;
+  assign \$15  = c8_0_lead < fmt[4:2];
+  assign \$16  = c8_0_below ? c8_0_lead : fmt[4:2];
+  assign \$17  = c8_0_lead + 1'h1;
+  assign \$18  = c8_0_below ? \$17  : { 1'h0, fmt[4:2] };
+  assign \$19  = \$18  - c8_0_k[0];
+  assign \$20  = ~ lane[14];
+  assign \$21  = ~ lane[13];
+  assign \$22  = ~ lane[12];
+  assign \$23  = ~ lane[11];
+  assign \$24  = ~ lane[10];
+  assign \$25  = ~ lane[9];
+  assign \$26  = ~ lane[8];
+  assign \$27  = lane[8] ? 3'h7 : 3'h6;
+  assign \$28  = lane[9] ? \$27  : 3'h5;
+  assign \$29  = lane[10] ? \$28  : 3'h4;
+  assign \$30  = lane[11] ? \$29  : 3'h3;
+  assign \$31  = lane[12] ? \$30  : 3'h2;
+  assign \$32  = lane[13] ? \$31  : 3'h1;
+  assign \$33  = lane[14] ? \$32  : 3'h0;
+  assign \$34  = c8_1_lead < fmt[4:2];
+  assign \$35  = c8_1_below ? c8_1_lead : fmt[4:2];
+  assign \$36  = c8_1_lead + 1'h1;
+  assign \$37  = c8_1_below ? \$36  : { 1'h0, fmt[4:2] };
+  assign \$38  = \$37  - c8_1_k[0];
+  assign \$39  = ~ lane[2];
+  assign \$40  = ~ lane[1];
+  assign \$41  = ~ lane[0];
+  assign \$42  = lane[0] ? 2'h3 : 2'h2;
+  assign \$43  = lane[1] ? \$42  : 2'h1;
+  assign \$44  = lane[2] ? \$43  : 2'h0;
+  assign \$45  = c4_0_lead < fmt[4:2];
+  assign \$46  = c4_0_below ? { 1'h0, c4_0_lead } : fmt[4:2];
+  assign \$47  = c4_0_lead + 1'h1;
+  assign \$48  = c4_0_below ? \$47  : fmt[4:2];
+  assign \$49  = \$48  - c4_0_k[0];
+  assign \$50  = ~ lane[6];
+  assign \$51  = ~ lane[5];
+  assign \$52  = ~ lane[4];
+  assign \$53  = lane[4] ? 2'h3 : 2'h2;
+  assign \$54  = lane[5] ? \$53  : 2'h1;
+  assign \$55  = lane[6] ? \$54  : 2'h0;
+  assign \$56  = c4_1_lead < fmt[4:2];
+  assign \$57  = c4_1_below ? { 1'h0, c4_1_lead } : fmt[4:2];
+  assign \$58  = c4_1_lead + 1'h1;
+  assign \$59  = c4_1_below ? \$58  : fmt[4:2];
+  assign \$60  = \$59  - c4_1_k[0];
+  assign \$61  = ~ lane[10];
+  assign \$62  = ~ lane[9];
+  assign \$63  = ~ lane[8];
+  assign \$64  = lane[8] ? 2'h3 : 2'h2;
+  assign \$65  = lane[9] ? \$64  : 2'h1;
+  assign \$66  = lane[10] ? \$65  : 2'h0;
+  assign \$67  = c4_2_lead < fmt[4:2];
+  assign \$68  = c4_2_below ? { 1'h0, c4_2_lead } : fmt[4:2];
+  assign \$69  = c4_2_lead + 1'h1;
+  assign \$70  = c4_2_below ? \$69  : fmt[4:2];
+  assign \$71  = \$70  - c4_2_k[0];
+  assign \$72  = ~ lane[14];
+  assign \$73  = ~ lane[13];
+  assign \$74  = ~ lane[12];
+  assign \$75  = lane[12] ? 2'h3 : 2'h2;
+  assign \$76  = lane[13] ? \$75  : 2'h1;
+  assign \$77  = lane[14] ? \$76  : 2'h0;
+  assign \$78  = c4_3_lead < fmt[4:2];
+  assign \$79  = c4_3_below ? { 1'h0, c4_3_lead } : fmt[4:2];
+  assign \$80  = c4_3_lead + 1'h1;
+  assign \$81  = c4_3_below ? \$80  : fmt[4:2];
+  assign \$82  = \$81  - c4_3_k[0];
+  assign \$83  = c8_0[6:0] << c8_0[10:8];
   assign \$84  = c8_0[6:0] << c8_0[10:8];
-  assign \$85  = c8_0[6:0] << c8_0[10:8];
-  assign \$86  = c8_0[11] | \$85 [6];
-  assign \$87  = ~ c8_0[11];
-  assign \$88  = c8_0[12] ? c8_0[7:0] : { \$87 , \$86 , \$84 [5:0] };
+  assign \$85  = c8_0[11] | \$84 [6];
+  assign \$86  = ~ c8_0[11];
+  assign \$87  = c8_0[12] ? c8_0[7:0] : { \$86 , \$85 , \$83 [5:0] };
+  assign \$88  = c8_0[6:0] << c8_0[10:8];
   assign \$89  = c8_0[6:0] << c8_0[10:8];
-  assign \$90  = c8_0[6:0] << c8_0[10:8];
-  assign \$91  = c8_0[11] | \$90 [6];
-  assign \$92  = ~ c8_0[11];
-  assign \$93  = c8_0[12] ? c8_0[7:0] : { \$92 , \$91 , \$89 [5:0] };
+  assign \$90  = c8_0[11] | \$89 [6];
+  assign \$91  = ~ c8_0[11];
+  assign \$92  = c8_0[12] ? c8_0[7:0] : { \$91 , \$90 , \$88 [5:0] };
+  assign \$93  = c8_0[6:0] << c8_0[10:8];
   assign \$94  = c8_0[6:0] << c8_0[10:8];
-  assign \$95  = c8_0[6:0] << c8_0[10:8];
-  assign \$96  = c8_0[11] | \$95 [6];
-  assign \$97  = ~ c8_0[11];
-  assign \$98  = c8_0[12] ? c8_0[7:0] : { \$97 , \$96 , \$94 [5:0] };
+  assign \$95  = c8_0[11] | \$94 [6];
+  assign \$96  = ~ c8_0[11];
+  assign \$97  = c8_0[12] ? c8_0[7:0] : { \$96 , \$95 , \$93 [5:0] };
+  assign \$98  = c8_0[6:0] << c8_0[10:8];
   assign \$99  = c8_0[6:0] << c8_0[10:8];
-  assign \$100  = c8_0[6:0] << c8_0[10:8];
-  assign \$101  = c8_0[11] | \$100 [6];
-  assign \$102  = ~ c8_0[11];
-  assign \$103  = c8_0[12] ? c8_0[7:0] : { \$102 , \$101 , \$99 [5:0] };
+  assign \$100  = c8_0[11] | \$99 [6];
+  assign \$101  = ~ c8_0[11];
+  assign \$102  = c8_0[12] ? c8_0[7:0] : { \$101 , \$100 , \$98 [5:0] };
+  assign \$103  = c8_0[6:0] << c8_0[10:8];
   assign \$104  = c8_0[6:0] << c8_0[10:8];
-  assign \$105  = c8_0[6:0] << c8_0[10:8];
-  assign \$106  = c8_0[11] | \$105 [6];
-  assign \$107  = ~ c8_0[11];
-  assign \$108  = c8_0[12] ? c8_0[7:0] : { \$107 , \$106 , \$104 [5:0] };
+  assign \$105  = c8_0[11] | \$104 [6];
+  assign \$106  = ~ c8_0[11];
+  assign \$107  = c8_0[12] ? c8_0[7:0] : { \$106 , \$105 , \$103 [5:0] };
+  assign \$108  = c8_0[6:0] << c8_0[10:8];
   assign \$109  = c8_0[6:0] << c8_0[10:8];
-  assign \$110  = c8_0[6:0] << c8_0[10:8];
-  assign \$111  = c8_0[11] | \$110 [6];
-  assign \$112  = ~ c8_0[11];
-  assign \$113  = c8_0[12] ? c8_0[7:0] : { \$112 , \$111 , \$109 [5:0] };
+  assign \$110  = c8_0[11] | \$109 [6];
+  assign \$111  = ~ c8_0[11];
+  assign \$112  = c8_0[12] ? c8_0[7:0] : { \$111 , \$110 , \$108 [5:0] };
+  assign \$113  = c8_1[6:0] << c8_1[10:8];
   assign \$114  = c8_1[6:0] << c8_1[10:8];
-  assign \$115  = c8_1[6:0] << c8_1[10:8];
-  assign \$116  = c8_1[11] | \$115 [6];
-  assign \$117  = ~ c8_1[11];
-  assign \$118  = c8_1[12] ? c8_1[7:0] : { \$117 , \$116 , \$114 [5:0] };
+  assign \$115  = c8_1[11] | \$114 [6];
+  assign \$116  = ~ c8_1[11];
+  assign \$117  = c8_1[12] ? c8_1[7:0] : { \$116 , \$115 , \$113 [5:0] };
+  assign \$118  = c8_1[6:0] << c8_1[10:8];
   assign \$119  = c8_1[6:0] << c8_1[10:8];
-  assign \$120  = c8_1[6:0] << c8_1[10:8];
-  assign \$121  = c8_1[11] | \$120 [6];
-  assign \$122  = ~ c8_1[11];
-  assign \$123  = c8_1[12] ? c8_1[7:0] : { \$122 , \$121 , \$119 [5:0] };
+  assign \$120  = c8_1[11] | \$119 [6];
+  assign \$121  = ~ c8_1[11];
+  assign \$122  = c8_1[12] ? c8_1[7:0] : { \$121 , \$120 , \$118 [5:0] };
+  assign \$123  = c4_0[2:0] << c4_0[5:4];
   assign \$124  = c4_0[2:0] << c4_0[5:4];
-  assign \$125  = c4_0[2:0] << c4_0[5:4];
-  assign \$126  = c4_0[6] | \$125 [2];
-  assign \$127  = ~ c4_0[6];
-  assign \$128  = c4_0[7] ? c4_0[3:0] : { \$127 , \$126 , \$124 [1:0] };
+  assign \$125  = c4_0[6] | \$124 [2];
+  assign \$126  = ~ c4_0[6];
+  assign \$127  = c4_0[7] ? c4_0[3:0] : { \$126 , \$125 , \$123 [1:0] };
+  assign \$128  = c4_0[2:0] << c4_0[5:4];
   assign \$129  = c4_0[2:0] << c4_0[5:4];
-  assign \$130  = c4_0[2:0] << c4_0[5:4];
-  assign \$131  = c4_0[6] | \$130 [2];
-  assign \$132  = ~ c4_0[6];
-  assign \$133  = c4_0[7] ? c4_0[3:0] : { \$132 , \$131 , \$129 [1:0] };
+  assign \$130  = c4_0[6] | \$129 [2];
+  assign \$131  = ~ c4_0[6];
+  assign \$132  = c4_0[7] ? c4_0[3:0] : { \$131 , \$130 , \$128 [1:0] };
+  assign \$133  = c4_1[2:0] << c4_1[5:4];
   assign \$134  = c4_1[2:0] << c4_1[5:4];
-  assign \$135  = c4_1[2:0] << c4_1[5:4];
-  assign \$136  = c4_1[6] | \$135 [2];
-  assign \$137  = ~ c4_1[6];
-  assign \$138  = c4_1[7] ? c4_1[3:0] : { \$137 , \$136 , \$134 [1:0] };
+  assign \$135  = c4_1[6] | \$134 [2];
+  assign \$136  = ~ c4_1[6];
+  assign \$137  = c4_1[7] ? c4_1[3:0] : { \$136 , \$135 , \$133 [1:0] };
+  assign \$138  = c4_1[2:0] << c4_1[5:4];
   assign \$139  = c4_1[2:0] << c4_1[5:4];
-  assign \$140  = c4_1[2:0] << c4_1[5:4];
-  assign \$141  = c4_1[6] | \$140 [2];
-  assign \$142  = ~ c4_1[6];
-  assign \$143  = c4_1[7] ? c4_1[3:0] : { \$142 , \$141 , \$139 [1:0] };
+  assign \$140  = c4_1[6] | \$139 [2];
+  assign \$141  = ~ c4_1[6];
+  assign \$142  = c4_1[7] ? c4_1[3:0] : { \$141 , \$140 , \$138 [1:0] };
+  assign \$143  = c4_0[2:0] << c4_0[5:4];
   assign \$144  = c4_0[2:0] << c4_0[5:4];
-  assign \$145  = c4_0[2:0] << c4_0[5:4];
-  assign \$146  = c4_0[6] | \$145 [2];
-  assign \$147  = ~ c4_0[6];
-  assign \$148  = c4_0[7] ? c4_0[3:0] : { \$147 , \$146 , \$144 [1:0] };
+  assign \$145  = c4_0[6] | \$144 [2];
+  assign \$146  = ~ c4_0[6];
+  assign \$147  = c4_0[7] ? c4_0[3:0] : { \$146 , \$145 , \$143 [1:0] };
+  assign \$148  = c4_1[2:0] << c4_1[5:4];
   assign \$149  = c4_1[2:0] << c4_1[5:4];
-  assign \$150  = c4_1[2:0] << c4_1[5:4];
-  assign \$151  = c4_1[6] | \$150 [2];
-  assign \$152  = ~ c4_1[6];
-  assign \$153  = c4_1[7] ? c4_1[3:0] : { \$152 , \$151 , \$149 [1:0] };
+  assign \$150  = c4_1[6] | \$149 [2];
+  assign \$151  = ~ c4_1[6];
+  assign \$152  = c4_1[7] ? c4_1[3:0] : { \$151 , \$150 , \$148 [1:0] };
+  assign \$153  = c4_2[2:0] << c4_2[5:4];
   assign \$154  = c4_2[2:0] << c4_2[5:4];
-  assign \$155  = c4_2[2:0] << c4_2[5:4];
-  assign \$156  = c4_2[6] | \$155 [2];
-  assign \$157  = ~ c4_2[6];
-  assign \$158  = c4_2[7] ? c4_2[3:0] : { \$157 , \$156 , \$154 [1:0] };
+  assign \$155  = c4_2[6] | \$154 [2];
+  assign \$156  = ~ c4_2[6];
+  assign \$157  = c4_2[7] ? c4_2[3:0] : { \$156 , \$155 , \$153 [1:0] };
+  assign \$158  = c4_3[2:0] << c4_3[5:4];
   assign \$159  = c4_3[2:0] << c4_3[5:4];
-  assign \$160  = c4_3[2:0] << c4_3[5:4];
-  assign \$161  = c4_3[6] | \$160 [2];
-  assign \$162  = ~ c4_3[6];
-  assign \$163  = c4_3[7] ? c4_3[3:0] : { \$162 , \$161 , \$159 [1:0] };
-  assign \$164  = - $signed(lane[7:0]);
-  assign \$165  = lane[7] ? \$164  : { 1'h0, lane[7:0] };
-  assign \$166  = fmt[1] ? \$165  : { 2'h0, lane[6:0] };
-  assign \$167  = ! c8_0_k;
-  assign \$168  = fmt[1] | \$167 ;
-  assign \$169  = ! c8_0_k;
-  assign \$170  = fmt[1] | \$169 ;
-  assign \$171  = c8_0_k - 1'h1;
-  assign \$173  = \$170  ? 4'h0 : \$172 ;
-  assign \$174  = - $signed(lane[15:8]);
-  assign \$175  = lane[15] ? \$174  : { 1'h0, lane[15:8] };
-  assign \$176  = fmt[1] ? \$175  : { 2'h0, lane[14:8] };
-  assign \$177  = ! c8_1_k;
-  assign \$178  = fmt[1] | \$177 ;
-  assign \$179  = ! c8_1_k;
-  assign \$180  = fmt[1] | \$179 ;
-  assign \$181  = c8_1_k - 1'h1;
-  assign \$183  = \$180  ? 4'h0 : \$182 ;
-  assign \$184  = - $signed(lane[3:0]);
-  assign \$185  = lane[3] ? \$184  : { 1'h0, lane[3:0] };
-  assign \$186  = fmt[1] ? \$185  : { 2'h0, lane[2:0] };
-  assign \$187  = ! c4_0_k;
-  assign \$188  = fmt[1] | \$187 ;
-  assign \$189  = ! c4_0_k;
-  assign \$190  = fmt[1] | \$189 ;
-  assign \$191  = c4_0_k - 1'h1;
-  assign \$193  = \$190  ? 3'h0 : \$192 ;
-  assign \$194  = - $signed(lane[7:4]);
-  assign \$195  = lane[7] ? \$194  : { 1'h0, lane[7:4] };
-  assign \$196  = fmt[1] ? \$195  : { 2'h0, lane[6:4] };
-  assign \$197  = ! c4_1_k;
-  assign \$198  = fmt[1] | \$197 ;
-  assign \$199  = ! c4_1_k;
-  assign \$200  = fmt[1] | \$199 ;
-  assign \$201  = c4_1_k - 1'h1;
-  assign \$203  = \$200  ? 3'h0 : \$202 ;
-  assign \$204  = - $signed(lane[11:8]);
-  assign \$205  = lane[11] ? \$204  : { 1'h0, lane[11:8] };
-  assign \$206  = fmt[1] ? \$205  : { 2'h0, lane[10:8] };
-  assign \$207  = ! c4_2_k;
-  assign \$208  = fmt[1] | \$207 ;
-  assign \$209  = ! c4_2_k;
-  assign \$210  = fmt[1] | \$209 ;
-  assign \$211  = c4_2_k - 1'h1;
-  assign \$213  = \$210  ? 3'h0 : \$212 ;
-  assign \$214  = - $signed(lane[15:12]);
-  assign \$215  = lane[15] ? \$214  : { 1'h0, lane[15:12] };
-  assign \$216  = fmt[1] ? \$215  : { 2'h0, lane[14:12] };
-  assign \$217  = ! c4_3_k;
-  assign \$218  = fmt[1] | \$217 ;
-  assign \$219  = ! c4_3_k;
-  assign \$220  = fmt[1] | \$219 ;
-  assign \$221  = c4_3_k - 1'h1;
-  assign \$223  = \$220  ? 3'h0 : \$222 ;
+  assign \$160  = c4_3[6] | \$159 [2];
+  assign \$161  = ~ c4_3[6];
+  assign \$162  = c4_3[7] ? c4_3[3:0] : { \$161 , \$160 , \$158 [1:0] };
+  assign \$163  = | lane[15:8];
+  assign \$164  = mode[0] & \$163 ;
+  assign \$165  = - $signed(lane[7:0]);
+  assign \$166  = lane[7] ? \$165  : { 1'h0, lane[7:0] };
+  assign \$167  = fmt[1] ? \$166  : { 2'h0, lane[6:0] };
+  assign \$168  = ! c8_0_k;
+  assign \$169  = fmt[1] | \$168 ;
+  assign \$170  = ! c8_0_k;
+  assign \$171  = fmt[1] | \$170 ;
+  assign \$172  = c8_0_k - 1'h1;
+  assign \$174  = \$171  ? 4'h0 : \$173 ;
+  assign \$175  = - $signed(lane[15:8]);
+  assign \$176  = lane[15] ? \$175  : { 1'h0, lane[15:8] };
+  assign \$177  = fmt[1] ? \$176  : { 2'h0, lane[14:8] };
+  assign \$178  = ! c8_1_k;
+  assign \$179  = fmt[1] | \$178 ;
+  assign \$180  = ! c8_1_k;
+  assign \$181  = fmt[1] | \$180 ;
+  assign \$182  = c8_1_k - 1'h1;
+  assign \$184  = \$181  ? 4'h0 : \$183 ;
+  assign \$185  = - $signed(lane[3:0]);
+  assign \$186  = lane[3] ? \$185  : { 1'h0, lane[3:0] };
+  assign \$187  = fmt[1] ? \$186  : { 2'h0, lane[2:0] };
+  assign \$188  = ! c4_0_k;
+  assign \$189  = fmt[1] | \$188 ;
+  assign \$190  = ! c4_0_k;
+  assign \$191  = fmt[1] | \$190 ;
+  assign \$192  = c4_0_k - 1'h1;
+  assign \$194  = \$191  ? 3'h0 : \$193 ;
+  assign \$195  = - $signed(lane[7:4]);
+  assign \$196  = lane[7] ? \$195  : { 1'h0, lane[7:4] };
+  assign \$197  = fmt[1] ? \$196  : { 2'h0, lane[6:4] };
+  assign \$198  = ! c4_1_k;
+  assign \$199  = fmt[1] | \$198 ;
+  assign \$200  = ! c4_1_k;
+  assign \$201  = fmt[1] | \$200 ;
+  assign \$202  = c4_1_k - 1'h1;
+  assign \$204  = \$201  ? 3'h0 : \$203 ;
+  assign \$205  = - $signed(lane[11:8]);
+  assign \$206  = lane[11] ? \$205  : { 1'h0, lane[11:8] };
+  assign \$207  = fmt[1] ? \$206  : { 2'h0, lane[10:8] };
+  assign \$208  = ! c4_2_k;
+  assign \$209  = fmt[1] | \$208 ;
+  assign \$210  = ! c4_2_k;
+  assign \$211  = fmt[1] | \$210 ;
+  assign \$212  = c4_2_k - 1'h1;
+  assign \$214  = \$211  ? 3'h0 : \$213 ;
+  assign \$215  = - $signed(lane[15:12]);
+  assign \$216  = lane[15] ? \$215  : { 1'h0, lane[15:12] };
+  assign \$217  = fmt[1] ? \$216  : { 2'h0, lane[14:12] };
+  assign \$218  = ! c4_3_k;
+  assign \$219  = fmt[1] | \$218 ;
+  assign \$220  = ! c4_3_k;
+  assign \$221  = fmt[1] | \$220 ;
+  assign \$222  = c4_3_k - 1'h1;
+  assign \$224  = \$221  ? 3'h0 : \$223 ;
   always @(posedge clk)
-    mode1 <= \$224 ;
+    wide <= \$225 ;
   always @(posedge clk)
-    c8_0 <= \$225 ;
+    mode1 <= \$226 ;
   always @(posedge clk)
-    c8_1 <= \$226 ;
+    c8_0 <= \$227 ;
   always @(posedge clk)
-    c4_0 <= \$227 ;
+    c8_1 <= \$228 ;
   always @(posedge clk)
-    c4_1 <= \$228 ;
+    c4_0 <= \$229 ;
   always @(posedge clk)
-    c4_2 <= \$229 ;
+    c4_1 <= \$230 ;
   always @(posedge clk)
-    c4_3 <= \$230 ;
+    c4_2 <= \$231 ;
+  always @(posedge clk)
+    c4_3 <= \$232 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c8_0_lead = 3'h0;
     if (en) begin
-      c8_0_lead = \$15 ;
+      c8_0_lead = \$14 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c8_0_below = 1'h0;
     if (en) begin
-      c8_0_below = \$16 ;
+      c8_0_below = \$15 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c8_0_k = 3'h0;
     if (en) begin
-      c8_0_k = \$17 ;
+      c8_0_k = \$16 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c8_0_j = 3'h0;
     if (en) begin
-      c8_0_j = \$20 [2:0];
+      c8_0_j = \$19 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c8_1_lead = 3'h0;
     if (en) begin
-      c8_1_lead = \$34 ;
+      c8_1_lead = \$33 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c8_1_below = 1'h0;
     if (en) begin
-      c8_1_below = \$35 ;
+      c8_1_below = \$34 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c8_1_k = 3'h0;
     if (en) begin
-      c8_1_k = \$36 ;
+      c8_1_k = \$35 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c8_1_j = 3'h0;
     if (en) begin
-      c8_1_j = \$39 [2:0];
+      c8_1_j = \$38 [2:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_0_lead = 2'h0;
     if (en) begin
-      c4_0_lead = \$45 ;
+      c4_0_lead = \$44 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_0_below = 1'h0;
     if (en) begin
-      c4_0_below = \$46 ;
+      c4_0_below = \$45 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_0_k = 2'h0;
     if (en) begin
-      c4_0_k = \$47 [1:0];
+      c4_0_k = \$46 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_0_j = 2'h0;
     if (en) begin
-      c4_0_j = \$50 [1:0];
+      c4_0_j = \$49 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_1_lead = 2'h0;
     if (en) begin
-      c4_1_lead = \$56 ;
+      c4_1_lead = \$55 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_1_below = 1'h0;
     if (en) begin
-      c4_1_below = \$57 ;
+      c4_1_below = \$56 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_1_k = 2'h0;
     if (en) begin
-      c4_1_k = \$58 [1:0];
+      c4_1_k = \$57 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_1_j = 2'h0;
     if (en) begin
-      c4_1_j = \$61 [1:0];
+      c4_1_j = \$60 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_2_lead = 2'h0;
     if (en) begin
-      c4_2_lead = \$67 ;
+      c4_2_lead = \$66 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_2_below = 1'h0;
     if (en) begin
-      c4_2_below = \$68 ;
+      c4_2_below = \$67 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_2_k = 2'h0;
     if (en) begin
-      c4_2_k = \$69 [1:0];
+      c4_2_k = \$68 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_2_j = 2'h0;
     if (en) begin
-      c4_2_j = \$72 [1:0];
+      c4_2_j = \$71 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_3_lead = 2'h0;
     if (en) begin
-      c4_3_lead = \$78 ;
+      c4_3_lead = \$77 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_3_below = 1'h0;
     if (en) begin
-      c4_3_below = \$79 ;
+      c4_3_below = \$78 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_3_k = 2'h0;
     if (en) begin
-      c4_3_k = \$80 [1:0];
+      c4_3_k = \$79 [1:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     c4_3_j = 2'h0;
     if (en) begin
-      c4_3_j = \$83 [1:0];
+      c4_3_j = \$82 [1:0];
     end
   end
   always @* begin
@@ -9791,10 +9918,10 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
     casez (mode1)
       2'h3:
         begin
-          dec[3:0] = \$88 [3:0];
-          dec[7:4] = \$93 [3:0];
-          dec[11:8] = \$98 [7:4];
-          dec[15:12] = \$103 [7:4];
+          dec[3:0] = \$87 [3:0];
+          dec[7:4] = \$92 [3:0];
+          dec[11:8] = \$97 [7:4];
+          dec[15:12] = \$102 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -9806,10 +9933,10 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h2:
         begin
-          dec[3:0] = \$108 [3:0];
-          dec[7:4] = \$113 [7:4];
-          dec[11:8] = \$118 [3:0];
-          dec[15:12] = \$123 [7:4];
+          dec[3:0] = \$107 [3:0];
+          dec[7:4] = \$112 [7:4];
+          dec[11:8] = \$117 [3:0];
+          dec[15:12] = \$122 [7:4];
           dec[16] = c8_0[15];
           dec[18:17] = c8_0[14:13];
           dec[19] = 1'h0;
@@ -9821,10 +9948,10 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h1:
         begin
-          dec[3:0] = \$128 ;
-          dec[7:4] = \$133 ;
-          dec[11:8] = \$138 ;
-          dec[15:12] = \$143 ;
+          dec[3:0] = \$127 ;
+          dec[7:4] = \$132 ;
+          dec[11:8] = \$137 ;
+          dec[15:12] = \$142 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = 1'h0;
@@ -9836,10 +9963,10 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
         end
       2'h0:
         begin
-          dec[3:0] = \$148 ;
-          dec[7:4] = \$153 ;
-          dec[11:8] = \$158 ;
-          dec[15:12] = \$163 ;
+          dec[3:0] = \$147 ;
+          dec[7:4] = \$152 ;
+          dec[11:8] = \$157 ;
+          dec[15:12] = \$162 ;
           dec[16] = c4_0[9];
           dec[18:17] = { 1'h0, c4_0[8] };
           dec[19] = c4_1[9];
@@ -9853,85 +9980,91 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$224  = mode1;
+    \$225  = wide;
     if (en) begin
-      \$224  = mode;
+      \$225  = \$164 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$225  = c8_0;
+    \$226  = mode1;
     if (en) begin
-      \$225 [7:0] = \$166 [7:0];
-      \$225 [10:8] = c8_0_j;
-      \$225 [11] = c8_0_k[0];
-      \$225 [12] = \$168 ;
-      \$225 [14:13] = \$173 [1:0];
-      \$225 [15] = lane[7];
+      \$226  = mode;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$226  = c8_1;
+    \$227  = c8_0;
     if (en) begin
-      \$226 [7:0] = \$176 [7:0];
-      \$226 [10:8] = c8_1_j;
-      \$226 [11] = c8_1_k[0];
-      \$226 [12] = \$178 ;
-      \$226 [14:13] = \$183 [1:0];
-      \$226 [15] = lane[15];
+      \$227 [7:0] = \$167 [7:0];
+      \$227 [10:8] = c8_0_j;
+      \$227 [11] = c8_0_k[0];
+      \$227 [12] = \$169 ;
+      \$227 [14:13] = \$174 [1:0];
+      \$227 [15] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$227  = c4_0;
+    \$228  = c8_1;
     if (en) begin
-      \$227 [3:0] = \$186 [3:0];
-      \$227 [5:4] = c4_0_j;
-      \$227 [6] = c4_0_k[0];
-      \$227 [7] = \$188 ;
-      \$227 [8] = \$193 [0];
-      \$227 [9] = lane[3];
+      \$228 [7:0] = \$177 [7:0];
+      \$228 [10:8] = c8_1_j;
+      \$228 [11] = c8_1_k[0];
+      \$228 [12] = \$179 ;
+      \$228 [14:13] = \$184 [1:0];
+      \$228 [15] = lane[15];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$228  = c4_1;
+    \$229  = c4_0;
     if (en) begin
-      \$228 [3:0] = \$196 [3:0];
-      \$228 [5:4] = c4_1_j;
-      \$228 [6] = c4_1_k[0];
-      \$228 [7] = \$198 ;
-      \$228 [8] = \$203 [0];
-      \$228 [9] = lane[7];
+      \$229 [3:0] = \$187 [3:0];
+      \$229 [5:4] = c4_0_j;
+      \$229 [6] = c4_0_k[0];
+      \$229 [7] = \$189 ;
+      \$229 [8] = \$194 [0];
+      \$229 [9] = lane[3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$229  = c4_2;
+    \$230  = c4_1;
     if (en) begin
-      \$229 [3:0] = \$206 [3:0];
-      \$229 [5:4] = c4_2_j;
-      \$229 [6] = c4_2_k[0];
-      \$229 [7] = \$208 ;
-      \$229 [8] = \$213 [0];
-      \$229 [9] = lane[11];
+      \$230 [3:0] = \$197 [3:0];
+      \$230 [5:4] = c4_1_j;
+      \$230 [6] = c4_1_k[0];
+      \$230 [7] = \$199 ;
+      \$230 [8] = \$204 [0];
+      \$230 [9] = lane[7];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
-    \$230  = c4_3;
+    \$231  = c4_2;
     if (en) begin
-      \$230 [3:0] = \$216 [3:0];
-      \$230 [5:4] = c4_3_j;
-      \$230 [6] = c4_3_k[0];
-      \$230 [7] = \$218 ;
-      \$230 [8] = \$223 [0];
-      \$230 [9] = lane[15];
+      \$231 [3:0] = \$207 [3:0];
+      \$231 [5:4] = c4_2_j;
+      \$231 [6] = c4_2_k[0];
+      \$231 [7] = \$209 ;
+      \$231 [8] = \$214 [0];
+      \$231 [9] = lane[11];
     end
   end
-  assign \mode.a8  = mode[0];
-  assign \mode.b8  = mode[1];
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$232  = c4_3;
+    if (en) begin
+      \$232 [3:0] = \$217 [3:0];
+      \$232 [5:4] = c4_3_j;
+      \$232 [6] = c4_3_k[0];
+      \$232 [7] = \$219 ;
+      \$232 [8] = \$224 [0];
+      \$232 [9] = lane[15];
+    end
+  end
+  assign wide1 = wide;
   assign \fmt.is8  = fmt[0];
   assign \fmt.is_int  = fmt[1];
   assign \fmt.kmax  = fmt[4:2];
@@ -9985,16 +10118,18 @@ module \top.front.dec_b3 (clk, rst, wide, mode, fmt, dec, en, lane);
   assign \c4_3.plain  = c4_3[7];
   assign \c4_3.sh  = c4_3[8];
   assign \c4_3.neg  = c4_3[9];
-  assign \$172  = { \$171 [3], \$171 [3:1] };
-  assign \$182  = { \$181 [3], \$181 [3:1] };
-  assign \$192  = { \$191 [2], \$191 [2:1] };
-  assign \$202  = { \$201 [2], \$201 [2:1] };
-  assign \$212  = { \$211 [2], \$211 [2:1] };
-  assign \$222  = { \$221 [2], \$221 [2:1] };
+  assign \mode.a8  = mode[0];
+  assign \mode.b8  = mode[1];
+  assign \$173  = { \$172 [3], \$172 [3:1] };
+  assign \$183  = { \$182 [3], \$182 [3:1] };
+  assign \$193  = { \$192 [2], \$192 [2:1] };
+  assign \$203  = { \$202 [2], \$202 [2:1] };
+  assign \$213  = { \$212 [2], \$212 [2:1] };
+  assign \$223  = { \$222 [2], \$222 [2:1] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$3907$0 , d__valid, lane_en, t__payload, clk);
+module \top.grid (rst, advance, en_front_en, t__valid, t__ready, freed_next, \port$3954$0 , \port$3958$0 , d__valid, lane_en, t__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10064,125 +10199,125 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   wire \$158 ;
   wire \$159 ;
   wire \$16 ;
-  wire [38:0] \$160 ;
-  wire [39:0] \$161 ;
+  wire \$160 ;
+  wire \$161 ;
   wire \$162 ;
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [38:0] \$166 ;
-  wire [39:0] \$167 ;
+  wire \$166 ;
+  wire \$167 ;
   wire \$168 ;
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
-  wire [38:0] \$172 ;
-  wire [39:0] \$173 ;
-  wire \$174 ;
+  wire \$172 ;
+  wire [38:0] \$173 ;
+  wire [39:0] \$174 ;
   wire \$175 ;
   wire \$176 ;
   wire \$177 ;
-  wire [38:0] \$178 ;
-  wire [39:0] \$179 ;
+  wire \$178 ;
+  wire [38:0] \$179 ;
   wire \$18 ;
-  wire \$180 ;
+  wire [39:0] \$180 ;
   wire \$181 ;
   wire \$182 ;
   wire \$183 ;
-  wire [38:0] \$184 ;
-  wire [39:0] \$185 ;
-  wire \$186 ;
+  wire \$184 ;
+  wire [38:0] \$185 ;
+  wire [39:0] \$186 ;
   wire \$187 ;
   wire \$188 ;
   wire \$189 ;
   wire \$19 ;
-  wire [38:0] \$190 ;
-  wire [39:0] \$191 ;
-  wire \$192 ;
+  wire \$190 ;
+  wire [38:0] \$191 ;
+  wire [39:0] \$192 ;
   wire \$193 ;
   wire \$194 ;
   wire \$195 ;
-  wire [38:0] \$196 ;
-  wire [39:0] \$197 ;
-  wire \$198 ;
+  wire \$196 ;
+  wire [38:0] \$197 ;
+  wire [39:0] \$198 ;
   wire \$199 ;
   wire \$2 ;
   wire \$20 ;
   wire \$200 ;
   wire \$201 ;
-  wire [38:0] \$202 ;
-  wire [39:0] \$203 ;
-  wire \$204 ;
+  wire \$202 ;
+  wire [38:0] \$203 ;
+  wire [39:0] \$204 ;
   wire \$205 ;
   wire \$206 ;
   wire \$207 ;
-  wire [38:0] \$208 ;
-  wire [39:0] \$209 ;
+  wire \$208 ;
+  wire [38:0] \$209 ;
   wire \$21 ;
-  wire \$210 ;
+  wire [39:0] \$210 ;
   wire \$211 ;
   wire \$212 ;
   wire \$213 ;
-  wire [38:0] \$214 ;
-  wire [39:0] \$215 ;
-  wire \$216 ;
+  wire \$214 ;
+  wire [38:0] \$215 ;
+  wire [39:0] \$216 ;
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
   wire \$22 ;
-  wire [38:0] \$220 ;
-  wire [39:0] \$221 ;
-  wire \$222 ;
+  wire \$220 ;
+  wire [38:0] \$221 ;
+  wire [39:0] \$222 ;
   wire \$223 ;
   wire \$224 ;
   wire \$225 ;
-  wire [38:0] \$226 ;
-  wire [39:0] \$227 ;
-  wire \$228 ;
+  wire \$226 ;
+  wire [38:0] \$227 ;
+  wire [39:0] \$228 ;
   wire \$229 ;
   wire \$23 ;
   wire \$230 ;
   wire \$231 ;
-  wire [38:0] \$232 ;
-  wire [39:0] \$233 ;
-  wire \$234 ;
+  wire \$232 ;
+  wire [38:0] \$233 ;
+  wire [39:0] \$234 ;
   wire \$235 ;
   wire \$236 ;
   wire \$237 ;
-  wire [38:0] \$238 ;
-  wire [39:0] \$239 ;
+  wire \$238 ;
+  wire [38:0] \$239 ;
   wire \$24 ;
-  wire \$240 ;
+  wire [39:0] \$240 ;
   wire \$241 ;
   wire \$242 ;
   wire \$243 ;
-  wire [38:0] \$244 ;
-  wire [39:0] \$245 ;
-  wire \$246 ;
+  wire \$244 ;
+  wire [38:0] \$245 ;
+  wire [39:0] \$246 ;
   wire \$247 ;
   wire \$248 ;
   wire \$249 ;
   wire \$25 ;
-  wire [38:0] \$250 ;
-  wire [39:0] \$251 ;
-  wire \$252 ;
+  wire \$250 ;
+  wire [38:0] \$251 ;
+  wire [39:0] \$252 ;
   wire \$253 ;
   wire \$254 ;
-  reg \$255 ;
-  reg \$256 ;
-  reg \$257 ;
-  reg \$258 ;
-  reg \$259 ;
+  wire \$255 ;
+  wire \$256 ;
+  wire [38:0] \$257 ;
+  wire [39:0] \$258 ;
+  wire \$259 ;
   wire \$26 ;
-  reg \$260 ;
-  reg \$261 ;
-  reg \$262 ;
-  reg \$263 ;
-  reg \$264 ;
-  reg \$265 ;
-  reg \$266 ;
-  reg \$267 ;
+  wire \$260 ;
+  wire \$261 ;
+  wire \$262 ;
+  wire [38:0] \$263 ;
+  wire [39:0] \$264 ;
+  wire \$265 ;
+  wire \$266 ;
+  wire \$267 ;
   reg \$268 ;
   reg \$269 ;
   wire \$27 ;
@@ -10220,12 +10355,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   reg \$299 ;
   wire \$3 ;
   wire \$30 ;
-  reg [1:0] \$300 ;
-  reg [1:0] \$301 ;
-  reg [1:0] \$302 ;
-  reg [1:0] \$303 ;
-  reg [1:0] \$304 ;
-  reg [1:0] \$305 ;
+  reg \$300 ;
+  reg \$301 ;
+  reg \$302 ;
+  reg \$303 ;
+  reg \$304 ;
+  reg \$305 ;
   reg \$306 ;
   reg \$307 ;
   reg \$308 ;
@@ -10242,12 +10377,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   reg \$318 ;
   reg \$319 ;
   wire \$32 ;
-  reg \$320 ;
-  reg \$321 ;
-  reg \$322 ;
-  reg \$323 ;
-  reg \$324 ;
-  reg \$325 ;
+  reg [1:0] \$320 ;
+  reg [1:0] \$321 ;
+  reg [1:0] \$322 ;
+  reg [1:0] \$323 ;
+  reg [1:0] \$324 ;
+  reg [1:0] \$325 ;
   reg \$326 ;
   reg \$327 ;
   reg \$328 ;
@@ -10280,27 +10415,27 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   reg \$352 ;
   reg \$353 ;
   reg \$354 ;
-  reg [37:0] \$355 ;
+  reg \$355 ;
   reg \$356 ;
-  reg [37:0] \$357 ;
+  reg \$357 ;
   reg \$358 ;
-  reg [37:0] \$359 ;
+  reg \$359 ;
   wire \$36 ;
   reg \$360 ;
-  reg [37:0] \$361 ;
+  reg \$361 ;
   reg \$362 ;
-  reg [37:0] \$363 ;
+  reg \$363 ;
   reg \$364 ;
-  reg [37:0] \$365 ;
+  reg \$365 ;
   reg \$366 ;
-  reg [37:0] \$367 ;
+  reg \$367 ;
   reg \$368 ;
-  reg [37:0] \$369 ;
+  reg \$369 ;
   wire \$37 ;
   reg \$370 ;
-  reg [37:0] \$371 ;
+  reg \$371 ;
   reg \$372 ;
-  reg [37:0] \$373 ;
+  reg \$373 ;
   reg \$374 ;
   reg [37:0] \$375 ;
   reg \$376 ;
@@ -10315,9 +10450,29 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   reg \$384 ;
   reg [37:0] \$385 ;
   reg \$386 ;
+  reg [37:0] \$387 ;
+  reg \$388 ;
+  reg [37:0] \$389 ;
   wire \$39 ;
+  reg \$390 ;
+  reg [37:0] \$391 ;
+  reg \$392 ;
+  reg [37:0] \$393 ;
+  reg \$394 ;
+  reg [37:0] \$395 ;
+  reg \$396 ;
+  reg [37:0] \$397 ;
+  reg \$398 ;
+  reg [37:0] \$399 ;
   wire \$4 ;
   wire \$40 ;
+  reg \$400 ;
+  reg [37:0] \$401 ;
+  reg \$402 ;
+  reg [37:0] \$403 ;
+  reg \$404 ;
+  reg [37:0] \$405 ;
+  reg \$406 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
@@ -10330,8 +10485,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
-  wire [38:0] \$52 ;
-  wire [39:0] \$53 ;
+  wire \$52 ;
+  wire \$53 ;
   wire [38:0] \$54 ;
   wire [39:0] \$55 ;
   wire [38:0] \$56 ;
@@ -10365,8 +10520,8 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   wire [39:0] \$81 ;
   wire [38:0] \$82 ;
   wire [39:0] \$83 ;
-  wire \$84 ;
-  wire \$85 ;
+  wire [38:0] \$84 ;
+  wire [39:0] \$85 ;
   wire \$86 ;
   wire \$87 ;
   wire \$88 ;
@@ -10383,201 +10538,201 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   wire \$98 ;
   wire \$99 ;
   wire [25:0] a;
-  wire [25:0] \a$101 ;
-  wire \a$101.neg0 ;
-  wire \a$101.neg1 ;
-  wire \a$101.neg2 ;
-  wire \a$101.neg3 ;
-  wire [1:0] \a$101.sh0 ;
-  wire \a$101.sh1 ;
-  wire [1:0] \a$101.sh2 ;
-  wire \a$101.sh3 ;
-  wire [3:0] \a$101.x0 ;
-  wire [3:0] \a$101.x1 ;
-  wire [3:0] \a$101.x2 ;
-  wire [3:0] \a$101.x3 ;
-  wire [25:0] \a$109 ;
-  wire \a$109.neg0 ;
-  wire \a$109.neg1 ;
-  wire \a$109.neg2 ;
-  wire \a$109.neg3 ;
-  wire [1:0] \a$109.sh0 ;
-  wire \a$109.sh1 ;
-  wire [1:0] \a$109.sh2 ;
-  wire \a$109.sh3 ;
-  wire [3:0] \a$109.x0 ;
-  wire [3:0] \a$109.x1 ;
-  wire [3:0] \a$109.x2 ;
-  wire [3:0] \a$109.x3 ;
-  wire [25:0] \a$118 ;
-  wire \a$118.neg0 ;
-  wire \a$118.neg1 ;
-  wire \a$118.neg2 ;
-  wire \a$118.neg3 ;
-  wire [1:0] \a$118.sh0 ;
-  wire \a$118.sh1 ;
-  wire [1:0] \a$118.sh2 ;
-  wire \a$118.sh3 ;
-  wire [3:0] \a$118.x0 ;
-  wire [3:0] \a$118.x1 ;
-  wire [3:0] \a$118.x2 ;
-  wire [3:0] \a$118.x3 ;
-  wire [25:0] \a$126 ;
-  wire \a$126.neg0 ;
-  wire \a$126.neg1 ;
-  wire \a$126.neg2 ;
-  wire \a$126.neg3 ;
-  wire [1:0] \a$126.sh0 ;
-  wire \a$126.sh1 ;
-  wire [1:0] \a$126.sh2 ;
-  wire \a$126.sh3 ;
-  wire [3:0] \a$126.x0 ;
-  wire [3:0] \a$126.x1 ;
-  wire [3:0] \a$126.x2 ;
-  wire [3:0] \a$126.x3 ;
-  wire [25:0] \a$134 ;
-  wire \a$134.neg0 ;
-  wire \a$134.neg1 ;
-  wire \a$134.neg2 ;
-  wire \a$134.neg3 ;
-  wire [1:0] \a$134.sh0 ;
-  wire \a$134.sh1 ;
-  wire [1:0] \a$134.sh2 ;
-  wire \a$134.sh3 ;
-  wire [3:0] \a$134.x0 ;
-  wire [3:0] \a$134.x1 ;
-  wire [3:0] \a$134.x2 ;
-  wire [3:0] \a$134.x3 ;
-  wire [25:0] \a$142 ;
-  wire \a$142.neg0 ;
-  wire \a$142.neg1 ;
-  wire \a$142.neg2 ;
-  wire \a$142.neg3 ;
-  wire [1:0] \a$142.sh0 ;
-  wire \a$142.sh1 ;
-  wire [1:0] \a$142.sh2 ;
-  wire \a$142.sh3 ;
-  wire [3:0] \a$142.x0 ;
-  wire [3:0] \a$142.x1 ;
-  wire [3:0] \a$142.x2 ;
-  wire [3:0] \a$142.x3 ;
-  wire [25:0] \a$151 ;
-  wire \a$151.neg0 ;
-  wire \a$151.neg1 ;
-  wire \a$151.neg2 ;
-  wire \a$151.neg3 ;
-  wire [1:0] \a$151.sh0 ;
-  wire \a$151.sh1 ;
-  wire [1:0] \a$151.sh2 ;
-  wire \a$151.sh3 ;
-  wire [3:0] \a$151.x0 ;
-  wire [3:0] \a$151.x1 ;
-  wire [3:0] \a$151.x2 ;
-  wire [3:0] \a$151.x3 ;
-  wire [25:0] \a$159 ;
-  wire \a$159.neg0 ;
-  wire \a$159.neg1 ;
-  wire \a$159.neg2 ;
-  wire \a$159.neg3 ;
-  wire [1:0] \a$159.sh0 ;
-  wire \a$159.sh1 ;
-  wire [1:0] \a$159.sh2 ;
-  wire \a$159.sh3 ;
-  wire [3:0] \a$159.x0 ;
-  wire [3:0] \a$159.x1 ;
-  wire [3:0] \a$159.x2 ;
-  wire [3:0] \a$159.x3 ;
-  wire [25:0] \a$167 ;
-  wire \a$167.neg0 ;
-  wire \a$167.neg1 ;
-  wire \a$167.neg2 ;
-  wire \a$167.neg3 ;
-  wire [1:0] \a$167.sh0 ;
-  wire \a$167.sh1 ;
-  wire [1:0] \a$167.sh2 ;
-  wire \a$167.sh3 ;
-  wire [3:0] \a$167.x0 ;
-  wire [3:0] \a$167.x1 ;
-  wire [3:0] \a$167.x2 ;
-  wire [3:0] \a$167.x3 ;
-  wire [25:0] \a$52 ;
-  wire \a$52.neg0 ;
-  wire \a$52.neg1 ;
-  wire \a$52.neg2 ;
-  wire \a$52.neg3 ;
-  wire [1:0] \a$52.sh0 ;
-  wire \a$52.sh1 ;
-  wire [1:0] \a$52.sh2 ;
-  wire \a$52.sh3 ;
-  wire [3:0] \a$52.x0 ;
-  wire [3:0] \a$52.x1 ;
-  wire [3:0] \a$52.x2 ;
-  wire [3:0] \a$52.x3 ;
-  wire [25:0] \a$60 ;
-  wire \a$60.neg0 ;
-  wire \a$60.neg1 ;
-  wire \a$60.neg2 ;
-  wire \a$60.neg3 ;
-  wire [1:0] \a$60.sh0 ;
-  wire \a$60.sh1 ;
-  wire [1:0] \a$60.sh2 ;
-  wire \a$60.sh3 ;
-  wire [3:0] \a$60.x0 ;
-  wire [3:0] \a$60.x1 ;
-  wire [3:0] \a$60.x2 ;
-  wire [3:0] \a$60.x3 ;
-  wire [25:0] \a$68 ;
-  wire \a$68.neg0 ;
-  wire \a$68.neg1 ;
-  wire \a$68.neg2 ;
-  wire \a$68.neg3 ;
-  wire [1:0] \a$68.sh0 ;
-  wire \a$68.sh1 ;
-  wire [1:0] \a$68.sh2 ;
-  wire \a$68.sh3 ;
-  wire [3:0] \a$68.x0 ;
-  wire [3:0] \a$68.x1 ;
-  wire [3:0] \a$68.x2 ;
-  wire [3:0] \a$68.x3 ;
-  wire [25:0] \a$76 ;
-  wire \a$76.neg0 ;
-  wire \a$76.neg1 ;
-  wire \a$76.neg2 ;
-  wire \a$76.neg3 ;
-  wire [1:0] \a$76.sh0 ;
-  wire \a$76.sh1 ;
-  wire [1:0] \a$76.sh2 ;
-  wire \a$76.sh3 ;
-  wire [3:0] \a$76.x0 ;
-  wire [3:0] \a$76.x1 ;
-  wire [3:0] \a$76.x2 ;
-  wire [3:0] \a$76.x3 ;
-  wire [25:0] \a$85 ;
-  wire \a$85.neg0 ;
-  wire \a$85.neg1 ;
-  wire \a$85.neg2 ;
-  wire \a$85.neg3 ;
-  wire [1:0] \a$85.sh0 ;
-  wire \a$85.sh1 ;
-  wire [1:0] \a$85.sh2 ;
-  wire \a$85.sh3 ;
-  wire [3:0] \a$85.x0 ;
-  wire [3:0] \a$85.x1 ;
-  wire [3:0] \a$85.x2 ;
-  wire [3:0] \a$85.x3 ;
-  wire [25:0] \a$93 ;
-  wire \a$93.neg0 ;
-  wire \a$93.neg1 ;
-  wire \a$93.neg2 ;
-  wire \a$93.neg3 ;
-  wire [1:0] \a$93.sh0 ;
-  wire \a$93.sh1 ;
-  wire [1:0] \a$93.sh2 ;
-  wire \a$93.sh3 ;
-  wire [3:0] \a$93.x0 ;
-  wire [3:0] \a$93.x1 ;
-  wire [3:0] \a$93.x2 ;
-  wire [3:0] \a$93.x3 ;
+  wire [25:0] \a$106 ;
+  wire \a$106.neg0 ;
+  wire \a$106.neg1 ;
+  wire \a$106.neg2 ;
+  wire \a$106.neg3 ;
+  wire [1:0] \a$106.sh0 ;
+  wire \a$106.sh1 ;
+  wire [1:0] \a$106.sh2 ;
+  wire \a$106.sh3 ;
+  wire [3:0] \a$106.x0 ;
+  wire [3:0] \a$106.x1 ;
+  wire [3:0] \a$106.x2 ;
+  wire [3:0] \a$106.x3 ;
+  wire [25:0] \a$114 ;
+  wire \a$114.neg0 ;
+  wire \a$114.neg1 ;
+  wire \a$114.neg2 ;
+  wire \a$114.neg3 ;
+  wire [1:0] \a$114.sh0 ;
+  wire \a$114.sh1 ;
+  wire [1:0] \a$114.sh2 ;
+  wire \a$114.sh3 ;
+  wire [3:0] \a$114.x0 ;
+  wire [3:0] \a$114.x1 ;
+  wire [3:0] \a$114.x2 ;
+  wire [3:0] \a$114.x3 ;
+  wire [25:0] \a$123 ;
+  wire \a$123.neg0 ;
+  wire \a$123.neg1 ;
+  wire \a$123.neg2 ;
+  wire \a$123.neg3 ;
+  wire [1:0] \a$123.sh0 ;
+  wire \a$123.sh1 ;
+  wire [1:0] \a$123.sh2 ;
+  wire \a$123.sh3 ;
+  wire [3:0] \a$123.x0 ;
+  wire [3:0] \a$123.x1 ;
+  wire [3:0] \a$123.x2 ;
+  wire [3:0] \a$123.x3 ;
+  wire [25:0] \a$131 ;
+  wire \a$131.neg0 ;
+  wire \a$131.neg1 ;
+  wire \a$131.neg2 ;
+  wire \a$131.neg3 ;
+  wire [1:0] \a$131.sh0 ;
+  wire \a$131.sh1 ;
+  wire [1:0] \a$131.sh2 ;
+  wire \a$131.sh3 ;
+  wire [3:0] \a$131.x0 ;
+  wire [3:0] \a$131.x1 ;
+  wire [3:0] \a$131.x2 ;
+  wire [3:0] \a$131.x3 ;
+  wire [25:0] \a$139 ;
+  wire \a$139.neg0 ;
+  wire \a$139.neg1 ;
+  wire \a$139.neg2 ;
+  wire \a$139.neg3 ;
+  wire [1:0] \a$139.sh0 ;
+  wire \a$139.sh1 ;
+  wire [1:0] \a$139.sh2 ;
+  wire \a$139.sh3 ;
+  wire [3:0] \a$139.x0 ;
+  wire [3:0] \a$139.x1 ;
+  wire [3:0] \a$139.x2 ;
+  wire [3:0] \a$139.x3 ;
+  wire [25:0] \a$147 ;
+  wire \a$147.neg0 ;
+  wire \a$147.neg1 ;
+  wire \a$147.neg2 ;
+  wire \a$147.neg3 ;
+  wire [1:0] \a$147.sh0 ;
+  wire \a$147.sh1 ;
+  wire [1:0] \a$147.sh2 ;
+  wire \a$147.sh3 ;
+  wire [3:0] \a$147.x0 ;
+  wire [3:0] \a$147.x1 ;
+  wire [3:0] \a$147.x2 ;
+  wire [3:0] \a$147.x3 ;
+  wire [25:0] \a$156 ;
+  wire \a$156.neg0 ;
+  wire \a$156.neg1 ;
+  wire \a$156.neg2 ;
+  wire \a$156.neg3 ;
+  wire [1:0] \a$156.sh0 ;
+  wire \a$156.sh1 ;
+  wire [1:0] \a$156.sh2 ;
+  wire \a$156.sh3 ;
+  wire [3:0] \a$156.x0 ;
+  wire [3:0] \a$156.x1 ;
+  wire [3:0] \a$156.x2 ;
+  wire [3:0] \a$156.x3 ;
+  wire [25:0] \a$164 ;
+  wire \a$164.neg0 ;
+  wire \a$164.neg1 ;
+  wire \a$164.neg2 ;
+  wire \a$164.neg3 ;
+  wire [1:0] \a$164.sh0 ;
+  wire \a$164.sh1 ;
+  wire [1:0] \a$164.sh2 ;
+  wire \a$164.sh3 ;
+  wire [3:0] \a$164.x0 ;
+  wire [3:0] \a$164.x1 ;
+  wire [3:0] \a$164.x2 ;
+  wire [3:0] \a$164.x3 ;
+  wire [25:0] \a$172 ;
+  wire \a$172.neg0 ;
+  wire \a$172.neg1 ;
+  wire \a$172.neg2 ;
+  wire \a$172.neg3 ;
+  wire [1:0] \a$172.sh0 ;
+  wire \a$172.sh1 ;
+  wire [1:0] \a$172.sh2 ;
+  wire \a$172.sh3 ;
+  wire [3:0] \a$172.x0 ;
+  wire [3:0] \a$172.x1 ;
+  wire [3:0] \a$172.x2 ;
+  wire [3:0] \a$172.x3 ;
+  wire [25:0] \a$57 ;
+  wire \a$57.neg0 ;
+  wire \a$57.neg1 ;
+  wire \a$57.neg2 ;
+  wire \a$57.neg3 ;
+  wire [1:0] \a$57.sh0 ;
+  wire \a$57.sh1 ;
+  wire [1:0] \a$57.sh2 ;
+  wire \a$57.sh3 ;
+  wire [3:0] \a$57.x0 ;
+  wire [3:0] \a$57.x1 ;
+  wire [3:0] \a$57.x2 ;
+  wire [3:0] \a$57.x3 ;
+  wire [25:0] \a$65 ;
+  wire \a$65.neg0 ;
+  wire \a$65.neg1 ;
+  wire \a$65.neg2 ;
+  wire \a$65.neg3 ;
+  wire [1:0] \a$65.sh0 ;
+  wire \a$65.sh1 ;
+  wire [1:0] \a$65.sh2 ;
+  wire \a$65.sh3 ;
+  wire [3:0] \a$65.x0 ;
+  wire [3:0] \a$65.x1 ;
+  wire [3:0] \a$65.x2 ;
+  wire [3:0] \a$65.x3 ;
+  wire [25:0] \a$73 ;
+  wire \a$73.neg0 ;
+  wire \a$73.neg1 ;
+  wire \a$73.neg2 ;
+  wire \a$73.neg3 ;
+  wire [1:0] \a$73.sh0 ;
+  wire \a$73.sh1 ;
+  wire [1:0] \a$73.sh2 ;
+  wire \a$73.sh3 ;
+  wire [3:0] \a$73.x0 ;
+  wire [3:0] \a$73.x1 ;
+  wire [3:0] \a$73.x2 ;
+  wire [3:0] \a$73.x3 ;
+  wire [25:0] \a$81 ;
+  wire \a$81.neg0 ;
+  wire \a$81.neg1 ;
+  wire \a$81.neg2 ;
+  wire \a$81.neg3 ;
+  wire [1:0] \a$81.sh0 ;
+  wire \a$81.sh1 ;
+  wire [1:0] \a$81.sh2 ;
+  wire \a$81.sh3 ;
+  wire [3:0] \a$81.x0 ;
+  wire [3:0] \a$81.x1 ;
+  wire [3:0] \a$81.x2 ;
+  wire [3:0] \a$81.x3 ;
+  wire [25:0] \a$90 ;
+  wire \a$90.neg0 ;
+  wire \a$90.neg1 ;
+  wire \a$90.neg2 ;
+  wire \a$90.neg3 ;
+  wire [1:0] \a$90.sh0 ;
+  wire \a$90.sh1 ;
+  wire [1:0] \a$90.sh2 ;
+  wire \a$90.sh3 ;
+  wire [3:0] \a$90.x0 ;
+  wire [3:0] \a$90.x1 ;
+  wire [3:0] \a$90.x2 ;
+  wire [3:0] \a$90.x3 ;
+  wire [25:0] \a$98 ;
+  wire \a$98.neg0 ;
+  wire \a$98.neg1 ;
+  wire \a$98.neg2 ;
+  wire \a$98.neg3 ;
+  wire [1:0] \a$98.sh0 ;
+  wire \a$98.sh1 ;
+  wire [1:0] \a$98.sh2 ;
+  wire \a$98.sh3 ;
+  wire [3:0] \a$98.x0 ;
+  wire [3:0] \a$98.x1 ;
+  wire [3:0] \a$98.x2 ;
+  wire [3:0] \a$98.x3 ;
   wire \a.neg0 ;
   wire \a.neg1 ;
   wire \a.neg2 ;
@@ -10609,201 +10764,201 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   output advance;
   wire advance;
   wire [25:0] b;
-  wire [25:0] \b$102 ;
-  wire \b$102.neg0 ;
-  wire \b$102.neg1 ;
-  wire \b$102.neg2 ;
-  wire \b$102.neg3 ;
-  wire [1:0] \b$102.sh0 ;
-  wire \b$102.sh1 ;
-  wire [1:0] \b$102.sh2 ;
-  wire \b$102.sh3 ;
-  wire [3:0] \b$102.x0 ;
-  wire [3:0] \b$102.x1 ;
-  wire [3:0] \b$102.x2 ;
-  wire [3:0] \b$102.x3 ;
-  wire [25:0] \b$110 ;
-  wire \b$110.neg0 ;
-  wire \b$110.neg1 ;
-  wire \b$110.neg2 ;
-  wire \b$110.neg3 ;
-  wire [1:0] \b$110.sh0 ;
-  wire \b$110.sh1 ;
-  wire [1:0] \b$110.sh2 ;
-  wire \b$110.sh3 ;
-  wire [3:0] \b$110.x0 ;
-  wire [3:0] \b$110.x1 ;
-  wire [3:0] \b$110.x2 ;
-  wire [3:0] \b$110.x3 ;
-  wire [25:0] \b$119 ;
-  wire \b$119.neg0 ;
-  wire \b$119.neg1 ;
-  wire \b$119.neg2 ;
-  wire \b$119.neg3 ;
-  wire [1:0] \b$119.sh0 ;
-  wire \b$119.sh1 ;
-  wire [1:0] \b$119.sh2 ;
-  wire \b$119.sh3 ;
-  wire [3:0] \b$119.x0 ;
-  wire [3:0] \b$119.x1 ;
-  wire [3:0] \b$119.x2 ;
-  wire [3:0] \b$119.x3 ;
-  wire [25:0] \b$127 ;
-  wire \b$127.neg0 ;
-  wire \b$127.neg1 ;
-  wire \b$127.neg2 ;
-  wire \b$127.neg3 ;
-  wire [1:0] \b$127.sh0 ;
-  wire \b$127.sh1 ;
-  wire [1:0] \b$127.sh2 ;
-  wire \b$127.sh3 ;
-  wire [3:0] \b$127.x0 ;
-  wire [3:0] \b$127.x1 ;
-  wire [3:0] \b$127.x2 ;
-  wire [3:0] \b$127.x3 ;
-  wire [25:0] \b$135 ;
-  wire \b$135.neg0 ;
-  wire \b$135.neg1 ;
-  wire \b$135.neg2 ;
-  wire \b$135.neg3 ;
-  wire [1:0] \b$135.sh0 ;
-  wire \b$135.sh1 ;
-  wire [1:0] \b$135.sh2 ;
-  wire \b$135.sh3 ;
-  wire [3:0] \b$135.x0 ;
-  wire [3:0] \b$135.x1 ;
-  wire [3:0] \b$135.x2 ;
-  wire [3:0] \b$135.x3 ;
-  wire [25:0] \b$143 ;
-  wire \b$143.neg0 ;
-  wire \b$143.neg1 ;
-  wire \b$143.neg2 ;
-  wire \b$143.neg3 ;
-  wire [1:0] \b$143.sh0 ;
-  wire \b$143.sh1 ;
-  wire [1:0] \b$143.sh2 ;
-  wire \b$143.sh3 ;
-  wire [3:0] \b$143.x0 ;
-  wire [3:0] \b$143.x1 ;
-  wire [3:0] \b$143.x2 ;
-  wire [3:0] \b$143.x3 ;
-  wire [25:0] \b$152 ;
-  wire \b$152.neg0 ;
-  wire \b$152.neg1 ;
-  wire \b$152.neg2 ;
-  wire \b$152.neg3 ;
-  wire [1:0] \b$152.sh0 ;
-  wire \b$152.sh1 ;
-  wire [1:0] \b$152.sh2 ;
-  wire \b$152.sh3 ;
-  wire [3:0] \b$152.x0 ;
-  wire [3:0] \b$152.x1 ;
-  wire [3:0] \b$152.x2 ;
-  wire [3:0] \b$152.x3 ;
-  wire [25:0] \b$160 ;
-  wire \b$160.neg0 ;
-  wire \b$160.neg1 ;
-  wire \b$160.neg2 ;
-  wire \b$160.neg3 ;
-  wire [1:0] \b$160.sh0 ;
-  wire \b$160.sh1 ;
-  wire [1:0] \b$160.sh2 ;
-  wire \b$160.sh3 ;
-  wire [3:0] \b$160.x0 ;
-  wire [3:0] \b$160.x1 ;
-  wire [3:0] \b$160.x2 ;
-  wire [3:0] \b$160.x3 ;
-  wire [25:0] \b$168 ;
-  wire \b$168.neg0 ;
-  wire \b$168.neg1 ;
-  wire \b$168.neg2 ;
-  wire \b$168.neg3 ;
-  wire [1:0] \b$168.sh0 ;
-  wire \b$168.sh1 ;
-  wire [1:0] \b$168.sh2 ;
-  wire \b$168.sh3 ;
-  wire [3:0] \b$168.x0 ;
-  wire [3:0] \b$168.x1 ;
-  wire [3:0] \b$168.x2 ;
-  wire [3:0] \b$168.x3 ;
-  wire [25:0] \b$53 ;
-  wire \b$53.neg0 ;
-  wire \b$53.neg1 ;
-  wire \b$53.neg2 ;
-  wire \b$53.neg3 ;
-  wire [1:0] \b$53.sh0 ;
-  wire \b$53.sh1 ;
-  wire [1:0] \b$53.sh2 ;
-  wire \b$53.sh3 ;
-  wire [3:0] \b$53.x0 ;
-  wire [3:0] \b$53.x1 ;
-  wire [3:0] \b$53.x2 ;
-  wire [3:0] \b$53.x3 ;
-  wire [25:0] \b$61 ;
-  wire \b$61.neg0 ;
-  wire \b$61.neg1 ;
-  wire \b$61.neg2 ;
-  wire \b$61.neg3 ;
-  wire [1:0] \b$61.sh0 ;
-  wire \b$61.sh1 ;
-  wire [1:0] \b$61.sh2 ;
-  wire \b$61.sh3 ;
-  wire [3:0] \b$61.x0 ;
-  wire [3:0] \b$61.x1 ;
-  wire [3:0] \b$61.x2 ;
-  wire [3:0] \b$61.x3 ;
-  wire [25:0] \b$69 ;
-  wire \b$69.neg0 ;
-  wire \b$69.neg1 ;
-  wire \b$69.neg2 ;
-  wire \b$69.neg3 ;
-  wire [1:0] \b$69.sh0 ;
-  wire \b$69.sh1 ;
-  wire [1:0] \b$69.sh2 ;
-  wire \b$69.sh3 ;
-  wire [3:0] \b$69.x0 ;
-  wire [3:0] \b$69.x1 ;
-  wire [3:0] \b$69.x2 ;
-  wire [3:0] \b$69.x3 ;
-  wire [25:0] \b$77 ;
-  wire \b$77.neg0 ;
-  wire \b$77.neg1 ;
-  wire \b$77.neg2 ;
-  wire \b$77.neg3 ;
-  wire [1:0] \b$77.sh0 ;
-  wire \b$77.sh1 ;
-  wire [1:0] \b$77.sh2 ;
-  wire \b$77.sh3 ;
-  wire [3:0] \b$77.x0 ;
-  wire [3:0] \b$77.x1 ;
-  wire [3:0] \b$77.x2 ;
-  wire [3:0] \b$77.x3 ;
-  wire [25:0] \b$86 ;
-  wire \b$86.neg0 ;
-  wire \b$86.neg1 ;
-  wire \b$86.neg2 ;
-  wire \b$86.neg3 ;
-  wire [1:0] \b$86.sh0 ;
-  wire \b$86.sh1 ;
-  wire [1:0] \b$86.sh2 ;
-  wire \b$86.sh3 ;
-  wire [3:0] \b$86.x0 ;
-  wire [3:0] \b$86.x1 ;
-  wire [3:0] \b$86.x2 ;
-  wire [3:0] \b$86.x3 ;
-  wire [25:0] \b$94 ;
-  wire \b$94.neg0 ;
-  wire \b$94.neg1 ;
-  wire \b$94.neg2 ;
-  wire \b$94.neg3 ;
-  wire [1:0] \b$94.sh0 ;
-  wire \b$94.sh1 ;
-  wire [1:0] \b$94.sh2 ;
-  wire \b$94.sh3 ;
-  wire [3:0] \b$94.x0 ;
-  wire [3:0] \b$94.x1 ;
-  wire [3:0] \b$94.x2 ;
-  wire [3:0] \b$94.x3 ;
+  wire [25:0] \b$107 ;
+  wire \b$107.neg0 ;
+  wire \b$107.neg1 ;
+  wire \b$107.neg2 ;
+  wire \b$107.neg3 ;
+  wire [1:0] \b$107.sh0 ;
+  wire \b$107.sh1 ;
+  wire [1:0] \b$107.sh2 ;
+  wire \b$107.sh3 ;
+  wire [3:0] \b$107.x0 ;
+  wire [3:0] \b$107.x1 ;
+  wire [3:0] \b$107.x2 ;
+  wire [3:0] \b$107.x3 ;
+  wire [25:0] \b$115 ;
+  wire \b$115.neg0 ;
+  wire \b$115.neg1 ;
+  wire \b$115.neg2 ;
+  wire \b$115.neg3 ;
+  wire [1:0] \b$115.sh0 ;
+  wire \b$115.sh1 ;
+  wire [1:0] \b$115.sh2 ;
+  wire \b$115.sh3 ;
+  wire [3:0] \b$115.x0 ;
+  wire [3:0] \b$115.x1 ;
+  wire [3:0] \b$115.x2 ;
+  wire [3:0] \b$115.x3 ;
+  wire [25:0] \b$124 ;
+  wire \b$124.neg0 ;
+  wire \b$124.neg1 ;
+  wire \b$124.neg2 ;
+  wire \b$124.neg3 ;
+  wire [1:0] \b$124.sh0 ;
+  wire \b$124.sh1 ;
+  wire [1:0] \b$124.sh2 ;
+  wire \b$124.sh3 ;
+  wire [3:0] \b$124.x0 ;
+  wire [3:0] \b$124.x1 ;
+  wire [3:0] \b$124.x2 ;
+  wire [3:0] \b$124.x3 ;
+  wire [25:0] \b$132 ;
+  wire \b$132.neg0 ;
+  wire \b$132.neg1 ;
+  wire \b$132.neg2 ;
+  wire \b$132.neg3 ;
+  wire [1:0] \b$132.sh0 ;
+  wire \b$132.sh1 ;
+  wire [1:0] \b$132.sh2 ;
+  wire \b$132.sh3 ;
+  wire [3:0] \b$132.x0 ;
+  wire [3:0] \b$132.x1 ;
+  wire [3:0] \b$132.x2 ;
+  wire [3:0] \b$132.x3 ;
+  wire [25:0] \b$140 ;
+  wire \b$140.neg0 ;
+  wire \b$140.neg1 ;
+  wire \b$140.neg2 ;
+  wire \b$140.neg3 ;
+  wire [1:0] \b$140.sh0 ;
+  wire \b$140.sh1 ;
+  wire [1:0] \b$140.sh2 ;
+  wire \b$140.sh3 ;
+  wire [3:0] \b$140.x0 ;
+  wire [3:0] \b$140.x1 ;
+  wire [3:0] \b$140.x2 ;
+  wire [3:0] \b$140.x3 ;
+  wire [25:0] \b$148 ;
+  wire \b$148.neg0 ;
+  wire \b$148.neg1 ;
+  wire \b$148.neg2 ;
+  wire \b$148.neg3 ;
+  wire [1:0] \b$148.sh0 ;
+  wire \b$148.sh1 ;
+  wire [1:0] \b$148.sh2 ;
+  wire \b$148.sh3 ;
+  wire [3:0] \b$148.x0 ;
+  wire [3:0] \b$148.x1 ;
+  wire [3:0] \b$148.x2 ;
+  wire [3:0] \b$148.x3 ;
+  wire [25:0] \b$157 ;
+  wire \b$157.neg0 ;
+  wire \b$157.neg1 ;
+  wire \b$157.neg2 ;
+  wire \b$157.neg3 ;
+  wire [1:0] \b$157.sh0 ;
+  wire \b$157.sh1 ;
+  wire [1:0] \b$157.sh2 ;
+  wire \b$157.sh3 ;
+  wire [3:0] \b$157.x0 ;
+  wire [3:0] \b$157.x1 ;
+  wire [3:0] \b$157.x2 ;
+  wire [3:0] \b$157.x3 ;
+  wire [25:0] \b$165 ;
+  wire \b$165.neg0 ;
+  wire \b$165.neg1 ;
+  wire \b$165.neg2 ;
+  wire \b$165.neg3 ;
+  wire [1:0] \b$165.sh0 ;
+  wire \b$165.sh1 ;
+  wire [1:0] \b$165.sh2 ;
+  wire \b$165.sh3 ;
+  wire [3:0] \b$165.x0 ;
+  wire [3:0] \b$165.x1 ;
+  wire [3:0] \b$165.x2 ;
+  wire [3:0] \b$165.x3 ;
+  wire [25:0] \b$173 ;
+  wire \b$173.neg0 ;
+  wire \b$173.neg1 ;
+  wire \b$173.neg2 ;
+  wire \b$173.neg3 ;
+  wire [1:0] \b$173.sh0 ;
+  wire \b$173.sh1 ;
+  wire [1:0] \b$173.sh2 ;
+  wire \b$173.sh3 ;
+  wire [3:0] \b$173.x0 ;
+  wire [3:0] \b$173.x1 ;
+  wire [3:0] \b$173.x2 ;
+  wire [3:0] \b$173.x3 ;
+  wire [25:0] \b$58 ;
+  wire \b$58.neg0 ;
+  wire \b$58.neg1 ;
+  wire \b$58.neg2 ;
+  wire \b$58.neg3 ;
+  wire [1:0] \b$58.sh0 ;
+  wire \b$58.sh1 ;
+  wire [1:0] \b$58.sh2 ;
+  wire \b$58.sh3 ;
+  wire [3:0] \b$58.x0 ;
+  wire [3:0] \b$58.x1 ;
+  wire [3:0] \b$58.x2 ;
+  wire [3:0] \b$58.x3 ;
+  wire [25:0] \b$66 ;
+  wire \b$66.neg0 ;
+  wire \b$66.neg1 ;
+  wire \b$66.neg2 ;
+  wire \b$66.neg3 ;
+  wire [1:0] \b$66.sh0 ;
+  wire \b$66.sh1 ;
+  wire [1:0] \b$66.sh2 ;
+  wire \b$66.sh3 ;
+  wire [3:0] \b$66.x0 ;
+  wire [3:0] \b$66.x1 ;
+  wire [3:0] \b$66.x2 ;
+  wire [3:0] \b$66.x3 ;
+  wire [25:0] \b$74 ;
+  wire \b$74.neg0 ;
+  wire \b$74.neg1 ;
+  wire \b$74.neg2 ;
+  wire \b$74.neg3 ;
+  wire [1:0] \b$74.sh0 ;
+  wire \b$74.sh1 ;
+  wire [1:0] \b$74.sh2 ;
+  wire \b$74.sh3 ;
+  wire [3:0] \b$74.x0 ;
+  wire [3:0] \b$74.x1 ;
+  wire [3:0] \b$74.x2 ;
+  wire [3:0] \b$74.x3 ;
+  wire [25:0] \b$82 ;
+  wire \b$82.neg0 ;
+  wire \b$82.neg1 ;
+  wire \b$82.neg2 ;
+  wire \b$82.neg3 ;
+  wire [1:0] \b$82.sh0 ;
+  wire \b$82.sh1 ;
+  wire [1:0] \b$82.sh2 ;
+  wire \b$82.sh3 ;
+  wire [3:0] \b$82.x0 ;
+  wire [3:0] \b$82.x1 ;
+  wire [3:0] \b$82.x2 ;
+  wire [3:0] \b$82.x3 ;
+  wire [25:0] \b$91 ;
+  wire \b$91.neg0 ;
+  wire \b$91.neg1 ;
+  wire \b$91.neg2 ;
+  wire \b$91.neg3 ;
+  wire [1:0] \b$91.sh0 ;
+  wire \b$91.sh1 ;
+  wire [1:0] \b$91.sh2 ;
+  wire \b$91.sh3 ;
+  wire [3:0] \b$91.x0 ;
+  wire [3:0] \b$91.x1 ;
+  wire [3:0] \b$91.x2 ;
+  wire [3:0] \b$91.x3 ;
+  wire [25:0] \b$99 ;
+  wire \b$99.neg0 ;
+  wire \b$99.neg1 ;
+  wire \b$99.neg2 ;
+  wire \b$99.neg3 ;
+  wire [1:0] \b$99.sh0 ;
+  wire \b$99.sh1 ;
+  wire [1:0] \b$99.sh2 ;
+  wire \b$99.sh3 ;
+  wire [3:0] \b$99.x0 ;
+  wire [3:0] \b$99.x1 ;
+  wire [3:0] \b$99.x2 ;
+  wire [3:0] \b$99.x3 ;
   wire \b.neg0 ;
   wire \b.neg1 ;
   wire \b.neg2 ;
@@ -10827,23 +10982,24 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   (* init = 2'h3 *)
   wire [1:0] bc_mode_t1_3;
   wire cin;
-  wire \cin$181 ;
-  wire \cin$184 ;
-  wire \cin$187 ;
-  wire \cin$190 ;
-  wire \cin$193 ;
-  wire \cin$196 ;
-  wire \cin$199 ;
-  wire \cin$202 ;
-  wire \cin$205 ;
-  wire \cin$208 ;
-  wire \cin$211 ;
-  wire \cin$214 ;
-  wire \cin$217 ;
-  wire \cin$220 ;
-  wire \cin$223 ;
+  wire \cin$186 ;
+  wire \cin$189 ;
+  wire \cin$192 ;
+  wire \cin$195 ;
+  wire \cin$198 ;
+  wire \cin$201 ;
+  wire \cin$204 ;
+  wire \cin$207 ;
+  wire \cin$210 ;
+  wire \cin$213 ;
+  wire \cin$216 ;
+  wire \cin$219 ;
+  wire \cin$222 ;
+  wire \cin$225 ;
+  wire \cin$228 ;
   input clk;
   wire clk;
+  wire ctl_en;
   wire [211:0] d__payload;
   wire [103:0] \d__payload.cols ;
   wire [25:0] \d__payload.cols[0] ;
@@ -10960,21 +11116,21 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   input d__valid;
   wire d__valid;
   wire en;
-  wire \en$100 ;
-  wire \en$108 ;
-  wire \en$117 ;
-  wire \en$125 ;
-  wire \en$133 ;
-  wire \en$141 ;
-  wire \en$150 ;
-  wire \en$158 ;
-  wire \en$166 ;
-  wire \en$51 ;
-  wire \en$59 ;
-  wire \en$67 ;
-  wire \en$75 ;
-  wire \en$84 ;
-  wire \en$92 ;
+  wire \en$105 ;
+  wire \en$113 ;
+  wire \en$122 ;
+  wire \en$130 ;
+  wire \en$138 ;
+  wire \en$146 ;
+  wire \en$155 ;
+  wire \en$163 ;
+  wire \en$171 ;
+  wire \en$56 ;
+  wire \en$64 ;
+  wire \en$72 ;
+  wire \en$80 ;
+  wire \en$89 ;
+  wire \en$97 ;
   reg en_dec0_bank = 1'h0;
   wire en_dec0_en;
   reg en_dec0_last = 1'h0;
@@ -11007,6 +11163,11 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   wire en_dec7_en;
   reg en_dec7_last = 1'h0;
   reg en_dec7_v = 1'h0;
+  reg en_front_bank = 1'h0;
+  output en_front_en;
+  wire en_front_en;
+  reg en_front_last = 1'h0;
+  reg en_front_v = 1'h0;
   reg en_pe_0_0_bank = 1'h0;
   wire en_pe_0_0_en;
   reg en_pe_0_0_last = 1'h0;
@@ -11078,8 +11239,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   reg err4 = 1'h0;
   reg err5 = 1'h0;
   reg err6 = 1'h0;
-  input freed;
-  wire freed;
+  input freed_next;
+  wire freed_next;
+  reg freed_q0 = 1'h0;
+  reg freed_q1 = 1'h0;
+  reg freed_q2 = 1'h0;
+  reg freed_q3 = 1'h0;
   reg fresh_0_0 = 1'h1;
   reg fresh_0_1 = 1'h1;
   reg fresh_0_2 = 1'h1;
@@ -11107,87 +11272,87 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   reg last6 = 1'h0;
   reg [1:0] mode = 2'h0;
   (* init = 2'h3 *)
-  wire [1:0] \mode$103 ;
-  wire \mode$103.a8 ;
-  wire \mode$103.b8 ;
-  reg [1:0] \mode$111  = 2'h0;
-  wire \mode$111.a8 ;
-  wire \mode$111.b8 ;
-  (* init = 2'h0 *)
-  wire [1:0] \mode$120 ;
-  wire \mode$120.a8 ;
-  wire \mode$120.b8 ;
-  (* init = 2'h0 *)
-  wire [1:0] \mode$128 ;
-  wire \mode$128.a8 ;
-  wire \mode$128.b8 ;
-  (* init = 2'h0 *)
-  wire [1:0] \mode$136 ;
-  wire \mode$136.a8 ;
-  wire \mode$136.b8 ;
-  reg [1:0] \mode$144  = 2'h3;
-  wire \mode$144.a8 ;
-  wire \mode$144.b8 ;
+  wire [1:0] \mode$100 ;
+  wire \mode$100.a8 ;
+  wire \mode$100.b8 ;
   (* init = 2'h3 *)
-  wire [1:0] \mode$153 ;
-  wire \mode$153.a8 ;
-  wire \mode$153.b8 ;
-  (* init = 2'h3 *)
-  wire [1:0] \mode$161 ;
-  wire \mode$161.a8 ;
-  wire \mode$161.b8 ;
-  (* init = 2'h3 *)
-  wire [1:0] \mode$169 ;
-  wire \mode$169.a8 ;
-  wire \mode$169.b8 ;
+  wire [1:0] \mode$108 ;
+  wire \mode$108.a8 ;
+  wire \mode$108.b8 ;
+  reg [1:0] \mode$116  = 2'h0;
+  wire \mode$116.a8 ;
+  wire \mode$116.b8 ;
   (* init = 2'h0 *)
-  wire [1:0] \mode$54 ;
-  wire \mode$54.a8 ;
-  wire \mode$54.b8 ;
+  wire [1:0] \mode$125 ;
+  wire \mode$125.a8 ;
+  wire \mode$125.b8 ;
   (* init = 2'h0 *)
-  wire [1:0] \mode$62 ;
-  wire \mode$62.a8 ;
-  wire \mode$62.b8 ;
+  wire [1:0] \mode$133 ;
+  wire \mode$133.a8 ;
+  wire \mode$133.b8 ;
   (* init = 2'h0 *)
-  wire [1:0] \mode$70 ;
-  wire \mode$70.a8 ;
-  wire \mode$70.b8 ;
-  reg [1:0] \mode$78  = 2'h3;
-  wire \mode$78.a8 ;
-  wire \mode$78.b8 ;
+  wire [1:0] \mode$141 ;
+  wire \mode$141.a8 ;
+  wire \mode$141.b8 ;
+  reg [1:0] \mode$149  = 2'h3;
+  wire \mode$149.a8 ;
+  wire \mode$149.b8 ;
   (* init = 2'h3 *)
-  wire [1:0] \mode$87 ;
-  wire \mode$87.a8 ;
-  wire \mode$87.b8 ;
+  wire [1:0] \mode$158 ;
+  wire \mode$158.a8 ;
+  wire \mode$158.b8 ;
   (* init = 2'h3 *)
-  wire [1:0] \mode$95 ;
-  wire \mode$95.a8 ;
-  wire \mode$95.b8 ;
+  wire [1:0] \mode$166 ;
+  wire \mode$166.a8 ;
+  wire \mode$166.b8 ;
+  (* init = 2'h3 *)
+  wire [1:0] \mode$174 ;
+  wire \mode$174.a8 ;
+  wire \mode$174.b8 ;
+  (* init = 2'h0 *)
+  wire [1:0] \mode$59 ;
+  wire \mode$59.a8 ;
+  wire \mode$59.b8 ;
+  (* init = 2'h0 *)
+  wire [1:0] \mode$67 ;
+  wire \mode$67.a8 ;
+  wire \mode$67.b8 ;
+  (* init = 2'h0 *)
+  wire [1:0] \mode$75 ;
+  wire \mode$75.a8 ;
+  wire \mode$75.b8 ;
+  reg [1:0] \mode$83  = 2'h3;
+  wire \mode$83.a8 ;
+  wire \mode$83.b8 ;
+  (* init = 2'h3 *)
+  wire [1:0] \mode$92 ;
+  wire \mode$92.a8 ;
+  wire \mode$92.b8 ;
   wire \mode.a8 ;
   wire \mode.b8 ;
-  input [209:0] \port$3903$0 ;
-  wire [209:0] \port$3903$0 ;
-  input [1:0] \port$3907$0 ;
-  wire [1:0] \port$3907$0 ;
+  input [209:0] \port$3954$0 ;
+  wire [209:0] \port$3954$0 ;
+  input [1:0] \port$3958$0 ;
+  wire [1:0] \port$3958$0 ;
   input rst;
   wire rst;
   wire step;
   wire [25:0] sum;
-  wire [25:0] \sum$180 ;
-  wire [25:0] \sum$183 ;
-  wire [25:0] \sum$186 ;
-  wire [25:0] \sum$189 ;
-  wire [25:0] \sum$192 ;
-  wire [25:0] \sum$195 ;
-  wire [25:0] \sum$198 ;
-  wire [25:0] \sum$201 ;
-  wire [25:0] \sum$204 ;
-  wire [25:0] \sum$207 ;
-  wire [25:0] \sum$210 ;
-  wire [25:0] \sum$213 ;
-  wire [25:0] \sum$216 ;
-  wire [25:0] \sum$219 ;
-  wire [25:0] \sum$222 ;
+  wire [25:0] \sum$185 ;
+  wire [25:0] \sum$188 ;
+  wire [25:0] \sum$191 ;
+  wire [25:0] \sum$194 ;
+  wire [25:0] \sum$197 ;
+  wire [25:0] \sum$200 ;
+  wire [25:0] \sum$203 ;
+  wire [25:0] \sum$206 ;
+  wire [25:0] \sum$209 ;
+  wire [25:0] \sum$212 ;
+  wire [25:0] \sum$215 ;
+  wire [25:0] \sum$218 ;
+  wire [25:0] \sum$221 ;
+  wire [25:0] \sum$224 ;
+  wire [25:0] \sum$227 ;
   output [608:0] t__payload;
   wire [608:0] t__payload;
   wire [607:0] \t__payload.data ;
@@ -11251,527 +11416,555 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   assign \$17  = en_dec7_v & en_dec7_last;
   assign \$18  = \$17  & en_dec7_bank;
   assign en_dec7_en = ~ \$18 ;
-  assign \$19  = en_pe_0_0_v & en_pe_0_0_last;
-  assign \$20  = \$19  & en_pe_0_0_bank;
-  assign en_pe_0_0_en = ~ \$20 ;
-  assign \$21  = en_pe_0_1_v & en_pe_0_1_last;
-  assign \$22  = \$21  & en_pe_0_1_bank;
-  assign en_pe_0_1_en = ~ \$22 ;
-  assign \$23  = en_pe_0_2_v & en_pe_0_2_last;
-  assign \$24  = \$23  & en_pe_0_2_bank;
-  assign en_pe_0_2_en = ~ \$24 ;
-  assign \$25  = en_pe_0_3_v & en_pe_0_3_last;
-  assign \$26  = \$25  & en_pe_0_3_bank;
-  assign en_pe_0_3_en = ~ \$26 ;
-  assign \$27  = en_pe_1_0_v & en_pe_1_0_last;
-  assign \$28  = \$27  & en_pe_1_0_bank;
-  assign en_pe_1_0_en = ~ \$28 ;
-  assign \$29  = en_pe_1_1_v & en_pe_1_1_last;
-  assign \$30  = \$29  & en_pe_1_1_bank;
-  assign en_pe_1_1_en = ~ \$30 ;
-  assign \$31  = en_pe_1_2_v & en_pe_1_2_last;
-  assign \$32  = \$31  & en_pe_1_2_bank;
-  assign en_pe_1_2_en = ~ \$32 ;
-  assign \$33  = en_pe_1_3_v & en_pe_1_3_last;
-  assign \$34  = \$33  & en_pe_1_3_bank;
-  assign en_pe_1_3_en = ~ \$34 ;
-  assign \$35  = en_pe_2_0_v & en_pe_2_0_last;
-  assign \$36  = \$35  & en_pe_2_0_bank;
-  assign en_pe_2_0_en = ~ \$36 ;
-  assign \$37  = en_pe_2_1_v & en_pe_2_1_last;
-  assign \$38  = \$37  & en_pe_2_1_bank;
-  assign en_pe_2_1_en = ~ \$38 ;
-  assign \$39  = en_pe_2_2_v & en_pe_2_2_last;
-  assign \$40  = \$39  & en_pe_2_2_bank;
-  assign en_pe_2_2_en = ~ \$40 ;
-  assign \$41  = en_pe_2_3_v & en_pe_2_3_last;
-  assign \$42  = \$41  & en_pe_2_3_bank;
-  assign en_pe_2_3_en = ~ \$42 ;
-  assign \$43  = en_pe_3_0_v & en_pe_3_0_last;
-  assign \$44  = \$43  & en_pe_3_0_bank;
-  assign en_pe_3_0_en = ~ \$44 ;
-  assign \$45  = en_pe_3_1_v & en_pe_3_1_last;
-  assign \$46  = \$45  & en_pe_3_1_bank;
-  assign en_pe_3_1_en = ~ \$46 ;
-  assign \$47  = en_pe_3_2_v & en_pe_3_2_last;
-  assign \$48  = \$47  & en_pe_3_2_bank;
-  assign en_pe_3_2_en = ~ \$48 ;
-  assign \$49  = en_pe_3_3_v & en_pe_3_3_last;
-  assign \$50  = \$49  & en_pe_3_3_bank;
-  assign en_pe_3_3_en = ~ \$50 ;
+  assign \$19  = en_front_v & en_front_last;
+  assign \$20  = \$19  & en_front_bank;
+  assign en_front_en = ~ \$20 ;
+  assign \$21  = en_pe_0_0_v & en_pe_0_0_last;
+  assign \$22  = \$21  & en_pe_0_0_bank;
+  assign en_pe_0_0_en = ~ \$22 ;
+  assign \$23  = en_pe_0_1_v & en_pe_0_1_last;
+  assign \$24  = \$23  & en_pe_0_1_bank;
+  assign en_pe_0_1_en = ~ \$24 ;
+  assign \$25  = en_pe_0_2_v & en_pe_0_2_last;
+  assign \$26  = \$25  & en_pe_0_2_bank;
+  assign en_pe_0_2_en = ~ \$26 ;
+  assign \$27  = en_pe_0_3_v & en_pe_0_3_last;
+  assign \$28  = \$27  & en_pe_0_3_bank;
+  assign en_pe_0_3_en = ~ \$28 ;
+  assign \$29  = en_pe_1_0_v & en_pe_1_0_last;
+  assign \$30  = \$29  & en_pe_1_0_bank;
+  assign en_pe_1_0_en = ~ \$30 ;
+  assign \$31  = en_pe_1_1_v & en_pe_1_1_last;
+  assign \$32  = \$31  & en_pe_1_1_bank;
+  assign en_pe_1_1_en = ~ \$32 ;
+  assign \$33  = en_pe_1_2_v & en_pe_1_2_last;
+  assign \$34  = \$33  & en_pe_1_2_bank;
+  assign en_pe_1_2_en = ~ \$34 ;
+  assign \$35  = en_pe_1_3_v & en_pe_1_3_last;
+  assign \$36  = \$35  & en_pe_1_3_bank;
+  assign en_pe_1_3_en = ~ \$36 ;
+  assign \$37  = en_pe_2_0_v & en_pe_2_0_last;
+  assign \$38  = \$37  & en_pe_2_0_bank;
+  assign en_pe_2_0_en = ~ \$38 ;
+  assign \$39  = en_pe_2_1_v & en_pe_2_1_last;
+  assign \$40  = \$39  & en_pe_2_1_bank;
+  assign en_pe_2_1_en = ~ \$40 ;
+  assign \$41  = en_pe_2_2_v & en_pe_2_2_last;
+  assign \$42  = \$41  & en_pe_2_2_bank;
+  assign en_pe_2_2_en = ~ \$42 ;
+  assign \$43  = en_pe_2_3_v & en_pe_2_3_last;
+  assign \$44  = \$43  & en_pe_2_3_bank;
+  assign en_pe_2_3_en = ~ \$44 ;
+  assign \$45  = en_pe_3_0_v & en_pe_3_0_last;
+  assign \$46  = \$45  & en_pe_3_0_bank;
+  assign en_pe_3_0_en = ~ \$46 ;
+  assign \$47  = en_pe_3_1_v & en_pe_3_1_last;
+  assign \$48  = \$47  & en_pe_3_1_bank;
+  assign en_pe_3_1_en = ~ \$48 ;
+  assign \$49  = en_pe_3_2_v & en_pe_3_2_last;
+  assign \$50  = \$49  & en_pe_3_2_bank;
+  assign en_pe_3_2_en = ~ \$50 ;
+  assign \$51  = en_pe_3_3_v & en_pe_3_3_last;
+  assign \$52  = \$51  & en_pe_3_3_bank;
+  assign en_pe_3_3_en = ~ \$52 ;
   assign t__valid = v6 & last6;
-  assign \$51  = tile_err | err6;
+  assign \$53  = tile_err | err6;
   assign step = advance & v6;
-  assign \$52  = $signed(acc_0_0) + $signed(sum);
-  assign \$53  = $signed(\$52 ) + $signed({ 1'h0, cin });
-  assign \$54  = $signed(acc_0_1) + $signed(\sum$180 );
-  assign \$55  = $signed(\$54 ) + $signed({ 1'h0, \cin$181  });
-  assign \$56  = $signed(acc_0_2) + $signed(\sum$183 );
-  assign \$57  = $signed(\$56 ) + $signed({ 1'h0, \cin$184  });
-  assign \$58  = $signed(acc_0_3) + $signed(\sum$186 );
-  assign \$59  = $signed(\$58 ) + $signed({ 1'h0, \cin$187  });
-  assign \$60  = $signed(acc_1_0) + $signed(\sum$189 );
-  assign \$61  = $signed(\$60 ) + $signed({ 1'h0, \cin$190  });
-  assign \$62  = $signed(acc_1_1) + $signed(\sum$192 );
-  assign \$63  = $signed(\$62 ) + $signed({ 1'h0, \cin$193  });
-  assign \$64  = $signed(acc_1_2) + $signed(\sum$195 );
-  assign \$65  = $signed(\$64 ) + $signed({ 1'h0, \cin$196  });
-  assign \$66  = $signed(acc_1_3) + $signed(\sum$198 );
-  assign \$67  = $signed(\$66 ) + $signed({ 1'h0, \cin$199  });
-  assign \$68  = $signed(acc_2_0) + $signed(\sum$201 );
-  assign \$69  = $signed(\$68 ) + $signed({ 1'h0, \cin$202  });
-  assign \$70  = $signed(acc_2_1) + $signed(\sum$204 );
-  assign \$71  = $signed(\$70 ) + $signed({ 1'h0, \cin$205  });
-  assign \$72  = $signed(acc_2_2) + $signed(\sum$207 );
-  assign \$73  = $signed(\$72 ) + $signed({ 1'h0, \cin$208  });
-  assign \$74  = $signed(acc_2_3) + $signed(\sum$210 );
-  assign \$75  = $signed(\$74 ) + $signed({ 1'h0, \cin$211  });
-  assign \$76  = $signed(acc_3_0) + $signed(\sum$213 );
-  assign \$77  = $signed(\$76 ) + $signed({ 1'h0, \cin$214  });
-  assign \$78  = $signed(acc_3_1) + $signed(\sum$216 );
-  assign \$79  = $signed(\$78 ) + $signed({ 1'h0, \cin$217  });
-  assign \$80  = $signed(acc_3_2) + $signed(\sum$219 );
-  assign \$81  = $signed(\$80 ) + $signed({ 1'h0, \cin$220  });
-  assign \$82  = $signed(acc_3_3) + $signed(\sum$222 );
-  assign \$83  = $signed(\$82 ) + $signed({ 1'h0, \cin$223  });
-  assign \$84  = en_dec0_v & en_dec0_last;
-  assign \$85  = ~ en_dec0_bank;
-  assign \$86  = \$84  & \$85 ;
-  assign \$87  = en_dec1_v & en_dec1_last;
-  assign \$88  = ~ en_dec1_bank;
-  assign \$89  = \$87  & \$88 ;
-  assign \$90  = en_dec2_v & en_dec2_last;
-  assign \$91  = ~ en_dec2_bank;
-  assign \$92  = \$90  & \$91 ;
-  assign \$93  = en_dec3_v & en_dec3_last;
-  assign \$94  = ~ en_dec3_bank;
-  assign \$95  = \$93  & \$94 ;
-  assign \$96  = en_dec4_v & en_dec4_last;
-  assign \$97  = ~ en_dec4_bank;
-  assign \$98  = \$96  & \$97 ;
-  assign \$99  = en_dec5_v & en_dec5_last;
-  assign \$100  = ~ en_dec5_bank;
-  assign \$101  = \$99  & \$100 ;
-  assign \$102  = en_dec6_v & en_dec6_last;
-  assign \$103  = ~ en_dec6_bank;
-  assign \$104  = \$102  & \$103 ;
-  assign \$105  = en_dec7_v & en_dec7_last;
-  assign \$106  = ~ en_dec7_bank;
-  assign \$107  = \$105  & \$106 ;
-  assign \$108  = en_pe_0_0_v & en_pe_0_0_last;
-  assign \$109  = ~ en_pe_0_0_bank;
-  assign \$110  = \$108  & \$109 ;
-  assign \$111  = en_pe_0_1_v & en_pe_0_1_last;
-  assign \$112  = ~ en_pe_0_1_bank;
-  assign \$113  = \$111  & \$112 ;
-  assign \$114  = en_pe_0_2_v & en_pe_0_2_last;
-  assign \$115  = ~ en_pe_0_2_bank;
-  assign \$116  = \$114  & \$115 ;
-  assign \$117  = en_pe_0_3_v & en_pe_0_3_last;
-  assign \$118  = ~ en_pe_0_3_bank;
-  assign \$119  = \$117  & \$118 ;
-  assign \$120  = en_pe_1_0_v & en_pe_1_0_last;
-  assign \$121  = ~ en_pe_1_0_bank;
-  assign \$122  = \$120  & \$121 ;
-  assign \$123  = en_pe_1_1_v & en_pe_1_1_last;
-  assign \$124  = ~ en_pe_1_1_bank;
-  assign \$125  = \$123  & \$124 ;
-  assign \$126  = en_pe_1_2_v & en_pe_1_2_last;
-  assign \$127  = ~ en_pe_1_2_bank;
-  assign \$128  = \$126  & \$127 ;
-  assign \$129  = en_pe_1_3_v & en_pe_1_3_last;
-  assign \$130  = ~ en_pe_1_3_bank;
-  assign \$131  = \$129  & \$130 ;
-  assign \$132  = en_pe_2_0_v & en_pe_2_0_last;
-  assign \$133  = ~ en_pe_2_0_bank;
-  assign \$134  = \$132  & \$133 ;
-  assign \$135  = en_pe_2_1_v & en_pe_2_1_last;
-  assign \$136  = ~ en_pe_2_1_bank;
-  assign \$137  = \$135  & \$136 ;
-  assign \$138  = en_pe_2_2_v & en_pe_2_2_last;
-  assign \$139  = ~ en_pe_2_2_bank;
-  assign \$140  = \$138  & \$139 ;
-  assign \$141  = en_pe_2_3_v & en_pe_2_3_last;
-  assign \$142  = ~ en_pe_2_3_bank;
-  assign \$143  = \$141  & \$142 ;
-  assign \$144  = en_pe_3_0_v & en_pe_3_0_last;
-  assign \$145  = ~ en_pe_3_0_bank;
-  assign \$146  = \$144  & \$145 ;
-  assign \$147  = en_pe_3_1_v & en_pe_3_1_last;
-  assign \$148  = ~ en_pe_3_1_bank;
-  assign \$149  = \$147  & \$148 ;
-  assign \$150  = en_pe_3_2_v & en_pe_3_2_last;
-  assign \$151  = ~ en_pe_3_2_bank;
-  assign \$152  = \$150  & \$151 ;
-  assign \$153  = en_pe_3_3_v & en_pe_3_3_last;
-  assign \$154  = ~ en_pe_3_3_bank;
-  assign \$155  = \$153  & \$154 ;
-  assign \$156  = en_pe_0_0_en & en_pe_0_0_v;
-  assign \$157  = \$156  & en_pe_0_0_last;
-  assign \$158  = fresh_0_0 | \$157 ;
-  assign \$159  = en_pe_0_0_en & en_pe_0_0_v;
-  assign \$160  = $signed(acc_0_0) + $signed(sum);
-  assign \$161  = $signed(\$160 ) + $signed({ 1'h0, cin });
-  assign \$162  = en_pe_0_1_en & en_pe_0_1_v;
-  assign \$163  = \$162  & en_pe_0_1_last;
-  assign \$164  = fresh_0_1 | \$163 ;
-  assign \$165  = en_pe_0_1_en & en_pe_0_1_v;
-  assign \$166  = $signed(acc_0_1) + $signed(\sum$180 );
-  assign \$167  = $signed(\$166 ) + $signed({ 1'h0, \cin$181  });
-  assign \$168  = en_pe_0_2_en & en_pe_0_2_v;
-  assign \$169  = \$168  & en_pe_0_2_last;
-  assign \$170  = fresh_0_2 | \$169 ;
-  assign \$171  = en_pe_0_2_en & en_pe_0_2_v;
-  assign \$172  = $signed(acc_0_2) + $signed(\sum$183 );
-  assign \$173  = $signed(\$172 ) + $signed({ 1'h0, \cin$184  });
-  assign \$174  = en_pe_0_3_en & en_pe_0_3_v;
-  assign \$175  = \$174  & en_pe_0_3_last;
-  assign \$176  = fresh_0_3 | \$175 ;
-  assign \$177  = en_pe_0_3_en & en_pe_0_3_v;
-  assign \$178  = $signed(acc_0_3) + $signed(\sum$186 );
-  assign \$179  = $signed(\$178 ) + $signed({ 1'h0, \cin$187  });
-  assign \$180  = en_pe_1_0_en & en_pe_1_0_v;
-  assign \$181  = \$180  & en_pe_1_0_last;
-  assign \$182  = fresh_1_0 | \$181 ;
-  assign \$183  = en_pe_1_0_en & en_pe_1_0_v;
-  assign \$184  = $signed(acc_1_0) + $signed(\sum$189 );
-  assign \$185  = $signed(\$184 ) + $signed({ 1'h0, \cin$190  });
-  assign \$186  = en_pe_1_1_en & en_pe_1_1_v;
-  assign \$187  = \$186  & en_pe_1_1_last;
-  assign \$188  = fresh_1_1 | \$187 ;
-  assign \$189  = en_pe_1_1_en & en_pe_1_1_v;
-  assign \$190  = $signed(acc_1_1) + $signed(\sum$192 );
-  assign \$191  = $signed(\$190 ) + $signed({ 1'h0, \cin$193  });
-  assign \$192  = en_pe_1_2_en & en_pe_1_2_v;
-  assign \$193  = \$192  & en_pe_1_2_last;
-  assign \$194  = fresh_1_2 | \$193 ;
-  assign \$195  = en_pe_1_2_en & en_pe_1_2_v;
-  assign \$196  = $signed(acc_1_2) + $signed(\sum$195 );
-  assign \$197  = $signed(\$196 ) + $signed({ 1'h0, \cin$196  });
-  assign \$198  = en_pe_1_3_en & en_pe_1_3_v;
-  assign \$199  = \$198  & en_pe_1_3_last;
-  assign \$200  = fresh_1_3 | \$199 ;
-  assign \$201  = en_pe_1_3_en & en_pe_1_3_v;
-  assign \$202  = $signed(acc_1_3) + $signed(\sum$198 );
-  assign \$203  = $signed(\$202 ) + $signed({ 1'h0, \cin$199  });
-  assign \$204  = en_pe_2_0_en & en_pe_2_0_v;
-  assign \$205  = \$204  & en_pe_2_0_last;
-  assign \$206  = fresh_2_0 | \$205 ;
-  assign \$207  = en_pe_2_0_en & en_pe_2_0_v;
-  assign \$208  = $signed(acc_2_0) + $signed(\sum$201 );
-  assign \$209  = $signed(\$208 ) + $signed({ 1'h0, \cin$202  });
-  assign \$210  = en_pe_2_1_en & en_pe_2_1_v;
-  assign \$211  = \$210  & en_pe_2_1_last;
-  assign \$212  = fresh_2_1 | \$211 ;
-  assign \$213  = en_pe_2_1_en & en_pe_2_1_v;
-  assign \$214  = $signed(acc_2_1) + $signed(\sum$204 );
-  assign \$215  = $signed(\$214 ) + $signed({ 1'h0, \cin$205  });
-  assign \$216  = en_pe_2_2_en & en_pe_2_2_v;
-  assign \$217  = \$216  & en_pe_2_2_last;
-  assign \$218  = fresh_2_2 | \$217 ;
-  assign \$219  = en_pe_2_2_en & en_pe_2_2_v;
-  assign \$220  = $signed(acc_2_2) + $signed(\sum$207 );
-  assign \$221  = $signed(\$220 ) + $signed({ 1'h0, \cin$208  });
-  assign \$222  = en_pe_2_3_en & en_pe_2_3_v;
-  assign \$223  = \$222  & en_pe_2_3_last;
-  assign \$224  = fresh_2_3 | \$223 ;
-  assign \$225  = en_pe_2_3_en & en_pe_2_3_v;
-  assign \$226  = $signed(acc_2_3) + $signed(\sum$210 );
-  assign \$227  = $signed(\$226 ) + $signed({ 1'h0, \cin$211  });
-  assign \$228  = en_pe_3_0_en & en_pe_3_0_v;
-  assign \$229  = \$228  & en_pe_3_0_last;
-  assign \$230  = fresh_3_0 | \$229 ;
-  assign \$231  = en_pe_3_0_en & en_pe_3_0_v;
-  assign \$232  = $signed(acc_3_0) + $signed(\sum$213 );
-  assign \$233  = $signed(\$232 ) + $signed({ 1'h0, \cin$214  });
-  assign \$234  = en_pe_3_1_en & en_pe_3_1_v;
-  assign \$235  = \$234  & en_pe_3_1_last;
-  assign \$236  = fresh_3_1 | \$235 ;
-  assign \$237  = en_pe_3_1_en & en_pe_3_1_v;
-  assign \$238  = $signed(acc_3_1) + $signed(\sum$216 );
-  assign \$239  = $signed(\$238 ) + $signed({ 1'h0, \cin$217  });
-  assign \$240  = en_pe_3_2_en & en_pe_3_2_v;
-  assign \$241  = \$240  & en_pe_3_2_last;
-  assign \$242  = fresh_3_2 | \$241 ;
-  assign \$243  = en_pe_3_2_en & en_pe_3_2_v;
-  assign \$244  = $signed(acc_3_2) + $signed(\sum$219 );
-  assign \$245  = $signed(\$244 ) + $signed({ 1'h0, \cin$220  });
-  assign \$246  = en_pe_3_3_en & en_pe_3_3_v;
-  assign \$247  = \$246  & en_pe_3_3_last;
-  assign \$248  = fresh_3_3 | \$247 ;
-  assign \$249  = en_pe_3_3_en & en_pe_3_3_v;
-  assign \$250  = $signed(acc_3_3) + $signed(\sum$222 );
-  assign \$251  = $signed(\$250 ) + $signed({ 1'h0, \cin$223  });
-  assign \$252  = ~ last6;
-  assign \$253  = tile_err | err6;
-  assign \$254  = \$252  & \$253 ;
-  always @(posedge clk)
-    v0 <= \$255 ;
-  always @(posedge clk)
-    last0 <= \$256 ;
+  assign \$54  = $signed(acc_0_0) + $signed(sum);
+  assign \$55  = $signed(\$54 ) + $signed({ 1'h0, cin });
+  assign \$56  = $signed(acc_0_1) + $signed(\sum$185 );
+  assign \$57  = $signed(\$56 ) + $signed({ 1'h0, \cin$186  });
+  assign \$58  = $signed(acc_0_2) + $signed(\sum$188 );
+  assign \$59  = $signed(\$58 ) + $signed({ 1'h0, \cin$189  });
+  assign \$60  = $signed(acc_0_3) + $signed(\sum$191 );
+  assign \$61  = $signed(\$60 ) + $signed({ 1'h0, \cin$192  });
+  assign \$62  = $signed(acc_1_0) + $signed(\sum$194 );
+  assign \$63  = $signed(\$62 ) + $signed({ 1'h0, \cin$195  });
+  assign \$64  = $signed(acc_1_1) + $signed(\sum$197 );
+  assign \$65  = $signed(\$64 ) + $signed({ 1'h0, \cin$198  });
+  assign \$66  = $signed(acc_1_2) + $signed(\sum$200 );
+  assign \$67  = $signed(\$66 ) + $signed({ 1'h0, \cin$201  });
+  assign \$68  = $signed(acc_1_3) + $signed(\sum$203 );
+  assign \$69  = $signed(\$68 ) + $signed({ 1'h0, \cin$204  });
+  assign \$70  = $signed(acc_2_0) + $signed(\sum$206 );
+  assign \$71  = $signed(\$70 ) + $signed({ 1'h0, \cin$207  });
+  assign \$72  = $signed(acc_2_1) + $signed(\sum$209 );
+  assign \$73  = $signed(\$72 ) + $signed({ 1'h0, \cin$210  });
+  assign \$74  = $signed(acc_2_2) + $signed(\sum$212 );
+  assign \$75  = $signed(\$74 ) + $signed({ 1'h0, \cin$213  });
+  assign \$76  = $signed(acc_2_3) + $signed(\sum$215 );
+  assign \$77  = $signed(\$76 ) + $signed({ 1'h0, \cin$216  });
+  assign \$78  = $signed(acc_3_0) + $signed(\sum$218 );
+  assign \$79  = $signed(\$78 ) + $signed({ 1'h0, \cin$219  });
+  assign \$80  = $signed(acc_3_1) + $signed(\sum$221 );
+  assign \$81  = $signed(\$80 ) + $signed({ 1'h0, \cin$222  });
+  assign \$82  = $signed(acc_3_2) + $signed(\sum$224 );
+  assign \$83  = $signed(\$82 ) + $signed({ 1'h0, \cin$225  });
+  assign \$84  = $signed(acc_3_3) + $signed(\sum$227 );
+  assign \$85  = $signed(\$84 ) + $signed({ 1'h0, \cin$228  });
+  assign \$86  = ~ freed_q0;
+  assign \$87  = freed_next & \$86 ;
+  assign \$88  = ~ freed_q1;
+  assign \$89  = freed_next & \$88 ;
+  assign \$90  = ~ freed_q2;
+  assign \$91  = freed_next & \$90 ;
+  assign \$92  = ~ freed_q3;
+  assign \$93  = freed_next & \$92 ;
+  assign \$94  = en_dec0_v & en_dec0_last;
+  assign \$95  = ~ en_dec0_bank;
+  assign \$96  = \$94  & \$95 ;
+  assign \$97  = en_dec1_v & en_dec1_last;
+  assign \$98  = ~ en_dec1_bank;
+  assign \$99  = \$97  & \$98 ;
+  assign \$100  = en_dec2_v & en_dec2_last;
+  assign \$101  = ~ en_dec2_bank;
+  assign \$102  = \$100  & \$101 ;
+  assign \$103  = en_dec3_v & en_dec3_last;
+  assign \$104  = ~ en_dec3_bank;
+  assign \$105  = \$103  & \$104 ;
+  assign \$106  = en_dec4_v & en_dec4_last;
+  assign \$107  = ~ en_dec4_bank;
+  assign \$108  = \$106  & \$107 ;
+  assign \$109  = en_dec5_v & en_dec5_last;
+  assign \$110  = ~ en_dec5_bank;
+  assign \$111  = \$109  & \$110 ;
+  assign \$112  = en_dec6_v & en_dec6_last;
+  assign \$113  = ~ en_dec6_bank;
+  assign \$114  = \$112  & \$113 ;
+  assign \$115  = en_dec7_v & en_dec7_last;
+  assign \$116  = ~ en_dec7_bank;
+  assign \$117  = \$115  & \$116 ;
+  assign \$118  = en_front_v & en_front_last;
+  assign \$119  = ~ en_front_bank;
+  assign \$120  = \$118  & \$119 ;
+  assign \$121  = en_pe_0_0_v & en_pe_0_0_last;
+  assign \$122  = ~ en_pe_0_0_bank;
+  assign \$123  = \$121  & \$122 ;
+  assign \$124  = en_pe_0_1_v & en_pe_0_1_last;
+  assign \$125  = ~ en_pe_0_1_bank;
+  assign \$126  = \$124  & \$125 ;
+  assign \$127  = en_pe_0_2_v & en_pe_0_2_last;
+  assign \$128  = ~ en_pe_0_2_bank;
+  assign \$129  = \$127  & \$128 ;
+  assign \$130  = en_pe_0_3_v & en_pe_0_3_last;
+  assign \$131  = ~ en_pe_0_3_bank;
+  assign \$132  = \$130  & \$131 ;
+  assign \$133  = en_pe_1_0_v & en_pe_1_0_last;
+  assign \$134  = ~ en_pe_1_0_bank;
+  assign \$135  = \$133  & \$134 ;
+  assign \$136  = en_pe_1_1_v & en_pe_1_1_last;
+  assign \$137  = ~ en_pe_1_1_bank;
+  assign \$138  = \$136  & \$137 ;
+  assign \$139  = en_pe_1_2_v & en_pe_1_2_last;
+  assign \$140  = ~ en_pe_1_2_bank;
+  assign \$141  = \$139  & \$140 ;
+  assign \$142  = en_pe_1_3_v & en_pe_1_3_last;
+  assign \$143  = ~ en_pe_1_3_bank;
+  assign \$144  = \$142  & \$143 ;
+  assign \$145  = en_pe_2_0_v & en_pe_2_0_last;
+  assign \$146  = ~ en_pe_2_0_bank;
+  assign \$147  = \$145  & \$146 ;
+  assign \$148  = en_pe_2_1_v & en_pe_2_1_last;
+  assign \$149  = ~ en_pe_2_1_bank;
+  assign \$150  = \$148  & \$149 ;
+  assign \$151  = en_pe_2_2_v & en_pe_2_2_last;
+  assign \$152  = ~ en_pe_2_2_bank;
+  assign \$153  = \$151  & \$152 ;
+  assign \$154  = en_pe_2_3_v & en_pe_2_3_last;
+  assign \$155  = ~ en_pe_2_3_bank;
+  assign \$156  = \$154  & \$155 ;
+  assign \$157  = en_pe_3_0_v & en_pe_3_0_last;
+  assign \$158  = ~ en_pe_3_0_bank;
+  assign \$159  = \$157  & \$158 ;
+  assign \$160  = en_pe_3_1_v & en_pe_3_1_last;
+  assign \$161  = ~ en_pe_3_1_bank;
+  assign \$162  = \$160  & \$161 ;
+  assign \$163  = en_pe_3_2_v & en_pe_3_2_last;
+  assign \$164  = ~ en_pe_3_2_bank;
+  assign \$165  = \$163  & \$164 ;
+  assign \$166  = en_pe_3_3_v & en_pe_3_3_last;
+  assign \$167  = ~ en_pe_3_3_bank;
+  assign \$168  = \$166  & \$167 ;
+  assign \$169  = en_pe_0_0_en & en_pe_0_0_v;
+  assign \$170  = \$169  & en_pe_0_0_last;
+  assign \$171  = fresh_0_0 | \$170 ;
+  assign \$172  = en_pe_0_0_en & en_pe_0_0_v;
+  assign \$173  = $signed(acc_0_0) + $signed(sum);
+  assign \$174  = $signed(\$173 ) + $signed({ 1'h0, cin });
+  assign \$175  = en_pe_0_1_en & en_pe_0_1_v;
+  assign \$176  = \$175  & en_pe_0_1_last;
+  assign \$177  = fresh_0_1 | \$176 ;
+  assign \$178  = en_pe_0_1_en & en_pe_0_1_v;
+  assign \$179  = $signed(acc_0_1) + $signed(\sum$185 );
+  assign \$180  = $signed(\$179 ) + $signed({ 1'h0, \cin$186  });
+  assign \$181  = en_pe_0_2_en & en_pe_0_2_v;
+  assign \$182  = \$181  & en_pe_0_2_last;
+  assign \$183  = fresh_0_2 | \$182 ;
+  assign \$184  = en_pe_0_2_en & en_pe_0_2_v;
+  assign \$185  = $signed(acc_0_2) + $signed(\sum$188 );
+  assign \$186  = $signed(\$185 ) + $signed({ 1'h0, \cin$189  });
+  assign \$187  = en_pe_0_3_en & en_pe_0_3_v;
+  assign \$188  = \$187  & en_pe_0_3_last;
+  assign \$189  = fresh_0_3 | \$188 ;
+  assign \$190  = en_pe_0_3_en & en_pe_0_3_v;
+  assign \$191  = $signed(acc_0_3) + $signed(\sum$191 );
+  assign \$192  = $signed(\$191 ) + $signed({ 1'h0, \cin$192  });
+  assign \$193  = en_pe_1_0_en & en_pe_1_0_v;
+  assign \$194  = \$193  & en_pe_1_0_last;
+  assign \$195  = fresh_1_0 | \$194 ;
+  assign \$196  = en_pe_1_0_en & en_pe_1_0_v;
+  assign \$197  = $signed(acc_1_0) + $signed(\sum$194 );
+  assign \$198  = $signed(\$197 ) + $signed({ 1'h0, \cin$195  });
+  assign \$199  = en_pe_1_1_en & en_pe_1_1_v;
+  assign \$200  = \$199  & en_pe_1_1_last;
+  assign \$201  = fresh_1_1 | \$200 ;
+  assign \$202  = en_pe_1_1_en & en_pe_1_1_v;
+  assign \$203  = $signed(acc_1_1) + $signed(\sum$197 );
+  assign \$204  = $signed(\$203 ) + $signed({ 1'h0, \cin$198  });
+  assign \$205  = en_pe_1_2_en & en_pe_1_2_v;
+  assign \$206  = \$205  & en_pe_1_2_last;
+  assign \$207  = fresh_1_2 | \$206 ;
+  assign \$208  = en_pe_1_2_en & en_pe_1_2_v;
+  assign \$209  = $signed(acc_1_2) + $signed(\sum$200 );
+  assign \$210  = $signed(\$209 ) + $signed({ 1'h0, \cin$201  });
+  assign \$211  = en_pe_1_3_en & en_pe_1_3_v;
+  assign \$212  = \$211  & en_pe_1_3_last;
+  assign \$213  = fresh_1_3 | \$212 ;
+  assign \$214  = en_pe_1_3_en & en_pe_1_3_v;
+  assign \$215  = $signed(acc_1_3) + $signed(\sum$203 );
+  assign \$216  = $signed(\$215 ) + $signed({ 1'h0, \cin$204  });
+  assign \$217  = en_pe_2_0_en & en_pe_2_0_v;
+  assign \$218  = \$217  & en_pe_2_0_last;
+  assign \$219  = fresh_2_0 | \$218 ;
+  assign \$220  = en_pe_2_0_en & en_pe_2_0_v;
+  assign \$221  = $signed(acc_2_0) + $signed(\sum$206 );
+  assign \$222  = $signed(\$221 ) + $signed({ 1'h0, \cin$207  });
+  assign \$223  = en_pe_2_1_en & en_pe_2_1_v;
+  assign \$224  = \$223  & en_pe_2_1_last;
+  assign \$225  = fresh_2_1 | \$224 ;
+  assign \$226  = en_pe_2_1_en & en_pe_2_1_v;
+  assign \$227  = $signed(acc_2_1) + $signed(\sum$209 );
+  assign \$228  = $signed(\$227 ) + $signed({ 1'h0, \cin$210  });
+  assign \$229  = en_pe_2_2_en & en_pe_2_2_v;
+  assign \$230  = \$229  & en_pe_2_2_last;
+  assign \$231  = fresh_2_2 | \$230 ;
+  assign \$232  = en_pe_2_2_en & en_pe_2_2_v;
+  assign \$233  = $signed(acc_2_2) + $signed(\sum$212 );
+  assign \$234  = $signed(\$233 ) + $signed({ 1'h0, \cin$213  });
+  assign \$235  = en_pe_2_3_en & en_pe_2_3_v;
+  assign \$236  = \$235  & en_pe_2_3_last;
+  assign \$237  = fresh_2_3 | \$236 ;
+  assign \$238  = en_pe_2_3_en & en_pe_2_3_v;
+  assign \$239  = $signed(acc_2_3) + $signed(\sum$215 );
+  assign \$240  = $signed(\$239 ) + $signed({ 1'h0, \cin$216  });
+  assign \$241  = en_pe_3_0_en & en_pe_3_0_v;
+  assign \$242  = \$241  & en_pe_3_0_last;
+  assign \$243  = fresh_3_0 | \$242 ;
+  assign \$244  = en_pe_3_0_en & en_pe_3_0_v;
+  assign \$245  = $signed(acc_3_0) + $signed(\sum$218 );
+  assign \$246  = $signed(\$245 ) + $signed({ 1'h0, \cin$219  });
+  assign \$247  = en_pe_3_1_en & en_pe_3_1_v;
+  assign \$248  = \$247  & en_pe_3_1_last;
+  assign \$249  = fresh_3_1 | \$248 ;
+  assign \$250  = en_pe_3_1_en & en_pe_3_1_v;
+  assign \$251  = $signed(acc_3_1) + $signed(\sum$221 );
+  assign \$252  = $signed(\$251 ) + $signed({ 1'h0, \cin$222  });
+  assign \$253  = en_pe_3_2_en & en_pe_3_2_v;
+  assign \$254  = \$253  & en_pe_3_2_last;
+  assign \$255  = fresh_3_2 | \$254 ;
+  assign \$256  = en_pe_3_2_en & en_pe_3_2_v;
+  assign \$257  = $signed(acc_3_2) + $signed(\sum$224 );
+  assign \$258  = $signed(\$257 ) + $signed({ 1'h0, \cin$225  });
+  assign \$259  = en_pe_3_3_en & en_pe_3_3_v;
+  assign \$260  = \$259  & en_pe_3_3_last;
+  assign \$261  = fresh_3_3 | \$260 ;
+  assign \$262  = en_pe_3_3_en & en_pe_3_3_v;
+  assign \$263  = $signed(acc_3_3) + $signed(\sum$227 );
+  assign \$264  = $signed(\$263 ) + $signed({ 1'h0, \cin$228  });
+  assign \$265  = ~ last6;
+  assign \$266  = tile_err | err6;
+  assign \$267  = \$265  & \$266 ;
+  always @(posedge clk)
+    v0 <= \$268 ;
+  always @(posedge clk)
+    last0 <= \$269 ;
+  always @(posedge clk)
+    err0 <= \$270 ;
+  always @(posedge clk)
+    v1 <= \$271 ;
+  always @(posedge clk)
+    last1 <= \$272 ;
+  always @(posedge clk)
+    err1 <= \$273 ;
+  always @(posedge clk)
+    v2 <= \$274 ;
   always @(posedge clk)
-    err0 <= \$257 ;
+    last2 <= \$275 ;
   always @(posedge clk)
-    v1 <= \$258 ;
+    err2 <= \$276 ;
   always @(posedge clk)
-    last1 <= \$259 ;
+    v3 <= \$277 ;
   always @(posedge clk)
-    err1 <= \$260 ;
+    last3 <= \$278 ;
   always @(posedge clk)
-    v2 <= \$261 ;
+    err3 <= \$279 ;
   always @(posedge clk)
-    last2 <= \$262 ;
+    v4 <= \$280 ;
   always @(posedge clk)
-    err2 <= \$263 ;
+    last4 <= \$281 ;
   always @(posedge clk)
-    v3 <= \$264 ;
+    err4 <= \$282 ;
   always @(posedge clk)
-    last3 <= \$265 ;
+    v5 <= \$283 ;
   always @(posedge clk)
-    err3 <= \$266 ;
+    last5 <= \$284 ;
   always @(posedge clk)
-    v4 <= \$267 ;
+    err5 <= \$285 ;
   always @(posedge clk)
-    last4 <= \$268 ;
+    v6 <= \$286 ;
   always @(posedge clk)
-    err4 <= \$269 ;
+    last6 <= \$287 ;
   always @(posedge clk)
-    v5 <= \$270 ;
+    err6 <= \$288 ;
   always @(posedge clk)
-    last5 <= \$271 ;
+    freed_q0 <= \$289 ;
   always @(posedge clk)
-    err5 <= \$272 ;
+    freed_q1 <= \$290 ;
   always @(posedge clk)
-    v6 <= \$273 ;
+    freed_q2 <= \$291 ;
   always @(posedge clk)
-    last6 <= \$274 ;
+    freed_q3 <= \$292 ;
   always @(posedge clk)
-    err6 <= \$275 ;
+    en_dec0_v <= \$293 ;
   always @(posedge clk)
-    en_dec0_v <= \$276 ;
+    en_dec0_last <= \$294 ;
   always @(posedge clk)
-    en_dec0_last <= \$277 ;
+    en_dec0_bank <= \$295 ;
   always @(posedge clk)
-    en_dec0_bank <= \$278 ;
+    en_dec1_v <= \$296 ;
   always @(posedge clk)
-    en_dec1_v <= \$279 ;
+    en_dec1_last <= \$297 ;
   always @(posedge clk)
-    en_dec1_last <= \$280 ;
+    en_dec1_bank <= \$298 ;
   always @(posedge clk)
-    en_dec1_bank <= \$281 ;
+    en_dec2_v <= \$299 ;
   always @(posedge clk)
-    en_dec2_v <= \$282 ;
+    en_dec2_last <= \$300 ;
   always @(posedge clk)
-    en_dec2_last <= \$283 ;
+    en_dec2_bank <= \$301 ;
   always @(posedge clk)
-    en_dec2_bank <= \$284 ;
+    en_dec3_v <= \$302 ;
   always @(posedge clk)
-    en_dec3_v <= \$285 ;
+    en_dec3_last <= \$303 ;
   always @(posedge clk)
-    en_dec3_last <= \$286 ;
+    en_dec3_bank <= \$304 ;
   always @(posedge clk)
-    en_dec3_bank <= \$287 ;
+    en_dec4_v <= \$305 ;
   always @(posedge clk)
-    en_dec4_v <= \$288 ;
+    en_dec4_last <= \$306 ;
   always @(posedge clk)
-    en_dec4_last <= \$289 ;
+    en_dec4_bank <= \$307 ;
   always @(posedge clk)
-    en_dec4_bank <= \$290 ;
+    en_dec5_v <= \$308 ;
   always @(posedge clk)
-    en_dec5_v <= \$291 ;
+    en_dec5_last <= \$309 ;
   always @(posedge clk)
-    en_dec5_last <= \$292 ;
+    en_dec5_bank <= \$310 ;
   always @(posedge clk)
-    en_dec5_bank <= \$293 ;
+    en_dec6_v <= \$311 ;
   always @(posedge clk)
-    en_dec6_v <= \$294 ;
+    en_dec6_last <= \$312 ;
   always @(posedge clk)
-    en_dec6_last <= \$295 ;
+    en_dec6_bank <= \$313 ;
   always @(posedge clk)
-    en_dec6_bank <= \$296 ;
+    en_dec7_v <= \$314 ;
   always @(posedge clk)
-    en_dec7_v <= \$297 ;
+    en_dec7_last <= \$315 ;
   always @(posedge clk)
-    en_dec7_last <= \$298 ;
+    en_dec7_bank <= \$316 ;
   always @(posedge clk)
-    en_dec7_bank <= \$299 ;
+    en_front_v <= \$317 ;
   always @(posedge clk)
-    bc_mode_t0_0 <= \$300 ;
+    en_front_last <= \$318 ;
   always @(posedge clk)
-    bc_mode_t0_1 <= \$301 ;
+    en_front_bank <= \$319 ;
   always @(posedge clk)
-    mode <= \$302 ;
+    bc_mode_t0_0 <= \$320 ;
   always @(posedge clk)
-    \mode$78  <= \$303 ;
+    bc_mode_t0_1 <= \$321 ;
   always @(posedge clk)
-    \mode$111  <= \$304 ;
+    mode <= \$322 ;
   always @(posedge clk)
-    \mode$144  <= \$305 ;
+    \mode$83  <= \$323 ;
   always @(posedge clk)
-    en_pe_0_0_v <= \$306 ;
+    \mode$116  <= \$324 ;
   always @(posedge clk)
-    en_pe_0_0_last <= \$307 ;
+    \mode$149  <= \$325 ;
   always @(posedge clk)
-    en_pe_0_0_bank <= \$308 ;
+    en_pe_0_0_v <= \$326 ;
   always @(posedge clk)
-    en_pe_0_1_v <= \$309 ;
+    en_pe_0_0_last <= \$327 ;
   always @(posedge clk)
-    en_pe_0_1_last <= \$310 ;
+    en_pe_0_0_bank <= \$328 ;
   always @(posedge clk)
-    en_pe_0_1_bank <= \$311 ;
+    en_pe_0_1_v <= \$329 ;
   always @(posedge clk)
-    en_pe_0_2_v <= \$312 ;
+    en_pe_0_1_last <= \$330 ;
   always @(posedge clk)
-    en_pe_0_2_last <= \$313 ;
+    en_pe_0_1_bank <= \$331 ;
   always @(posedge clk)
-    en_pe_0_2_bank <= \$314 ;
+    en_pe_0_2_v <= \$332 ;
   always @(posedge clk)
-    en_pe_0_3_v <= \$315 ;
+    en_pe_0_2_last <= \$333 ;
   always @(posedge clk)
-    en_pe_0_3_last <= \$316 ;
+    en_pe_0_2_bank <= \$334 ;
   always @(posedge clk)
-    en_pe_0_3_bank <= \$317 ;
+    en_pe_0_3_v <= \$335 ;
   always @(posedge clk)
-    en_pe_1_0_v <= \$318 ;
+    en_pe_0_3_last <= \$336 ;
   always @(posedge clk)
-    en_pe_1_0_last <= \$319 ;
+    en_pe_0_3_bank <= \$337 ;
   always @(posedge clk)
-    en_pe_1_0_bank <= \$320 ;
+    en_pe_1_0_v <= \$338 ;
   always @(posedge clk)
-    en_pe_1_1_v <= \$321 ;
+    en_pe_1_0_last <= \$339 ;
   always @(posedge clk)
-    en_pe_1_1_last <= \$322 ;
+    en_pe_1_0_bank <= \$340 ;
   always @(posedge clk)
-    en_pe_1_1_bank <= \$323 ;
+    en_pe_1_1_v <= \$341 ;
   always @(posedge clk)
-    en_pe_1_2_v <= \$324 ;
+    en_pe_1_1_last <= \$342 ;
   always @(posedge clk)
-    en_pe_1_2_last <= \$325 ;
+    en_pe_1_1_bank <= \$343 ;
   always @(posedge clk)
-    en_pe_1_2_bank <= \$326 ;
+    en_pe_1_2_v <= \$344 ;
   always @(posedge clk)
-    en_pe_1_3_v <= \$327 ;
+    en_pe_1_2_last <= \$345 ;
   always @(posedge clk)
-    en_pe_1_3_last <= \$328 ;
+    en_pe_1_2_bank <= \$346 ;
   always @(posedge clk)
-    en_pe_1_3_bank <= \$329 ;
+    en_pe_1_3_v <= \$347 ;
   always @(posedge clk)
-    en_pe_2_0_v <= \$330 ;
+    en_pe_1_3_last <= \$348 ;
   always @(posedge clk)
-    en_pe_2_0_last <= \$331 ;
+    en_pe_1_3_bank <= \$349 ;
   always @(posedge clk)
-    en_pe_2_0_bank <= \$332 ;
+    en_pe_2_0_v <= \$350 ;
   always @(posedge clk)
-    en_pe_2_1_v <= \$333 ;
+    en_pe_2_0_last <= \$351 ;
   always @(posedge clk)
-    en_pe_2_1_last <= \$334 ;
+    en_pe_2_0_bank <= \$352 ;
   always @(posedge clk)
-    en_pe_2_1_bank <= \$335 ;
+    en_pe_2_1_v <= \$353 ;
   always @(posedge clk)
-    en_pe_2_2_v <= \$336 ;
+    en_pe_2_1_last <= \$354 ;
   always @(posedge clk)
-    en_pe_2_2_last <= \$337 ;
+    en_pe_2_1_bank <= \$355 ;
   always @(posedge clk)
-    en_pe_2_2_bank <= \$338 ;
+    en_pe_2_2_v <= \$356 ;
   always @(posedge clk)
-    en_pe_2_3_v <= \$339 ;
+    en_pe_2_2_last <= \$357 ;
   always @(posedge clk)
-    en_pe_2_3_last <= \$340 ;
+    en_pe_2_2_bank <= \$358 ;
   always @(posedge clk)
-    en_pe_2_3_bank <= \$341 ;
+    en_pe_2_3_v <= \$359 ;
   always @(posedge clk)
-    en_pe_3_0_v <= \$342 ;
+    en_pe_2_3_last <= \$360 ;
   always @(posedge clk)
-    en_pe_3_0_last <= \$343 ;
+    en_pe_2_3_bank <= \$361 ;
   always @(posedge clk)
-    en_pe_3_0_bank <= \$344 ;
+    en_pe_3_0_v <= \$362 ;
   always @(posedge clk)
-    en_pe_3_1_v <= \$345 ;
+    en_pe_3_0_last <= \$363 ;
   always @(posedge clk)
-    en_pe_3_1_last <= \$346 ;
+    en_pe_3_0_bank <= \$364 ;
   always @(posedge clk)
-    en_pe_3_1_bank <= \$347 ;
+    en_pe_3_1_v <= \$365 ;
   always @(posedge clk)
-    en_pe_3_2_v <= \$348 ;
+    en_pe_3_1_last <= \$366 ;
   always @(posedge clk)
-    en_pe_3_2_last <= \$349 ;
+    en_pe_3_1_bank <= \$367 ;
   always @(posedge clk)
-    en_pe_3_2_bank <= \$350 ;
+    en_pe_3_2_v <= \$368 ;
   always @(posedge clk)
-    en_pe_3_3_v <= \$351 ;
+    en_pe_3_2_last <= \$369 ;
   always @(posedge clk)
-    en_pe_3_3_last <= \$352 ;
+    en_pe_3_2_bank <= \$370 ;
   always @(posedge clk)
-    en_pe_3_3_bank <= \$353 ;
+    en_pe_3_3_v <= \$371 ;
   always @(posedge clk)
-    fresh_0_0 <= \$354 ;
+    en_pe_3_3_last <= \$372 ;
   always @(posedge clk)
-    acc_0_0 <= \$355 ;
+    en_pe_3_3_bank <= \$373 ;
   always @(posedge clk)
-    fresh_0_1 <= \$356 ;
+    fresh_0_0 <= \$374 ;
   always @(posedge clk)
-    acc_0_1 <= \$357 ;
+    acc_0_0 <= \$375 ;
   always @(posedge clk)
-    fresh_0_2 <= \$358 ;
+    fresh_0_1 <= \$376 ;
   always @(posedge clk)
-    acc_0_2 <= \$359 ;
+    acc_0_1 <= \$377 ;
   always @(posedge clk)
-    fresh_0_3 <= \$360 ;
+    fresh_0_2 <= \$378 ;
   always @(posedge clk)
-    acc_0_3 <= \$361 ;
+    acc_0_2 <= \$379 ;
   always @(posedge clk)
-    fresh_1_0 <= \$362 ;
+    fresh_0_3 <= \$380 ;
   always @(posedge clk)
-    acc_1_0 <= \$363 ;
+    acc_0_3 <= \$381 ;
   always @(posedge clk)
-    fresh_1_1 <= \$364 ;
+    fresh_1_0 <= \$382 ;
   always @(posedge clk)
-    acc_1_1 <= \$365 ;
+    acc_1_0 <= \$383 ;
   always @(posedge clk)
-    fresh_1_2 <= \$366 ;
+    fresh_1_1 <= \$384 ;
   always @(posedge clk)
-    acc_1_2 <= \$367 ;
+    acc_1_1 <= \$385 ;
   always @(posedge clk)
-    fresh_1_3 <= \$368 ;
+    fresh_1_2 <= \$386 ;
   always @(posedge clk)
-    acc_1_3 <= \$369 ;
+    acc_1_2 <= \$387 ;
   always @(posedge clk)
-    fresh_2_0 <= \$370 ;
+    fresh_1_3 <= \$388 ;
   always @(posedge clk)
-    acc_2_0 <= \$371 ;
+    acc_1_3 <= \$389 ;
   always @(posedge clk)
-    fresh_2_1 <= \$372 ;
+    fresh_2_0 <= \$390 ;
   always @(posedge clk)
-    acc_2_1 <= \$373 ;
+    acc_2_0 <= \$391 ;
   always @(posedge clk)
-    fresh_2_2 <= \$374 ;
+    fresh_2_1 <= \$392 ;
   always @(posedge clk)
-    acc_2_2 <= \$375 ;
+    acc_2_1 <= \$393 ;
   always @(posedge clk)
-    fresh_2_3 <= \$376 ;
+    fresh_2_2 <= \$394 ;
   always @(posedge clk)
-    acc_2_3 <= \$377 ;
+    acc_2_2 <= \$395 ;
   always @(posedge clk)
-    fresh_3_0 <= \$378 ;
+    fresh_2_3 <= \$396 ;
   always @(posedge clk)
-    acc_3_0 <= \$379 ;
+    acc_2_3 <= \$397 ;
   always @(posedge clk)
-    fresh_3_1 <= \$380 ;
+    fresh_3_0 <= \$398 ;
   always @(posedge clk)
-    acc_3_1 <= \$381 ;
+    acc_3_0 <= \$399 ;
   always @(posedge clk)
-    fresh_3_2 <= \$382 ;
+    fresh_3_1 <= \$400 ;
   always @(posedge clk)
-    acc_3_2 <= \$383 ;
+    acc_3_1 <= \$401 ;
   always @(posedge clk)
-    fresh_3_3 <= \$384 ;
+    fresh_3_2 <= \$402 ;
   always @(posedge clk)
-    acc_3_3 <= \$385 ;
+    acc_3_2 <= \$403 ;
   always @(posedge clk)
-    tile_err <= \$386 ;
+    fresh_3_3 <= \$404 ;
+  always @(posedge clk)
+    acc_3_3 <= \$405 ;
+  always @(posedge clk)
+    tile_err <= \$406 ;
   \top.grid.pe_0_0  pe_0_0 (
-    .a(\port$3903$0 [25:0]),
-    .b(\port$3903$0 [129:104]),
+    .a(\port$3954$0 [25:0]),
+    .b(\port$3954$0 [129:104]),
     .cin(cin),
     .clk(clk),
     .en(en_pe_0_0_en),
@@ -11780,289 +11973,159 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
     .sum(sum)
   );
   \top.grid.pe_0_1  pe_0_1 (
-    .a(\port$3903$0 [25:0]),
-    .b(\port$3903$0 [155:130]),
-    .cin(\cin$181 ),
+    .a(\port$3954$0 [25:0]),
+    .b(\port$3954$0 [155:130]),
+    .cin(\cin$186 ),
     .clk(clk),
     .en(en_pe_0_1_en),
     .mode(mode),
     .rst(rst),
-    .sum(\sum$180 )
+    .sum(\sum$185 )
   );
   \top.grid.pe_0_2  pe_0_2 (
-    .a(\port$3903$0 [25:0]),
-    .b(\port$3903$0 [181:156]),
-    .cin(\cin$184 ),
+    .a(\port$3954$0 [25:0]),
+    .b(\port$3954$0 [181:156]),
+    .cin(\cin$189 ),
     .clk(clk),
     .en(en_pe_0_2_en),
     .mode(mode),
     .rst(rst),
-    .sum(\sum$183 )
+    .sum(\sum$188 )
   );
   \top.grid.pe_0_3  pe_0_3 (
-    .a(\port$3903$0 [25:0]),
-    .b(\port$3903$0 [207:182]),
-    .cin(\cin$187 ),
+    .a(\port$3954$0 [25:0]),
+    .b(\port$3954$0 [207:182]),
+    .cin(\cin$192 ),
     .clk(clk),
     .en(en_pe_0_3_en),
     .mode(mode),
     .rst(rst),
-    .sum(\sum$186 )
+    .sum(\sum$191 )
   );
   \top.grid.pe_1_0  pe_1_0 (
-    .a(\port$3903$0 [51:26]),
-    .b(\port$3903$0 [129:104]),
-    .cin(\cin$190 ),
+    .a(\port$3954$0 [51:26]),
+    .b(\port$3954$0 [129:104]),
+    .cin(\cin$195 ),
     .clk(clk),
     .en(en_pe_1_0_en),
-    .mode(\mode$78 ),
+    .mode(\mode$83 ),
     .rst(rst),
-    .sum(\sum$189 )
+    .sum(\sum$194 )
   );
   \top.grid.pe_1_1  pe_1_1 (
-    .a(\port$3903$0 [51:26]),
-    .b(\port$3903$0 [155:130]),
-    .cin(\cin$193 ),
+    .a(\port$3954$0 [51:26]),
+    .b(\port$3954$0 [155:130]),
+    .cin(\cin$198 ),
     .clk(clk),
     .en(en_pe_1_1_en),
-    .mode(\mode$78 ),
+    .mode(\mode$83 ),
     .rst(rst),
-    .sum(\sum$192 )
+    .sum(\sum$197 )
   );
   \top.grid.pe_1_2  pe_1_2 (
-    .a(\port$3903$0 [51:26]),
-    .b(\port$3903$0 [181:156]),
-    .cin(\cin$196 ),
+    .a(\port$3954$0 [51:26]),
+    .b(\port$3954$0 [181:156]),
+    .cin(\cin$201 ),
     .clk(clk),
     .en(en_pe_1_2_en),
-    .mode(\mode$78 ),
+    .mode(\mode$83 ),
     .rst(rst),
-    .sum(\sum$195 )
+    .sum(\sum$200 )
   );
   \top.grid.pe_1_3  pe_1_3 (
-    .a(\port$3903$0 [51:26]),
-    .b(\port$3903$0 [207:182]),
-    .cin(\cin$199 ),
+    .a(\port$3954$0 [51:26]),
+    .b(\port$3954$0 [207:182]),
+    .cin(\cin$204 ),
     .clk(clk),
     .en(en_pe_1_3_en),
-    .mode(\mode$78 ),
+    .mode(\mode$83 ),
     .rst(rst),
-    .sum(\sum$198 )
+    .sum(\sum$203 )
   );
   \top.grid.pe_2_0  pe_2_0 (
-    .a(\port$3903$0 [77:52]),
-    .b(\port$3903$0 [129:104]),
-    .cin(\cin$202 ),
+    .a(\port$3954$0 [77:52]),
+    .b(\port$3954$0 [129:104]),
+    .cin(\cin$207 ),
     .clk(clk),
     .en(en_pe_2_0_en),
-    .mode(\mode$111 ),
+    .mode(\mode$116 ),
     .rst(rst),
-    .sum(\sum$201 )
+    .sum(\sum$206 )
   );
   \top.grid.pe_2_1  pe_2_1 (
-    .a(\port$3903$0 [77:52]),
-    .b(\port$3903$0 [155:130]),
-    .cin(\cin$205 ),
+    .a(\port$3954$0 [77:52]),
+    .b(\port$3954$0 [155:130]),
+    .cin(\cin$210 ),
     .clk(clk),
     .en(en_pe_2_1_en),
-    .mode(\mode$111 ),
+    .mode(\mode$116 ),
     .rst(rst),
-    .sum(\sum$204 )
+    .sum(\sum$209 )
   );
   \top.grid.pe_2_2  pe_2_2 (
-    .a(\port$3903$0 [77:52]),
-    .b(\port$3903$0 [181:156]),
-    .cin(\cin$208 ),
+    .a(\port$3954$0 [77:52]),
+    .b(\port$3954$0 [181:156]),
+    .cin(\cin$213 ),
     .clk(clk),
     .en(en_pe_2_2_en),
-    .mode(\mode$111 ),
+    .mode(\mode$116 ),
     .rst(rst),
-    .sum(\sum$207 )
+    .sum(\sum$212 )
   );
   \top.grid.pe_2_3  pe_2_3 (
-    .a(\port$3903$0 [77:52]),
-    .b(\port$3903$0 [207:182]),
-    .cin(\cin$211 ),
+    .a(\port$3954$0 [77:52]),
+    .b(\port$3954$0 [207:182]),
+    .cin(\cin$216 ),
     .clk(clk),
     .en(en_pe_2_3_en),
-    .mode(\mode$111 ),
+    .mode(\mode$116 ),
     .rst(rst),
-    .sum(\sum$210 )
+    .sum(\sum$215 )
   );
   \top.grid.pe_3_0  pe_3_0 (
-    .cin(\cin$214 ),
+    .cin(\cin$219 ),
     .clk(clk),
     .en(en_pe_3_0_en),
-    .mode(\mode$144 ),
-    .\port$3903$78 (\port$3903$0 [129:78]),
+    .mode(\mode$149 ),
+    .\port$3954$78 (\port$3954$0 [129:78]),
     .rst(rst),
-    .sum(\sum$213 )
+    .sum(\sum$218 )
   );
   \top.grid.pe_3_1  pe_3_1 (
-    .a(\port$3903$0 [103:78]),
-    .b(\port$3903$0 [155:130]),
-    .cin(\cin$217 ),
+    .a(\port$3954$0 [103:78]),
+    .b(\port$3954$0 [155:130]),
+    .cin(\cin$222 ),
     .clk(clk),
     .en(en_pe_3_1_en),
-    .mode(\mode$144 ),
+    .mode(\mode$149 ),
     .rst(rst),
-    .sum(\sum$216 )
+    .sum(\sum$221 )
   );
   \top.grid.pe_3_2  pe_3_2 (
-    .a(\port$3903$0 [103:78]),
-    .b(\port$3903$0 [181:156]),
-    .cin(\cin$220 ),
+    .a(\port$3954$0 [103:78]),
+    .b(\port$3954$0 [181:156]),
+    .cin(\cin$225 ),
     .clk(clk),
     .en(en_pe_3_2_en),
-    .mode(\mode$144 ),
+    .mode(\mode$149 ),
     .rst(rst),
-    .sum(\sum$219 )
+    .sum(\sum$224 )
   );
   \top.grid.pe_3_3  pe_3_3 (
-    .a(\port$3903$0 [103:78]),
-    .b(\port$3903$0 [207:182]),
-    .cin(\cin$223 ),
+    .a(\port$3954$0 [103:78]),
+    .b(\port$3954$0 [207:182]),
+    .cin(\cin$228 ),
     .clk(clk),
     .en(en_pe_3_3_en),
-    .mode(\mode$144 ),
+    .mode(\mode$149 ),
     .rst(rst),
-    .sum(\sum$222 )
+    .sum(\sum$227 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$255  = v0;
+    \$268  = v0;
     if (advance) begin
-      \$255  = d__valid;
-    end
-    if (rst) begin
-      \$255  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$256  = last0;
-    if (advance) begin
-      \$256  = \port$3907$0 [0];
-    end
-    if (rst) begin
-      \$256  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$257  = err0;
-    if (advance) begin
-      \$257  = \port$3907$0 [1];
-    end
-    if (rst) begin
-      \$257  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$258  = v1;
-    if (advance) begin
-      \$258  = v0;
-    end
-    if (rst) begin
-      \$258  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$259  = last1;
-    if (advance) begin
-      \$259  = last0;
-    end
-    if (rst) begin
-      \$259  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$260  = err1;
-    if (advance) begin
-      \$260  = err0;
-    end
-    if (rst) begin
-      \$260  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$261  = v2;
-    if (advance) begin
-      \$261  = v1;
-    end
-    if (rst) begin
-      \$261  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$262  = last2;
-    if (advance) begin
-      \$262  = last1;
-    end
-    if (rst) begin
-      \$262  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$263  = err2;
-    if (advance) begin
-      \$263  = err1;
-    end
-    if (rst) begin
-      \$263  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$264  = v3;
-    if (advance) begin
-      \$264  = v2;
-    end
-    if (rst) begin
-      \$264  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$265  = last3;
-    if (advance) begin
-      \$265  = last2;
-    end
-    if (rst) begin
-      \$265  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$266  = err3;
-    if (advance) begin
-      \$266  = err2;
-    end
-    if (rst) begin
-      \$266  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$267  = v4;
-    if (advance) begin
-      \$267  = v3;
-    end
-    if (rst) begin
-      \$267  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$268  = last4;
-    if (advance) begin
-      \$268  = last3;
+      \$268  = d__valid;
     end
     if (rst) begin
       \$268  = 1'h0;
@@ -12070,9 +12133,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$269  = err4;
+    \$269  = last0;
     if (advance) begin
-      \$269  = err3;
+      \$269  = \port$3958$0 [0];
     end
     if (rst) begin
       \$269  = 1'h0;
@@ -12080,9 +12143,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$270  = v5;
+    \$270  = err0;
     if (advance) begin
-      \$270  = v4;
+      \$270  = \port$3958$0 [1];
     end
     if (rst) begin
       \$270  = 1'h0;
@@ -12090,9 +12153,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$271  = last5;
+    \$271  = v1;
     if (advance) begin
-      \$271  = last4;
+      \$271  = v0;
     end
     if (rst) begin
       \$271  = 1'h0;
@@ -12100,9 +12163,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$272  = err5;
+    \$272  = last1;
     if (advance) begin
-      \$272  = err4;
+      \$272  = last0;
     end
     if (rst) begin
       \$272  = 1'h0;
@@ -12110,9 +12173,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$273  = v6;
+    \$273  = err1;
     if (advance) begin
-      \$273  = v5;
+      \$273  = err0;
     end
     if (rst) begin
       \$273  = 1'h0;
@@ -12120,9 +12183,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$274  = last6;
+    \$274  = v2;
     if (advance) begin
-      \$274  = last5;
+      \$274  = v1;
     end
     if (rst) begin
       \$274  = 1'h0;
@@ -12130,9 +12193,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$275  = err6;
+    \$275  = last2;
     if (advance) begin
-      \$275  = err5;
+      \$275  = last1;
     end
     if (rst) begin
       \$275  = 1'h0;
@@ -12140,9 +12203,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$276  = en_dec0_v;
-    if (en_dec0_en) begin
-      \$276  = v5;
+    \$276  = err2;
+    if (advance) begin
+      \$276  = err1;
     end
     if (rst) begin
       \$276  = 1'h0;
@@ -12150,9 +12213,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$277  = en_dec0_last;
-    if (en_dec0_en) begin
-      \$277  = last5;
+    \$277  = v3;
+    if (advance) begin
+      \$277  = v2;
     end
     if (rst) begin
       \$277  = 1'h0;
@@ -12160,12 +12223,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$278  = en_dec0_bank;
-    if (\$86 ) begin
-      \$278  = 1'h1;
-    end
-    if (freed) begin
-      \$278  = 1'h0;
+    \$278  = last3;
+    if (advance) begin
+      \$278  = last2;
     end
     if (rst) begin
       \$278  = 1'h0;
@@ -12173,9 +12233,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$279  = en_dec1_v;
-    if (en_dec1_en) begin
-      \$279  = v5;
+    \$279  = err3;
+    if (advance) begin
+      \$279  = err2;
     end
     if (rst) begin
       \$279  = 1'h0;
@@ -12183,9 +12243,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$280  = en_dec1_last;
-    if (en_dec1_en) begin
-      \$280  = last5;
+    \$280  = v4;
+    if (advance) begin
+      \$280  = v3;
     end
     if (rst) begin
       \$280  = 1'h0;
@@ -12193,12 +12253,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$281  = en_dec1_bank;
-    if (\$89 ) begin
-      \$281  = 1'h1;
-    end
-    if (freed) begin
-      \$281  = 1'h0;
+    \$281  = last4;
+    if (advance) begin
+      \$281  = last3;
     end
     if (rst) begin
       \$281  = 1'h0;
@@ -12206,9 +12263,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$282  = en_dec2_v;
-    if (en_dec2_en) begin
-      \$282  = v5;
+    \$282  = err4;
+    if (advance) begin
+      \$282  = err3;
     end
     if (rst) begin
       \$282  = 1'h0;
@@ -12216,9 +12273,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$283  = en_dec2_last;
-    if (en_dec2_en) begin
-      \$283  = last5;
+    \$283  = v5;
+    if (advance) begin
+      \$283  = v4;
     end
     if (rst) begin
       \$283  = 1'h0;
@@ -12226,12 +12283,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$284  = en_dec2_bank;
-    if (\$92 ) begin
-      \$284  = 1'h1;
-    end
-    if (freed) begin
-      \$284  = 1'h0;
+    \$284  = last5;
+    if (advance) begin
+      \$284  = last4;
     end
     if (rst) begin
       \$284  = 1'h0;
@@ -12239,9 +12293,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$285  = en_dec3_v;
-    if (en_dec3_en) begin
-      \$285  = v5;
+    \$285  = err5;
+    if (advance) begin
+      \$285  = err4;
     end
     if (rst) begin
       \$285  = 1'h0;
@@ -12249,9 +12303,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$286  = en_dec3_last;
-    if (en_dec3_en) begin
-      \$286  = last5;
+    \$286  = v6;
+    if (advance) begin
+      \$286  = v5;
     end
     if (rst) begin
       \$286  = 1'h0;
@@ -12259,12 +12313,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$287  = en_dec3_bank;
-    if (\$95 ) begin
-      \$287  = 1'h1;
-    end
-    if (freed) begin
-      \$287  = 1'h0;
+    \$287  = last6;
+    if (advance) begin
+      \$287  = last5;
     end
     if (rst) begin
       \$287  = 1'h0;
@@ -12272,9 +12323,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$288  = en_dec4_v;
-    if (en_dec4_en) begin
-      \$288  = v5;
+    \$288  = err6;
+    if (advance) begin
+      \$288  = err5;
     end
     if (rst) begin
       \$288  = 1'h0;
@@ -12282,55 +12333,37 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$289  = en_dec4_last;
-    if (en_dec4_en) begin
-      \$289  = last5;
-    end
+    \$289  = \$87 ;
     if (rst) begin
       \$289  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$290  = en_dec4_bank;
-    if (\$98 ) begin
-      \$290  = 1'h1;
-    end
-    if (freed) begin
-      \$290  = 1'h0;
-    end
+    \$290  = \$89 ;
     if (rst) begin
       \$290  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$291  = en_dec5_v;
-    if (en_dec5_en) begin
-      \$291  = v5;
-    end
+    \$291  = \$91 ;
     if (rst) begin
       \$291  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$292  = en_dec5_last;
-    if (en_dec5_en) begin
-      \$292  = last5;
-    end
+    \$292  = \$93 ;
     if (rst) begin
       \$292  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$293  = en_dec5_bank;
-    if (\$101 ) begin
-      \$293  = 1'h1;
-    end
-    if (freed) begin
-      \$293  = 1'h0;
+    \$293  = en_dec0_v;
+    if (en_dec0_en) begin
+      \$293  = v5;
     end
     if (rst) begin
       \$293  = 1'h0;
@@ -12338,9 +12371,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$294  = en_dec6_v;
-    if (en_dec6_en) begin
-      \$294  = v5;
+    \$294  = en_dec0_last;
+    if (en_dec0_en) begin
+      \$294  = last5;
     end
     if (rst) begin
       \$294  = 1'h0;
@@ -12348,9 +12381,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$295  = en_dec6_last;
-    if (en_dec6_en) begin
-      \$295  = last5;
+    \$295  = en_dec0_bank;
+    if (\$96 ) begin
+      \$295  = 1'h1;
+    end
+    if (freed_q0) begin
+      \$295  = 1'h0;
     end
     if (rst) begin
       \$295  = 1'h0;
@@ -12358,12 +12394,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$296  = en_dec6_bank;
-    if (\$104 ) begin
-      \$296  = 1'h1;
-    end
-    if (freed) begin
-      \$296  = 1'h0;
+    \$296  = en_dec1_v;
+    if (en_dec1_en) begin
+      \$296  = v5;
     end
     if (rst) begin
       \$296  = 1'h0;
@@ -12371,9 +12404,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$297  = en_dec7_v;
-    if (en_dec7_en) begin
-      \$297  = v5;
+    \$297  = en_dec1_last;
+    if (en_dec1_en) begin
+      \$297  = last5;
     end
     if (rst) begin
       \$297  = 1'h0;
@@ -12381,9 +12414,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$298  = en_dec7_last;
-    if (en_dec7_en) begin
-      \$298  = last5;
+    \$298  = en_dec1_bank;
+    if (\$99 ) begin
+      \$298  = 1'h1;
+    end
+    if (freed_q1) begin
+      \$298  = 1'h0;
     end
     if (rst) begin
       \$298  = 1'h0;
@@ -12391,12 +12427,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$299  = en_dec7_bank;
-    if (\$107 ) begin
-      \$299  = 1'h1;
-    end
-    if (freed) begin
-      \$299  = 1'h0;
+    \$299  = en_dec2_v;
+    if (en_dec2_en) begin
+      \$299  = v5;
     end
     if (rst) begin
       \$299  = 1'h0;
@@ -12404,51 +12437,75 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$300  = bc_mode_t0_0;
-    if (advance) begin
-      \$300  = \port$3903$0 [209:208];
+    \$300  = en_dec2_last;
+    if (en_dec2_en) begin
+      \$300  = last5;
+    end
+    if (rst) begin
+      \$300  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$301  = bc_mode_t0_1;
-    if (advance) begin
-      \$301  = \port$3903$0 [209:208];
+    \$301  = en_dec2_bank;
+    if (\$102 ) begin
+      \$301  = 1'h1;
+    end
+    if (freed_q2) begin
+      \$301  = 1'h0;
+    end
+    if (rst) begin
+      \$301  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$302  = mode;
-    if (advance) begin
-      \$302  = bc_mode_t0_0;
+    \$302  = en_dec3_v;
+    if (en_dec3_en) begin
+      \$302  = v5;
+    end
+    if (rst) begin
+      \$302  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$303  = \mode$78 ;
-    if (advance) begin
-      \$303  = bc_mode_t0_0;
+    \$303  = en_dec3_last;
+    if (en_dec3_en) begin
+      \$303  = last5;
+    end
+    if (rst) begin
+      \$303  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$304  = \mode$111 ;
-    if (advance) begin
-      \$304  = bc_mode_t0_1;
+    \$304  = en_dec3_bank;
+    if (\$105 ) begin
+      \$304  = 1'h1;
+    end
+    if (freed_q3) begin
+      \$304  = 1'h0;
+    end
+    if (rst) begin
+      \$304  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$305  = \mode$144 ;
-    if (advance) begin
-      \$305  = bc_mode_t0_1;
+    \$305  = en_dec4_v;
+    if (en_dec4_en) begin
+      \$305  = v5;
+    end
+    if (rst) begin
+      \$305  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$306  = en_pe_0_0_v;
-    if (en_pe_0_0_en) begin
-      \$306  = v5;
+    \$306  = en_dec4_last;
+    if (en_dec4_en) begin
+      \$306  = last5;
     end
     if (rst) begin
       \$306  = 1'h0;
@@ -12456,9 +12513,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$307  = en_pe_0_0_last;
-    if (en_pe_0_0_en) begin
-      \$307  = last5;
+    \$307  = en_dec4_bank;
+    if (\$108 ) begin
+      \$307  = 1'h1;
+    end
+    if (freed_q0) begin
+      \$307  = 1'h0;
     end
     if (rst) begin
       \$307  = 1'h0;
@@ -12466,12 +12526,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$308  = en_pe_0_0_bank;
-    if (\$110 ) begin
-      \$308  = 1'h1;
-    end
-    if (freed) begin
-      \$308  = 1'h0;
+    \$308  = en_dec5_v;
+    if (en_dec5_en) begin
+      \$308  = v5;
     end
     if (rst) begin
       \$308  = 1'h0;
@@ -12479,9 +12536,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$309  = en_pe_0_1_v;
-    if (en_pe_0_1_en) begin
-      \$309  = v5;
+    \$309  = en_dec5_last;
+    if (en_dec5_en) begin
+      \$309  = last5;
     end
     if (rst) begin
       \$309  = 1'h0;
@@ -12489,9 +12546,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$310  = en_pe_0_1_last;
-    if (en_pe_0_1_en) begin
-      \$310  = last5;
+    \$310  = en_dec5_bank;
+    if (\$111 ) begin
+      \$310  = 1'h1;
+    end
+    if (freed_q1) begin
+      \$310  = 1'h0;
     end
     if (rst) begin
       \$310  = 1'h0;
@@ -12499,12 +12559,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$311  = en_pe_0_1_bank;
-    if (\$113 ) begin
-      \$311  = 1'h1;
-    end
-    if (freed) begin
-      \$311  = 1'h0;
+    \$311  = en_dec6_v;
+    if (en_dec6_en) begin
+      \$311  = v5;
     end
     if (rst) begin
       \$311  = 1'h0;
@@ -12512,9 +12569,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$312  = en_pe_0_2_v;
-    if (en_pe_0_2_en) begin
-      \$312  = v5;
+    \$312  = en_dec6_last;
+    if (en_dec6_en) begin
+      \$312  = last5;
     end
     if (rst) begin
       \$312  = 1'h0;
@@ -12522,9 +12579,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$313  = en_pe_0_2_last;
-    if (en_pe_0_2_en) begin
-      \$313  = last5;
+    \$313  = en_dec6_bank;
+    if (\$114 ) begin
+      \$313  = 1'h1;
+    end
+    if (freed_q2) begin
+      \$313  = 1'h0;
     end
     if (rst) begin
       \$313  = 1'h0;
@@ -12532,12 +12592,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$314  = en_pe_0_2_bank;
-    if (\$116 ) begin
-      \$314  = 1'h1;
-    end
-    if (freed) begin
-      \$314  = 1'h0;
+    \$314  = en_dec7_v;
+    if (en_dec7_en) begin
+      \$314  = v5;
     end
     if (rst) begin
       \$314  = 1'h0;
@@ -12545,9 +12602,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$315  = en_pe_0_3_v;
-    if (en_pe_0_3_en) begin
-      \$315  = v5;
+    \$315  = en_dec7_last;
+    if (en_dec7_en) begin
+      \$315  = last5;
     end
     if (rst) begin
       \$315  = 1'h0;
@@ -12555,9 +12612,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$316  = en_pe_0_3_last;
-    if (en_pe_0_3_en) begin
-      \$316  = last5;
+    \$316  = en_dec7_bank;
+    if (\$117 ) begin
+      \$316  = 1'h1;
+    end
+    if (freed_q3) begin
+      \$316  = 1'h0;
     end
     if (rst) begin
       \$316  = 1'h0;
@@ -12565,12 +12625,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$317  = en_pe_0_3_bank;
-    if (\$119 ) begin
-      \$317  = 1'h1;
-    end
-    if (freed) begin
-      \$317  = 1'h0;
+    \$317  = en_front_v;
+    if (en_front_en) begin
+      \$317  = v5;
     end
     if (rst) begin
       \$317  = 1'h0;
@@ -12578,9 +12635,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$318  = en_pe_1_0_v;
-    if (en_pe_1_0_en) begin
-      \$318  = v5;
+    \$318  = en_front_last;
+    if (en_front_en) begin
+      \$318  = last5;
     end
     if (rst) begin
       \$318  = 1'h0;
@@ -12588,9 +12645,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$319  = en_pe_1_0_last;
-    if (en_pe_1_0_en) begin
-      \$319  = last5;
+    \$319  = en_front_bank;
+    if (\$120 ) begin
+      \$319  = 1'h1;
+    end
+    if (freed_q0) begin
+      \$319  = 1'h0;
     end
     if (rst) begin
       \$319  = 1'h0;
@@ -12598,78 +12658,51 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$320  = en_pe_1_0_bank;
-    if (\$122 ) begin
-      \$320  = 1'h1;
-    end
-    if (freed) begin
-      \$320  = 1'h0;
-    end
-    if (rst) begin
-      \$320  = 1'h0;
+    \$320  = bc_mode_t0_0;
+    if (advance) begin
+      \$320  = \port$3954$0 [209:208];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$321  = en_pe_1_1_v;
-    if (en_pe_1_1_en) begin
-      \$321  = v5;
-    end
-    if (rst) begin
-      \$321  = 1'h0;
+    \$321  = bc_mode_t0_1;
+    if (advance) begin
+      \$321  = \port$3954$0 [209:208];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$322  = en_pe_1_1_last;
-    if (en_pe_1_1_en) begin
-      \$322  = last5;
-    end
-    if (rst) begin
-      \$322  = 1'h0;
+    \$322  = mode;
+    if (advance) begin
+      \$322  = bc_mode_t0_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$323  = en_pe_1_1_bank;
-    if (\$125 ) begin
-      \$323  = 1'h1;
-    end
-    if (freed) begin
-      \$323  = 1'h0;
-    end
-    if (rst) begin
-      \$323  = 1'h0;
+    \$323  = \mode$83 ;
+    if (advance) begin
+      \$323  = bc_mode_t0_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$324  = en_pe_1_2_v;
-    if (en_pe_1_2_en) begin
-      \$324  = v5;
-    end
-    if (rst) begin
-      \$324  = 1'h0;
+    \$324  = \mode$116 ;
+    if (advance) begin
+      \$324  = bc_mode_t0_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$325  = en_pe_1_2_last;
-    if (en_pe_1_2_en) begin
-      \$325  = last5;
-    end
-    if (rst) begin
-      \$325  = 1'h0;
+    \$325  = \mode$149 ;
+    if (advance) begin
+      \$325  = bc_mode_t0_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$326  = en_pe_1_2_bank;
-    if (\$128 ) begin
-      \$326  = 1'h1;
-    end
-    if (freed) begin
-      \$326  = 1'h0;
+    \$326  = en_pe_0_0_v;
+    if (en_pe_0_0_en) begin
+      \$326  = v5;
     end
     if (rst) begin
       \$326  = 1'h0;
@@ -12677,9 +12710,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$327  = en_pe_1_3_v;
-    if (en_pe_1_3_en) begin
-      \$327  = v5;
+    \$327  = en_pe_0_0_last;
+    if (en_pe_0_0_en) begin
+      \$327  = last5;
     end
     if (rst) begin
       \$327  = 1'h0;
@@ -12687,9 +12720,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$328  = en_pe_1_3_last;
-    if (en_pe_1_3_en) begin
-      \$328  = last5;
+    \$328  = en_pe_0_0_bank;
+    if (\$123 ) begin
+      \$328  = 1'h1;
+    end
+    if (freed_q0) begin
+      \$328  = 1'h0;
     end
     if (rst) begin
       \$328  = 1'h0;
@@ -12697,12 +12733,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$329  = en_pe_1_3_bank;
-    if (\$131 ) begin
-      \$329  = 1'h1;
-    end
-    if (freed) begin
-      \$329  = 1'h0;
+    \$329  = en_pe_0_1_v;
+    if (en_pe_0_1_en) begin
+      \$329  = v5;
     end
     if (rst) begin
       \$329  = 1'h0;
@@ -12710,9 +12743,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$330  = en_pe_2_0_v;
-    if (en_pe_2_0_en) begin
-      \$330  = v5;
+    \$330  = en_pe_0_1_last;
+    if (en_pe_0_1_en) begin
+      \$330  = last5;
     end
     if (rst) begin
       \$330  = 1'h0;
@@ -12720,9 +12753,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$331  = en_pe_2_0_last;
-    if (en_pe_2_0_en) begin
-      \$331  = last5;
+    \$331  = en_pe_0_1_bank;
+    if (\$126 ) begin
+      \$331  = 1'h1;
+    end
+    if (freed_q0) begin
+      \$331  = 1'h0;
     end
     if (rst) begin
       \$331  = 1'h0;
@@ -12730,12 +12766,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$332  = en_pe_2_0_bank;
-    if (\$134 ) begin
-      \$332  = 1'h1;
-    end
-    if (freed) begin
-      \$332  = 1'h0;
+    \$332  = en_pe_0_2_v;
+    if (en_pe_0_2_en) begin
+      \$332  = v5;
     end
     if (rst) begin
       \$332  = 1'h0;
@@ -12743,9 +12776,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$333  = en_pe_2_1_v;
-    if (en_pe_2_1_en) begin
-      \$333  = v5;
+    \$333  = en_pe_0_2_last;
+    if (en_pe_0_2_en) begin
+      \$333  = last5;
     end
     if (rst) begin
       \$333  = 1'h0;
@@ -12753,9 +12786,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$334  = en_pe_2_1_last;
-    if (en_pe_2_1_en) begin
-      \$334  = last5;
+    \$334  = en_pe_0_2_bank;
+    if (\$129 ) begin
+      \$334  = 1'h1;
+    end
+    if (freed_q0) begin
+      \$334  = 1'h0;
     end
     if (rst) begin
       \$334  = 1'h0;
@@ -12763,12 +12799,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$335  = en_pe_2_1_bank;
-    if (\$137 ) begin
-      \$335  = 1'h1;
-    end
-    if (freed) begin
-      \$335  = 1'h0;
+    \$335  = en_pe_0_3_v;
+    if (en_pe_0_3_en) begin
+      \$335  = v5;
     end
     if (rst) begin
       \$335  = 1'h0;
@@ -12776,9 +12809,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$336  = en_pe_2_2_v;
-    if (en_pe_2_2_en) begin
-      \$336  = v5;
+    \$336  = en_pe_0_3_last;
+    if (en_pe_0_3_en) begin
+      \$336  = last5;
     end
     if (rst) begin
       \$336  = 1'h0;
@@ -12786,9 +12819,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$337  = en_pe_2_2_last;
-    if (en_pe_2_2_en) begin
-      \$337  = last5;
+    \$337  = en_pe_0_3_bank;
+    if (\$132 ) begin
+      \$337  = 1'h1;
+    end
+    if (freed_q0) begin
+      \$337  = 1'h0;
     end
     if (rst) begin
       \$337  = 1'h0;
@@ -12796,12 +12832,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$338  = en_pe_2_2_bank;
-    if (\$140 ) begin
-      \$338  = 1'h1;
-    end
-    if (freed) begin
-      \$338  = 1'h0;
+    \$338  = en_pe_1_0_v;
+    if (en_pe_1_0_en) begin
+      \$338  = v5;
     end
     if (rst) begin
       \$338  = 1'h0;
@@ -12809,9 +12842,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$339  = en_pe_2_3_v;
-    if (en_pe_2_3_en) begin
-      \$339  = v5;
+    \$339  = en_pe_1_0_last;
+    if (en_pe_1_0_en) begin
+      \$339  = last5;
     end
     if (rst) begin
       \$339  = 1'h0;
@@ -12819,9 +12852,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$340  = en_pe_2_3_last;
-    if (en_pe_2_3_en) begin
-      \$340  = last5;
+    \$340  = en_pe_1_0_bank;
+    if (\$135 ) begin
+      \$340  = 1'h1;
+    end
+    if (freed_q1) begin
+      \$340  = 1'h0;
     end
     if (rst) begin
       \$340  = 1'h0;
@@ -12829,12 +12865,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$341  = en_pe_2_3_bank;
-    if (\$143 ) begin
-      \$341  = 1'h1;
-    end
-    if (freed) begin
-      \$341  = 1'h0;
+    \$341  = en_pe_1_1_v;
+    if (en_pe_1_1_en) begin
+      \$341  = v5;
     end
     if (rst) begin
       \$341  = 1'h0;
@@ -12842,9 +12875,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$342  = en_pe_3_0_v;
-    if (en_pe_3_0_en) begin
-      \$342  = v5;
+    \$342  = en_pe_1_1_last;
+    if (en_pe_1_1_en) begin
+      \$342  = last5;
     end
     if (rst) begin
       \$342  = 1'h0;
@@ -12852,9 +12885,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$343  = en_pe_3_0_last;
-    if (en_pe_3_0_en) begin
-      \$343  = last5;
+    \$343  = en_pe_1_1_bank;
+    if (\$138 ) begin
+      \$343  = 1'h1;
+    end
+    if (freed_q1) begin
+      \$343  = 1'h0;
     end
     if (rst) begin
       \$343  = 1'h0;
@@ -12862,12 +12898,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$344  = en_pe_3_0_bank;
-    if (\$146 ) begin
-      \$344  = 1'h1;
-    end
-    if (freed) begin
-      \$344  = 1'h0;
+    \$344  = en_pe_1_2_v;
+    if (en_pe_1_2_en) begin
+      \$344  = v5;
     end
     if (rst) begin
       \$344  = 1'h0;
@@ -12875,9 +12908,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$345  = en_pe_3_1_v;
-    if (en_pe_3_1_en) begin
-      \$345  = v5;
+    \$345  = en_pe_1_2_last;
+    if (en_pe_1_2_en) begin
+      \$345  = last5;
     end
     if (rst) begin
       \$345  = 1'h0;
@@ -12885,9 +12918,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$346  = en_pe_3_1_last;
-    if (en_pe_3_1_en) begin
-      \$346  = last5;
+    \$346  = en_pe_1_2_bank;
+    if (\$141 ) begin
+      \$346  = 1'h1;
+    end
+    if (freed_q1) begin
+      \$346  = 1'h0;
     end
     if (rst) begin
       \$346  = 1'h0;
@@ -12895,12 +12931,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$347  = en_pe_3_1_bank;
-    if (\$149 ) begin
-      \$347  = 1'h1;
-    end
-    if (freed) begin
-      \$347  = 1'h0;
+    \$347  = en_pe_1_3_v;
+    if (en_pe_1_3_en) begin
+      \$347  = v5;
     end
     if (rst) begin
       \$347  = 1'h0;
@@ -12908,9 +12941,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$348  = en_pe_3_2_v;
-    if (en_pe_3_2_en) begin
-      \$348  = v5;
+    \$348  = en_pe_1_3_last;
+    if (en_pe_1_3_en) begin
+      \$348  = last5;
     end
     if (rst) begin
       \$348  = 1'h0;
@@ -12918,9 +12951,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$349  = en_pe_3_2_last;
-    if (en_pe_3_2_en) begin
-      \$349  = last5;
+    \$349  = en_pe_1_3_bank;
+    if (\$144 ) begin
+      \$349  = 1'h1;
+    end
+    if (freed_q1) begin
+      \$349  = 1'h0;
     end
     if (rst) begin
       \$349  = 1'h0;
@@ -12928,12 +12964,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$350  = en_pe_3_2_bank;
-    if (\$152 ) begin
-      \$350  = 1'h1;
-    end
-    if (freed) begin
-      \$350  = 1'h0;
+    \$350  = en_pe_2_0_v;
+    if (en_pe_2_0_en) begin
+      \$350  = v5;
     end
     if (rst) begin
       \$350  = 1'h0;
@@ -12941,9 +12974,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$351  = en_pe_3_3_v;
-    if (en_pe_3_3_en) begin
-      \$351  = v5;
+    \$351  = en_pe_2_0_last;
+    if (en_pe_2_0_en) begin
+      \$351  = last5;
     end
     if (rst) begin
       \$351  = 1'h0;
@@ -12951,9 +12984,12 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$352  = en_pe_3_3_last;
-    if (en_pe_3_3_en) begin
-      \$352  = last5;
+    \$352  = en_pe_2_0_bank;
+    if (\$147 ) begin
+      \$352  = 1'h1;
+    end
+    if (freed_q2) begin
+      \$352  = 1'h0;
     end
     if (rst) begin
       \$352  = 1'h0;
@@ -12961,12 +12997,9 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$353  = en_pe_3_3_bank;
-    if (\$155 ) begin
-      \$353  = 1'h1;
-    end
-    if (freed) begin
-      \$353  = 1'h0;
+    \$353  = en_pe_2_1_v;
+    if (en_pe_2_1_en) begin
+      \$353  = v5;
     end
     if (rst) begin
       \$353  = 1'h0;
@@ -12974,162 +13007,223 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$354  = 1'h0;
+    \$354  = en_pe_2_1_last;
+    if (en_pe_2_1_en) begin
+      \$354  = last5;
+    end
     if (rst) begin
-      \$354  = 1'h1;
+      \$354  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$355  = acc_0_0;
-    if (\$158 ) begin
-      \$355  = 38'h0000000000;
-    end else if (\$159 ) begin
-      \$355  = \$161 [37:0];
+    \$355  = en_pe_2_1_bank;
+    if (\$150 ) begin
+      \$355  = 1'h1;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$356  = 1'h0;
+    if (freed_q2) begin
+      \$355  = 1'h0;
+    end
     if (rst) begin
-      \$356  = 1'h1;
+      \$355  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$357  = acc_0_1;
-    if (\$164 ) begin
-      \$357  = 38'h0000000000;
-    end else if (\$165 ) begin
-      \$357  = \$167 [37:0];
+    \$356  = en_pe_2_2_v;
+    if (en_pe_2_2_en) begin
+      \$356  = v5;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$358  = 1'h0;
     if (rst) begin
+      \$356  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$357  = en_pe_2_2_last;
+    if (en_pe_2_2_en) begin
+      \$357  = last5;
+    end
+    if (rst) begin
+      \$357  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$358  = en_pe_2_2_bank;
+    if (\$153 ) begin
       \$358  = 1'h1;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$359  = acc_0_2;
-    if (\$170 ) begin
-      \$359  = 38'h0000000000;
-    end else if (\$171 ) begin
-      \$359  = \$173 [37:0];
+    if (freed_q2) begin
+      \$358  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$360  = 1'h0;
     if (rst) begin
-      \$360  = 1'h1;
+      \$358  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$361  = acc_0_3;
-    if (\$176 ) begin
-      \$361  = 38'h0000000000;
-    end else if (\$177 ) begin
-      \$361  = \$179 [37:0];
+    \$359  = en_pe_2_3_v;
+    if (en_pe_2_3_en) begin
+      \$359  = v5;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$362  = 1'h0;
     if (rst) begin
-      \$362  = 1'h1;
+      \$359  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$363  = acc_1_0;
-    if (\$182 ) begin
-      \$363  = 38'h0000000000;
-    end else if (\$183 ) begin
-      \$363  = \$185 [37:0];
+    \$360  = en_pe_2_3_last;
+    if (en_pe_2_3_en) begin
+      \$360  = last5;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$364  = 1'h0;
     if (rst) begin
+      \$360  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$361  = en_pe_2_3_bank;
+    if (\$156 ) begin
+      \$361  = 1'h1;
+    end
+    if (freed_q2) begin
+      \$361  = 1'h0;
+    end
+    if (rst) begin
+      \$361  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$362  = en_pe_3_0_v;
+    if (en_pe_3_0_en) begin
+      \$362  = v5;
+    end
+    if (rst) begin
+      \$362  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$363  = en_pe_3_0_last;
+    if (en_pe_3_0_en) begin
+      \$363  = last5;
+    end
+    if (rst) begin
+      \$363  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$364  = en_pe_3_0_bank;
+    if (\$159 ) begin
       \$364  = 1'h1;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$365  = acc_1_1;
-    if (\$188 ) begin
-      \$365  = 38'h0000000000;
-    end else if (\$189 ) begin
-      \$365  = \$191 [37:0];
+    if (freed_q3) begin
+      \$364  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$366  = 1'h0;
     if (rst) begin
-      \$366  = 1'h1;
+      \$364  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$367  = acc_1_2;
-    if (\$194 ) begin
-      \$367  = 38'h0000000000;
-    end else if (\$195 ) begin
-      \$367  = \$197 [37:0];
+    \$365  = en_pe_3_1_v;
+    if (en_pe_3_1_en) begin
+      \$365  = v5;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$368  = 1'h0;
     if (rst) begin
-      \$368  = 1'h1;
+      \$365  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$369  = acc_1_3;
-    if (\$200 ) begin
-      \$369  = 38'h0000000000;
-    end else if (\$201 ) begin
-      \$369  = \$203 [37:0];
+    \$366  = en_pe_3_1_last;
+    if (en_pe_3_1_en) begin
+      \$366  = last5;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$370  = 1'h0;
     if (rst) begin
+      \$366  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$367  = en_pe_3_1_bank;
+    if (\$162 ) begin
+      \$367  = 1'h1;
+    end
+    if (freed_q3) begin
+      \$367  = 1'h0;
+    end
+    if (rst) begin
+      \$367  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$368  = en_pe_3_2_v;
+    if (en_pe_3_2_en) begin
+      \$368  = v5;
+    end
+    if (rst) begin
+      \$368  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$369  = en_pe_3_2_last;
+    if (en_pe_3_2_en) begin
+      \$369  = last5;
+    end
+    if (rst) begin
+      \$369  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$370  = en_pe_3_2_bank;
+    if (\$165 ) begin
       \$370  = 1'h1;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$371  = acc_2_0;
-    if (\$206 ) begin
-      \$371  = 38'h0000000000;
-    end else if (\$207 ) begin
-      \$371  = \$209 [37:0];
+    if (freed_q3) begin
+      \$370  = 1'h0;
     end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$372  = 1'h0;
     if (rst) begin
-      \$372  = 1'h1;
+      \$370  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$373  = acc_2_1;
-    if (\$212 ) begin
-      \$373  = 38'h0000000000;
-    end else if (\$213 ) begin
-      \$373  = \$215 [37:0];
+    \$371  = en_pe_3_3_v;
+    if (en_pe_3_3_en) begin
+      \$371  = v5;
+    end
+    if (rst) begin
+      \$371  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$372  = en_pe_3_3_last;
+    if (en_pe_3_3_en) begin
+      \$372  = last5;
+    end
+    if (rst) begin
+      \$372  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$373  = en_pe_3_3_bank;
+    if (\$168 ) begin
+      \$373  = 1'h1;
+    end
+    if (freed_q3) begin
+      \$373  = 1'h0;
+    end
+    if (rst) begin
+      \$373  = 1'h0;
     end
   end
   always @* begin
@@ -13141,11 +13235,11 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$375  = acc_2_2;
-    if (\$218 ) begin
+    \$375  = acc_0_0;
+    if (\$171 ) begin
       \$375  = 38'h0000000000;
-    end else if (\$219 ) begin
-      \$375  = \$221 [37:0];
+    end else if (\$172 ) begin
+      \$375  = \$174 [37:0];
     end
   end
   always @* begin
@@ -13157,11 +13251,11 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$377  = acc_2_3;
-    if (\$224 ) begin
+    \$377  = acc_0_1;
+    if (\$177 ) begin
       \$377  = 38'h0000000000;
-    end else if (\$225 ) begin
-      \$377  = \$227 [37:0];
+    end else if (\$178 ) begin
+      \$377  = \$180 [37:0];
     end
   end
   always @* begin
@@ -13173,11 +13267,11 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$379  = acc_3_0;
-    if (\$230 ) begin
+    \$379  = acc_0_2;
+    if (\$183 ) begin
       \$379  = 38'h0000000000;
-    end else if (\$231 ) begin
-      \$379  = \$233 [37:0];
+    end else if (\$184 ) begin
+      \$379  = \$186 [37:0];
     end
   end
   always @* begin
@@ -13189,11 +13283,11 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$381  = acc_3_1;
-    if (\$236 ) begin
+    \$381  = acc_0_3;
+    if (\$189 ) begin
       \$381  = 38'h0000000000;
-    end else if (\$237 ) begin
-      \$381  = \$239 [37:0];
+    end else if (\$190 ) begin
+      \$381  = \$192 [37:0];
     end
   end
   always @* begin
@@ -13205,11 +13299,11 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$383  = acc_3_2;
-    if (\$242 ) begin
+    \$383  = acc_1_0;
+    if (\$195 ) begin
       \$383  = 38'h0000000000;
-    end else if (\$243 ) begin
-      \$383  = \$245 [37:0];
+    end else if (\$196 ) begin
+      \$383  = \$198 [37:0];
     end
   end
   always @* begin
@@ -13221,616 +13315,777 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$385  = acc_3_3;
-    if (\$248 ) begin
+    \$385  = acc_1_1;
+    if (\$201 ) begin
       \$385  = 38'h0000000000;
-    end else if (\$249 ) begin
-      \$385  = \$251 [37:0];
+    end else if (\$202 ) begin
+      \$385  = \$204 [37:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
-    \$386  = tile_err;
+    \$386  = 1'h0;
+    if (rst) begin
+      \$386  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$387  = acc_1_2;
+    if (\$207 ) begin
+      \$387  = 38'h0000000000;
+    end else if (\$208 ) begin
+      \$387  = \$210 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$388  = 1'h0;
+    if (rst) begin
+      \$388  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$389  = acc_1_3;
+    if (\$213 ) begin
+      \$389  = 38'h0000000000;
+    end else if (\$214 ) begin
+      \$389  = \$216 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$390  = 1'h0;
+    if (rst) begin
+      \$390  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$391  = acc_2_0;
+    if (\$219 ) begin
+      \$391  = 38'h0000000000;
+    end else if (\$220 ) begin
+      \$391  = \$222 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$392  = 1'h0;
+    if (rst) begin
+      \$392  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$393  = acc_2_1;
+    if (\$225 ) begin
+      \$393  = 38'h0000000000;
+    end else if (\$226 ) begin
+      \$393  = \$228 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$394  = 1'h0;
+    if (rst) begin
+      \$394  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$395  = acc_2_2;
+    if (\$231 ) begin
+      \$395  = 38'h0000000000;
+    end else if (\$232 ) begin
+      \$395  = \$234 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$396  = 1'h0;
+    if (rst) begin
+      \$396  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$397  = acc_2_3;
+    if (\$237 ) begin
+      \$397  = 38'h0000000000;
+    end else if (\$238 ) begin
+      \$397  = \$240 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$398  = 1'h0;
+    if (rst) begin
+      \$398  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$399  = acc_3_0;
+    if (\$243 ) begin
+      \$399  = 38'h0000000000;
+    end else if (\$244 ) begin
+      \$399  = \$246 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$400  = 1'h0;
+    if (rst) begin
+      \$400  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$401  = acc_3_1;
+    if (\$249 ) begin
+      \$401  = 38'h0000000000;
+    end else if (\$250 ) begin
+      \$401  = \$252 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$402  = 1'h0;
+    if (rst) begin
+      \$402  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$403  = acc_3_2;
+    if (\$255 ) begin
+      \$403  = 38'h0000000000;
+    end else if (\$256 ) begin
+      \$403  = \$258 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$404  = 1'h0;
+    if (rst) begin
+      \$404  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$405  = acc_3_3;
+    if (\$261 ) begin
+      \$405  = 38'h0000000000;
+    end else if (\$262 ) begin
+      \$405  = \$264 [37:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    \$406  = tile_err;
     if (step) begin
-      \$386  = \$254 ;
+      \$406  = \$267 ;
     end
     if (rst) begin
-      \$386  = 1'h0;
+      \$406  = 1'h0;
     end
   end
   assign d__ready = advance;
+  assign ctl_en = en_front_en;
   assign en = en_pe_0_0_en;
-  assign a = \port$3903$0 [25:0];
-  assign d__payload = { \port$3907$0 , \port$3903$0  };
-  assign b = \port$3903$0 [129:104];
+  assign a = \port$3954$0 [25:0];
+  assign d__payload = { \port$3958$0 , \port$3954$0  };
+  assign b = \port$3954$0 [129:104];
   assign bc_mode_t1_0 = mode;
-  assign \en$51  = en_pe_0_1_en;
-  assign \a$52  = \port$3903$0 [25:0];
-  assign \b$53  = \port$3903$0 [155:130];
-  assign \mode$54  = mode;
-  assign \en$59  = en_pe_0_2_en;
-  assign \a$60  = \port$3903$0 [25:0];
-  assign \b$61  = \port$3903$0 [181:156];
-  assign \mode$62  = mode;
-  assign \en$67  = en_pe_0_3_en;
-  assign \a$68  = \port$3903$0 [25:0];
-  assign \b$69  = \port$3903$0 [207:182];
-  assign \mode$70  = mode;
-  assign \en$75  = en_pe_1_0_en;
-  assign \a$76  = \port$3903$0 [51:26];
-  assign \b$77  = \port$3903$0 [129:104];
-  assign bc_mode_t1_1 = \mode$78 ;
-  assign \en$84  = en_pe_1_1_en;
-  assign \a$85  = \port$3903$0 [51:26];
-  assign \b$86  = \port$3903$0 [155:130];
-  assign \mode$87  = \mode$78 ;
-  assign \en$92  = en_pe_1_2_en;
-  assign \a$93  = \port$3903$0 [51:26];
-  assign \b$94  = \port$3903$0 [181:156];
-  assign \mode$95  = \mode$78 ;
-  assign \en$100  = en_pe_1_3_en;
-  assign \a$101  = \port$3903$0 [51:26];
-  assign \b$102  = \port$3903$0 [207:182];
-  assign \mode$103  = \mode$78 ;
-  assign \en$108  = en_pe_2_0_en;
-  assign \a$109  = \port$3903$0 [77:52];
-  assign \b$110  = \port$3903$0 [129:104];
-  assign bc_mode_t1_2 = \mode$111 ;
-  assign \en$117  = en_pe_2_1_en;
-  assign \a$118  = \port$3903$0 [77:52];
-  assign \b$119  = \port$3903$0 [155:130];
-  assign \mode$120  = \mode$111 ;
-  assign \en$125  = en_pe_2_2_en;
-  assign \a$126  = \port$3903$0 [77:52];
-  assign \b$127  = \port$3903$0 [181:156];
-  assign \mode$128  = \mode$111 ;
-  assign \en$133  = en_pe_2_3_en;
-  assign \a$134  = \port$3903$0 [77:52];
-  assign \b$135  = \port$3903$0 [207:182];
-  assign \mode$136  = \mode$111 ;
-  assign \en$141  = en_pe_3_0_en;
-  assign \a$142  = \port$3903$0 [103:78];
-  assign \b$143  = \port$3903$0 [129:104];
-  assign bc_mode_t1_3 = \mode$144 ;
-  assign \en$150  = en_pe_3_1_en;
-  assign \a$151  = \port$3903$0 [103:78];
-  assign \b$152  = \port$3903$0 [155:130];
-  assign \mode$153  = \mode$144 ;
-  assign \en$158  = en_pe_3_2_en;
-  assign \a$159  = \port$3903$0 [103:78];
-  assign \b$160  = \port$3903$0 [181:156];
-  assign \mode$161  = \mode$144 ;
-  assign \en$166  = en_pe_3_3_en;
-  assign \a$167  = \port$3903$0 [103:78];
-  assign \b$168  = \port$3903$0 [207:182];
-  assign \mode$169  = \mode$144 ;
-  assign \a.x0  = \port$3903$0 [3:0];
-  assign \a.x1  = \port$3903$0 [7:4];
-  assign \a.x2  = \port$3903$0 [11:8];
-  assign \a.x3  = \port$3903$0 [15:12];
-  assign \a.neg0  = \port$3903$0 [16];
-  assign \a.sh0  = \port$3903$0 [18:17];
-  assign \a.neg1  = \port$3903$0 [19];
-  assign \a.sh1  = \port$3903$0 [20];
-  assign \a.neg2  = \port$3903$0 [21];
-  assign \a.sh2  = \port$3903$0 [23:22];
-  assign \a.neg3  = \port$3903$0 [24];
-  assign \a.sh3  = \port$3903$0 [25];
-  assign \d__payload.rows  = \port$3903$0 [103:0];
-  assign \d__payload.rows[0]  = \port$3903$0 [25:0];
-  assign \d__payload.rows[0].x0  = \port$3903$0 [3:0];
-  assign \d__payload.rows[0].x1  = \port$3903$0 [7:4];
-  assign \d__payload.rows[0].x2  = \port$3903$0 [11:8];
-  assign \d__payload.rows[0].x3  = \port$3903$0 [15:12];
-  assign \d__payload.rows[0].neg0  = \port$3903$0 [16];
-  assign \d__payload.rows[0].sh0  = \port$3903$0 [18:17];
-  assign \d__payload.rows[0].neg1  = \port$3903$0 [19];
-  assign \d__payload.rows[0].sh1  = \port$3903$0 [20];
-  assign \d__payload.rows[0].neg2  = \port$3903$0 [21];
-  assign \d__payload.rows[0].sh2  = \port$3903$0 [23:22];
-  assign \d__payload.rows[0].neg3  = \port$3903$0 [24];
-  assign \d__payload.rows[0].sh3  = \port$3903$0 [25];
-  assign \d__payload.rows[1]  = \port$3903$0 [51:26];
-  assign \d__payload.rows[1].x0  = \port$3903$0 [29:26];
-  assign \d__payload.rows[1].x1  = \port$3903$0 [33:30];
-  assign \d__payload.rows[1].x2  = \port$3903$0 [37:34];
-  assign \d__payload.rows[1].x3  = \port$3903$0 [41:38];
-  assign \d__payload.rows[1].neg0  = \port$3903$0 [42];
-  assign \d__payload.rows[1].sh0  = \port$3903$0 [44:43];
-  assign \d__payload.rows[1].neg1  = \port$3903$0 [45];
-  assign \d__payload.rows[1].sh1  = \port$3903$0 [46];
-  assign \d__payload.rows[1].neg2  = \port$3903$0 [47];
-  assign \d__payload.rows[1].sh2  = \port$3903$0 [49:48];
-  assign \d__payload.rows[1].neg3  = \port$3903$0 [50];
-  assign \d__payload.rows[1].sh3  = \port$3903$0 [51];
-  assign \d__payload.rows[2]  = \port$3903$0 [77:52];
-  assign \d__payload.rows[2].x0  = \port$3903$0 [55:52];
-  assign \d__payload.rows[2].x1  = \port$3903$0 [59:56];
-  assign \d__payload.rows[2].x2  = \port$3903$0 [63:60];
-  assign \d__payload.rows[2].x3  = \port$3903$0 [67:64];
-  assign \d__payload.rows[2].neg0  = \port$3903$0 [68];
-  assign \d__payload.rows[2].sh0  = \port$3903$0 [70:69];
-  assign \d__payload.rows[2].neg1  = \port$3903$0 [71];
-  assign \d__payload.rows[2].sh1  = \port$3903$0 [72];
-  assign \d__payload.rows[2].neg2  = \port$3903$0 [73];
-  assign \d__payload.rows[2].sh2  = \port$3903$0 [75:74];
-  assign \d__payload.rows[2].neg3  = \port$3903$0 [76];
-  assign \d__payload.rows[2].sh3  = \port$3903$0 [77];
-  assign \d__payload.rows[3]  = \port$3903$0 [103:78];
-  assign \d__payload.rows[3].x0  = \port$3903$0 [81:78];
-  assign \d__payload.rows[3].x1  = \port$3903$0 [85:82];
-  assign \d__payload.rows[3].x2  = \port$3903$0 [89:86];
-  assign \d__payload.rows[3].x3  = \port$3903$0 [93:90];
-  assign \d__payload.rows[3].neg0  = \port$3903$0 [94];
-  assign \d__payload.rows[3].sh0  = \port$3903$0 [96:95];
-  assign \d__payload.rows[3].neg1  = \port$3903$0 [97];
-  assign \d__payload.rows[3].sh1  = \port$3903$0 [98];
-  assign \d__payload.rows[3].neg2  = \port$3903$0 [99];
-  assign \d__payload.rows[3].sh2  = \port$3903$0 [101:100];
-  assign \d__payload.rows[3].neg3  = \port$3903$0 [102];
-  assign \d__payload.rows[3].sh3  = \port$3903$0 [103];
-  assign \d__payload.cols  = \port$3903$0 [207:104];
-  assign \d__payload.cols[0]  = \port$3903$0 [129:104];
-  assign \d__payload.cols[0].x0  = \port$3903$0 [107:104];
-  assign \d__payload.cols[0].x1  = \port$3903$0 [111:108];
-  assign \d__payload.cols[0].x2  = \port$3903$0 [115:112];
-  assign \d__payload.cols[0].x3  = \port$3903$0 [119:116];
-  assign \d__payload.cols[0].neg0  = \port$3903$0 [120];
-  assign \d__payload.cols[0].sh0  = \port$3903$0 [122:121];
-  assign \d__payload.cols[0].neg1  = \port$3903$0 [123];
-  assign \d__payload.cols[0].sh1  = \port$3903$0 [124];
-  assign \d__payload.cols[0].neg2  = \port$3903$0 [125];
-  assign \d__payload.cols[0].sh2  = \port$3903$0 [127:126];
-  assign \d__payload.cols[0].neg3  = \port$3903$0 [128];
-  assign \d__payload.cols[0].sh3  = \port$3903$0 [129];
-  assign \d__payload.cols[1]  = \port$3903$0 [155:130];
-  assign \d__payload.cols[1].x0  = \port$3903$0 [133:130];
-  assign \d__payload.cols[1].x1  = \port$3903$0 [137:134];
-  assign \d__payload.cols[1].x2  = \port$3903$0 [141:138];
-  assign \d__payload.cols[1].x3  = \port$3903$0 [145:142];
-  assign \d__payload.cols[1].neg0  = \port$3903$0 [146];
-  assign \d__payload.cols[1].sh0  = \port$3903$0 [148:147];
-  assign \d__payload.cols[1].neg1  = \port$3903$0 [149];
-  assign \d__payload.cols[1].sh1  = \port$3903$0 [150];
-  assign \d__payload.cols[1].neg2  = \port$3903$0 [151];
-  assign \d__payload.cols[1].sh2  = \port$3903$0 [153:152];
-  assign \d__payload.cols[1].neg3  = \port$3903$0 [154];
-  assign \d__payload.cols[1].sh3  = \port$3903$0 [155];
-  assign \d__payload.cols[2]  = \port$3903$0 [181:156];
-  assign \d__payload.cols[2].x0  = \port$3903$0 [159:156];
-  assign \d__payload.cols[2].x1  = \port$3903$0 [163:160];
-  assign \d__payload.cols[2].x2  = \port$3903$0 [167:164];
-  assign \d__payload.cols[2].x3  = \port$3903$0 [171:168];
-  assign \d__payload.cols[2].neg0  = \port$3903$0 [172];
-  assign \d__payload.cols[2].sh0  = \port$3903$0 [174:173];
-  assign \d__payload.cols[2].neg1  = \port$3903$0 [175];
-  assign \d__payload.cols[2].sh1  = \port$3903$0 [176];
-  assign \d__payload.cols[2].neg2  = \port$3903$0 [177];
-  assign \d__payload.cols[2].sh2  = \port$3903$0 [179:178];
-  assign \d__payload.cols[2].neg3  = \port$3903$0 [180];
-  assign \d__payload.cols[2].sh3  = \port$3903$0 [181];
-  assign \d__payload.cols[3]  = \port$3903$0 [207:182];
-  assign \d__payload.cols[3].x0  = \port$3903$0 [185:182];
-  assign \d__payload.cols[3].x1  = \port$3903$0 [189:186];
-  assign \d__payload.cols[3].x2  = \port$3903$0 [193:190];
-  assign \d__payload.cols[3].x3  = \port$3903$0 [197:194];
-  assign \d__payload.cols[3].neg0  = \port$3903$0 [198];
-  assign \d__payload.cols[3].sh0  = \port$3903$0 [200:199];
-  assign \d__payload.cols[3].neg1  = \port$3903$0 [201];
-  assign \d__payload.cols[3].sh1  = \port$3903$0 [202];
-  assign \d__payload.cols[3].neg2  = \port$3903$0 [203];
-  assign \d__payload.cols[3].sh2  = \port$3903$0 [205:204];
-  assign \d__payload.cols[3].neg3  = \port$3903$0 [206];
-  assign \d__payload.cols[3].sh3  = \port$3903$0 [207];
-  assign \d__payload.mode  = \port$3903$0 [209:208];
-  assign \d__payload.mode.a8  = \port$3903$0 [208];
-  assign \d__payload.mode.b8  = \port$3903$0 [209];
-  assign \d__payload.last  = \port$3907$0 [0];
-  assign \d__payload.err  = \port$3907$0 [1];
-  assign \b.x0  = \port$3903$0 [107:104];
-  assign \b.x1  = \port$3903$0 [111:108];
-  assign \b.x2  = \port$3903$0 [115:112];
-  assign \b.x3  = \port$3903$0 [119:116];
-  assign \b.neg0  = \port$3903$0 [120];
-  assign \b.sh0  = \port$3903$0 [122:121];
-  assign \b.neg1  = \port$3903$0 [123];
-  assign \b.sh1  = \port$3903$0 [124];
-  assign \b.neg2  = \port$3903$0 [125];
-  assign \b.sh2  = \port$3903$0 [127:126];
-  assign \b.neg3  = \port$3903$0 [128];
-  assign \b.sh3  = \port$3903$0 [129];
+  assign \en$56  = en_pe_0_1_en;
+  assign \a$57  = \port$3954$0 [25:0];
+  assign \b$58  = \port$3954$0 [155:130];
+  assign \mode$59  = mode;
+  assign \en$64  = en_pe_0_2_en;
+  assign \a$65  = \port$3954$0 [25:0];
+  assign \b$66  = \port$3954$0 [181:156];
+  assign \mode$67  = mode;
+  assign \en$72  = en_pe_0_3_en;
+  assign \a$73  = \port$3954$0 [25:0];
+  assign \b$74  = \port$3954$0 [207:182];
+  assign \mode$75  = mode;
+  assign \en$80  = en_pe_1_0_en;
+  assign \a$81  = \port$3954$0 [51:26];
+  assign \b$82  = \port$3954$0 [129:104];
+  assign bc_mode_t1_1 = \mode$83 ;
+  assign \en$89  = en_pe_1_1_en;
+  assign \a$90  = \port$3954$0 [51:26];
+  assign \b$91  = \port$3954$0 [155:130];
+  assign \mode$92  = \mode$83 ;
+  assign \en$97  = en_pe_1_2_en;
+  assign \a$98  = \port$3954$0 [51:26];
+  assign \b$99  = \port$3954$0 [181:156];
+  assign \mode$100  = \mode$83 ;
+  assign \en$105  = en_pe_1_3_en;
+  assign \a$106  = \port$3954$0 [51:26];
+  assign \b$107  = \port$3954$0 [207:182];
+  assign \mode$108  = \mode$83 ;
+  assign \en$113  = en_pe_2_0_en;
+  assign \a$114  = \port$3954$0 [77:52];
+  assign \b$115  = \port$3954$0 [129:104];
+  assign bc_mode_t1_2 = \mode$116 ;
+  assign \en$122  = en_pe_2_1_en;
+  assign \a$123  = \port$3954$0 [77:52];
+  assign \b$124  = \port$3954$0 [155:130];
+  assign \mode$125  = \mode$116 ;
+  assign \en$130  = en_pe_2_2_en;
+  assign \a$131  = \port$3954$0 [77:52];
+  assign \b$132  = \port$3954$0 [181:156];
+  assign \mode$133  = \mode$116 ;
+  assign \en$138  = en_pe_2_3_en;
+  assign \a$139  = \port$3954$0 [77:52];
+  assign \b$140  = \port$3954$0 [207:182];
+  assign \mode$141  = \mode$116 ;
+  assign \en$146  = en_pe_3_0_en;
+  assign \a$147  = \port$3954$0 [103:78];
+  assign \b$148  = \port$3954$0 [129:104];
+  assign bc_mode_t1_3 = \mode$149 ;
+  assign \en$155  = en_pe_3_1_en;
+  assign \a$156  = \port$3954$0 [103:78];
+  assign \b$157  = \port$3954$0 [155:130];
+  assign \mode$158  = \mode$149 ;
+  assign \en$163  = en_pe_3_2_en;
+  assign \a$164  = \port$3954$0 [103:78];
+  assign \b$165  = \port$3954$0 [181:156];
+  assign \mode$166  = \mode$149 ;
+  assign \en$171  = en_pe_3_3_en;
+  assign \a$172  = \port$3954$0 [103:78];
+  assign \b$173  = \port$3954$0 [207:182];
+  assign \mode$174  = \mode$149 ;
+  assign \a.x0  = \port$3954$0 [3:0];
+  assign \a.x1  = \port$3954$0 [7:4];
+  assign \a.x2  = \port$3954$0 [11:8];
+  assign \a.x3  = \port$3954$0 [15:12];
+  assign \a.neg0  = \port$3954$0 [16];
+  assign \a.sh0  = \port$3954$0 [18:17];
+  assign \a.neg1  = \port$3954$0 [19];
+  assign \a.sh1  = \port$3954$0 [20];
+  assign \a.neg2  = \port$3954$0 [21];
+  assign \a.sh2  = \port$3954$0 [23:22];
+  assign \a.neg3  = \port$3954$0 [24];
+  assign \a.sh3  = \port$3954$0 [25];
+  assign \d__payload.rows  = \port$3954$0 [103:0];
+  assign \d__payload.rows[0]  = \port$3954$0 [25:0];
+  assign \d__payload.rows[0].x0  = \port$3954$0 [3:0];
+  assign \d__payload.rows[0].x1  = \port$3954$0 [7:4];
+  assign \d__payload.rows[0].x2  = \port$3954$0 [11:8];
+  assign \d__payload.rows[0].x3  = \port$3954$0 [15:12];
+  assign \d__payload.rows[0].neg0  = \port$3954$0 [16];
+  assign \d__payload.rows[0].sh0  = \port$3954$0 [18:17];
+  assign \d__payload.rows[0].neg1  = \port$3954$0 [19];
+  assign \d__payload.rows[0].sh1  = \port$3954$0 [20];
+  assign \d__payload.rows[0].neg2  = \port$3954$0 [21];
+  assign \d__payload.rows[0].sh2  = \port$3954$0 [23:22];
+  assign \d__payload.rows[0].neg3  = \port$3954$0 [24];
+  assign \d__payload.rows[0].sh3  = \port$3954$0 [25];
+  assign \d__payload.rows[1]  = \port$3954$0 [51:26];
+  assign \d__payload.rows[1].x0  = \port$3954$0 [29:26];
+  assign \d__payload.rows[1].x1  = \port$3954$0 [33:30];
+  assign \d__payload.rows[1].x2  = \port$3954$0 [37:34];
+  assign \d__payload.rows[1].x3  = \port$3954$0 [41:38];
+  assign \d__payload.rows[1].neg0  = \port$3954$0 [42];
+  assign \d__payload.rows[1].sh0  = \port$3954$0 [44:43];
+  assign \d__payload.rows[1].neg1  = \port$3954$0 [45];
+  assign \d__payload.rows[1].sh1  = \port$3954$0 [46];
+  assign \d__payload.rows[1].neg2  = \port$3954$0 [47];
+  assign \d__payload.rows[1].sh2  = \port$3954$0 [49:48];
+  assign \d__payload.rows[1].neg3  = \port$3954$0 [50];
+  assign \d__payload.rows[1].sh3  = \port$3954$0 [51];
+  assign \d__payload.rows[2]  = \port$3954$0 [77:52];
+  assign \d__payload.rows[2].x0  = \port$3954$0 [55:52];
+  assign \d__payload.rows[2].x1  = \port$3954$0 [59:56];
+  assign \d__payload.rows[2].x2  = \port$3954$0 [63:60];
+  assign \d__payload.rows[2].x3  = \port$3954$0 [67:64];
+  assign \d__payload.rows[2].neg0  = \port$3954$0 [68];
+  assign \d__payload.rows[2].sh0  = \port$3954$0 [70:69];
+  assign \d__payload.rows[2].neg1  = \port$3954$0 [71];
+  assign \d__payload.rows[2].sh1  = \port$3954$0 [72];
+  assign \d__payload.rows[2].neg2  = \port$3954$0 [73];
+  assign \d__payload.rows[2].sh2  = \port$3954$0 [75:74];
+  assign \d__payload.rows[2].neg3  = \port$3954$0 [76];
+  assign \d__payload.rows[2].sh3  = \port$3954$0 [77];
+  assign \d__payload.rows[3]  = \port$3954$0 [103:78];
+  assign \d__payload.rows[3].x0  = \port$3954$0 [81:78];
+  assign \d__payload.rows[3].x1  = \port$3954$0 [85:82];
+  assign \d__payload.rows[3].x2  = \port$3954$0 [89:86];
+  assign \d__payload.rows[3].x3  = \port$3954$0 [93:90];
+  assign \d__payload.rows[3].neg0  = \port$3954$0 [94];
+  assign \d__payload.rows[3].sh0  = \port$3954$0 [96:95];
+  assign \d__payload.rows[3].neg1  = \port$3954$0 [97];
+  assign \d__payload.rows[3].sh1  = \port$3954$0 [98];
+  assign \d__payload.rows[3].neg2  = \port$3954$0 [99];
+  assign \d__payload.rows[3].sh2  = \port$3954$0 [101:100];
+  assign \d__payload.rows[3].neg3  = \port$3954$0 [102];
+  assign \d__payload.rows[3].sh3  = \port$3954$0 [103];
+  assign \d__payload.cols  = \port$3954$0 [207:104];
+  assign \d__payload.cols[0]  = \port$3954$0 [129:104];
+  assign \d__payload.cols[0].x0  = \port$3954$0 [107:104];
+  assign \d__payload.cols[0].x1  = \port$3954$0 [111:108];
+  assign \d__payload.cols[0].x2  = \port$3954$0 [115:112];
+  assign \d__payload.cols[0].x3  = \port$3954$0 [119:116];
+  assign \d__payload.cols[0].neg0  = \port$3954$0 [120];
+  assign \d__payload.cols[0].sh0  = \port$3954$0 [122:121];
+  assign \d__payload.cols[0].neg1  = \port$3954$0 [123];
+  assign \d__payload.cols[0].sh1  = \port$3954$0 [124];
+  assign \d__payload.cols[0].neg2  = \port$3954$0 [125];
+  assign \d__payload.cols[0].sh2  = \port$3954$0 [127:126];
+  assign \d__payload.cols[0].neg3  = \port$3954$0 [128];
+  assign \d__payload.cols[0].sh3  = \port$3954$0 [129];
+  assign \d__payload.cols[1]  = \port$3954$0 [155:130];
+  assign \d__payload.cols[1].x0  = \port$3954$0 [133:130];
+  assign \d__payload.cols[1].x1  = \port$3954$0 [137:134];
+  assign \d__payload.cols[1].x2  = \port$3954$0 [141:138];
+  assign \d__payload.cols[1].x3  = \port$3954$0 [145:142];
+  assign \d__payload.cols[1].neg0  = \port$3954$0 [146];
+  assign \d__payload.cols[1].sh0  = \port$3954$0 [148:147];
+  assign \d__payload.cols[1].neg1  = \port$3954$0 [149];
+  assign \d__payload.cols[1].sh1  = \port$3954$0 [150];
+  assign \d__payload.cols[1].neg2  = \port$3954$0 [151];
+  assign \d__payload.cols[1].sh2  = \port$3954$0 [153:152];
+  assign \d__payload.cols[1].neg3  = \port$3954$0 [154];
+  assign \d__payload.cols[1].sh3  = \port$3954$0 [155];
+  assign \d__payload.cols[2]  = \port$3954$0 [181:156];
+  assign \d__payload.cols[2].x0  = \port$3954$0 [159:156];
+  assign \d__payload.cols[2].x1  = \port$3954$0 [163:160];
+  assign \d__payload.cols[2].x2  = \port$3954$0 [167:164];
+  assign \d__payload.cols[2].x3  = \port$3954$0 [171:168];
+  assign \d__payload.cols[2].neg0  = \port$3954$0 [172];
+  assign \d__payload.cols[2].sh0  = \port$3954$0 [174:173];
+  assign \d__payload.cols[2].neg1  = \port$3954$0 [175];
+  assign \d__payload.cols[2].sh1  = \port$3954$0 [176];
+  assign \d__payload.cols[2].neg2  = \port$3954$0 [177];
+  assign \d__payload.cols[2].sh2  = \port$3954$0 [179:178];
+  assign \d__payload.cols[2].neg3  = \port$3954$0 [180];
+  assign \d__payload.cols[2].sh3  = \port$3954$0 [181];
+  assign \d__payload.cols[3]  = \port$3954$0 [207:182];
+  assign \d__payload.cols[3].x0  = \port$3954$0 [185:182];
+  assign \d__payload.cols[3].x1  = \port$3954$0 [189:186];
+  assign \d__payload.cols[3].x2  = \port$3954$0 [193:190];
+  assign \d__payload.cols[3].x3  = \port$3954$0 [197:194];
+  assign \d__payload.cols[3].neg0  = \port$3954$0 [198];
+  assign \d__payload.cols[3].sh0  = \port$3954$0 [200:199];
+  assign \d__payload.cols[3].neg1  = \port$3954$0 [201];
+  assign \d__payload.cols[3].sh1  = \port$3954$0 [202];
+  assign \d__payload.cols[3].neg2  = \port$3954$0 [203];
+  assign \d__payload.cols[3].sh2  = \port$3954$0 [205:204];
+  assign \d__payload.cols[3].neg3  = \port$3954$0 [206];
+  assign \d__payload.cols[3].sh3  = \port$3954$0 [207];
+  assign \d__payload.mode  = \port$3954$0 [209:208];
+  assign \d__payload.mode.a8  = \port$3954$0 [208];
+  assign \d__payload.mode.b8  = \port$3954$0 [209];
+  assign \d__payload.last  = \port$3958$0 [0];
+  assign \d__payload.err  = \port$3958$0 [1];
+  assign \b.x0  = \port$3954$0 [107:104];
+  assign \b.x1  = \port$3954$0 [111:108];
+  assign \b.x2  = \port$3954$0 [115:112];
+  assign \b.x3  = \port$3954$0 [119:116];
+  assign \b.neg0  = \port$3954$0 [120];
+  assign \b.sh0  = \port$3954$0 [122:121];
+  assign \b.neg1  = \port$3954$0 [123];
+  assign \b.sh1  = \port$3954$0 [124];
+  assign \b.neg2  = \port$3954$0 [125];
+  assign \b.sh2  = \port$3954$0 [127:126];
+  assign \b.neg3  = \port$3954$0 [128];
+  assign \b.sh3  = \port$3954$0 [129];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \a$52.x0  = \port$3903$0 [3:0];
-  assign \a$52.x1  = \port$3903$0 [7:4];
-  assign \a$52.x2  = \port$3903$0 [11:8];
-  assign \a$52.x3  = \port$3903$0 [15:12];
-  assign \a$52.neg0  = \port$3903$0 [16];
-  assign \a$52.sh0  = \port$3903$0 [18:17];
-  assign \a$52.neg1  = \port$3903$0 [19];
-  assign \a$52.sh1  = \port$3903$0 [20];
-  assign \a$52.neg2  = \port$3903$0 [21];
-  assign \a$52.sh2  = \port$3903$0 [23:22];
-  assign \a$52.neg3  = \port$3903$0 [24];
-  assign \a$52.sh3  = \port$3903$0 [25];
-  assign \b$53.x0  = \port$3903$0 [133:130];
-  assign \b$53.x1  = \port$3903$0 [137:134];
-  assign \b$53.x2  = \port$3903$0 [141:138];
-  assign \b$53.x3  = \port$3903$0 [145:142];
-  assign \b$53.neg0  = \port$3903$0 [146];
-  assign \b$53.sh0  = \port$3903$0 [148:147];
-  assign \b$53.neg1  = \port$3903$0 [149];
-  assign \b$53.sh1  = \port$3903$0 [150];
-  assign \b$53.neg2  = \port$3903$0 [151];
-  assign \b$53.sh2  = \port$3903$0 [153:152];
-  assign \b$53.neg3  = \port$3903$0 [154];
-  assign \b$53.sh3  = \port$3903$0 [155];
-  assign \mode$54.a8  = mode[0];
-  assign \mode$54.b8  = mode[1];
-  assign \a$60.x0  = \port$3903$0 [3:0];
-  assign \a$60.x1  = \port$3903$0 [7:4];
-  assign \a$60.x2  = \port$3903$0 [11:8];
-  assign \a$60.x3  = \port$3903$0 [15:12];
-  assign \a$60.neg0  = \port$3903$0 [16];
-  assign \a$60.sh0  = \port$3903$0 [18:17];
-  assign \a$60.neg1  = \port$3903$0 [19];
-  assign \a$60.sh1  = \port$3903$0 [20];
-  assign \a$60.neg2  = \port$3903$0 [21];
-  assign \a$60.sh2  = \port$3903$0 [23:22];
-  assign \a$60.neg3  = \port$3903$0 [24];
-  assign \a$60.sh3  = \port$3903$0 [25];
-  assign \b$61.x0  = \port$3903$0 [159:156];
-  assign \b$61.x1  = \port$3903$0 [163:160];
-  assign \b$61.x2  = \port$3903$0 [167:164];
-  assign \b$61.x3  = \port$3903$0 [171:168];
-  assign \b$61.neg0  = \port$3903$0 [172];
-  assign \b$61.sh0  = \port$3903$0 [174:173];
-  assign \b$61.neg1  = \port$3903$0 [175];
-  assign \b$61.sh1  = \port$3903$0 [176];
-  assign \b$61.neg2  = \port$3903$0 [177];
-  assign \b$61.sh2  = \port$3903$0 [179:178];
-  assign \b$61.neg3  = \port$3903$0 [180];
-  assign \b$61.sh3  = \port$3903$0 [181];
-  assign \mode$62.a8  = mode[0];
-  assign \mode$62.b8  = mode[1];
-  assign \a$68.x0  = \port$3903$0 [3:0];
-  assign \a$68.x1  = \port$3903$0 [7:4];
-  assign \a$68.x2  = \port$3903$0 [11:8];
-  assign \a$68.x3  = \port$3903$0 [15:12];
-  assign \a$68.neg0  = \port$3903$0 [16];
-  assign \a$68.sh0  = \port$3903$0 [18:17];
-  assign \a$68.neg1  = \port$3903$0 [19];
-  assign \a$68.sh1  = \port$3903$0 [20];
-  assign \a$68.neg2  = \port$3903$0 [21];
-  assign \a$68.sh2  = \port$3903$0 [23:22];
-  assign \a$68.neg3  = \port$3903$0 [24];
-  assign \a$68.sh3  = \port$3903$0 [25];
-  assign \b$69.x0  = \port$3903$0 [185:182];
-  assign \b$69.x1  = \port$3903$0 [189:186];
-  assign \b$69.x2  = \port$3903$0 [193:190];
-  assign \b$69.x3  = \port$3903$0 [197:194];
-  assign \b$69.neg0  = \port$3903$0 [198];
-  assign \b$69.sh0  = \port$3903$0 [200:199];
-  assign \b$69.neg1  = \port$3903$0 [201];
-  assign \b$69.sh1  = \port$3903$0 [202];
-  assign \b$69.neg2  = \port$3903$0 [203];
-  assign \b$69.sh2  = \port$3903$0 [205:204];
-  assign \b$69.neg3  = \port$3903$0 [206];
-  assign \b$69.sh3  = \port$3903$0 [207];
-  assign \mode$70.a8  = mode[0];
-  assign \mode$70.b8  = mode[1];
-  assign \a$76.x0  = \port$3903$0 [29:26];
-  assign \a$76.x1  = \port$3903$0 [33:30];
-  assign \a$76.x2  = \port$3903$0 [37:34];
-  assign \a$76.x3  = \port$3903$0 [41:38];
-  assign \a$76.neg0  = \port$3903$0 [42];
-  assign \a$76.sh0  = \port$3903$0 [44:43];
-  assign \a$76.neg1  = \port$3903$0 [45];
-  assign \a$76.sh1  = \port$3903$0 [46];
-  assign \a$76.neg2  = \port$3903$0 [47];
-  assign \a$76.sh2  = \port$3903$0 [49:48];
-  assign \a$76.neg3  = \port$3903$0 [50];
-  assign \a$76.sh3  = \port$3903$0 [51];
-  assign \b$77.x0  = \port$3903$0 [107:104];
-  assign \b$77.x1  = \port$3903$0 [111:108];
-  assign \b$77.x2  = \port$3903$0 [115:112];
-  assign \b$77.x3  = \port$3903$0 [119:116];
-  assign \b$77.neg0  = \port$3903$0 [120];
-  assign \b$77.sh0  = \port$3903$0 [122:121];
-  assign \b$77.neg1  = \port$3903$0 [123];
-  assign \b$77.sh1  = \port$3903$0 [124];
-  assign \b$77.neg2  = \port$3903$0 [125];
-  assign \b$77.sh2  = \port$3903$0 [127:126];
-  assign \b$77.neg3  = \port$3903$0 [128];
-  assign \b$77.sh3  = \port$3903$0 [129];
-  assign \mode$78.a8  = \mode$78 [0];
-  assign \mode$78.b8  = \mode$78 [1];
-  assign \a$85.x0  = \port$3903$0 [29:26];
-  assign \a$85.x1  = \port$3903$0 [33:30];
-  assign \a$85.x2  = \port$3903$0 [37:34];
-  assign \a$85.x3  = \port$3903$0 [41:38];
-  assign \a$85.neg0  = \port$3903$0 [42];
-  assign \a$85.sh0  = \port$3903$0 [44:43];
-  assign \a$85.neg1  = \port$3903$0 [45];
-  assign \a$85.sh1  = \port$3903$0 [46];
-  assign \a$85.neg2  = \port$3903$0 [47];
-  assign \a$85.sh2  = \port$3903$0 [49:48];
-  assign \a$85.neg3  = \port$3903$0 [50];
-  assign \a$85.sh3  = \port$3903$0 [51];
-  assign \b$86.x0  = \port$3903$0 [133:130];
-  assign \b$86.x1  = \port$3903$0 [137:134];
-  assign \b$86.x2  = \port$3903$0 [141:138];
-  assign \b$86.x3  = \port$3903$0 [145:142];
-  assign \b$86.neg0  = \port$3903$0 [146];
-  assign \b$86.sh0  = \port$3903$0 [148:147];
-  assign \b$86.neg1  = \port$3903$0 [149];
-  assign \b$86.sh1  = \port$3903$0 [150];
-  assign \b$86.neg2  = \port$3903$0 [151];
-  assign \b$86.sh2  = \port$3903$0 [153:152];
-  assign \b$86.neg3  = \port$3903$0 [154];
-  assign \b$86.sh3  = \port$3903$0 [155];
-  assign \mode$87.a8  = \mode$78 [0];
-  assign \mode$87.b8  = \mode$78 [1];
-  assign \a$93.x0  = \port$3903$0 [29:26];
-  assign \a$93.x1  = \port$3903$0 [33:30];
-  assign \a$93.x2  = \port$3903$0 [37:34];
-  assign \a$93.x3  = \port$3903$0 [41:38];
-  assign \a$93.neg0  = \port$3903$0 [42];
-  assign \a$93.sh0  = \port$3903$0 [44:43];
-  assign \a$93.neg1  = \port$3903$0 [45];
-  assign \a$93.sh1  = \port$3903$0 [46];
-  assign \a$93.neg2  = \port$3903$0 [47];
-  assign \a$93.sh2  = \port$3903$0 [49:48];
-  assign \a$93.neg3  = \port$3903$0 [50];
-  assign \a$93.sh3  = \port$3903$0 [51];
-  assign \b$94.x0  = \port$3903$0 [159:156];
-  assign \b$94.x1  = \port$3903$0 [163:160];
-  assign \b$94.x2  = \port$3903$0 [167:164];
-  assign \b$94.x3  = \port$3903$0 [171:168];
-  assign \b$94.neg0  = \port$3903$0 [172];
-  assign \b$94.sh0  = \port$3903$0 [174:173];
-  assign \b$94.neg1  = \port$3903$0 [175];
-  assign \b$94.sh1  = \port$3903$0 [176];
-  assign \b$94.neg2  = \port$3903$0 [177];
-  assign \b$94.sh2  = \port$3903$0 [179:178];
-  assign \b$94.neg3  = \port$3903$0 [180];
-  assign \b$94.sh3  = \port$3903$0 [181];
-  assign \mode$95.a8  = \mode$78 [0];
-  assign \mode$95.b8  = \mode$78 [1];
-  assign \a$101.x0  = \port$3903$0 [29:26];
-  assign \a$101.x1  = \port$3903$0 [33:30];
-  assign \a$101.x2  = \port$3903$0 [37:34];
-  assign \a$101.x3  = \port$3903$0 [41:38];
-  assign \a$101.neg0  = \port$3903$0 [42];
-  assign \a$101.sh0  = \port$3903$0 [44:43];
-  assign \a$101.neg1  = \port$3903$0 [45];
-  assign \a$101.sh1  = \port$3903$0 [46];
-  assign \a$101.neg2  = \port$3903$0 [47];
-  assign \a$101.sh2  = \port$3903$0 [49:48];
-  assign \a$101.neg3  = \port$3903$0 [50];
-  assign \a$101.sh3  = \port$3903$0 [51];
-  assign \b$102.x0  = \port$3903$0 [185:182];
-  assign \b$102.x1  = \port$3903$0 [189:186];
-  assign \b$102.x2  = \port$3903$0 [193:190];
-  assign \b$102.x3  = \port$3903$0 [197:194];
-  assign \b$102.neg0  = \port$3903$0 [198];
-  assign \b$102.sh0  = \port$3903$0 [200:199];
-  assign \b$102.neg1  = \port$3903$0 [201];
-  assign \b$102.sh1  = \port$3903$0 [202];
-  assign \b$102.neg2  = \port$3903$0 [203];
-  assign \b$102.sh2  = \port$3903$0 [205:204];
-  assign \b$102.neg3  = \port$3903$0 [206];
-  assign \b$102.sh3  = \port$3903$0 [207];
-  assign \mode$103.a8  = \mode$78 [0];
-  assign \mode$103.b8  = \mode$78 [1];
-  assign \a$109.x0  = \port$3903$0 [55:52];
-  assign \a$109.x1  = \port$3903$0 [59:56];
-  assign \a$109.x2  = \port$3903$0 [63:60];
-  assign \a$109.x3  = \port$3903$0 [67:64];
-  assign \a$109.neg0  = \port$3903$0 [68];
-  assign \a$109.sh0  = \port$3903$0 [70:69];
-  assign \a$109.neg1  = \port$3903$0 [71];
-  assign \a$109.sh1  = \port$3903$0 [72];
-  assign \a$109.neg2  = \port$3903$0 [73];
-  assign \a$109.sh2  = \port$3903$0 [75:74];
-  assign \a$109.neg3  = \port$3903$0 [76];
-  assign \a$109.sh3  = \port$3903$0 [77];
-  assign \b$110.x0  = \port$3903$0 [107:104];
-  assign \b$110.x1  = \port$3903$0 [111:108];
-  assign \b$110.x2  = \port$3903$0 [115:112];
-  assign \b$110.x3  = \port$3903$0 [119:116];
-  assign \b$110.neg0  = \port$3903$0 [120];
-  assign \b$110.sh0  = \port$3903$0 [122:121];
-  assign \b$110.neg1  = \port$3903$0 [123];
-  assign \b$110.sh1  = \port$3903$0 [124];
-  assign \b$110.neg2  = \port$3903$0 [125];
-  assign \b$110.sh2  = \port$3903$0 [127:126];
-  assign \b$110.neg3  = \port$3903$0 [128];
-  assign \b$110.sh3  = \port$3903$0 [129];
-  assign \mode$111.a8  = \mode$111 [0];
-  assign \mode$111.b8  = \mode$111 [1];
-  assign \a$118.x0  = \port$3903$0 [55:52];
-  assign \a$118.x1  = \port$3903$0 [59:56];
-  assign \a$118.x2  = \port$3903$0 [63:60];
-  assign \a$118.x3  = \port$3903$0 [67:64];
-  assign \a$118.neg0  = \port$3903$0 [68];
-  assign \a$118.sh0  = \port$3903$0 [70:69];
-  assign \a$118.neg1  = \port$3903$0 [71];
-  assign \a$118.sh1  = \port$3903$0 [72];
-  assign \a$118.neg2  = \port$3903$0 [73];
-  assign \a$118.sh2  = \port$3903$0 [75:74];
-  assign \a$118.neg3  = \port$3903$0 [76];
-  assign \a$118.sh3  = \port$3903$0 [77];
-  assign \b$119.x0  = \port$3903$0 [133:130];
-  assign \b$119.x1  = \port$3903$0 [137:134];
-  assign \b$119.x2  = \port$3903$0 [141:138];
-  assign \b$119.x3  = \port$3903$0 [145:142];
-  assign \b$119.neg0  = \port$3903$0 [146];
-  assign \b$119.sh0  = \port$3903$0 [148:147];
-  assign \b$119.neg1  = \port$3903$0 [149];
-  assign \b$119.sh1  = \port$3903$0 [150];
-  assign \b$119.neg2  = \port$3903$0 [151];
-  assign \b$119.sh2  = \port$3903$0 [153:152];
-  assign \b$119.neg3  = \port$3903$0 [154];
-  assign \b$119.sh3  = \port$3903$0 [155];
-  assign \mode$120.a8  = \mode$111 [0];
-  assign \mode$120.b8  = \mode$111 [1];
-  assign \a$126.x0  = \port$3903$0 [55:52];
-  assign \a$126.x1  = \port$3903$0 [59:56];
-  assign \a$126.x2  = \port$3903$0 [63:60];
-  assign \a$126.x3  = \port$3903$0 [67:64];
-  assign \a$126.neg0  = \port$3903$0 [68];
-  assign \a$126.sh0  = \port$3903$0 [70:69];
-  assign \a$126.neg1  = \port$3903$0 [71];
-  assign \a$126.sh1  = \port$3903$0 [72];
-  assign \a$126.neg2  = \port$3903$0 [73];
-  assign \a$126.sh2  = \port$3903$0 [75:74];
-  assign \a$126.neg3  = \port$3903$0 [76];
-  assign \a$126.sh3  = \port$3903$0 [77];
-  assign \b$127.x0  = \port$3903$0 [159:156];
-  assign \b$127.x1  = \port$3903$0 [163:160];
-  assign \b$127.x2  = \port$3903$0 [167:164];
-  assign \b$127.x3  = \port$3903$0 [171:168];
-  assign \b$127.neg0  = \port$3903$0 [172];
-  assign \b$127.sh0  = \port$3903$0 [174:173];
-  assign \b$127.neg1  = \port$3903$0 [175];
-  assign \b$127.sh1  = \port$3903$0 [176];
-  assign \b$127.neg2  = \port$3903$0 [177];
-  assign \b$127.sh2  = \port$3903$0 [179:178];
-  assign \b$127.neg3  = \port$3903$0 [180];
-  assign \b$127.sh3  = \port$3903$0 [181];
-  assign \mode$128.a8  = \mode$111 [0];
-  assign \mode$128.b8  = \mode$111 [1];
-  assign \a$134.x0  = \port$3903$0 [55:52];
-  assign \a$134.x1  = \port$3903$0 [59:56];
-  assign \a$134.x2  = \port$3903$0 [63:60];
-  assign \a$134.x3  = \port$3903$0 [67:64];
-  assign \a$134.neg0  = \port$3903$0 [68];
-  assign \a$134.sh0  = \port$3903$0 [70:69];
-  assign \a$134.neg1  = \port$3903$0 [71];
-  assign \a$134.sh1  = \port$3903$0 [72];
-  assign \a$134.neg2  = \port$3903$0 [73];
-  assign \a$134.sh2  = \port$3903$0 [75:74];
-  assign \a$134.neg3  = \port$3903$0 [76];
-  assign \a$134.sh3  = \port$3903$0 [77];
-  assign \b$135.x0  = \port$3903$0 [185:182];
-  assign \b$135.x1  = \port$3903$0 [189:186];
-  assign \b$135.x2  = \port$3903$0 [193:190];
-  assign \b$135.x3  = \port$3903$0 [197:194];
-  assign \b$135.neg0  = \port$3903$0 [198];
-  assign \b$135.sh0  = \port$3903$0 [200:199];
-  assign \b$135.neg1  = \port$3903$0 [201];
-  assign \b$135.sh1  = \port$3903$0 [202];
-  assign \b$135.neg2  = \port$3903$0 [203];
-  assign \b$135.sh2  = \port$3903$0 [205:204];
-  assign \b$135.neg3  = \port$3903$0 [206];
-  assign \b$135.sh3  = \port$3903$0 [207];
-  assign \mode$136.a8  = \mode$111 [0];
-  assign \mode$136.b8  = \mode$111 [1];
-  assign \a$142.x0  = \port$3903$0 [81:78];
-  assign \a$142.x1  = \port$3903$0 [85:82];
-  assign \a$142.x2  = \port$3903$0 [89:86];
-  assign \a$142.x3  = \port$3903$0 [93:90];
-  assign \a$142.neg0  = \port$3903$0 [94];
-  assign \a$142.sh0  = \port$3903$0 [96:95];
-  assign \a$142.neg1  = \port$3903$0 [97];
-  assign \a$142.sh1  = \port$3903$0 [98];
-  assign \a$142.neg2  = \port$3903$0 [99];
-  assign \a$142.sh2  = \port$3903$0 [101:100];
-  assign \a$142.neg3  = \port$3903$0 [102];
-  assign \a$142.sh3  = \port$3903$0 [103];
-  assign \b$143.x0  = \port$3903$0 [107:104];
-  assign \b$143.x1  = \port$3903$0 [111:108];
-  assign \b$143.x2  = \port$3903$0 [115:112];
-  assign \b$143.x3  = \port$3903$0 [119:116];
-  assign \b$143.neg0  = \port$3903$0 [120];
-  assign \b$143.sh0  = \port$3903$0 [122:121];
-  assign \b$143.neg1  = \port$3903$0 [123];
-  assign \b$143.sh1  = \port$3903$0 [124];
-  assign \b$143.neg2  = \port$3903$0 [125];
-  assign \b$143.sh2  = \port$3903$0 [127:126];
-  assign \b$143.neg3  = \port$3903$0 [128];
-  assign \b$143.sh3  = \port$3903$0 [129];
-  assign \mode$144.a8  = \mode$144 [0];
-  assign \mode$144.b8  = \mode$144 [1];
-  assign \a$151.x0  = \port$3903$0 [81:78];
-  assign \a$151.x1  = \port$3903$0 [85:82];
-  assign \a$151.x2  = \port$3903$0 [89:86];
-  assign \a$151.x3  = \port$3903$0 [93:90];
-  assign \a$151.neg0  = \port$3903$0 [94];
-  assign \a$151.sh0  = \port$3903$0 [96:95];
-  assign \a$151.neg1  = \port$3903$0 [97];
-  assign \a$151.sh1  = \port$3903$0 [98];
-  assign \a$151.neg2  = \port$3903$0 [99];
-  assign \a$151.sh2  = \port$3903$0 [101:100];
-  assign \a$151.neg3  = \port$3903$0 [102];
-  assign \a$151.sh3  = \port$3903$0 [103];
-  assign \b$152.x0  = \port$3903$0 [133:130];
-  assign \b$152.x1  = \port$3903$0 [137:134];
-  assign \b$152.x2  = \port$3903$0 [141:138];
-  assign \b$152.x3  = \port$3903$0 [145:142];
-  assign \b$152.neg0  = \port$3903$0 [146];
-  assign \b$152.sh0  = \port$3903$0 [148:147];
-  assign \b$152.neg1  = \port$3903$0 [149];
-  assign \b$152.sh1  = \port$3903$0 [150];
-  assign \b$152.neg2  = \port$3903$0 [151];
-  assign \b$152.sh2  = \port$3903$0 [153:152];
-  assign \b$152.neg3  = \port$3903$0 [154];
-  assign \b$152.sh3  = \port$3903$0 [155];
-  assign \mode$153.a8  = \mode$144 [0];
-  assign \mode$153.b8  = \mode$144 [1];
-  assign \a$159.x0  = \port$3903$0 [81:78];
-  assign \a$159.x1  = \port$3903$0 [85:82];
-  assign \a$159.x2  = \port$3903$0 [89:86];
-  assign \a$159.x3  = \port$3903$0 [93:90];
-  assign \a$159.neg0  = \port$3903$0 [94];
-  assign \a$159.sh0  = \port$3903$0 [96:95];
-  assign \a$159.neg1  = \port$3903$0 [97];
-  assign \a$159.sh1  = \port$3903$0 [98];
-  assign \a$159.neg2  = \port$3903$0 [99];
-  assign \a$159.sh2  = \port$3903$0 [101:100];
-  assign \a$159.neg3  = \port$3903$0 [102];
-  assign \a$159.sh3  = \port$3903$0 [103];
-  assign \b$160.x0  = \port$3903$0 [159:156];
-  assign \b$160.x1  = \port$3903$0 [163:160];
-  assign \b$160.x2  = \port$3903$0 [167:164];
-  assign \b$160.x3  = \port$3903$0 [171:168];
-  assign \b$160.neg0  = \port$3903$0 [172];
-  assign \b$160.sh0  = \port$3903$0 [174:173];
-  assign \b$160.neg1  = \port$3903$0 [175];
-  assign \b$160.sh1  = \port$3903$0 [176];
-  assign \b$160.neg2  = \port$3903$0 [177];
-  assign \b$160.sh2  = \port$3903$0 [179:178];
-  assign \b$160.neg3  = \port$3903$0 [180];
-  assign \b$160.sh3  = \port$3903$0 [181];
-  assign \mode$161.a8  = \mode$144 [0];
-  assign \mode$161.b8  = \mode$144 [1];
-  assign \a$167.x0  = \port$3903$0 [81:78];
-  assign \a$167.x1  = \port$3903$0 [85:82];
-  assign \a$167.x2  = \port$3903$0 [89:86];
-  assign \a$167.x3  = \port$3903$0 [93:90];
-  assign \a$167.neg0  = \port$3903$0 [94];
-  assign \a$167.sh0  = \port$3903$0 [96:95];
-  assign \a$167.neg1  = \port$3903$0 [97];
-  assign \a$167.sh1  = \port$3903$0 [98];
-  assign \a$167.neg2  = \port$3903$0 [99];
-  assign \a$167.sh2  = \port$3903$0 [101:100];
-  assign \a$167.neg3  = \port$3903$0 [102];
-  assign \a$167.sh3  = \port$3903$0 [103];
-  assign \b$168.x0  = \port$3903$0 [185:182];
-  assign \b$168.x1  = \port$3903$0 [189:186];
-  assign \b$168.x2  = \port$3903$0 [193:190];
-  assign \b$168.x3  = \port$3903$0 [197:194];
-  assign \b$168.neg0  = \port$3903$0 [198];
-  assign \b$168.sh0  = \port$3903$0 [200:199];
-  assign \b$168.neg1  = \port$3903$0 [201];
-  assign \b$168.sh1  = \port$3903$0 [202];
-  assign \b$168.neg2  = \port$3903$0 [203];
-  assign \b$168.sh2  = \port$3903$0 [205:204];
-  assign \b$168.neg3  = \port$3903$0 [206];
-  assign \b$168.sh3  = \port$3903$0 [207];
-  assign \mode$169.a8  = \mode$144 [0];
-  assign \mode$169.b8  = \mode$144 [1];
+  assign \a$57.x0  = \port$3954$0 [3:0];
+  assign \a$57.x1  = \port$3954$0 [7:4];
+  assign \a$57.x2  = \port$3954$0 [11:8];
+  assign \a$57.x3  = \port$3954$0 [15:12];
+  assign \a$57.neg0  = \port$3954$0 [16];
+  assign \a$57.sh0  = \port$3954$0 [18:17];
+  assign \a$57.neg1  = \port$3954$0 [19];
+  assign \a$57.sh1  = \port$3954$0 [20];
+  assign \a$57.neg2  = \port$3954$0 [21];
+  assign \a$57.sh2  = \port$3954$0 [23:22];
+  assign \a$57.neg3  = \port$3954$0 [24];
+  assign \a$57.sh3  = \port$3954$0 [25];
+  assign \b$58.x0  = \port$3954$0 [133:130];
+  assign \b$58.x1  = \port$3954$0 [137:134];
+  assign \b$58.x2  = \port$3954$0 [141:138];
+  assign \b$58.x3  = \port$3954$0 [145:142];
+  assign \b$58.neg0  = \port$3954$0 [146];
+  assign \b$58.sh0  = \port$3954$0 [148:147];
+  assign \b$58.neg1  = \port$3954$0 [149];
+  assign \b$58.sh1  = \port$3954$0 [150];
+  assign \b$58.neg2  = \port$3954$0 [151];
+  assign \b$58.sh2  = \port$3954$0 [153:152];
+  assign \b$58.neg3  = \port$3954$0 [154];
+  assign \b$58.sh3  = \port$3954$0 [155];
+  assign \mode$59.a8  = mode[0];
+  assign \mode$59.b8  = mode[1];
+  assign \a$65.x0  = \port$3954$0 [3:0];
+  assign \a$65.x1  = \port$3954$0 [7:4];
+  assign \a$65.x2  = \port$3954$0 [11:8];
+  assign \a$65.x3  = \port$3954$0 [15:12];
+  assign \a$65.neg0  = \port$3954$0 [16];
+  assign \a$65.sh0  = \port$3954$0 [18:17];
+  assign \a$65.neg1  = \port$3954$0 [19];
+  assign \a$65.sh1  = \port$3954$0 [20];
+  assign \a$65.neg2  = \port$3954$0 [21];
+  assign \a$65.sh2  = \port$3954$0 [23:22];
+  assign \a$65.neg3  = \port$3954$0 [24];
+  assign \a$65.sh3  = \port$3954$0 [25];
+  assign \b$66.x0  = \port$3954$0 [159:156];
+  assign \b$66.x1  = \port$3954$0 [163:160];
+  assign \b$66.x2  = \port$3954$0 [167:164];
+  assign \b$66.x3  = \port$3954$0 [171:168];
+  assign \b$66.neg0  = \port$3954$0 [172];
+  assign \b$66.sh0  = \port$3954$0 [174:173];
+  assign \b$66.neg1  = \port$3954$0 [175];
+  assign \b$66.sh1  = \port$3954$0 [176];
+  assign \b$66.neg2  = \port$3954$0 [177];
+  assign \b$66.sh2  = \port$3954$0 [179:178];
+  assign \b$66.neg3  = \port$3954$0 [180];
+  assign \b$66.sh3  = \port$3954$0 [181];
+  assign \mode$67.a8  = mode[0];
+  assign \mode$67.b8  = mode[1];
+  assign \a$73.x0  = \port$3954$0 [3:0];
+  assign \a$73.x1  = \port$3954$0 [7:4];
+  assign \a$73.x2  = \port$3954$0 [11:8];
+  assign \a$73.x3  = \port$3954$0 [15:12];
+  assign \a$73.neg0  = \port$3954$0 [16];
+  assign \a$73.sh0  = \port$3954$0 [18:17];
+  assign \a$73.neg1  = \port$3954$0 [19];
+  assign \a$73.sh1  = \port$3954$0 [20];
+  assign \a$73.neg2  = \port$3954$0 [21];
+  assign \a$73.sh2  = \port$3954$0 [23:22];
+  assign \a$73.neg3  = \port$3954$0 [24];
+  assign \a$73.sh3  = \port$3954$0 [25];
+  assign \b$74.x0  = \port$3954$0 [185:182];
+  assign \b$74.x1  = \port$3954$0 [189:186];
+  assign \b$74.x2  = \port$3954$0 [193:190];
+  assign \b$74.x3  = \port$3954$0 [197:194];
+  assign \b$74.neg0  = \port$3954$0 [198];
+  assign \b$74.sh0  = \port$3954$0 [200:199];
+  assign \b$74.neg1  = \port$3954$0 [201];
+  assign \b$74.sh1  = \port$3954$0 [202];
+  assign \b$74.neg2  = \port$3954$0 [203];
+  assign \b$74.sh2  = \port$3954$0 [205:204];
+  assign \b$74.neg3  = \port$3954$0 [206];
+  assign \b$74.sh3  = \port$3954$0 [207];
+  assign \mode$75.a8  = mode[0];
+  assign \mode$75.b8  = mode[1];
+  assign \a$81.x0  = \port$3954$0 [29:26];
+  assign \a$81.x1  = \port$3954$0 [33:30];
+  assign \a$81.x2  = \port$3954$0 [37:34];
+  assign \a$81.x3  = \port$3954$0 [41:38];
+  assign \a$81.neg0  = \port$3954$0 [42];
+  assign \a$81.sh0  = \port$3954$0 [44:43];
+  assign \a$81.neg1  = \port$3954$0 [45];
+  assign \a$81.sh1  = \port$3954$0 [46];
+  assign \a$81.neg2  = \port$3954$0 [47];
+  assign \a$81.sh2  = \port$3954$0 [49:48];
+  assign \a$81.neg3  = \port$3954$0 [50];
+  assign \a$81.sh3  = \port$3954$0 [51];
+  assign \b$82.x0  = \port$3954$0 [107:104];
+  assign \b$82.x1  = \port$3954$0 [111:108];
+  assign \b$82.x2  = \port$3954$0 [115:112];
+  assign \b$82.x3  = \port$3954$0 [119:116];
+  assign \b$82.neg0  = \port$3954$0 [120];
+  assign \b$82.sh0  = \port$3954$0 [122:121];
+  assign \b$82.neg1  = \port$3954$0 [123];
+  assign \b$82.sh1  = \port$3954$0 [124];
+  assign \b$82.neg2  = \port$3954$0 [125];
+  assign \b$82.sh2  = \port$3954$0 [127:126];
+  assign \b$82.neg3  = \port$3954$0 [128];
+  assign \b$82.sh3  = \port$3954$0 [129];
+  assign \mode$83.a8  = \mode$83 [0];
+  assign \mode$83.b8  = \mode$83 [1];
+  assign \a$90.x0  = \port$3954$0 [29:26];
+  assign \a$90.x1  = \port$3954$0 [33:30];
+  assign \a$90.x2  = \port$3954$0 [37:34];
+  assign \a$90.x3  = \port$3954$0 [41:38];
+  assign \a$90.neg0  = \port$3954$0 [42];
+  assign \a$90.sh0  = \port$3954$0 [44:43];
+  assign \a$90.neg1  = \port$3954$0 [45];
+  assign \a$90.sh1  = \port$3954$0 [46];
+  assign \a$90.neg2  = \port$3954$0 [47];
+  assign \a$90.sh2  = \port$3954$0 [49:48];
+  assign \a$90.neg3  = \port$3954$0 [50];
+  assign \a$90.sh3  = \port$3954$0 [51];
+  assign \b$91.x0  = \port$3954$0 [133:130];
+  assign \b$91.x1  = \port$3954$0 [137:134];
+  assign \b$91.x2  = \port$3954$0 [141:138];
+  assign \b$91.x3  = \port$3954$0 [145:142];
+  assign \b$91.neg0  = \port$3954$0 [146];
+  assign \b$91.sh0  = \port$3954$0 [148:147];
+  assign \b$91.neg1  = \port$3954$0 [149];
+  assign \b$91.sh1  = \port$3954$0 [150];
+  assign \b$91.neg2  = \port$3954$0 [151];
+  assign \b$91.sh2  = \port$3954$0 [153:152];
+  assign \b$91.neg3  = \port$3954$0 [154];
+  assign \b$91.sh3  = \port$3954$0 [155];
+  assign \mode$92.a8  = \mode$83 [0];
+  assign \mode$92.b8  = \mode$83 [1];
+  assign \a$98.x0  = \port$3954$0 [29:26];
+  assign \a$98.x1  = \port$3954$0 [33:30];
+  assign \a$98.x2  = \port$3954$0 [37:34];
+  assign \a$98.x3  = \port$3954$0 [41:38];
+  assign \a$98.neg0  = \port$3954$0 [42];
+  assign \a$98.sh0  = \port$3954$0 [44:43];
+  assign \a$98.neg1  = \port$3954$0 [45];
+  assign \a$98.sh1  = \port$3954$0 [46];
+  assign \a$98.neg2  = \port$3954$0 [47];
+  assign \a$98.sh2  = \port$3954$0 [49:48];
+  assign \a$98.neg3  = \port$3954$0 [50];
+  assign \a$98.sh3  = \port$3954$0 [51];
+  assign \b$99.x0  = \port$3954$0 [159:156];
+  assign \b$99.x1  = \port$3954$0 [163:160];
+  assign \b$99.x2  = \port$3954$0 [167:164];
+  assign \b$99.x3  = \port$3954$0 [171:168];
+  assign \b$99.neg0  = \port$3954$0 [172];
+  assign \b$99.sh0  = \port$3954$0 [174:173];
+  assign \b$99.neg1  = \port$3954$0 [175];
+  assign \b$99.sh1  = \port$3954$0 [176];
+  assign \b$99.neg2  = \port$3954$0 [177];
+  assign \b$99.sh2  = \port$3954$0 [179:178];
+  assign \b$99.neg3  = \port$3954$0 [180];
+  assign \b$99.sh3  = \port$3954$0 [181];
+  assign \mode$100.a8  = \mode$83 [0];
+  assign \mode$100.b8  = \mode$83 [1];
+  assign \a$106.x0  = \port$3954$0 [29:26];
+  assign \a$106.x1  = \port$3954$0 [33:30];
+  assign \a$106.x2  = \port$3954$0 [37:34];
+  assign \a$106.x3  = \port$3954$0 [41:38];
+  assign \a$106.neg0  = \port$3954$0 [42];
+  assign \a$106.sh0  = \port$3954$0 [44:43];
+  assign \a$106.neg1  = \port$3954$0 [45];
+  assign \a$106.sh1  = \port$3954$0 [46];
+  assign \a$106.neg2  = \port$3954$0 [47];
+  assign \a$106.sh2  = \port$3954$0 [49:48];
+  assign \a$106.neg3  = \port$3954$0 [50];
+  assign \a$106.sh3  = \port$3954$0 [51];
+  assign \b$107.x0  = \port$3954$0 [185:182];
+  assign \b$107.x1  = \port$3954$0 [189:186];
+  assign \b$107.x2  = \port$3954$0 [193:190];
+  assign \b$107.x3  = \port$3954$0 [197:194];
+  assign \b$107.neg0  = \port$3954$0 [198];
+  assign \b$107.sh0  = \port$3954$0 [200:199];
+  assign \b$107.neg1  = \port$3954$0 [201];
+  assign \b$107.sh1  = \port$3954$0 [202];
+  assign \b$107.neg2  = \port$3954$0 [203];
+  assign \b$107.sh2  = \port$3954$0 [205:204];
+  assign \b$107.neg3  = \port$3954$0 [206];
+  assign \b$107.sh3  = \port$3954$0 [207];
+  assign \mode$108.a8  = \mode$83 [0];
+  assign \mode$108.b8  = \mode$83 [1];
+  assign \a$114.x0  = \port$3954$0 [55:52];
+  assign \a$114.x1  = \port$3954$0 [59:56];
+  assign \a$114.x2  = \port$3954$0 [63:60];
+  assign \a$114.x3  = \port$3954$0 [67:64];
+  assign \a$114.neg0  = \port$3954$0 [68];
+  assign \a$114.sh0  = \port$3954$0 [70:69];
+  assign \a$114.neg1  = \port$3954$0 [71];
+  assign \a$114.sh1  = \port$3954$0 [72];
+  assign \a$114.neg2  = \port$3954$0 [73];
+  assign \a$114.sh2  = \port$3954$0 [75:74];
+  assign \a$114.neg3  = \port$3954$0 [76];
+  assign \a$114.sh3  = \port$3954$0 [77];
+  assign \b$115.x0  = \port$3954$0 [107:104];
+  assign \b$115.x1  = \port$3954$0 [111:108];
+  assign \b$115.x2  = \port$3954$0 [115:112];
+  assign \b$115.x3  = \port$3954$0 [119:116];
+  assign \b$115.neg0  = \port$3954$0 [120];
+  assign \b$115.sh0  = \port$3954$0 [122:121];
+  assign \b$115.neg1  = \port$3954$0 [123];
+  assign \b$115.sh1  = \port$3954$0 [124];
+  assign \b$115.neg2  = \port$3954$0 [125];
+  assign \b$115.sh2  = \port$3954$0 [127:126];
+  assign \b$115.neg3  = \port$3954$0 [128];
+  assign \b$115.sh3  = \port$3954$0 [129];
+  assign \mode$116.a8  = \mode$116 [0];
+  assign \mode$116.b8  = \mode$116 [1];
+  assign \a$123.x0  = \port$3954$0 [55:52];
+  assign \a$123.x1  = \port$3954$0 [59:56];
+  assign \a$123.x2  = \port$3954$0 [63:60];
+  assign \a$123.x3  = \port$3954$0 [67:64];
+  assign \a$123.neg0  = \port$3954$0 [68];
+  assign \a$123.sh0  = \port$3954$0 [70:69];
+  assign \a$123.neg1  = \port$3954$0 [71];
+  assign \a$123.sh1  = \port$3954$0 [72];
+  assign \a$123.neg2  = \port$3954$0 [73];
+  assign \a$123.sh2  = \port$3954$0 [75:74];
+  assign \a$123.neg3  = \port$3954$0 [76];
+  assign \a$123.sh3  = \port$3954$0 [77];
+  assign \b$124.x0  = \port$3954$0 [133:130];
+  assign \b$124.x1  = \port$3954$0 [137:134];
+  assign \b$124.x2  = \port$3954$0 [141:138];
+  assign \b$124.x3  = \port$3954$0 [145:142];
+  assign \b$124.neg0  = \port$3954$0 [146];
+  assign \b$124.sh0  = \port$3954$0 [148:147];
+  assign \b$124.neg1  = \port$3954$0 [149];
+  assign \b$124.sh1  = \port$3954$0 [150];
+  assign \b$124.neg2  = \port$3954$0 [151];
+  assign \b$124.sh2  = \port$3954$0 [153:152];
+  assign \b$124.neg3  = \port$3954$0 [154];
+  assign \b$124.sh3  = \port$3954$0 [155];
+  assign \mode$125.a8  = \mode$116 [0];
+  assign \mode$125.b8  = \mode$116 [1];
+  assign \a$131.x0  = \port$3954$0 [55:52];
+  assign \a$131.x1  = \port$3954$0 [59:56];
+  assign \a$131.x2  = \port$3954$0 [63:60];
+  assign \a$131.x3  = \port$3954$0 [67:64];
+  assign \a$131.neg0  = \port$3954$0 [68];
+  assign \a$131.sh0  = \port$3954$0 [70:69];
+  assign \a$131.neg1  = \port$3954$0 [71];
+  assign \a$131.sh1  = \port$3954$0 [72];
+  assign \a$131.neg2  = \port$3954$0 [73];
+  assign \a$131.sh2  = \port$3954$0 [75:74];
+  assign \a$131.neg3  = \port$3954$0 [76];
+  assign \a$131.sh3  = \port$3954$0 [77];
+  assign \b$132.x0  = \port$3954$0 [159:156];
+  assign \b$132.x1  = \port$3954$0 [163:160];
+  assign \b$132.x2  = \port$3954$0 [167:164];
+  assign \b$132.x3  = \port$3954$0 [171:168];
+  assign \b$132.neg0  = \port$3954$0 [172];
+  assign \b$132.sh0  = \port$3954$0 [174:173];
+  assign \b$132.neg1  = \port$3954$0 [175];
+  assign \b$132.sh1  = \port$3954$0 [176];
+  assign \b$132.neg2  = \port$3954$0 [177];
+  assign \b$132.sh2  = \port$3954$0 [179:178];
+  assign \b$132.neg3  = \port$3954$0 [180];
+  assign \b$132.sh3  = \port$3954$0 [181];
+  assign \mode$133.a8  = \mode$116 [0];
+  assign \mode$133.b8  = \mode$116 [1];
+  assign \a$139.x0  = \port$3954$0 [55:52];
+  assign \a$139.x1  = \port$3954$0 [59:56];
+  assign \a$139.x2  = \port$3954$0 [63:60];
+  assign \a$139.x3  = \port$3954$0 [67:64];
+  assign \a$139.neg0  = \port$3954$0 [68];
+  assign \a$139.sh0  = \port$3954$0 [70:69];
+  assign \a$139.neg1  = \port$3954$0 [71];
+  assign \a$139.sh1  = \port$3954$0 [72];
+  assign \a$139.neg2  = \port$3954$0 [73];
+  assign \a$139.sh2  = \port$3954$0 [75:74];
+  assign \a$139.neg3  = \port$3954$0 [76];
+  assign \a$139.sh3  = \port$3954$0 [77];
+  assign \b$140.x0  = \port$3954$0 [185:182];
+  assign \b$140.x1  = \port$3954$0 [189:186];
+  assign \b$140.x2  = \port$3954$0 [193:190];
+  assign \b$140.x3  = \port$3954$0 [197:194];
+  assign \b$140.neg0  = \port$3954$0 [198];
+  assign \b$140.sh0  = \port$3954$0 [200:199];
+  assign \b$140.neg1  = \port$3954$0 [201];
+  assign \b$140.sh1  = \port$3954$0 [202];
+  assign \b$140.neg2  = \port$3954$0 [203];
+  assign \b$140.sh2  = \port$3954$0 [205:204];
+  assign \b$140.neg3  = \port$3954$0 [206];
+  assign \b$140.sh3  = \port$3954$0 [207];
+  assign \mode$141.a8  = \mode$116 [0];
+  assign \mode$141.b8  = \mode$116 [1];
+  assign \a$147.x0  = \port$3954$0 [81:78];
+  assign \a$147.x1  = \port$3954$0 [85:82];
+  assign \a$147.x2  = \port$3954$0 [89:86];
+  assign \a$147.x3  = \port$3954$0 [93:90];
+  assign \a$147.neg0  = \port$3954$0 [94];
+  assign \a$147.sh0  = \port$3954$0 [96:95];
+  assign \a$147.neg1  = \port$3954$0 [97];
+  assign \a$147.sh1  = \port$3954$0 [98];
+  assign \a$147.neg2  = \port$3954$0 [99];
+  assign \a$147.sh2  = \port$3954$0 [101:100];
+  assign \a$147.neg3  = \port$3954$0 [102];
+  assign \a$147.sh3  = \port$3954$0 [103];
+  assign \b$148.x0  = \port$3954$0 [107:104];
+  assign \b$148.x1  = \port$3954$0 [111:108];
+  assign \b$148.x2  = \port$3954$0 [115:112];
+  assign \b$148.x3  = \port$3954$0 [119:116];
+  assign \b$148.neg0  = \port$3954$0 [120];
+  assign \b$148.sh0  = \port$3954$0 [122:121];
+  assign \b$148.neg1  = \port$3954$0 [123];
+  assign \b$148.sh1  = \port$3954$0 [124];
+  assign \b$148.neg2  = \port$3954$0 [125];
+  assign \b$148.sh2  = \port$3954$0 [127:126];
+  assign \b$148.neg3  = \port$3954$0 [128];
+  assign \b$148.sh3  = \port$3954$0 [129];
+  assign \mode$149.a8  = \mode$149 [0];
+  assign \mode$149.b8  = \mode$149 [1];
+  assign \a$156.x0  = \port$3954$0 [81:78];
+  assign \a$156.x1  = \port$3954$0 [85:82];
+  assign \a$156.x2  = \port$3954$0 [89:86];
+  assign \a$156.x3  = \port$3954$0 [93:90];
+  assign \a$156.neg0  = \port$3954$0 [94];
+  assign \a$156.sh0  = \port$3954$0 [96:95];
+  assign \a$156.neg1  = \port$3954$0 [97];
+  assign \a$156.sh1  = \port$3954$0 [98];
+  assign \a$156.neg2  = \port$3954$0 [99];
+  assign \a$156.sh2  = \port$3954$0 [101:100];
+  assign \a$156.neg3  = \port$3954$0 [102];
+  assign \a$156.sh3  = \port$3954$0 [103];
+  assign \b$157.x0  = \port$3954$0 [133:130];
+  assign \b$157.x1  = \port$3954$0 [137:134];
+  assign \b$157.x2  = \port$3954$0 [141:138];
+  assign \b$157.x3  = \port$3954$0 [145:142];
+  assign \b$157.neg0  = \port$3954$0 [146];
+  assign \b$157.sh0  = \port$3954$0 [148:147];
+  assign \b$157.neg1  = \port$3954$0 [149];
+  assign \b$157.sh1  = \port$3954$0 [150];
+  assign \b$157.neg2  = \port$3954$0 [151];
+  assign \b$157.sh2  = \port$3954$0 [153:152];
+  assign \b$157.neg3  = \port$3954$0 [154];
+  assign \b$157.sh3  = \port$3954$0 [155];
+  assign \mode$158.a8  = \mode$149 [0];
+  assign \mode$158.b8  = \mode$149 [1];
+  assign \a$164.x0  = \port$3954$0 [81:78];
+  assign \a$164.x1  = \port$3954$0 [85:82];
+  assign \a$164.x2  = \port$3954$0 [89:86];
+  assign \a$164.x3  = \port$3954$0 [93:90];
+  assign \a$164.neg0  = \port$3954$0 [94];
+  assign \a$164.sh0  = \port$3954$0 [96:95];
+  assign \a$164.neg1  = \port$3954$0 [97];
+  assign \a$164.sh1  = \port$3954$0 [98];
+  assign \a$164.neg2  = \port$3954$0 [99];
+  assign \a$164.sh2  = \port$3954$0 [101:100];
+  assign \a$164.neg3  = \port$3954$0 [102];
+  assign \a$164.sh3  = \port$3954$0 [103];
+  assign \b$165.x0  = \port$3954$0 [159:156];
+  assign \b$165.x1  = \port$3954$0 [163:160];
+  assign \b$165.x2  = \port$3954$0 [167:164];
+  assign \b$165.x3  = \port$3954$0 [171:168];
+  assign \b$165.neg0  = \port$3954$0 [172];
+  assign \b$165.sh0  = \port$3954$0 [174:173];
+  assign \b$165.neg1  = \port$3954$0 [175];
+  assign \b$165.sh1  = \port$3954$0 [176];
+  assign \b$165.neg2  = \port$3954$0 [177];
+  assign \b$165.sh2  = \port$3954$0 [179:178];
+  assign \b$165.neg3  = \port$3954$0 [180];
+  assign \b$165.sh3  = \port$3954$0 [181];
+  assign \mode$166.a8  = \mode$149 [0];
+  assign \mode$166.b8  = \mode$149 [1];
+  assign \a$172.x0  = \port$3954$0 [81:78];
+  assign \a$172.x1  = \port$3954$0 [85:82];
+  assign \a$172.x2  = \port$3954$0 [89:86];
+  assign \a$172.x3  = \port$3954$0 [93:90];
+  assign \a$172.neg0  = \port$3954$0 [94];
+  assign \a$172.sh0  = \port$3954$0 [96:95];
+  assign \a$172.neg1  = \port$3954$0 [97];
+  assign \a$172.sh1  = \port$3954$0 [98];
+  assign \a$172.neg2  = \port$3954$0 [99];
+  assign \a$172.sh2  = \port$3954$0 [101:100];
+  assign \a$172.neg3  = \port$3954$0 [102];
+  assign \a$172.sh3  = \port$3954$0 [103];
+  assign \b$173.x0  = \port$3954$0 [185:182];
+  assign \b$173.x1  = \port$3954$0 [189:186];
+  assign \b$173.x2  = \port$3954$0 [193:190];
+  assign \b$173.x3  = \port$3954$0 [197:194];
+  assign \b$173.neg0  = \port$3954$0 [198];
+  assign \b$173.sh0  = \port$3954$0 [200:199];
+  assign \b$173.neg1  = \port$3954$0 [201];
+  assign \b$173.sh1  = \port$3954$0 [202];
+  assign \b$173.neg2  = \port$3954$0 [203];
+  assign \b$173.sh2  = \port$3954$0 [205:204];
+  assign \b$173.neg3  = \port$3954$0 [206];
+  assign \b$173.sh3  = \port$3954$0 [207];
+  assign \mode$174.a8  = \mode$149 [0];
+  assign \mode$174.b8  = \mode$149 [1];
   assign \t__payload.data  = t__payload[607:0];
   assign \t__payload.data[0]  = t__payload[151:0];
   assign \t__payload.data[0][0]  = t__payload[37:0];
@@ -13853,23 +14108,23 @@ module \top.grid (rst, advance, t__valid, t__ready, freed, \port$3903$0 , \port$
   assign \t__payload.data[3][2]  = t__payload[569:532];
   assign \t__payload.data[3][3]  = t__payload[607:570];
   assign \t__payload.err  = t__payload[608];
-  assign t__payload[607:570] = \$83 [37:0];
-  assign t__payload[569:532] = \$81 [37:0];
-  assign t__payload[531:494] = \$79 [37:0];
-  assign t__payload[493:456] = \$77 [37:0];
-  assign t__payload[455:418] = \$75 [37:0];
-  assign t__payload[417:380] = \$73 [37:0];
-  assign t__payload[379:342] = \$71 [37:0];
-  assign t__payload[341:304] = \$69 [37:0];
-  assign t__payload[303:266] = \$67 [37:0];
-  assign t__payload[265:228] = \$65 [37:0];
-  assign t__payload[227:190] = \$63 [37:0];
-  assign t__payload[189:152] = \$61 [37:0];
-  assign t__payload[151:114] = \$59 [37:0];
-  assign t__payload[113:76] = \$57 [37:0];
-  assign t__payload[75:38] = \$55 [37:0];
-  assign t__payload[37:0] = \$53 [37:0];
-  assign t__payload[608] = \$51 ;
+  assign t__payload[607:570] = \$85 [37:0];
+  assign t__payload[569:532] = \$83 [37:0];
+  assign t__payload[531:494] = \$81 [37:0];
+  assign t__payload[493:456] = \$79 [37:0];
+  assign t__payload[455:418] = \$77 [37:0];
+  assign t__payload[417:380] = \$75 [37:0];
+  assign t__payload[379:342] = \$73 [37:0];
+  assign t__payload[341:304] = \$71 [37:0];
+  assign t__payload[303:266] = \$69 [37:0];
+  assign t__payload[265:228] = \$67 [37:0];
+  assign t__payload[227:190] = \$65 [37:0];
+  assign t__payload[189:152] = \$63 [37:0];
+  assign t__payload[151:114] = \$61 [37:0];
+  assign t__payload[113:76] = \$59 [37:0];
+  assign t__payload[75:38] = \$57 [37:0];
+  assign t__payload[37:0] = \$55 [37:0];
+  assign t__payload[608] = \$53 ;
   assign lane_en[7] = en_dec7_en;
   assign lane_en[6] = en_dec6_en;
   assign lane_en[5] = en_dec5_en;
@@ -25965,7 +26220,7 @@ module \top.grid.pe_2_3 (rst, en, a, b, mode, sum, cin, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.grid.pe_3_0 (rst, en, \port$3903$78 , mode, sum, cin, clk);
+module \top.grid.pe_3_0 (rst, en, \port$3954$78 , mode, sum, cin, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire [3:0] \$1 ;
   wire [3:0] \$10 ;
@@ -26201,8 +26456,8 @@ module \top.grid.pe_3_0 (rst, en, \port$3903$78 , mode, sum, cin, clk);
   wire [7:0] pair0_hi;
   (* keep = 32'd1 *)
   wire [7:0] pair1_hi;
-  input [51:0] \port$3903$78 ;
-  wire [51:0] \port$3903$78 ;
+  input [51:0] \port$3954$78 ;
+  wire [51:0] \port$3954$78 ;
   (* keep = 32'd1 *)
   wire [5:0] pp0_hi;
   (* keep = 32'd1 *)
@@ -26251,41 +26506,41 @@ module \top.grid.pe_3_0 (rst, en, \port$3903$78 , mode, sum, cin, clk);
   wire [25:0] sum1_0;
   (* init = 1'h0 *)
   wire sum1_0_c;
-  assign \$1  = \port$3903$78 [26] ? \port$3903$78 [3:0] : 4'h0;
-  assign \$3  = \port$3903$78 [27] ? \$2  : 5'h00;
+  assign \$1  = \port$3954$78 [26] ? \port$3954$78 [3:0] : 4'h0;
+  assign \$3  = \port$3954$78 [27] ? \$2  : 5'h00;
   assign pp0_lo = \$1  + \$3 ;
-  assign \$4  = \port$3903$78 [28] ? \port$3903$78 [3:0] : 4'h0;
-  assign \$6  = \port$3903$78 [29] ? \$5  : 5'h00;
+  assign \$4  = \port$3954$78 [28] ? \port$3954$78 [3:0] : 4'h0;
+  assign \$6  = \port$3954$78 [29] ? \$5  : 5'h00;
   assign pp0_hi = \$4  + \$6 ;
-  assign \$7  = \port$3903$78 [30] ? \port$3903$78 [7:4] : 4'h0;
-  assign \$9  = \port$3903$78 [31] ? \$8  : 5'h00;
+  assign \$7  = \port$3954$78 [30] ? \port$3954$78 [7:4] : 4'h0;
+  assign \$9  = \port$3954$78 [31] ? \$8  : 5'h00;
   assign pp1_lo = \$7  + \$9 ;
-  assign \$10  = \port$3903$78 [32] ? \port$3903$78 [7:4] : 4'h0;
-  assign \$12  = \port$3903$78 [33] ? \$11  : 5'h00;
+  assign \$10  = \port$3954$78 [32] ? \port$3954$78 [7:4] : 4'h0;
+  assign \$12  = \port$3954$78 [33] ? \$11  : 5'h00;
   assign pp1_hi = \$10  + \$12 ;
-  assign \$13  = \port$3903$78 [34] ? \port$3903$78 [11:8] : 4'h0;
-  assign \$15  = \port$3903$78 [35] ? \$14  : 5'h00;
+  assign \$13  = \port$3954$78 [34] ? \port$3954$78 [11:8] : 4'h0;
+  assign \$15  = \port$3954$78 [35] ? \$14  : 5'h00;
   assign pp2_lo = \$13  + \$15 ;
-  assign \$16  = \port$3903$78 [36] ? \port$3903$78 [11:8] : 4'h0;
-  assign \$18  = \port$3903$78 [37] ? \$17  : 5'h00;
+  assign \$16  = \port$3954$78 [36] ? \port$3954$78 [11:8] : 4'h0;
+  assign \$18  = \port$3954$78 [37] ? \$17  : 5'h00;
   assign pp2_hi = \$16  + \$18 ;
-  assign \$19  = \port$3903$78 [38] ? \port$3903$78 [15:12] : 4'h0;
-  assign \$21  = \port$3903$78 [39] ? \$20  : 5'h00;
+  assign \$19  = \port$3954$78 [38] ? \port$3954$78 [15:12] : 4'h0;
+  assign \$21  = \port$3954$78 [39] ? \$20  : 5'h00;
   assign pp3_lo = \$19  + \$21 ;
-  assign \$22  = \port$3903$78 [40] ? \port$3903$78 [15:12] : 4'h0;
-  assign \$24  = \port$3903$78 [41] ? \$23  : 5'h00;
+  assign \$22  = \port$3954$78 [40] ? \port$3954$78 [15:12] : 4'h0;
+  assign \$24  = \port$3954$78 [41] ? \$23  : 5'h00;
   assign pp3_hi = \$22  + \$24 ;
   assign \$25  = m0[7:4] + m1;
   assign \$26  = m2[7:4] + m3;
   assign \$27  = f3_0[11:4] + f3_2;
-  assign \$28  = \port$3903$78 [16] ^ \port$3903$78 [42];
-  assign \$29  = \port$3903$78 [19] ^ \port$3903$78 [45];
-  assign \$30  = \port$3903$78 [21] ^ \port$3903$78 [47];
-  assign \$31  = \port$3903$78 [24] ^ \port$3903$78 [50];
-  assign \$32  = \port$3903$78 [18:17] + \port$3903$78 [44:43];
-  assign \$33  = \port$3903$78 [20] + \port$3903$78 [46];
-  assign \$34  = \port$3903$78 [23:22] + \port$3903$78 [49:48];
-  assign \$35  = \port$3903$78 [25] + \port$3903$78 [51];
+  assign \$28  = \port$3954$78 [16] ^ \port$3954$78 [42];
+  assign \$29  = \port$3954$78 [19] ^ \port$3954$78 [45];
+  assign \$30  = \port$3954$78 [21] ^ \port$3954$78 [47];
+  assign \$31  = \port$3954$78 [24] ^ \port$3954$78 [50];
+  assign \$32  = \port$3954$78 [18:17] + \port$3954$78 [44:43];
+  assign \$33  = \port$3954$78 [20] + \port$3954$78 [46];
+  assign \$34  = \port$3954$78 [23:22] + \port$3954$78 [49:48];
+  assign \$35  = \port$3954$78 [25] + \port$3954$78 [51];
   assign \$37  = pp0_lo1 + \$36 ;
   assign \$39  = pp1_lo1 + \$38 ;
   assign \$41  = pp2_lo1 + \$40 ;
@@ -26926,47 +27181,47 @@ module \top.grid.pe_3_0 (rst, en, \port$3903$78 , mode, sum, cin, clk);
       \$143  = sum0_2_c;
     end
   end
-  assign b = \port$3903$78 [51:26];
-  assign a = \port$3903$78 [25:0];
+  assign b = \port$3954$78 [51:26];
+  assign a = \port$3954$78 [25:0];
   assign pair0_hi = \$25 [7:0];
   assign pair1_hi = \$26 [7:0];
   assign full_hi = \$27 [11:0];
   assign sum1_0 = sum;
   assign sum1_0_c = cin;
-  assign \b.x0  = \port$3903$78 [29:26];
-  assign \b.x1  = \port$3903$78 [33:30];
-  assign \b.x2  = \port$3903$78 [37:34];
-  assign \b.x3  = \port$3903$78 [41:38];
-  assign \b.neg0  = \port$3903$78 [42];
-  assign \b.sh0  = \port$3903$78 [44:43];
-  assign \b.neg1  = \port$3903$78 [45];
-  assign \b.sh1  = \port$3903$78 [46];
-  assign \b.neg2  = \port$3903$78 [47];
-  assign \b.sh2  = \port$3903$78 [49:48];
-  assign \b.neg3  = \port$3903$78 [50];
-  assign \b.sh3  = \port$3903$78 [51];
-  assign \a.x0  = \port$3903$78 [3:0];
-  assign \a.x1  = \port$3903$78 [7:4];
-  assign \a.x2  = \port$3903$78 [11:8];
-  assign \a.x3  = \port$3903$78 [15:12];
-  assign \a.neg0  = \port$3903$78 [16];
-  assign \a.sh0  = \port$3903$78 [18:17];
-  assign \a.neg1  = \port$3903$78 [19];
-  assign \a.sh1  = \port$3903$78 [20];
-  assign \a.neg2  = \port$3903$78 [21];
-  assign \a.sh2  = \port$3903$78 [23:22];
-  assign \a.neg3  = \port$3903$78 [24];
-  assign \a.sh3  = \port$3903$78 [25];
+  assign \b.x0  = \port$3954$78 [29:26];
+  assign \b.x1  = \port$3954$78 [33:30];
+  assign \b.x2  = \port$3954$78 [37:34];
+  assign \b.x3  = \port$3954$78 [41:38];
+  assign \b.neg0  = \port$3954$78 [42];
+  assign \b.sh0  = \port$3954$78 [44:43];
+  assign \b.neg1  = \port$3954$78 [45];
+  assign \b.sh1  = \port$3954$78 [46];
+  assign \b.neg2  = \port$3954$78 [47];
+  assign \b.sh2  = \port$3954$78 [49:48];
+  assign \b.neg3  = \port$3954$78 [50];
+  assign \b.sh3  = \port$3954$78 [51];
+  assign \a.x0  = \port$3954$78 [3:0];
+  assign \a.x1  = \port$3954$78 [7:4];
+  assign \a.x2  = \port$3954$78 [11:8];
+  assign \a.x3  = \port$3954$78 [15:12];
+  assign \a.neg0  = \port$3954$78 [16];
+  assign \a.sh0  = \port$3954$78 [18:17];
+  assign \a.neg1  = \port$3954$78 [19];
+  assign \a.sh1  = \port$3954$78 [20];
+  assign \a.neg2  = \port$3954$78 [21];
+  assign \a.sh2  = \port$3954$78 [23:22];
+  assign \a.neg3  = \port$3954$78 [24];
+  assign \a.sh3  = \port$3954$78 [25];
   assign \mode.a8  = mode[0];
   assign \mode.b8  = mode[1];
-  assign \$2  = { \port$3903$78 [3:0], 1'h0 };
-  assign \$5  = { \port$3903$78 [3:0], 1'h0 };
-  assign \$8  = { \port$3903$78 [7:4], 1'h0 };
-  assign \$11  = { \port$3903$78 [7:4], 1'h0 };
-  assign \$14  = { \port$3903$78 [11:8], 1'h0 };
-  assign \$17  = { \port$3903$78 [11:8], 1'h0 };
-  assign \$20  = { \port$3903$78 [15:12], 1'h0 };
-  assign \$23  = { \port$3903$78 [15:12], 1'h0 };
+  assign \$2  = { \port$3954$78 [3:0], 1'h0 };
+  assign \$5  = { \port$3954$78 [3:0], 1'h0 };
+  assign \$8  = { \port$3954$78 [7:4], 1'h0 };
+  assign \$11  = { \port$3954$78 [7:4], 1'h0 };
+  assign \$14  = { \port$3954$78 [11:8], 1'h0 };
+  assign \$17  = { \port$3954$78 [11:8], 1'h0 };
+  assign \$20  = { \port$3954$78 [15:12], 1'h0 };
+  assign \$23  = { \port$3954$78 [15:12], 1'h0 };
   assign \$36  = { 1'h0, pp0_hi1, 2'h0 };
   assign \$38  = { 1'h0, pp1_hi1, 2'h0 };
   assign \$40  = { 1'h0, pp2_hi1, 2'h0 };
@@ -29995,19 +30250,19 @@ module \top.grid.pe_3_3 (rst, en, a, b, mode, sum, cin, clk);
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.out (clk, rst, i__ready, i__payload, i__valid, o__valid, o__payload, o__ready);
+module \top.out (clk, rst, i__ready, i_ready_next, i__payload, i__valid, o__valid, o__payload, o__ready);
   input clk;
   wire clk;
   input [153:0] i__payload;
   wire [153:0] i__payload;
-  wire [153:0] \i__payload$1 ;
-  wire [151:0] \i__payload$1.data ;
-  wire [37:0] \i__payload$1.data[0] ;
-  wire [37:0] \i__payload$1.data[1] ;
-  wire [37:0] \i__payload$1.data[2] ;
-  wire [37:0] \i__payload$1.data[3] ;
-  wire \i__payload$1.error ;
-  wire \i__payload$1.last ;
+  wire [153:0] \i__payload$3 ;
+  wire [151:0] \i__payload$3.data ;
+  wire [37:0] \i__payload$3.data[0] ;
+  wire [37:0] \i__payload$3.data[1] ;
+  wire [37:0] \i__payload$3.data[2] ;
+  wire [37:0] \i__payload$3.data[3] ;
+  wire \i__payload$3.error ;
+  wire \i__payload$3.last ;
   wire [151:0] \i__payload.data ;
   wire [37:0] \i__payload.data[0] ;
   wire [37:0] \i__payload.data[1] ;
@@ -30017,20 +30272,22 @@ module \top.out (clk, rst, i__ready, i__payload, i__valid, o__valid, o__payload,
   wire \i__payload.last ;
   output i__ready;
   wire i__ready;
-  wire \i__ready$3 ;
+  wire \i__ready$5 ;
   input i__valid;
   wire i__valid;
-  wire \i__valid$5 ;
+  wire \i__valid$7 ;
+  output i_ready_next;
+  wire i_ready_next;
   output [153:0] o__payload;
   wire [153:0] o__payload;
-  wire [153:0] \o__payload$7 ;
-  wire [151:0] \o__payload$7.data ;
-  wire [37:0] \o__payload$7.data[0] ;
-  wire [37:0] \o__payload$7.data[1] ;
-  wire [37:0] \o__payload$7.data[2] ;
-  wire [37:0] \o__payload$7.data[3] ;
-  wire \o__payload$7.error ;
-  wire \o__payload$7.last ;
+  wire [153:0] \o__payload$9 ;
+  wire [151:0] \o__payload$9.data ;
+  wire [37:0] \o__payload$9.data[0] ;
+  wire [37:0] \o__payload$9.data[1] ;
+  wire [37:0] \o__payload$9.data[2] ;
+  wire [37:0] \o__payload$9.data[3] ;
+  wire \o__payload$9.error ;
+  wire \o__payload$9.last ;
   wire [151:0] \o__payload.data ;
   wire [37:0] \o__payload.data[0] ;
   wire [37:0] \o__payload.data[1] ;
@@ -30040,10 +30297,11 @@ module \top.out (clk, rst, i__ready, i__payload, i__valid, o__valid, o__payload,
   wire \o__payload.last ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$9 ;
+  wire \o__ready$11 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$11 ;
+  wire \o__valid$13 ;
+  wire ready_next;
   input rst;
   wire rst;
   \top.out.slice0  slice0 (
@@ -30054,14 +30312,16 @@ module \top.out (clk, rst, i__ready, i__payload, i__valid, o__valid, o__payload,
     .o__payload(o__payload),
     .o__ready(o__ready),
     .o__valid(o__valid),
+    .ready_next(i_ready_next),
     .rst(rst)
   );
-  assign \i__payload$1  = i__payload;
-  assign \i__ready$3  = i__ready;
-  assign \i__valid$5  = i__valid;
-  assign \o__payload$7  = o__payload;
-  assign \o__ready$9  = o__ready;
-  assign \o__valid$11  = o__valid;
+  assign ready_next = i_ready_next;
+  assign \i__payload$3  = i__payload;
+  assign \i__ready$5  = i__ready;
+  assign \i__valid$7  = i__valid;
+  assign \o__payload$9  = o__payload;
+  assign \o__ready$11  = o__ready;
+  assign \o__valid$13  = o__valid;
   assign \i__payload.data  = i__payload[151:0];
   assign \i__payload.data[0]  = i__payload[37:0];
   assign \i__payload.data[1]  = i__payload[75:38];
@@ -30069,13 +30329,13 @@ module \top.out (clk, rst, i__ready, i__payload, i__valid, o__valid, o__payload,
   assign \i__payload.data[3]  = i__payload[151:114];
   assign \i__payload.last  = i__payload[152];
   assign \i__payload.error  = i__payload[153];
-  assign \i__payload$1.data  = i__payload[151:0];
-  assign \i__payload$1.data[0]  = i__payload[37:0];
-  assign \i__payload$1.data[1]  = i__payload[75:38];
-  assign \i__payload$1.data[2]  = i__payload[113:76];
-  assign \i__payload$1.data[3]  = i__payload[151:114];
-  assign \i__payload$1.last  = i__payload[152];
-  assign \i__payload$1.error  = i__payload[153];
+  assign \i__payload$3.data  = i__payload[151:0];
+  assign \i__payload$3.data[0]  = i__payload[37:0];
+  assign \i__payload$3.data[1]  = i__payload[75:38];
+  assign \i__payload$3.data[2]  = i__payload[113:76];
+  assign \i__payload$3.data[3]  = i__payload[151:114];
+  assign \i__payload$3.last  = i__payload[152];
+  assign \i__payload$3.error  = i__payload[153];
   assign \o__payload.data  = o__payload[151:0];
   assign \o__payload.data[0]  = o__payload[37:0];
   assign \o__payload.data[1]  = o__payload[75:38];
@@ -30083,43 +30343,47 @@ module \top.out (clk, rst, i__ready, i__payload, i__valid, o__valid, o__payload,
   assign \o__payload.data[3]  = o__payload[151:114];
   assign \o__payload.last  = o__payload[152];
   assign \o__payload.error  = o__payload[153];
-  assign \o__payload$7.data  = o__payload[151:0];
-  assign \o__payload$7.data[0]  = o__payload[37:0];
-  assign \o__payload$7.data[1]  = o__payload[75:38];
-  assign \o__payload$7.data[2]  = o__payload[113:76];
-  assign \o__payload$7.data[3]  = o__payload[151:114];
-  assign \o__payload$7.last  = o__payload[152];
-  assign \o__payload$7.error  = o__payload[153];
+  assign \o__payload$9.data  = o__payload[151:0];
+  assign \o__payload$9.data[0]  = o__payload[37:0];
+  assign \o__payload$9.data[1]  = o__payload[75:38];
+  assign \o__payload$9.data[2]  = o__payload[113:76];
+  assign \o__payload$9.data[3]  = o__payload[151:114];
+  assign \o__payload$9.last  = o__payload[152];
+  assign \o__payload$9.error  = o__payload[153];
 endmodule
 
 (* generator = "Amaranth" *)
-module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__valid, o__payload, o__ready);
+module \top.out.slice0 (clk, rst, i__ready, ready_next, i__payload, i__valid, o__valid, o__payload, o__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [63:0] \$12 ;
+  wire \$12 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire \$16 ;
+  wire [63:0] \$16 ;
   wire \$17 ;
-  wire [63:0] \$18 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire \$22 ;
+  wire [63:0] \$22 ;
   wire \$23 ;
-  wire [25:0] \$24 ;
-  reg [153:0] \$25 ;
-  reg \$26 ;
-  reg \$27 ;
-  reg \$28 ;
+  wire \$24 ;
+  wire \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [25:0] \$28 ;
   reg [153:0] \$29 ;
   wire \$3 ;
   reg \$30 ;
   reg \$31 ;
+  reg \$32 ;
+  reg [153:0] \$33 ;
+  reg \$34 ;
+  reg \$35 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
@@ -30163,6 +30427,8 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__valid, o__p
   wire [37:0] \out.data[3] ;
   wire \out.error ;
   wire \out.last ;
+  output ready_next;
+  wire ready_next;
   input rst;
   wire rst;
   reg [153:0] skid = 154'h000000000000000000000000000000000000000;
@@ -30178,101 +30444,61 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__valid, o__p
   reg valid_copy1 = 1'h0;
   reg valid_copy2 = 1'h0;
   assign i__ready = ~ skid_valid;
-  assign \$1  = ~ skid_valid;
-  assign \$2  = ~ o__valid;
-  assign \$3  = \$2  | o__ready;
-  assign \$4  = ~ skid_valid;
-  assign \$5  = i__valid & \$4 ;
-  assign \$6  = skid_valid | i__valid;
-  assign \$7  = ~ valid_copy0;
-  assign \$8  = \$7  | o__ready;
-  assign \$9  = skid_valid | i__valid;
-  assign \$10  = ~ valid_copy0;
-  assign \$11  = \$10  | o__ready;
-  assign \$12  = skid_valid ? skid[63:0] : i__payload[63:0];
-  assign \$13  = ~ valid_copy1;
-  assign \$14  = \$13  | o__ready;
-  assign \$15  = skid_valid | i__valid;
-  assign \$16  = ~ valid_copy1;
-  assign \$17  = \$16  | o__ready;
-  assign \$18  = skid_valid ? skid[127:64] : i__payload[127:64];
-  assign \$19  = ~ valid_copy2;
-  assign \$20  = \$19  | o__ready;
-  assign \$21  = skid_valid | i__valid;
-  assign \$22  = ~ valid_copy2;
-  assign \$23  = \$22  | o__ready;
-  assign \$24  = skid_valid ? skid[153:128] : i__payload[153:128];
+  assign \$1  = ~ o__valid;
+  assign \$2  = \$1  | o__ready;
+  assign \$3  = skid_valid | i__valid;
+  assign \$4  = ~ \$3 ;
+  assign ready_next = \$2  | \$4 ;
+  assign \$5  = ~ skid_valid;
+  assign \$6  = ~ o__valid;
+  assign \$7  = \$6  | o__ready;
+  assign \$8  = ~ skid_valid;
+  assign \$9  = i__valid & \$8 ;
+  assign \$10  = skid_valid | i__valid;
+  assign \$11  = ~ valid_copy0;
+  assign \$12  = \$11  | o__ready;
+  assign \$13  = skid_valid | i__valid;
+  assign \$14  = ~ valid_copy0;
+  assign \$15  = \$14  | o__ready;
+  assign \$16  = skid_valid ? skid[63:0] : i__payload[63:0];
+  assign \$17  = ~ valid_copy1;
+  assign \$18  = \$17  | o__ready;
+  assign \$19  = skid_valid | i__valid;
+  assign \$20  = ~ valid_copy1;
+  assign \$21  = \$20  | o__ready;
+  assign \$22  = skid_valid ? skid[127:64] : i__payload[127:64];
+  assign \$23  = ~ valid_copy2;
+  assign \$24  = \$23  | o__ready;
+  assign \$25  = skid_valid | i__valid;
+  assign \$26  = ~ valid_copy2;
+  assign \$27  = \$26  | o__ready;
+  assign \$28  = skid_valid ? skid[153:128] : i__payload[153:128];
   always @(posedge clk)
-    skid <= \$25 ;
+    skid <= \$29 ;
   always @(posedge clk)
-    o__valid <= \$26 ;
+    o__valid <= \$30 ;
   always @(posedge clk)
-    skid_valid <= \$27 ;
+    skid_valid <= \$31 ;
   always @(posedge clk)
-    valid_copy0 <= \$28 ;
+    valid_copy0 <= \$32 ;
   always @(posedge clk)
-    o__payload <= \$29 ;
+    o__payload <= \$33 ;
   always @(posedge clk)
-    valid_copy1 <= \$30 ;
+    valid_copy1 <= \$34 ;
   always @(posedge clk)
-    valid_copy2 <= \$31 ;
+    valid_copy2 <= \$35 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$25  = skid;
-    if (\$1 ) begin
-      \$25  = i__payload;
+    \$29  = skid;
+    if (\$5 ) begin
+      \$29  = i__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$26  = o__valid;
-    if (\$3 ) begin
-      \$26  = \$6 ;
-    end
-    if (rst) begin
-      \$26  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$27  = skid_valid;
-    if (\$3 ) begin
-      \$27  = 1'h0;
-    end else if (\$5 ) begin
-      \$27  = 1'h1;
-    end
-    if (rst) begin
-      \$27  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$28  = valid_copy0;
-    if (\$8 ) begin
-      \$28  = \$9 ;
-    end
-    if (rst) begin
-      \$28  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$29  = o__payload;
-    if (\$11 ) begin
-      \$29 [63:0] = \$12 ;
-    end
-    if (\$17 ) begin
-      \$29 [127:64] = \$18 ;
-    end
-    if (\$23 ) begin
-      \$29 [153:128] = \$24 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$30  = valid_copy1;
-    if (\$14 ) begin
-      \$30  = \$15 ;
+    \$30  = o__valid;
+    if (\$7 ) begin
+      \$30  = \$10 ;
     end
     if (rst) begin
       \$30  = 1'h0;
@@ -30280,12 +30506,57 @@ module \top.out.slice0 (clk, rst, i__ready, i__payload, i__valid, o__valid, o__p
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
-    \$31  = valid_copy2;
-    if (\$20 ) begin
-      \$31  = \$21 ;
+    \$31  = skid_valid;
+    if (\$7 ) begin
+      \$31  = 1'h0;
+    end else if (\$9 ) begin
+      \$31  = 1'h1;
     end
     if (rst) begin
       \$31  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$32  = valid_copy0;
+    if (\$12 ) begin
+      \$32  = \$13 ;
+    end
+    if (rst) begin
+      \$32  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$33  = o__payload;
+    if (\$15 ) begin
+      \$33 [63:0] = \$16 ;
+    end
+    if (\$21 ) begin
+      \$33 [127:64] = \$22 ;
+    end
+    if (\$27 ) begin
+      \$33 [153:128] = \$28 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$34  = valid_copy1;
+    if (\$18 ) begin
+      \$34  = \$19 ;
+    end
+    if (rst) begin
+      \$34  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    \$35  = valid_copy2;
+    if (\$24 ) begin
+      \$35  = \$25 ;
+    end
+    if (rst) begin
+      \$35  = 1'h0;
     end
   end
   assign out = o__payload;
